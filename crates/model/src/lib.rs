@@ -1,0 +1,20 @@
+//! ndarray models for modelplane: training, inference and the one-file artifact.
+//!
+//! A [`Model`] is trained from a [`Dataset`] with [`train`], saved with
+//! [`Model::to_artifact`] (safetensors weights, manifest in its metadata) and loaded
+//! back with [`Model::from_artifact`]. [`Model::predict`] is the one inference path,
+//! shared by the worker: a batch in, a batch out.
+#![forbid(unsafe_code)]
+
+mod artifact;
+mod data;
+mod error;
+mod metrics;
+mod model;
+mod train;
+
+pub use artifact::{FORMAT_VERSION, MANIFEST_METADATA_KEY};
+pub use data::Dataset;
+pub use error::{Error, Result};
+pub use model::{Manifest, Model, ModelKind, Output, Signature, StandardScaler, TensorSpec};
+pub use train::{train, Progress, TrainParams};

@@ -1,0 +1,434 @@
+//! The registry's domain API: no tonic types here.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use modelplane_model::Model;
+use modelplane_store::KvStore;
+use modelplane_store::schema::{
+    self, DatasetRecord, DeploymentRecord, Lineage, ModelRecord, ModelsKey, VersionRecord,
+};
+use sha2::{Digest, Sha256};
+
+use crate::{BlobStore, Error, RegistryConfig, Result};
+
+const ARTIFACTS: &str = "artifacts";
+const DATASETS: &str = "datasets";
+/// Attempts at the version-number compare-and-swap before giving up under contention.
+const CAS_ATTEMPTS: usize = 64;
+
+/// A complete artifact upload, its bytes already received.
+#[derive(Debug)]
+pub struct VersionUpload {
+    /// Model to add the version to.
+    pub model: String,
+    /// Declared sha256 (lowercase hex).
+    pub sha256: String,
+    /// Declared size; 0 when not declared.
+    pub size_bytes: u64,
+    /// Provenance.
+    pub lineage: Lineage,
+    /// Create the model if it does not exist.
+    pub create_model: bool,
+    /// The artifact.
+    pub bytes: Bytes,
+}
+
+/// A complete dataset upload.
+#[derive(Debug)]
+pub struct DatasetUpload {
+    /// Dataset name.
+    pub name: String,
+    /// Expected sha256, or empty.
+    pub sha256: String,
+    /// The CSV.
+    pub bytes: Bytes,
+}
+
+/// The registry over a KvStore and a blob store.
+#[derive(Clone)]
+pub struct Registry {
+    store: Arc<dyn KvStore>,
+    blobs: BlobStore,
+    config: RegistryConfig,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn check_name(what: &str, name: &str) -> Result<()> {
+    schema::validate_name(what, name).map_err(Error::InvalidArgument)
+}
+
+impl Registry {
+    /// A registry over `store` and `blobs`.
+    pub fn new(store: Arc<dyn KvStore>, blobs: BlobStore, config: RegistryConfig) -> Self {
+        Self { store, blobs, config }
+    }
+
+    /// Size limits.
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    /// Creates a model; ALREADY_EXISTS when the name is taken.
+    pub async fn create_model(&self, name: &str, description: &str, owner: &str) -> Result<ModelRecord> {
+        check_name("model name", name)?;
+        let record = ModelRecord {
+            name: name.to_owned(),
+            description: description.to_owned(),
+            owner: owner.to_owned(),
+            created_unix_ms: schema::now_unix_ms(),
+            latest_version: 0,
+        };
+        let created = self.store.compare_and_swap(&schema::model_key(name), 0, schema::encode(&record), None).await?;
+        if !created {
+            return Err(Error::AlreadyExists(format!("model {name:?} already exists")));
+        }
+        Ok(record)
+    }
+
+    /// A model record and its aliases.
+    pub async fn get_model(&self, name: &str) -> Result<(ModelRecord, BTreeMap<String, u64>)> {
+        let key = schema::model_key(name);
+        let kv = self.store.get(&key).await?.ok_or_else(|| not_found_model(name))?;
+        let record: ModelRecord = schema::decode(&key, &kv.value)?;
+        let aliases = self.aliases(name).await?;
+        Ok((record, aliases))
+    }
+
+    /// Every model, with its aliases.
+    pub async fn list_models(&self) -> Result<Vec<(ModelRecord, BTreeMap<String, u64>)>> {
+        let snapshot = self.store.range(schema::MODELS).await?;
+        let mut models: BTreeMap<String, (ModelRecord, BTreeMap<String, u64>)> = BTreeMap::new();
+        let mut aliases: Vec<(String, String, u64)> = Vec::new();
+        for kv in &snapshot.kvs {
+            match schema::parse_models_key(&kv.key) {
+                Some(ModelsKey::Model(name)) => {
+                    let record: ModelRecord = schema::decode(&kv.key, &kv.value)?;
+                    models.insert(name.to_owned(), (record, BTreeMap::new()));
+                }
+                Some(ModelsKey::Alias(model, alias)) => {
+                    aliases.push((model.to_owned(), alias.to_owned(), parse_alias(&kv.key, &kv.value)?));
+                }
+                _ => {}
+            }
+        }
+        for (model, alias, version) in aliases {
+            if let Some((_, map)) = models.get_mut(&model) {
+                map.insert(alias, version);
+            }
+        }
+        Ok(models.into_values().collect())
+    }
+
+    async fn aliases(&self, model: &str) -> Result<BTreeMap<String, u64>> {
+        let prefix = schema::aliases_prefix(model);
+        let snapshot = self.store.range(&prefix).await?;
+        snapshot
+            .kvs
+            .iter()
+            .map(|kv| Ok((kv.key[prefix.len()..].to_owned(), parse_alias(&kv.key, &kv.value)?)))
+            .collect()
+    }
+
+    /// Verifies and stores an artifact, then registers it as the model's next version.
+    /// Nothing becomes visible unless the bytes match the declared sha256 and size and
+    /// load as a modelplane artifact.
+    pub async fn upload_version(&self, upload: VersionUpload) -> Result<VersionRecord> {
+        check_name("model name", &upload.model)?;
+        let declared = upload.sha256.to_ascii_lowercase();
+        if declared.len() != 64 || !declared.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::InvalidArgument(format!(
+                "declared sha256 {:?} is invalid; expected 64 hex characters",
+                upload.sha256
+            )));
+        }
+        let actual = sha256_hex(&upload.bytes);
+        if actual != declared {
+            return Err(Error::InvalidArgument(format!(
+                "artifact sha256 mismatch: declared {declared}, received {} bytes hashing to {actual}; nothing was registered",
+                upload.bytes.len()
+            )));
+        }
+        if upload.size_bytes != 0 && upload.size_bytes != upload.bytes.len() as u64 {
+            return Err(Error::InvalidArgument(format!(
+                "artifact size mismatch: declared {} bytes, received {}; nothing was registered",
+                upload.size_bytes,
+                upload.bytes.len()
+            )));
+        }
+        let bytes = upload.bytes.clone();
+        let model = tokio::task::spawn_blocking(move || Model::from_artifact(&bytes))
+            .await
+            .map_err(|err| Error::Internal(err.to_string()))?
+            .map_err(|err| Error::InvalidArgument(format!("not a loadable modelplane artifact: {err}")))?;
+
+        if self.store.get(&schema::model_key(&upload.model)).await?.is_none() {
+            if !upload.create_model {
+                return Err(not_found_model(&upload.model));
+            }
+            match self.create_model(&upload.model, "", "").await {
+                Ok(_) | Err(Error::AlreadyExists(_)) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        // The blob goes first: a version record never points at a missing blob.
+        self.blobs.put(ARTIFACTS, &actual, upload.bytes.clone()).await?;
+        let version = self.allocate_version(&upload.model).await?;
+        let record = VersionRecord {
+            model: upload.model.clone(),
+            version,
+            sha256: actual,
+            size_bytes: upload.bytes.len() as u64,
+            kind: model.manifest.kind.name().to_owned(),
+            signature: model.manifest.signature.clone(),
+            metrics: model.manifest.metrics.clone(),
+            labels: model.manifest.labels.clone(),
+            lineage: upload.lineage,
+            created_unix_ms: schema::now_unix_ms(),
+        };
+        self.store.put(&schema::version_key(&upload.model, version), schema::encode(&record), None).await?;
+        tracing::info!(model = %record.model, version, sha256 = %record.sha256, "registered version");
+        Ok(record)
+    }
+
+    /// Bumps the model's `latest_version` with a compare-and-swap, so concurrent
+    /// registries never hand out the same number.
+    async fn allocate_version(&self, model: &str) -> Result<u64> {
+        let key = schema::model_key(model);
+        for _ in 0..CAS_ATTEMPTS {
+            let kv = self.store.get(&key).await?.ok_or_else(|| not_found_model(model))?;
+            let mut record: ModelRecord = schema::decode(&key, &kv.value)?;
+            record.latest_version += 1;
+            if self.store.compare_and_swap(&key, kv.mod_revision, schema::encode(&record), None).await? {
+                return Ok(record.latest_version);
+            }
+        }
+        Err(Error::Internal(format!("could not allocate a version of {model:?}: too much contention")))
+    }
+
+    /// Resolves a version number or alias (empty: the latest version) to its record.
+    pub async fn get_version(&self, model: &str, version: &str) -> Result<VersionRecord> {
+        let number = self.resolve(model, version).await?;
+        let key = schema::version_key(model, number);
+        let kv = self
+            .store
+            .get(&key)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("model {model:?} has no version {number}")))?;
+        Ok(schema::decode(&key, &kv.value)?)
+    }
+
+    async fn resolve(&self, model: &str, version: &str) -> Result<u64> {
+        let version = version.trim();
+        if version.is_empty() {
+            let (record, _) = self.get_model(model).await?;
+            if record.latest_version == 0 {
+                return Err(Error::NotFound(format!("model {model:?} has no versions yet")));
+            }
+            return Ok(record.latest_version);
+        }
+        if let Ok(number) = version.parse::<u64>() {
+            return Ok(number);
+        }
+        let key = schema::alias_key(model, version);
+        match self.store.get(&key).await? {
+            Some(kv) => parse_alias(&key, &kv.value),
+            None => {
+                self.get_model(model).await?;
+                Err(Error::NotFound(format!("model {model:?} has no alias {version:?}")))
+            }
+        }
+    }
+
+    /// Every version of a model, oldest first.
+    pub async fn list_versions(&self, model: &str) -> Result<Vec<VersionRecord>> {
+        self.get_model(model).await?;
+        let snapshot = self.store.range(&schema::versions_prefix(model)).await?;
+        let mut versions: Vec<VersionRecord> =
+            snapshot.kvs.iter().map(|kv| schema::decode(&kv.key, &kv.value)).collect::<Result<_, _>>()?;
+        versions.sort_by_key(|v| v.version);
+        Ok(versions)
+    }
+
+    /// A version's record and its artifact bytes, verified against its sha256.
+    pub async fn download(&self, model: &str, version: &str) -> Result<(VersionRecord, Bytes)> {
+        let record = self.get_version(model, version).await?;
+        let bytes = self.blobs.get(ARTIFACTS, &record.sha256).await?;
+        let actual = sha256_hex(&bytes);
+        if actual != record.sha256 {
+            return Err(Error::Internal(format!(
+                "stored artifact of {model} v{} is corrupt: sha256 {actual}, expected {}",
+                record.version, record.sha256
+            )));
+        }
+        Ok((record, bytes))
+    }
+
+    /// Points an alias at an existing version; returns the version it pointed at before (0 if new).
+    pub async fn set_alias(&self, model: &str, alias: &str, version: u64) -> Result<u64> {
+        check_name("alias", alias)?;
+        if version == 0 {
+            return Err(Error::InvalidArgument("version must be at least 1".into()));
+        }
+        self.get_version(model, &version.to_string()).await?;
+        let key = schema::alias_key(model, alias);
+        let previous = match self.store.get(&key).await? {
+            Some(kv) => parse_alias(&key, &kv.value)?,
+            None => 0,
+        };
+        self.store.put(&key, version.to_string().into_bytes(), None).await?;
+        tracing::info!(model, alias, version, previous, "alias set");
+        Ok(previous)
+    }
+
+    /// The version an alias points at.
+    pub async fn get_alias(&self, model: &str, alias: &str) -> Result<u64> {
+        let key = schema::alias_key(model, alias);
+        match self.store.get(&key).await? {
+            Some(kv) => parse_alias(&key, &kv.value),
+            None => {
+                self.get_model(model).await?;
+                Err(Error::NotFound(format!("model {model:?} has no alias {alias:?}")))
+            }
+        }
+    }
+
+    /// Deletes an alias; FAILED_PRECONDITION while a deployment targets it.
+    pub async fn delete_alias(&self, model: &str, alias: &str) -> Result<()> {
+        if let Some(deployment) = self.get_deployment_opt(model).await? {
+            if deployment.targets.iter().any(|t| t.alias.as_deref() == Some(alias)) {
+                return Err(Error::FailedPrecondition(format!(
+                    "alias {alias:?} of {model:?} is a target of its deployment; change the deployment first"
+                )));
+            }
+        }
+        if !self.store.delete(&schema::alias_key(model, alias)).await? {
+            return Err(Error::NotFound(format!("model {model:?} has no alias {alias:?}")));
+        }
+        Ok(())
+    }
+
+    /// Creates or replaces a model's deployment after checking every target exists.
+    pub async fn set_deployment(&self, deployment: DeploymentRecord) -> Result<DeploymentRecord> {
+        let model = deployment.model.clone();
+        self.get_model(&model).await?;
+        if deployment.targets.is_empty() {
+            return Err(Error::InvalidArgument("a deployment needs at least one target".into()));
+        }
+        for (index, target) in deployment.targets.iter().enumerate() {
+            match (&target.version, &target.alias) {
+                (Some(version), None) => {
+                    self.get_version(&model, &version.to_string()).await?;
+                }
+                (None, Some(alias)) => {
+                    self.get_alias(&model, alias).await?;
+                }
+                _ => {
+                    return Err(Error::InvalidArgument(format!(
+                        "target {index} must name exactly one of a version number or an alias"
+                    )));
+                }
+            }
+            if target.weight == 0 {
+                return Err(Error::InvalidArgument(format!("target {index} has weight 0; expected at least 1")));
+            }
+        }
+        self.store.put(&schema::deployment_key(&model), schema::encode(&deployment), None).await?;
+        tracing::info!(model = %model, targets = deployment.targets.len(), "deployment set");
+        Ok(deployment)
+    }
+
+    async fn get_deployment_opt(&self, model: &str) -> Result<Option<DeploymentRecord>> {
+        let key = schema::deployment_key(model);
+        match self.store.get(&key).await? {
+            Some(kv) => Ok(Some(schema::decode(&key, &kv.value)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A model's deployment.
+    pub async fn get_deployment(&self, model: &str) -> Result<DeploymentRecord> {
+        self.get_deployment_opt(model)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("model {model:?} has no deployment")))
+    }
+
+    /// Every deployment.
+    pub async fn list_deployments(&self) -> Result<Vec<DeploymentRecord>> {
+        let snapshot = self.store.range(schema::DEPLOYMENTS).await?;
+        Ok(snapshot.kvs.iter().map(|kv| schema::decode(&kv.key, &kv.value)).collect::<Result<_, _>>()?)
+    }
+
+    /// Stores a CSV dataset under its sha256 and records its columns and row count.
+    pub async fn upload_dataset(&self, upload: DatasetUpload) -> Result<DatasetRecord> {
+        check_name("dataset name", &upload.name)?;
+        let sha256 = sha256_hex(&upload.bytes);
+        if !upload.sha256.is_empty() && !upload.sha256.eq_ignore_ascii_case(&sha256) {
+            return Err(Error::InvalidArgument(format!(
+                "dataset sha256 mismatch: declared {}, received bytes hash to {sha256}; nothing was stored",
+                upload.sha256
+            )));
+        }
+        let text = std::str::from_utf8(&upload.bytes)
+            .map_err(|err| Error::InvalidArgument(format!("dataset is not UTF-8 text: {err}")))?;
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+        let columns: Vec<String> = lines
+            .next()
+            .ok_or_else(|| Error::InvalidArgument("dataset is empty; expected a CSV header row".into()))?
+            .split(',')
+            .map(|c| c.trim().to_owned())
+            .collect();
+        let rows = lines.count() as u64;
+        self.blobs.put(DATASETS, &sha256, upload.bytes.clone()).await?;
+        let record = DatasetRecord {
+            name: upload.name.clone(),
+            sha256: sha256.clone(),
+            size_bytes: upload.bytes.len() as u64,
+            columns,
+            rows,
+            created_unix_ms: schema::now_unix_ms(),
+        };
+        self.store.put(&schema::dataset_key(&upload.name, &sha256), schema::encode(&record), None).await?;
+        Ok(record)
+    }
+
+    /// Every dataset upload.
+    pub async fn list_datasets(&self) -> Result<Vec<DatasetRecord>> {
+        let snapshot = self.store.range(schema::DATASETS).await?;
+        Ok(snapshot.kvs.iter().map(|kv| schema::decode(&kv.key, &kv.value)).collect::<Result<_, _>>()?)
+    }
+
+    /// A dataset record and its bytes; empty `sha256` means the newest upload of `name`.
+    pub async fn download_dataset(&self, name: &str, sha256: &str) -> Result<(DatasetRecord, Bytes)> {
+        let snapshot = self.store.range(&schema::dataset_prefix(name)).await?;
+        let mut records: Vec<DatasetRecord> =
+            snapshot.kvs.iter().map(|kv| schema::decode(&kv.key, &kv.value)).collect::<Result<_, _>>()?;
+        records.sort_by_key(|r| r.created_unix_ms);
+        let record = if sha256.is_empty() {
+            records.pop()
+        } else {
+            records.into_iter().find(|r| r.sha256.eq_ignore_ascii_case(sha256))
+        }
+        .ok_or_else(|| match sha256 {
+            "" => Error::NotFound(format!("dataset {name:?} not found; upload it first")),
+            sha => Error::NotFound(format!("dataset {name:?} has no upload with sha256 {sha}")),
+        })?;
+        let bytes = self.blobs.get(DATASETS, &record.sha256).await?;
+        Ok((record, bytes))
+    }
+}
+
+fn not_found_model(name: &str) -> Error {
+    Error::NotFound(format!("model {name:?} not found"))
+}
+
+fn parse_alias(key: &str, value: &[u8]) -> Result<u64> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .ok_or_else(|| Error::Store(modelplane_store::Error::Corrupt { key: key.to_owned(), reason: "alias is not a version number".into() }))
+}

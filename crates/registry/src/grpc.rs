@@ -1,0 +1,357 @@
+//! `modelplane.registry.v1.Registry` over the domain [`Registry`]: validate, delegate,
+//! convert. Streams are chunked to at most 1 MiB.
+
+use std::pin::Pin;
+
+use bytes::{Bytes, BytesMut};
+use futures::Stream;
+use modelplane_model::{Signature, TensorSpec};
+use modelplane_proto::MAX_CHUNK_BYTES;
+use modelplane_proto::registry as pb;
+use modelplane_store::schema::{DatasetRecord, DeploymentRecord, DeploymentTarget, Lineage, ModelRecord, VersionRecord};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{DatasetUpload, Registry, VersionUpload};
+
+/// The gRPC face of the registry.
+pub struct RegistryService {
+    registry: Registry,
+}
+
+impl RegistryService {
+    /// Wraps a domain registry.
+    pub fn new(registry: Registry) -> Self {
+        Self { registry }
+    }
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
+    if value.trim().is_empty() {
+        Err(Status::invalid_argument(format!("{field} is required")))
+    } else {
+        Ok(value)
+    }
+}
+
+fn record_span(model: &str, version: &str) {
+    let span = tracing::Span::current();
+    span.record("model", model);
+    if !version.is_empty() {
+        span.record("version", version);
+    }
+}
+
+/// Reads a client stream whose first message is a manifest and the rest byte chunks,
+/// refusing more than `limit` bytes.
+async fn collect_upload<M, T>(
+    mut stream: Streaming<T>,
+    limit: u64,
+    split: impl Fn(T) -> Option<Result<M, Bytes>>,
+) -> Result<(M, Bytes), Status>
+where
+    T: Send + 'static,
+{
+    let first = stream
+        .message()
+        .await?
+        .ok_or_else(|| Status::invalid_argument("empty upload; expected a manifest message first"))?;
+    let manifest = match split(first) {
+        Some(Ok(manifest)) => manifest,
+        _ => return Err(Status::invalid_argument("the first upload message must carry the manifest")),
+    };
+    let mut buffer = BytesMut::new();
+    while let Some(message) = stream.message().await? {
+        match split(message) {
+            Some(Err(chunk)) => {
+                if buffer.len() as u64 + chunk.len() as u64 > limit {
+                    return Err(Status::resource_exhausted(format!(
+                        "upload exceeds the limit of {limit} bytes; nothing was stored"
+                    )));
+                }
+                buffer.extend_from_slice(&chunk);
+            }
+            Some(Ok(_)) => return Err(Status::invalid_argument("only the first upload message may carry a manifest")),
+            None => return Err(Status::invalid_argument("upload message carries neither manifest nor chunk")),
+        }
+    }
+    Ok((manifest, buffer.freeze()))
+}
+
+fn chunked<T: Send + 'static>(head: T, bytes: Bytes, wrap: fn(Bytes) -> T) -> ResponseStream<T> {
+    let chunks: Vec<Result<T, Status>> = std::iter::once(Ok(head))
+        .chain((0..bytes.len()).step_by(MAX_CHUNK_BYTES).map(move |start| {
+            let end = (start + MAX_CHUNK_BYTES).min(bytes.len());
+            Ok(wrap(bytes.slice(start..end)))
+        }))
+        .collect();
+    Box::pin(futures::stream::iter(chunks))
+}
+
+#[tonic::async_trait]
+impl pb::registry_server::Registry for RegistryService {
+    async fn create_model(&self, request: Request<pb::CreateModelRequest>) -> Result<Response<pb::Model>, Status> {
+        let request = request.into_inner();
+        record_span(&request.name, "");
+        let record = self.registry.create_model(required("name", &request.name)?, &request.description, &request.owner).await?;
+        Ok(Response::new(model_to_pb(record, Default::default())))
+    }
+
+    async fn get_model(&self, request: Request<pb::GetModelRequest>) -> Result<Response<pb::Model>, Status> {
+        let request = request.into_inner();
+        record_span(&request.name, "");
+        let (record, aliases) = self.registry.get_model(required("name", &request.name)?).await?;
+        Ok(Response::new(model_to_pb(record, aliases)))
+    }
+
+    async fn list_models(&self, _: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsResponse>, Status> {
+        let models = self.registry.list_models().await?;
+        Ok(Response::new(pb::ListModelsResponse {
+            models: models.into_iter().map(|(record, aliases)| model_to_pb(record, aliases)).collect(),
+        }))
+    }
+
+    async fn upload_version(
+        &self,
+        request: Request<Streaming<pb::UploadVersionRequest>>,
+    ) -> Result<Response<pb::ModelVersion>, Status> {
+        let limit = self.registry.config().max_artifact_bytes;
+        let (manifest, bytes) = collect_upload(request.into_inner(), limit, |message: pb::UploadVersionRequest| {
+            match message.part? {
+                pb::upload_version_request::Part::Manifest(manifest) => Some(Ok(manifest)),
+                pb::upload_version_request::Part::Chunk(chunk) => Some(Err(Bytes::from(chunk))),
+            }
+        })
+        .await?;
+        record_span(&manifest.model, "");
+        required("manifest.model", &manifest.model)?;
+        let record = self
+            .registry
+            .upload_version(VersionUpload {
+                model: manifest.model,
+                sha256: manifest.sha256,
+                size_bytes: manifest.size_bytes,
+                lineage: manifest.lineage.map(lineage_from_pb).unwrap_or_default(),
+                create_model: manifest.create_model,
+                bytes,
+            })
+            .await?;
+        Ok(Response::new(version_to_pb(record)))
+    }
+
+    async fn get_version(&self, request: Request<pb::GetVersionRequest>) -> Result<Response<pb::ModelVersion>, Status> {
+        let request = request.into_inner();
+        record_span(&request.model, &request.version);
+        let record = self.registry.get_version(required("model", &request.model)?, &request.version).await?;
+        Ok(Response::new(version_to_pb(record)))
+    }
+
+    async fn list_versions(
+        &self,
+        request: Request<pb::ListVersionsRequest>,
+    ) -> Result<Response<pb::ListVersionsResponse>, Status> {
+        let request = request.into_inner();
+        record_span(&request.model, "");
+        let versions = self.registry.list_versions(required("model", &request.model)?).await?;
+        Ok(Response::new(pb::ListVersionsResponse { versions: versions.into_iter().map(version_to_pb).collect() }))
+    }
+
+    type DownloadArtifactStream = ResponseStream<pb::DownloadArtifactResponse>;
+
+    async fn download_artifact(
+        &self,
+        request: Request<pb::DownloadArtifactRequest>,
+    ) -> Result<Response<Self::DownloadArtifactStream>, Status> {
+        let request = request.into_inner();
+        record_span(&request.model, &request.version);
+        let (record, bytes) = self.registry.download(required("model", &request.model)?, &request.version).await?;
+        let head = pb::DownloadArtifactResponse { part: Some(pb::download_artifact_response::Part::Version(version_to_pb(record))) };
+        Ok(Response::new(chunked(head, bytes, |chunk| pb::DownloadArtifactResponse {
+            part: Some(pb::download_artifact_response::Part::Chunk(chunk.to_vec())),
+        })))
+    }
+
+    async fn set_alias(&self, request: Request<pb::SetAliasRequest>) -> Result<Response<pb::Alias>, Status> {
+        let request = request.into_inner();
+        record_span(&request.model, &request.alias);
+        let previous = self
+            .registry
+            .set_alias(required("model", &request.model)?, required("alias", &request.alias)?, request.version)
+            .await?;
+        Ok(Response::new(pb::Alias {
+            model: request.model,
+            alias: request.alias,
+            version: request.version,
+            previous_version: previous,
+        }))
+    }
+
+    async fn get_alias(&self, request: Request<pb::GetAliasRequest>) -> Result<Response<pb::Alias>, Status> {
+        let request = request.into_inner();
+        let version = self.registry.get_alias(required("model", &request.model)?, required("alias", &request.alias)?).await?;
+        Ok(Response::new(pb::Alias { model: request.model, alias: request.alias, version, previous_version: 0 }))
+    }
+
+    async fn delete_alias(
+        &self,
+        request: Request<pb::DeleteAliasRequest>,
+    ) -> Result<Response<pb::DeleteAliasResponse>, Status> {
+        let request = request.into_inner();
+        self.registry.delete_alias(required("model", &request.model)?, required("alias", &request.alias)?).await?;
+        Ok(Response::new(pb::DeleteAliasResponse {}))
+    }
+
+    async fn set_deployment(&self, request: Request<pb::SetDeploymentRequest>) -> Result<Response<pb::Deployment>, Status> {
+        let deployment = request
+            .into_inner()
+            .deployment
+            .ok_or_else(|| Status::invalid_argument("deployment is required"))?;
+        record_span(&deployment.model, "");
+        required("deployment.model", &deployment.model)?;
+        let record = DeploymentRecord {
+            model: deployment.model,
+            replicas: deployment.replicas,
+            targets: deployment
+                .targets
+                .into_iter()
+                .map(|t| DeploymentTarget {
+                    version: (t.version != 0).then_some(t.version),
+                    alias: (!t.alias.is_empty()).then_some(t.alias),
+                    weight: t.weight,
+                })
+                .collect(),
+        };
+        Ok(Response::new(deployment_to_pb(self.registry.set_deployment(record).await?)))
+    }
+
+    async fn get_deployment(&self, request: Request<pb::GetDeploymentRequest>) -> Result<Response<pb::Deployment>, Status> {
+        let request = request.into_inner();
+        let record = self.registry.get_deployment(required("model", &request.model)?).await?;
+        Ok(Response::new(deployment_to_pb(record)))
+    }
+
+    async fn list_deployments(
+        &self,
+        _: Request<pb::ListDeploymentsRequest>,
+    ) -> Result<Response<pb::ListDeploymentsResponse>, Status> {
+        let deployments = self.registry.list_deployments().await?;
+        Ok(Response::new(pb::ListDeploymentsResponse { deployments: deployments.into_iter().map(deployment_to_pb).collect() }))
+    }
+
+    async fn upload_dataset(
+        &self,
+        request: Request<Streaming<pb::UploadDatasetRequest>>,
+    ) -> Result<Response<pb::Dataset>, Status> {
+        let limit = self.registry.config().max_dataset_bytes;
+        let (manifest, bytes) = collect_upload(request.into_inner(), limit, |message: pb::UploadDatasetRequest| {
+            match message.part? {
+                pb::upload_dataset_request::Part::Manifest(manifest) => Some(Ok(manifest)),
+                pb::upload_dataset_request::Part::Chunk(chunk) => Some(Err(Bytes::from(chunk))),
+            }
+        })
+        .await?;
+        required("manifest.name", &manifest.name)?;
+        let record = self
+            .registry
+            .upload_dataset(DatasetUpload { name: manifest.name, sha256: manifest.sha256, bytes })
+            .await?;
+        Ok(Response::new(dataset_to_pb(record)))
+    }
+
+    async fn list_datasets(&self, _: Request<pb::ListDatasetsRequest>) -> Result<Response<pb::ListDatasetsResponse>, Status> {
+        let datasets = self.registry.list_datasets().await?;
+        Ok(Response::new(pb::ListDatasetsResponse { datasets: datasets.into_iter().map(dataset_to_pb).collect() }))
+    }
+
+    type DownloadDatasetStream = ResponseStream<pb::DownloadDatasetResponse>;
+
+    async fn download_dataset(
+        &self,
+        request: Request<pb::DownloadDatasetRequest>,
+    ) -> Result<Response<Self::DownloadDatasetStream>, Status> {
+        let request = request.into_inner();
+        let (record, bytes) = self.registry.download_dataset(required("name", &request.name)?, &request.sha256).await?;
+        let head = pb::DownloadDatasetResponse { part: Some(pb::download_dataset_response::Part::Dataset(dataset_to_pb(record))) };
+        Ok(Response::new(chunked(head, bytes, |chunk| pb::DownloadDatasetResponse {
+            part: Some(pb::download_dataset_response::Part::Chunk(chunk.to_vec())),
+        })))
+    }
+}
+
+fn model_to_pb(record: ModelRecord, aliases: std::collections::BTreeMap<String, u64>) -> pb::Model {
+    pb::Model {
+        name: record.name,
+        description: record.description,
+        owner: record.owner,
+        created_unix_ms: record.created_unix_ms,
+        latest_version: record.latest_version,
+        aliases: aliases.into_iter().collect(),
+    }
+}
+
+fn tensor_to_pb(spec: TensorSpec) -> pb::TensorSpec {
+    pb::TensorSpec { name: spec.name, datatype: spec.datatype, shape: spec.shape }
+}
+
+fn signature_to_pb(signature: Signature) -> pb::Signature {
+    pb::Signature {
+        inputs: signature.inputs.into_iter().map(tensor_to_pb).collect(),
+        outputs: signature.outputs.into_iter().map(tensor_to_pb).collect(),
+    }
+}
+
+fn lineage_from_pb(lineage: pb::Lineage) -> Lineage {
+    Lineage {
+        dataset: lineage.dataset,
+        dataset_sha256: lineage.dataset_sha256,
+        job_id: lineage.job_id,
+        params: lineage.params.into_iter().collect(),
+        target: lineage.target,
+    }
+}
+
+fn version_to_pb(record: VersionRecord) -> pb::ModelVersion {
+    pb::ModelVersion {
+        model: record.model,
+        version: record.version,
+        sha256: record.sha256,
+        size_bytes: record.size_bytes,
+        kind: record.kind,
+        signature: Some(signature_to_pb(record.signature)),
+        metrics: record.metrics.into_iter().collect(),
+        lineage: Some(pb::Lineage {
+            dataset: record.lineage.dataset,
+            dataset_sha256: record.lineage.dataset_sha256,
+            job_id: record.lineage.job_id,
+            params: record.lineage.params.into_iter().collect(),
+            target: record.lineage.target,
+        }),
+        created_unix_ms: record.created_unix_ms,
+        labels: record.labels,
+    }
+}
+
+fn deployment_to_pb(record: DeploymentRecord) -> pb::Deployment {
+    pb::Deployment {
+        model: record.model,
+        replicas: record.replicas,
+        targets: record
+            .targets
+            .into_iter()
+            .map(|t| pb::DeploymentTarget { version: t.version.unwrap_or(0), alias: t.alias.unwrap_or_default(), weight: t.weight })
+            .collect(),
+    }
+}
+
+fn dataset_to_pb(record: DatasetRecord) -> pb::Dataset {
+    pb::Dataset {
+        name: record.name,
+        sha256: record.sha256,
+        size_bytes: record.size_bytes,
+        columns: record.columns,
+        rows: record.rows,
+        created_unix_ms: record.created_unix_ms,
+    }
+}
+

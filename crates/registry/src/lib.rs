@@ -1,0 +1,56 @@
+//! The registry: source of truth for models, immutable numbered versions, aliases,
+//! deployments and datasets.
+//!
+//! Metadata lives in the KvStore (so registry replicas are stateless); blobs (artifacts
+//! and datasets) live in an `object_store` under their sha256. [`Registry`] is the
+//! domain API; [`grpc`] adapts it to `modelplane.registry.v1`.
+#![forbid(unsafe_code)]
+
+mod blobs;
+mod config;
+mod domain;
+mod error;
+pub mod grpc;
+
+use std::sync::Arc;
+
+use modelplane_proto::registry::registry_server::RegistryServer;
+use modelplane_service::Shutdown;
+use modelplane_store::KvStore;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use blobs::BlobStore;
+pub use config::RegistryConfig;
+pub use domain::{DatasetUpload, Registry, VersionUpload};
+pub use error::{Error, Result};
+
+/// Serves the registry API (plus health and reflection) on `listener` until `shutdown`.
+pub async fn serve(
+    config: RegistryConfig,
+    store: Arc<dyn KvStore>,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<()> {
+    config.validate().map_err(Error::InvalidArgument)?;
+    let blobs = BlobStore::open(&config.blob_dir)?;
+    let registry = Registry::new(store, blobs, config.clone());
+    let (health, health_service) = modelplane_service::health_service();
+    health.set_serving::<RegistryServer<grpc::RegistryService>>().await;
+    let service = RegistryServer::new(grpc::RegistryService::new(registry))
+        .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES);
+    tracing::info!(addr = ?listener.local_addr().ok(), blobs = %config.blob_dir.display(), "registry serving");
+    let drain = shutdown.clone();
+    modelplane_service::grpc_server()
+        .add_service(health_service)
+        .add_service(modelplane_service::reflection_service())
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            drain.cancelled().await;
+            health.set_not_serving::<RegistryServer<grpc::RegistryService>>().await;
+        })
+        .await
+        .map_err(|err| Error::Internal(format!("registry server: {err}")))?;
+    Ok(())
+}

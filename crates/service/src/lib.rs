@@ -1,0 +1,18 @@
+//! What every modelplane service shares: telemetry, W3C trace-context propagation over
+//! gRPC metadata, the one server assembly (tower stack, health, reflection, limits),
+//! client channels and shutdown signals.
+#![forbid(unsafe_code)]
+
+mod client;
+mod propagation;
+mod server;
+mod shutdown;
+mod telemetry;
+mod trace_layer;
+
+pub use client::{TracedChannel, connect_lazy};
+pub use propagation::{TraceContextInterceptor, extract_context};
+pub use server::{MAX_MESSAGE_BYTES, grpc_server, health_service, reflection_service};
+pub use shutdown::{Shutdown, termination_signal};
+pub use telemetry::{TelemetryGuard, init};
+pub use trace_layer::{RpcTrace, RpcTraceLayer};

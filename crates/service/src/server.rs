@@ -1,0 +1,39 @@
+//! The one server assembly every service uses: tower stack, message limits, health and
+//! reflection.
+
+use tonic::transport::Server;
+use tower::layer::util::{Identity, Stack};
+
+use crate::RpcTraceLayer;
+
+/// Largest gRPC message a service accepts or sends (artifacts stream in 1 MiB chunks;
+/// inference batches may be larger).
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// A tonic server with the shared tower stack (per-RPC trace span) and HTTP/2 settings.
+pub fn grpc_server() -> Server<Stack<RpcTraceLayer, Identity>> {
+    Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .layer(RpcTraceLayer)
+}
+
+/// `grpc.health.v1` with a reporter the service flips to NOT_SERVING when it drains.
+pub fn health_service() -> (
+    tonic_health::server::HealthReporter,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) {
+    tonic_health::server::health_reporter()
+}
+
+/// Server reflection over every modelplane proto.
+pub fn reflection_service() -> tonic_reflection::server::v1::ServerReflectionServer<
+    impl tonic_reflection::server::v1::ServerReflection,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(modelplane_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        // Our descriptor sets are compiled in; failing here is a build defect.
+        .expect("reflection descriptors are valid")
+}

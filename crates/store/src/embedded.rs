@@ -1,0 +1,372 @@
+//! The embedded implementation of [`KvStore`]: a redb file for data, with etcd's watch
+//! and lease semantics emulated in process. Used by `modelplane up` on one node.
+//!
+//! Every write takes one new revision. Watches replay from an in-memory history of the
+//! latest changes (older revisions answer [`Error::Compacted`], as etcd does after a
+//! compaction). Leases live in memory; keys bound to a lease of an earlier process are
+//! deleted at open, because that process and its leases are gone.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::{Error, EventKind, KeyValue, KvStore, LeaseId, Result, Revision, Snapshot, WatchEvent, WatchStream};
+
+const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
+const REVISION_KEY: &str = "revision";
+/// Changes kept for watches that start in the past.
+const HISTORY: usize = 16_384;
+const EXPIRY_TICK: Duration = Duration::from_millis(200);
+
+/// A redb-backed store; cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    state: Mutex<State>,
+    events: broadcast::Sender<WatchEvent>,
+}
+
+struct State {
+    revision: Revision,
+    /// Oldest revision a watch can start from.
+    history_floor: Revision,
+    history: VecDeque<WatchEvent>,
+    leases: HashMap<LeaseId, Lease>,
+    next_lease: LeaseId,
+}
+
+struct Lease {
+    ttl: Duration,
+    expires: Instant,
+    keys: BTreeSet<String>,
+}
+
+/// A stored entry: mod revision, lease (0 for none), then the value.
+fn encode(mod_revision: Revision, lease: LeaseId, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + value.len());
+    out.extend_from_slice(&mod_revision.to_le_bytes());
+    out.extend_from_slice(&lease.to_le_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+fn decode(key: &str, raw: &[u8]) -> Result<(Revision, LeaseId, Vec<u8>)> {
+    if raw.len() < 16 {
+        return Err(Error::Corrupt {
+            key: key.to_owned(),
+            reason: format!("entry of {} bytes is shorter than its 16-byte header", raw.len()),
+        });
+    }
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&raw[..8]);
+    let revision = i64::from_le_bytes(word);
+    word.copy_from_slice(&raw[8..16]);
+    let lease = i64::from_le_bytes(word);
+    Ok((revision, lease, raw[16..].to_vec()))
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store file. Must be called inside a tokio runtime: a task
+    /// expires leases.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        if let Some(parent) = path.as_ref().parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|err| Error::Embedded(format!("create {}: {err}", parent.display())))?;
+            }
+        }
+        let db = Database::create(path.as_ref())?;
+        let revision = Self::clear_orphaned_leases(&db)?;
+        let (events, _) = broadcast::channel(HISTORY);
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(1);
+        let inner = Arc::new(Inner {
+            db,
+            state: Mutex::new(State {
+                revision,
+                history_floor: revision + 1,
+                history: VecDeque::new(),
+                leases: HashMap::new(),
+                next_lease: seed << 16,
+            }),
+            events,
+        });
+        tokio::spawn(expire_leases(Arc::downgrade(&inner)));
+        Ok(Self { inner })
+    }
+
+    /// Deletes keys bound to leases of an earlier process; returns the current revision.
+    fn clear_orphaned_leases(db: &Database) -> Result<Revision> {
+        let txn = db.begin_write()?;
+        let revision;
+        {
+            let mut kv = txn.open_table(KV)?;
+            let mut meta = txn.open_table(META)?;
+            let mut current = meta.get(REVISION_KEY)?.map(|v| v.value()).unwrap_or(0);
+            let mut orphans = Vec::new();
+            for entry in kv.iter()? {
+                let (key, value) = entry?;
+                let (_, lease, _) = decode(key.value(), value.value())?;
+                if lease != 0 {
+                    orphans.push(key.value().to_owned());
+                }
+            }
+            if !orphans.is_empty() {
+                current += 1;
+                for key in &orphans {
+                    kv.remove(key.as_str())?;
+                }
+                meta.insert(REVISION_KEY, current)?;
+            }
+            revision = current;
+        }
+        txn.commit()?;
+        Ok(revision)
+    }
+}
+
+enum Change {
+    Put { value: Vec<u8>, lease: LeaseId, expected: Option<Revision> },
+    Delete,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent data in redb (the transaction
+        // was not committed); the in-memory state is still usable.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Applies one change under the write lock. Returns the new revision, or `None` when
+    /// a compare failed or a delete found nothing.
+    fn apply(&self, key: &str, change: Change) -> Result<Option<Revision>> {
+        let mut state = self.lock();
+        if let Change::Put { lease, .. } = &change {
+            if *lease != 0 && !state.leases.contains_key(lease) {
+                return Err(Error::LeaseNotFound(*lease));
+            }
+        }
+        let revision = state.revision + 1;
+        let txn = self.db.begin_write()?;
+        let (previous_lease, event) = {
+            let mut kv = txn.open_table(KV)?;
+            let previous = match kv.get(key)? {
+                Some(raw) => Some(decode(key, raw.value())?),
+                None => None,
+            };
+            let previous_lease = previous.as_ref().map(|(_, lease, _)| *lease).unwrap_or(0);
+            let event = match change {
+                Change::Put { value, lease, expected } => {
+                    if let Some(expected) = expected {
+                        let current = previous.as_ref().map(|(rev, _, _)| *rev).unwrap_or(0);
+                        if current != expected {
+                            return Ok(None);
+                        }
+                    }
+                    kv.insert(key, encode(revision, lease, &value).as_slice())?;
+                    (lease, WatchEvent { kind: EventKind::Put, key: key.to_owned(), value, revision })
+                }
+                Change::Delete => {
+                    if previous.is_none() {
+                        return Ok(None);
+                    }
+                    kv.remove(key)?;
+                    (0, WatchEvent { kind: EventKind::Delete, key: key.to_owned(), value: Vec::new(), revision })
+                }
+            };
+            txn.open_table(META)?.insert(REVISION_KEY, revision)?;
+            (previous_lease, event)
+        };
+        txn.commit()?;
+
+        let (new_lease, event) = event;
+        if previous_lease != 0 {
+            if let Some(lease) = state.leases.get_mut(&previous_lease) {
+                lease.keys.remove(key);
+            }
+        }
+        if new_lease != 0 {
+            if let Some(lease) = state.leases.get_mut(&new_lease) {
+                lease.keys.insert(key.to_owned());
+            }
+        }
+        state.revision = revision;
+        state.history.push_back(event.clone());
+        if state.history.len() > HISTORY {
+            if let Some(oldest) = state.history.pop_front() {
+                state.history_floor = oldest.revision + 1;
+            }
+        }
+        // No receiver is fine: nobody watches.
+        let _ = self.events.send(event);
+        Ok(Some(revision))
+    }
+
+    fn read_range(&self, prefix: &str) -> Result<Snapshot> {
+        let txn = self.db.begin_read()?;
+        let kv = txn.open_table(KV)?;
+        let revision = txn.open_table(META)?.get(REVISION_KEY)?.map(|v| v.value()).unwrap_or(0);
+        let mut kvs = Vec::new();
+        for entry in kv.range(prefix..)? {
+            let (key, value) = entry?;
+            if !key.value().starts_with(prefix) {
+                break;
+            }
+            let (mod_revision, _, value) = decode(key.value(), value.value())?;
+            kvs.push(KeyValue { key: key.value().to_owned(), value, mod_revision });
+        }
+        Ok(Snapshot { kvs, revision })
+    }
+
+    fn revoke(&self, lease: LeaseId) -> Result<()> {
+        let keys = self.lock().leases.remove(&lease).map(|l| l.keys).unwrap_or_default();
+        for key in keys {
+            self.apply(&key, Change::Delete)?;
+        }
+        Ok(())
+    }
+}
+
+async fn expire_leases(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(EXPIRY_TICK);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let now = Instant::now();
+        let expired: Vec<LeaseId> = inner
+            .lock()
+            .leases
+            .iter()
+            .filter(|(_, lease)| lease.expires <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        if expired.is_empty() {
+            continue;
+        }
+        let result = tokio::task::spawn_blocking(move || {
+            expired.into_iter().try_for_each(|lease| inner.revoke(lease))
+        })
+        .await;
+        if let Ok(Err(err)) = result {
+            tracing::warn!(error = %err, "expiring leases failed");
+        }
+    }
+}
+
+impl EmbeddedStore {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || work(&inner))
+            .await
+            .map_err(|err| Error::Embedded(format!("store task failed: {err}")))?
+    }
+}
+
+#[async_trait::async_trait]
+impl KvStore for EmbeddedStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let key = key.to_owned();
+        self.blocking(move |inner| {
+            let txn = inner.db.begin_read()?;
+            let kv = txn.open_table(KV)?;
+            let Some(raw) = kv.get(key.as_str())? else { return Ok(None) };
+            let (mod_revision, _, value) = decode(&key, raw.value())?;
+            Ok(Some(KeyValue { key: key.clone(), value, mod_revision }))
+        })
+        .await
+    }
+
+    async fn range(&self, prefix: &str) -> Result<Snapshot> {
+        let prefix = prefix.to_owned();
+        self.blocking(move |inner| inner.read_range(&prefix)).await
+    }
+
+    async fn put(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>) -> Result<Revision> {
+        let key = key.to_owned();
+        let change = Change::Put { value, lease: lease.unwrap_or(0), expected: None };
+        let revision = self.blocking(move |inner| inner.apply(&key, change)).await?;
+        Ok(revision.unwrap_or_default())
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let key = key.to_owned();
+        Ok(self.blocking(move |inner| inner.apply(&key, Change::Delete)).await?.is_some())
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Revision,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    ) -> Result<bool> {
+        let key = key.to_owned();
+        let change = Change::Put { value, lease: lease.unwrap_or(0), expected: Some(expected) };
+        Ok(self.blocking(move |inner| inner.apply(&key, change)).await?.is_some())
+    }
+
+    async fn watch(&self, prefix: &str, from_revision: Revision) -> Result<WatchStream> {
+        let (replay, receiver) = {
+            let state = self.inner.lock();
+            if from_revision < state.history_floor && from_revision <= state.revision {
+                return Err(Error::Compacted { requested: from_revision, oldest: state.history_floor });
+            }
+            let replay: Vec<WatchEvent> = state
+                .history
+                .iter()
+                .filter(|e| e.revision >= from_revision && e.key.starts_with(prefix))
+                .cloned()
+                .collect();
+            // Subscribing under the lock that writers hold while they broadcast means no
+            // change falls between the replay and the live stream.
+            (replay, self.inner.events.subscribe())
+        };
+        let prefix = prefix.to_owned();
+        let live = BroadcastStream::new(receiver).filter_map(move |message| {
+            let item = match message {
+                Ok(event) if event.revision >= from_revision && event.key.starts_with(&prefix) => {
+                    Some(Ok(event))
+                }
+                Ok(_) => None,
+                Err(_lagged) => Some(Err(Error::Compacted { requested: from_revision, oldest: 0 })),
+            };
+            futures::future::ready(item)
+        });
+        Ok(Box::pin(futures::stream::iter(replay.into_iter().map(Ok)).chain(live)))
+    }
+
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
+        let mut state = self.inner.lock();
+        state.next_lease += 1;
+        let id = state.next_lease;
+        state.leases.insert(id, Lease { ttl, expires: Instant::now() + ttl, keys: BTreeSet::new() });
+        Ok(id)
+    }
+
+    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<()> {
+        let mut state = self.inner.lock();
+        let entry = state.leases.get_mut(&lease).ok_or(Error::LeaseNotFound(lease))?;
+        entry.expires = Instant::now() + entry.ttl;
+        Ok(())
+    }
+
+    async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
+        self.blocking(move |inner| inner.revoke(lease)).await
+    }
+}

@@ -1,0 +1,337 @@
+//! The key layout under `/modelplane/v1/` and the JSON records stored at each key.
+//! Every service reads and writes metadata through these, so the layout lives in one place.
+
+use std::collections::BTreeMap;
+
+use modelplane_model::Signature;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::{Error, Result};
+
+/// Root of every modelplane key.
+pub const ROOT: &str = "/modelplane/v1/";
+/// Prefix of model, version and alias keys.
+pub const MODELS: &str = "/modelplane/v1/models/";
+/// Prefix of deployment keys.
+pub const DEPLOYMENTS: &str = "/modelplane/v1/deployments/";
+/// Prefix of worker keys (each bound to its worker's lease).
+pub const WORKERS: &str = "/modelplane/v1/workers/";
+/// Prefix of training job keys.
+pub const JOBS: &str = "/modelplane/v1/jobs/";
+/// Prefix of dataset keys.
+pub const DATASETS: &str = "/modelplane/v1/datasets/";
+
+/// `/models/{model}`: the model record.
+pub fn model_key(model: &str) -> String {
+    format!("{MODELS}{model}")
+}
+/// `/models/{model}/versions/{n}`.
+pub fn version_key(model: &str, version: u64) -> String {
+    format!("{MODELS}{model}/versions/{version}")
+}
+/// Prefix of a model's versions.
+pub fn versions_prefix(model: &str) -> String {
+    format!("{MODELS}{model}/versions/")
+}
+/// `/models/{model}/aliases/{alias}`: the version number as decimal text.
+pub fn alias_key(model: &str, alias: &str) -> String {
+    format!("{MODELS}{model}/aliases/{alias}")
+}
+/// Prefix of a model's aliases.
+pub fn aliases_prefix(model: &str) -> String {
+    format!("{MODELS}{model}/aliases/")
+}
+/// `/deployments/{model}`.
+pub fn deployment_key(model: &str) -> String {
+    format!("{DEPLOYMENTS}{model}")
+}
+/// `/workers/{id}`.
+pub fn worker_key(id: &str) -> String {
+    format!("{WORKERS}{id}")
+}
+/// `/jobs/{id}`.
+pub fn job_key(id: &str) -> String {
+    format!("{JOBS}{id}")
+}
+/// `/datasets/{name}/{sha256}`.
+pub fn dataset_key(name: &str, sha256: &str) -> String {
+    format!("{DATASETS}{name}/{sha256}")
+}
+/// Prefix of every upload of one dataset name.
+pub fn dataset_prefix(name: &str) -> String {
+    format!("{DATASETS}{name}/")
+}
+
+/// What a key under [`MODELS`] holds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ModelsKey<'a> {
+    /// `/models/{model}`.
+    Model(&'a str),
+    /// `/models/{model}/versions/{n}`.
+    Version(&'a str, u64),
+    /// `/models/{model}/aliases/{alias}`.
+    Alias(&'a str, &'a str),
+}
+
+/// Classifies a key under [`MODELS`]; `None` for anything else.
+pub fn parse_models_key(key: &str) -> Option<ModelsKey<'_>> {
+    let rest = key.strip_prefix(MODELS)?;
+    let mut parts = rest.split('/');
+    let model = parts.next()?;
+    match (parts.next(), parts.next(), parts.next()) {
+        (None, _, _) => Some(ModelsKey::Model(model)),
+        (Some("versions"), Some(n), None) => n.parse().ok().map(|n| ModelsKey::Version(model, n)),
+        (Some("aliases"), Some(alias), None) => Some(ModelsKey::Alias(model, alias)),
+        _ => None,
+    }
+}
+
+/// Checks a model, alias or dataset name: 1–128 characters of `[A-Za-z0-9_.-]`, not
+/// starting with a dot and not all digits (a number would be taken for a version).
+pub fn validate_name(what: &str, name: &str) -> std::result::Result<(), String> {
+    let valid_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if name.is_empty() || name.len() > 128 || !valid_chars || name.starts_with('.') {
+        return Err(format!(
+            "{what} {name:?} is invalid; expected 1-128 characters of letters, digits, '_', '-' or '.', not starting with '.'"
+        ));
+    }
+    if name.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!("{what} {name:?} is invalid; it must not be a number (numbers name versions)"));
+    }
+    Ok(())
+}
+
+/// Encodes a record as JSON.
+pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    // Records are plain data with string keys: serialising them cannot fail.
+    serde_json::to_vec(record).unwrap_or_default()
+}
+
+/// Decodes a JSON record, naming the key when it is corrupt.
+pub fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|err| Error::Corrupt { key: key.to_owned(), reason: err.to_string() })
+}
+
+/// `/models/{model}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct ModelRecord {
+    /// Model name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Who created it.
+    pub owner: String,
+    /// Creation time, ms since the Unix epoch.
+    pub created_unix_ms: i64,
+    /// Highest version number handed out; bumped by compare-and-swap.
+    pub latest_version: u64,
+}
+
+/// Where a version came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct Lineage {
+    /// Dataset name.
+    pub dataset: String,
+    /// Dataset content hash.
+    pub dataset_sha256: String,
+    /// Training job id.
+    pub job_id: String,
+    /// Hyperparameters.
+    pub params: BTreeMap<String, String>,
+    /// Target column.
+    pub target: String,
+}
+
+/// `/models/{model}/versions/{n}`: an immutable version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// Model name.
+    pub model: String,
+    /// Version number, from 1.
+    pub version: u64,
+    /// sha256 of the artifact, lowercase hex; the blob's name.
+    pub sha256: String,
+    /// Artifact size.
+    pub size_bytes: u64,
+    /// Model kind (linear, logistic…).
+    pub kind: String,
+    /// Inputs and outputs.
+    pub signature: Signature,
+    /// Held-out metrics.
+    pub metrics: BTreeMap<String, f64>,
+    /// Class labels of classifiers.
+    pub labels: Vec<String>,
+    /// Provenance.
+    pub lineage: Lineage,
+    /// Registration time, ms since the Unix epoch.
+    pub created_unix_ms: i64,
+}
+
+/// One weighted target of a deployment: a version number or an alias.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentTarget {
+    /// A fixed version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// An alias, resolved whenever it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// Share of traffic relative to the other targets.
+    pub weight: u32,
+}
+
+/// `/deployments/{model}`: what the workers load and the router sends traffic to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    /// Model name.
+    pub model: String,
+    /// Weighted targets.
+    pub targets: Vec<DeploymentTarget>,
+    /// Workers that should load each target (0: every worker).
+    pub replicas: u32,
+}
+
+/// Load state of one version on one worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadState {
+    /// Downloading or loading.
+    Loading,
+    /// Serving.
+    Ready,
+    /// Loading failed; see the error.
+    Failed,
+}
+
+/// A version a worker holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadedVersion {
+    /// Model name.
+    pub model: String,
+    /// Version number.
+    pub version: u64,
+    /// Load state.
+    pub state: LoadState,
+    /// Why loading failed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+}
+
+/// `/workers/{id}`: a live worker, bound to its lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    /// Worker id.
+    pub id: String,
+    /// `host:port` of its inference gRPC endpoint.
+    pub addr: String,
+    /// Versions it holds and their state.
+    pub loaded: Vec<LoadedVersion>,
+    /// False while draining for shutdown.
+    pub accepting: bool,
+}
+
+/// `/datasets/{name}/{sha256}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetRecord {
+    /// Dataset name.
+    pub name: String,
+    /// Content hash, lowercase hex; the blob's name.
+    pub sha256: String,
+    /// Size of the CSV.
+    pub size_bytes: u64,
+    /// Header columns.
+    pub columns: Vec<String>,
+    /// Data rows.
+    pub rows: u64,
+    /// Upload time, ms since the Unix epoch.
+    pub created_unix_ms: i64,
+}
+
+/// State of a training job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for a trainer.
+    Queued,
+    /// Claimed and training.
+    Running,
+    /// Registered a version.
+    Succeeded,
+    /// Ended with an error.
+    Failed,
+}
+
+/// What to train.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Model to register the version under.
+    pub model: String,
+    /// Model kind.
+    pub kind: String,
+    /// Dataset name.
+    pub dataset: String,
+    /// Dataset hash; empty for the newest upload.
+    pub dataset_sha256: String,
+    /// Target column.
+    pub target: String,
+    /// Hyperparameters.
+    pub params: BTreeMap<String, String>,
+}
+
+/// `/jobs/{id}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Job id.
+    pub id: String,
+    /// What to train.
+    pub spec: JobSpec,
+    /// Where it is.
+    pub state: JobState,
+    /// Epoch done so far.
+    pub epoch: u32,
+    /// Epochs in all.
+    pub epochs: u32,
+    /// Latest epoch loss.
+    pub loss: f64,
+    /// Trainer that claimed it.
+    pub claimed_by: String,
+    /// Why it failed.
+    pub error: String,
+    /// Version registered on success.
+    pub version: u64,
+    /// Metrics of that version.
+    pub metrics: BTreeMap<String, f64>,
+    /// Submission time, ms since the Unix epoch.
+    pub created_unix_ms: i64,
+    /// End time, ms since the Unix epoch; 0 while running.
+    pub finished_unix_ms: i64,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_model_keys() {
+        assert_eq!(parse_models_key(&model_key("m")), Some(ModelsKey::Model("m")));
+        assert_eq!(parse_models_key(&version_key("m", 12)), Some(ModelsKey::Version("m", 12)));
+        assert_eq!(parse_models_key(&alias_key("m", "prod")), Some(ModelsKey::Alias("m", "prod")));
+        assert_eq!(parse_models_key("/modelplane/v1/models/m/versions/x"), None);
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_name("model", "digits-v2.1").is_ok());
+        assert!(validate_name("model", "a/b").is_err());
+        assert!(validate_name("alias", "12").is_err());
+        assert!(validate_name("model", "").is_err());
+    }
+}
