@@ -1,1 +1,87 @@
+//! The router: the front door for inference. Watches workers, deployments and aliases,
+//! resolves each request's model and version, and forwards it to a ready worker.
 #![forbid(unsafe_code)]
+
+mod config;
+mod error;
+mod grpc;
+mod table;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use modelplane_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
+use modelplane_service::Shutdown;
+use modelplane_store::schema;
+use modelplane_store::{Catalog, KvStore, Mirror};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use config::RouterConfig;
+pub use error::{Error, Result};
+pub use grpc::RouterService;
+pub use table::{Clients, LastGood, Replica, RoutingTable, resolve};
+
+/// Serves the inference front door on `listener` until `shutdown`, draining in-flight
+/// requests before it returns.
+pub async fn serve(config: RouterConfig, store: Arc<dyn KvStore>, listener: TcpListener, shutdown: Shutdown) -> Result<()> {
+    config.validate().map_err(Error::InvalidArgument)?;
+    let models = Mirror::start(store.clone(), schema::MODELS);
+    let deployments = Mirror::start(store.clone(), schema::DEPLOYMENTS);
+    let workers = Mirror::start(store.clone(), schema::WORKERS);
+    let clients = Arc::new(Clients::default());
+    let empty = RoutingTable::build(Arc::new(Catalog::default()), &Default::default(), &clients);
+    let (table_tx, table_rx) = watch::channel(Arc::new(empty));
+    let (synced_tx, synced_rx) = watch::channel(false);
+
+    let follow = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let (mut models_rx, mut deployments_rx, mut workers_rx) = (models.subscribe(), deployments.subscribe(), workers.subscribe());
+            loop {
+                let (m, d, w) = (models.current(), deployments.current(), workers.current());
+                let catalog = Arc::new(Catalog::build(&m, &d));
+                let live = modelplane_store::workers(&w).unwrap_or_else(|err| {
+                    tracing::warn!(error = %err, "corrupt worker record; routing around it");
+                    Default::default()
+                });
+                table_tx.send_replace(Arc::new(RoutingTable::build(catalog, &live, &clients)));
+                synced_tx.send_replace(m.synced && d.synced && w.synced);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = models_rx.changed() => {}
+                    _ = deployments_rx.changed() => {}
+                    _ = workers_rx.changed() => {}
+                }
+            }
+        })
+    };
+
+    let service = RouterService {
+        table: table_rx,
+        synced: synced_rx,
+        last_good: Arc::new(LastGood::default()),
+        next: Arc::new(AtomicUsize::new(0)),
+        config,
+    };
+    let (health, health_service) = modelplane_service::health_service();
+    health.set_serving::<GrpcInferenceServiceServer<RouterService>>().await;
+    tracing::info!(addr = ?listener.local_addr().ok(), "router serving");
+    let drain = shutdown.clone();
+    let served = modelplane_service::grpc_server()
+        .add_service(health_service)
+        .add_service(modelplane_service::reflection_service())
+        .add_service(
+            GrpcInferenceServiceServer::new(service)
+                .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            drain.cancelled().await;
+            health.set_not_serving::<GrpcInferenceServiceServer<RouterService>>().await;
+        })
+        .await;
+    follow.abort();
+    served.map_err(|err| Error::Internal(format!("router server: {err}")))
+}

@@ -8,6 +8,7 @@
 //! of a prefix fed by a watch, so that readers keep serving when the store is unreachable.
 #![forbid(unsafe_code)]
 
+mod catalog;
 mod embedded;
 mod error;
 mod etcd;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use futures::Stream;
 
+pub use catalog::{Catalog, ResolvedTarget, workers};
 pub use embedded::EmbeddedStore;
 pub use error::{Error, Result};
 pub use etcd::EtcdStore;

@@ -1,1 +1,156 @@
+//! The inference worker: loads the versions deployments ask for and serves them over
+//! the KServe v2 gRPC protocol, registered under a lease at `/workers/{id}`.
 #![forbid(unsafe_code)]
+
+mod codec;
+mod config;
+mod error;
+mod grpc;
+mod loader;
+mod state;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use modelplane_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
+use modelplane_proto::registry::registry_client::RegistryClient;
+use modelplane_service::Shutdown;
+use modelplane_store::schema::{self, LoadState};
+use modelplane_store::{Catalog, KvStore, LeaseKeeper, Mirror};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use config::WorkerConfig;
+pub use error::{Error, Result};
+pub use grpc::{InferenceService, PLATFORM, server_metadata};
+pub use state::{LoadedModel, WorkerState};
+
+/// How long a draining worker waits after withdrawing itself before it stops accepting
+/// connections, so routers see the withdrawal first.
+const WITHDRAW_DELAY: Duration = Duration::from_millis(500);
+
+/// Serves inference on `listener` until `shutdown`; then withdraws from the routing
+/// table, drains in-flight requests and revokes its lease.
+pub async fn serve(
+    config: WorkerConfig,
+    store: Arc<dyn KvStore>,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<()> {
+    config.validate().map_err(Error::InvalidArgument)?;
+    let local = listener.local_addr().map_err(|err| Error::Internal(err.to_string()))?;
+    let addr = config.advertise_addr.clone().unwrap_or_else(|| local.to_string());
+    let registry = modelplane_service::connect_lazy(&config.registry_addr)
+        .map_err(|err| Error::InvalidArgument(format!("registry address {:?}: {err}", config.registry_addr)))?;
+    let lease = LeaseKeeper::start(store.clone(), config.lease_ttl)
+        .await
+        .map_err(|err| Error::Unavailable(format!("cannot register with the store: {err}")))?;
+
+    let state = Arc::new(WorkerState::default());
+    let models = Mirror::start(store.clone(), schema::MODELS);
+    let deployments = Mirror::start(store.clone(), schema::DEPLOYMENTS);
+    let workers = Mirror::start(store.clone(), schema::WORKERS);
+    let (catalog_tx, catalog_rx) = watch::channel(Arc::new(Catalog::default()));
+    let (ready_tx, ready_rx) = watch::channel(false);
+
+    let loader = loader::Loader {
+        state: state.clone(),
+        config: config.clone(),
+        registry: RegistryClient::new(registry).max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES),
+    };
+    publish_or_warn(&*store, &lease, &state, &config.id, &addr, true).await;
+
+    let reconcile = {
+        let (store, state, id, addr, shutdown) = (store.clone(), state.clone(), config.id.clone(), addr.clone(), shutdown.clone());
+        let mut lease_changes = lease.changes();
+        let lease = Arc::new(lease);
+        let lease_for_loop = lease.clone();
+        let handle = tokio::spawn(async move {
+            let lease = lease_for_loop;
+            let mut models_rx = models.subscribe();
+            let mut deployments_rx = deployments.subscribe();
+            let mut workers_rx = workers.subscribe();
+            let mut tick = tokio::time::interval(loader::LOADER_TICK);
+            // Set until a publish succeeds, so a store outage only delays the record.
+            let mut dirty = false;
+            loop {
+                let mut republish = false;
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = models_rx.changed() => {}
+                    _ = deployments_rx.changed() => {}
+                    _ = workers_rx.changed() => {}
+                    _ = lease_changes.changed() => republish = true,
+                    _ = state.changed.notified() => republish = true,
+                    _ = tick.tick() => {}
+                }
+                let (models_state, deployments_state) = (models.current(), deployments.current());
+                let synced = models_state.synced && deployments_state.synced;
+                let catalog = Arc::new(Catalog::build(&models_state, &deployments_state));
+                let live = modelplane_store::workers(&workers.current()).map(|w| loader::live_ids(&w)).unwrap_or_default();
+                if synced && loader.reconcile(&catalog, &live) {
+                    republish = true;
+                }
+                catalog_tx.send_replace(catalog);
+                let all_loaded = state.loaded().iter().all(|v| v.state != LoadState::Loading);
+                ready_tx.send_if_modified(|ready| {
+                    let now = synced && all_loaded;
+                    std::mem::replace(ready, now) != now
+                });
+                if republish || dirty {
+                    dirty = !publish_or_warn(&*store, &lease, &state, &id, &addr, true).await;
+                }
+            }
+            // Withdraw: routers stop picking this worker before connections close.
+            publish_or_warn(&*store, &lease, &state, &id, &addr, false).await;
+        });
+        (handle, lease)
+    };
+
+    let service = InferenceService { state: state.clone(), catalog: catalog_rx, ready: ready_rx };
+    let (health, health_service) = modelplane_service::health_service();
+    health.set_serving::<GrpcInferenceServiceServer<InferenceService>>().await;
+    tracing::info!(id = %config.id, %addr, "worker serving");
+    let drain = shutdown.clone();
+    let served = modelplane_service::grpc_server()
+        .add_service(health_service)
+        .add_service(modelplane_service::reflection_service())
+        .add_service(
+            GrpcInferenceServiceServer::new(service)
+                .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            drain.cancelled().await;
+            health.set_not_serving::<GrpcInferenceServiceServer<InferenceService>>().await;
+            tokio::time::sleep(WITHDRAW_DELAY).await;
+        })
+        .await;
+    let (handle, lease) = reconcile;
+    let _ = handle.await;
+    if let Ok(lease) = Arc::try_unwrap(lease) {
+        if let Err(err) = lease.revoke().await {
+            tracing::warn!(error = %err, "revoking the worker lease failed; it will expire");
+        }
+    }
+    tracing::info!(id = %config.id, "worker stopped");
+    served.map_err(|err| Error::Internal(format!("worker server: {err}")))
+}
+
+async fn publish_or_warn(
+    store: &dyn KvStore,
+    lease: &LeaseKeeper,
+    state: &WorkerState,
+    id: &str,
+    addr: &str,
+    accepting: bool,
+) -> bool {
+    match loader::publish(store, lease, state, id, addr, accepting).await {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::warn!(error = %err, "publishing the worker record failed; retrying");
+            false
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! `inference.GRPCInferenceService` on the router: resolves model + version (number,
+//! alias or the deployment's weighted targets), picks a ready replica round-robin and
+//! retries UNAVAILABLE answers on the next replica.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use modelplane_proto::inference as pb;
+use modelplane_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use modelplane_service::TracedChannel;
+use tokio::sync::watch;
+use tonic::{Code, Request, Response, Status};
+
+use crate::table::{LastGood, RoutingTable, resolve};
+use crate::{Error, RouterConfig};
+
+/// The router's inference service.
+#[derive(Clone)]
+pub struct RouterService {
+    pub(crate) table: watch::Receiver<Arc<RoutingTable>>,
+    pub(crate) synced: watch::Receiver<bool>,
+    pub(crate) last_good: Arc<LastGood>,
+    pub(crate) next: Arc<AtomicUsize>,
+    pub(crate) config: RouterConfig,
+}
+
+impl RouterService {
+    /// Sends `call` to ready replicas of the resolved version until one answers with
+    /// something other than UNAVAILABLE.
+    async fn forward<T, F, Fut>(&self, model: &str, version: &str, call: F) -> Result<(T, u64), Status>
+    where
+        F: Fn(GrpcInferenceServiceClient<TracedChannel>, u64) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let table = self.table.borrow().clone();
+        let number = resolve(&table, &self.last_good, model, version)?;
+        let span = tracing::Span::current();
+        span.record("model", model);
+        span.record("version", number);
+        let replicas = table.replicas(model, number);
+        if replicas.is_empty() {
+            return Err(Error::Unavailable(format!("no ready replica of {model} v{number}; it may still be loading")).into());
+        }
+        let attempts = match self.config.max_attempts {
+            0 => replicas.len(),
+            n => n.min(replicas.len()),
+        };
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut last = None;
+        for attempt in 0..attempts {
+            let replica = &replicas[(start + attempt) % replicas.len()];
+            match call(replica.client.clone(), number).await {
+                Ok(response) => return Ok((response.into_inner(), number)),
+                Err(status) if status.code() == Code::Unavailable => {
+                    tracing::debug!(worker = %replica.worker, error = %status.message(), "replica unavailable; trying the next");
+                    last = Some(status);
+                }
+                Err(status) => return Err(status),
+            }
+        }
+        Err(last.unwrap_or_else(|| Status::unavailable(format!("no replica of {model} v{number} answered"))))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
+    async fn server_live(&self, _: Request<pb::ServerLiveRequest>) -> Result<Response<pb::ServerLiveResponse>, Status> {
+        Ok(Response::new(pb::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(&self, _: Request<pb::ServerReadyRequest>) -> Result<Response<pb::ServerReadyResponse>, Status> {
+        let ready = *self.synced.borrow() && self.table.borrow().all_deployments_ready();
+        Ok(Response::new(pb::ServerReadyResponse { ready }))
+    }
+
+    async fn model_ready(&self, request: Request<pb::ModelReadyRequest>) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        let request = request.into_inner();
+        let table = self.table.borrow().clone();
+        let number = resolve(&table, &self.last_good, &request.name, &request.version)?;
+        Ok(Response::new(pb::ModelReadyResponse { ready: !table.replicas(&request.name, number).is_empty() }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<pb::ServerMetadataRequest>,
+    ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+        Ok(Response::new(modelplane_worker::server_metadata()))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<pb::ModelMetadataRequest>,
+    ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        let request = request.into_inner();
+        let (response, _) = self
+            .forward(&request.name, &request.version, |mut client, number| {
+                let request = pb::ModelMetadataRequest { name: request.name.clone(), version: number.to_string() };
+                async move { client.model_metadata(request).await }
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn model_infer(&self, request: Request<pb::ModelInferRequest>) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let timeout = request.metadata().get("grpc-timeout").cloned();
+        let request = request.into_inner();
+        let model = request.model_name.clone();
+        let version = request.model_version.clone();
+        let (response, _) = self
+            .forward(&model, &version, |mut client, number| {
+                let mut forwarded = Request::new(pb::ModelInferRequest { model_version: number.to_string(), ..request.clone() });
+                if let Some(timeout) = &timeout {
+                    // The caller's deadline travels on to the worker.
+                    forwarded.metadata_mut().insert("grpc-timeout", timeout.clone());
+                }
+                async move { client.model_infer(forwarded).await }
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+}

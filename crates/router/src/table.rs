@@ -1,0 +1,167 @@
+//! The routing table: which ready replicas serve each model version, and how a
+//! requested version (number, alias or empty) resolves to one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use modelplane_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use modelplane_service::TracedChannel;
+use modelplane_store::schema::{LoadState, WorkerRecord};
+use modelplane_store::{Catalog, ResolvedTarget};
+use rand::Rng;
+
+use crate::{Error, Result};
+
+/// One worker that has a version ready.
+#[derive(Clone)]
+pub struct Replica {
+    /// Worker id.
+    pub worker: String,
+    /// Client to its inference endpoint.
+    pub client: GrpcInferenceServiceClient<TracedChannel>,
+}
+
+/// A snapshot of catalog and replicas; rebuilt on every change, read on every request.
+pub struct RoutingTable {
+    /// Models, versions, aliases, deployments.
+    pub catalog: Arc<Catalog>,
+    replicas: HashMap<(String, u64), Vec<Replica>>,
+}
+
+/// Clients per worker address, reused across table rebuilds.
+#[derive(Default)]
+pub struct Clients {
+    by_addr: Mutex<HashMap<String, GrpcInferenceServiceClient<TracedChannel>>>,
+}
+
+impl Clients {
+    fn get(&self, addr: &str) -> Option<GrpcInferenceServiceClient<TracedChannel>> {
+        let mut clients = self.by_addr.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = clients.get(addr) {
+            return Some(client.clone());
+        }
+        match modelplane_service::connect_lazy(addr) {
+            Ok(channel) => {
+                let client = GrpcInferenceServiceClient::new(channel)
+                    .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES);
+                clients.insert(addr.to_owned(), client.clone());
+                Some(client)
+            }
+            Err(err) => {
+                tracing::warn!(%addr, error = %err, "worker address is not usable");
+                None
+            }
+        }
+    }
+}
+
+impl RoutingTable {
+    /// Builds the table from the catalog and the live workers' records.
+    pub fn build(catalog: Arc<Catalog>, workers: &HashMap<String, WorkerRecord>, clients: &Clients) -> Self {
+        let mut replicas: HashMap<(String, u64), Vec<Replica>> = HashMap::new();
+        let mut ids: Vec<&String> = workers.keys().collect();
+        ids.sort();
+        for id in ids {
+            let worker = &workers[id];
+            if !worker.accepting {
+                continue;
+            }
+            let Some(client) = clients.get(&worker.addr) else { continue };
+            for loaded in worker.loaded.iter().filter(|l| l.state == LoadState::Ready) {
+                replicas
+                    .entry((loaded.model.clone(), loaded.version))
+                    .or_default()
+                    .push(Replica { worker: worker.id.clone(), client: client.clone() });
+            }
+        }
+        Self { catalog, replicas }
+    }
+
+    /// Ready replicas of a version.
+    pub fn replicas(&self, model: &str, version: u64) -> &[Replica] {
+        self.replicas.get(&(model.to_owned(), version)).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    fn has_replicas(&self, model: &str, version: u64) -> bool {
+        !self.replicas(model, version).is_empty()
+    }
+
+    /// Whether every deployed target has a ready replica.
+    pub fn all_deployments_ready(&self) -> bool {
+        self.catalog.deployments().all(|d| {
+            let targets = self.catalog.resolved_targets(&d.model);
+            !targets.is_empty() && targets.iter().all(|t| self.has_replicas(&d.model, t.version))
+        })
+    }
+}
+
+/// The last version each alias (or deployment target) resolved to that had ready
+/// replicas. While a flip is loading, requests keep going to that version instead of
+/// failing; once the new version has replicas they move over.
+#[derive(Default)]
+pub struct LastGood {
+    versions: Mutex<HashMap<(String, String), u64>>,
+}
+
+impl LastGood {
+    fn pick(&self, table: &RoutingTable, model: &str, alias: &str, current: u64) -> u64 {
+        let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (model.to_owned(), alias.to_owned());
+        if table.has_replicas(model, current) {
+            versions.insert(key, current);
+            return current;
+        }
+        match versions.get(&key) {
+            Some(previous) if table.has_replicas(model, *previous) => *previous,
+            _ => current,
+        }
+    }
+}
+
+/// Resolves the requested version to a version number with ready replicas where one exists.
+pub fn resolve(table: &RoutingTable, last_good: &LastGood, model: &str, version: &str) -> Result<u64> {
+    if model.is_empty() {
+        return Err(Error::InvalidArgument("model name is required".into()));
+    }
+    let catalog = &table.catalog;
+    if !catalog.has_model(model) {
+        return Err(Error::NotFound(format!("model {model:?} not found")));
+    }
+    let version = version.trim();
+    if version.is_empty() {
+        let targets = catalog.resolved_targets(model);
+        if targets.is_empty() {
+            return Err(Error::NotFound(format!("model {model:?} has no deployment; name a version or deploy it first")));
+        }
+        let target = pick_weighted(&targets);
+        let label = target.alias.clone().unwrap_or_else(|| format!("#{}", target.version));
+        return Ok(last_good.pick(table, model, &format!("deployment:{label}"), target.version));
+    }
+    if let Ok(number) = version.parse::<u64>() {
+        if catalog.version(model, number).is_none() {
+            return Err(Error::NotFound(format!("model {model:?} has no version {number}")));
+        }
+        return Ok(number);
+    }
+    let number = catalog
+        .alias(model, version)
+        .ok_or_else(|| Error::NotFound(format!("model {model:?} has no alias {version:?}")))?;
+    Ok(last_good.pick(table, model, version, number))
+}
+
+fn pick_weighted(targets: &[ResolvedTarget]) -> &ResolvedTarget {
+    let total: u64 = targets.iter().map(|t| u64::from(t.weight)).sum();
+    if targets.len() == 1 || total == 0 {
+        return &targets[0];
+    }
+    let mut point = rand::rng().random_range(0..total);
+    for target in targets {
+        let weight = u64::from(target.weight);
+        if point < weight {
+            return target;
+        }
+        point -= weight;
+    }
+    &targets[targets.len() - 1]
+}

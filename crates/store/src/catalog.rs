@@ -1,0 +1,117 @@
+//! A decoded view of the models and deployments prefixes, built from [`Mirror`] copies,
+//! that the worker and router consult on every request without touching the store.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::schema::{self, DeploymentRecord, ModelsKey, VersionRecord, WorkerRecord};
+use crate::{MirrorState, Result};
+
+/// One resolved deployment target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedTarget {
+    /// The version it resolves to now.
+    pub version: u64,
+    /// Share of traffic.
+    pub weight: u32,
+    /// The alias it came from, if any.
+    pub alias: Option<String>,
+}
+
+/// Models, versions, aliases and deployments, decoded.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    models: BTreeMap<String, ModelEntry>,
+    deployments: BTreeMap<String, DeploymentRecord>,
+}
+
+#[derive(Debug, Default)]
+struct ModelEntry {
+    versions: BTreeMap<u64, VersionRecord>,
+    aliases: BTreeMap<String, u64>,
+}
+
+impl Catalog {
+    /// Decodes mirror copies of [`schema::MODELS`] and [`schema::DEPLOYMENTS`]. Corrupt
+    /// records are skipped with a warning so one bad key cannot stop serving.
+    pub fn build(models: &MirrorState, deployments: &MirrorState) -> Self {
+        let mut catalog = Catalog::default();
+        for (key, value) in &models.entries {
+            match schema::parse_models_key(key) {
+                Some(ModelsKey::Model(name)) => {
+                    catalog.models.entry(name.to_owned()).or_default();
+                }
+                Some(ModelsKey::Version(name, number)) => match schema::decode::<VersionRecord>(key, value) {
+                    Ok(record) => {
+                        catalog.models.entry(name.to_owned()).or_default().versions.insert(number, record);
+                    }
+                    Err(err) => tracing::warn!(error = %err, "skipping corrupt version record"),
+                },
+                Some(ModelsKey::Alias(name, alias)) => {
+                    match std::str::from_utf8(value).ok().and_then(|v| v.trim().parse().ok()) {
+                        Some(version) => {
+                            catalog.models.entry(name.to_owned()).or_default().aliases.insert(alias.to_owned(), version);
+                        }
+                        None => tracing::warn!(key = %key, "skipping corrupt alias"),
+                    }
+                }
+                None => {}
+            }
+        }
+        for (key, value) in &deployments.entries {
+            match schema::decode::<DeploymentRecord>(key, value) {
+                Ok(record) => {
+                    catalog.deployments.insert(record.model.clone(), record);
+                }
+                Err(err) => tracing::warn!(error = %err, "skipping corrupt deployment"),
+            }
+        }
+        catalog
+    }
+
+    /// Whether a model record exists.
+    pub fn has_model(&self, model: &str) -> bool {
+        self.models.contains_key(model)
+    }
+
+    /// A version's record.
+    pub fn version(&self, model: &str, version: u64) -> Option<&VersionRecord> {
+        self.models.get(model)?.versions.get(&version)
+    }
+
+    /// The version an alias points at.
+    pub fn alias(&self, model: &str, alias: &str) -> Option<u64> {
+        self.models.get(model)?.aliases.get(alias).copied()
+    }
+
+    /// Every deployment.
+    pub fn deployments(&self) -> impl Iterator<Item = &DeploymentRecord> {
+        self.deployments.values()
+    }
+
+    /// A model's deployment targets resolved to version numbers; targets whose alias no
+    /// longer exists are left out.
+    pub fn resolved_targets(&self, model: &str) -> Vec<ResolvedTarget> {
+        let Some(deployment) = self.deployments.get(model) else { return Vec::new() };
+        deployment
+            .targets
+            .iter()
+            .filter_map(|target| {
+                let version = match (&target.version, &target.alias) {
+                    (Some(version), _) => Some(*version),
+                    (None, Some(alias)) => self.alias(model, alias),
+                    (None, None) => None,
+                }?;
+                Some(ResolvedTarget { version, weight: target.weight, alias: target.alias.clone() })
+            })
+            .collect()
+    }
+}
+
+/// Live workers decoded from a mirror of [`schema::WORKERS`].
+pub fn workers(state: &MirrorState) -> Result<HashMap<String, WorkerRecord>> {
+    state
+        .entries
+        .iter()
+        .map(|(key, value)| schema::decode::<WorkerRecord>(key, value).map(|record| (record.id.clone(), record)))
+        .collect()
+}

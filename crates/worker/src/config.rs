@@ -1,0 +1,47 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Worker settings.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Unique id; the key `/workers/{id}` carries it.
+    pub id: String,
+    /// `host:port` the router should dial; defaults to the listener's address.
+    pub advertise_addr: Option<String>,
+    /// Registry endpoint for artifact downloads.
+    pub registry_addr: String,
+    /// Where downloaded artifacts are cached by sha256.
+    pub cache_dir: PathBuf,
+    /// TTL of the worker's lease: how long a dead worker stays listed.
+    pub lease_ttl: Duration,
+    /// How long a version no longer deployed stays loaded after its replacement is
+    /// ready, so routers that have not yet seen the change can still use it.
+    pub unload_grace: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            advertise_addr: None,
+            registry_addr: "127.0.0.1:7001".into(),
+            cache_dir: PathBuf::from("modelplane-data/cache"),
+            lease_ttl: Duration::from_secs(5),
+            unload_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// Checks the settings before any port is bound.
+    pub fn validate(&self) -> Result<(), String> {
+        modelplane_store::schema::validate_name("worker id", &self.id)?;
+        if self.registry_addr.trim().is_empty() {
+            return Err("registry address is empty; expected host:port".into());
+        }
+        if self.lease_ttl < Duration::from_secs(1) {
+            return Err(format!("lease TTL {:?} is too short; expected at least 1s", self.lease_ttl));
+        }
+        Ok(())
+    }
+}

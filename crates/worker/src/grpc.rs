@@ -1,0 +1,141 @@
+//! `inference.GRPCInferenceService` on a worker: the six KServe v2 RPCs over the
+//! versions this worker holds.
+
+use std::sync::Arc;
+
+use modelplane_proto::inference as pb;
+use modelplane_store::Catalog;
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+use crate::state::{LoadedModel, WorkerState};
+use crate::{Error, codec};
+
+/// Platform name reported in model metadata.
+pub const PLATFORM: &str = "modelplane_ndarray";
+
+/// The inference service of a worker.
+#[derive(Clone)]
+pub struct InferenceService {
+    pub(crate) state: Arc<WorkerState>,
+    pub(crate) catalog: watch::Receiver<Arc<Catalog>>,
+    /// True once the first catalog arrived and every deployed version finished loading.
+    pub(crate) ready: watch::Receiver<bool>,
+}
+
+impl InferenceService {
+    /// Resolves `version` (number, alias, or empty for the deployment's first ready
+    /// target) to a ready model.
+    fn resolve(&self, model: &str, version: &str) -> Result<Arc<LoadedModel>, Error> {
+        if model.is_empty() {
+            return Err(Error::InvalidArgument("model name is required".into()));
+        }
+        let catalog = self.catalog.borrow().clone();
+        if !catalog.has_model(model) {
+            return Err(Error::NotFound(format!("model {model:?} not found")));
+        }
+        let version = version.trim();
+        if version.is_empty() {
+            let targets = catalog.resolved_targets(model);
+            if targets.is_empty() {
+                return Err(Error::NotFound(format!(
+                    "model {model:?} has no deployment; name a version or deploy it first"
+                )));
+            }
+            let mut last_error = None;
+            for target in targets {
+                match self.state.ready(model, target.version) {
+                    Ok(loaded) => return Ok(loaded),
+                    Err(err) => last_error = Some(err),
+                }
+            }
+            return Err(last_error.unwrap_or_else(|| Error::Unavailable(format!("{model} has no ready version"))));
+        }
+        let number = match version.parse::<u64>() {
+            Ok(number) => number,
+            Err(_) => catalog
+                .alias(model, version)
+                .ok_or_else(|| Error::NotFound(format!("model {model:?} has no alias {version:?}")))?,
+        };
+        if catalog.version(model, number).is_none() {
+            return Err(Error::NotFound(format!("model {model:?} has no version {number}")));
+        }
+        self.state.ready(model, number)
+    }
+}
+
+fn tensor_metadata(spec: &modelplane_model::TensorSpec) -> pb::model_metadata_response::TensorMetadata {
+    pb::model_metadata_response::TensorMetadata { name: spec.name.clone(), datatype: spec.datatype.clone(), shape: spec.shape.clone() }
+}
+
+/// Metadata of a loaded version, listing every ready version of the model.
+pub(crate) fn model_metadata(loaded: &LoadedModel, versions: Vec<u64>) -> pb::ModelMetadataResponse {
+    let signature = &loaded.record.signature;
+    pb::ModelMetadataResponse {
+        name: loaded.record.model.clone(),
+        versions: versions.into_iter().map(|v| v.to_string()).collect(),
+        platform: PLATFORM.into(),
+        inputs: signature.inputs.iter().map(tensor_metadata).collect(),
+        outputs: signature.outputs.iter().map(tensor_metadata).collect(),
+    }
+}
+
+/// The server metadata every modelplane inference endpoint reports.
+pub fn server_metadata() -> pb::ServerMetadataResponse {
+    pb::ServerMetadataResponse { name: "modelplane".into(), version: env!("CARGO_PKG_VERSION").into(), extensions: Vec::new() }
+}
+
+#[tonic::async_trait]
+impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceService {
+    async fn server_live(&self, _: Request<pb::ServerLiveRequest>) -> Result<Response<pb::ServerLiveResponse>, Status> {
+        Ok(Response::new(pb::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(&self, _: Request<pb::ServerReadyRequest>) -> Result<Response<pb::ServerReadyResponse>, Status> {
+        Ok(Response::new(pb::ServerReadyResponse { ready: *self.ready.borrow() }))
+    }
+
+    async fn model_ready(&self, request: Request<pb::ModelReadyRequest>) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        let request = request.into_inner();
+        let ready = match self.resolve(&request.name, &request.version) {
+            Ok(_) => true,
+            Err(Error::Unavailable(_)) => false,
+            Err(err) => return Err(err.into()),
+        };
+        Ok(Response::new(pb::ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<pb::ServerMetadataRequest>,
+    ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+        Ok(Response::new(server_metadata()))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<pb::ModelMetadataRequest>,
+    ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        let request = request.into_inner();
+        let loaded = self.resolve(&request.name, &request.version)?;
+        Ok(Response::new(model_metadata(&loaded, self.state.ready_versions(&request.name))))
+    }
+
+    async fn model_infer(&self, request: Request<pb::ModelInferRequest>) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let request = request.into_inner();
+        let span = tracing::Span::current();
+        span.record("model", request.model_name.as_str());
+        let loaded = self.resolve(&request.model_name, &request.model_version)?;
+        span.record("version", loaded.record.version);
+        let signature = &loaded.record.signature;
+        let input = codec::decode_input(&request, signature)?;
+        codec::check_requested_outputs(&request, signature)?;
+        let model = loaded.clone();
+        // Inference is CPU work: keep it off the async runtime.
+        let outputs = tokio::task::spawn_blocking(move || model.model.predict(input.view()))
+            .await
+            .map_err(|err| Error::Internal(format!("inference task failed: {err}")))?
+            .map_err(Error::from)?;
+        Ok(Response::new(codec::encode_response(&request, &loaded.record.model, loaded.record.version, outputs)))
+    }
+}

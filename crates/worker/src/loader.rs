@@ -1,0 +1,213 @@
+//! Reconciles what the worker holds with what the deployments ask for: loads new
+//! versions (downloaded by sha256, verified, cached), unloads versions no longer
+//! deployed once their replacements are ready, and publishes the worker record.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use modelplane_model::Model;
+use modelplane_proto::registry::{DownloadArtifactRequest, download_artifact_response::Part, registry_client::RegistryClient};
+use modelplane_service::TracedChannel;
+use modelplane_store::schema::{self, LoadState, VersionRecord, WorkerRecord};
+use modelplane_store::{Catalog, KvStore, LeaseKeeper};
+use sha2::{Digest, Sha256};
+
+use crate::state::{LoadedModel, Slot, WorkerState};
+use crate::{Error, WorkerConfig};
+
+const RETRY_FAILED_AFTER: Duration = Duration::from_secs(5);
+const TICK: Duration = Duration::from_millis(250);
+
+/// The versions this worker should hold: every resolved target of every deployment,
+/// except deployments with `replicas > 0`, which go to the `replicas` live workers that
+/// rank highest for that model (rendezvous hashing, so every worker agrees).
+pub(crate) fn desired(catalog: &Catalog, live_workers: &BTreeSet<String>, me: &str) -> BTreeSet<(String, u64)> {
+    let mut wanted = BTreeSet::new();
+    for deployment in catalog.deployments() {
+        if deployment.replicas > 0 {
+            let mut candidates: Vec<&str> = live_workers.iter().map(String::as_str).collect();
+            if !live_workers.contains(me) {
+                candidates.push(me);
+            }
+            candidates.sort_by_key(|worker| std::cmp::Reverse(rendezvous(&deployment.model, worker)));
+            if !candidates.iter().take(deployment.replicas as usize).any(|w| *w == me) {
+                continue;
+            }
+        }
+        for target in catalog.resolved_targets(&deployment.model) {
+            wanted.insert((deployment.model.clone(), target.version));
+        }
+    }
+    wanted
+}
+
+fn rendezvous(model: &str, worker: &str) -> u64 {
+    // FNV-1a: stable across processes and builds, unlike std's hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in model.bytes().chain([0]).chain(worker.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+pub(crate) struct Loader {
+    pub state: Arc<WorkerState>,
+    pub config: WorkerConfig,
+    pub registry: RegistryClient<TracedChannel>,
+}
+
+impl Loader {
+    /// One reconcile pass; returns whether anything the record reports changed.
+    pub fn reconcile(&self, catalog: &Catalog, live_workers: &BTreeSet<String>) -> bool {
+        let wanted = desired(catalog, live_workers, &self.config.id);
+        let now = Instant::now();
+        let mut changed = false;
+        let mut slots = self.state.write();
+        for key in &wanted {
+            let retry = slots.get(key).is_some_and(|slot| {
+                slot.state == LoadState::Failed && slot.failed_at.is_some_and(|t| now - t >= RETRY_FAILED_AFTER)
+            });
+            if slots.contains_key(key) && !retry {
+                if let Some(slot) = slots.get_mut(key) {
+                    slot.unwanted_since = None;
+                }
+                continue;
+            }
+            let Some(record) = catalog.version(&key.0, key.1).cloned() else { continue };
+            slots.insert(
+                key.clone(),
+                Slot { state: LoadState::Loading, error: String::new(), model: None, unwanted_since: None, failed_at: None },
+            );
+            changed = true;
+            self.spawn_load(record);
+        }
+        // A model's old versions go only when none of its wanted versions is still loading.
+        let loading: BTreeSet<&str> = slots
+            .iter()
+            .filter(|(key, slot)| slot.state == LoadState::Loading && wanted.contains(*key))
+            .map(|((model, _), _)| model.as_str())
+            .collect::<BTreeSet<_>>();
+        let loading: BTreeSet<String> = loading.into_iter().map(str::to_owned).collect();
+        let mut unload = Vec::new();
+        for (key, slot) in slots.iter_mut() {
+            if wanted.contains(key) {
+                continue;
+            }
+            let since = *slot.unwanted_since.get_or_insert(now);
+            if !loading.contains(&key.0) && now - since >= self.config.unload_grace {
+                unload.push(key.clone());
+            }
+        }
+        for key in unload {
+            tracing::info!(model = %key.0, version = key.1, "unloading version no longer deployed");
+            slots.remove(&key);
+            changed = true;
+        }
+        changed
+    }
+
+    fn spawn_load(&self, record: VersionRecord) {
+        let state = self.state.clone();
+        let cache_dir = self.config.cache_dir.clone();
+        let registry = self.registry.clone();
+        tokio::spawn(async move {
+            let key = (record.model.clone(), record.version);
+            let outcome = load(&record, &cache_dir, registry).await;
+            {
+                let mut slots = state.write();
+                if let Some(slot) = slots.get_mut(&key) {
+                    match outcome {
+                        Ok(model) => {
+                            tracing::info!(model = %key.0, version = key.1, "version ready");
+                            slot.state = LoadState::Ready;
+                            slot.model = Some(Arc::new(LoadedModel { record, model }));
+                        }
+                        Err(err) => {
+                            tracing::warn!(model = %key.0, version = key.1, error = %err, "loading failed");
+                            slot.state = LoadState::Failed;
+                            slot.error = err.to_string();
+                            slot.failed_at = Some(Instant::now());
+                        }
+                    }
+                }
+            }
+            state.changed.notify_one();
+        });
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn cache_path(cache_dir: &Path, sha256: &str) -> PathBuf {
+    cache_dir.join(format!("{sha256}.safetensors"))
+}
+
+/// Artifact bytes from the cache when they verify, else from the registry (then cached).
+async fn fetch(record: &VersionRecord, cache_dir: &Path, mut registry: RegistryClient<TracedChannel>) -> Result<Vec<u8>, Error> {
+    let path = cache_path(cache_dir, &record.sha256);
+    if let Ok(bytes) = tokio::fs::read(&path).await {
+        if sha256_hex(&bytes) == record.sha256 {
+            return Ok(bytes);
+        }
+        tracing::warn!(path = %path.display(), "cached artifact is corrupt; downloading again");
+    }
+    let request = DownloadArtifactRequest { model: record.model.clone(), version: record.version.to_string() };
+    let mut stream = registry
+        .download_artifact(request)
+        .await
+        .map_err(|status| Error::Unavailable(format!("download from registry failed: {}", status.message())))?
+        .into_inner();
+    let mut bytes = Vec::with_capacity(record.size_bytes as usize);
+    while let Some(message) = stream
+        .message()
+        .await
+        .map_err(|status| Error::Unavailable(format!("download interrupted: {}", status.message())))?
+    {
+        if let Some(Part::Chunk(chunk)) = message.part {
+            bytes.extend_from_slice(&chunk);
+        }
+    }
+    let actual = sha256_hex(&bytes);
+    if actual != record.sha256 {
+        return Err(Error::Internal(format!("downloaded artifact hashes to {actual}; the record says {}", record.sha256)));
+    }
+    tokio::fs::create_dir_all(cache_dir).await.map_err(|err| Error::Internal(format!("cache dir: {err}")))?;
+    let temporary = path.with_extension(format!("partial-{}", uuid::Uuid::new_v4()));
+    tokio::fs::write(&temporary, &bytes).await.map_err(|err| Error::Internal(format!("cache write: {err}")))?;
+    tokio::fs::rename(&temporary, &path).await.map_err(|err| Error::Internal(format!("cache rename: {err}")))?;
+    Ok(bytes)
+}
+
+async fn load(record: &VersionRecord, cache_dir: &Path, registry: RegistryClient<TracedChannel>) -> Result<Model, Error> {
+    let bytes = fetch(record, cache_dir, registry).await?;
+    tokio::task::spawn_blocking(move || Model::from_artifact(&bytes))
+        .await
+        .map_err(|err| Error::Internal(err.to_string()))?
+        .map_err(|err| Error::Internal(format!("artifact does not load: {err}")))
+}
+
+/// Writes the worker record under the current lease.
+pub(crate) async fn publish(
+    store: &dyn KvStore,
+    lease: &LeaseKeeper,
+    state: &WorkerState,
+    id: &str,
+    addr: &str,
+    accepting: bool,
+) -> Result<(), modelplane_store::Error> {
+    let record = WorkerRecord { id: id.to_owned(), addr: addr.to_owned(), loaded: state.loaded(), accepting };
+    store.put(&schema::worker_key(id), schema::encode(&record), Some(lease.current())).await?;
+    Ok(())
+}
+
+/// Live worker ids from a decoded workers map.
+pub(crate) fn live_ids(workers: &HashMap<String, WorkerRecord>) -> BTreeSet<String> {
+    workers.values().filter(|w| w.accepting).map(|w| w.id.clone()).collect()
+}
+
+pub(crate) const LOADER_TICK: Duration = TICK;

@@ -1,0 +1,80 @@
+//! The versions a worker holds and their load state.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use modelplane_model::Model;
+use modelplane_store::schema::{LoadState, LoadedVersion, VersionRecord};
+use tokio::sync::Notify;
+
+use crate::Error;
+
+/// A version loaded and ready to run.
+pub struct LoadedModel {
+    /// Its registry record.
+    pub record: VersionRecord,
+    /// The model.
+    pub model: Model,
+}
+
+pub(crate) struct Slot {
+    pub state: LoadState,
+    pub error: String,
+    pub model: Option<Arc<LoadedModel>>,
+    /// When the version stopped being wanted; it unloads after the grace period.
+    pub unwanted_since: Option<Instant>,
+    pub failed_at: Option<Instant>,
+}
+
+/// Shared between the loader, the gRPC service and the record publisher.
+#[derive(Default)]
+pub struct WorkerState {
+    pub(crate) slots: RwLock<BTreeMap<(String, u64), Slot>>,
+    /// Wakes the loader and publisher after a load finished or state changed.
+    pub(crate) changed: Notify,
+}
+
+impl WorkerState {
+    pub(crate) fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<(String, u64), Slot>> {
+        self.slots.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<(String, u64), Slot>> {
+        self.slots.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The ready model for `model` v`version`, or why there is none.
+    pub fn ready(&self, model: &str, version: u64) -> Result<Arc<LoadedModel>, Error> {
+        match self.read().get(&(model.to_owned(), version)) {
+            Some(Slot { model: Some(loaded), state: LoadState::Ready, .. }) => Ok(loaded.clone()),
+            Some(Slot { state: LoadState::Failed, error, .. }) => {
+                Err(Error::Unavailable(format!("{model} v{version} failed to load on this worker: {error}")))
+            }
+            Some(_) => Err(Error::Unavailable(format!("{model} v{version} is still loading on this worker"))),
+            None => Err(Error::Unavailable(format!("{model} v{version} is not loaded on this worker"))),
+        }
+    }
+
+    /// Ready version numbers of a model.
+    pub fn ready_versions(&self, model: &str) -> Vec<u64> {
+        self.read()
+            .iter()
+            .filter(|((name, _), slot)| name == model && slot.state == LoadState::Ready)
+            .map(|((_, version), _)| *version)
+            .collect()
+    }
+
+    /// What the worker record reports.
+    pub fn loaded(&self) -> Vec<LoadedVersion> {
+        self.read()
+            .iter()
+            .map(|((model, version), slot)| LoadedVersion {
+                model: model.clone(),
+                version: *version,
+                state: slot.state,
+                error: slot.error.clone(),
+            })
+            .collect()
+    }
+}
