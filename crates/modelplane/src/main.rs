@@ -1,1 +1,124 @@
-fn main() {}
+//! `modelplane`: every server role and every client command in one binary.
+
+mod client;
+mod roles;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Model-as-a-Service: train, version, deploy and serve models over gRPC.
+#[derive(Parser)]
+#[command(name = "modelplane", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every service in one process on the embedded store (single node).
+    Up(roles::UpArgs),
+    /// Run the registry role.
+    Registry(roles::RegistryArgs),
+    /// Run the trainer role.
+    Trainer(roles::TrainerArgs),
+    /// Run an inference worker.
+    Worker(roles::WorkerArgs),
+    /// Run the router (the inference front door).
+    Router(roles::RouterArgs),
+    /// Upload and list datasets.
+    Datasets {
+        #[command(subcommand)]
+        command: client::DatasetsCommand,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// Train a new version of a model and follow its progress.
+    Train {
+        #[command(flatten)]
+        args: client::TrainArgs,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// List models and versions.
+    Models {
+        #[command(subcommand)]
+        command: client::ModelsCommand,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// Set or delete aliases.
+    Alias {
+        #[command(subcommand)]
+        command: client::AliasCommand,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// Deploy a model: what workers load and where the router sends traffic.
+    Deploy {
+        #[command(flatten)]
+        args: client::DeployArgs,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// Run inference through the router (KServe v2 gRPC).
+    Predict {
+        #[command(flatten)]
+        args: client::PredictArgs,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+}
+
+/// Where the client commands find the services.
+#[derive(Args, Clone, Debug)]
+pub struct Endpoints {
+    /// Registry endpoint.
+    #[arg(long, global = true, env = "MODELPLANE_REGISTRY", default_value = "127.0.0.1:7001")]
+    pub registry: String,
+    /// Trainer endpoint.
+    #[arg(long, global = true, env = "MODELPLANE_TRAINER", default_value = "127.0.0.1:7002")]
+    pub trainer: String,
+    /// Router endpoint (KServe v2 gRPC).
+    #[arg(long, global = true, env = "MODELPLANE_ROUTER", default_value = "127.0.0.1:8001")]
+    pub router: String,
+}
+
+/// Default data directory for `up` and the registry.
+pub fn default_data_dir() -> PathBuf {
+    PathBuf::from("modelplane-data")
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("modelplane: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Up(args) => roles::up(args).await,
+            Command::Registry(args) => roles::registry(args).await,
+            Command::Trainer(args) => roles::trainer(args).await,
+            Command::Worker(args) => roles::worker(args).await,
+            Command::Router(args) => roles::router(args).await,
+            Command::Datasets { command, endpoints } => client::datasets(command, &endpoints).await,
+            Command::Train { args, endpoints } => client::train(args, &endpoints).await,
+            Command::Models { command, endpoints } => client::models(command, &endpoints).await,
+            Command::Alias { command, endpoints } => client::alias(command, &endpoints).await,
+            Command::Deploy { args, endpoints } => client::deploy(args, &endpoints).await,
+            Command::Predict { args, endpoints } => client::predict(args, &endpoints).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("modelplane: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -18,6 +18,9 @@ pub const DEPLOYMENTS: &str = "/modelplane/v1/deployments/";
 pub const WORKERS: &str = "/modelplane/v1/workers/";
 /// Prefix of training job keys.
 pub const JOBS: &str = "/modelplane/v1/jobs/";
+/// Prefix of job claims: `/claims/{job_id}` names the trainer, bound to its lease, so a
+/// job whose trainer died becomes claimable again when the lease expires.
+pub const CLAIMS: &str = "/modelplane/v1/claims/";
 /// Prefix of dataset keys.
 pub const DATASETS: &str = "/modelplane/v1/datasets/";
 
@@ -52,6 +55,10 @@ pub fn worker_key(id: &str) -> String {
 /// `/jobs/{id}`.
 pub fn job_key(id: &str) -> String {
     format!("{JOBS}{id}")
+}
+/// `/claims/{job_id}`.
+pub fn claim_key(job_id: &str) -> String {
+    format!("{CLAIMS}{job_id}")
 }
 /// `/datasets/{name}/{sha256}`.
 pub fn dataset_key(name: &str, sha256: &str) -> String {
@@ -305,6 +312,13 @@ pub struct JobRecord {
     pub created_unix_ms: i64,
     /// End time, ms since the Unix epoch; 0 while running.
     pub finished_unix_ms: i64,
+}
+
+impl JobState {
+    /// Succeeded or failed: nothing more will happen.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed)
+    }
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -1,1 +1,63 @@
+//! The trainer: a job system over the KvStore. `SubmitJob` queues a job; every trainer
+//! claims queued jobs with a lease-bound compare-and-swap, trains with
+//! `modelplane-model` off the async runtime, streams progress into the job record and
+//! registers the artifact as a new version with its metrics and lineage.
 #![forbid(unsafe_code)]
+
+mod config;
+mod error;
+mod grpc;
+pub mod jobs;
+mod runner;
+
+use std::sync::Arc;
+
+use modelplane_proto::registry::registry_client::RegistryClient;
+use modelplane_proto::trainer::trainer_server::TrainerServer;
+use modelplane_service::Shutdown;
+use modelplane_store::{KvStore, LeaseKeeper};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use config::TrainerConfig;
+pub use error::{Error, Result};
+pub use grpc::TrainerService;
+
+/// Serves the trainer API on `listener` and runs claimed jobs until `shutdown`.
+pub async fn serve(config: TrainerConfig, store: Arc<dyn KvStore>, listener: TcpListener, shutdown: Shutdown) -> Result<()> {
+    config.validate().map_err(Error::InvalidArgument)?;
+    let channel = modelplane_service::connect_lazy(&config.registry_addr)
+        .map_err(|err| Error::InvalidArgument(format!("registry address {:?}: {err}", config.registry_addr)))?;
+    let registry = RegistryClient::new(channel)
+        .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES);
+    let lease = Arc::new(
+        LeaseKeeper::start(store.clone(), config.lease_ttl)
+            .await
+            .map_err(|err| Error::Unavailable(format!("cannot take a lease from the store: {err}")))?,
+    );
+    let runner = Arc::new(runner::Runner { store: store.clone(), registry, config: config.clone(), lease: lease.clone() });
+    let jobs = tokio::spawn(runner.run(shutdown.clone()));
+
+    let (health, health_service) = modelplane_service::health_service();
+    health.set_serving::<TrainerServer<TrainerService>>().await;
+    tracing::info!(id = %config.id, addr = ?listener.local_addr().ok(), "trainer serving");
+    let drain = shutdown.clone();
+    let served = modelplane_service::grpc_server()
+        .add_service(health_service)
+        .add_service(modelplane_service::reflection_service())
+        .add_service(TrainerServer::new(TrainerService { store }))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            drain.cancelled().await;
+            health.set_not_serving::<TrainerServer<TrainerService>>().await;
+        })
+        .await;
+    let _ = jobs.await;
+    if let Ok(lease) = Arc::try_unwrap(lease) {
+        // Jobs still running are released: another trainer claims them at once.
+        if let Err(err) = lease.revoke().await {
+            tracing::warn!(error = %err, "revoking the trainer lease failed; it will expire");
+        }
+    }
+    served.map_err(|err| Error::Internal(format!("trainer server: {err}")))
+}

@@ -1,0 +1,393 @@
+//! Client commands: thin wrappers over the registry, trainer and router gRPC APIs.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use modelplane_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use modelplane_proto::inference::model_infer_request::InferInputTensor;
+use modelplane_proto::inference::{InferTensorContents, ModelInferRequest, ModelMetadataRequest};
+use modelplane_proto::registry::{self as pb, registry_client::RegistryClient};
+use modelplane_proto::trainer::{self as tpb, trainer_client::TrainerClient};
+use modelplane_service::TracedChannel;
+use sha2::{Digest, Sha256};
+
+use crate::Endpoints;
+
+#[derive(Subcommand)]
+pub enum DatasetsCommand {
+    /// Upload a CSV (streamed in 1 MiB chunks, stored under its sha256).
+    Upload {
+        /// The CSV file.
+        file: PathBuf,
+        /// Dataset name (default: the file name without extension).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List uploaded datasets.
+    List,
+}
+
+#[derive(Subcommand)]
+pub enum ModelsCommand {
+    /// List models with their latest version and aliases.
+    List,
+    /// List a model's versions with metrics and lineage.
+    Versions {
+        /// Model name.
+        model: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AliasCommand {
+    /// Point an alias at a version.
+    Set { model: String, alias: String, version: u64 },
+    /// Delete an alias.
+    Delete { model: String, alias: String },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// Progress bar and a summary.
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Model to add a version to (created if needed).
+    pub model: String,
+    /// Dataset name, as uploaded.
+    #[arg(long)]
+    pub dataset: String,
+    /// Column to predict.
+    #[arg(long)]
+    pub target: String,
+    /// Model kind: linear or logistic.
+    #[arg(long, default_value = "linear")]
+    pub kind: String,
+    /// Hyperparameter as name=value (learning_rate, epochs, batch_size, l2, seed, validation_fraction).
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Passes over the data.
+    #[arg(long)]
+    pub epochs: Option<u32>,
+    /// Gradient step size.
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+    /// Return once the job is queued instead of following it.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+}
+
+#[derive(Args)]
+pub struct DeployArgs {
+    /// Model to deploy.
+    pub model: String,
+    /// Serve a fixed version.
+    #[arg(long, conflicts_with = "alias")]
+    pub version: Option<u64>,
+    /// Serve whatever this alias points at (follows alias flips).
+    #[arg(long)]
+    pub alias: Option<String>,
+    /// Workers that load it (0: every worker).
+    #[arg(long, default_value_t = 0)]
+    pub replicas: u32,
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// Model name.
+    pub model: String,
+    /// Version number or alias (default: the deployment's target).
+    #[arg(long, default_value = "")]
+    pub version: String,
+    /// JSON file with one row `[1.0, 2.0]` or rows `[[1.0, 2.0], [3.0, 4.0]]`.
+    #[arg(long)]
+    pub input: PathBuf,
+}
+
+fn channel(addr: &str) -> Result<TracedChannel> {
+    modelplane_service::connect_lazy(addr).with_context(|| format!("bad endpoint {addr:?}"))
+}
+
+fn registry(endpoints: &Endpoints) -> Result<RegistryClient<TracedChannel>> {
+    Ok(RegistryClient::new(channel(&endpoints.registry)?).max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES))
+}
+
+fn status_error(what: &str, status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{what}: {} ({:?})", status.message(), status.code())
+}
+
+pub async fn datasets(command: DatasetsCommand, endpoints: &Endpoints) -> Result<()> {
+    let mut client = registry(endpoints)?;
+    match command {
+        DatasetsCommand::Upload { file, name } => {
+            let bytes = tokio::fs::read(&file).await.with_context(|| format!("cannot read {}", file.display()))?;
+            let name = match name {
+                Some(name) => name,
+                None => file.file_stem().and_then(|s| s.to_str()).map(str::to_owned).context("cannot derive a dataset name; pass --name")?,
+            };
+            let sha256 = hex::encode(Sha256::digest(&bytes));
+            let mut messages = vec![pb::UploadDatasetRequest {
+                part: Some(pb::upload_dataset_request::Part::Manifest(pb::DatasetManifest { name, sha256 })),
+            }];
+            messages.extend(bytes.chunks(modelplane_proto::MAX_CHUNK_BYTES).map(|chunk| pb::UploadDatasetRequest {
+                part: Some(pb::upload_dataset_request::Part::Chunk(chunk.to_vec())),
+            }));
+            let dataset = client
+                .upload_dataset(futures::stream::iter(messages))
+                .await
+                .map_err(|s| status_error("upload failed", s))?
+                .into_inner();
+            println!(
+                "uploaded dataset {} ({} rows, columns: {}) sha256 {}",
+                dataset.name,
+                dataset.rows,
+                dataset.columns.join(","),
+                dataset.sha256
+            );
+        }
+        DatasetsCommand::List => {
+            let response = client.list_datasets(pb::ListDatasetsRequest {}).await.map_err(|s| status_error("list failed", s))?;
+            for d in response.into_inner().datasets {
+                println!("{}\t{} rows\t{} bytes\t{}", d.name, d.rows, d.size_bytes, d.sha256);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn job_json(job: &tpb::Job) -> serde_json::Value {
+    let progress = job.progress.clone().unwrap_or_default();
+    serde_json::json!({
+        "id": job.id,
+        "state": tpb::JobState::try_from(job.state).map(|s| s.as_str_name()).unwrap_or("UNKNOWN"),
+        "epoch": progress.epoch,
+        "epochs": progress.epochs,
+        "loss": progress.loss,
+        "version": job.version,
+        "metrics": job.metrics,
+        "error": job.error,
+    })
+}
+
+pub async fn train(args: TrainArgs, endpoints: &Endpoints) -> Result<()> {
+    let mut params: HashMap<String, String> = HashMap::new();
+    for pair in &args.params {
+        let (name, value) = pair.split_once('=').with_context(|| format!("--param {pair:?} is not NAME=VALUE"))?;
+        params.insert(name.trim().to_owned(), value.trim().to_owned());
+    }
+    if let Some(epochs) = args.epochs {
+        params.insert("epochs".into(), epochs.to_string());
+    }
+    if let Some(rate) = args.learning_rate {
+        params.insert("learning_rate".into(), rate.to_string());
+    }
+    let mut client = TrainerClient::new(channel(&endpoints.trainer)?);
+    let spec = tpb::JobSpec {
+        model: args.model.clone(),
+        kind: args.kind.clone(),
+        dataset: args.dataset.clone(),
+        dataset_sha256: String::new(),
+        target: args.target.clone(),
+        params,
+    };
+    let job = client
+        .submit_job(tpb::SubmitJobRequest { spec: Some(spec) })
+        .await
+        .map_err(|s| status_error("submit failed", s))?
+        .into_inner();
+    if args.no_wait {
+        match args.output {
+            OutputFormat::Json => println!("{}", job_json(&job)),
+            OutputFormat::Text => println!("queued job {}", job.id),
+        }
+        return Ok(());
+    }
+    let mut stream = client
+        .watch_job(tpb::WatchJobRequest { id: job.id.clone() })
+        .await
+        .map_err(|s| status_error("watch failed", s))?
+        .into_inner();
+    let bar = ProgressBar::hidden();
+    if args.output == OutputFormat::Text {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} [{bar:30}] epoch {pos}/{len} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_message(format!("training {} (job {})", args.model, &job.id[..8.min(job.id.len())]));
+    }
+    let mut last = job;
+    while let Some(update) = stream.message().await.map_err(|s| status_error("watch interrupted", s))? {
+        let progress = update.progress.clone().unwrap_or_default();
+        match args.output {
+            OutputFormat::Json => println!("{}", job_json(&update)),
+            OutputFormat::Text => {
+                bar.set_length(u64::from(progress.epochs.max(1)));
+                bar.set_position(u64::from(progress.epoch));
+                bar.set_message(format!("training {} loss {:.5}", args.model, progress.loss));
+            }
+        }
+        last = update;
+    }
+    bar.finish_and_clear();
+    match tpb::JobState::try_from(last.state) {
+        Ok(tpb::JobState::Succeeded) => {
+            if args.output == OutputFormat::Text {
+                let mut metrics: Vec<_> = last.metrics.iter().collect();
+                metrics.sort_by(|a, b| a.0.cmp(b.0));
+                let metrics: Vec<String> = metrics.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
+                println!("trained {} version {} ({})", args.model, last.version, metrics.join(" "));
+            }
+            Ok(())
+        }
+        _ => bail!("job {} failed: {}", last.id, last.error),
+    }
+}
+
+pub async fn models(command: ModelsCommand, endpoints: &Endpoints) -> Result<()> {
+    let mut client = registry(endpoints)?;
+    match command {
+        ModelsCommand::List => {
+            let models = client.list_models(pb::ListModelsRequest {}).await.map_err(|s| status_error("list failed", s))?;
+            for model in models.into_inner().models {
+                let mut aliases: Vec<String> = model.aliases.iter().map(|(a, v)| format!("{a}->v{v}")).collect();
+                aliases.sort();
+                println!("{}\tlatest v{}\t{}", model.name, model.latest_version, aliases.join(" "));
+            }
+        }
+        ModelsCommand::Versions { model } => {
+            let versions = client
+                .list_versions(pb::ListVersionsRequest { model })
+                .await
+                .map_err(|s| status_error("list failed", s))?;
+            for v in versions.into_inner().versions {
+                let mut metrics: Vec<String> = v.metrics.iter().map(|(k, m)| format!("{k}={m:.4}")).collect();
+                metrics.sort();
+                let lineage = v.lineage.unwrap_or_default();
+                println!(
+                    "v{}\t{}\t{}\tdataset={} job={}\tsha256={}",
+                    v.version,
+                    v.kind,
+                    metrics.join(" "),
+                    lineage.dataset,
+                    lineage.job_id,
+                    &v.sha256[..12.min(v.sha256.len())]
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn alias(command: AliasCommand, endpoints: &Endpoints) -> Result<()> {
+    let mut client = registry(endpoints)?;
+    match command {
+        AliasCommand::Set { model, alias, version } => {
+            let response = client
+                .set_alias(pb::SetAliasRequest { model: model.clone(), alias: alias.clone(), version })
+                .await
+                .map_err(|s| status_error("alias set failed", s))?
+                .into_inner();
+            match response.previous_version {
+                0 => println!("{model}:{alias} -> v{version}"),
+                previous => println!("{model}:{alias} -> v{version} (was v{previous})"),
+            }
+        }
+        AliasCommand::Delete { model, alias } => {
+            client
+                .delete_alias(pb::DeleteAliasRequest { model: model.clone(), alias: alias.clone() })
+                .await
+                .map_err(|s| status_error("alias delete failed", s))?;
+            println!("deleted {model}:{alias}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn deploy(args: DeployArgs, endpoints: &Endpoints) -> Result<()> {
+    let target = match (args.version, args.alias) {
+        (Some(version), None) => pb::DeploymentTarget { version, alias: String::new(), weight: 100 },
+        (None, Some(alias)) => pb::DeploymentTarget { version: 0, alias, weight: 100 },
+        _ => bail!("name what to deploy: --version N or --alias NAME"),
+    };
+    let deployment = pb::Deployment { model: args.model.clone(), targets: vec![target], replicas: args.replicas };
+    registry(endpoints)?
+        .set_deployment(pb::SetDeploymentRequest { deployment: Some(deployment) })
+        .await
+        .map_err(|s| status_error("deploy failed", s))?;
+    println!("deployed {}", args.model);
+    Ok(())
+}
+
+/// Rows from `[1, 2]` (one row) or `[[1, 2], [3, 4]]`.
+fn parse_rows(text: &str) -> Result<Vec<Vec<f32>>> {
+    let value: serde_json::Value = serde_json::from_str(text).context("input is not JSON")?;
+    let as_row = |v: &serde_json::Value| -> Result<Vec<f32>> {
+        v.as_array()
+            .context("expected an array of numbers")?
+            .iter()
+            .map(|x| x.as_f64().map(|f| f as f32).context("expected numbers"))
+            .collect()
+    };
+    match value.as_array() {
+        Some(items) if items.first().is_some_and(serde_json::Value::is_array) => items.iter().map(as_row).collect(),
+        Some(_) => Ok(vec![as_row(&value)?]),
+        None => bail!("input must be a JSON array: one row [..] or rows [[..], [..]]"),
+    }
+}
+
+pub async fn predict(args: PredictArgs, endpoints: &Endpoints) -> Result<()> {
+    let text = tokio::fs::read_to_string(&args.input).await.with_context(|| format!("cannot read {}", args.input.display()))?;
+    let rows = parse_rows(&text)?;
+    let width = rows.first().map(Vec::len).unwrap_or(0);
+    if rows.iter().any(|r| r.len() != width) {
+        bail!("every row must have the same number of values");
+    }
+    let mut client = GrpcInferenceServiceClient::new(channel(&endpoints.router)?);
+    let metadata = client
+        .model_metadata(ModelMetadataRequest { name: args.model.clone(), version: args.version.clone() })
+        .await
+        .map_err(|s| status_error("model metadata failed", s))?
+        .into_inner();
+    let input_name = metadata.inputs.first().map(|i| i.name.clone()).unwrap_or_else(|| "input".into());
+    let request = ModelInferRequest {
+        model_name: args.model.clone(),
+        model_version: args.version.clone(),
+        inputs: vec![InferInputTensor {
+            name: input_name,
+            datatype: "FP32".into(),
+            shape: vec![rows.len() as i64, width as i64],
+            contents: Some(InferTensorContents { fp32_contents: rows.concat(), ..Default::default() }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let response = client.model_infer(request).await.map_err(|s| status_error("inference failed", s))?.into_inner();
+    let outputs: Vec<serde_json::Value> = response
+        .outputs
+        .iter()
+        .map(|o| {
+            serde_json::json!({
+                "name": o.name,
+                "datatype": o.datatype,
+                "shape": o.shape,
+                "data": o.contents.as_ref().map(|c| c.fp32_contents.clone()).unwrap_or_default(),
+            })
+        })
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({ "model_name": response.model_name, "model_version": response.model_version, "outputs": outputs })
+    );
+    Ok(())
+}

@@ -1,0 +1,267 @@
+//! Server roles: each parses its flags, validates them, binds and calls its crate's
+//! `serve`. `up` runs all four in one process on the embedded store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use modelplane_service::Shutdown;
+use modelplane_store::KvStore;
+use tokio::net::TcpListener;
+
+/// Store selection shared by the cluster roles.
+#[derive(Args, Clone, Debug)]
+pub struct StoreArgs {
+    /// Metadata store: `http://host:2379[,http://host2:2379]` for etcd, or a file path
+    /// for the embedded store.
+    #[arg(long, visible_alias = "etcd", env = "MODELPLANE_STORE")]
+    pub store: String,
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Directory for the embedded store, blobs and the artifact cache.
+    #[arg(long, env = "MODELPLANE_DATA_DIR", default_value = "modelplane-data")]
+    pub data_dir: PathBuf,
+    /// Address every service binds to.
+    #[arg(long, env = "MODELPLANE_BIND", default_value = "127.0.0.1")]
+    pub bind: String,
+    /// Router KServe v2 gRPC port (Triton's default).
+    #[arg(long, env = "MODELPLANE_GRPC_PORT", default_value_t = 8001)]
+    pub grpc_port: u16,
+    /// Registry port.
+    #[arg(long, default_value_t = 7001)]
+    pub registry_port: u16,
+    /// Trainer port.
+    #[arg(long, default_value_t = 7002)]
+    pub trainer_port: u16,
+    /// Worker port.
+    #[arg(long, default_value_t = 7003)]
+    pub worker_port: u16,
+}
+
+#[derive(Args, Debug)]
+pub struct RegistryArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address to listen on.
+    #[arg(long, env = "MODELPLANE_LISTEN", default_value = "0.0.0.0:7001")]
+    pub listen: String,
+    /// Directory for blobs (artifacts and datasets).
+    #[arg(long, env = "MODELPLANE_BLOB_DIR", default_value = "modelplane-data/blobs")]
+    pub blob_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainerArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address to listen on.
+    #[arg(long, env = "MODELPLANE_LISTEN", default_value = "0.0.0.0:7002")]
+    pub listen: String,
+    /// Registry endpoint.
+    #[arg(long, env = "MODELPLANE_REGISTRY", default_value = "127.0.0.1:7001")]
+    pub registry: String,
+    /// Trainer id (default: trainer-<random>).
+    #[arg(long, env = "MODELPLANE_ID")]
+    pub id: Option<String>,
+    /// Jobs run at once.
+    #[arg(long, default_value_t = 1)]
+    pub max_concurrent_jobs: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address to listen on.
+    #[arg(long, env = "MODELPLANE_LISTEN", default_value = "0.0.0.0:7003")]
+    pub listen: String,
+    /// Address routers dial (default: the listen address, or 127.0.0.1:port when
+    /// listening on all interfaces).
+    #[arg(long, env = "MODELPLANE_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Registry endpoint.
+    #[arg(long, env = "MODELPLANE_REGISTRY", default_value = "127.0.0.1:7001")]
+    pub registry: String,
+    /// Worker id (default: worker-<random>).
+    #[arg(long, env = "MODELPLANE_ID")]
+    pub id: Option<String>,
+    /// Artifact cache directory.
+    #[arg(long, env = "MODELPLANE_CACHE_DIR", default_value = "modelplane-data/cache")]
+    pub cache_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct RouterArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address to listen on (KServe v2 gRPC).
+    #[arg(long, env = "MODELPLANE_LISTEN", default_value = "0.0.0.0:8001")]
+    pub listen: String,
+}
+
+fn random_id(role: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{role}-{}", &id[..8])
+}
+
+async fn bind(role: &str, addr: &str) -> Result<TcpListener> {
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("{role}: cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    // Test harnesses and scripts read this line to learn the port when binding :0.
+    println!("modelplane: {role} listening on {local}");
+    Ok(listener)
+}
+
+fn advertised(listener: &TcpListener, advertise: Option<String>) -> Result<String> {
+    if let Some(addr) = advertise {
+        return Ok(addr);
+    }
+    let local: SocketAddr = listener.local_addr()?;
+    Ok(if local.ip().is_unspecified() { format!("127.0.0.1:{}", local.port()) } else { local.to_string() })
+}
+
+async fn connect_store(args: &StoreArgs) -> Result<Arc<dyn KvStore>> {
+    modelplane_store::connect(&args.store).await.with_context(|| format!("cannot open the store at {}", args.store))
+}
+
+/// Cancels the token on SIGTERM or Ctrl-C.
+fn shutdown_on_signal() -> Shutdown {
+    let shutdown = Shutdown::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        modelplane_service::termination_signal().await;
+        tracing::info!("termination signal: draining");
+        trigger.cancel();
+    });
+    shutdown
+}
+
+pub async fn registry(args: RegistryArgs) -> Result<()> {
+    let _telemetry = modelplane_service::init("modelplane-registry");
+    let config = modelplane_registry::RegistryConfig { blob_dir: args.blob_dir, ..Default::default() };
+    config.validate().map_err(anyhow::Error::msg)?;
+    let store = connect_store(&args.store).await?;
+    let listener = bind("registry", &args.listen).await?;
+    modelplane_registry::serve(config, store, listener, shutdown_on_signal()).await?;
+    Ok(())
+}
+
+pub async fn trainer(args: TrainerArgs) -> Result<()> {
+    let _telemetry = modelplane_service::init("modelplane-trainer");
+    let config = modelplane_trainer::TrainerConfig {
+        id: args.id.unwrap_or_else(|| random_id("trainer")),
+        registry_addr: args.registry,
+        max_concurrent_jobs: args.max_concurrent_jobs,
+        ..Default::default()
+    };
+    config.validate().map_err(anyhow::Error::msg)?;
+    let store = connect_store(&args.store).await?;
+    let listener = bind("trainer", &args.listen).await?;
+    modelplane_trainer::serve(config, store, listener, shutdown_on_signal()).await?;
+    Ok(())
+}
+
+pub async fn worker(args: WorkerArgs) -> Result<()> {
+    let _telemetry = modelplane_service::init("modelplane-worker");
+    let mut config = modelplane_worker::WorkerConfig {
+        id: args.id.unwrap_or_else(|| random_id("worker")),
+        registry_addr: args.registry,
+        cache_dir: args.cache_dir,
+        ..Default::default()
+    };
+    config.validate().map_err(anyhow::Error::msg)?;
+    let store = connect_store(&args.store).await?;
+    let listener = bind("worker", &args.listen).await?;
+    config.advertise_addr = Some(advertised(&listener, args.advertise)?);
+    modelplane_worker::serve(config, store, listener, shutdown_on_signal()).await?;
+    Ok(())
+}
+
+pub async fn router(args: RouterArgs) -> Result<()> {
+    let _telemetry = modelplane_service::init("modelplane-router");
+    let config = modelplane_router::RouterConfig::default();
+    config.validate().map_err(anyhow::Error::msg)?;
+    let store = connect_store(&args.store).await?;
+    let listener = bind("router", &args.listen).await?;
+    modelplane_router::serve(config, store, listener, shutdown_on_signal()).await?;
+    Ok(())
+}
+
+pub async fn up(args: UpArgs) -> Result<()> {
+    let _telemetry = modelplane_service::init("modelplane");
+    let registry_config =
+        modelplane_registry::RegistryConfig { blob_dir: args.data_dir.join("blobs"), ..Default::default() };
+    let trainer_config = modelplane_trainer::TrainerConfig { id: "trainer-local".into(), ..Default::default() };
+    let mut worker_config = modelplane_worker::WorkerConfig {
+        id: "worker-local".into(),
+        cache_dir: args.data_dir.join("cache"),
+        ..Default::default()
+    };
+    registry_config.validate().map_err(anyhow::Error::msg)?;
+    trainer_config.validate().map_err(anyhow::Error::msg)?;
+    worker_config.validate().map_err(anyhow::Error::msg)?;
+    let store_path = args.data_dir.join("store.redb");
+    let store: Arc<dyn KvStore> = Arc::new(
+        modelplane_store::EmbeddedStore::open(&store_path)
+            .with_context(|| format!("cannot open the embedded store {}", store_path.display()))?,
+    );
+
+    let registry_listener = bind("registry", &format!("{}:{}", args.bind, args.registry_port)).await?;
+    let trainer_listener = bind("trainer", &format!("{}:{}", args.bind, args.trainer_port)).await?;
+    let worker_listener = bind("worker", &format!("{}:{}", args.bind, args.worker_port)).await?;
+    let router_listener = bind("router", &format!("{}:{}", args.bind, args.grpc_port)).await?;
+    let registry_addr = advertised(&registry_listener, None)?;
+    let trainer_config = modelplane_trainer::TrainerConfig { registry_addr: registry_addr.clone(), ..trainer_config };
+    worker_config.registry_addr = registry_addr.clone();
+    worker_config.advertise_addr = Some(advertised(&worker_listener, None)?);
+    let router_addr = advertised(&router_listener, None)?;
+    let trainer_addr = advertised(&trainer_listener, None)?;
+
+    let shutdown = shutdown_on_signal();
+    let roles = [
+        supervise("registry", modelplane_registry::serve(registry_config, store.clone(), registry_listener, shutdown.clone()), &shutdown),
+        supervise("trainer", modelplane_trainer::serve(trainer_config, store.clone(), trainer_listener, shutdown.clone()), &shutdown),
+        supervise("worker", modelplane_worker::serve(worker_config, store.clone(), worker_listener, shutdown.clone()), &shutdown),
+        supervise(
+            "router",
+            modelplane_router::serve(modelplane_router::RouterConfig::default(), store.clone(), router_listener, shutdown.clone()),
+            &shutdown,
+        ),
+    ];
+    println!("modelplane is up (data in {})", args.data_dir.display());
+    println!("  inference (KServe v2 gRPC): {router_addr}");
+    println!("  registry:                   {registry_addr}");
+    println!("  trainer:                    {trainer_addr}");
+    println!("Try: modelplane datasets upload data.csv --name mydata");
+
+    let mut failures = Vec::new();
+    for role in roles {
+        match role.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => failures.push(err),
+            Err(err) => failures.push(format!("a role panicked: {err}")),
+        }
+    }
+    if failures.is_empty() { Ok(()) } else { bail!("{}", failures.join("; ")) }
+}
+
+/// Runs a role; when it fails, the others are told to stop too.
+fn supervise<E: std::fmt::Display>(
+    name: &'static str,
+    role: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
+    shutdown: &Shutdown,
+) -> tokio::task::JoinHandle<Result<(), String>> {
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let outcome = role.await.map_err(|err| format!("{name}: {err}"));
+        if let Err(err) = &outcome {
+            tracing::error!(error = %err, "role failed; stopping the others");
+            shutdown.cancel();
+        }
+        outcome
+    })
+}

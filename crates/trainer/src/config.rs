@@ -1,0 +1,34 @@
+use std::time::Duration;
+
+/// Trainer settings.
+#[derive(Clone, Debug)]
+pub struct TrainerConfig {
+    /// Unique id, recorded as `claimed_by` on the jobs it runs.
+    pub id: String,
+    /// Registry endpoint: datasets come from it, versions go to it.
+    pub registry_addr: String,
+    /// Jobs this trainer runs at once.
+    pub max_concurrent_jobs: usize,
+    /// TTL of the claim lease: how soon another trainer takes over a job whose trainer died.
+    pub lease_ttl: Duration,
+}
+
+impl Default for TrainerConfig {
+    fn default() -> Self {
+        Self { id: String::new(), registry_addr: "127.0.0.1:7001".into(), max_concurrent_jobs: 1, lease_ttl: Duration::from_secs(5) }
+    }
+}
+
+impl TrainerConfig {
+    /// Checks the settings before any port is bound.
+    pub fn validate(&self) -> Result<(), String> {
+        modelplane_store::schema::validate_name("trainer id", &self.id)?;
+        if self.max_concurrent_jobs == 0 {
+            return Err("max concurrent jobs is 0; expected at least 1".into());
+        }
+        if self.registry_addr.trim().is_empty() {
+            return Err("registry address is empty; expected host:port".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,39 @@
+use thiserror::Error;
+
+/// Errors of the trainer.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// Unknown job.
+    #[error("{0}")]
+    NotFound(String),
+    /// A malformed job spec.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The store or registry could not be reached.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Metadata store failure.
+    #[error(transparent)]
+    Store(#[from] modelplane_store::Error),
+    /// Anything that should not happen.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// Result with the trainer's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Error> for tonic::Status {
+    fn from(err: Error) -> Self {
+        let message = err.to_string();
+        match err {
+            Error::NotFound(_) => tonic::Status::not_found(message),
+            Error::InvalidArgument(_) => tonic::Status::invalid_argument(message),
+            Error::Unavailable(_) | Error::Store(modelplane_store::Error::Unavailable(_)) => tonic::Status::unavailable(message),
+            Error::Store(_) | Error::Internal(_) => {
+                tracing::error!(error = %message, "trainer internal error");
+                tonic::Status::internal(message)
+            }
+        }
+    }
+}

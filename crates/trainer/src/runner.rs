@@ -1,0 +1,195 @@
+//! Claims queued jobs (or jobs whose trainer died), trains them off the async runtime,
+//! streams progress into the job record and registers the result as a new version.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use modelplane_model::{Dataset, Model, ModelKind, TrainParams};
+use modelplane_proto::registry::{
+    self as pb, DownloadDatasetRequest, UploadManifest, UploadVersionRequest, download_dataset_response,
+    registry_client::RegistryClient, upload_version_request,
+};
+use modelplane_service::{Shutdown, TracedChannel};
+use modelplane_store::schema::{self, JobRecord, JobState};
+use modelplane_store::{KvStore, LeaseKeeper, Mirror};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::{Error, Result, TrainerConfig};
+
+/// Minimum time between two progress writes to the store.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
+pub(crate) struct Runner {
+    pub store: Arc<dyn KvStore>,
+    pub registry: RegistryClient<TracedChannel>,
+    pub config: TrainerConfig,
+    pub lease: Arc<LeaseKeeper>,
+}
+
+impl Runner {
+    /// Watches the jobs and claims for work until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
+        let jobs = Mirror::start(self.store.clone(), schema::JOBS);
+        let claims = Mirror::start(self.store.clone(), schema::CLAIMS);
+        let (mut jobs_rx, mut claims_rx) = (jobs.subscribe(), claims.subscribe());
+        let slots = Arc::new(Semaphore::new(self.config.max_concurrent_jobs));
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = jobs_rx.changed() => {}
+                _ = claims_rx.changed() => {}
+                _ = tick.tick() => {}
+            }
+            let (jobs_now, claims_now) = (jobs.current(), claims.current());
+            if !jobs_now.synced || !claims_now.synced {
+                continue;
+            }
+            let mut candidates: Vec<JobRecord> = jobs_now
+                .entries
+                .iter()
+                .filter_map(|(key, value)| schema::decode::<JobRecord>(key, value).ok())
+                .filter(|job| !job.state.is_terminal() && !claims_now.entries.contains_key(&schema::claim_key(&job.id)))
+                .collect();
+            candidates.sort_by_key(|job| job.created_unix_ms);
+            for job in candidates {
+                let Ok(permit) = slots.clone().try_acquire_owned() else { break };
+                match self.store.compare_and_swap(&schema::claim_key(&job.id), 0, self.config.id.clone().into_bytes(), Some(self.lease.current())).await {
+                    Ok(true) => {
+                        let runner = self.clone();
+                        let span = tracing::info_span!("train_job", job = %job.id, model = %job.spec.model);
+                        tokio::spawn(
+                            async move {
+                                runner.execute(job).await;
+                                drop(permit);
+                            }
+                            .instrument(span),
+                        );
+                    }
+                    Ok(false) => {}
+                    Err(err) => tracing::warn!(error = %err, "claiming a job failed"),
+                }
+            }
+        }
+    }
+
+    async fn execute(&self, mut job: JobRecord) {
+        tracing::info!(previous_state = ?job.state, "claimed job");
+        job.state = JobState::Running;
+        job.claimed_by = self.config.id.clone();
+        job.error.clear();
+        self.save(&job).await;
+        match self.train_and_register(&mut job).await {
+            Ok(version) => {
+                job.state = JobState::Succeeded;
+                job.version = version.version;
+                job.metrics = version.metrics.into_iter().collect();
+                tracing::info!(version = job.version, "job succeeded");
+            }
+            Err(err) => {
+                job.state = JobState::Failed;
+                job.error = err.to_string();
+                tracing::warn!(error = %job.error, "job failed");
+            }
+        }
+        job.finished_unix_ms = schema::now_unix_ms();
+        self.save(&job).await;
+        if let Err(err) = self.store.delete(&schema::claim_key(&job.id)).await {
+            tracing::warn!(error = %err, "releasing the job claim failed; it expires with the lease");
+        }
+    }
+
+    async fn save(&self, job: &JobRecord) {
+        if let Err(err) = self.store.put(&schema::job_key(&job.id), schema::encode(job), None).await {
+            tracing::warn!(job = %job.id, error = %err, "writing the job record failed");
+        }
+    }
+
+    async fn download_dataset(&self, job: &JobRecord) -> Result<(pb::Dataset, Vec<u8>)> {
+        let request = DownloadDatasetRequest { name: job.spec.dataset.clone(), sha256: job.spec.dataset_sha256.clone() };
+        let mut stream = self
+            .registry
+            .clone()
+            .download_dataset(request)
+            .await
+            .map_err(|status| Error::Unavailable(format!("dataset download failed: {}", status.message())))?
+            .into_inner();
+        let mut record = None;
+        let mut bytes = Vec::new();
+        while let Some(message) =
+            stream.message().await.map_err(|status| Error::Unavailable(format!("dataset download interrupted: {}", status.message())))?
+        {
+            match message.part {
+                Some(download_dataset_response::Part::Dataset(dataset)) => record = Some(dataset),
+                Some(download_dataset_response::Part::Chunk(chunk)) => bytes.extend_from_slice(&chunk),
+                None => {}
+            }
+        }
+        let record = record.ok_or_else(|| Error::Internal("dataset download carried no record".into()))?;
+        Ok((record, bytes))
+    }
+
+    async fn train_and_register(&self, job: &mut JobRecord) -> Result<pb::ModelVersion> {
+        let kind = ModelKind::parse(&job.spec.kind).map_err(|err| Error::InvalidArgument(err.to_string()))?;
+        let params = TrainParams::from_map(&job.spec.params).map_err(|err| Error::InvalidArgument(err.to_string()))?;
+        let (dataset, csv) = self.download_dataset(job).await?;
+        let target = job.spec.target.clone();
+
+        let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
+        let training = tokio::task::spawn_blocking(move || {
+            let text = std::str::from_utf8(&csv).map_err(|err| Error::InvalidArgument(format!("dataset is not UTF-8: {err}")))?;
+            let data = Dataset::from_csv(text, &target).map_err(|err| Error::InvalidArgument(err.to_string()))?;
+            let model = modelplane_model::train(kind, &data, &params, |progress| {
+                let _ = progress_tx.send(progress);
+                true
+            })
+            .map_err(|err| Error::InvalidArgument(err.to_string()))?;
+            model.to_artifact().map(|bytes| (model, bytes)).map_err(|err| Error::Internal(err.to_string()))
+        });
+        let mut last_write = Instant::now() - PROGRESS_EVERY;
+        while let Some(progress) = progress_rx.recv().await {
+            job.epoch = progress.epoch;
+            job.epochs = progress.epochs;
+            job.loss = progress.loss;
+            if last_write.elapsed() >= PROGRESS_EVERY || progress.epoch == progress.epochs {
+                last_write = Instant::now();
+                self.save(job).await;
+            }
+        }
+        let (model, artifact): (Model, Vec<u8>) =
+            training.await.map_err(|err| Error::Internal(format!("training task failed: {err}")))??;
+        self.upload(job, &dataset, &model, artifact).await
+    }
+
+    async fn upload(&self, job: &JobRecord, dataset: &pb::Dataset, model: &Model, artifact: Vec<u8>) -> Result<pb::ModelVersion> {
+        let mut params = model.manifest.params.clone();
+        params.insert("kind".into(), job.spec.kind.clone());
+        params.insert("trainer".into(), self.config.id.clone());
+        let manifest = UploadManifest {
+            model: job.spec.model.clone(),
+            sha256: hex::encode(Sha256::digest(&artifact)),
+            size_bytes: artifact.len() as u64,
+            lineage: Some(pb::Lineage {
+                dataset: dataset.name.clone(),
+                dataset_sha256: dataset.sha256.clone(),
+                job_id: job.id.clone(),
+                params: params.into_iter().collect(),
+                target: job.spec.target.clone(),
+            }),
+            create_model: true,
+        };
+        let mut messages = vec![UploadVersionRequest { part: Some(upload_version_request::Part::Manifest(manifest)) }];
+        messages.extend(artifact.chunks(modelplane_proto::MAX_CHUNK_BYTES).map(|chunk| UploadVersionRequest {
+            part: Some(upload_version_request::Part::Chunk(chunk.to_vec())),
+        }));
+        let response = self
+            .registry
+            .clone()
+            .upload_version(futures::stream::iter(messages))
+            .await
+            .map_err(|status| Error::Unavailable(format!("registering the version failed: {}", status.message())))?;
+        Ok(response.into_inner())
+    }
+}
