@@ -1,1 +1,15 @@
+//! End-to-end test harness: a real etcd and real `modelplane` processes on loopback,
+//! plus the gRPC steps the tests drive them through.
+//!
+//! Each process binds `127.0.0.1:0` and prints `modelplane: ROLE listening on ADDR`;
+//! the harness reads those lines, so no port is guessed. etcd cannot report its port,
+//! so it gets ports the harness reserved a moment before.
 
+mod cluster;
+mod data;
+mod flow;
+pub mod scenario;
+
+pub use cluster::{Etcd, Process, free_port};
+pub use data::{churn_csv, houses_csv};
+pub use flow::*;

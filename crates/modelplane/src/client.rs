@@ -8,7 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use modelplane_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use modelplane_proto::inference::model_infer_request::InferInputTensor;
-use modelplane_proto::inference::{InferTensorContents, ModelInferRequest, ModelMetadataRequest};
+use modelplane_proto::inference::{InferTensorContents, ModelInferRequest, ModelMetadataRequest, ModelReadyRequest};
 use modelplane_proto::registry::{self as pb, registry_client::RegistryClient};
 use modelplane_proto::trainer::{self as tpb, trainer_client::TrainerClient};
 use modelplane_service::TracedChannel;
@@ -100,6 +100,9 @@ pub struct DeployArgs {
     /// Workers that load it (0: every worker).
     #[arg(long, default_value_t = 0)]
     pub replicas: u32,
+    /// Seconds to wait until the router reports it ready (0: do not wait).
+    #[arg(long, default_value_t = 60)]
+    pub wait: u64,
 }
 
 #[derive(Args)]
@@ -325,8 +328,25 @@ pub async fn deploy(args: DeployArgs, endpoints: &Endpoints) -> Result<()> {
         .set_deployment(pb::SetDeploymentRequest { deployment: Some(deployment) })
         .await
         .map_err(|s| status_error("deploy failed", s))?;
-    println!("deployed {}", args.model);
-    Ok(())
+    if args.wait == 0 {
+        println!("deployed {}", args.model);
+        return Ok(());
+    }
+    let mut router = GrpcInferenceServiceClient::new(channel(&endpoints.router)?);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.wait);
+    loop {
+        let request = ModelReadyRequest { name: args.model.clone(), version: String::new() };
+        if let Ok(response) = router.model_ready(request).await {
+            if response.into_inner().ready {
+                println!("deployed {} (ready)", args.model);
+                return Ok(());
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("deployed {}, but it was not ready within {} s; check the workers", args.model, args.wait);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Rows from `[1, 2]` (one row) or `[[1, 2], [3, 4]]`.

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The one command that runs every test. It installs what a fresh machine lacks:
+# etcd-server (Debian package, for the cluster tests) and a Python venv with tritonclient
+# (for the interop test). protoc is not needed: see tools/protoc.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v etcd >/dev/null 2>&1; then
+  echo "== installing etcd-server (apt-get)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq etcd-server >/dev/null
+fi
+
+venv=target/interop-venv
+if ! "$venv/bin/python" -c "import tritonclient.grpc, numpy, pytest" >/dev/null 2>&1; then
+  echo "== creating the interop venv ($venv)"
+  mkdir -p target
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'tritonclient[grpc]' numpy pytest
+fi
+
+echo "== cargo test"
+cargo test --workspace --locked
+
+echo "== python interop (tritonclient against the router)"
+cargo build --locked -p modelplane
+MODELPLANE_BIN="$PWD/target/debug/modelplane" "$venv/bin/python" -m pytest -q tests/python

@@ -1,0 +1,144 @@
+"""Interop: the Triton Python client (tritonclient[grpc]) against the modelplane router.
+
+Starts `modelplane up` on free ports in a temporary directory, trains and deploys a
+linear model through the CLI, then checks health, readiness, metadata and inference with
+raw and with typed contents against a numpy computation from the artifact file itself.
+"""
+import glob
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+BIN = os.environ.get("MODELPLANE_BIN", "target/debug/modelplane")
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+
+
+def read_safetensors(path):
+    """Tensors and metadata of a safetensors file, parsed by hand with numpy."""
+    with open(path, "rb") as f:
+        data = f.read()
+    (header_len,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + header_len])
+    metadata = header.pop("__metadata__", {})
+    body = data[8 + header_len :]
+    tensors = {}
+    for name, info in header.items():
+        assert info["dtype"] == "F32"
+        start, end = info["data_offsets"]
+        tensors[name] = np.frombuffer(body[start:end], dtype="<f4").reshape(info["shape"])
+    return tensors, metadata
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    work = tempfile.mkdtemp(prefix="modelplane-interop-")
+    log = open(os.path.join(work, "up.log"), "w")
+    proc = subprocess.Popen(
+        [BIN, "up", "--data-dir", os.path.join(work, "data"), "--grpc-port", "0",
+         "--registry-port", "0", "--trainer-port", "0", "--worker-port", "0"],
+        stdout=subprocess.PIPE, stderr=log, text=True,
+    )
+    addrs = {}
+    deadline = time.time() + 60
+    while len(addrs) < 4 and time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith("modelplane: ") and " listening on " in line:
+            role, addr = line[len("modelplane: "):].strip().split(" listening on ")
+            addrs[role] = addr
+    assert len(addrs) == 4, f"modelplane up did not start: {addrs}"
+    env = dict(os.environ, MODELPLANE_REGISTRY=addrs["registry"], MODELPLANE_TRAINER=addrs["trainer"],
+               MODELPLANE_ROUTER=addrs["router"])
+
+    def cli(*args):
+        subprocess.run([BIN, *args], check=True, env=env, cwd=work, stdout=subprocess.PIPE)
+
+    subprocess.run([sys.executable, os.path.join(REPO, "examples", "make-data.py"), work], check=True,
+                   stdout=subprocess.PIPE)
+    cli("datasets", "upload", "houses.csv")
+    cli("train", "houses", "--dataset", "houses", "--target", "price", "--kind", "linear", "--epochs", "30")
+    cli("alias", "set", "houses", "production", "1")
+    cli("deploy", "houses", "--alias", "production")
+    artifacts = glob.glob(os.path.join(work, "data", "blobs", "artifacts", "*"))
+    assert len(artifacts) == 1, artifacts
+    yield addrs["router"], artifacts[0]
+    proc.terminate()
+    assert proc.wait(timeout=20) == 0, "modelplane up did not exit cleanly on SIGTERM"
+
+
+ROWS = np.array([[120, 3, 10], [60, 1, 45], [200, 5, 2.5]], dtype=np.float32)
+
+
+def expected(artifact):
+    t, _ = read_safetensors(artifact)
+    z = ((ROWS - t["scaler.mean"]) / t["scaler.scale"]) @ t["weights"] + t["bias"]
+    return z.astype(np.float32)
+
+
+def test_health_and_metadata(cluster):
+    router, _ = cluster
+    client = grpcclient.InferenceServerClient(router)
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    assert client.is_model_ready("houses")
+    assert client.is_model_ready("houses", "production")
+    assert client.is_model_ready("houses", "1")
+    meta = client.get_model_metadata("houses", as_json=True)
+    assert meta["name"] == "houses"
+    assert meta["versions"] == ["1"]
+    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": ["-1", "3"]}]
+    assert meta["outputs"][0]["name"] == "predictions"
+    server = client.get_server_metadata(as_json=True)
+    assert server["name"] == "modelplane"
+
+
+def test_infer_raw_contents(cluster):
+    router, artifact = cluster
+    client = grpcclient.InferenceServerClient(router)
+    x = grpcclient.InferInput("input", list(ROWS.shape), "FP32")
+    x.set_data_from_numpy(ROWS)  # tritonclient sends raw_input_contents
+    result = client.infer("houses", [x], model_version="production",
+                          outputs=[grpcclient.InferRequestedOutput("predictions")])
+    got = result.as_numpy("predictions")
+    assert got.shape == (3, 1)
+    np.testing.assert_allclose(got, expected(artifact), rtol=1e-4)
+    assert result.get_response().model_version == "1"
+
+
+def test_infer_typed_contents(cluster):
+    router, artifact = cluster
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(router))
+    request = service_pb2.ModelInferRequest(model_name="houses", model_version="1")
+    tensor = request.inputs.add(name="input", datatype="FP32", shape=list(ROWS.shape))
+    tensor.contents.fp32_contents.extend(ROWS.flatten().tolist())
+    response = stub.ModelInfer(request)
+    assert list(response.outputs[0].shape) == [3, 1]
+    got = np.array(response.outputs[0].contents.fp32_contents, dtype=np.float32).reshape(3, 1)
+    np.testing.assert_allclose(got, expected(artifact), rtol=1e-4)
+
+
+def test_errors_are_precise(cluster):
+    router, _ = cluster
+    client = grpcclient.InferenceServerClient(router)
+    x = grpcclient.InferInput("input", [1, 3], "FP64")
+    x.set_data_from_numpy(np.zeros((1, 3), dtype=np.float64))
+    with pytest.raises(grpcclient.InferenceServerException) as err:
+        client.infer("houses", [x])
+    assert "INVALID_ARGUMENT" in str(err.value.status()) and "expected FP32" in err.value.message()
+    y = grpcclient.InferInput("input", [1, 3], "FP32")
+    y.set_data_from_numpy(np.zeros((1, 3), dtype=np.float32))
+    with pytest.raises(grpcclient.InferenceServerException) as err:
+        client.infer("no-such-model", [y])
+    assert "NOT_FOUND" in str(err.value.status())

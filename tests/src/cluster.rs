@@ -1,0 +1,179 @@
+//! Processes under test: etcd and the modelplane binary per role.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// A port that was free a moment ago (only for etcd, which cannot report its own).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_for_port(port: u16, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listens on port {port} after {timeout:?}")
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A real etcd in a temporary directory.
+pub struct Etcd {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    client_port: u16,
+    peer_port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    /// Starts etcd (the Debian `etcd-server` package) on reserved loopback ports.
+    pub fn start() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut etcd = Self { child: None, url: String::new(), client_port: free_port()?, peer_port: free_port()?, dir };
+        etcd.url = format!("http://127.0.0.1:{}", etcd.client_port);
+        etcd.resume()?;
+        Ok(etcd)
+    }
+
+    /// Stops etcd (SIGKILL), keeping its data.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts etcd again on the same ports and data.
+    pub fn resume(&mut self) -> Result<()> {
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::File::create(self.dir.path().join("etcd.log"))?;
+        let child = Command::new("etcd")
+            .args(["--name", "test", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("test={peer}")])
+            .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("cannot start etcd; install the etcd-server package (the test script does)")?;
+        self.child = Some(child);
+        wait_for_port(self.client_port, Duration::from_secs(20))
+            .with_context(|| format!("etcd did not start:\n{}", tail(&self.dir.path().join("etcd.log"), 20)))
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A running `modelplane` process and the addresses its roles listen on.
+pub struct Process {
+    child: Child,
+    /// Role → `127.0.0.1:PORT`.
+    pub addrs: HashMap<String, String>,
+    log: PathBuf,
+    name: String,
+}
+
+impl Process {
+    /// Runs `modelplane ARGS` and waits until each of `roles` printed its address.
+    pub fn spawn(bin: &Path, name: &str, args: &[String], roles: &[&str], log_dir: &Path) -> Result<Self> {
+        let log = log_dir.join(format!("{name}.log"));
+        let mut child = Command::new(bin)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    // Nobody listens any more; keep draining so the child never blocks.
+                }
+            }
+        });
+        let mut addrs = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while roles.iter().any(|role| !addrs.contains_key(*role)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match receiver.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("modelplane: ") {
+                        if let Some((role, addr)) = rest.split_once(" listening on ") {
+                            addrs.insert(role.to_owned(), addr.trim().to_owned());
+                        }
+                    }
+                }
+                Err(_) => bail!("{name} did not report {roles:?} in time; log:\n{}", tail(&log, 30)),
+            }
+        }
+        Ok(Self { child, addrs, log, name: name.to_owned() })
+    }
+
+    /// The address of a role.
+    pub fn addr(&self, role: &str) -> String {
+        self.addrs.get(role).cloned().unwrap_or_default()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns whether it exited successfully.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<bool> {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        if !status.success() {
+            bail!("kill -TERM failed");
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("{} did not exit within {timeout:?} of SIGTERM", self.name)
+    }
+
+    /// The last lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log, lines)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- {} log ----\n{}", self.name, self.log_tail(40));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

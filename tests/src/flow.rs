@@ -1,0 +1,189 @@
+//! gRPC steps the end-to-end tests drive a cluster through, and an independent
+//! computation of a model's output from its artifact file.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use modelplane_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use modelplane_proto::inference::model_infer_request::InferInputTensor;
+use modelplane_proto::inference::{InferTensorContents, ModelInferRequest, ModelInferResponse, ModelReadyRequest};
+use modelplane_proto::registry::{self as pb, registry_client::RegistryClient};
+use modelplane_proto::trainer::{self as tpb, trainer_client::TrainerClient};
+use sha2::{Digest, Sha256};
+use tonic::transport::Channel;
+
+/// A client channel to `host:port`.
+pub async fn channel(addr: &str) -> Result<Channel> {
+    Ok(tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect_lazy())
+}
+
+/// Registry client.
+pub async fn registry(addr: &str) -> Result<RegistryClient<Channel>> {
+    Ok(RegistryClient::new(channel(addr).await?))
+}
+
+/// Inference client (router or worker).
+pub async fn inference(addr: &str) -> Result<GrpcInferenceServiceClient<Channel>> {
+    Ok(GrpcInferenceServiceClient::new(channel(addr).await?))
+}
+
+/// Checks `grpc.health.v1` reports SERVING for the whole server.
+pub async fn health_serving(addr: &str) -> Result<bool> {
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel(addr).await?);
+    let response = client.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await?;
+    Ok(response.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+}
+
+/// Uploads a CSV dataset in 1 MiB chunks.
+pub async fn upload_dataset(registry_addr: &str, name: &str, csv: &str) -> Result<pb::Dataset> {
+    let manifest = pb::DatasetManifest { name: name.into(), sha256: hex::encode(Sha256::digest(csv.as_bytes())) };
+    let mut messages = vec![pb::UploadDatasetRequest { part: Some(pb::upload_dataset_request::Part::Manifest(manifest)) }];
+    messages.extend(csv.as_bytes().chunks(1 << 20).map(|c| pb::UploadDatasetRequest {
+        part: Some(pb::upload_dataset_request::Part::Chunk(c.to_vec())),
+    }));
+    Ok(registry(registry_addr).await?.upload_dataset(futures::stream::iter(messages)).await?.into_inner())
+}
+
+/// Uploads raw artifact bytes declaring `sha256`.
+pub async fn upload_artifact(registry_addr: &str, model: &str, sha256: &str, bytes: &[u8]) -> Result<pb::ModelVersion, tonic::Status> {
+    let manifest = pb::UploadManifest { model: model.into(), sha256: sha256.into(), size_bytes: 0, lineage: None, create_model: true };
+    let mut messages = vec![pb::UploadVersionRequest { part: Some(pb::upload_version_request::Part::Manifest(manifest)) }];
+    messages.extend(bytes.chunks(1 << 20).map(|c| pb::UploadVersionRequest {
+        part: Some(pb::upload_version_request::Part::Chunk(c.to_vec())),
+    }));
+    let mut client = registry(registry_addr).await.map_err(|e| tonic::Status::unknown(e.to_string()))?;
+    Ok(client.upload_version(futures::stream::iter(messages)).await?.into_inner())
+}
+
+/// Submits a training job and follows it to the end; fails unless it succeeded.
+pub async fn train(trainer_addr: &str, model: &str, kind: &str, dataset: &str, target: &str, params: &[(&str, &str)]) -> Result<tpb::Job> {
+    let mut client = TrainerClient::new(channel(trainer_addr).await?);
+    let spec = tpb::JobSpec {
+        model: model.into(),
+        kind: kind.into(),
+        dataset: dataset.into(),
+        dataset_sha256: String::new(),
+        target: target.into(),
+        params: params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+    };
+    let job = client.submit_job(tpb::SubmitJobRequest { spec: Some(spec) }).await?.into_inner();
+    let mut stream = client.watch_job(tpb::WatchJobRequest { id: job.id.clone() }).await?.into_inner();
+    let mut last = job;
+    let watching = async {
+        while let Some(update) = stream.message().await? {
+            last = update;
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(120), watching).await.context("training did not finish in 120 s")??;
+    if last.state != tpb::JobState::Succeeded as i32 {
+        bail!("job {} ended in state {} with error {:?}", last.id, last.state, last.error);
+    }
+    Ok(last)
+}
+
+/// Waits until the router reports `model`/`version` ready.
+pub async fn wait_ready(router_addr: &str, model: &str, version: &str, timeout: Duration) -> Result<()> {
+    let mut client = inference(router_addr).await?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let request = ModelReadyRequest { name: model.into(), version: version.into() };
+        if let Ok(response) = client.model_ready(request).await {
+            if response.into_inner().ready {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{model}:{version} not ready after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A KServe v2 request for FP32 rows, typed or raw.
+pub fn infer_request(model: &str, version: &str, input: &str, rows: &[Vec<f32>], raw: bool) -> ModelInferRequest {
+    let width = rows.first().map(Vec::len).unwrap_or(0);
+    let values: Vec<f32> = rows.concat();
+    let mut tensor = InferInputTensor {
+        name: input.into(),
+        datatype: "FP32".into(),
+        shape: vec![rows.len() as i64, width as i64],
+        ..Default::default()
+    };
+    let mut request = ModelInferRequest { model_name: model.into(), model_version: version.into(), ..Default::default() };
+    if raw {
+        request.raw_input_contents.push(Bytes::from(values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()));
+    } else {
+        tensor.contents = Some(InferTensorContents { fp32_contents: values, ..Default::default() });
+    }
+    request.inputs.push(tensor);
+    request
+}
+
+/// The first output's values, typed or raw.
+pub fn first_output(response: &ModelInferResponse) -> Vec<f32> {
+    if let Some(raw) = response.raw_output_contents.first() {
+        return raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    }
+    response.outputs.first().and_then(|o| o.contents.as_ref()).map(|c| c.fp32_contents.clone()).unwrap_or_default()
+}
+
+/// Runs inference through `addr` and returns the first output's values.
+pub async fn predict(addr: &str, model: &str, version: &str, rows: &[Vec<f32>], raw: bool) -> Result<(Vec<f32>, String)> {
+    let response = inference(addr).await?.model_infer(infer_request(model, version, "input", rows, raw)).await?.into_inner();
+    Ok((first_output(&response), response.model_version))
+}
+
+/// Downloads a version's artifact bytes.
+pub async fn download_artifact(registry_addr: &str, model: &str, version: &str) -> Result<Vec<u8>> {
+    let request = pb::DownloadArtifactRequest { model: model.into(), version: version.into() };
+    let mut stream = registry(registry_addr).await?.download_artifact(request).await?.into_inner();
+    let mut bytes = Vec::new();
+    while let Some(message) = stream.message().await? {
+        if let Some(pb::download_artifact_response::Part::Chunk(chunk)) = message.part {
+            bytes.extend_from_slice(&chunk);
+        }
+    }
+    Ok(bytes)
+}
+
+/// Computes a model's output from its artifact without the model crate: reads the
+/// safetensors tensors and the manifest's kind, then standardises, multiplies and adds
+/// with plain loops (and a sigmoid for logistic models).
+pub fn independent_predict(artifact: &[u8], rows: &[Vec<f32>]) -> Result<Vec<f32>> {
+    let tensors = safetensors::SafeTensors::deserialize(artifact)?;
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(artifact)?;
+    let manifest: serde_json::Value = serde_json::from_str(
+        metadata.metadata().as_ref().and_then(|m| m.get("modelplane.manifest")).context("no manifest")?,
+    )?;
+    let read = |name: &str| -> Result<Vec<f32>> {
+        Ok(tensors.tensor(name)?.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+    };
+    let (weights, bias, mean, scale) = (read("weights")?, read("bias")?, read("scaler.mean")?, read("scaler.scale")?);
+    let logistic = manifest["kind"] == "logistic_regression";
+    let mut out = Vec::new();
+    for row in rows {
+        let mut z = f64::from(bias[0]);
+        for (j, x) in row.iter().enumerate() {
+            z += f64::from((x - mean[j]) / scale[j]) * f64::from(weights[j]);
+        }
+        if logistic {
+            let p = 1.0 / (1.0 + (-z).exp());
+            out.push((1.0 - p) as f32);
+            out.push(p as f32);
+        } else {
+            out.push(z as f32);
+        }
+    }
+    Ok(out)
+}
+
+/// Asserts two vectors agree to a relative tolerance.
+pub fn assert_close(actual: &[f32], expected: &[f32], tolerance: f32) {
+    assert_eq!(actual.len(), expected.len(), "lengths differ: {actual:?} vs {expected:?}");
+    for (a, e) in actual.iter().zip(expected) {
+        let scale = e.abs().max(1.0);
+        assert!((a - e).abs() <= tolerance * scale, "{a} differs from {e} (actual {actual:?}, expected {expected:?})");
+    }
+}
