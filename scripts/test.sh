@@ -25,5 +25,5 @@ echo "== cargo test"
 cargo test --workspace --locked
 
 echo "== python interop (tritonclient against the router)"
-cargo build --locked -p modelplane
+cargo build --locked --workspace --bins
 MODELPLANE_BIN="$PWD/target/debug/modelplane" "$venv/bin/python" -m pytest -q tests/python

@@ -117,6 +117,17 @@ def test_infer_raw_contents(cluster):
     assert result.get_response().model_version == "1"
 
 
+def test_wider_types_convert_when_exact(cluster):
+    router, artifact = cluster
+    client = grpcclient.InferenceServerClient(router)
+    for dtype, array in [("FP64", ROWS.astype(np.float64)), ("INT64", np.array([[120, 3, 10]], dtype=np.int64)),
+                         ("INT32", np.array([[120, 3, 10]], dtype=np.int32))]:
+        x = grpcclient.InferInput("input", list(array.shape), dtype)
+        x.set_data_from_numpy(array)
+        got = client.infer("houses", [x]).as_numpy("predictions")
+        np.testing.assert_allclose(got, expected(artifact)[: len(array)], rtol=1e-4)
+
+
 def test_infer_typed_contents(cluster):
     router, artifact = cluster
     stub = service_pb2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(router))
@@ -132,11 +143,16 @@ def test_infer_typed_contents(cluster):
 def test_errors_are_precise(cluster):
     router, _ = cluster
     client = grpcclient.InferenceServerClient(router)
-    x = grpcclient.InferInput("input", [1, 3], "FP64")
-    x.set_data_from_numpy(np.zeros((1, 3), dtype=np.float64))
+    x = grpcclient.InferInput("input", [1, 3], "BYTES")
+    x.set_data_from_numpy(np.array([[b"a", b"b", b"c"]], dtype=np.object_))
     with pytest.raises(grpcclient.InferenceServerException) as err:
         client.infer("houses", [x])
     assert "INVALID_ARGUMENT" in str(err.value.status()) and "expected FP32" in err.value.message()
+    inexact = grpcclient.InferInput("input", [1, 3], "FP64")
+    inexact.set_data_from_numpy(np.full((1, 3), 0.1, dtype=np.float64))
+    with pytest.raises(grpcclient.InferenceServerException) as err:
+        client.infer("houses", [inexact])
+    assert "cannot be represented exactly in FP32" in err.value.message()
     y = grpcclient.InferInput("input", [1, 3], "FP32")
     y.set_data_from_numpy(np.zeros((1, 3), dtype=np.float32))
     with pytest.raises(grpcclient.InferenceServerException) as err:

@@ -99,9 +99,22 @@ pub struct Process {
 impl Process {
     /// Runs `modelplane ARGS` and waits until each of `roles` printed its address.
     pub fn spawn(bin: &Path, name: &str, args: &[String], roles: &[&str], log_dir: &Path) -> Result<Self> {
+        Self::spawn_with_env(bin, name, args, roles, log_dir, &[])
+    }
+
+    /// [`Self::spawn`] with extra environment variables.
+    pub fn spawn_with_env(
+        bin: &Path,
+        name: &str,
+        args: &[String],
+        roles: &[&str],
+        log_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let log = log_dir.join(format!("{name}.log"));
         let mut child = Command::new(bin)
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())

@@ -8,8 +8,10 @@
 mod cluster;
 mod data;
 mod flow;
+mod otlp;
 pub mod scenario;
 
 pub use cluster::{Etcd, Process, free_port};
 pub use data::{churn_csv, houses_csv};
 pub use flow::*;
+pub use otlp::{CollectedSpan, Collector};

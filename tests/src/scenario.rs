@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
+use modelplane_proto::inference::InferTensorContents;
 use modelplane_proto::registry as pb;
 use sha2::{Digest, Sha256};
 use tonic::Code;
@@ -110,10 +111,23 @@ async fn check_bad_input(endpoints: &Endpoints) -> Result<()> {
     ensure!(status.message().contains("\"features\"") && status.message().contains("\"input\""), "{}", status.message());
 
     let mut wrong_dtype = infer_request("houses", "", "input", &rows, false);
-    wrong_dtype.inputs[0].datatype = "FP64".into();
+    wrong_dtype.inputs[0].datatype = "BYTES".into();
     let status = client.model_infer(wrong_dtype).await.expect_err("wrong dtype");
     ensure!(status.code() == Code::InvalidArgument, "{status:?}");
-    ensure!(status.message().contains("FP64") && status.message().contains("expected FP32"), "{}", status.message());
+    ensure!(status.message().contains("BYTES") && status.message().contains("expected FP32"), "{}", status.message());
+
+    // FP64 converts when exact, and is refused naming the value when not.
+    let mut wide = infer_request("houses", "", "input", &rows, false);
+    wide.inputs[0].datatype = "FP64".into();
+    wide.inputs[0].contents = Some(InferTensorContents {
+        fp64_contents: rows.concat().iter().map(|v| f64::from(*v)).collect(),
+        ..Default::default()
+    });
+    let (typed, _) = predict(&endpoints.router, "houses", "", &rows, false).await?;
+    assert_close(&first_output(&client.model_infer(wide.clone()).await?.into_inner()), &typed, 1e-6);
+    wide.inputs[0].contents = Some(InferTensorContents { fp64_contents: vec![0.1; rows.len() * 3], ..Default::default() });
+    let status = client.model_infer(wide).await.expect_err("0.1 is not exact in FP32");
+    ensure!(status.code() == Code::InvalidArgument && status.message().contains("exactly"), "{status:?}");
 
     let narrow = vec![vec![1.0, 2.0]];
     let status = client.model_infer(infer_request("houses", "", "input", &narrow, true)).await.expect_err("wrong shape");
