@@ -36,7 +36,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl From<etcd_client::Error> for Error {
     fn from(err: etcd_client::Error) -> Self {
         let text = err.to_string();
-        if text.contains("requested lease not found") {
+        if text.contains("lease not found") {
             // etcd reports an expired lease this way; the id is not in the message.
             return Error::LeaseNotFound(0);
         }
