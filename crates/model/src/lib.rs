@@ -1,9 +1,11 @@
 //! ndarray models for modelplane: training, inference and the one-file artifact.
 //!
-//! A [`Model`] is trained from a [`Dataset`] with [`train`], saved with
-//! [`Model::to_artifact`] (safetensors weights, manifest in its metadata) and loaded
-//! back with [`Model::from_artifact`]. [`Model::predict`] is the one inference path,
-//! shared by the worker: a batch in, a batch out.
+//! Every kind is a standard scaler, dense layers and an output head: linear and ridge
+//! regression, logistic (binary) and softmax (multiclass) regression, and MLPs. A
+//! [`Model`] is trained from a [`Dataset`] with [`train`], saved with
+//! [`Model::to_artifact`] (safetensors weights, manifest in its metadata) and loaded back
+//! with [`Model::from_artifact`]. [`Model::predict`] is the one inference path, shared by
+//! the worker: a batch in, a batch out.
 #![forbid(unsafe_code)]
 
 mod artifact;
@@ -11,10 +13,16 @@ mod data;
 mod error;
 mod metrics;
 mod model;
+mod network;
+mod params;
 mod train;
 
 pub use artifact::{FORMAT_VERSION, MANIFEST_METADATA_KEY};
-pub use data::Dataset;
+pub use data::{Dataset, Target};
 pub use error::{Error, Result};
-pub use model::{Manifest, Model, ModelKind, Output, Signature, StandardScaler, TensorSpec};
-pub use train::{train, Progress, TrainParams};
+pub use model::{
+    Manifest, Model, ModelKind, Output, OutputData, Signature, StandardScaler, TensorSpec,
+};
+pub use network::{Activation, Dense, Head};
+pub use params::{Optimizer, Schedule, TrainParams};
+pub use train::{Progress, train};

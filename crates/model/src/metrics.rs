@@ -1,45 +1,99 @@
-//! Evaluation metrics.
+//! Evaluation metrics: MSE, RMSE and R² for regression; accuracy, macro F1, log-loss and
+//! the confusion matrix for classification.
 
 use std::collections::BTreeMap;
 
-use ndarray::{Array1, Array2};
+use ndarray::{ArrayView2, Axis};
 
-use crate::{Model, ModelKind, Result};
+use crate::Model;
+use crate::data::Target;
+use crate::model::argmax;
+use crate::network::Head;
 
-const EPS: f64 = 1e-12;
+const EPS: f64 = 1e-15;
 
-/// Sum of the binary cross-entropy of `p` against 0/1 targets `y`.
-pub(crate) fn log_loss_sum(y: &Array1<f64>, p: &Array1<f64>) -> f64 {
-    y.iter()
-        .zip(p.iter())
-        .map(|(y, p)| {
-            let p = p.clamp(EPS, 1.0 - EPS);
-            -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
-        })
-        .sum()
-}
-
-/// MSE, RMSE and R² for regression; accuracy and log-loss for classification.
-pub(crate) fn evaluate(model: &Model, x: &Array2<f32>, y: &Array1<f64>) -> Result<BTreeMap<String, f64>> {
-    let outputs = model.predict(x.view())?;
-    let values = &outputs[0].values;
-    let n = y.len().max(1) as f64;
+/// Metrics of `model` on rows `rows` of `x` (already selected) against `target`.
+pub(crate) fn evaluate(
+    model: &Model,
+    x: ArrayView2<'_, f32>,
+    target: &Target,
+    rows: &[usize],
+) -> (BTreeMap<String, f64>, Vec<Vec<u64>>) {
+    let out = model.forward(x);
+    let n = rows.len().max(1) as f64;
     let mut metrics = BTreeMap::new();
-    match model.manifest.kind {
-        ModelKind::LinearRegression => {
-            let mse = y.iter().zip(values).map(|(y, p)| (y - f64::from(*p)).powi(2)).sum::<f64>() / n;
-            let mean = y.mean().unwrap_or(0.0);
-            let variance = y.iter().map(|y| (y - mean).powi(2)).sum::<f64>() / n;
+    match target {
+        Target::Values(values) => {
+            let truth: Vec<f64> = rows.iter().map(|r| f64::from(values[*r])).collect();
+            let mse = truth
+                .iter()
+                .zip(out.column(0))
+                .map(|(t, p)| (t - f64::from(*p)).powi(2))
+                .sum::<f64>()
+                / n;
+            let mean = truth.iter().sum::<f64>() / n;
+            let variance = truth.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / n;
             metrics.insert("mse".into(), mse);
             metrics.insert("rmse".into(), mse.sqrt());
-            metrics.insert("r2".into(), if variance > 0.0 { 1.0 - mse / variance } else { 0.0 });
+            metrics.insert(
+                "r2".into(),
+                if variance > 0.0 {
+                    1.0 - mse / variance
+                } else {
+                    0.0
+                },
+            );
+            (metrics, Vec::new())
         }
-        ModelKind::LogisticRegression => {
-            let positive: Array1<f64> = values.chunks(2).map(|pair| f64::from(pair[1])).collect();
-            let correct = y.iter().zip(positive.iter()).filter(|(y, p)| (**p >= 0.5) == (**y >= 0.5)).count();
+        Target::Classes { index, labels } => {
+            let classes = labels.len();
+            let mut confusion = vec![vec![0u64; classes]; classes];
+            let mut log_loss = 0.0;
+            for (row, probabilities) in rows.iter().zip(out.axis_iter(Axis(0))) {
+                let truth = index[*row];
+                let (predicted, p_truth) = match model.manifest.head {
+                    Head::Sigmoid => {
+                        let p = f64::from(probabilities[0]);
+                        (usize::from(p >= 0.5), if truth == 1 { p } else { 1.0 - p })
+                    }
+                    _ => (
+                        argmax(probabilities.iter().copied()),
+                        f64::from(probabilities[truth]),
+                    ),
+                };
+                confusion[truth][predicted] += 1;
+                log_loss -= p_truth.clamp(EPS, 1.0 - EPS).ln();
+            }
+            let correct: u64 = (0..classes).map(|c| confusion[c][c]).sum();
+            // Macro F1 over the classes that occur in the truth or the predictions.
+            let mut f1_sum = 0.0;
+            let mut counted = 0;
+            for c in 0..classes {
+                let tp = confusion[c][c] as f64;
+                let actual: u64 = confusion[c].iter().sum();
+                let predicted: u64 = confusion.iter().map(|r| r[c]).sum();
+                if actual == 0 && predicted == 0 {
+                    continue;
+                }
+                counted += 1;
+                let denominator = (actual + predicted) as f64;
+                f1_sum += if denominator > 0.0 {
+                    2.0 * tp / denominator
+                } else {
+                    0.0
+                };
+            }
             metrics.insert("accuracy".into(), correct as f64 / n);
-            metrics.insert("log_loss".into(), log_loss_sum(y, &positive) / n);
+            metrics.insert(
+                "f1_macro".into(),
+                if counted > 0 {
+                    f1_sum / f64::from(counted)
+                } else {
+                    0.0
+                },
+            );
+            metrics.insert("log_loss".into(), log_loss / n);
+            (metrics, confusion)
         }
     }
-    Ok(metrics)
 }

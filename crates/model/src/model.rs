@@ -2,30 +2,42 @@
 
 use std::collections::BTreeMap;
 
-use ndarray::{Array1, Array2, ArrayView2, Axis};
+use ndarray::{Array1, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
 
+use crate::network::{self, Dense, Head};
 use crate::{Error, Result};
 
 /// What a model computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelKind {
-    /// Least squares (optionally L2-regularised) regression; output `predictions`.
+    /// Least squares, optionally L2-regularised (ridge); output `predictions`.
     LinearRegression,
-    /// Binary logistic regression; output `probabilities` (class 0, class 1).
+    /// Binary logistic regression; outputs `probabilities` and `label`.
     LogisticRegression,
+    /// Multiclass logistic (softmax) regression; outputs `probabilities` and `label`.
+    SoftmaxRegression,
+    /// Multi-layer perceptron classifier; outputs `probabilities` and `label`.
+    MlpClassifier,
+    /// Multi-layer perceptron regressor; output `predictions`.
+    MlpRegressor,
 }
 
 impl ModelKind {
     /// Parses the names used by the CLI and the trainer API.
     pub fn parse(name: &str) -> Result<Self> {
         match name {
-            "linear" | "linear_regression" => Ok(Self::LinearRegression),
+            "linear" | "linear_regression" | "ridge" => Ok(Self::LinearRegression),
             "logistic" | "logistic_regression" => Ok(Self::LogisticRegression),
+            "softmax" | "softmax_regression" => Ok(Self::SoftmaxRegression),
+            "mlp" | "mlp_classifier" => Ok(Self::MlpClassifier),
+            "mlp_regressor" => Ok(Self::MlpRegressor),
             other => Err(Error::InvalidParam {
                 name: "kind".into(),
-                reason: format!("{other:?} is not a model kind; expected linear or logistic"),
+                reason: format!(
+                    "{other:?} is not a model kind; expected linear, logistic, softmax, mlp or mlp_regressor"
+                ),
             }),
         }
     }
@@ -35,11 +47,27 @@ impl ModelKind {
         match self {
             Self::LinearRegression => "linear",
             Self::LogisticRegression => "logistic",
+            Self::SoftmaxRegression => "softmax",
+            Self::MlpClassifier => "mlp",
+            Self::MlpRegressor => "mlp_regressor",
         }
+    }
+
+    /// Whether the target is a class label.
+    pub fn is_classifier(self) -> bool {
+        matches!(
+            self,
+            Self::LogisticRegression | Self::SoftmaxRegression | Self::MlpClassifier
+        )
+    }
+
+    /// Whether the model has hidden layers.
+    pub fn is_mlp(self) -> bool {
+        matches!(self, Self::MlpClassifier | Self::MlpRegressor)
     }
 }
 
-/// One named tensor of a signature; `-1` marks the batch dimension.
+/// One named tensor of a signature; `-1` marks a variable dimension.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TensorSpec {
     /// Tensor name as used in inference requests.
@@ -83,57 +111,91 @@ pub struct Manifest {
     pub signature: Signature,
     /// Class labels for classifiers, in output order.
     pub labels: Vec<String>,
+    /// Activation of each dense layer, in order (the last is identity: the head follows).
+    pub activations: Vec<crate::network::Activation>,
+    /// Output function of the last layer.
+    pub head: Head,
     /// Metrics measured on the held-out split.
     pub metrics: BTreeMap<String, f64>,
+    /// `[true class][predicted class]` counts on the held-out split (classifiers).
+    #[serde(default)]
+    pub confusion_matrix: Vec<Vec<u64>>,
     /// Training parameters, for lineage.
     pub params: BTreeMap<String, String>,
 }
 
-/// A model's output tensor: row-major values with their shape.
+/// Values of an output tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OutputData {
+    /// FP32, row-major.
+    F32(Vec<f32>),
+    /// BYTES, one element per entry.
+    Bytes(Vec<Vec<u8>>),
+}
+
+/// A model's output tensor with its shape.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Output {
     /// Output name from the signature.
     pub name: String,
     /// Dimensions.
     pub shape: Vec<usize>,
-    /// Values, row-major.
-    pub values: Vec<f32>,
+    /// Values.
+    pub data: OutputData,
 }
 
-/// A trained model.
+/// A trained model: scaler, dense layers and an output head.
 #[derive(Clone, Debug)]
 pub struct Model {
     /// Kind, signature, metrics…
     pub manifest: Manifest,
-    /// Feature standardisation applied before the weights.
+    /// Feature standardisation applied before the layers.
     pub scaler: StandardScaler,
-    /// `[features, outputs]`.
-    pub weights: Array2<f32>,
-    /// `[outputs]`.
-    pub bias: Array1<f32>,
+    /// Dense layers; the last one feeds the head.
+    pub layers: Vec<Dense>,
 }
 
 /// Name of the single input tensor.
 pub const INPUT_NAME: &str = "input";
 
+fn fp32(name: &str, shape: Vec<i64>) -> TensorSpec {
+    TensorSpec {
+        name: name.into(),
+        datatype: "FP32".into(),
+        shape,
+    }
+}
+
 impl Model {
-    /// The input and output signature for a kind and feature count.
-    pub fn signature_for(kind: ModelKind, features: usize) -> Signature {
-        let input = TensorSpec { name: INPUT_NAME.into(), datatype: "FP32".into(), shape: vec![-1, features as i64] };
-        let output = match kind {
-            ModelKind::LinearRegression => {
-                TensorSpec { name: "predictions".into(), datatype: "FP32".into(), shape: vec![-1, 1] }
-            }
-            ModelKind::LogisticRegression => {
-                TensorSpec { name: "probabilities".into(), datatype: "FP32".into(), shape: vec![-1, 2] }
-            }
+    /// The input and output signature for a head, feature count and class count.
+    pub fn signature_for(head: Head, features: usize, classes: usize) -> Signature {
+        let outputs = match head {
+            Head::Identity => vec![fp32("predictions", vec![-1, 1])],
+            Head::Sigmoid | Head::Softmax => vec![
+                fp32("probabilities", vec![-1, classes as i64]),
+                TensorSpec {
+                    name: "label".into(),
+                    datatype: "BYTES".into(),
+                    shape: vec![-1],
+                },
+            ],
         };
-        Signature { inputs: vec![input], outputs: vec![output] }
+        Signature {
+            inputs: vec![fp32(INPUT_NAME, vec![-1, features as i64])],
+            outputs,
+        }
     }
 
     /// Number of input features.
     pub fn features(&self) -> usize {
-        self.weights.nrows()
+        self.scaler.mean.len()
+    }
+
+    /// Standardised features, then layers and head: `[rows, outputs of the last layer]`.
+    pub fn forward(&self, input: ArrayView2<'_, f32>) -> ndarray::Array2<f32> {
+        let scaled = (&input - &self.scaler.mean.view().insert_axis(Axis(0)))
+            / &self.scaler.scale.view().insert_axis(Axis(0));
+        network::forward(&self.layers, self.manifest.head, scaled.view())
     }
 
     /// Runs a batch `[rows, features]` through the model.
@@ -145,31 +207,73 @@ impl Model {
                 self.features()
             )));
         }
-        let scaled = (&input - &self.scaler.mean.view().insert_axis(Axis(0)))
-            / &self.scaler.scale.view().insert_axis(Axis(0));
-        let mut logits = scaled.dot(&self.weights);
-        logits += &self.bias.view().insert_axis(Axis(0));
         let rows = input.nrows();
-        let output = match self.manifest.kind {
-            ModelKind::LinearRegression => Output {
-                name: "predictions".into(),
-                shape: vec![rows, 1],
-                values: logits.into_iter().collect(),
-            },
-            ModelKind::LogisticRegression => {
-                let mut values = Vec::with_capacity(rows * 2);
-                for z in logits.column(0) {
-                    let p = sigmoid(*z);
-                    values.push(1.0 - p);
-                    values.push(p);
-                }
-                Output { name: "probabilities".into(), shape: vec![rows, 2], values }
+        let out = self.forward(input);
+        Ok(match self.manifest.head {
+            Head::Identity => {
+                vec![Output {
+                    name: "predictions".into(),
+                    shape: vec![rows, 1],
+                    data: OutputData::F32(out.into_iter().collect()),
+                }]
             }
-        };
-        Ok(vec![output])
+            Head::Sigmoid => {
+                let mut probabilities = Vec::with_capacity(rows * 2);
+                let mut labels = Vec::with_capacity(rows);
+                for p in out.column(0) {
+                    probabilities.extend([1.0 - p, *p]);
+                    labels.push(self.label(usize::from(*p >= 0.5)));
+                }
+                self.class_outputs(rows, 2, probabilities, labels)
+            }
+            Head::Softmax => {
+                let classes = out.ncols();
+                let labels = out
+                    .axis_iter(Axis(0))
+                    .map(|row| self.label(argmax(row.iter().copied())))
+                    .collect();
+                self.class_outputs(rows, classes, out.into_iter().collect(), labels)
+            }
+        })
+    }
+
+    fn label(&self, class: usize) -> Vec<u8> {
+        self.manifest
+            .labels
+            .get(class)
+            .map(|l| l.as_bytes().to_vec())
+            .unwrap_or_else(|| class.to_string().into_bytes())
+    }
+
+    fn class_outputs(
+        &self,
+        rows: usize,
+        classes: usize,
+        probabilities: Vec<f32>,
+        labels: Vec<Vec<u8>>,
+    ) -> Vec<Output> {
+        vec![
+            Output {
+                name: "probabilities".into(),
+                shape: vec![rows, classes],
+                data: OutputData::F32(probabilities),
+            },
+            Output {
+                name: "label".into(),
+                shape: vec![rows],
+                data: OutputData::Bytes(labels),
+            },
+        ]
     }
 }
 
-pub(crate) fn sigmoid(z: f32) -> f32 {
-    1.0 / (1.0 + (-z).exp())
+/// Index of the largest value (the first on ties).
+pub(crate) fn argmax(values: impl Iterator<Item = f32>) -> usize {
+    let mut best = (0, f32::NEG_INFINITY);
+    for (i, v) in values.enumerate() {
+        if v > best.1 {
+            best = (i, v);
+        }
+    }
+    best.0
 }

@@ -1,110 +1,171 @@
-//! Mini-batch gradient descent for linear and logistic regression.
+//! One training loop for every kind: mini-batch backpropagation through dense layers
+//! with SGD (momentum) or Adam, L2, a learning-rate schedule and early stopping.
 
-use std::collections::BTreeMap;
-
-use ndarray::{Array1, Array2, Axis};
-use rand::SeedableRng;
+use ndarray::{Array1, Array2, ArrayView2, Axis, Zip};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 
+use crate::data::Target;
 use crate::metrics;
-use crate::model::sigmoid;
-use crate::{Dataset, Error, FORMAT_VERSION, Manifest, Model, ModelKind, Result, StandardScaler};
-
-/// Hyperparameters; every field has a default and an allowed range.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TrainParams {
-    /// Step size, in (0, 10].
-    pub learning_rate: f64,
-    /// Passes over the training split, in [1, 100000].
-    pub epochs: u32,
-    /// Rows per gradient step, in [1, 1000000].
-    pub batch_size: usize,
-    /// L2 penalty on the weights, in [0, 100].
-    pub l2: f64,
-    /// Seed for the split and the shuffles.
-    pub seed: u64,
-    /// Fraction of rows held out for metrics, in [0, 0.9].
-    pub validation_fraction: f64,
-}
-
-impl Default for TrainParams {
-    fn default() -> Self {
-        Self { learning_rate: 0.1, epochs: 100, batch_size: 32, l2: 0.0, seed: 42, validation_fraction: 0.2 }
-    }
-}
-
-fn invalid(name: &str, reason: impl Into<String>) -> Error {
-    Error::InvalidParam { name: name.into(), reason: reason.into() }
-}
-
-fn parse<T: std::str::FromStr>(name: &str, value: &str, expected: &str) -> Result<T> {
-    value.trim().parse().map_err(|_| invalid(name, format!("{value:?} is not {expected}")))
-}
-
-fn check_range(name: &str, value: f64, low: f64, high: f64, low_inclusive: bool) -> Result<()> {
-    let above_low = if low_inclusive { value >= low } else { value > low };
-    if above_low && value <= high {
-        Ok(())
-    } else {
-        let open = if low_inclusive { "[" } else { "(" };
-        Err(invalid(name, format!("{value} is out of range; allowed {open}{low}, {high}]")))
-    }
-}
-
-impl TrainParams {
-    /// Builds parameters from string pairs, rejecting unknown names and values out of range.
-    pub fn from_map(params: &BTreeMap<String, String>) -> Result<Self> {
-        let mut out = Self::default();
-        for (name, value) in params {
-            match name.as_str() {
-                "learning_rate" => out.learning_rate = parse(name, value, "a number")?,
-                "epochs" => out.epochs = parse(name, value, "a whole number")?,
-                "batch_size" => out.batch_size = parse(name, value, "a whole number")?,
-                "l2" => out.l2 = parse(name, value, "a number")?,
-                "seed" => out.seed = parse(name, value, "a whole number")?,
-                "validation_fraction" => out.validation_fraction = parse(name, value, "a number")?,
-                other => {
-                    return Err(invalid(
-                        other,
-                        "unknown parameter; expected one of learning_rate, epochs, batch_size, l2, seed, validation_fraction",
-                    ));
-                }
-            }
-        }
-        check_range("learning_rate", out.learning_rate, 0.0, 10.0, false)?;
-        check_range("epochs", f64::from(out.epochs), 1.0, 100_000.0, true)?;
-        check_range("batch_size", out.batch_size as f64, 1.0, 1_000_000.0, true)?;
-        check_range("l2", out.l2, 0.0, 100.0, true)?;
-        check_range("validation_fraction", out.validation_fraction, 0.0, 0.9, true)?;
-        Ok(out)
-    }
-
-    /// The parameters as string pairs, for lineage.
-    pub fn to_map(&self) -> BTreeMap<String, String> {
-        [
-            ("learning_rate", self.learning_rate.to_string()),
-            ("epochs", self.epochs.to_string()),
-            ("batch_size", self.batch_size.to_string()),
-            ("l2", self.l2.to_string()),
-            ("seed", self.seed.to_string()),
-            ("validation_fraction", self.validation_fraction.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
-    }
-}
+use crate::network::{Activation, Dense, Head};
+use crate::params::Optimizer;
+use crate::{
+    Dataset, Error, FORMAT_VERSION, Manifest, Model, ModelKind, Result, StandardScaler, TrainParams,
+};
 
 /// Progress after one epoch.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Progress {
     /// Epochs done, from 1.
     pub epoch: u32,
-    /// Epochs in all.
+    /// Epochs planned.
     pub epochs: u32,
     /// Mean training loss of the epoch.
     pub loss: f64,
+    /// Loss on the held-out rows, when there are any.
+    pub validation_loss: Option<f64>,
+    /// Training rows processed per second during the epoch.
+    pub rows_per_second: f64,
+}
+
+/// Per-parameter optimizer state.
+struct Moments {
+    first: Array2<f32>,
+    second: Array2<f32>,
+    first_bias: Array1<f32>,
+    second_bias: Array1<f32>,
+}
+
+const ADAM_BETA1: f32 = 0.9;
+const ADAM_BETA2: f32 = 0.999;
+const ADAM_EPS: f32 = 1e-8;
+/// Early stopping counts an epoch as better only by more than this.
+const TOLERANCE: f64 = 1e-4;
+
+fn head_for(kind: ModelKind) -> Head {
+    match kind {
+        ModelKind::LinearRegression | ModelKind::MlpRegressor => Head::Identity,
+        ModelKind::LogisticRegression => Head::Sigmoid,
+        ModelKind::SoftmaxRegression | ModelKind::MlpClassifier => Head::Softmax,
+    }
+}
+
+/// The target as a matrix the loss compares against: values `[n, 1]`, 0/1 `[n, 1]` for a
+/// sigmoid head, one-hot `[n, classes]` for softmax.
+fn target_matrix(target: &Target, rows: &[usize], head: Head) -> Array2<f32> {
+    match target {
+        Target::Values(values) => Array2::from_shape_fn((rows.len(), 1), |(i, _)| values[rows[i]]),
+        Target::Classes { index, labels } => match head {
+            Head::Softmax => Array2::from_shape_fn((rows.len(), labels.len()), |(i, c)| {
+                f32::from(u8::from(index[rows[i]] == c))
+            }),
+            _ => Array2::from_shape_fn((rows.len(), 1), |(i, _)| index[rows[i]] as f32),
+        },
+    }
+}
+
+/// Mean loss of head outputs against targets (without the L2 term).
+fn mean_loss(head: Head, out: &Array2<f32>, y: &Array2<f32>) -> f64 {
+    const EPS: f32 = 1e-7;
+    let n = out.nrows().max(1) as f64;
+    let total: f64 = match head {
+        Head::Identity => Zip::from(out)
+            .and(y)
+            .fold(0.0, |acc, o, t| acc + 0.5 * f64::from((o - t) * (o - t))),
+        Head::Sigmoid => Zip::from(out).and(y).fold(0.0, |acc, p, t| {
+            let p = p.clamp(EPS, 1.0 - EPS);
+            acc - f64::from(t * p.ln() + (1.0 - t) * (1.0 - p).ln())
+        }),
+        Head::Softmax => Zip::from(out).and(y).fold(0.0, |acc, p, t| {
+            if *t > 0.0 {
+                acc - f64::from(p.max(EPS).ln())
+            } else {
+                acc
+            }
+        }),
+    };
+    total / n
+}
+
+fn init_layers(
+    kind: ModelKind,
+    params: &TrainParams,
+    sizes: &[usize],
+    rng: &mut StdRng,
+) -> Vec<Dense> {
+    let last = sizes.len() - 2;
+    (0..sizes.len() - 1)
+        .map(|l| {
+            let (fan_in, fan_out) = (sizes[l], sizes[l + 1]);
+            let weight = if kind.is_mlp() {
+                // Glorot uniform, as scikit-learn does.
+                let bound = (6.0 / (fan_in + fan_out) as f32).sqrt();
+                Array2::from_shape_fn((fan_in, fan_out), |_| rng.random_range(-bound..bound))
+            } else {
+                // The linear kinds are convex: zeros make them deterministic and seed-free.
+                Array2::zeros((fan_in, fan_out))
+            };
+            let activation = if l == last {
+                Activation::Identity
+            } else {
+                params.activation
+            };
+            Dense {
+                weight,
+                bias: Array1::zeros(fan_out),
+                activation,
+            }
+        })
+        .collect()
+}
+
+fn standardise(x: ArrayView2<'_, f32>, scaler: &StandardScaler) -> Array2<f32> {
+    (&x - &scaler.mean.view().insert_axis(Axis(0))) / &scaler.scale.view().insert_axis(Axis(0))
+}
+
+fn fit_scaler(x: ArrayView2<'_, f32>) -> StandardScaler {
+    let mean = x
+        .mean_axis(Axis(0))
+        .unwrap_or_else(|| Array1::zeros(x.ncols()));
+    let std = x.std_axis(Axis(0), 0.0);
+    StandardScaler {
+        mean,
+        scale: std.mapv(|s| if s > 1e-6 { s } else { 1.0 }),
+    }
+}
+
+/// Checks the target fits the kind; returns the class labels (empty for regression).
+fn check_target(kind: ModelKind, data: &Dataset) -> Result<Vec<String>> {
+    match (&data.target, kind.is_classifier()) {
+        (Target::Classes { labels, .. }, true) => {
+            if labels.len() < 2 {
+                return Err(Error::Dataset(format!(
+                    "column {:?} has one class only; a classifier needs two or more",
+                    data.target_name
+                )));
+            }
+            if kind == ModelKind::LogisticRegression && labels.len() != 2 {
+                return Err(Error::Dataset(format!(
+                    "logistic regression is binary but column {:?} has {} classes; use softmax or mlp",
+                    data.target_name,
+                    labels.len()
+                )));
+            }
+            Ok(labels.clone())
+        }
+        (Target::Values(_), false) => Ok(Vec::new()),
+        (Target::Values(_), true) => Err(Error::Dataset(format!(
+            "{} needs class labels in {:?}",
+            kind.name(),
+            data.target_name
+        ))),
+        (Target::Classes { .. }, false) => Err(Error::Dataset(format!(
+            "{} needs numbers in {:?}",
+            kind.name(),
+            data.target_name
+        ))),
+    }
 }
 
 /// Trains a model. `on_epoch` is called after every epoch; returning `false` cancels.
@@ -114,155 +175,493 @@ pub fn train(
     params: &TrainParams,
     mut on_epoch: impl FnMut(Progress) -> bool,
 ) -> Result<Model> {
-    if kind == ModelKind::LogisticRegression {
-        if let Some(bad) = data.target.iter().find(|y| **y != 0.0 && **y != 1.0) {
-            return Err(Error::Dataset(format!(
-                "logistic regression needs a 0/1 target in column {:?}; found {bad}",
-                data.target_name
-            )));
-        }
-    }
+    let labels = check_target(kind, data)?;
     let rows = data.rows();
     let mut rng = StdRng::seed_from_u64(params.seed);
     let mut order: Vec<usize> = (0..rows).collect();
     order.shuffle(&mut rng);
     let held_out = ((rows as f64) * params.validation_fraction).floor() as usize;
-    let held_out = if rows - held_out == 0 { 0 } else { held_out };
+    let held_out = if held_out >= rows { 0 } else { held_out };
     let (validation_rows, train_rows) = order.split_at(held_out);
-    let x_train = data.features.select(Axis(0), train_rows);
-    let y_train = data.target.select(Axis(0), train_rows);
 
-    let scaler = fit_scaler(&x_train);
-    let mean64 = scaler.mean.mapv(f64::from);
-    let scale64 = scaler.scale.mapv(f64::from);
-    let standardise = |x: &Array2<f64>| (x - &mean64.view().insert_axis(Axis(0))) / &scale64.view().insert_axis(Axis(0));
-    let x_train = standardise(&x_train);
+    let scaler = fit_scaler(data.features.select(Axis(0), train_rows).view());
+    let x_train = standardise(data.features.select(Axis(0), train_rows).view(), &scaler);
+    let x_valid = standardise(
+        data.features.select(Axis(0), validation_rows).view(),
+        &scaler,
+    );
+    let head = head_for(kind);
+    let y_train = target_matrix(&data.target, train_rows, head);
+    let y_valid = target_matrix(&data.target, validation_rows, head);
 
-    let features = data.features.ncols();
-    let mut weights = Array1::<f64>::zeros(features);
-    let mut bias = if kind == ModelKind::LinearRegression { y_train.mean().unwrap_or(0.0) } else { 0.0 };
+    let outputs = if head == Head::Softmax {
+        labels.len()
+    } else {
+        1
+    };
+    let mut sizes = vec![data.features.ncols()];
+    if kind.is_mlp() {
+        sizes.extend(&params.hidden);
+    }
+    sizes.push(outputs);
+    let mut layers = init_layers(kind, params, &sizes, &mut rng);
+    if head == Head::Identity {
+        if let (Some(last), Some(mean)) = (layers.last_mut(), y_train.mean()) {
+            last.bias.fill(mean);
+        }
+    }
+    let mut moments: Vec<Moments> = layers
+        .iter()
+        .map(|l| Moments {
+            first: Array2::zeros(l.weight.raw_dim()),
+            second: Array2::zeros(l.weight.raw_dim()),
+            first_bias: Array1::zeros(l.bias.raw_dim()),
+            second_bias: Array1::zeros(l.bias.raw_dim()),
+        })
+        .collect();
+
+    let mut step = 0i32;
+    let mut best: Option<(f64, Vec<Dense>)> = None;
+    let mut stale = 0;
     let mut batch_order: Vec<usize> = (0..x_train.nrows()).collect();
     for epoch in 1..=params.epochs {
+        let started = std::time::Instant::now();
+        let rate = params.rate_at(epoch);
         batch_order.shuffle(&mut rng);
         let mut loss_sum = 0.0;
         for batch in batch_order.chunks(params.batch_size) {
+            step += 1;
             let x = x_train.select(Axis(0), batch);
             let y = y_train.select(Axis(0), batch);
-            let z = x.dot(&weights) + bias;
-            let (residual, loss) = match kind {
-                ModelKind::LinearRegression => {
-                    let residual = &z - &y;
-                    let loss = residual.mapv(|r| r * r).sum() / 2.0;
-                    (residual, loss)
-                }
-                ModelKind::LogisticRegression => {
-                    let p = z.mapv(|v| f64::from(sigmoid(v as f32)));
-                    let loss = metrics::log_loss_sum(&y, &p);
-                    (&p - &y, loss)
-                }
-            };
-            loss_sum += loss;
-            let n = batch.len() as f64;
-            let gradient = x.t().dot(&residual) / n + &weights * params.l2;
-            weights = &weights - &(gradient * params.learning_rate);
-            bias -= params.learning_rate * residual.sum() / n;
+            loss_sum += backprop_step(&mut layers, &mut moments, head, x, &y, params, rate, step)
+                * batch.len() as f64;
         }
         let loss = loss_sum / x_train.nrows().max(1) as f64;
         if !loss.is_finite() {
-            return Err(invalid(
-                "learning_rate",
-                format!("training diverged at epoch {epoch} (loss {loss}); try a smaller learning rate"),
-            ));
+            return Err(Error::InvalidParam {
+                name: "learning_rate".into(),
+                reason: format!(
+                    "training diverged at epoch {epoch} (loss {loss}); try a smaller learning rate"
+                ),
+            });
         }
-        if !on_epoch(Progress { epoch, epochs: params.epochs, loss }) {
+        let validation_loss = (x_valid.nrows() > 0).then(|| {
+            let out = crate::network::forward(&layers, head, x_valid.view());
+            mean_loss(head, &out, &y_valid)
+        });
+        let rows_per_second = x_train.nrows() as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        if !on_epoch(Progress {
+            epoch,
+            epochs: params.epochs,
+            loss,
+            validation_loss,
+            rows_per_second,
+        }) {
             return Err(Error::Cancelled);
         }
+        if params.early_stopping {
+            if let Some(current) = validation_loss {
+                match &best {
+                    Some((best_loss, _)) if current > best_loss - TOLERANCE => {
+                        stale += 1;
+                        if stale >= params.patience {
+                            break;
+                        }
+                    }
+                    _ => {
+                        best = Some((current, layers.clone()));
+                        stale = 0;
+                    }
+                }
+            }
+        }
+    }
+    if let Some((_, best_layers)) = best {
+        layers = best_layers;
     }
 
-    let model_weights = weights.mapv(|w| w as f32).insert_axis(Axis(1)).to_owned();
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         kind,
         feature_names: data.feature_names.clone(),
         target: data.target_name.clone(),
-        signature: Model::signature_for(kind, features),
-        labels: match kind {
-            ModelKind::LinearRegression => Vec::new(),
-            ModelKind::LogisticRegression => vec!["0".into(), "1".into()],
-        },
-        metrics: BTreeMap::new(),
+        signature: Model::signature_for(head, data.features.ncols(), labels.len().max(2)),
+        labels,
+        activations: layers.iter().map(|l| l.activation).collect(),
+        head,
+        metrics: Default::default(),
+        confusion_matrix: Vec::new(),
         params: params.to_map(),
     };
-    let mut model = Model { manifest, scaler, weights: model_weights, bias: Array1::from(vec![bias as f32]) };
+    let mut model = Model {
+        manifest,
+        scaler,
+        layers,
+    };
     // Metrics on the held-out rows, or on the training rows when nothing is held out.
-    let eval_rows = if validation_rows.is_empty() { train_rows } else { validation_rows };
-    let x_eval = data.features.select(Axis(0), eval_rows).mapv(|v| v as f32);
-    let y_eval = data.target.select(Axis(0), eval_rows);
-    model.manifest.metrics = metrics::evaluate(&model, &x_eval, &y_eval)?;
+    let eval_rows = if validation_rows.is_empty() {
+        train_rows
+    } else {
+        validation_rows
+    };
+    let (metrics, confusion) = metrics::evaluate(
+        &model,
+        data.features.select(Axis(0), eval_rows).view(),
+        &data.target,
+        eval_rows,
+    );
+    model.manifest.metrics = metrics;
+    model.manifest.confusion_matrix = confusion;
     Ok(model)
 }
 
-fn fit_scaler(x: &Array2<f64>) -> StandardScaler {
-    let mean = x.mean_axis(Axis(0)).unwrap_or_else(|| Array1::zeros(x.ncols()));
-    let std = x.std_axis(Axis(0), 0.0);
-    StandardScaler {
-        mean: mean.mapv(|v| v as f32),
-        scale: std.mapv(|s| if s > 1e-12 { s as f32 } else { 1.0 }),
+/// Forward, loss, backward and one optimizer update on a batch; returns the batch loss.
+#[allow(clippy::too_many_arguments)]
+fn backprop_step(
+    layers: &mut [Dense],
+    moments: &mut [Moments],
+    head: Head,
+    x: Array2<f32>,
+    y: &Array2<f32>,
+    params: &TrainParams,
+    rate: f32,
+    step: i32,
+) -> f64 {
+    let mut activations = Vec::with_capacity(layers.len() + 1);
+    activations.push(x);
+    for layer in layers.iter() {
+        let next = layer.forward(activations[activations.len() - 1].view());
+        activations.push(next);
+    }
+    let mut out = activations.pop().unwrap_or_default();
+    head.apply(&mut out);
+    let batch_loss = mean_loss(head, &out, y);
+    // For every head with its matching loss the gradient at the logits is `out - y`.
+    let n = y.nrows().max(1) as f32;
+    let mut delta = (out - y) / n;
+    for l in (0..layers.len()).rev() {
+        let input = &activations[l];
+        let mut grad_w = input.t().dot(&delta);
+        if params.l2 > 0.0 {
+            grad_w.scaled_add(params.l2, &layers[l].weight);
+        }
+        let grad_b = delta.sum_axis(Axis(0));
+        let next_delta = (l > 0).then(|| {
+            let mut d = delta.dot(&layers[l].weight.t());
+            layers[l - 1].activation.backprop(&mut d, input);
+            d
+        });
+        update(
+            &mut layers[l],
+            &mut moments[l],
+            &grad_w,
+            &grad_b,
+            params,
+            rate,
+            step,
+        );
+        if let Some(d) = next_delta {
+            delta = d;
+        }
+    }
+    batch_loss
+}
+
+fn update(
+    layer: &mut Dense,
+    m: &mut Moments,
+    grad_w: &Array2<f32>,
+    grad_b: &Array1<f32>,
+    params: &TrainParams,
+    rate: f32,
+    step: i32,
+) {
+    match params.optimizer {
+        Optimizer::Sgd if params.momentum == 0.0 => {
+            layer.weight.scaled_add(-rate, grad_w);
+            layer.bias.scaled_add(-rate, grad_b);
+        }
+        Optimizer::Sgd => {
+            let momentum = params.momentum;
+            Zip::from(&mut layer.weight)
+                .and(&mut m.first)
+                .and(grad_w)
+                .for_each(|w, v, g| {
+                    *v = momentum * *v - rate * g;
+                    *w += *v;
+                });
+            Zip::from(&mut layer.bias)
+                .and(&mut m.first_bias)
+                .and(grad_b)
+                .for_each(|w, v, g| {
+                    *v = momentum * *v - rate * g;
+                    *w += *v;
+                });
+        }
+        Optimizer::Adam => {
+            let correction =
+                rate * (1.0 - ADAM_BETA2.powi(step)).sqrt() / (1.0 - ADAM_BETA1.powi(step));
+            let adam = |w: &mut f32, m1: &mut f32, m2: &mut f32, g: &f32| {
+                *m1 = ADAM_BETA1 * *m1 + (1.0 - ADAM_BETA1) * g;
+                *m2 = ADAM_BETA2 * *m2 + (1.0 - ADAM_BETA2) * g * g;
+                *w -= correction * *m1 / (m2.sqrt() + ADAM_EPS);
+            };
+            Zip::from(&mut layer.weight)
+                .and(&mut m.first)
+                .and(&mut m.second)
+                .and(grad_w)
+                .for_each(adam);
+            Zip::from(&mut layer.bias)
+                .and(&mut m.first_bias)
+                .and(&mut m.second_bias)
+                .and(grad_b)
+                .for_each(adam);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
-    fn line_data() -> Dataset {
+    fn params(kind: ModelKind, pairs: &[(&str, &str)]) -> TrainParams {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        TrainParams::from_map(kind, &map).expect("valid params")
+    }
+
+    fn csv(rows: usize, f: impl Fn(f32, f32) -> String) -> String {
         let mut csv = String::from("x1,x2,y\n");
-        for i in 0..200 {
-            let x1 = f64::from(i) / 10.0;
-            let x2 = f64::from(i % 7);
-            csv.push_str(&format!("{x1},{x2},{}\n", 3.0 * x1 - 2.0 * x2 + 5.0));
+        for i in 0..rows {
+            let x1 = ((i * 37) % 101) as f32 / 50.0 - 1.0;
+            let x2 = ((i * 53) % 97) as f32 / 48.0 - 1.0;
+            csv.push_str(&format!("{x1},{x2},{}\n", f(x1, x2)));
         }
-        Dataset::from_csv(&csv, "y").expect("valid csv")
+        csv
+    }
+
+    fn fit(kind: ModelKind, csv: &str, pairs: &[(&str, &str)]) -> Model {
+        let data = Dataset::from_csv(csv, "y", kind.is_classifier()).expect("valid csv");
+        train(kind, &data, &params(kind, pairs), |_| true).expect("trains")
     }
 
     #[test]
     fn linear_regression_fits_a_plane() {
-        let data = line_data();
-        let params = TrainParams { epochs: 200, learning_rate: 0.05, ..TrainParams::default() };
-        let model = train(ModelKind::LinearRegression, &data, &params, |_| true).expect("trains");
-        assert!(model.manifest.metrics["r2"] > 0.999, "{:?}", model.manifest.metrics);
-        let out = model.predict(ndarray::array![[10.0f32, 3.0]].view()).expect("predicts");
-        assert!((out[0].values[0] - 29.0).abs() < 0.1, "{:?}", out);
+        let model = fit(
+            ModelKind::LinearRegression,
+            &csv(300, |a, b| (3.0 * a - 2.0 * b + 5.0).to_string()),
+            &[("epochs", "200")],
+        );
+        assert!(
+            model.manifest.metrics["r2"] > 0.999,
+            "{:?}",
+            model.manifest.metrics
+        );
     }
 
     #[test]
-    fn logistic_regression_separates_classes() {
-        let mut csv = String::from("a,b,label\n");
-        for i in 0..300 {
-            let a = f64::from(i % 17) - 8.0;
-            let b = f64::from(i % 5) - 2.0;
-            csv.push_str(&format!("{a},{b},{}\n", u8::from(a + 0.5 * b > 0.0)));
+    fn logistic_regression_separates_two_classes() {
+        let model = fit(
+            ModelKind::LogisticRegression,
+            &csv(300, |a, b| {
+                (if a + 0.5 * b > 0.0 { "yes" } else { "no" }).into()
+            }),
+            &[],
+        );
+        assert!(
+            model.manifest.metrics["accuracy"] >= 0.95,
+            "{:?}",
+            model.manifest.metrics
+        );
+        assert_eq!(model.manifest.labels, ["no", "yes"]);
+        let outputs = model
+            .predict(ndarray::array![[0.9f32, 0.9], [-0.9, -0.9]].view())
+            .expect("predicts");
+        assert_eq!(
+            outputs[1].data,
+            crate::OutputData::Bytes(vec![b"yes".to_vec(), b"no".to_vec()])
+        );
+    }
+
+    #[test]
+    fn softmax_regression_separates_three_classes() {
+        let label = |a: f32, b: f32| {
+            (if a > 0.3 {
+                "east"
+            } else if b > 0.0 {
+                "north"
+            } else {
+                "south"
+            })
+            .to_owned()
+        };
+        let model = fit(
+            ModelKind::SoftmaxRegression,
+            &csv(600, label),
+            &[("epochs", "200")],
+        );
+        assert!(
+            model.manifest.metrics["accuracy"] >= 0.93,
+            "{:?}",
+            model.manifest.metrics
+        );
+        assert!(
+            model.manifest.metrics["f1_macro"] >= 0.9,
+            "{:?}",
+            model.manifest.metrics
+        );
+        let confusion = &model.manifest.confusion_matrix;
+        assert_eq!(confusion.len(), 3);
+        assert_eq!(
+            confusion.iter().flatten().sum::<u64>(),
+            120,
+            "counts the 20 % held out"
+        );
+    }
+
+    #[test]
+    fn mlp_learns_xor_which_no_linear_model_can() {
+        let xor = csv(800, |a, b| u8::from((a > 0.0) != (b > 0.0)).to_string());
+        let linear = fit(ModelKind::SoftmaxRegression, &xor, &[]);
+        assert!(
+            linear.manifest.metrics["accuracy"] < 0.75,
+            "{:?}",
+            linear.manifest.metrics
+        );
+        for pairs in [
+            vec![
+                ("hidden", "32"),
+                ("epochs", "300"),
+                ("learning_rate", "0.01"),
+                ("batch_size", "32"),
+            ],
+            vec![
+                ("hidden", "16,16"),
+                ("activation", "tanh"),
+                ("optimizer", "sgd"),
+                ("momentum", "0.9"),
+                ("learning_rate", "0.05"),
+                ("epochs", "300"),
+                ("batch_size", "32"),
+                ("lr_schedule", "cosine"),
+            ],
+        ] {
+            let model = fit(ModelKind::MlpClassifier, &xor, &pairs);
+            assert!(
+                model.manifest.metrics["accuracy"] >= 0.95,
+                "{pairs:?}: {:?}",
+                model.manifest.metrics
+            );
         }
-        let data = Dataset::from_csv(&csv, "label").expect("valid csv");
-        let model = train(ModelKind::LogisticRegression, &data, &TrainParams::default(), |_| true).expect("trains");
-        assert!(model.manifest.metrics["accuracy"] >= 0.95, "{:?}", model.manifest.metrics);
+    }
+
+    #[test]
+    fn mlp_regressor_fits_a_curve() {
+        let model = fit(
+            ModelKind::MlpRegressor,
+            &csv(600, |a, b| (a * b * 4.0).to_string()),
+            &[
+                ("hidden", "32"),
+                ("epochs", "400"),
+                ("learning_rate", "0.01"),
+                ("batch_size", "32"),
+            ],
+        );
+        assert!(
+            model.manifest.metrics["r2"] > 0.9,
+            "{:?}",
+            model.manifest.metrics
+        );
+    }
+
+    #[test]
+    fn early_stopping_ends_training_and_keeps_the_best_epoch() {
+        let data = Dataset::from_csv(&csv(300, |a, b| (a + b).to_string()), "y", false)
+            .expect("valid csv");
+        let p = params(
+            ModelKind::MlpRegressor,
+            &[
+                ("early_stopping", "true"),
+                ("patience", "3"),
+                ("epochs", "5000"),
+                ("learning_rate", "0.05"),
+            ],
+        );
+        let mut epochs = 0;
+        train(ModelKind::MlpRegressor, &data, &p, |progress| {
+            epochs = progress.epoch;
+            assert!(progress.validation_loss.is_some() && progress.rows_per_second > 0.0);
+            true
+        })
+        .expect("trains");
+        assert!(epochs < 5000, "early stopping never triggered");
     }
 
     #[test]
     fn same_seed_same_model() {
-        let data = line_data();
-        let params = TrainParams { epochs: 5, ..TrainParams::default() };
-        let a = train(ModelKind::LinearRegression, &data, &params, |_| true).expect("trains");
-        let b = train(ModelKind::LinearRegression, &data, &params, |_| true).expect("trains");
-        assert_eq!(a.weights, b.weights);
+        let xor = csv(200, |a, b| u8::from((a > 0.0) != (b > 0.0)).to_string());
+        let a = fit(ModelKind::MlpClassifier, &xor, &[("epochs", "5")]);
+        let b = fit(ModelKind::MlpClassifier, &xor, &[("epochs", "5")]);
+        let c = fit(
+            ModelKind::MlpClassifier,
+            &xor,
+            &[("epochs", "5"), ("seed", "7")],
+        );
+        assert_eq!(a.layers, b.layers);
+        assert_ne!(a.layers, c.layers);
     }
 
     #[test]
-    fn rejects_out_of_range_parameters() {
-        let params: BTreeMap<String, String> = [("learning_rate".to_owned(), "0".to_owned())].into();
-        let err = TrainParams::from_map(&params).expect_err("zero learning rate");
-        assert_eq!(err.to_string(), "invalid parameter learning_rate: 0 is out of range; allowed (0, 10]");
-        let params: BTreeMap<String, String> = [("momentum".to_owned(), "1".to_owned())].into();
-        assert!(TrainParams::from_map(&params).is_err());
+    fn cancelling_stops_training() {
+        let data =
+            Dataset::from_csv(&csv(50, |a, _| a.to_string()), "y", false).expect("valid csv");
+        let err = train(
+            ModelKind::LinearRegression,
+            &data,
+            &TrainParams::defaults_for(ModelKind::LinearRegression),
+            |p| p.epoch < 3,
+        )
+        .expect_err("cancelled");
+        assert!(matches!(err, Error::Cancelled));
+    }
+
+    #[test]
+    fn rejects_bad_parameters_naming_field_and_range() {
+        let bad = |kind: ModelKind, name: &str, value: &str| {
+            let map: BTreeMap<String, String> = [(name.to_owned(), value.to_owned())].into();
+            TrainParams::from_map(kind, &map)
+                .expect_err("invalid")
+                .to_string()
+        };
+        assert_eq!(
+            bad(ModelKind::LinearRegression, "learning_rate", "0"),
+            "invalid parameter learning_rate: 0 is out of range; allowed (0, 10]"
+        );
+        assert_eq!(
+            bad(ModelKind::MlpClassifier, "momentum", "1"),
+            "invalid parameter momentum: 1 is out of range; allowed [0, 1)"
+        );
+        assert!(bad(ModelKind::LinearRegression, "hidden", "8").contains("only MLP kinds"));
+        assert!(
+            bad(ModelKind::MlpClassifier, "activation", "gelu").contains("expected relu or tanh")
+        );
+        assert!(bad(ModelKind::MlpClassifier, "dropout", "0.1").contains("unknown parameter"));
+    }
+
+    #[test]
+    fn wrong_target_for_kind_is_explained() {
+        let three = Dataset::from_csv("a,y\n1,x\n2,y\n3,z\n", "y", true).expect("valid csv");
+        let err = train(
+            ModelKind::LogisticRegression,
+            &three,
+            &TrainParams::defaults_for(ModelKind::LogisticRegression),
+            |_| true,
+        )
+        .expect_err("three classes");
+        assert!(err.to_string().contains("use softmax or mlp"), "{err}");
     }
 }

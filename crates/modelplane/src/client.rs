@@ -8,7 +8,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use modelplane_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use modelplane_proto::inference::model_infer_request::InferInputTensor;
-use modelplane_proto::inference::{InferTensorContents, ModelInferRequest, ModelMetadataRequest, ModelReadyRequest};
+use modelplane_proto::inference::{
+    InferTensorContents, ModelInferRequest, ModelMetadataRequest, ModelReadyRequest,
+};
 use modelplane_proto::registry::{self as pb, registry_client::RegistryClient};
 use modelplane_proto::trainer::{self as tpb, trainer_client::TrainerClient};
 use modelplane_service::TracedChannel;
@@ -44,7 +46,11 @@ pub enum ModelsCommand {
 #[derive(Subcommand)]
 pub enum AliasCommand {
     /// Point an alias at a version.
-    Set { model: String, alias: String, version: u64 },
+    Set {
+        model: String,
+        alias: String,
+        version: u64,
+    },
     /// Delete an alias.
     Delete { model: String, alias: String },
 }
@@ -67,10 +73,13 @@ pub struct TrainArgs {
     /// Column to predict.
     #[arg(long)]
     pub target: String,
-    /// Model kind: linear or logistic.
+    /// Model kind: linear, logistic, softmax, mlp (classifier) or mlp_regressor.
     #[arg(long, default_value = "linear")]
     pub kind: String,
-    /// Hyperparameter as name=value (learning_rate, epochs, batch_size, l2, seed, validation_fraction).
+    /// Hyperparameter as name=value: learning_rate, epochs, batch_size, l2, seed,
+    /// validation_fraction; for MLPs also hidden (e.g. 64 or 128,64), activation
+    /// (relu|tanh), optimizer (adam|sgd), momentum, early_stopping, patience,
+    /// lr_schedule (constant|cosine).
     #[arg(long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
     /// Passes over the data.
@@ -122,7 +131,8 @@ fn channel(addr: &str) -> Result<TracedChannel> {
 }
 
 fn registry(endpoints: &Endpoints) -> Result<RegistryClient<TracedChannel>> {
-    Ok(RegistryClient::new(channel(&endpoints.registry)?).max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES))
+    Ok(RegistryClient::new(channel(&endpoints.registry)?)
+        .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES))
 }
 
 fn status_error(what: &str, status: tonic::Status) -> anyhow::Error {
@@ -133,18 +143,30 @@ pub async fn datasets(command: DatasetsCommand, endpoints: &Endpoints) -> Result
     let mut client = registry(endpoints)?;
     match command {
         DatasetsCommand::Upload { file, name } => {
-            let bytes = tokio::fs::read(&file).await.with_context(|| format!("cannot read {}", file.display()))?;
+            let bytes = tokio::fs::read(&file)
+                .await
+                .with_context(|| format!("cannot read {}", file.display()))?;
             let name = match name {
                 Some(name) => name,
-                None => file.file_stem().and_then(|s| s.to_str()).map(str::to_owned).context("cannot derive a dataset name; pass --name")?,
+                None => file
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .map(str::to_owned)
+                    .context("cannot derive a dataset name; pass --name")?,
             };
             let sha256 = hex::encode(Sha256::digest(&bytes));
             let mut messages = vec![pb::UploadDatasetRequest {
-                part: Some(pb::upload_dataset_request::Part::Manifest(pb::DatasetManifest { name, sha256 })),
+                part: Some(pb::upload_dataset_request::Part::Manifest(
+                    pb::DatasetManifest { name, sha256 },
+                )),
             }];
-            messages.extend(bytes.chunks(modelplane_proto::MAX_CHUNK_BYTES).map(|chunk| pb::UploadDatasetRequest {
-                part: Some(pb::upload_dataset_request::Part::Chunk(chunk.to_vec())),
-            }));
+            messages.extend(
+                bytes
+                    .chunks(modelplane_proto::MAX_CHUNK_BYTES)
+                    .map(|chunk| pb::UploadDatasetRequest {
+                        part: Some(pb::upload_dataset_request::Part::Chunk(chunk.to_vec())),
+                    }),
+            );
             let dataset = client
                 .upload_dataset(futures::stream::iter(messages))
                 .await
@@ -159,9 +181,15 @@ pub async fn datasets(command: DatasetsCommand, endpoints: &Endpoints) -> Result
             );
         }
         DatasetsCommand::List => {
-            let response = client.list_datasets(pb::ListDatasetsRequest {}).await.map_err(|s| status_error("list failed", s))?;
+            let response = client
+                .list_datasets(pb::ListDatasetsRequest {})
+                .await
+                .map_err(|s| status_error("list failed", s))?;
             for d in response.into_inner().datasets {
-                println!("{}\t{} rows\t{} bytes\t{}", d.name, d.rows, d.size_bytes, d.sha256);
+                println!(
+                    "{}\t{} rows\t{} bytes\t{}",
+                    d.name, d.rows, d.size_bytes, d.sha256
+                );
             }
         }
     }
@@ -176,6 +204,9 @@ fn job_json(job: &tpb::Job) -> serde_json::Value {
         "epoch": progress.epoch,
         "epochs": progress.epochs,
         "loss": progress.loss,
+        "validation_loss": progress.validation_loss,
+        "rows_per_second": progress.rows_per_second,
+        "eta_seconds": progress.eta_seconds,
         "version": job.version,
         "metrics": job.metrics,
         "error": job.error,
@@ -185,7 +216,9 @@ fn job_json(job: &tpb::Job) -> serde_json::Value {
 pub async fn train(args: TrainArgs, endpoints: &Endpoints) -> Result<()> {
     let mut params: HashMap<String, String> = HashMap::new();
     for pair in &args.params {
-        let (name, value) = pair.split_once('=').with_context(|| format!("--param {pair:?} is not NAME=VALUE"))?;
+        let (name, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--param {pair:?} is not NAME=VALUE"))?;
         params.insert(name.trim().to_owned(), value.trim().to_owned());
     }
     if let Some(epochs) = args.epochs {
@@ -227,17 +260,33 @@ pub async fn train(args: TrainArgs, endpoints: &Endpoints) -> Result<()> {
             ProgressStyle::with_template("{spinner} {msg} [{bar:30}] epoch {pos}/{len} {elapsed}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        bar.set_message(format!("training {} (job {})", args.model, &job.id[..8.min(job.id.len())]));
+        bar.set_message(format!(
+            "training {} (job {})",
+            args.model,
+            &job.id[..8.min(job.id.len())]
+        ));
     }
     let mut last = job;
-    while let Some(update) = stream.message().await.map_err(|s| status_error("watch interrupted", s))? {
+    while let Some(update) = stream
+        .message()
+        .await
+        .map_err(|s| status_error("watch interrupted", s))?
+    {
         let progress = update.progress.clone().unwrap_or_default();
         match args.output {
             OutputFormat::Json => println!("{}", job_json(&update)),
             OutputFormat::Text => {
                 bar.set_length(u64::from(progress.epochs.max(1)));
                 bar.set_position(u64::from(progress.epoch));
-                bar.set_message(format!("training {} loss {:.5}", args.model, progress.loss));
+                let eta = if progress.eta_seconds > 0.0 {
+                    format!(" eta {:.0}s", progress.eta_seconds)
+                } else {
+                    String::new()
+                };
+                bar.set_message(format!(
+                    "training {} loss {:.5} {:.0} rows/s{eta}",
+                    args.model, progress.loss, progress.rows_per_second
+                ));
             }
         }
         last = update;
@@ -248,8 +297,14 @@ pub async fn train(args: TrainArgs, endpoints: &Endpoints) -> Result<()> {
             if args.output == OutputFormat::Text {
                 let mut metrics: Vec<_> = last.metrics.iter().collect();
                 metrics.sort_by(|a, b| a.0.cmp(b.0));
-                let metrics: Vec<String> = metrics.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
-                println!("trained {} version {} ({})", args.model, last.version, metrics.join(" "));
+                let metrics: Vec<String> =
+                    metrics.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
+                println!(
+                    "trained {} version {} ({})",
+                    args.model,
+                    last.version,
+                    metrics.join(" ")
+                );
             }
             Ok(())
         }
@@ -261,11 +316,23 @@ pub async fn models(command: ModelsCommand, endpoints: &Endpoints) -> Result<()>
     let mut client = registry(endpoints)?;
     match command {
         ModelsCommand::List => {
-            let models = client.list_models(pb::ListModelsRequest {}).await.map_err(|s| status_error("list failed", s))?;
+            let models = client
+                .list_models(pb::ListModelsRequest {})
+                .await
+                .map_err(|s| status_error("list failed", s))?;
             for model in models.into_inner().models {
-                let mut aliases: Vec<String> = model.aliases.iter().map(|(a, v)| format!("{a}->v{v}")).collect();
+                let mut aliases: Vec<String> = model
+                    .aliases
+                    .iter()
+                    .map(|(a, v)| format!("{a}->v{v}"))
+                    .collect();
                 aliases.sort();
-                println!("{}\tlatest v{}\t{}", model.name, model.latest_version, aliases.join(" "));
+                println!(
+                    "{}\tlatest v{}\t{}",
+                    model.name,
+                    model.latest_version,
+                    aliases.join(" ")
+                );
             }
         }
         ModelsCommand::Versions { model } => {
@@ -274,7 +341,11 @@ pub async fn models(command: ModelsCommand, endpoints: &Endpoints) -> Result<()>
                 .await
                 .map_err(|s| status_error("list failed", s))?;
             for v in versions.into_inner().versions {
-                let mut metrics: Vec<String> = v.metrics.iter().map(|(k, m)| format!("{k}={m:.4}")).collect();
+                let mut metrics: Vec<String> = v
+                    .metrics
+                    .iter()
+                    .map(|(k, m)| format!("{k}={m:.4}"))
+                    .collect();
                 metrics.sort();
                 let lineage = v.lineage.unwrap_or_default();
                 println!(
@@ -295,9 +366,17 @@ pub async fn models(command: ModelsCommand, endpoints: &Endpoints) -> Result<()>
 pub async fn alias(command: AliasCommand, endpoints: &Endpoints) -> Result<()> {
     let mut client = registry(endpoints)?;
     match command {
-        AliasCommand::Set { model, alias, version } => {
+        AliasCommand::Set {
+            model,
+            alias,
+            version,
+        } => {
             let response = client
-                .set_alias(pb::SetAliasRequest { model: model.clone(), alias: alias.clone(), version })
+                .set_alias(pb::SetAliasRequest {
+                    model: model.clone(),
+                    alias: alias.clone(),
+                    version,
+                })
                 .await
                 .map_err(|s| status_error("alias set failed", s))?
                 .into_inner();
@@ -308,7 +387,10 @@ pub async fn alias(command: AliasCommand, endpoints: &Endpoints) -> Result<()> {
         }
         AliasCommand::Delete { model, alias } => {
             client
-                .delete_alias(pb::DeleteAliasRequest { model: model.clone(), alias: alias.clone() })
+                .delete_alias(pb::DeleteAliasRequest {
+                    model: model.clone(),
+                    alias: alias.clone(),
+                })
                 .await
                 .map_err(|s| status_error("alias delete failed", s))?;
             println!("deleted {model}:{alias}");
@@ -319,13 +401,27 @@ pub async fn alias(command: AliasCommand, endpoints: &Endpoints) -> Result<()> {
 
 pub async fn deploy(args: DeployArgs, endpoints: &Endpoints) -> Result<()> {
     let target = match (args.version, args.alias) {
-        (Some(version), None) => pb::DeploymentTarget { version, alias: String::new(), weight: 100 },
-        (None, Some(alias)) => pb::DeploymentTarget { version: 0, alias, weight: 100 },
+        (Some(version), None) => pb::DeploymentTarget {
+            version,
+            alias: String::new(),
+            weight: 100,
+        },
+        (None, Some(alias)) => pb::DeploymentTarget {
+            version: 0,
+            alias,
+            weight: 100,
+        },
         _ => bail!("name what to deploy: --version N or --alias NAME"),
     };
-    let deployment = pb::Deployment { model: args.model.clone(), targets: vec![target], replicas: args.replicas };
+    let deployment = pb::Deployment {
+        model: args.model.clone(),
+        targets: vec![target],
+        replicas: args.replicas,
+    };
     registry(endpoints)?
-        .set_deployment(pb::SetDeploymentRequest { deployment: Some(deployment) })
+        .set_deployment(pb::SetDeploymentRequest {
+            deployment: Some(deployment),
+        })
         .await
         .map_err(|s| status_error("deploy failed", s))?;
     if args.wait == 0 {
@@ -335,7 +431,10 @@ pub async fn deploy(args: DeployArgs, endpoints: &Endpoints) -> Result<()> {
     let mut router = GrpcInferenceServiceClient::new(channel(&endpoints.router)?);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.wait);
     loop {
-        let request = ModelReadyRequest { name: args.model.clone(), version: String::new() };
+        let request = ModelReadyRequest {
+            name: args.model.clone(),
+            version: String::new(),
+        };
         if let Ok(response) = router.model_ready(request).await {
             if response.into_inner().ready {
                 println!("deployed {} (ready)", args.model);
@@ -343,7 +442,11 @@ pub async fn deploy(args: DeployArgs, endpoints: &Endpoints) -> Result<()> {
             }
         }
         if std::time::Instant::now() > deadline {
-            bail!("deployed {}, but it was not ready within {} s; check the workers", args.model, args.wait);
+            bail!(
+                "deployed {}, but it was not ready within {} s; check the workers",
+                args.model,
+                args.wait
+            );
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
@@ -360,14 +463,18 @@ fn parse_rows(text: &str) -> Result<Vec<Vec<f32>>> {
             .collect()
     };
     match value.as_array() {
-        Some(items) if items.first().is_some_and(serde_json::Value::is_array) => items.iter().map(as_row).collect(),
+        Some(items) if items.first().is_some_and(serde_json::Value::is_array) => {
+            items.iter().map(as_row).collect()
+        }
         Some(_) => Ok(vec![as_row(&value)?]),
         None => bail!("input must be a JSON array: one row [..] or rows [[..], [..]]"),
     }
 }
 
 pub async fn predict(args: PredictArgs, endpoints: &Endpoints) -> Result<()> {
-    let text = tokio::fs::read_to_string(&args.input).await.with_context(|| format!("cannot read {}", args.input.display()))?;
+    let text = tokio::fs::read_to_string(&args.input)
+        .await
+        .with_context(|| format!("cannot read {}", args.input.display()))?;
     let rows = parse_rows(&text)?;
     let width = rows.first().map(Vec::len).unwrap_or(0);
     if rows.iter().any(|r| r.len() != width) {
@@ -375,11 +482,18 @@ pub async fn predict(args: PredictArgs, endpoints: &Endpoints) -> Result<()> {
     }
     let mut client = GrpcInferenceServiceClient::new(channel(&endpoints.router)?);
     let metadata = client
-        .model_metadata(ModelMetadataRequest { name: args.model.clone(), version: args.version.clone() })
+        .model_metadata(ModelMetadataRequest {
+            name: args.model.clone(),
+            version: args.version.clone(),
+        })
         .await
         .map_err(|s| status_error("model metadata failed", s))?
         .into_inner();
-    let input_name = metadata.inputs.first().map(|i| i.name.clone()).unwrap_or_else(|| "input".into());
+    let input_name = metadata
+        .inputs
+        .first()
+        .map(|i| i.name.clone())
+        .unwrap_or_else(|| "input".into());
     let request = ModelInferRequest {
         model_name: args.model.clone(),
         model_version: args.version.clone(),
@@ -387,22 +501,30 @@ pub async fn predict(args: PredictArgs, endpoints: &Endpoints) -> Result<()> {
             name: input_name,
             datatype: "FP32".into(),
             shape: vec![rows.len() as i64, width as i64],
-            contents: Some(InferTensorContents { fp32_contents: rows.concat(), ..Default::default() }),
+            contents: Some(InferTensorContents {
+                fp32_contents: rows.concat(),
+                ..Default::default()
+            }),
             ..Default::default()
         }],
         ..Default::default()
     };
-    let response = client.model_infer(request).await.map_err(|s| status_error("inference failed", s))?.into_inner();
+    let response = client
+        .model_infer(request)
+        .await
+        .map_err(|s| status_error("inference failed", s))?
+        .into_inner();
     let outputs: Vec<serde_json::Value> = response
         .outputs
         .iter()
         .map(|o| {
-            serde_json::json!({
-                "name": o.name,
-                "datatype": o.datatype,
-                "shape": o.shape,
-                "data": o.contents.as_ref().map(|c| c.fp32_contents.clone()).unwrap_or_default(),
-            })
+            let contents = o.contents.clone().unwrap_or_default();
+            let data = if o.datatype == "BYTES" {
+                serde_json::json!(contents.bytes_contents.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect::<Vec<_>>())
+            } else {
+                serde_json::json!(contents.fp32_contents)
+            };
+            serde_json::json!({ "name": o.name, "datatype": o.datatype, "shape": o.shape, "data": data })
         })
         .collect();
     println!(

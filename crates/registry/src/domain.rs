@@ -65,7 +65,11 @@ fn check_name(what: &str, name: &str) -> Result<()> {
 impl Registry {
     /// A registry over `store` and `blobs`.
     pub fn new(store: Arc<dyn KvStore>, blobs: BlobStore, config: RegistryConfig) -> Self {
-        Self { store, blobs, config }
+        Self {
+            store,
+            blobs,
+            config,
+        }
     }
 
     /// Size limits.
@@ -74,7 +78,12 @@ impl Registry {
     }
 
     /// Creates a model; ALREADY_EXISTS when the name is taken.
-    pub async fn create_model(&self, name: &str, description: &str, owner: &str) -> Result<ModelRecord> {
+    pub async fn create_model(
+        &self,
+        name: &str,
+        description: &str,
+        owner: &str,
+    ) -> Result<ModelRecord> {
         check_name("model name", name)?;
         let record = ModelRecord {
             name: name.to_owned(),
@@ -83,9 +92,14 @@ impl Registry {
             created_unix_ms: schema::now_unix_ms(),
             latest_version: 0,
         };
-        let created = self.store.compare_and_swap(&schema::model_key(name), 0, schema::encode(&record), None).await?;
+        let created = self
+            .store
+            .compare_and_swap(&schema::model_key(name), 0, schema::encode(&record), None)
+            .await?;
         if !created {
-            return Err(Error::AlreadyExists(format!("model {name:?} already exists")));
+            return Err(Error::AlreadyExists(format!(
+                "model {name:?} already exists"
+            )));
         }
         Ok(record)
     }
@@ -93,7 +107,11 @@ impl Registry {
     /// A model record and its aliases.
     pub async fn get_model(&self, name: &str) -> Result<(ModelRecord, BTreeMap<String, u64>)> {
         let key = schema::model_key(name);
-        let kv = self.store.get(&key).await?.ok_or_else(|| not_found_model(name))?;
+        let kv = self
+            .store
+            .get(&key)
+            .await?
+            .ok_or_else(|| not_found_model(name))?;
         let record: ModelRecord = schema::decode(&key, &kv.value)?;
         let aliases = self.aliases(name).await?;
         Ok((record, aliases))
@@ -111,7 +129,11 @@ impl Registry {
                     models.insert(name.to_owned(), (record, BTreeMap::new()));
                 }
                 Some(ModelsKey::Alias(model, alias)) => {
-                    aliases.push((model.to_owned(), alias.to_owned(), parse_alias(&kv.key, &kv.value)?));
+                    aliases.push((
+                        model.to_owned(),
+                        alias.to_owned(),
+                        parse_alias(&kv.key, &kv.value)?,
+                    ));
                 }
                 _ => {}
             }
@@ -130,7 +152,12 @@ impl Registry {
         snapshot
             .kvs
             .iter()
-            .map(|kv| Ok((kv.key[prefix.len()..].to_owned(), parse_alias(&kv.key, &kv.value)?)))
+            .map(|kv| {
+                Ok((
+                    kv.key[prefix.len()..].to_owned(),
+                    parse_alias(&kv.key, &kv.value)?,
+                ))
+            })
             .collect()
     }
 
@@ -164,9 +191,16 @@ impl Registry {
         let model = tokio::task::spawn_blocking(move || Model::from_artifact(&bytes))
             .await
             .map_err(|err| Error::Internal(err.to_string()))?
-            .map_err(|err| Error::InvalidArgument(format!("not a loadable modelplane artifact: {err}")))?;
+            .map_err(|err| {
+                Error::InvalidArgument(format!("not a loadable modelplane artifact: {err}"))
+            })?;
 
-        if self.store.get(&schema::model_key(&upload.model)).await?.is_none() {
+        if self
+            .store
+            .get(&schema::model_key(&upload.model))
+            .await?
+            .is_none()
+        {
             if !upload.create_model {
                 return Err(not_found_model(&upload.model));
             }
@@ -176,7 +210,9 @@ impl Registry {
             }
         }
         // The blob goes first: a version record never points at a missing blob.
-        self.blobs.put(ARTIFACTS, &actual, upload.bytes.clone()).await?;
+        self.blobs
+            .put(ARTIFACTS, &actual, upload.bytes.clone())
+            .await?;
         let version = self.allocate_version(&upload.model).await?;
         let record = VersionRecord {
             model: upload.model.clone(),
@@ -190,7 +226,13 @@ impl Registry {
             lineage: upload.lineage,
             created_unix_ms: schema::now_unix_ms(),
         };
-        self.store.put(&schema::version_key(&upload.model, version), schema::encode(&record), None).await?;
+        self.store
+            .put(
+                &schema::version_key(&upload.model, version),
+                schema::encode(&record),
+                None,
+            )
+            .await?;
         tracing::info!(model = %record.model, version, sha256 = %record.sha256, "registered version");
         Ok(record)
     }
@@ -200,25 +242,34 @@ impl Registry {
     async fn allocate_version(&self, model: &str) -> Result<u64> {
         let key = schema::model_key(model);
         for _ in 0..CAS_ATTEMPTS {
-            let kv = self.store.get(&key).await?.ok_or_else(|| not_found_model(model))?;
+            let kv = self
+                .store
+                .get(&key)
+                .await?
+                .ok_or_else(|| not_found_model(model))?;
             let mut record: ModelRecord = schema::decode(&key, &kv.value)?;
             record.latest_version += 1;
-            if self.store.compare_and_swap(&key, kv.mod_revision, schema::encode(&record), None).await? {
+            if self
+                .store
+                .compare_and_swap(&key, kv.mod_revision, schema::encode(&record), None)
+                .await?
+            {
                 return Ok(record.latest_version);
             }
         }
-        Err(Error::Internal(format!("could not allocate a version of {model:?}: too much contention")))
+        Err(Error::Internal(format!(
+            "could not allocate a version of {model:?}: too much contention"
+        )))
     }
 
     /// Resolves a version number or alias (empty: the latest version) to its record.
     pub async fn get_version(&self, model: &str, version: &str) -> Result<VersionRecord> {
         let number = self.resolve(model, version).await?;
         let key = schema::version_key(model, number);
-        let kv = self
-            .store
-            .get(&key)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("model {model:?} has no version {number}")))?;
+        let kv =
+            self.store.get(&key).await?.ok_or_else(|| {
+                Error::NotFound(format!("model {model:?} has no version {number}"))
+            })?;
         Ok(schema::decode(&key, &kv.value)?)
     }
 
@@ -227,7 +278,9 @@ impl Registry {
         if version.is_empty() {
             let (record, _) = self.get_model(model).await?;
             if record.latest_version == 0 {
-                return Err(Error::NotFound(format!("model {model:?} has no versions yet")));
+                return Err(Error::NotFound(format!(
+                    "model {model:?} has no versions yet"
+                )));
             }
             return Ok(record.latest_version);
         }
@@ -239,7 +292,9 @@ impl Registry {
             Some(kv) => parse_alias(&key, &kv.value),
             None => {
                 self.get_model(model).await?;
-                Err(Error::NotFound(format!("model {model:?} has no alias {version:?}")))
+                Err(Error::NotFound(format!(
+                    "model {model:?} has no alias {version:?}"
+                )))
             }
         }
     }
@@ -248,8 +303,11 @@ impl Registry {
     pub async fn list_versions(&self, model: &str) -> Result<Vec<VersionRecord>> {
         self.get_model(model).await?;
         let snapshot = self.store.range(&schema::versions_prefix(model)).await?;
-        let mut versions: Vec<VersionRecord> =
-            snapshot.kvs.iter().map(|kv| schema::decode(&kv.key, &kv.value)).collect::<Result<_, _>>()?;
+        let mut versions: Vec<VersionRecord> = snapshot
+            .kvs
+            .iter()
+            .map(|kv| schema::decode(&kv.key, &kv.value))
+            .collect::<Result<_, _>>()?;
         versions.sort_by_key(|v| v.version);
         Ok(versions)
     }
@@ -280,7 +338,9 @@ impl Registry {
             Some(kv) => parse_alias(&key, &kv.value)?,
             None => 0,
         };
-        self.store.put(&key, version.to_string().into_bytes(), None).await?;
+        self.store
+            .put(&key, version.to_string().into_bytes(), None)
+            .await?;
         tracing::info!(model, alias, version, previous, "alias set");
         Ok(previous)
     }
@@ -292,7 +352,9 @@ impl Registry {
             Some(kv) => parse_alias(&key, &kv.value),
             None => {
                 self.get_model(model).await?;
-                Err(Error::NotFound(format!("model {model:?} has no alias {alias:?}")))
+                Err(Error::NotFound(format!(
+                    "model {model:?} has no alias {alias:?}"
+                )))
             }
         }
     }
@@ -300,14 +362,20 @@ impl Registry {
     /// Deletes an alias; FAILED_PRECONDITION while a deployment targets it.
     pub async fn delete_alias(&self, model: &str, alias: &str) -> Result<()> {
         if let Some(deployment) = self.get_deployment_opt(model).await? {
-            if deployment.targets.iter().any(|t| t.alias.as_deref() == Some(alias)) {
+            if deployment
+                .targets
+                .iter()
+                .any(|t| t.alias.as_deref() == Some(alias))
+            {
                 return Err(Error::FailedPrecondition(format!(
                     "alias {alias:?} of {model:?} is a target of its deployment; change the deployment first"
                 )));
             }
         }
         if !self.store.delete(&schema::alias_key(model, alias)).await? {
-            return Err(Error::NotFound(format!("model {model:?} has no alias {alias:?}")));
+            return Err(Error::NotFound(format!(
+                "model {model:?} has no alias {alias:?}"
+            )));
         }
         Ok(())
     }
@@ -317,7 +385,9 @@ impl Registry {
         let model = deployment.model.clone();
         self.get_model(&model).await?;
         if deployment.targets.is_empty() {
-            return Err(Error::InvalidArgument("a deployment needs at least one target".into()));
+            return Err(Error::InvalidArgument(
+                "a deployment needs at least one target".into(),
+            ));
         }
         for (index, target) in deployment.targets.iter().enumerate() {
             match (&target.version, &target.alias) {
@@ -334,10 +404,18 @@ impl Registry {
                 }
             }
             if target.weight == 0 {
-                return Err(Error::InvalidArgument(format!("target {index} has weight 0; expected at least 1")));
+                return Err(Error::InvalidArgument(format!(
+                    "target {index} has weight 0; expected at least 1"
+                )));
             }
         }
-        self.store.put(&schema::deployment_key(&model), schema::encode(&deployment), None).await?;
+        self.store
+            .put(
+                &schema::deployment_key(&model),
+                schema::encode(&deployment),
+                None,
+            )
+            .await?;
         tracing::info!(model = %model, targets = deployment.targets.len(), "deployment set");
         Ok(deployment)
     }
@@ -360,7 +438,11 @@ impl Registry {
     /// Every deployment.
     pub async fn list_deployments(&self) -> Result<Vec<DeploymentRecord>> {
         let snapshot = self.store.range(schema::DEPLOYMENTS).await?;
-        Ok(snapshot.kvs.iter().map(|kv| schema::decode(&kv.key, &kv.value)).collect::<Result<_, _>>()?)
+        Ok(snapshot
+            .kvs
+            .iter()
+            .map(|kv| schema::decode(&kv.key, &kv.value))
+            .collect::<Result<_, _>>()?)
     }
 
     /// Stores a CSV dataset under its sha256 and records its columns and row count.
@@ -378,12 +460,16 @@ impl Registry {
         let mut lines = text.lines().filter(|l| !l.trim().is_empty());
         let columns: Vec<String> = lines
             .next()
-            .ok_or_else(|| Error::InvalidArgument("dataset is empty; expected a CSV header row".into()))?
+            .ok_or_else(|| {
+                Error::InvalidArgument("dataset is empty; expected a CSV header row".into())
+            })?
             .split(',')
             .map(|c| c.trim().to_owned())
             .collect();
         let rows = lines.count() as u64;
-        self.blobs.put(DATASETS, &sha256, upload.bytes.clone()).await?;
+        self.blobs
+            .put(DATASETS, &sha256, upload.bytes.clone())
+            .await?;
         let record = DatasetRecord {
             name: upload.name.clone(),
             sha256: sha256.clone(),
@@ -392,26 +478,45 @@ impl Registry {
             rows,
             created_unix_ms: schema::now_unix_ms(),
         };
-        self.store.put(&schema::dataset_key(&upload.name, &sha256), schema::encode(&record), None).await?;
+        self.store
+            .put(
+                &schema::dataset_key(&upload.name, &sha256),
+                schema::encode(&record),
+                None,
+            )
+            .await?;
         Ok(record)
     }
 
     /// Every dataset upload.
     pub async fn list_datasets(&self) -> Result<Vec<DatasetRecord>> {
         let snapshot = self.store.range(schema::DATASETS).await?;
-        Ok(snapshot.kvs.iter().map(|kv| schema::decode(&kv.key, &kv.value)).collect::<Result<_, _>>()?)
+        Ok(snapshot
+            .kvs
+            .iter()
+            .map(|kv| schema::decode(&kv.key, &kv.value))
+            .collect::<Result<_, _>>()?)
     }
 
     /// A dataset record and its bytes; empty `sha256` means the newest upload of `name`.
-    pub async fn download_dataset(&self, name: &str, sha256: &str) -> Result<(DatasetRecord, Bytes)> {
+    pub async fn download_dataset(
+        &self,
+        name: &str,
+        sha256: &str,
+    ) -> Result<(DatasetRecord, Bytes)> {
         let snapshot = self.store.range(&schema::dataset_prefix(name)).await?;
-        let mut records: Vec<DatasetRecord> =
-            snapshot.kvs.iter().map(|kv| schema::decode(&kv.key, &kv.value)).collect::<Result<_, _>>()?;
+        let mut records: Vec<DatasetRecord> = snapshot
+            .kvs
+            .iter()
+            .map(|kv| schema::decode(&kv.key, &kv.value))
+            .collect::<Result<_, _>>()?;
         records.sort_by_key(|r| r.created_unix_ms);
         let record = if sha256.is_empty() {
             records.pop()
         } else {
-            records.into_iter().find(|r| r.sha256.eq_ignore_ascii_case(sha256))
+            records
+                .into_iter()
+                .find(|r| r.sha256.eq_ignore_ascii_case(sha256))
         }
         .ok_or_else(|| match sha256 {
             "" => Error::NotFound(format!("dataset {name:?} not found; upload it first")),
@@ -430,5 +535,10 @@ fn parse_alias(key: &str, value: &[u8]) -> Result<u64> {
     std::str::from_utf8(value)
         .ok()
         .and_then(|text| text.trim().parse().ok())
-        .ok_or_else(|| Error::Store(modelplane_store::Error::Corrupt { key: key.to_owned(), reason: "alias is not a version number".into() }))
+        .ok_or_else(|| {
+            Error::Store(modelplane_store::Error::Corrupt {
+                key: key.to_owned(),
+                reason: "alias is not a version number".into(),
+            })
+        })
 }

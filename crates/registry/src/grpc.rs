@@ -8,7 +8,9 @@ use futures::Stream;
 use modelplane_model::{Signature, TensorSpec};
 use modelplane_proto::MAX_CHUNK_BYTES;
 use modelplane_proto::registry as pb;
-use modelplane_store::schema::{DatasetRecord, DeploymentRecord, DeploymentTarget, Lineage, ModelRecord, VersionRecord};
+use modelplane_store::schema::{
+    DatasetRecord, DeploymentRecord, DeploymentTarget, Lineage, ModelRecord, VersionRecord,
+};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{DatasetUpload, Registry, VersionUpload};
@@ -53,13 +55,16 @@ async fn collect_upload<M, T>(
 where
     T: Send + 'static,
 {
-    let first = stream
-        .message()
-        .await?
-        .ok_or_else(|| Status::invalid_argument("empty upload; expected a manifest message first"))?;
+    let first = stream.message().await?.ok_or_else(|| {
+        Status::invalid_argument("empty upload; expected a manifest message first")
+    })?;
     let manifest = match split(first) {
         Some(Ok(manifest)) => manifest,
-        _ => return Err(Status::invalid_argument("the first upload message must carry the manifest")),
+        _ => {
+            return Err(Status::invalid_argument(
+                "the first upload message must carry the manifest",
+            ));
+        }
     };
     let mut buffer = BytesMut::new();
     while let Some(message) = stream.message().await? {
@@ -72,8 +77,16 @@ where
                 }
                 buffer.extend_from_slice(&chunk);
             }
-            Some(Ok(_)) => return Err(Status::invalid_argument("only the first upload message may carry a manifest")),
-            None => return Err(Status::invalid_argument("upload message carries neither manifest nor chunk")),
+            Some(Ok(_)) => {
+                return Err(Status::invalid_argument(
+                    "only the first upload message may carry a manifest",
+                ));
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "upload message carries neither manifest nor chunk",
+                ));
+            }
         }
     }
     Ok((manifest, buffer.freeze()))
@@ -91,24 +104,46 @@ fn chunked<T: Send + 'static>(head: T, bytes: Bytes, wrap: fn(Bytes) -> T) -> Re
 
 #[tonic::async_trait]
 impl pb::registry_server::Registry for RegistryService {
-    async fn create_model(&self, request: Request<pb::CreateModelRequest>) -> Result<Response<pb::Model>, Status> {
+    async fn create_model(
+        &self,
+        request: Request<pb::CreateModelRequest>,
+    ) -> Result<Response<pb::Model>, Status> {
         let request = request.into_inner();
         record_span(&request.name, "");
-        let record = self.registry.create_model(required("name", &request.name)?, &request.description, &request.owner).await?;
+        let record = self
+            .registry
+            .create_model(
+                required("name", &request.name)?,
+                &request.description,
+                &request.owner,
+            )
+            .await?;
         Ok(Response::new(model_to_pb(record, Default::default())))
     }
 
-    async fn get_model(&self, request: Request<pb::GetModelRequest>) -> Result<Response<pb::Model>, Status> {
+    async fn get_model(
+        &self,
+        request: Request<pb::GetModelRequest>,
+    ) -> Result<Response<pb::Model>, Status> {
         let request = request.into_inner();
         record_span(&request.name, "");
-        let (record, aliases) = self.registry.get_model(required("name", &request.name)?).await?;
+        let (record, aliases) = self
+            .registry
+            .get_model(required("name", &request.name)?)
+            .await?;
         Ok(Response::new(model_to_pb(record, aliases)))
     }
 
-    async fn list_models(&self, _: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsResponse>, Status> {
+    async fn list_models(
+        &self,
+        _: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
         let models = self.registry.list_models().await?;
         Ok(Response::new(pb::ListModelsResponse {
-            models: models.into_iter().map(|(record, aliases)| model_to_pb(record, aliases)).collect(),
+            models: models
+                .into_iter()
+                .map(|(record, aliases)| model_to_pb(record, aliases))
+                .collect(),
         }))
     }
 
@@ -117,12 +152,14 @@ impl pb::registry_server::Registry for RegistryService {
         request: Request<Streaming<pb::UploadVersionRequest>>,
     ) -> Result<Response<pb::ModelVersion>, Status> {
         let limit = self.registry.config().max_artifact_bytes;
-        let (manifest, bytes) = collect_upload(request.into_inner(), limit, |message: pb::UploadVersionRequest| {
-            match message.part? {
+        let (manifest, bytes) = collect_upload(
+            request.into_inner(),
+            limit,
+            |message: pb::UploadVersionRequest| match message.part? {
                 pb::upload_version_request::Part::Manifest(manifest) => Some(Ok(manifest)),
                 pb::upload_version_request::Part::Chunk(chunk) => Some(Err(Bytes::from(chunk))),
-            }
-        })
+            },
+        )
         .await?;
         record_span(&manifest.model, "");
         required("manifest.model", &manifest.model)?;
@@ -140,10 +177,16 @@ impl pb::registry_server::Registry for RegistryService {
         Ok(Response::new(version_to_pb(record)))
     }
 
-    async fn get_version(&self, request: Request<pb::GetVersionRequest>) -> Result<Response<pb::ModelVersion>, Status> {
+    async fn get_version(
+        &self,
+        request: Request<pb::GetVersionRequest>,
+    ) -> Result<Response<pb::ModelVersion>, Status> {
         let request = request.into_inner();
         record_span(&request.model, &request.version);
-        let record = self.registry.get_version(required("model", &request.model)?, &request.version).await?;
+        let record = self
+            .registry
+            .get_version(required("model", &request.model)?, &request.version)
+            .await?;
         Ok(Response::new(version_to_pb(record)))
     }
 
@@ -153,8 +196,13 @@ impl pb::registry_server::Registry for RegistryService {
     ) -> Result<Response<pb::ListVersionsResponse>, Status> {
         let request = request.into_inner();
         record_span(&request.model, "");
-        let versions = self.registry.list_versions(required("model", &request.model)?).await?;
-        Ok(Response::new(pb::ListVersionsResponse { versions: versions.into_iter().map(version_to_pb).collect() }))
+        let versions = self
+            .registry
+            .list_versions(required("model", &request.model)?)
+            .await?;
+        Ok(Response::new(pb::ListVersionsResponse {
+            versions: versions.into_iter().map(version_to_pb).collect(),
+        }))
     }
 
     type DownloadArtifactStream = ResponseStream<pb::DownloadArtifactResponse>;
@@ -165,19 +213,35 @@ impl pb::registry_server::Registry for RegistryService {
     ) -> Result<Response<Self::DownloadArtifactStream>, Status> {
         let request = request.into_inner();
         record_span(&request.model, &request.version);
-        let (record, bytes) = self.registry.download(required("model", &request.model)?, &request.version).await?;
-        let head = pb::DownloadArtifactResponse { part: Some(pb::download_artifact_response::Part::Version(version_to_pb(record))) };
-        Ok(Response::new(chunked(head, bytes, |chunk| pb::DownloadArtifactResponse {
-            part: Some(pb::download_artifact_response::Part::Chunk(chunk.to_vec())),
+        let (record, bytes) = self
+            .registry
+            .download(required("model", &request.model)?, &request.version)
+            .await?;
+        let head = pb::DownloadArtifactResponse {
+            part: Some(pb::download_artifact_response::Part::Version(
+                version_to_pb(record),
+            )),
+        };
+        Ok(Response::new(chunked(head, bytes, |chunk| {
+            pb::DownloadArtifactResponse {
+                part: Some(pb::download_artifact_response::Part::Chunk(chunk.to_vec())),
+            }
         })))
     }
 
-    async fn set_alias(&self, request: Request<pb::SetAliasRequest>) -> Result<Response<pb::Alias>, Status> {
+    async fn set_alias(
+        &self,
+        request: Request<pb::SetAliasRequest>,
+    ) -> Result<Response<pb::Alias>, Status> {
         let request = request.into_inner();
         record_span(&request.model, &request.alias);
         let previous = self
             .registry
-            .set_alias(required("model", &request.model)?, required("alias", &request.alias)?, request.version)
+            .set_alias(
+                required("model", &request.model)?,
+                required("alias", &request.alias)?,
+                request.version,
+            )
             .await?;
         Ok(Response::new(pb::Alias {
             model: request.model,
@@ -187,10 +251,24 @@ impl pb::registry_server::Registry for RegistryService {
         }))
     }
 
-    async fn get_alias(&self, request: Request<pb::GetAliasRequest>) -> Result<Response<pb::Alias>, Status> {
+    async fn get_alias(
+        &self,
+        request: Request<pb::GetAliasRequest>,
+    ) -> Result<Response<pb::Alias>, Status> {
         let request = request.into_inner();
-        let version = self.registry.get_alias(required("model", &request.model)?, required("alias", &request.alias)?).await?;
-        Ok(Response::new(pb::Alias { model: request.model, alias: request.alias, version, previous_version: 0 }))
+        let version = self
+            .registry
+            .get_alias(
+                required("model", &request.model)?,
+                required("alias", &request.alias)?,
+            )
+            .await?;
+        Ok(Response::new(pb::Alias {
+            model: request.model,
+            alias: request.alias,
+            version,
+            previous_version: 0,
+        }))
     }
 
     async fn delete_alias(
@@ -198,11 +276,19 @@ impl pb::registry_server::Registry for RegistryService {
         request: Request<pb::DeleteAliasRequest>,
     ) -> Result<Response<pb::DeleteAliasResponse>, Status> {
         let request = request.into_inner();
-        self.registry.delete_alias(required("model", &request.model)?, required("alias", &request.alias)?).await?;
+        self.registry
+            .delete_alias(
+                required("model", &request.model)?,
+                required("alias", &request.alias)?,
+            )
+            .await?;
         Ok(Response::new(pb::DeleteAliasResponse {}))
     }
 
-    async fn set_deployment(&self, request: Request<pb::SetDeploymentRequest>) -> Result<Response<pb::Deployment>, Status> {
+    async fn set_deployment(
+        &self,
+        request: Request<pb::SetDeploymentRequest>,
+    ) -> Result<Response<pb::Deployment>, Status> {
         let deployment = request
             .into_inner()
             .deployment
@@ -222,12 +308,20 @@ impl pb::registry_server::Registry for RegistryService {
                 })
                 .collect(),
         };
-        Ok(Response::new(deployment_to_pb(self.registry.set_deployment(record).await?)))
+        Ok(Response::new(deployment_to_pb(
+            self.registry.set_deployment(record).await?,
+        )))
     }
 
-    async fn get_deployment(&self, request: Request<pb::GetDeploymentRequest>) -> Result<Response<pb::Deployment>, Status> {
+    async fn get_deployment(
+        &self,
+        request: Request<pb::GetDeploymentRequest>,
+    ) -> Result<Response<pb::Deployment>, Status> {
         let request = request.into_inner();
-        let record = self.registry.get_deployment(required("model", &request.model)?).await?;
+        let record = self
+            .registry
+            .get_deployment(required("model", &request.model)?)
+            .await?;
         Ok(Response::new(deployment_to_pb(record)))
     }
 
@@ -236,7 +330,9 @@ impl pb::registry_server::Registry for RegistryService {
         _: Request<pb::ListDeploymentsRequest>,
     ) -> Result<Response<pb::ListDeploymentsResponse>, Status> {
         let deployments = self.registry.list_deployments().await?;
-        Ok(Response::new(pb::ListDeploymentsResponse { deployments: deployments.into_iter().map(deployment_to_pb).collect() }))
+        Ok(Response::new(pb::ListDeploymentsResponse {
+            deployments: deployments.into_iter().map(deployment_to_pb).collect(),
+        }))
     }
 
     async fn upload_dataset(
@@ -244,24 +340,35 @@ impl pb::registry_server::Registry for RegistryService {
         request: Request<Streaming<pb::UploadDatasetRequest>>,
     ) -> Result<Response<pb::Dataset>, Status> {
         let limit = self.registry.config().max_dataset_bytes;
-        let (manifest, bytes) = collect_upload(request.into_inner(), limit, |message: pb::UploadDatasetRequest| {
-            match message.part? {
+        let (manifest, bytes) = collect_upload(
+            request.into_inner(),
+            limit,
+            |message: pb::UploadDatasetRequest| match message.part? {
                 pb::upload_dataset_request::Part::Manifest(manifest) => Some(Ok(manifest)),
                 pb::upload_dataset_request::Part::Chunk(chunk) => Some(Err(Bytes::from(chunk))),
-            }
-        })
+            },
+        )
         .await?;
         required("manifest.name", &manifest.name)?;
         let record = self
             .registry
-            .upload_dataset(DatasetUpload { name: manifest.name, sha256: manifest.sha256, bytes })
+            .upload_dataset(DatasetUpload {
+                name: manifest.name,
+                sha256: manifest.sha256,
+                bytes,
+            })
             .await?;
         Ok(Response::new(dataset_to_pb(record)))
     }
 
-    async fn list_datasets(&self, _: Request<pb::ListDatasetsRequest>) -> Result<Response<pb::ListDatasetsResponse>, Status> {
+    async fn list_datasets(
+        &self,
+        _: Request<pb::ListDatasetsRequest>,
+    ) -> Result<Response<pb::ListDatasetsResponse>, Status> {
         let datasets = self.registry.list_datasets().await?;
-        Ok(Response::new(pb::ListDatasetsResponse { datasets: datasets.into_iter().map(dataset_to_pb).collect() }))
+        Ok(Response::new(pb::ListDatasetsResponse {
+            datasets: datasets.into_iter().map(dataset_to_pb).collect(),
+        }))
     }
 
     type DownloadDatasetStream = ResponseStream<pb::DownloadDatasetResponse>;
@@ -271,10 +378,19 @@ impl pb::registry_server::Registry for RegistryService {
         request: Request<pb::DownloadDatasetRequest>,
     ) -> Result<Response<Self::DownloadDatasetStream>, Status> {
         let request = request.into_inner();
-        let (record, bytes) = self.registry.download_dataset(required("name", &request.name)?, &request.sha256).await?;
-        let head = pb::DownloadDatasetResponse { part: Some(pb::download_dataset_response::Part::Dataset(dataset_to_pb(record))) };
-        Ok(Response::new(chunked(head, bytes, |chunk| pb::DownloadDatasetResponse {
-            part: Some(pb::download_dataset_response::Part::Chunk(chunk.to_vec())),
+        let (record, bytes) = self
+            .registry
+            .download_dataset(required("name", &request.name)?, &request.sha256)
+            .await?;
+        let head = pb::DownloadDatasetResponse {
+            part: Some(pb::download_dataset_response::Part::Dataset(dataset_to_pb(
+                record,
+            ))),
+        };
+        Ok(Response::new(chunked(head, bytes, |chunk| {
+            pb::DownloadDatasetResponse {
+                part: Some(pb::download_dataset_response::Part::Chunk(chunk.to_vec())),
+            }
         })))
     }
 }
@@ -291,7 +407,11 @@ fn model_to_pb(record: ModelRecord, aliases: std::collections::BTreeMap<String, 
 }
 
 fn tensor_to_pb(spec: TensorSpec) -> pb::TensorSpec {
-    pb::TensorSpec { name: spec.name, datatype: spec.datatype, shape: spec.shape }
+    pb::TensorSpec {
+        name: spec.name,
+        datatype: spec.datatype,
+        shape: spec.shape,
+    }
 }
 
 fn signature_to_pb(signature: Signature) -> pb::Signature {
@@ -339,7 +459,11 @@ fn deployment_to_pb(record: DeploymentRecord) -> pb::Deployment {
         targets: record
             .targets
             .into_iter()
-            .map(|t| pb::DeploymentTarget { version: t.version.unwrap_or(0), alias: t.alias.unwrap_or_default(), weight: t.weight })
+            .map(|t| pb::DeploymentTarget {
+                version: t.version.unwrap_or(0),
+                alias: t.alias.unwrap_or_default(),
+                weight: t.weight,
+            })
             .collect(),
     }
 }
@@ -354,4 +478,3 @@ fn dataset_to_pb(record: DatasetRecord) -> pb::Dataset {
         created_unix_ms: record.created_unix_ms,
     }
 }
-

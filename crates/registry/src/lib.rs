@@ -36,7 +36,9 @@ pub async fn serve(
     let blobs = BlobStore::open(&config.blob_dir)?;
     let registry = Registry::new(store, blobs, config.clone());
     let (health, health_service) = modelplane_service::health_service();
-    health.set_serving::<RegistryServer<grpc::RegistryService>>().await;
+    health
+        .set_serving::<RegistryServer<grpc::RegistryService>>()
+        .await;
     let service = RegistryServer::new(grpc::RegistryService::new(registry))
         .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES);
@@ -44,11 +46,15 @@ pub async fn serve(
     let drain = shutdown.clone();
     modelplane_service::grpc_server()
         .add_service(health_service)
-        .add_service(modelplane_service::reflection_service())
+        .add_service(modelplane_service::reflection_service(&[
+            "modelplane.registry.v1.Registry",
+        ]))
         .add_service(service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             drain.cancelled().await;
-            health.set_not_serving::<RegistryServer<grpc::RegistryService>>().await;
+            health
+                .set_not_serving::<RegistryServer<grpc::RegistryService>>()
+                .await;
         })
         .await
         .map_err(|err| Error::Internal(format!("registry server: {err}")))?;

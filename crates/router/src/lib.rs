@@ -25,7 +25,12 @@ pub use table::{Clients, LastGood, Replica, RoutingTable, resolve};
 
 /// Serves the inference front door on `listener` until `shutdown`, draining in-flight
 /// requests before it returns.
-pub async fn serve(config: RouterConfig, store: Arc<dyn KvStore>, listener: TcpListener, shutdown: Shutdown) -> Result<()> {
+pub async fn serve(
+    config: RouterConfig,
+    store: Arc<dyn KvStore>,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<()> {
     config.validate().map_err(Error::InvalidArgument)?;
     let models = Mirror::start(store.clone(), schema::MODELS);
     let deployments = Mirror::start(store.clone(), schema::DEPLOYMENTS);
@@ -38,7 +43,11 @@ pub async fn serve(config: RouterConfig, store: Arc<dyn KvStore>, listener: TcpL
     let follow = {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let (mut models_rx, mut deployments_rx, mut workers_rx) = (models.subscribe(), deployments.subscribe(), workers.subscribe());
+            let (mut models_rx, mut deployments_rx, mut workers_rx) = (
+                models.subscribe(),
+                deployments.subscribe(),
+                workers.subscribe(),
+            );
             loop {
                 let (m, d, w) = (models.current(), deployments.current(), workers.current());
                 let catalog = Arc::new(Catalog::build(&m, &d));
@@ -66,12 +75,16 @@ pub async fn serve(config: RouterConfig, store: Arc<dyn KvStore>, listener: TcpL
         config,
     };
     let (health, health_service) = modelplane_service::health_service();
-    health.set_serving::<GrpcInferenceServiceServer<RouterService>>().await;
+    health
+        .set_serving::<GrpcInferenceServiceServer<RouterService>>()
+        .await;
     tracing::info!(addr = ?listener.local_addr().ok(), "router serving");
     let drain = shutdown.clone();
     let served = modelplane_service::grpc_server()
         .add_service(health_service)
-        .add_service(modelplane_service::reflection_service())
+        .add_service(modelplane_service::reflection_service(&[
+            "inference.GRPCInferenceService",
+        ]))
         .add_service(
             GrpcInferenceServiceServer::new(service)
                 .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
@@ -79,7 +92,9 @@ pub async fn serve(config: RouterConfig, store: Arc<dyn KvStore>, listener: TcpL
         )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             drain.cancelled().await;
-            health.set_not_serving::<GrpcInferenceServiceServer<RouterService>>().await;
+            health
+                .set_not_serving::<GrpcInferenceServiceServer<RouterService>>()
+                .await;
         })
         .await;
     follow.abort();

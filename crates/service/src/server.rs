@@ -26,13 +26,21 @@ pub fn health_service() -> (
     tonic_health::server::health_reporter()
 }
 
-/// Server reflection over every modelplane proto.
-pub fn reflection_service() -> tonic_reflection::server::v1::ServerReflectionServer<
+/// Server reflection advertising `services` (full names, e.g. `inference.GRPCInferenceService`)
+/// plus health and reflection themselves; every modelplane proto is available for lookup.
+pub fn reflection_service(
+    services: &[&str],
+) -> tonic_reflection::server::v1::ServerReflectionServer<
     impl tonic_reflection::server::v1::ServerReflection,
 > {
-    tonic_reflection::server::Builder::configure()
+    let builder = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(modelplane_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection");
+    services
+        .iter()
+        .fold(builder, |builder, name| builder.with_service_name(*name))
         .build_v1()
         // Our descriptor sets are compiled in; failing here is a build defect.
         .expect("reflection descriptors are valid")

@@ -40,16 +40,31 @@ impl Catalog {
                 Some(ModelsKey::Model(name)) => {
                     catalog.models.entry(name.to_owned()).or_default();
                 }
-                Some(ModelsKey::Version(name, number)) => match schema::decode::<VersionRecord>(key, value) {
-                    Ok(record) => {
-                        catalog.models.entry(name.to_owned()).or_default().versions.insert(number, record);
+                Some(ModelsKey::Version(name, number)) => {
+                    match schema::decode::<VersionRecord>(key, value) {
+                        Ok(record) => {
+                            catalog
+                                .models
+                                .entry(name.to_owned())
+                                .or_default()
+                                .versions
+                                .insert(number, record);
+                        }
+                        Err(err) => tracing::warn!(error = %err, "skipping corrupt version record"),
                     }
-                    Err(err) => tracing::warn!(error = %err, "skipping corrupt version record"),
-                },
+                }
                 Some(ModelsKey::Alias(name, alias)) => {
-                    match std::str::from_utf8(value).ok().and_then(|v| v.trim().parse().ok()) {
+                    match std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok())
+                    {
                         Some(version) => {
-                            catalog.models.entry(name.to_owned()).or_default().aliases.insert(alias.to_owned(), version);
+                            catalog
+                                .models
+                                .entry(name.to_owned())
+                                .or_default()
+                                .aliases
+                                .insert(alias.to_owned(), version);
                         }
                         None => tracing::warn!(key = %key, "skipping corrupt alias"),
                     }
@@ -91,7 +106,9 @@ impl Catalog {
     /// A model's deployment targets resolved to version numbers; targets whose alias no
     /// longer exists are left out.
     pub fn resolved_targets(&self, model: &str) -> Vec<ResolvedTarget> {
-        let Some(deployment) = self.deployments.get(model) else { return Vec::new() };
+        let Some(deployment) = self.deployments.get(model) else {
+            return Vec::new();
+        };
         deployment
             .targets
             .iter()
@@ -101,7 +118,11 @@ impl Catalog {
                     (None, Some(alias)) => self.alias(model, alias),
                     (None, None) => None,
                 }?;
-                Some(ResolvedTarget { version, weight: target.weight, alias: target.alias.clone() })
+                Some(ResolvedTarget {
+                    version,
+                    weight: target.weight,
+                    alias: target.alias.clone(),
+                })
             })
             .collect()
     }
@@ -112,6 +133,8 @@ pub fn workers(state: &MirrorState) -> Result<HashMap<String, WorkerRecord>> {
     state
         .entries
         .iter()
-        .map(|(key, value)| schema::decode::<WorkerRecord>(key, value).map(|record| (record.id.clone(), record)))
+        .map(|(key, value)| {
+            schema::decode::<WorkerRecord>(key, value).map(|record| (record.id.clone(), record))
+        })
         .collect()
 }

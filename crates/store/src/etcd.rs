@@ -8,7 +8,10 @@ use etcd_client::{
 };
 use futures::StreamExt;
 
-use crate::{Error, EventKind, KeyValue, KvStore, LeaseId, Result, Revision, Snapshot, WatchEvent, WatchStream};
+use crate::{
+    Error, EventKind, KeyValue, KvStore, LeaseId, Result, Revision, Snapshot, WatchEvent,
+    WatchStream,
+};
 
 /// Unary calls fail after this long, so callers fall back on their local state instead
 /// of hanging while etcd is unreachable.

@@ -96,14 +96,18 @@ pub fn parse_models_key(key: &str) -> Option<ModelsKey<'_>> {
 /// Checks a model, alias or dataset name: 1–128 characters of `[A-Za-z0-9_.-]`, not
 /// starting with a dot and not all digits (a number would be taken for a version).
 pub fn validate_name(what: &str, name: &str) -> std::result::Result<(), String> {
-    let valid_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    let valid_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
     if name.is_empty() || name.len() > 128 || !valid_chars || name.starts_with('.') {
         return Err(format!(
             "{what} {name:?} is invalid; expected 1-128 characters of letters, digits, '_', '-' or '.', not starting with '.'"
         ));
     }
     if name.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!("{what} {name:?} is invalid; it must not be a number (numbers name versions)"));
+        return Err(format!(
+            "{what} {name:?} is invalid; it must not be a number (numbers name versions)"
+        ));
     }
     Ok(())
 }
@@ -116,7 +120,10 @@ pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
 
 /// Decodes a JSON record, naming the key when it is corrupt.
 pub fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|err| Error::Corrupt { key: key.to_owned(), reason: err.to_string() })
+    serde_json::from_slice(bytes).map_err(|err| Error::Corrupt {
+        key: key.to_owned(),
+        reason: err.to_string(),
+    })
 }
 
 /// `/models/{model}`.
@@ -266,6 +273,8 @@ pub enum JobState {
     Succeeded,
     /// Ended with an error.
     Failed,
+    /// Cancelled before it finished.
+    Cancelled,
 }
 
 /// What to train.
@@ -300,6 +309,18 @@ pub struct JobRecord {
     pub epochs: u32,
     /// Latest epoch loss.
     pub loss: f64,
+    /// Latest validation loss.
+    #[serde(default)]
+    pub validation_loss: Option<f64>,
+    /// Training throughput of the latest epoch.
+    #[serde(default)]
+    pub rows_per_second: f64,
+    /// Estimated seconds left.
+    #[serde(default)]
+    pub eta_seconds: f64,
+    /// Cancellation was asked for while running.
+    #[serde(default)]
+    pub cancel_requested: bool,
     /// Trainer that claimed it.
     pub claimed_by: String,
     /// Why it failed.
@@ -317,7 +338,10 @@ pub struct JobRecord {
 impl JobState {
     /// Succeeded or failed: nothing more will happen.
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Failed)
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
     }
 }
 
@@ -335,9 +359,18 @@ mod tests {
 
     #[test]
     fn classifies_model_keys() {
-        assert_eq!(parse_models_key(&model_key("m")), Some(ModelsKey::Model("m")));
-        assert_eq!(parse_models_key(&version_key("m", 12)), Some(ModelsKey::Version("m", 12)));
-        assert_eq!(parse_models_key(&alias_key("m", "prod")), Some(ModelsKey::Alias("m", "prod")));
+        assert_eq!(
+            parse_models_key(&model_key("m")),
+            Some(ModelsKey::Model("m"))
+        );
+        assert_eq!(
+            parse_models_key(&version_key("m", 12)),
+            Some(ModelsKey::Version("m", 12))
+        );
+        assert_eq!(
+            parse_models_key(&alias_key("m", "prod")),
+            Some(ModelsKey::Alias("m", "prod"))
+        );
         assert_eq!(parse_models_key("/modelplane/v1/models/m/versions/x"), None);
     }
 

@@ -15,7 +15,12 @@ pub struct TrainerConfig {
 
 impl Default for TrainerConfig {
     fn default() -> Self {
-        Self { id: String::new(), registry_addr: "127.0.0.1:7001".into(), max_concurrent_jobs: 1, lease_ttl: Duration::from_secs(5) }
+        Self {
+            id: String::new(),
+            registry_addr: "127.0.0.1:7001".into(),
+            max_concurrent_jobs: 1,
+            lease_ttl: Duration::from_secs(5),
+        }
     }
 }
 

@@ -18,6 +18,9 @@ pub enum Error {
     /// Anything that should not happen.
     #[error("internal: {0}")]
     Internal(String),
+    /// The job was cancelled while it ran.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// Result with the trainer's error.
@@ -29,7 +32,10 @@ impl From<Error> for tonic::Status {
         match err {
             Error::NotFound(_) => tonic::Status::not_found(message),
             Error::InvalidArgument(_) => tonic::Status::invalid_argument(message),
-            Error::Unavailable(_) | Error::Store(modelplane_store::Error::Unavailable(_)) => tonic::Status::unavailable(message),
+            Error::Unavailable(_) | Error::Store(modelplane_store::Error::Unavailable(_)) => {
+                tonic::Status::unavailable(message)
+            }
+            Error::Cancelled => tonic::Status::cancelled(message),
             Error::Store(_) | Error::Internal(_) => {
                 tracing::error!(error = %message, "trainer internal error");
                 tonic::Status::internal(message)

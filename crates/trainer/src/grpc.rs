@@ -32,8 +32,17 @@ fn job_to_pb(job: JobRecord) -> pb::Job {
             JobState::Running => pb::JobState::Running,
             JobState::Succeeded => pb::JobState::Succeeded,
             JobState::Failed => pb::JobState::Failed,
+            JobState::Cancelled => pb::JobState::Cancelled,
         } as i32,
-        progress: Some(pb::Progress { epoch: job.epoch, epochs: job.epochs, loss: job.loss }),
+        progress: Some(pb::Progress {
+            epoch: job.epoch,
+            epochs: job.epochs,
+            loss: job.loss,
+            validation_loss: job.validation_loss,
+            rows_per_second: job.rows_per_second,
+            eta_seconds: job.eta_seconds,
+        }),
+        cancel_requested: job.cancel_requested,
         claimed_by: job.claimed_by,
         error: job.error,
         version: job.version,
@@ -44,13 +53,23 @@ fn job_to_pb(job: JobRecord) -> pb::Job {
 }
 
 fn required_id(id: &str) -> Result<&str, Status> {
-    if id.trim().is_empty() { Err(Status::invalid_argument("job id is required")) } else { Ok(id) }
+    if id.trim().is_empty() {
+        Err(Status::invalid_argument("job id is required"))
+    } else {
+        Ok(id)
+    }
 }
 
 #[tonic::async_trait]
 impl pb::trainer_server::Trainer for TrainerService {
-    async fn submit_job(&self, request: Request<pb::SubmitJobRequest>) -> Result<Response<pb::Job>, Status> {
-        let spec = request.into_inner().spec.ok_or_else(|| Status::invalid_argument("spec is required"))?;
+    async fn submit_job(
+        &self,
+        request: Request<pb::SubmitJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let spec = request
+            .into_inner()
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spec is required"))?;
         tracing::Span::current().record("model", spec.model.as_str());
         let spec = JobSpec {
             model: spec.model,
@@ -60,20 +79,67 @@ impl pb::trainer_server::Trainer for TrainerService {
             target: spec.target,
             params: spec.params.into_iter().collect(),
         };
-        Ok(Response::new(job_to_pb(jobs::submit(&*self.store, spec).await?)))
+        Ok(Response::new(job_to_pb(
+            jobs::submit(&*self.store, spec).await?,
+        )))
     }
 
-    async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
         let request = request.into_inner();
         let (job, _) = jobs::get(&*self.store, required_id(&request.id)?).await?;
         Ok(Response::new(job_to_pb(job)))
     }
 
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let request = request.into_inner();
+        Ok(Response::new(job_to_pb(
+            jobs::cancel(&*self.store, required_id(&request.id)?).await?,
+        )))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let request = request.into_inner();
+        let state = match pb::JobState::try_from(request.state) {
+            Ok(pb::JobState::Unspecified) => None,
+            Ok(pb::JobState::Queued) => Some(JobState::Queued),
+            Ok(pb::JobState::Running) => Some(JobState::Running),
+            Ok(pb::JobState::Succeeded) => Some(JobState::Succeeded),
+            Ok(pb::JobState::Failed) => Some(JobState::Failed),
+            Ok(pb::JobState::Cancelled) => Some(JobState::Cancelled),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "state {} is not a JobState",
+                    request.state
+                )));
+            }
+        };
+        let jobs = jobs::list(&*self.store, state, &request.model).await?;
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: jobs.into_iter().map(job_to_pb).collect(),
+        }))
+    }
+
     type WatchJobStream = Pin<Box<dyn Stream<Item = Result<pb::Job, Status>> + Send>>;
 
-    async fn watch_job(&self, request: Request<pb::WatchJobRequest>) -> Result<Response<Self::WatchJobStream>, Status> {
+    async fn watch_job(
+        &self,
+        request: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
         let request = request.into_inner();
         let stream = jobs::watch(self.store.clone(), required_id(&request.id)?).await?;
-        Ok(Response::new(stream.map(|item| item.map(job_to_pb).map_err(Status::from)).boxed()))
+        Ok(Response::new(
+            stream
+                .map(|item| item.map(job_to_pb).map_err(Status::from))
+                .boxed(),
+        ))
     }
 }

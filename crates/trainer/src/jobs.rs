@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use modelplane_model::{ModelKind, TrainParams};
-use modelplane_store::schema::{self, JobRecord, JobSpec, JobState};
 use modelplane_store::KvStore;
+use modelplane_store::schema::{self, JobRecord, JobSpec, JobState};
 
 use crate::{Error, Result};
 
@@ -13,8 +13,10 @@ use crate::{Error, Result};
 pub fn validate_spec(spec: &JobSpec) -> Result<()> {
     schema::validate_name("model name", &spec.model).map_err(Error::InvalidArgument)?;
     schema::validate_name("dataset name", &spec.dataset).map_err(Error::InvalidArgument)?;
-    ModelKind::parse(&spec.kind).map_err(|err| Error::InvalidArgument(err.to_string()))?;
-    TrainParams::from_map(&spec.params).map_err(|err| Error::InvalidArgument(err.to_string()))?;
+    let kind =
+        ModelKind::parse(&spec.kind).map_err(|err| Error::InvalidArgument(err.to_string()))?;
+    TrainParams::from_map(kind, &spec.params)
+        .map_err(|err| Error::InvalidArgument(err.to_string()))?;
     if spec.target.trim().is_empty() {
         return Err(Error::InvalidArgument("target column is required".into()));
     }
@@ -31,6 +33,10 @@ pub async fn submit(store: &dyn KvStore, spec: JobSpec) -> Result<JobRecord> {
         epoch: 0,
         epochs: 0,
         loss: 0.0,
+        validation_loss: None,
+        rows_per_second: 0.0,
+        eta_seconds: 0.0,
+        cancel_requested: false,
         claimed_by: String::new(),
         error: String::new(),
         version: 0,
@@ -38,7 +44,9 @@ pub async fn submit(store: &dyn KvStore, spec: JobSpec) -> Result<JobRecord> {
         created_unix_ms: schema::now_unix_ms(),
         finished_unix_ms: 0,
     };
-    store.put(&schema::job_key(&record.id), schema::encode(&record), None).await?;
+    store
+        .put(&schema::job_key(&record.id), schema::encode(&record), None)
+        .await?;
     tracing::info!(job = %record.id, model = %record.spec.model, "job queued");
     Ok(record)
 }
@@ -46,12 +54,62 @@ pub async fn submit(store: &dyn KvStore, spec: JobSpec) -> Result<JobRecord> {
 /// A job's record and the revision it was read at.
 pub async fn get(store: &dyn KvStore, id: &str) -> Result<(JobRecord, i64)> {
     let key = schema::job_key(id);
-    let kv = store.get(&key).await?.ok_or_else(|| Error::NotFound(format!("job {id:?} not found")))?;
+    let kv = store
+        .get(&key)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("job {id:?} not found")))?;
     Ok((schema::decode(&key, &kv.value)?, kv.mod_revision))
 }
 
+/// Cancels a job: a queued one at once, a running one by asking its trainer to stop
+/// after the current epoch. A job that already ended is FAILED_PRECONDITION-free: it is
+/// returned as it is, so cancelling twice is harmless.
+pub async fn cancel(store: &dyn KvStore, id: &str) -> Result<JobRecord> {
+    let key = schema::job_key(id);
+    loop {
+        let (mut job, revision) = get(store, id).await?;
+        match job.state {
+            state if state.is_terminal() => return Ok(job),
+            JobState::Queued => {
+                job.state = JobState::Cancelled;
+                job.finished_unix_ms = schema::now_unix_ms();
+            }
+            _ => job.cancel_requested = true,
+        }
+        if store
+            .compare_and_swap(&key, revision, schema::encode(&job), None)
+            .await?
+        {
+            tracing::info!(job = %id, state = ?job.state, "cancel requested");
+            return Ok(job);
+        }
+    }
+}
+
+/// Jobs newest first, filtered by state and model when given.
+pub async fn list(
+    store: &dyn KvStore,
+    state: Option<JobState>,
+    model: &str,
+) -> Result<Vec<JobRecord>> {
+    let snapshot = store.range(schema::JOBS).await?;
+    let mut jobs: Vec<JobRecord> = snapshot
+        .kvs
+        .iter()
+        .map(|kv| schema::decode::<JobRecord>(&kv.key, &kv.value))
+        .collect::<Result<_, _>>()?;
+    jobs.retain(|job| {
+        state.is_none_or(|s| job.state == s) && (model.is_empty() || job.spec.model == model)
+    });
+    jobs.sort_by(|a, b| b.created_unix_ms.cmp(&a.created_unix_ms));
+    Ok(jobs)
+}
+
 /// The job's record now and after every change, ending after a terminal state.
-pub async fn watch(store: Arc<dyn KvStore>, id: &str) -> Result<impl Stream<Item = Result<JobRecord>> + Send + 'static> {
+pub async fn watch(
+    store: Arc<dyn KvStore>,
+    id: &str,
+) -> Result<impl Stream<Item = Result<JobRecord>> + Send + 'static> {
     let (first, revision) = get(&*store, id).await?;
     let key = schema::job_key(id);
     let changes = store.watch(&key, revision + 1).await?;
@@ -61,7 +119,9 @@ pub async fn watch(store: Arc<dyn KvStore>, id: &str) -> Result<impl Stream<Item
             let key = key.clone();
             async move {
                 match event {
-                    Ok(event) if event.key == key && event.kind == modelplane_store::EventKind::Put => {
+                    Ok(event)
+                        if event.key == key && event.kind == modelplane_store::EventKind::Put =>
+                    {
                         Some(schema::decode::<JobRecord>(&key, &event.value).map_err(Error::from))
                     }
                     Ok(_) => None,
@@ -70,10 +130,16 @@ pub async fn watch(store: Arc<dyn KvStore>, id: &str) -> Result<impl Stream<Item
             }
         })
         .boxed();
-    let updates = if done { futures::stream::empty().boxed() } else { updates };
+    let updates = if done {
+        futures::stream::empty().boxed()
+    } else {
+        updates
+    };
     // Yield up to and including the first terminal record (or error), then end at once
     // instead of waiting for a change that will never come.
-    let records = futures::stream::once(async move { Ok(first) }).chain(updates).boxed();
+    let records = futures::stream::once(async move { Ok(first) })
+        .chain(updates)
+        .boxed();
     let stream = futures::stream::unfold((records, false), |(mut records, finished)| async move {
         if finished {
             return None;

@@ -2,12 +2,13 @@
 //! streams progress into the job record and registers the result as a new version.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use modelplane_model::{Dataset, Model, ModelKind, TrainParams};
 use modelplane_proto::registry::{
-    self as pb, DownloadDatasetRequest, UploadManifest, UploadVersionRequest, download_dataset_response,
-    registry_client::RegistryClient, upload_version_request,
+    self as pb, DownloadDatasetRequest, UploadManifest, UploadVersionRequest,
+    download_dataset_response, registry_client::RegistryClient, upload_version_request,
 };
 use modelplane_service::{Shutdown, TracedChannel};
 use modelplane_store::schema::{self, JobRecord, JobState};
@@ -51,12 +52,26 @@ impl Runner {
                 .entries
                 .iter()
                 .filter_map(|(key, value)| schema::decode::<JobRecord>(key, value).ok())
-                .filter(|job| !job.state.is_terminal() && !claims_now.entries.contains_key(&schema::claim_key(&job.id)))
+                .filter(|job| {
+                    !job.state.is_terminal()
+                        && !claims_now.entries.contains_key(&schema::claim_key(&job.id))
+                })
                 .collect();
             candidates.sort_by_key(|job| job.created_unix_ms);
             for job in candidates {
-                let Ok(permit) = slots.clone().try_acquire_owned() else { break };
-                match self.store.compare_and_swap(&schema::claim_key(&job.id), 0, self.config.id.clone().into_bytes(), Some(self.lease.current())).await {
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    break;
+                };
+                match self
+                    .store
+                    .compare_and_swap(
+                        &schema::claim_key(&job.id),
+                        0,
+                        self.config.id.clone().into_bytes(),
+                        Some(self.lease.current()),
+                    )
+                    .await
+                {
                     Ok(true) => {
                         let runner = self.clone();
                         let span = tracing::info_span!("train_job", job = %job.id, model = %job.spec.model);
@@ -80,13 +95,24 @@ impl Runner {
         job.state = JobState::Running;
         job.claimed_by = self.config.id.clone();
         job.error.clear();
-        self.save(&job).await;
-        match self.train_and_register(&mut job).await {
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.save(&mut job, &cancel).await;
+        let started = Instant::now();
+        let outcome = if cancel.load(Ordering::Relaxed) {
+            Err(Error::Cancelled)
+        } else {
+            self.train_and_register(&mut job, &cancel, started).await
+        };
+        match outcome {
             Ok(version) => {
                 job.state = JobState::Succeeded;
                 job.version = version.version;
                 job.metrics = version.metrics.into_iter().collect();
                 tracing::info!(version = job.version, "job succeeded");
+            }
+            Err(Error::Cancelled) => {
+                job.state = JobState::Cancelled;
+                tracing::info!("job cancelled");
             }
             Err(err) => {
                 job.state = JobState::Failed;
@@ -95,78 +121,152 @@ impl Runner {
             }
         }
         job.finished_unix_ms = schema::now_unix_ms();
-        self.save(&job).await;
+        job.eta_seconds = 0.0;
+        self.save(&mut job, &cancel).await;
         if let Err(err) = self.store.delete(&schema::claim_key(&job.id)).await {
             tracing::warn!(error = %err, "releasing the job claim failed; it expires with the lease");
         }
     }
 
-    async fn save(&self, job: &JobRecord) {
-        if let Err(err) = self.store.put(&schema::job_key(&job.id), schema::encode(job), None).await {
-            tracing::warn!(job = %job.id, error = %err, "writing the job record failed");
+    /// Writes the job record with a compare-and-swap so a cancellation requested in the
+    /// meantime is kept (and noticed: it sets `cancel`).
+    async fn save(&self, job: &mut JobRecord, cancel: &AtomicBool) {
+        let key = schema::job_key(&job.id);
+        for _ in 0..16 {
+            let current = match self.store.get(&key).await {
+                Ok(current) => current,
+                Err(err) => {
+                    tracing::warn!(job = %job.id, error = %err, "reading the job record failed");
+                    return;
+                }
+            };
+            let revision = current.as_ref().map_or(0, |kv| kv.mod_revision);
+            if let Some(stored) =
+                current.and_then(|kv| schema::decode::<JobRecord>(&key, &kv.value).ok())
+            {
+                if stored.cancel_requested {
+                    job.cancel_requested = true;
+                    cancel.store(true, Ordering::Relaxed);
+                }
+            }
+            match self
+                .store
+                .compare_and_swap(&key, revision, schema::encode(&*job), None)
+                .await
+            {
+                Ok(true) => return,
+                Ok(false) => continue,
+                Err(err) => {
+                    tracing::warn!(job = %job.id, error = %err, "writing the job record failed");
+                    return;
+                }
+            }
         }
+        tracing::warn!(job = %job.id, "job record kept changing; progress not written");
     }
 
     async fn download_dataset(&self, job: &JobRecord) -> Result<(pb::Dataset, Vec<u8>)> {
-        let request = DownloadDatasetRequest { name: job.spec.dataset.clone(), sha256: job.spec.dataset_sha256.clone() };
+        let request = DownloadDatasetRequest {
+            name: job.spec.dataset.clone(),
+            sha256: job.spec.dataset_sha256.clone(),
+        };
         let mut stream = self
             .registry
             .clone()
             .download_dataset(request)
             .await
-            .map_err(|status| Error::Unavailable(format!("dataset download failed: {}", status.message())))?
+            .map_err(|status| {
+                Error::Unavailable(format!("dataset download failed: {}", status.message()))
+            })?
             .into_inner();
         let mut record = None;
         let mut bytes = Vec::new();
-        while let Some(message) =
-            stream.message().await.map_err(|status| Error::Unavailable(format!("dataset download interrupted: {}", status.message())))?
-        {
+        while let Some(message) = stream.message().await.map_err(|status| {
+            Error::Unavailable(format!(
+                "dataset download interrupted: {}",
+                status.message()
+            ))
+        })? {
             match message.part {
                 Some(download_dataset_response::Part::Dataset(dataset)) => record = Some(dataset),
-                Some(download_dataset_response::Part::Chunk(chunk)) => bytes.extend_from_slice(&chunk),
+                Some(download_dataset_response::Part::Chunk(chunk)) => {
+                    bytes.extend_from_slice(&chunk)
+                }
                 None => {}
             }
         }
-        let record = record.ok_or_else(|| Error::Internal("dataset download carried no record".into()))?;
+        let record =
+            record.ok_or_else(|| Error::Internal("dataset download carried no record".into()))?;
         Ok((record, bytes))
     }
 
-    async fn train_and_register(&self, job: &mut JobRecord) -> Result<pb::ModelVersion> {
-        let kind = ModelKind::parse(&job.spec.kind).map_err(|err| Error::InvalidArgument(err.to_string()))?;
-        let params = TrainParams::from_map(&job.spec.params).map_err(|err| Error::InvalidArgument(err.to_string()))?;
+    async fn train_and_register(
+        &self,
+        job: &mut JobRecord,
+        cancel: &Arc<AtomicBool>,
+        started: Instant,
+    ) -> Result<pb::ModelVersion> {
+        let kind = ModelKind::parse(&job.spec.kind)
+            .map_err(|err| Error::InvalidArgument(err.to_string()))?;
+        let params = TrainParams::from_map(kind, &job.spec.params)
+            .map_err(|err| Error::InvalidArgument(err.to_string()))?;
         let (dataset, csv) = self.download_dataset(job).await?;
         let target = job.spec.target.clone();
 
         let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
+        let stop = cancel.clone();
         let training = tokio::task::spawn_blocking(move || {
-            let text = std::str::from_utf8(&csv).map_err(|err| Error::InvalidArgument(format!("dataset is not UTF-8: {err}")))?;
-            let data = Dataset::from_csv(text, &target).map_err(|err| Error::InvalidArgument(err.to_string()))?;
+            let text = std::str::from_utf8(&csv)
+                .map_err(|err| Error::InvalidArgument(format!("dataset is not UTF-8: {err}")))?;
+            let data = Dataset::from_csv(text, &target, kind.is_classifier())
+                .map_err(|err| Error::InvalidArgument(err.to_string()))?;
             let model = modelplane_model::train(kind, &data, &params, |progress| {
                 let _ = progress_tx.send(progress);
-                true
+                !stop.load(Ordering::Relaxed)
             })
-            .map_err(|err| Error::InvalidArgument(err.to_string()))?;
-            model.to_artifact().map(|bytes| (model, bytes)).map_err(|err| Error::Internal(err.to_string()))
+            .map_err(|err| match err {
+                modelplane_model::Error::Cancelled => Error::Cancelled,
+                other => Error::InvalidArgument(other.to_string()),
+            })?;
+            model
+                .to_artifact()
+                .map(|bytes| (model, bytes))
+                .map_err(|err| Error::Internal(err.to_string()))
         });
         let mut last_write = Instant::now() - PROGRESS_EVERY;
         while let Some(progress) = progress_rx.recv().await {
             job.epoch = progress.epoch;
             job.epochs = progress.epochs;
             job.loss = progress.loss;
+            job.validation_loss = progress.validation_loss;
+            job.rows_per_second = progress.rows_per_second;
+            let per_epoch = started.elapsed().as_secs_f64() / f64::from(progress.epoch.max(1));
+            job.eta_seconds = per_epoch * f64::from(progress.epochs.saturating_sub(progress.epoch));
             if last_write.elapsed() >= PROGRESS_EVERY || progress.epoch == progress.epochs {
                 last_write = Instant::now();
-                self.save(job).await;
+                self.save(job, cancel).await;
             }
         }
-        let (model, artifact): (Model, Vec<u8>) =
-            training.await.map_err(|err| Error::Internal(format!("training task failed: {err}")))??;
-        self.upload(job, &dataset, &model, artifact).await
+        let (model, artifact): (Model, Vec<u8>) = training
+            .await
+            .map_err(|err| Error::Internal(format!("training task failed: {err}")))??;
+        self.upload(job, &dataset, &model, artifact, started.elapsed())
+            .await
     }
 
-    async fn upload(&self, job: &JobRecord, dataset: &pb::Dataset, model: &Model, artifact: Vec<u8>) -> Result<pb::ModelVersion> {
+    async fn upload(
+        &self,
+        job: &JobRecord,
+        dataset: &pb::Dataset,
+        model: &Model,
+        artifact: Vec<u8>,
+        duration: Duration,
+    ) -> Result<pb::ModelVersion> {
         let mut params = model.manifest.params.clone();
         params.insert("kind".into(), job.spec.kind.clone());
         params.insert("trainer".into(), self.config.id.clone());
+        params.insert("trainer_version".into(), env!("CARGO_PKG_VERSION").into());
+        params.insert("duration_ms".into(), duration.as_millis().to_string());
         let manifest = UploadManifest {
             model: job.spec.model.clone(),
             sha256: hex::encode(Sha256::digest(&artifact)),
@@ -180,16 +280,27 @@ impl Runner {
             }),
             create_model: true,
         };
-        let mut messages = vec![UploadVersionRequest { part: Some(upload_version_request::Part::Manifest(manifest)) }];
-        messages.extend(artifact.chunks(modelplane_proto::MAX_CHUNK_BYTES).map(|chunk| UploadVersionRequest {
-            part: Some(upload_version_request::Part::Chunk(chunk.to_vec())),
-        }));
+        let mut messages = vec![UploadVersionRequest {
+            part: Some(upload_version_request::Part::Manifest(manifest)),
+        }];
+        messages.extend(
+            artifact
+                .chunks(modelplane_proto::MAX_CHUNK_BYTES)
+                .map(|chunk| UploadVersionRequest {
+                    part: Some(upload_version_request::Part::Chunk(chunk.to_vec())),
+                }),
+        );
         let response = self
             .registry
             .clone()
             .upload_version(futures::stream::iter(messages))
             .await
-            .map_err(|status| Error::Unavailable(format!("registering the version failed: {}", status.message())))?;
+            .map_err(|status| {
+                Error::Unavailable(format!(
+                    "registering the version failed: {}",
+                    status.message()
+                ))
+            })?;
         Ok(response.into_inner())
     }
 }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use modelplane_model::Model;
-use modelplane_proto::registry::{DownloadArtifactRequest, download_artifact_response::Part, registry_client::RegistryClient};
+use modelplane_proto::registry::{
+    DownloadArtifactRequest, download_artifact_response::Part, registry_client::RegistryClient,
+};
 use modelplane_service::TracedChannel;
 use modelplane_store::schema::{self, LoadState, VersionRecord, WorkerRecord};
 use modelplane_store::{Catalog, KvStore, LeaseKeeper};
@@ -23,7 +25,11 @@ const TICK: Duration = Duration::from_millis(250);
 /// The versions this worker should hold: every resolved target of every deployment,
 /// except deployments with `replicas > 0`, which go to the `replicas` live workers that
 /// rank highest for that model (rendezvous hashing, so every worker agrees).
-pub(crate) fn desired(catalog: &Catalog, live_workers: &BTreeSet<String>, me: &str) -> BTreeSet<(String, u64)> {
+pub(crate) fn desired(
+    catalog: &Catalog,
+    live_workers: &BTreeSet<String>,
+    me: &str,
+) -> BTreeSet<(String, u64)> {
     let mut wanted = BTreeSet::new();
     for deployment in catalog.deployments() {
         if deployment.replicas > 0 {
@@ -31,8 +37,13 @@ pub(crate) fn desired(catalog: &Catalog, live_workers: &BTreeSet<String>, me: &s
             if !live_workers.contains(me) {
                 candidates.push(me);
             }
-            candidates.sort_by_key(|worker| std::cmp::Reverse(rendezvous(&deployment.model, worker)));
-            if !candidates.iter().take(deployment.replicas as usize).any(|w| *w == me) {
+            candidates
+                .sort_by_key(|worker| std::cmp::Reverse(rendezvous(&deployment.model, worker)));
+            if !candidates
+                .iter()
+                .take(deployment.replicas as usize)
+                .any(|w| *w == me)
+            {
                 continue;
             }
         }
@@ -68,7 +79,10 @@ impl Loader {
         let mut slots = self.state.write();
         for key in &wanted {
             let retry = slots.get(key).is_some_and(|slot| {
-                slot.state == LoadState::Failed && slot.failed_at.is_some_and(|t| now - t >= RETRY_FAILED_AFTER)
+                slot.state == LoadState::Failed
+                    && slot
+                        .failed_at
+                        .is_some_and(|t| now - t >= RETRY_FAILED_AFTER)
             });
             if slots.contains_key(key) && !retry {
                 if let Some(slot) = slots.get_mut(key) {
@@ -76,10 +90,18 @@ impl Loader {
                 }
                 continue;
             }
-            let Some(record) = catalog.version(&key.0, key.1).cloned() else { continue };
+            let Some(record) = catalog.version(&key.0, key.1).cloned() else {
+                continue;
+            };
             slots.insert(
                 key.clone(),
-                Slot { state: LoadState::Loading, error: String::new(), model: None, unwanted_since: None, failed_at: None },
+                Slot {
+                    state: LoadState::Loading,
+                    error: String::new(),
+                    model: None,
+                    unwanted_since: None,
+                    failed_at: None,
+                },
             );
             changed = true;
             self.spawn_load(record);
@@ -148,7 +170,11 @@ fn cache_path(cache_dir: &Path, sha256: &str) -> PathBuf {
 }
 
 /// Artifact bytes from the cache when they verify, else from the registry (then cached).
-async fn fetch(record: &VersionRecord, cache_dir: &Path, mut registry: RegistryClient<TracedChannel>) -> Result<Vec<u8>, Error> {
+async fn fetch(
+    record: &VersionRecord,
+    cache_dir: &Path,
+    mut registry: RegistryClient<TracedChannel>,
+) -> Result<Vec<u8>, Error> {
     let path = cache_path(cache_dir, &record.sha256);
     if let Ok(bytes) = tokio::fs::read(&path).await {
         if sha256_hex(&bytes) == record.sha256 {
@@ -156,34 +182,53 @@ async fn fetch(record: &VersionRecord, cache_dir: &Path, mut registry: RegistryC
         }
         tracing::warn!(path = %path.display(), "cached artifact is corrupt; downloading again");
     }
-    let request = DownloadArtifactRequest { model: record.model.clone(), version: record.version.to_string() };
+    let request = DownloadArtifactRequest {
+        model: record.model.clone(),
+        version: record.version.to_string(),
+    };
     let mut stream = registry
         .download_artifact(request)
         .await
-        .map_err(|status| Error::Unavailable(format!("download from registry failed: {}", status.message())))?
+        .map_err(|status| {
+            Error::Unavailable(format!(
+                "download from registry failed: {}",
+                status.message()
+            ))
+        })?
         .into_inner();
     let mut bytes = Vec::with_capacity(record.size_bytes as usize);
-    while let Some(message) = stream
-        .message()
-        .await
-        .map_err(|status| Error::Unavailable(format!("download interrupted: {}", status.message())))?
-    {
+    while let Some(message) = stream.message().await.map_err(|status| {
+        Error::Unavailable(format!("download interrupted: {}", status.message()))
+    })? {
         if let Some(Part::Chunk(chunk)) = message.part {
             bytes.extend_from_slice(&chunk);
         }
     }
     let actual = sha256_hex(&bytes);
     if actual != record.sha256 {
-        return Err(Error::Internal(format!("downloaded artifact hashes to {actual}; the record says {}", record.sha256)));
+        return Err(Error::Internal(format!(
+            "downloaded artifact hashes to {actual}; the record says {}",
+            record.sha256
+        )));
     }
-    tokio::fs::create_dir_all(cache_dir).await.map_err(|err| Error::Internal(format!("cache dir: {err}")))?;
+    tokio::fs::create_dir_all(cache_dir)
+        .await
+        .map_err(|err| Error::Internal(format!("cache dir: {err}")))?;
     let temporary = path.with_extension(format!("partial-{}", uuid::Uuid::new_v4()));
-    tokio::fs::write(&temporary, &bytes).await.map_err(|err| Error::Internal(format!("cache write: {err}")))?;
-    tokio::fs::rename(&temporary, &path).await.map_err(|err| Error::Internal(format!("cache rename: {err}")))?;
+    tokio::fs::write(&temporary, &bytes)
+        .await
+        .map_err(|err| Error::Internal(format!("cache write: {err}")))?;
+    tokio::fs::rename(&temporary, &path)
+        .await
+        .map_err(|err| Error::Internal(format!("cache rename: {err}")))?;
     Ok(bytes)
 }
 
-async fn load(record: &VersionRecord, cache_dir: &Path, registry: RegistryClient<TracedChannel>) -> Result<Model, Error> {
+async fn load(
+    record: &VersionRecord,
+    cache_dir: &Path,
+    registry: RegistryClient<TracedChannel>,
+) -> Result<Model, Error> {
     let bytes = fetch(record, cache_dir, registry).await?;
     tokio::task::spawn_blocking(move || Model::from_artifact(&bytes))
         .await
@@ -200,14 +245,29 @@ pub(crate) async fn publish(
     addr: &str,
     accepting: bool,
 ) -> Result<(), modelplane_store::Error> {
-    let record = WorkerRecord { id: id.to_owned(), addr: addr.to_owned(), loaded: state.loaded(), accepting };
-    store.put(&schema::worker_key(id), schema::encode(&record), Some(lease.current())).await?;
+    let record = WorkerRecord {
+        id: id.to_owned(),
+        addr: addr.to_owned(),
+        loaded: state.loaded(),
+        accepting,
+    };
+    store
+        .put(
+            &schema::worker_key(id),
+            schema::encode(&record),
+            Some(lease.current()),
+        )
+        .await?;
     Ok(())
 }
 
 /// Live worker ids from a decoded workers map.
 pub(crate) fn live_ids(workers: &HashMap<String, WorkerRecord>) -> BTreeSet<String> {
-    workers.values().filter(|w| w.accepting).map(|w| w.id.clone()).collect()
+    workers
+        .values()
+        .filter(|w| w.accepting)
+        .map(|w| w.id.clone())
+        .collect()
 }
 
 pub(crate) const LOADER_TICK: Duration = TICK;

@@ -1,0 +1,106 @@
+//! Dense layers and output heads: the forward pass shared by training and inference.
+
+use ndarray::{Array1, Array2, ArrayView2, Axis, Zip};
+use serde::{Deserialize, Serialize};
+
+/// Hidden-layer nonlinearity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// max(0, x).
+    Relu,
+    /// tanh(x).
+    Tanh,
+    /// x (used by the last layer, whose head applies the output function).
+    Identity,
+}
+
+impl Activation {
+    /// Applies the function in place.
+    pub fn apply(self, z: &mut Array2<f32>) {
+        match self {
+            Activation::Relu => z.mapv_inplace(|v| v.max(0.0)),
+            Activation::Tanh => z.mapv_inplace(f32::tanh),
+            Activation::Identity => {}
+        }
+    }
+
+    /// Multiplies `delta` by the derivative, given the layer's activated output `a`.
+    pub fn backprop(self, delta: &mut Array2<f32>, a: &Array2<f32>) {
+        match self {
+            Activation::Relu => Zip::from(delta).and(a).for_each(|d, a| {
+                if *a <= 0.0 {
+                    *d = 0.0;
+                }
+            }),
+            Activation::Tanh => Zip::from(delta).and(a).for_each(|d, a| *d *= 1.0 - a * a),
+            Activation::Identity => {}
+        }
+    }
+}
+
+/// The output function of the last layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Head {
+    /// Regression: the values as they are.
+    Identity,
+    /// Binary classification: one logit → probability of class 1.
+    Sigmoid,
+    /// Multiclass: one logit per class → probabilities.
+    Softmax,
+}
+
+impl Head {
+    /// Turns logits into the head's output in place.
+    pub fn apply(self, z: &mut Array2<f32>) {
+        match self {
+            Head::Identity => {}
+            Head::Sigmoid => z.mapv_inplace(sigmoid),
+            Head::Softmax => {
+                for mut row in z.axis_iter_mut(Axis(0)) {
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    row.mapv_inplace(|v| (v - max).exp());
+                    let sum = row.sum();
+                    row.mapv_inplace(|v| v / sum);
+                }
+            }
+        }
+    }
+}
+
+/// The logistic function.
+pub fn sigmoid(z: f32) -> f32 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+/// One fully connected layer: `activation(x · weight + bias)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dense {
+    /// `[inputs, outputs]`.
+    pub weight: Array2<f32>,
+    /// `[outputs]`.
+    pub bias: Array1<f32>,
+    /// Applied after the affine map.
+    pub activation: Activation,
+}
+
+impl Dense {
+    /// `x · weight + bias`, then the activation.
+    pub fn forward(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
+        let mut z = x.dot(&self.weight);
+        z += &self.bias.view().insert_axis(Axis(0));
+        self.activation.apply(&mut z);
+        z
+    }
+}
+
+/// Runs `x` through every layer and the head.
+pub fn forward(layers: &[Dense], head: Head, x: ArrayView2<'_, f32>) -> Array2<f32> {
+    let mut out = x.to_owned();
+    for layer in layers {
+        out = layer.forward(out.view());
+    }
+    head.apply(&mut out);
+    out
+}

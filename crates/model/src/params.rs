@@ -1,0 +1,304 @@
+//! Hyperparameters: defaults per model kind, parsed from string pairs with every value
+//! range-checked, so a bad job is refused at submission with the field and its range.
+
+use std::collections::BTreeMap;
+
+use crate::network::Activation;
+use crate::{Error, ModelKind, Result};
+
+/// How weights move along the gradient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Optimizer {
+    /// Stochastic gradient descent with optional momentum.
+    Sgd,
+    /// Adam (β1 0.9, β2 0.999, ε 1e-8).
+    Adam,
+}
+
+/// Learning rate over the epochs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    /// The same rate throughout.
+    Constant,
+    /// Cosine decay from the rate to 0 over the epochs.
+    Cosine,
+}
+
+/// Hyperparameters; see [`TrainParams::defaults_for`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainParams {
+    /// Step size, in (0, 10].
+    pub learning_rate: f32,
+    /// Passes over the training split, in [1, 100000].
+    pub epochs: u32,
+    /// Rows per gradient step, in [1, 1000000].
+    pub batch_size: usize,
+    /// L2 penalty: `l2 · w` is added to each weight's gradient, in [0, 100].
+    pub l2: f32,
+    /// Seed for the split, the initial weights and the shuffles.
+    pub seed: u64,
+    /// Fraction of rows held out for metrics and early stopping, in [0, 0.9].
+    pub validation_fraction: f64,
+    /// Hidden layer sizes (MLP only), each in [1, 65536].
+    pub hidden: Vec<usize>,
+    /// Hidden activation (MLP only).
+    pub activation: Activation,
+    /// Optimizer.
+    pub optimizer: Optimizer,
+    /// SGD momentum, in [0, 1).
+    pub momentum: f32,
+    /// Stop when the validation loss has not improved for `patience` epochs.
+    pub early_stopping: bool,
+    /// Epochs without improvement before stopping, in [1, 10000].
+    pub patience: u32,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+}
+
+const NAMES: &str = "learning_rate, epochs, batch_size, l2, seed, validation_fraction, hidden, activation, \
+                     optimizer, momentum, early_stopping, patience, lr_schedule";
+
+fn invalid(name: &str, reason: impl Into<String>) -> Error {
+    Error::InvalidParam {
+        name: name.into(),
+        reason: reason.into(),
+    }
+}
+
+fn parse<T: std::str::FromStr>(name: &str, value: &str, expected: &str) -> Result<T> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(name, format!("{value:?} is not {expected}")))
+}
+
+fn check_range(
+    name: &str,
+    value: f64,
+    low: f64,
+    high: f64,
+    low_inclusive: bool,
+    high_inclusive: bool,
+) -> Result<()> {
+    let above = if low_inclusive {
+        value >= low
+    } else {
+        value > low
+    };
+    let below = if high_inclusive {
+        value <= high
+    } else {
+        value < high
+    };
+    if above && below {
+        return Ok(());
+    }
+    let (open, close) = (
+        if low_inclusive { "[" } else { "(" },
+        if high_inclusive { "]" } else { ")" },
+    );
+    Err(invalid(
+        name,
+        format!("{value} is out of range; allowed {open}{low}, {high}{close}"),
+    ))
+}
+
+impl TrainParams {
+    /// Defaults: SGD, rate 0.1, 100 epochs, batches of 32 for the linear kinds; for the
+    /// MLP the defaults of scikit-learn's MLPClassifier (Adam, rate 0.001, 200 epochs,
+    /// batches of 200, one hidden layer) with 64 hidden units.
+    pub fn defaults_for(kind: ModelKind) -> Self {
+        let linear = Self {
+            learning_rate: 0.1,
+            epochs: 100,
+            batch_size: 32,
+            l2: 0.0,
+            seed: 42,
+            validation_fraction: 0.2,
+            hidden: Vec::new(),
+            activation: Activation::Relu,
+            optimizer: Optimizer::Sgd,
+            momentum: 0.0,
+            early_stopping: false,
+            patience: 10,
+            schedule: Schedule::Constant,
+        };
+        if kind.is_mlp() {
+            Self {
+                learning_rate: 0.001,
+                epochs: 200,
+                batch_size: 200,
+                l2: 1e-4,
+                hidden: vec![64],
+                optimizer: Optimizer::Adam,
+                ..linear
+            }
+        } else {
+            linear
+        }
+    }
+
+    /// Defaults for `kind` overridden by string pairs; unknown names and values out of
+    /// range are refused naming the field and what is allowed.
+    pub fn from_map(kind: ModelKind, params: &BTreeMap<String, String>) -> Result<Self> {
+        let mut out = Self::defaults_for(kind);
+        for (name, value) in params {
+            let value = value.trim();
+            match name.as_str() {
+                "learning_rate" => out.learning_rate = parse(name, value, "a number")?,
+                "epochs" => out.epochs = parse(name, value, "a whole number")?,
+                "batch_size" => out.batch_size = parse(name, value, "a whole number")?,
+                "l2" | "alpha" => out.l2 = parse(name, value, "a number")?,
+                "seed" => out.seed = parse(name, value, "a whole number")?,
+                "validation_fraction" => out.validation_fraction = parse(name, value, "a number")?,
+                "momentum" => out.momentum = parse(name, value, "a number")?,
+                "patience" => out.patience = parse(name, value, "a whole number")?,
+                "early_stopping" => out.early_stopping = parse(name, value, "true or false")?,
+                "hidden" => {
+                    if !kind.is_mlp() {
+                        return Err(invalid(
+                            name,
+                            format!(
+                                "only MLP kinds have hidden layers; {} has none",
+                                kind.name()
+                            ),
+                        ));
+                    }
+                    out.hidden = value
+                        .split(',')
+                        .map(|size| {
+                            parse::<usize>(name, size, "a comma-separated list of layer sizes")
+                        })
+                        .collect::<Result<_>>()?;
+                    for size in &out.hidden {
+                        check_range(name, *size as f64, 1.0, 65_536.0, true, true)?;
+                    }
+                }
+                "activation" => {
+                    out.activation = match value {
+                        "relu" => Activation::Relu,
+                        "tanh" => Activation::Tanh,
+                        other => {
+                            return Err(invalid(
+                                name,
+                                format!("{other:?} is not an activation; expected relu or tanh"),
+                            ));
+                        }
+                    }
+                }
+                "optimizer" => {
+                    out.optimizer = match value {
+                        "sgd" => Optimizer::Sgd,
+                        "adam" => Optimizer::Adam,
+                        other => {
+                            return Err(invalid(
+                                name,
+                                format!("{other:?} is not an optimizer; expected sgd or adam"),
+                            ));
+                        }
+                    }
+                }
+                "lr_schedule" => {
+                    out.schedule = match value {
+                        "constant" => Schedule::Constant,
+                        "cosine" => Schedule::Cosine,
+                        other => {
+                            return Err(invalid(
+                                name,
+                                format!("{other:?} is not a schedule; expected constant or cosine"),
+                            ));
+                        }
+                    }
+                }
+                other => {
+                    return Err(invalid(
+                        other,
+                        format!("unknown parameter; expected one of {NAMES}"),
+                    ));
+                }
+            }
+        }
+        check_range(
+            "learning_rate",
+            f64::from(out.learning_rate),
+            0.0,
+            10.0,
+            false,
+            true,
+        )?;
+        check_range("epochs", f64::from(out.epochs), 1.0, 100_000.0, true, true)?;
+        check_range(
+            "batch_size",
+            out.batch_size as f64,
+            1.0,
+            1_000_000.0,
+            true,
+            true,
+        )?;
+        check_range("l2", f64::from(out.l2), 0.0, 100.0, true, true)?;
+        check_range(
+            "validation_fraction",
+            out.validation_fraction,
+            0.0,
+            0.9,
+            true,
+            true,
+        )?;
+        check_range("momentum", f64::from(out.momentum), 0.0, 1.0, true, false)?;
+        check_range(
+            "patience",
+            f64::from(out.patience),
+            1.0,
+            10_000.0,
+            true,
+            true,
+        )?;
+        if kind.is_mlp() && out.hidden.is_empty() {
+            return Err(invalid(
+                "hidden",
+                "an MLP needs at least one hidden layer, e.g. hidden=64",
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The parameters as string pairs, for lineage.
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        let mut map: BTreeMap<String, String> = [
+            ("learning_rate", self.learning_rate.to_string()),
+            ("epochs", self.epochs.to_string()),
+            ("batch_size", self.batch_size.to_string()),
+            ("l2", self.l2.to_string()),
+            ("seed", self.seed.to_string()),
+            ("validation_fraction", self.validation_fraction.to_string()),
+            ("optimizer", format!("{:?}", self.optimizer).to_lowercase()),
+            ("momentum", self.momentum.to_string()),
+            ("early_stopping", self.early_stopping.to_string()),
+            ("patience", self.patience.to_string()),
+            ("lr_schedule", format!("{:?}", self.schedule).to_lowercase()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        if !self.hidden.is_empty() {
+            let sizes: Vec<String> = self.hidden.iter().map(ToString::to_string).collect();
+            map.insert("hidden".into(), sizes.join(","));
+            map.insert(
+                "activation".into(),
+                format!("{:?}", self.activation).to_lowercase(),
+            );
+        }
+        map
+    }
+
+    /// The learning rate for an epoch (from 1).
+    pub fn rate_at(&self, epoch: u32) -> f32 {
+        match self.schedule {
+            Schedule::Constant => self.learning_rate,
+            Schedule::Cosine => {
+                let progress = (epoch - 1) as f32 / self.epochs.max(1) as f32;
+                self.learning_rate * 0.5 * (1.0 + (std::f32::consts::PI * progress).cos())
+            }
+        }
+    }
+}
