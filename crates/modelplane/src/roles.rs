@@ -72,8 +72,14 @@ pub struct TrainerArgs {
     #[arg(long, env = "MODELPLANE_ID")]
     pub id: Option<String>,
     /// Jobs run at once.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "MODELPLANE_MAX_CONCURRENT_JOBS", default_value_t = 1)]
     pub max_concurrent_jobs: usize,
+    /// Seconds without a heartbeat after which another trainer takes over this one's jobs.
+    #[arg(long, env = "MODELPLANE_LEASE_TTL_SECS", default_value_t = 5)]
+    pub lease_ttl_secs: u64,
+    /// Largest dataset a job may train on, in bytes.
+    #[arg(long, env = "MODELPLANE_MAX_DATASET_BYTES", default_value_t = 256 << 20)]
+    pub max_dataset_bytes: u64,
 }
 
 #[derive(Args, Debug)]
@@ -175,6 +181,8 @@ pub async fn trainer(args: TrainerArgs) -> Result<()> {
         id: args.id.unwrap_or_else(|| random_id("trainer")),
         registry_addr: args.registry,
         max_concurrent_jobs: args.max_concurrent_jobs,
+        lease_ttl: std::time::Duration::from_secs(args.lease_ttl_secs),
+        max_dataset_bytes: args.max_dataset_bytes,
         ..Default::default()
     };
     config.validate().map_err(anyhow::Error::msg)?;

@@ -11,6 +11,8 @@ pub struct TrainerConfig {
     pub max_concurrent_jobs: usize,
     /// TTL of the claim lease: how soon another trainer takes over a job whose trainer died.
     pub lease_ttl: Duration,
+    /// Largest dataset a job may train on; larger ones are refused at submission.
+    pub max_dataset_bytes: u64,
 }
 
 impl Default for TrainerConfig {
@@ -20,6 +22,7 @@ impl Default for TrainerConfig {
             registry_addr: "127.0.0.1:7001".into(),
             max_concurrent_jobs: 1,
             lease_ttl: Duration::from_secs(5),
+            max_dataset_bytes: 256 << 20,
         }
     }
 }
@@ -30,6 +33,15 @@ impl TrainerConfig {
         modelplane_store::schema::validate_name("trainer id", &self.id)?;
         if self.max_concurrent_jobs == 0 {
             return Err("max concurrent jobs is 0; expected at least 1".into());
+        }
+        if self.lease_ttl < Duration::from_secs(1) {
+            return Err(format!(
+                "lease TTL {:?} is too short; expected at least 1s",
+                self.lease_ttl
+            ));
+        }
+        if self.max_dataset_bytes == 0 {
+            return Err("max dataset bytes is 0; expected a positive limit".into());
         }
         if self.registry_addr.trim().is_empty() {
             return Err("registry address is empty; expected host:port".into());

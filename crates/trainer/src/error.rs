@@ -9,6 +9,9 @@ pub enum Error {
     /// A malformed job spec.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A limit was exceeded.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The store or registry could not be reached.
     #[error("{0}")]
     Unavailable(String),
@@ -32,6 +35,7 @@ impl From<Error> for tonic::Status {
         match err {
             Error::NotFound(_) => tonic::Status::not_found(message),
             Error::InvalidArgument(_) => tonic::Status::invalid_argument(message),
+            Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
             Error::Unavailable(_) | Error::Store(modelplane_store::Error::Unavailable(_)) => {
                 tonic::Status::unavailable(message)
             }

@@ -14,6 +14,7 @@ use crate::jobs;
 /// The gRPC face of the job queue.
 pub struct TrainerService {
     pub(crate) store: Arc<dyn KvStore>,
+    pub(crate) max_dataset_bytes: u64,
 }
 
 fn job_to_pb(job: JobRecord) -> pb::Job {
@@ -80,7 +81,7 @@ impl pb::trainer_server::Trainer for TrainerService {
             params: spec.params.into_iter().collect(),
         };
         Ok(Response::new(job_to_pb(
-            jobs::submit(&*self.store, spec).await?,
+            jobs::submit(&*self.store, spec, self.max_dataset_bytes).await?,
         )))
     }
 

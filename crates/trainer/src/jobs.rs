@@ -5,7 +5,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use modelplane_model::{ModelKind, TrainParams};
 use modelplane_store::KvStore;
-use modelplane_store::schema::{self, JobRecord, JobSpec, JobState};
+use modelplane_store::schema::{self, DatasetRecord, JobRecord, JobSpec, JobState};
 
 use crate::{Error, Result};
 
@@ -23,9 +23,57 @@ pub fn validate_spec(spec: &JobSpec) -> Result<()> {
     Ok(())
 }
 
-/// Queues a job; any trainer may claim it.
-pub async fn submit(store: &dyn KvStore, spec: JobSpec) -> Result<JobRecord> {
+/// The dataset a spec names (its newest upload unless a sha256 is given).
+async fn find_dataset(store: &dyn KvStore, spec: &JobSpec) -> Result<DatasetRecord> {
+    let snapshot = store.range(&schema::dataset_prefix(&spec.dataset)).await?;
+    let mut records: Vec<DatasetRecord> = snapshot
+        .kvs
+        .iter()
+        .map(|kv| schema::decode(&kv.key, &kv.value))
+        .collect::<Result<_, _>>()?;
+    records.sort_by_key(|r| r.created_unix_ms);
+    let found = if spec.dataset_sha256.is_empty() {
+        records.pop()
+    } else {
+        records
+            .into_iter()
+            .find(|r| r.sha256.eq_ignore_ascii_case(&spec.dataset_sha256))
+    };
+    found.ok_or_else(|| match spec.dataset_sha256.as_str() {
+        "" => Error::NotFound(format!(
+            "dataset {:?} not found; upload it first",
+            spec.dataset
+        )),
+        sha => Error::NotFound(format!(
+            "dataset {:?} has no upload with sha256 {sha}",
+            spec.dataset
+        )),
+    })
+}
+
+/// Queues a job; any trainer may claim it. The spec is checked first: kind, parameters
+/// and their ranges, the dataset's existence, its size limit and its target column.
+pub async fn submit(
+    store: &dyn KvStore,
+    spec: JobSpec,
+    max_dataset_bytes: u64,
+) -> Result<JobRecord> {
     validate_spec(&spec)?;
+    let dataset = find_dataset(store, &spec).await?;
+    if dataset.size_bytes > max_dataset_bytes {
+        return Err(Error::ResourceExhausted(format!(
+            "dataset {:?} is {} bytes; this trainer accepts at most {max_dataset_bytes}",
+            spec.dataset, dataset.size_bytes
+        )));
+    }
+    if !dataset.columns.iter().any(|c| c == &spec.target) {
+        return Err(Error::InvalidArgument(format!(
+            "target column {:?} is not in dataset {:?}; its columns are {}",
+            spec.target,
+            spec.dataset,
+            dataset.columns.join(", ")
+        )));
+    }
     let record = JobRecord {
         id: uuid::Uuid::new_v4().to_string(),
         spec,

@@ -64,7 +64,10 @@ pub async fn serve(
         .add_service(modelplane_service::reflection_service(&[
             "modelplane.trainer.v1.Trainer",
         ]))
-        .add_service(TrainerServer::new(TrainerService { store }))
+        .add_service(TrainerServer::new(TrainerService {
+            store,
+            max_dataset_bytes: config.max_dataset_bytes,
+        }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             drain.cancelled().await;
             health
