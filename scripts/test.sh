@@ -25,5 +25,5 @@ echo "== cargo test"
 cargo test --workspace --locked
 
 echo "== python interop (tritonclient against the router)"
-cargo build --locked --workspace --bins
+# cargo test built target/debug/modelplane for the end-to-end tests; the interop test runs it.
 MODELPLANE_BIN="$PWD/target/debug/modelplane" "$venv/bin/python" -m pytest -q tests/python

@@ -42,3 +42,30 @@ pub fn churn_csv(rows: usize) -> String {
     }
     csv
 }
+
+/// Short labelled texts, quoted as CSV: the topic shows in the words used.
+pub fn topics_csv(rows: usize) -> String {
+    let vocabulary: [(&str, [&str; 5]); 3] = [
+        (
+            "billing",
+            ["invoice", "refund", "charged", "payment", "price"],
+        ),
+        (
+            "delivery",
+            ["parcel", "courier", "shipping", "arrived", "late"],
+        ),
+        (
+            "account",
+            ["password", "login", "email", "locked", "profile"],
+        ),
+    ];
+    let mut rng = Lcg(5);
+    let mut csv = String::from("text,topic\n");
+    for i in 0..rows {
+        let (topic, words) = &vocabulary[i % 3];
+        let mut pick = || words[(rng.next() * 5.0) as usize % 5];
+        let text = format!("my {} was {}, please check the {}", pick(), pick(), pick());
+        csv.push_str(&format!("\"{text}\",{topic}\n"));
+    }
+    csv
+}

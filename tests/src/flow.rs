@@ -233,6 +233,61 @@ pub fn infer_request(
     request
 }
 
+/// A KServe v2 request with one BYTES `text` input, typed or raw (length-prefixed).
+pub fn text_request(model: &str, texts: &[&str], raw: bool) -> ModelInferRequest {
+    let mut tensor = InferInputTensor {
+        name: "text".into(),
+        datatype: "BYTES".into(),
+        shape: vec![texts.len() as i64],
+        ..Default::default()
+    };
+    let mut request = ModelInferRequest {
+        model_name: model.into(),
+        ..Default::default()
+    };
+    if raw {
+        let mut bytes = Vec::new();
+        for text in texts {
+            bytes.extend_from_slice(&(text.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(text.as_bytes());
+        }
+        request.raw_input_contents.push(Bytes::from(bytes));
+    } else {
+        tensor.contents = Some(InferTensorContents {
+            bytes_contents: texts.iter().map(|t| t.as_bytes().to_vec()).collect(),
+            ..Default::default()
+        });
+    }
+    request.inputs.push(tensor);
+    request
+}
+
+/// The elements of a BYTES output, typed or raw, as strings.
+pub fn bytes_output(response: &ModelInferResponse, name: &str) -> Vec<String> {
+    let Some(index) = response.outputs.iter().position(|o| o.name == name) else {
+        return Vec::new();
+    };
+    if let Some(mut raw) = response.raw_output_contents.get(index).map(|b| b.as_ref()) {
+        let mut out = Vec::new();
+        while let Some((length, rest)) = raw.split_first_chunk::<4>() {
+            let length = u32::from_le_bytes(*length) as usize;
+            out.push(String::from_utf8_lossy(&rest[..length.min(rest.len())]).into_owned());
+            raw = &rest[length.min(rest.len())..];
+        }
+        return out;
+    }
+    response.outputs[index]
+        .contents
+        .as_ref()
+        .map(|c| {
+            c.bytes_contents
+                .iter()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The first output's values, typed or raw.
 pub fn first_output(response: &ModelInferResponse) -> Vec<f32> {
     if let Some(raw) = response.raw_output_contents.first() {

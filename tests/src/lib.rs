@@ -12,6 +12,6 @@ mod otlp;
 pub mod scenario;
 
 pub use cluster::{Etcd, Process, free_port};
-pub use data::{churn_csv, houses_csv};
+pub use data::{churn_csv, houses_csv, topics_csv};
 pub use flow::*;
 pub use otlp::{CollectedSpan, Collector};

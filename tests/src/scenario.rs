@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use tonic::Code;
 
 use crate::flow::*;
-use crate::{churn_csv, houses_csv};
+use crate::{churn_csv, houses_csv, topics_csv};
 
 /// Endpoints of a running cluster.
 pub struct Endpoints {
@@ -191,8 +191,79 @@ pub async fn run(endpoints: &Endpoints) -> Result<Duration> {
         "churn model learned nothing: {expected:?}"
     );
 
+    classify_text(endpoints).await?;
     check_bad_input(endpoints).await?;
     flip(endpoints, &rows).await
+}
+
+/// Text classification: hashing vectorizer + softmax, served with BYTES input.
+async fn classify_text(endpoints: &Endpoints) -> Result<()> {
+    upload_dataset(&endpoints.registry, "tickets", &topics_csv(300)).await?;
+    let job = train(
+        &endpoints.trainer,
+        "tickets",
+        "softmax",
+        "tickets",
+        "topic",
+        &[("text_column", "text"), ("ngram_max", "2")],
+    )
+    .await?;
+    ensure!(
+        job.metrics["accuracy"] >= 0.95,
+        "text accuracy {:?}",
+        job.metrics
+    );
+    let deployment = pb::Deployment {
+        model: "tickets".into(),
+        targets: vec![pb::DeploymentTarget {
+            version: 1,
+            alias: String::new(),
+            weight: 1,
+        }],
+        replicas: 0,
+    };
+    registry(&endpoints.registry)
+        .await?
+        .set_deployment(pb::SetDeploymentRequest {
+            deployment: Some(deployment),
+        })
+        .await?;
+    wait_ready(&endpoints.router, "tickets", "", Duration::from_secs(30)).await?;
+    let mut client = inference(&endpoints.router).await?;
+    let texts = [
+        "I was charged twice, where is my refund",
+        "the courier left my parcel at the wrong door",
+        "cannot login, my password was reset",
+    ];
+    for raw in [false, true] {
+        let response = client
+            .model_infer(text_request("tickets", &texts, raw))
+            .await?
+            .into_inner();
+        ensure!(
+            bytes_output(&response, "label") == ["billing", "delivery", "account"],
+            "labels {:?}",
+            bytes_output(&response, "label")
+        );
+        let probabilities = first_output(&response);
+        ensure!(probabilities.len() == 9, "probabilities {probabilities:?}");
+        for row in probabilities.chunks(3) {
+            ensure!(
+                (row.iter().sum::<f32>() - 1.0).abs() < 1e-4,
+                "a row of probabilities sums to {}",
+                row.iter().sum::<f32>()
+            );
+        }
+    }
+    let status = client
+        .model_infer(infer_request("tickets", "", "text", &[vec![1.0]], false))
+        .await
+        .expect_err("numbers");
+    ensure!(
+        status.code() == Code::InvalidArgument && status.message().contains("expected BYTES"),
+        "{status:?}"
+    );
+    Ok(())
 }
 
 async fn check_bad_input(endpoints: &Endpoints) -> Result<()> {

@@ -1,8 +1,11 @@
 //! The one-file artifact: safetensors weights with the manifest in its metadata.
 //!
-//! Tensors (F32, little-endian): `scaler.mean` and `scaler.scale` `[features]`, and per
-//! dense layer `i`: `layers.{i}.weight` `[inputs, outputs]` and `layers.{i}.bias`
-//! `[outputs]`. Metadata key [`MANIFEST_METADATA_KEY`] holds the [`Manifest`] as JSON.
+//! Tensors (F32, little-endian): `scaler.mean` and `scaler.scale` `[features]`;
+//! `vectorizer.idf` `[n_features]` for tf-idf text models; `pca.components`
+//! `[features, components]` with PCA; per dense layer `i`: `layers.{i}.weight`
+//! `[inputs, outputs]` and `layers.{i}.bias` `[outputs]`. Metadata key
+//! [`MANIFEST_METADATA_KEY`] holds the [`Manifest`] as JSON; its `pipeline` says which
+//! preprocessing tensors to expect.
 
 use std::collections::HashMap;
 
@@ -10,7 +13,9 @@ use ndarray::{Array1, Array2};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
+use crate::model::Step;
 use crate::network::Dense;
+use crate::text::HashingVectorizer;
 use crate::{Error, Manifest, Model, Result, StandardScaler};
 
 /// The artifact format this build writes and reads.
@@ -71,6 +76,21 @@ impl Model {
                 le_bytes(self.scaler.scale.iter()),
             ),
         ];
+        if let Some(idf) = self.vectorizer.as_ref().and_then(|v| v.idf.as_ref()) {
+            buffers.push((
+                "vectorizer.idf".to_owned(),
+                vec![idf.len()],
+                le_bytes(idf.iter()),
+            ));
+        }
+        if let Some(components) = &self.pca {
+            let shape = vec![components.nrows(), components.ncols()];
+            buffers.push((
+                "pca.components".to_owned(),
+                shape,
+                le_bytes(components.iter()),
+            ));
+        }
         for (i, layer) in self.layers.iter().enumerate() {
             let (inputs, outputs) = layer.weight.dim();
             buffers.push((
@@ -122,8 +142,44 @@ impl Model {
         expect_shape("scaler.mean", &shape, &[features])?;
         let (shape, scale) = read_f32(&tensors, "scaler.scale")?;
         expect_shape("scaler.scale", &shape, &[features])?;
-        let mut layers = Vec::with_capacity(manifest.activations.len());
         let mut inputs = features;
+        let mut vectorizer = None;
+        let mut pca = None;
+        for step in &manifest.pipeline {
+            match step {
+                Step::HashingVectorizer {
+                    n_features,
+                    ngram_max,
+                    tfidf,
+                    ..
+                } => {
+                    let idf = if *tfidf {
+                        let (shape, idf) = read_f32(&tensors, "vectorizer.idf")?;
+                        expect_shape("vectorizer.idf", &shape, &[*n_features])?;
+                        Some(Array1::from(idf))
+                    } else {
+                        None
+                    };
+                    vectorizer = Some(HashingVectorizer {
+                        n_features: *n_features,
+                        ngram_max: *ngram_max,
+                        idf,
+                    });
+                    inputs = *n_features;
+                }
+                Step::StandardScaler => {}
+                Step::Pca { components } => {
+                    let (shape, values) = read_f32(&tensors, "pca.components")?;
+                    expect_shape("pca.components", &shape, &[features, *components])?;
+                    pca = Some(
+                        Array2::from_shape_vec((features, *components), values)
+                            .map_err(artifact_error)?,
+                    );
+                    inputs = *components;
+                }
+            }
+        }
+        let mut layers = Vec::with_capacity(manifest.activations.len());
         for (i, activation) in manifest.activations.iter().enumerate() {
             let (shape, weight) = read_f32(&tensors, &format!("layers.{i}.weight"))?;
             let outputs = shape.get(1).copied().unwrap_or(0);
@@ -143,10 +199,12 @@ impl Model {
         }
         Ok(Self {
             manifest,
+            vectorizer,
             scaler: StandardScaler {
                 mean: Array1::from(mean),
                 scale: Array1::from(scale),
             },
+            pca,
             layers,
         })
     }
@@ -194,6 +252,40 @@ mod tests {
             prop_assert_eq!(model.predict(data.features.view()).expect("predicts"), loaded.predict(data.features.view()).expect("predicts"));
             prop_assert_eq!(&model.manifest, &loaded.manifest);
         }
+    }
+
+    #[test]
+    fn text_and_pca_pipelines_round_trip() {
+        let text = Dataset::from_csv_with_text(
+            &crate::train::tests::texts_csv(60),
+            "topic",
+            true,
+            Some("text"),
+        )
+        .expect("valid csv");
+        let mut params = TrainParams::defaults_for(ModelKind::MlpClassifier);
+        params.text_column = Some("text".into());
+        params.epochs = 3;
+        let model = train(ModelKind::MlpClassifier, &text, &params, |_| true).expect("trains");
+        let loaded = Model::from_artifact(&model.to_artifact().expect("saves")).expect("loads");
+        let texts: Vec<&[u8]> = vec![b"rain and wind", b"pasta dinner"];
+        assert_eq!(
+            model.predict_texts(&texts).expect("predicts"),
+            loaded.predict_texts(&texts).expect("predicts")
+        );
+
+        let rows: Vec<(f32, f32)> = (0..30).map(|i| (i as f32, (i * 7 % 11) as f32)).collect();
+        let numeric = Dataset::from_csv(&csv_from(&rows, 2), "y", true).expect("valid csv");
+        let mut params = TrainParams::defaults_for(ModelKind::LogisticRegression);
+        params.pca = Some(crate::Components::Count(1));
+        let model =
+            train(ModelKind::LogisticRegression, &numeric, &params, |_| true).expect("trains");
+        let loaded = Model::from_artifact(&model.to_artifact().expect("saves")).expect("loads");
+        assert_eq!(model.pca, loaded.pca);
+        assert_eq!(
+            model.predict(numeric.features.view()).expect("predicts"),
+            loaded.predict(numeric.features.view()).expect("predicts")
+        );
     }
 
     #[test]

@@ -19,23 +19,6 @@ pub enum Target {
     },
 }
 
-/// Features and target parsed from a CSV.
-#[derive(Clone, Debug)]
-pub struct Dataset {
-    /// Names of the feature columns, in column order.
-    pub feature_names: Vec<String>,
-    /// Name of the target column.
-    pub target_name: String,
-    /// One row per example.
-    pub features: Array2<f32>,
-    /// One target per example.
-    pub target: Target,
-}
-
-fn split_line(line: &str) -> Vec<&str> {
-    line.split(',').map(str::trim).collect()
-}
-
 /// Sorted distinct labels: by numeric value when every label is a number, else as text.
 fn sorted_labels(cells: &[String]) -> Vec<String> {
     let mut labels: Vec<String> = cells.to_vec();
@@ -53,82 +36,119 @@ fn sorted_labels(cells: &[String]) -> Vec<String> {
     labels
 }
 
+/// Features and target parsed from a CSV.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    /// Names of the numeric feature columns, in column order (empty for text models).
+    pub feature_names: Vec<String>,
+    /// Name of the target column.
+    pub target_name: String,
+    /// One row per example (no columns for text models).
+    pub features: Array2<f32>,
+    /// The text column's name and one text per example, for text models.
+    pub text: Option<(String, Vec<String>)>,
+    /// One target per example.
+    pub target: Target,
+}
+
 impl Dataset {
-    /// Parses a CSV; `target` names the column to predict, every other column is a
-    /// numeric feature. With `classes`, the target is label-encoded. Errors name the row
-    /// (data rows count from 1) and column of a bad value.
+    /// Parses a numeric CSV; see [`Dataset::from_csv_with_text`].
     pub fn from_csv(csv: &str, target: &str, classes: bool) -> Result<Self> {
-        let mut lines = csv
-            .lines()
-            .enumerate()
-            .filter(|(_, line)| !line.trim().is_empty());
-        let (_, header_line) = lines
-            .next()
-            .ok_or_else(|| Error::Dataset("the CSV is empty; expected a header row".into()))?;
-        let columns: Vec<String> = split_line(header_line)
-            .into_iter()
+        Self::from_csv_with_text(csv, target, classes, None)
+    }
+
+    /// Parses a CSV (RFC 4180: quoted fields may hold commas and newlines). `target` names
+    /// the column to predict; with `classes` it is label-encoded. With `text_column`, that
+    /// column's text is the only input; otherwise every other column is a numeric feature.
+    /// Errors name the row (data rows count from 1) and column of a bad value.
+    pub fn from_csv_with_text(
+        csv: &str,
+        target: &str,
+        classes: bool,
+        text_column: Option<&str>,
+    ) -> Result<Self> {
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .from_reader(csv.as_bytes());
+        let columns: Vec<String> = reader
+            .headers()
+            .map_err(|err| Error::Dataset(format!("cannot read the header row: {err}")))?
+            .iter()
             .map(str::to_owned)
             .collect();
-        let target_index = columns.iter().position(|c| c == target).ok_or_else(|| {
-            Error::Dataset(format!(
-                "target column {target:?} not found; columns are {}",
-                columns.join(", ")
-            ))
-        })?;
-        if columns.len() < 2 {
+        if columns.iter().all(String::is_empty) {
+            return Err(Error::Dataset(
+                "the CSV is empty; expected a header row".into(),
+            ));
+        }
+        let find = |name: &str, what: &str| {
+            columns.iter().position(|c| c == name).ok_or_else(|| {
+                Error::Dataset(format!(
+                    "{what} column {name:?} not found; columns are {}",
+                    columns.join(", ")
+                ))
+            })
+        };
+        let target_index = find(target, "target")?;
+        let text_index = text_column.map(|name| find(name, "text")).transpose()?;
+        if text_index == Some(target_index) {
+            return Err(Error::Dataset(
+                "the text column cannot also be the target".into(),
+            ));
+        }
+        let feature_indexes: Vec<usize> = if text_index.is_some() {
+            Vec::new()
+        } else {
+            (0..columns.len()).filter(|i| *i != target_index).collect()
+        };
+        if text_index.is_none() && feature_indexes.is_empty() {
             return Err(Error::Dataset(
                 "expected at least one feature column beside the target".into(),
             ));
         }
-        let feature_names: Vec<String> = columns
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != target_index)
-            .map(|(_, c)| c.clone())
-            .collect();
 
         let mut values = Vec::new();
+        let mut texts = Vec::new();
         let mut numeric_targets = Vec::new();
         let mut text_targets = Vec::new();
-        for (row, (_, line)) in lines.enumerate() {
-            let row = row + 1;
-            let cells = split_line(line);
-            if cells.len() != columns.len() {
-                return Err(Error::Dataset(format!(
-                    "row {row} has {} values; the header has {} columns",
-                    cells.len(),
-                    columns.len()
-                )));
-            }
-            for (column, cell) in cells.iter().enumerate() {
-                if column == target_index && classes {
-                    if cell.is_empty() {
-                        return Err(Error::Dataset(format!(
-                            "row {row}, column {target:?}: the label is missing"
-                        )));
-                    }
-                    text_targets.push((*cell).to_owned());
-                    continue;
-                }
-                let value: f32 = cell.parse().map_err(|_| {
-                    let what = if cell.is_empty() {
+        for (index, record) in reader.records().enumerate() {
+            let row = index + 1;
+            let record = record.map_err(|err| Error::Dataset(format!("row {row}: {err}")))?;
+            let cell = |column: usize| record.get(column).unwrap_or_default();
+            let number = |column: usize| -> Result<f32> {
+                let text = cell(column);
+                let value: f32 = text.parse().map_err(|_| {
+                    let what = if text.is_empty() {
                         "is missing".to_owned()
                     } else {
-                        format!("{cell:?} is not a number")
+                        format!("{text:?} is not a number")
                     };
                     Error::Dataset(format!("row {row}, column {:?}: {what}", columns[column]))
                 })?;
-                if !value.is_finite() {
-                    return Err(Error::Dataset(format!(
-                        "row {row}, column {:?}: {cell:?} is not a finite number",
+                if value.is_finite() {
+                    Ok(value)
+                } else {
+                    Err(Error::Dataset(format!(
+                        "row {row}, column {:?}: {text:?} is not a finite number",
                         columns[column]
+                    )))
+                }
+            };
+            for column in &feature_indexes {
+                values.push(number(*column)?);
+            }
+            if let Some(column) = text_index {
+                texts.push(cell(column).to_owned());
+            }
+            if classes {
+                if cell(target_index).is_empty() {
+                    return Err(Error::Dataset(format!(
+                        "row {row}, column {target:?}: the label is missing"
                     )));
                 }
-                if column == target_index {
-                    numeric_targets.push(value);
-                } else {
-                    values.push(value);
-                }
+                text_targets.push(cell(target_index).to_owned());
+            } else {
+                numeric_targets.push(number(target_index)?);
             }
         }
         let rows = if classes {
@@ -139,7 +159,7 @@ impl Dataset {
         if rows == 0 {
             return Err(Error::Dataset("the CSV has a header but no rows".into()));
         }
-        let features = Array2::from_shape_vec((rows, feature_names.len()), values)
+        let features = Array2::from_shape_vec((rows, feature_indexes.len()), values)
             .map_err(|err| Error::Dataset(err.to_string()))?;
         let target_values = if classes {
             let labels = sorted_labels(&text_targets);
@@ -152,16 +172,23 @@ impl Dataset {
             Target::Values(Array1::from(numeric_targets))
         };
         Ok(Self {
-            feature_names,
+            feature_names: feature_indexes
+                .iter()
+                .map(|i| columns[*i].clone())
+                .collect(),
             target_name: target.to_owned(),
             features,
+            text: text_index.map(|i| (columns[i].clone(), texts)),
             target: target_values,
         })
     }
 
     /// Number of examples.
     pub fn rows(&self) -> usize {
-        self.features.nrows()
+        match &self.target {
+            Target::Values(values) => values.len(),
+            Target::Classes { index, .. } => index.len(),
+        }
     }
 }
 
@@ -206,6 +233,23 @@ mod tests {
         );
         let err = Dataset::from_csv("a,b,y\n1,,0\n", "y", false).expect_err("missing value");
         assert_eq!(err.to_string(), "dataset: row 1, column \"b\": is missing");
+    }
+
+    #[test]
+    fn quoted_text_column_is_the_only_input() {
+        let csv = "id,review,stars\n1,\"great, really great\",good\n2,awful,bad\n";
+        let data =
+            Dataset::from_csv_with_text(csv, "stars", true, Some("review")).expect("valid csv");
+        assert_eq!(data.features.dim(), (2, 0));
+        assert_eq!(
+            data.text,
+            Some((
+                "review".to_owned(),
+                vec!["great, really great".to_owned(), "awful".to_owned()]
+            ))
+        );
+        let err = Dataset::from_csv("a,y\n1,2,3\n", "y", false).expect_err("ragged");
+        assert!(err.to_string().starts_with("dataset: row 1:"), "{err}");
     }
 
     #[test]

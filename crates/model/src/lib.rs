@@ -1,7 +1,8 @@
 //! ndarray models for modelplane: training, inference and the one-file artifact.
 //!
-//! Every kind is a standard scaler, dense layers and an output head: linear and ridge
-//! regression, logistic (binary) and softmax (multiclass) regression, and MLPs. A
+//! Every kind is a preprocessing pipeline (standard scaler and optional PCA, or a hashing
+//! text vectorizer with optional tf-idf), dense layers and an output head: linear and
+//! ridge regression, logistic (binary) and softmax (multiclass) regression, and MLPs. A
 //! [`Model`] is trained from a [`Dataset`] with [`train`], saved with
 //! [`Model::to_artifact`] (safetensors weights, manifest in its metadata) and loaded back
 //! with [`Model::from_artifact`]. [`Model::predict`] is the one inference path, shared by
@@ -15,14 +16,19 @@ mod metrics;
 mod model;
 mod network;
 mod params;
+mod pca;
+mod text;
 mod train;
 
 pub use artifact::{FORMAT_VERSION, MANIFEST_METADATA_KEY};
 pub use data::{Dataset, Target};
 pub use error::{Error, Result};
 pub use model::{
-    Manifest, Model, ModelKind, Output, OutputData, Signature, StandardScaler, TensorSpec,
+    INPUT_NAME, InputKind, Manifest, Model, ModelKind, Output, OutputData, Signature,
+    StandardScaler, Step, TEXT_INPUT_NAME, TensorSpec,
 };
 pub use network::{Activation, Dense, Head};
 pub use params::{Optimizer, Schedule, TrainParams};
+pub use pca::Components;
+pub use text::HashingVectorizer;
 pub use train::{Progress, train};

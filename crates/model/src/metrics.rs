@@ -3,23 +3,21 @@
 
 use std::collections::BTreeMap;
 
-use ndarray::{ArrayView2, Axis};
+use ndarray::{Array2, Axis};
 
-use crate::Model;
 use crate::data::Target;
 use crate::model::argmax;
 use crate::network::Head;
 
 const EPS: f64 = 1e-15;
 
-/// Metrics of `model` on rows `rows` of `x` (already selected) against `target`.
+/// Metrics of head outputs `out` (one row per entry of `rows`) against `target`.
 pub(crate) fn evaluate(
-    model: &Model,
-    x: ArrayView2<'_, f32>,
+    head: Head,
+    out: &Array2<f32>,
     target: &Target,
     rows: &[usize],
 ) -> (BTreeMap<String, f64>, Vec<Vec<u64>>) {
-    let out = model.forward(x);
     let n = rows.len().max(1) as f64;
     let mut metrics = BTreeMap::new();
     match target {
@@ -51,7 +49,7 @@ pub(crate) fn evaluate(
             let mut log_loss = 0.0;
             for (row, probabilities) in rows.iter().zip(out.axis_iter(Axis(0))) {
                 let truth = index[*row];
-                let (predicted, p_truth) = match model.manifest.head {
+                let (predicted, p_truth) = match head {
                     Head::Sigmoid => {
                         let p = f64::from(probabilities[0]);
                         (usize::from(p >= 0.5), if truth == 1 { p } else { 1.0 - p })

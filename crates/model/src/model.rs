@@ -2,10 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use ndarray::{Array1, ArrayView2, Axis};
+use ndarray::{Array1, Array2, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
 
 use crate::network::{self, Dense, Head};
+use crate::text::HashingVectorizer;
 use crate::{Error, Result};
 
 /// What a model computes.
@@ -96,6 +97,30 @@ pub struct StandardScaler {
     pub scale: Array1<f32>,
 }
 
+/// One preprocessing step, applied in order before the dense layers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    /// Text column → hashed n-gram counts (tensor `vectorizer.idf` when tf-idf).
+    HashingVectorizer {
+        /// The text column, which is the model's `text` input.
+        column: String,
+        /// Hashed columns.
+        n_features: usize,
+        /// Longest word n-gram.
+        ngram_max: usize,
+        /// IDF weighting.
+        tfidf: bool,
+    },
+    /// `(x - mean) / scale` (tensors `scaler.mean`, `scaler.scale`).
+    StandardScaler,
+    /// Projection onto principal components (tensor `pca.components`).
+    Pca {
+        /// Components kept.
+        components: usize,
+    },
+}
+
 /// Everything about a model except its weights; stored in the artifact's metadata.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -111,6 +136,8 @@ pub struct Manifest {
     pub signature: Signature,
     /// Class labels for classifiers, in output order.
     pub labels: Vec<String>,
+    /// Preprocessing steps, in order.
+    pub pipeline: Vec<Step>,
     /// Activation of each dense layer, in order (the last is identity: the head follows).
     pub activations: Vec<crate::network::Activation>,
     /// Output function of the last layer.
@@ -144,19 +171,34 @@ pub struct Output {
     pub data: OutputData,
 }
 
-/// A trained model: scaler, dense layers and an output head.
+/// A trained model: preprocessing, dense layers and an output head.
 #[derive(Clone, Debug)]
 pub struct Model {
     /// Kind, signature, metrics…
     pub manifest: Manifest,
-    /// Feature standardisation applied before the layers.
+    /// Text vectorizer, for text models.
+    pub vectorizer: Option<HashingVectorizer>,
+    /// Feature standardisation (identity for text models).
     pub scaler: StandardScaler,
+    /// PCA projection `[features, components]`, when the pipeline has one.
+    pub pca: Option<Array2<f32>>,
     /// Dense layers; the last one feeds the head.
     pub layers: Vec<Dense>,
 }
 
-/// Name of the single input tensor.
+/// Name of the numeric input tensor.
 pub const INPUT_NAME: &str = "input";
+/// Name of the text input tensor.
+pub const TEXT_INPUT_NAME: &str = "text";
+
+/// What a model takes in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputKind {
+    /// FP32 `[rows, features]`.
+    Features(usize),
+    /// BYTES `[rows]`, one UTF-8 text per row.
+    Text,
+}
 
 fn fp32(name: &str, shape: Vec<i64>) -> TensorSpec {
     TensorSpec {
@@ -167,8 +209,8 @@ fn fp32(name: &str, shape: Vec<i64>) -> TensorSpec {
 }
 
 impl Model {
-    /// The input and output signature for a head, feature count and class count.
-    pub fn signature_for(head: Head, features: usize, classes: usize) -> Signature {
+    /// The input and output signature for an input kind, head and class count.
+    pub fn signature_for(head: Head, input: InputKind, classes: usize) -> Signature {
         let outputs = match head {
             Head::Identity => vec![fp32("predictions", vec![-1, 1])],
             Head::Sigmoid | Head::Softmax => vec![
@@ -180,26 +222,73 @@ impl Model {
                 },
             ],
         };
+        let input = match input {
+            InputKind::Features(features) => fp32(INPUT_NAME, vec![-1, features as i64]),
+            InputKind::Text => TensorSpec {
+                name: TEXT_INPUT_NAME.into(),
+                datatype: "BYTES".into(),
+                shape: vec![-1],
+            },
+        };
         Signature {
-            inputs: vec![fp32(INPUT_NAME, vec![-1, features as i64])],
+            inputs: vec![input],
             outputs,
         }
     }
 
-    /// Number of input features.
+    /// Number of numeric input features (0 for text models).
     pub fn features(&self) -> usize {
-        self.scaler.mean.len()
+        if self.vectorizer.is_some() {
+            0
+        } else {
+            self.scaler.mean.len()
+        }
     }
 
-    /// Standardised features, then layers and head: `[rows, outputs of the last layer]`.
-    pub fn forward(&self, input: ArrayView2<'_, f32>) -> ndarray::Array2<f32> {
+    /// Scaler then PCA: the matrix the dense layers take.
+    pub fn transform(&self, input: ArrayView2<'_, f32>) -> Array2<f32> {
         let scaled = (&input - &self.scaler.mean.view().insert_axis(Axis(0)))
             / &self.scaler.scale.view().insert_axis(Axis(0));
-        network::forward(&self.layers, self.manifest.head, scaled.view())
+        match &self.pca {
+            Some(components) => scaled.dot(components),
+            None => scaled,
+        }
+    }
+
+    /// Features through the pipeline, layers and head: `[rows, outputs of the last layer]`.
+    pub fn forward(&self, input: ArrayView2<'_, f32>) -> Array2<f32> {
+        network::forward(
+            &self.layers,
+            self.manifest.head,
+            self.transform(input).view(),
+        )
+    }
+
+    /// Texts through the vectorizer, layers and head.
+    pub fn forward_texts(&self, texts: &[&[u8]]) -> Result<Array2<f32>> {
+        let vectorizer = self.vectorizer.as_ref().ok_or_else(|| {
+            Error::InvalidInput("this model takes numeric features, not text".into())
+        })?;
+        Ok(network::forward(
+            &self.layers,
+            self.manifest.head,
+            vectorizer.transform(texts).view(),
+        ))
+    }
+
+    /// Runs a batch of texts through a text model.
+    pub fn predict_texts(&self, texts: &[&[u8]]) -> Result<Vec<Output>> {
+        let out = self.forward_texts(texts)?;
+        Ok(self.outputs(texts.len(), out))
     }
 
     /// Runs a batch `[rows, features]` through the model.
     pub fn predict(&self, input: ArrayView2<'_, f32>) -> Result<Vec<Output>> {
+        if self.vectorizer.is_some() {
+            return Err(Error::InvalidInput(
+                "this model takes text (BYTES), not numeric features".into(),
+            ));
+        }
         if input.ncols() != self.features() {
             return Err(Error::InvalidInput(format!(
                 "input has {} features per row; the model expects {}",
@@ -207,9 +296,13 @@ impl Model {
                 self.features()
             )));
         }
-        let rows = input.nrows();
         let out = self.forward(input);
-        Ok(match self.manifest.head {
+        Ok(self.outputs(input.nrows(), out))
+    }
+
+    /// Head outputs as named tensors.
+    fn outputs(&self, rows: usize, out: Array2<f32>) -> Vec<Output> {
+        match self.manifest.head {
             Head::Identity => {
                 vec![Output {
                     name: "predictions".into(),
@@ -234,7 +327,7 @@ impl Model {
                     .collect();
                 self.class_outputs(rows, classes, out.into_iter().collect(), labels)
             }
-        })
+        }
     }
 
     fn label(&self, class: usize) -> Vec<u8> {

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::network::Activation;
+use crate::pca::Components;
 use crate::{Error, ModelKind, Result};
 
 /// How weights move along the gradient.
@@ -53,10 +54,21 @@ pub struct TrainParams {
     pub patience: u32,
     /// Learning-rate schedule.
     pub schedule: Schedule,
+    /// Column of free text to vectorise; it is then the model's only input.
+    pub text_column: Option<String>,
+    /// Hashed text columns, in [16, 65536].
+    pub n_features: usize,
+    /// Longest word n-gram, in [1, 3].
+    pub ngram_max: usize,
+    /// Weight hashed counts by inverse document frequency.
+    pub tfidf: bool,
+    /// PCA after the scaler: a component count, or a variance share in (0, 1).
+    pub pca: Option<Components>,
 }
 
 const NAMES: &str = "learning_rate, epochs, batch_size, l2, seed, validation_fraction, hidden, activation, \
-                     optimizer, momentum, early_stopping, patience, lr_schedule";
+                     optimizer, momentum, early_stopping, patience, lr_schedule, text_column, n_features, \
+                     ngram_max, tfidf, pca";
 
 fn invalid(name: &str, reason: impl Into<String>) -> Error {
     Error::InvalidParam {
@@ -122,6 +134,11 @@ impl TrainParams {
             early_stopping: false,
             patience: 10,
             schedule: Schedule::Constant,
+            text_column: None,
+            n_features: 4096,
+            ngram_max: 1,
+            tfidf: true,
+            pca: None,
         };
         if kind.is_mlp() {
             Self {
@@ -210,6 +227,29 @@ impl TrainParams {
                         }
                     }
                 }
+                "text_column" => out.text_column = (!value.is_empty()).then(|| value.to_owned()),
+                "n_features" => out.n_features = parse(name, value, "a whole number")?,
+                "ngram_max" => out.ngram_max = parse(name, value, "a whole number")?,
+                "tfidf" => out.tfidf = parse(name, value, "true or false")?,
+                "pca" => {
+                    let share: f64 = parse(
+                        name,
+                        value,
+                        "a component count or a variance share in (0, 1)",
+                    )?;
+                    out.pca = Some(if share > 0.0 && share < 1.0 {
+                        Components::Variance(share)
+                    } else if share >= 1.0 && share.fract() == 0.0 && share <= 65_536.0 {
+                        Components::Count(share as usize)
+                    } else {
+                        return Err(invalid(
+                            name,
+                            format!(
+                                "{value} is neither a component count (1, 2, …) nor a variance share in (0, 1)"
+                            ),
+                        ));
+                    });
+                }
                 other => {
                     return Err(invalid(
                         other,
@@ -253,6 +293,21 @@ impl TrainParams {
             true,
             true,
         )?;
+        check_range(
+            "n_features",
+            out.n_features as f64,
+            16.0,
+            65_536.0,
+            true,
+            true,
+        )?;
+        check_range("ngram_max", out.ngram_max as f64, 1.0, 3.0, true, true)?;
+        if out.text_column.is_some() && out.pca.is_some() {
+            return Err(invalid(
+                "pca",
+                "PCA applies to numeric features; a text model has none",
+            ));
+        }
         if kind.is_mlp() && out.hidden.is_empty() {
             return Err(invalid(
                 "hidden",
@@ -280,6 +335,21 @@ impl TrainParams {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
+        if let Some(column) = &self.text_column {
+            map.insert("text_column".into(), column.clone());
+            map.insert("n_features".into(), self.n_features.to_string());
+            map.insert("ngram_max".into(), self.ngram_max.to_string());
+            map.insert("tfidf".into(), self.tfidf.to_string());
+        }
+        match self.pca {
+            Some(Components::Count(k)) => {
+                map.insert("pca".into(), k.to_string());
+            }
+            Some(Components::Variance(share)) => {
+                map.insert("pca".into(), share.to_string());
+            }
+            None => {}
+        }
         if !self.hidden.is_empty() {
             let sizes: Vec<String> = self.hidden.iter().map(ToString::to_string).collect();
             map.insert("hidden".into(), sizes.join(","));

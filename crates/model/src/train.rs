@@ -8,8 +8,10 @@ use rand::{Rng, SeedableRng};
 
 use crate::data::Target;
 use crate::metrics;
+use crate::model::{InputKind, Step};
 use crate::network::{Activation, Dense, Head};
 use crate::params::Optimizer;
+use crate::text::HashingVectorizer;
 use crate::{
     Dataset, Error, FORMAT_VERSION, Manifest, Model, ModelKind, Result, StandardScaler, TrainParams,
 };
@@ -124,6 +126,48 @@ fn standardise(x: ArrayView2<'_, f32>, scaler: &StandardScaler) -> Array2<f32> {
     (&x - &scaler.mean.view().insert_axis(Axis(0))) / &scaler.scale.view().insert_axis(Axis(0))
 }
 
+/// Fits the preprocessing on the training rows and applies it to every row: the
+/// vectorizer for text models, else the scaler and optional PCA.
+fn preprocess(
+    data: &Dataset,
+    train_rows: &[usize],
+    params: &TrainParams,
+) -> (
+    Option<HashingVectorizer>,
+    StandardScaler,
+    Option<Array2<f32>>,
+    Array2<f32>,
+) {
+    if let Some((_, texts)) = &data.text {
+        let mut vectorizer = HashingVectorizer {
+            n_features: params.n_features,
+            ngram_max: params.ngram_max,
+            idf: None,
+        };
+        let all: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+        if params.tfidf {
+            let training: Vec<&[u8]> = train_rows.iter().map(|r| all[*r]).collect();
+            vectorizer.fit_idf(&training);
+        }
+        let x = vectorizer.transform(&all);
+        let identity = StandardScaler {
+            mean: Array1::zeros(0),
+            scale: Array1::ones(0),
+        };
+        return (Some(vectorizer), identity, None, x);
+    }
+    let scaler = fit_scaler(data.features.select(Axis(0), train_rows).view());
+    let scaled = standardise(data.features.view(), &scaler);
+    let pca = params
+        .pca
+        .map(|keep| crate::pca::fit(scaled.select(Axis(0), train_rows).view(), keep));
+    let x = match &pca {
+        Some(components) => scaled.dot(components),
+        None => scaled,
+    };
+    (None, scaler, pca, x)
+}
+
 fn fit_scaler(x: ArrayView2<'_, f32>) -> StandardScaler {
     let mean = x
         .mean_axis(Axis(0))
@@ -184,12 +228,9 @@ pub fn train(
     let held_out = if held_out >= rows { 0 } else { held_out };
     let (validation_rows, train_rows) = order.split_at(held_out);
 
-    let scaler = fit_scaler(data.features.select(Axis(0), train_rows).view());
-    let x_train = standardise(data.features.select(Axis(0), train_rows).view(), &scaler);
-    let x_valid = standardise(
-        data.features.select(Axis(0), validation_rows).view(),
-        &scaler,
-    );
+    let (vectorizer, scaler, pca, x_all) = preprocess(data, train_rows, params);
+    let x_train = x_all.select(Axis(0), train_rows);
+    let x_valid = x_all.select(Axis(0), validation_rows);
     let head = head_for(kind);
     let y_train = target_matrix(&data.target, train_rows, head);
     let y_valid = target_matrix(&data.target, validation_rows, head);
@@ -199,7 +240,7 @@ pub fn train(
     } else {
         1
     };
-    let mut sizes = vec![data.features.ncols()];
+    let mut sizes = vec![x_all.ncols()];
     if kind.is_mlp() {
         sizes.extend(&params.hidden);
     }
@@ -280,38 +321,55 @@ pub fn train(
         layers = best_layers;
     }
 
-    let manifest = Manifest {
-        format_version: FORMAT_VERSION,
-        kind,
-        feature_names: data.feature_names.clone(),
-        target: data.target_name.clone(),
-        signature: Model::signature_for(head, data.features.ncols(), labels.len().max(2)),
-        labels,
-        activations: layers.iter().map(|l| l.activation).collect(),
-        head,
-        metrics: Default::default(),
-        confusion_matrix: Vec::new(),
-        params: params.to_map(),
+    let input = if data.text.is_some() {
+        InputKind::Text
+    } else {
+        InputKind::Features(data.features.ncols())
     };
-    let mut model = Model {
-        manifest,
-        scaler,
-        layers,
-    };
+    let mut pipeline = Vec::new();
+    match &data.text {
+        Some((column, _)) => pipeline.push(Step::HashingVectorizer {
+            column: column.clone(),
+            n_features: params.n_features,
+            ngram_max: params.ngram_max,
+            tfidf: params.tfidf,
+        }),
+        None => pipeline.push(Step::StandardScaler),
+    }
+    if let Some(components) = &pca {
+        pipeline.push(Step::Pca {
+            components: components.ncols(),
+        });
+    }
     // Metrics on the held-out rows, or on the training rows when nothing is held out.
     let eval_rows = if validation_rows.is_empty() {
         train_rows
     } else {
         validation_rows
     };
-    let (metrics, confusion) = metrics::evaluate(
-        &model,
-        data.features.select(Axis(0), eval_rows).view(),
-        &data.target,
-        eval_rows,
-    );
-    model.manifest.metrics = metrics;
-    model.manifest.confusion_matrix = confusion;
+    let out = crate::network::forward(&layers, head, x_all.select(Axis(0), eval_rows).view());
+    let (metrics, confusion_matrix) = metrics::evaluate(head, &out, &data.target, eval_rows);
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        kind,
+        feature_names: data.feature_names.clone(),
+        target: data.target_name.clone(),
+        signature: Model::signature_for(head, input, labels.len().max(2)),
+        labels,
+        pipeline,
+        activations: layers.iter().map(|l| l.activation).collect(),
+        head,
+        metrics,
+        confusion_matrix,
+        params: params.to_map(),
+    };
+    let model = Model {
+        manifest,
+        vectorizer,
+        scaler,
+        pca,
+        layers,
+    };
     Ok(model)
 }
 
@@ -421,7 +479,7 @@ fn update(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
@@ -650,6 +708,117 @@ mod tests {
             bad(ModelKind::MlpClassifier, "activation", "gelu").contains("expected relu or tanh")
         );
         assert!(bad(ModelKind::MlpClassifier, "dropout", "0.1").contains("unknown parameter"));
+    }
+
+    /// Short labelled texts: sports, weather or food, by their words.
+    pub(crate) fn texts_csv(rows: usize) -> String {
+        let topics: [(&str, [&str; 6]); 3] = [
+            (
+                "sports",
+                ["match", "goal", "team", "score", "league", "coach"],
+            ),
+            (
+                "weather",
+                ["rain", "sunny", "storm", "cloud", "forecast", "wind"],
+            ),
+            (
+                "food",
+                ["pasta", "recipe", "tasty", "dinner", "bake", "spicy"],
+            ),
+        ];
+        let filler = ["the", "today", "really", "was", "quite", "and"];
+        let mut csv = String::from("id,text,topic\n");
+        for i in 0..rows {
+            let (topic, words) = &topics[i % 3];
+            let text = format!(
+                "{} {} {} {}, {}",
+                filler[i % 6],
+                words[i % 6],
+                filler[(i / 3) % 6],
+                words[(i / 2 + 1) % 6],
+                words[(i / 5 + 2) % 6]
+            );
+            csv.push_str(&format!("{i},\"{text}\",{topic}\n"));
+        }
+        csv
+    }
+
+    #[test]
+    fn text_classification_through_the_hashing_vectorizer() {
+        let data = Dataset::from_csv_with_text(&texts_csv(300), "topic", true, Some("text"))
+            .expect("valid csv");
+        for pairs in [
+            vec![("text_column", "text")],
+            vec![
+                ("text_column", "text"),
+                ("tfidf", "false"),
+                ("ngram_max", "2"),
+                ("n_features", "512"),
+            ],
+        ] {
+            let model = train(
+                ModelKind::SoftmaxRegression,
+                &data,
+                &params(ModelKind::SoftmaxRegression, &pairs),
+                |_| true,
+            )
+            .expect("trains");
+            assert!(
+                model.manifest.metrics["accuracy"] >= 0.95,
+                "{pairs:?}: {:?}",
+                model.manifest.metrics
+            );
+            assert_eq!(model.manifest.signature.inputs[0].datatype, "BYTES");
+            let outputs = model
+                .predict_texts(&[b"a storm and wind today", b"the coach saw a goal"])
+                .expect("predicts");
+            assert_eq!(
+                outputs[1].data,
+                crate::OutputData::Bytes(vec![b"weather".to_vec(), b"sports".to_vec()])
+            );
+            assert!(
+                model
+                    .predict(ndarray::Array2::zeros((1, 1)).view())
+                    .is_err(),
+                "a text model refuses numbers"
+            );
+        }
+    }
+
+    #[test]
+    fn pca_keeps_accuracy_with_fewer_inputs() {
+        // Ten features, two of which carry the signal.
+        let mut csv = String::from("f0,f1,f2,f3,f4,f5,f6,f7,f8,f9,y\n");
+        for i in 0..400 {
+            let a = ((i * 37) % 101) as f32 / 50.0 - 1.0;
+            let b = ((i * 53) % 97) as f32 / 48.0 - 1.0;
+            let row: Vec<String> = (0..10)
+                .map(|j| {
+                    format!(
+                        "{}",
+                        if j % 2 == 0 {
+                            a * (j + 1) as f32
+                        } else {
+                            b * (j + 1) as f32
+                        }
+                    )
+                })
+                .collect();
+            csv.push_str(&format!("{},{}\n", row.join(","), u8::from(a + b > 0.0)));
+        }
+        let model = fit(ModelKind::LogisticRegression, &csv, &[("pca", "2")]);
+        assert_eq!(model.layers[0].weight.nrows(), 2);
+        assert!(
+            model.manifest.metrics["accuracy"] >= 0.95,
+            "{:?}",
+            model.manifest.metrics
+        );
+        let model = fit(ModelKind::LogisticRegression, &csv, &[("pca", "0.99")]);
+        assert_eq!(
+            model.layers[0].weight.nrows(),
+            2,
+            "two components explain 99 % of this data"
+        );
     }
 
     #[test]

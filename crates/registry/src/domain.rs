@@ -455,18 +455,7 @@ impl Registry {
                 upload.sha256
             )));
         }
-        let text = std::str::from_utf8(&upload.bytes)
-            .map_err(|err| Error::InvalidArgument(format!("dataset is not UTF-8 text: {err}")))?;
-        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-        let columns: Vec<String> = lines
-            .next()
-            .ok_or_else(|| {
-                Error::InvalidArgument("dataset is empty; expected a CSV header row".into())
-            })?
-            .split(',')
-            .map(|c| c.trim().to_owned())
-            .collect();
-        let rows = lines.count() as u64;
+        let (columns, rows) = csv_shape(&upload.bytes)?;
         self.blobs
             .put(DATASETS, &sha256, upload.bytes.clone())
             .await?;
@@ -525,6 +514,36 @@ impl Registry {
         let bytes = self.blobs.get(DATASETS, &record.sha256).await?;
         Ok((record, bytes))
     }
+}
+
+/// Header columns and record count of a CSV, refusing malformed ones at upload (RFC 4180
+/// quoting: fields may hold commas and newlines).
+fn csv_shape(bytes: &[u8]) -> Result<(Vec<String>, u64)> {
+    if std::str::from_utf8(bytes).is_err() {
+        return Err(Error::InvalidArgument(
+            "dataset is not UTF-8 text; expected a CSV".into(),
+        ));
+    }
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(bytes);
+    let columns: Vec<String> = reader
+        .headers()
+        .map_err(|err| Error::InvalidArgument(format!("dataset header is not valid CSV: {err}")))?
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    if columns.iter().all(String::is_empty) {
+        return Err(Error::InvalidArgument(
+            "dataset is empty; expected a CSV header row".into(),
+        ));
+    }
+    let mut rows = 0u64;
+    for record in reader.records() {
+        record.map_err(|err| Error::InvalidArgument(format!("dataset row {}: {err}", rows + 1)))?;
+        rows += 1;
+    }
+    Ok((columns, rows))
 }
 
 fn not_found_model(name: &str) -> Error {

@@ -66,6 +66,15 @@ pub async fn submit(
             spec.dataset, dataset.size_bytes
         )));
     }
+    if let Some(column) = spec.params.get("text_column").filter(|c| !c.is_empty()) {
+        if !dataset.columns.iter().any(|c| c == column) {
+            return Err(Error::InvalidArgument(format!(
+                "text column {column:?} is not in dataset {:?}; its columns are {}",
+                spec.dataset,
+                dataset.columns.join(", ")
+            )));
+        }
+    }
     if !dataset.columns.iter().any(|c| c == &spec.target) {
         return Err(Error::InvalidArgument(format!(
             "target column {:?} is not in dataset {:?}; its columns are {}",

@@ -215,11 +215,17 @@ impl Runner {
 
         let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
         let stop = cancel.clone();
+        let text_column = params.text_column.clone();
         let training = tokio::task::spawn_blocking(move || {
             let text = std::str::from_utf8(&csv)
                 .map_err(|err| Error::InvalidArgument(format!("dataset is not UTF-8: {err}")))?;
-            let data = Dataset::from_csv(text, &target, kind.is_classifier())
-                .map_err(|err| Error::InvalidArgument(err.to_string()))?;
+            let data = Dataset::from_csv_with_text(
+                text,
+                &target,
+                kind.is_classifier(),
+                text_column.as_deref(),
+            )
+            .map_err(|err| Error::InvalidArgument(err.to_string()))?;
             let model = modelplane_model::train(kind, &data, &params, |progress| {
                 let _ = progress_tx.send(progress);
                 !stop.load(Ordering::Relaxed)

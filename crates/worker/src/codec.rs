@@ -1,5 +1,6 @@
 //! KServe v2 tensors ⇄ ndarray: decodes a request's input against a model's signature
-//! (FP32, or FP64/INT32/INT64 converted when lossless; typed or raw) and encodes outputs,
+//! (FP32, or FP64/INT32/INT64 converted when lossless; BYTES texts for text models; typed
+//! or raw) and encodes outputs,
 //! typed or raw (raw when the request came raw, as Triton does).
 
 use bytes::Bytes;
@@ -13,11 +14,18 @@ use ndarray::Array2;
 
 use crate::Error;
 
-/// Decodes the single FP32 input `[rows, features]` a model's signature asks for.
-pub fn decode_input(
-    request: &ModelInferRequest,
-    signature: &Signature,
-) -> Result<Array2<f32>, Error> {
+/// A request's input, decoded for the model.
+#[derive(Debug)]
+pub enum Decoded {
+    /// FP32 rows for a numeric model.
+    Features(Array2<f32>),
+    /// One text per row for a text model.
+    Texts(Vec<Vec<u8>>),
+}
+
+/// Decodes the single input a model's signature asks for: FP32 `[rows, features]` (or a
+/// lossless wider type), or BYTES `[rows]` (or `[rows, 1]`) for text models.
+pub fn decode_input(request: &ModelInferRequest, signature: &Signature) -> Result<Decoded, Error> {
     let Some(spec) = signature.inputs.first() else {
         return Err(Error::Internal("model signature has no input".into()));
     };
@@ -35,6 +43,22 @@ pub fn decode_input(
             "unexpected input {:?}; model expects input {:?}",
             input.name, spec.name
         )));
+    }
+    if !request.raw_input_contents.is_empty()
+        && request.raw_input_contents.len() != request.inputs.len()
+    {
+        return Err(Error::InvalidArgument(format!(
+            "{} raw_input_contents for {} inputs; send one per input or none",
+            request.raw_input_contents.len(),
+            request.inputs.len()
+        )));
+    }
+    if spec.datatype == "BYTES" {
+        return decode_texts(
+            input,
+            request.raw_input_contents.first().map(|raw| raw.as_ref()),
+        )
+        .map(Decoded::Texts);
     }
     let shape_ok = input.shape.len() == 2
         && input.shape[0] >= 0
@@ -64,7 +88,64 @@ pub fn decode_input(
         request.raw_input_contents.first().map(|raw| raw.as_ref()),
         expected,
     )?;
-    Array2::from_shape_vec((rows, columns), values).map_err(|err| Error::Internal(err.to_string()))
+    Array2::from_shape_vec((rows, columns), values)
+        .map(Decoded::Features)
+        .map_err(|err| Error::Internal(err.to_string()))
+}
+
+/// BYTES elements of a text input: typed `bytes_contents`, or raw elements each
+/// prefixed by a 4-byte little-endian length.
+fn decode_texts(input: &InferInputTensor, raw: Option<&[u8]>) -> Result<Vec<Vec<u8>>, Error> {
+    if input.datatype != "BYTES" {
+        return Err(Error::InvalidArgument(format!(
+            "input {:?} has datatype {}; expected BYTES (one text per row)",
+            input.name, input.datatype
+        )));
+    }
+    let rows = match input.shape.as_slice() {
+        [rows] | [rows, 1] if *rows >= 0 => *rows as usize,
+        _ => {
+            return Err(Error::InvalidArgument(format!(
+                "input {:?} has shape {:?}; expected [-1] or [-1, 1] (one text per row)",
+                input.name, input.shape
+            )));
+        }
+    };
+    let texts = match raw {
+        Some(mut raw) => {
+            let mut texts = Vec::with_capacity(rows);
+            while !raw.is_empty() {
+                let Some((length, rest)) = raw.split_first_chunk::<4>() else {
+                    return Err(Error::InvalidArgument(format!(
+                        "raw BYTES input {:?} ends inside a length prefix after {} elements",
+                        input.name,
+                        texts.len()
+                    )));
+                };
+                let length = u32::from_le_bytes(*length) as usize;
+                if rest.len() < length {
+                    return Err(Error::InvalidArgument(format!(
+                        "raw BYTES element {} of input {:?} declares {length} bytes but {} remain",
+                        texts.len(),
+                        input.name,
+                        rest.len()
+                    )));
+                }
+                texts.push(rest[..length].to_vec());
+                raw = &rest[length..];
+            }
+            texts
+        }
+        None => input
+            .contents
+            .as_ref()
+            .map(|c| c.bytes_contents.clone())
+            .unwrap_or_default(),
+    };
+    if texts.len() != rows {
+        return Err(count_error(input, texts.len(), "texts", rows));
+    }
+    Ok(texts)
 }
 
 /// Largest integer every value up to which FP32 holds exactly (2^24).
@@ -254,7 +335,14 @@ pub fn encode_response(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use modelplane_model::{Head, Model};
+    use modelplane_model::{Head, InputKind, Model};
+
+    fn features(decoded: Decoded) -> Array2<f32> {
+        match decoded {
+            Decoded::Features(x) => x,
+            Decoded::Texts(_) => panic!("expected features"),
+        }
+    }
 
     fn request(datatype: &str, shape: Vec<i64>, values: Vec<f32>, raw: bool) -> ModelInferRequest {
         let mut request = ModelInferRequest {
@@ -285,22 +373,24 @@ mod tests {
 
     #[test]
     fn typed_and_raw_decode_to_the_same_rows() {
-        let signature = Model::signature_for(Head::Identity, 2, 0);
+        let signature = Model::signature_for(Head::Identity, InputKind::Features(2), 0);
         let values = vec![1.0, 2.0, 3.0, 4.0];
         let typed = decode_input(
             &request("FP32", vec![2, 2], values.clone(), false),
             &signature,
         )
         .expect("typed");
+        let typed = features(typed);
         let raw =
             decode_input(&request("FP32", vec![2, 2], values, true), &signature).expect("raw");
+        let raw = features(raw);
         assert_eq!(typed, raw);
         assert_eq!(typed.row(1).to_vec(), vec![3.0, 4.0]);
     }
 
     #[test]
     fn wrong_dtype_shape_and_count_are_named() {
-        let signature = Model::signature_for(Head::Identity, 2, 0);
+        let signature = Model::signature_for(Head::Identity, InputKind::Features(2), 0);
         let err = decode_input(
             &request("BYTES", vec![1, 2], vec![1.0, 2.0], false),
             &signature,
@@ -328,16 +418,47 @@ mod tests {
     }
 
     #[test]
+    fn text_inputs_decode_typed_and_raw() {
+        let signature = Model::signature_for(Head::Softmax, InputKind::Text, 3);
+        let mut typed = request("BYTES", vec![2], vec![], false);
+        typed.inputs[0].name = "text".into();
+        typed.inputs[0].contents = Some(InferTensorContents {
+            bytes_contents: vec![b"hi there".to_vec(), b"".to_vec()],
+            ..Default::default()
+        });
+        let mut raw = typed.clone();
+        raw.inputs[0].contents = None;
+        raw.raw_input_contents.push(Bytes::from(
+            [&8u32.to_le_bytes()[..], b"hi there", &0u32.to_le_bytes()].concat(),
+        ));
+        for request in [typed, raw.clone()] {
+            match decode_input(&request, &signature).expect("texts") {
+                Decoded::Texts(texts) => assert_eq!(texts, vec![b"hi there".to_vec(), Vec::new()]),
+                Decoded::Features(_) => panic!("expected texts"),
+            }
+        }
+        raw.raw_input_contents[0] = Bytes::from([&9u32.to_le_bytes()[..], b"hi there"].concat());
+        let err = decode_input(&raw, &signature).expect_err("truncated");
+        assert!(
+            err.to_string().contains("declares 9 bytes but 8 remain"),
+            "{err}"
+        );
+        let mut numbers = request("FP32", vec![1, 2], vec![1.0, 2.0], false);
+        numbers.inputs[0].name = "text".into();
+        let err = decode_input(&numbers, &signature).expect_err("numbers for a text model");
+        assert!(err.to_string().contains("expected BYTES"), "{err}");
+    }
+
+    #[test]
     fn wider_types_convert_only_when_exact() {
-        let signature = Model::signature_for(Head::Identity, 2, 0);
+        let signature = Model::signature_for(Head::Identity, InputKind::Features(2), 0);
         let mut exact = request("FP64", vec![1, 2], vec![], false);
         exact.inputs[0].contents = Some(InferTensorContents {
             fp64_contents: vec![1.5, -2.0],
             ..Default::default()
         });
         assert_eq!(
-            decode_input(&exact, &signature)
-                .expect("exact")
+            features(decode_input(&exact, &signature).expect("exact"))
                 .row(0)
                 .to_vec(),
             vec![1.5, -2.0]
@@ -365,8 +486,7 @@ mod tests {
                 .collect::<Vec<u8>>(),
         ));
         assert_eq!(
-            decode_input(&ints, &signature)
-                .expect("small ints")
+            features(decode_input(&ints, &signature).expect("small ints"))
                 .row(0)
                 .to_vec(),
             vec![7.0, -3.0]

@@ -165,10 +165,16 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceServic
         codec::check_requested_outputs(&request, signature)?;
         let model = loaded.clone();
         // Inference is CPU work: keep it off the async runtime.
-        let outputs = tokio::task::spawn_blocking(move || model.model.predict(input.view()))
-            .await
-            .map_err(|err| Error::Internal(format!("inference task failed: {err}")))?
-            .map_err(Error::from)?;
+        let outputs = tokio::task::spawn_blocking(move || match input {
+            codec::Decoded::Features(rows) => model.model.predict(rows.view()),
+            codec::Decoded::Texts(texts) => {
+                let texts: Vec<&[u8]> = texts.iter().map(Vec::as_slice).collect();
+                model.model.predict_texts(&texts)
+            }
+        })
+        .await
+        .map_err(|err| Error::Internal(format!("inference task failed: {err}")))?
+        .map_err(Error::from)?;
         Ok(Response::new(codec::encode_response(
             &request,
             &loaded.record.model,
