@@ -3,6 +3,7 @@
 
 houses.csv: price = 50*area + 10000*rooms - 2000*age + 30000 + noise  (linear regression)
 churn.csv:  churned = 1 when 0.8*support_calls - 0.05*tenure_months + noise > 1  (logistic)
+tickets.csv: short support tickets labelled billing, delivery or account   (text classification)
 """
 import random
 import sys
@@ -30,4 +31,16 @@ with open(out / "churn.csv", "w") as f:
         churned = int(0.8 * calls - 0.05 * tenure + rng.gauss(0, 0.5) > 1)
         f.write(f"{calls},{tenure:.1f},{spend:.2f},{churned}\n")
 
-print(f"wrote {out / 'houses.csv'} and {out / 'churn.csv'}")
+TOPICS = {
+    "billing": ["invoice", "refund", "charged", "payment", "price", "bill"],
+    "delivery": ["parcel", "courier", "shipping", "arrived", "late", "package"],
+    "account": ["password", "login", "email", "locked", "profile", "username"],
+}
+with open(out / "tickets.csv", "w") as f:
+    f.write("text,topic\n")
+    for i in range(600):
+        topic = list(TOPICS)[i % 3]
+        words = [rng.choice(TOPICS[topic]) for _ in range(3)]
+        f.write(f'"my {words[0]} was {words[1]}, please check the {words[2]}",{topic}\n')
+
+print(f"wrote houses.csv, churn.csv and tickets.csv in {out}")

@@ -73,6 +73,10 @@ def cluster():
     cli("deploy", "houses", "--alias", "production")
     artifacts = glob.glob(os.path.join(work, "data", "blobs", "artifacts", "*"))
     assert len(artifacts) == 1, artifacts
+    cli("datasets", "upload", "tickets.csv")
+    cli("train", "tickets", "--dataset", "tickets", "--target", "topic", "--kind", "softmax",
+        "--param", "text_column=text")
+    cli("deploy", "tickets", "--version", "1")
     yield addrs["router"], artifacts[0]
     proc.terminate()
     assert proc.wait(timeout=20) == 0, "modelplane up did not exit cleanly on SIGTERM"
@@ -82,8 +86,11 @@ ROWS = np.array([[120, 3, 10], [60, 1, 45], [200, 5, 2.5]], dtype=np.float32)
 
 
 def expected(artifact):
-    t, _ = read_safetensors(artifact)
-    z = ((ROWS - t["scaler.mean"]) / t["scaler.scale"]) @ t["weights"] + t["bias"]
+    """The linear model's predictions, from the artifact's own tensors."""
+    t, metadata = read_safetensors(artifact)
+    manifest = json.loads(metadata["modelplane.manifest"])
+    assert manifest["head"] == "identity" and manifest["activations"] == ["identity"]
+    z = ((ROWS - t["scaler.mean"]) / t["scaler.scale"]) @ t["layers.0.weight"] + t["layers.0.bias"]
     return z.astype(np.float32)
 
 
@@ -138,6 +145,22 @@ def test_infer_typed_contents(cluster):
     assert list(response.outputs[0].shape) == [3, 1]
     got = np.array(response.outputs[0].contents.fp32_contents, dtype=np.float32).reshape(3, 1)
     np.testing.assert_allclose(got, expected(artifact), rtol=1e-4)
+
+
+def test_text_model_takes_bytes_and_answers_labels(cluster):
+    router, _ = cluster
+    client = grpcclient.InferenceServerClient(router)
+    meta = client.get_model_metadata("tickets", as_json=True)
+    assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": ["-1"]}]
+    texts = np.array([b"I was charged twice for one invoice", b"the courier lost my parcel",
+                      "my password no longer works \u2013 locked out".encode()], dtype=np.object_)
+    x = grpcclient.InferInput("text", [3], "BYTES")
+    x.set_data_from_numpy(texts)
+    result = client.infer("tickets", [x])
+    assert list(result.as_numpy("label")) == [b"billing", b"delivery", b"account"]
+    probabilities = result.as_numpy("probabilities")
+    assert probabilities.shape == (3, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
 
 def test_errors_are_precise(cluster):

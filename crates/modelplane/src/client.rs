@@ -121,7 +121,8 @@ pub struct PredictArgs {
     /// Version number or alias (default: the deployment's target).
     #[arg(long, default_value = "")]
     pub version: String,
-    /// JSON file with one row `[1.0, 2.0]` or rows `[[1.0, 2.0], [3.0, 4.0]]`.
+    /// JSON file with one row `[1.0, 2.0]` or rows `[[1.0, 2.0], [3.0, 4.0]]`; for text
+    /// models an array of strings `["first text", "second text"]`.
     #[arg(long)]
     pub input: PathBuf,
 }
@@ -475,11 +476,6 @@ pub async fn predict(args: PredictArgs, endpoints: &Endpoints) -> Result<()> {
     let text = tokio::fs::read_to_string(&args.input)
         .await
         .with_context(|| format!("cannot read {}", args.input.display()))?;
-    let rows = parse_rows(&text)?;
-    let width = rows.first().map(Vec::len).unwrap_or(0);
-    if rows.iter().any(|r| r.len() != width) {
-        bail!("every row must have the same number of values");
-    }
     let mut client = GrpcInferenceServiceClient::new(channel(&endpoints.router)?);
     let metadata = client
         .model_metadata(ModelMetadataRequest {
@@ -489,16 +485,31 @@ pub async fn predict(args: PredictArgs, endpoints: &Endpoints) -> Result<()> {
         .await
         .map_err(|s| status_error("model metadata failed", s))?
         .into_inner();
-    let input_name = metadata
+    let input = metadata
         .inputs
         .first()
-        .map(|i| i.name.clone())
-        .unwrap_or_else(|| "input".into());
-    let request = ModelInferRequest {
-        model_name: args.model.clone(),
-        model_version: args.version.clone(),
-        inputs: vec![InferInputTensor {
-            name: input_name,
+        .context("the model declares no input")?;
+    let tensor = if input.datatype == "BYTES" {
+        let texts: Vec<String> =
+            serde_json::from_str(&text).context("a text model takes a JSON array of strings")?;
+        InferInputTensor {
+            name: input.name.clone(),
+            datatype: "BYTES".into(),
+            shape: vec![texts.len() as i64],
+            contents: Some(InferTensorContents {
+                bytes_contents: texts.into_iter().map(String::into_bytes).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    } else {
+        let rows = parse_rows(&text)?;
+        let width = rows.first().map(Vec::len).unwrap_or(0);
+        if rows.iter().any(|r| r.len() != width) {
+            bail!("every row must have the same number of values");
+        }
+        InferInputTensor {
+            name: input.name.clone(),
             datatype: "FP32".into(),
             shape: vec![rows.len() as i64, width as i64],
             contents: Some(InferTensorContents {
@@ -506,7 +517,12 @@ pub async fn predict(args: PredictArgs, endpoints: &Endpoints) -> Result<()> {
                 ..Default::default()
             }),
             ..Default::default()
-        }],
+        }
+    };
+    let request = ModelInferRequest {
+        model_name: args.model.clone(),
+        model_version: args.version.clone(),
+        inputs: vec![tensor],
         ..Default::default()
     };
     let response = client

@@ -123,8 +123,8 @@ fn readme_walkthrough_runs_as_written() {
         .collect();
     assert_eq!(
         predictions.len(),
-        2,
-        "expected a houses and a churn prediction"
+        3,
+        "expected a houses, a churn and a tickets prediction"
     );
     // houses: 50*120 + 10000*3 - 2000*10 + 30000 = 46000 (the generator's noise is ±3000).
     let price = predictions[0]["outputs"][0]["data"][0]
@@ -140,4 +140,11 @@ fn readme_walkthrough_runs_as_written() {
         probabilities[1].as_f64().expect("p") > 0.5 && probabilities[3].as_f64().expect("p") < 0.5,
         "{probabilities}"
     );
+    // tickets: the label output names the topic.
+    let outputs = predictions[2]["outputs"].as_array().expect("outputs");
+    let labels = outputs
+        .iter()
+        .find(|o| o["name"] == "label")
+        .expect("label output");
+    assert_eq!(labels["data"], serde_json::json!(["billing", "delivery"]));
 }
