@@ -27,12 +27,22 @@ impl Activation {
 
     /// Multiplies `delta` by the derivative, given the layer's activated output `a`.
     pub fn backprop(self, delta: &mut Array2<f32>, a: &Array2<f32>) {
+        // Contiguous slices let the compiler vectorise; Zip is the general fallback.
+        if let (Some(d), Some(a)) = (delta.as_slice_mut(), a.as_slice()) {
+            match self {
+                Activation::Relu => d
+                    .iter_mut()
+                    .zip(a)
+                    .for_each(|(d, a)| *d = if *a > 0.0 { *d } else { 0.0 }),
+                Activation::Tanh => d.iter_mut().zip(a).for_each(|(d, a)| *d *= 1.0 - a * a),
+                Activation::Identity => {}
+            }
+            return;
+        }
         match self {
-            Activation::Relu => Zip::from(delta).and(a).for_each(|d, a| {
-                if *a <= 0.0 {
-                    *d = 0.0;
-                }
-            }),
+            Activation::Relu => Zip::from(delta)
+                .and(a)
+                .for_each(|d, a| *d = if *a > 0.0 { *d } else { 0.0 }),
             Activation::Tanh => Zip::from(delta).and(a).for_each(|d, a| *d *= 1.0 - a * a),
             Activation::Identity => {}
         }
@@ -89,7 +99,10 @@ impl Dense {
     /// `x · weight + bias`, then the activation.
     pub fn forward(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
         let mut z = x.dot(&self.weight);
-        z += &self.bias.view().insert_axis(Axis(0));
+        // Row by row keeps both sides contiguous; a broadcast add would go element-wise.
+        for mut row in z.rows_mut() {
+            row += &self.bias;
+        }
         self.activation.apply(&mut z);
         z
     }
