@@ -5,11 +5,7 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = [
-        "inference/grpc_service.proto",
-        "modelplane/registry.proto",
-        "modelplane/trainer.proto",
-    ];
+    let files = ["inference/grpc_service.proto", "modelplane/registry.proto", "modelplane/trainer.proto"];
     println!("cargo:rerun-if-changed={}", proto_dir.display());
 
     let mut compiler = protox::Compiler::new([&proto_dir])?;
@@ -18,10 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = compiler.file_descriptor_set();
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(
-        out_dir.join("modelplane_descriptor.bin"),
-        compiler.encode_file_descriptor_set(),
-    )?;
+    std::fs::write(out_dir.join("modelplane_descriptor.bin"), compiler.encode_file_descriptor_set())?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -11,9 +11,7 @@ use anyhow::{Context, Result, bail};
 
 /// A port that was free a moment ago (only for etcd, which cannot report its own).
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn wait_for_port(port: u16, timeout: Duration) -> Result<()> {
@@ -47,13 +45,8 @@ impl Etcd {
     /// Starts etcd (the Debian `etcd-server` package) on reserved loopback ports.
     pub fn start() -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let mut etcd = Self {
-            child: None,
-            url: String::new(),
-            client_port: free_port()?,
-            peer_port: free_port()?,
-            dir,
-        };
+        let mut etcd =
+            Self { child: None, url: String::new(), client_port: free_port()?, peer_port: free_port()?, dir };
         etcd.url = format!("http://127.0.0.1:{}", etcd.client_port);
         etcd.resume()?;
         Ok(etcd)
@@ -75,18 +68,8 @@ impl Etcd {
         let child = Command::new("etcd")
             .args(["--name", "test", "--data-dir"])
             .arg(self.dir.path().join("data"))
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("test={peer}")])
             .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH)
             .stdout(Stdio::null())
@@ -94,12 +77,8 @@ impl Etcd {
             .spawn()
             .context("cannot start etcd; install the etcd-server package (the test script does)")?;
         self.child = Some(child);
-        wait_for_port(self.client_port, Duration::from_secs(20)).with_context(|| {
-            format!(
-                "etcd did not start:\n{}",
-                tail(&self.dir.path().join("etcd.log"), 20)
-            )
-        })
+        wait_for_port(self.client_port, Duration::from_secs(20))
+            .with_context(|| format!("etcd did not start:\n{}", tail(&self.dir.path().join("etcd.log"), 20)))
     }
 }
 
@@ -120,13 +99,7 @@ pub struct Process {
 
 impl Process {
     /// Runs `modelplane ARGS` and waits until each of `roles` printed its address.
-    pub fn spawn(
-        bin: &Path,
-        name: &str,
-        args: &[String],
-        roles: &[&str],
-        log_dir: &Path,
-    ) -> Result<Self> {
+    pub fn spawn(bin: &Path, name: &str, args: &[String], roles: &[&str], log_dir: &Path) -> Result<Self> {
         Self::spawn_with_env(bin, name, args, roles, log_dir, &[])
     }
 
@@ -170,18 +143,10 @@ impl Process {
                         }
                     }
                 }
-                Err(_) => bail!(
-                    "{name} did not report {roles:?} in time; log:\n{}",
-                    tail(&log, 30)
-                ),
+                Err(_) => bail!("{name} did not report {roles:?} in time; log:\n{}", tail(&log, 30)),
             }
         }
-        Ok(Self {
-            child,
-            addrs,
-            log,
-            name: name.to_owned(),
-        })
+        Ok(Self { child, addrs, log, name: name.to_owned() })
     }
 
     /// The address of a role.
@@ -197,9 +162,7 @@ impl Process {
 
     /// SIGTERM, then waits for a clean exit; returns whether it exited successfully.
     pub fn terminate(&mut self, timeout: Duration) -> Result<bool> {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()?;
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
         if !status.success() {
             bail!("kill -TERM failed");
         }

@@ -5,10 +5,7 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 }
@@ -21,9 +18,7 @@ pub fn houses_csv(rows: usize) -> String {
         let area = 40.0 + 210.0 * rng.next();
         let rooms = 1.0 + (rng.next() * 6.0).floor();
         let age = 60.0 * rng.next();
-        let price = 50.0 * area + 10_000.0 * rooms - 2_000.0 * age
-            + 30_000.0
-            + 3_000.0 * (rng.next() - 0.5);
+        let price = 50.0 * area + 10_000.0 * rooms - 2_000.0 * age + 30_000.0 + 3_000.0 * (rng.next() - 0.5);
         csv.push_str(&format!("{area:.2},{rooms},{age:.1},{price:.2}\n"));
     }
     csv
@@ -46,18 +41,9 @@ pub fn churn_csv(rows: usize) -> String {
 /// Short labelled texts, quoted as CSV: the topic shows in the words used.
 pub fn topics_csv(rows: usize) -> String {
     let vocabulary: [(&str, [&str; 5]); 3] = [
-        (
-            "billing",
-            ["invoice", "refund", "charged", "payment", "price"],
-        ),
-        (
-            "delivery",
-            ["parcel", "courier", "shipping", "arrived", "late"],
-        ),
-        (
-            "account",
-            ["password", "login", "email", "locked", "profile"],
-        ),
+        ("billing", ["invoice", "refund", "charged", "payment", "price"]),
+        ("delivery", ["parcel", "courier", "shipping", "arrived", "late"]),
+        ("account", ["password", "login", "email", "locked", "profile"]),
     ];
     let mut rng = Lcg(5);
     let mut csv = String::from("text,topic\n");

@@ -7,9 +7,7 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use modelplane_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use modelplane_proto::inference::model_infer_request::InferInputTensor;
-use modelplane_proto::inference::{
-    InferTensorContents, ModelInferRequest, ModelInferResponse, ModelReadyRequest,
-};
+use modelplane_proto::inference::{InferTensorContents, ModelInferRequest, ModelInferResponse, ModelReadyRequest};
 use modelplane_proto::registry::{self as pb, registry_client::RegistryClient};
 use modelplane_proto::trainer::{self as tpb, trainer_client::TrainerClient};
 use sha2::{Digest, Sha256};
@@ -33,13 +31,8 @@ pub async fn inference(addr: &str) -> Result<GrpcInferenceServiceClient<Channel>
 /// Checks `grpc.health.v1` reports SERVING for the whole server.
 pub async fn health_serving(addr: &str) -> Result<bool> {
     let mut client = tonic_health::pb::health_client::HealthClient::new(channel(addr).await?);
-    let response = client
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await?;
-    Ok(response.into_inner().status
-        == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+    let response = client.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await?;
+    Ok(response.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
 }
 
 /// The services a server advertises through gRPC server reflection (v1).
@@ -53,10 +46,7 @@ pub async fn reflected_services(addr: &str) -> Result<Vec<String>> {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut stream = client
-        .server_reflection_info(futures::stream::iter([request]))
-        .await?
-        .into_inner();
+    let mut stream = client.server_reflection_info(futures::stream::iter([request])).await?.into_inner();
     while let Some(response) = stream.message().await? {
         if let Some(MessageResponse::ListServicesResponse(list)) = response.message_response {
             let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
@@ -69,25 +59,15 @@ pub async fn reflected_services(addr: &str) -> Result<Vec<String>> {
 
 /// Uploads a CSV dataset in 1 MiB chunks.
 pub async fn upload_dataset(registry_addr: &str, name: &str, csv: &str) -> Result<pb::Dataset> {
-    let manifest = pb::DatasetManifest {
-        name: name.into(),
-        sha256: hex::encode(Sha256::digest(csv.as_bytes())),
-    };
-    let mut messages = vec![pb::UploadDatasetRequest {
-        part: Some(pb::upload_dataset_request::Part::Manifest(manifest)),
-    }];
+    let manifest = pb::DatasetManifest { name: name.into(), sha256: hex::encode(Sha256::digest(csv.as_bytes())) };
+    let mut messages =
+        vec![pb::UploadDatasetRequest { part: Some(pb::upload_dataset_request::Part::Manifest(manifest)) }];
     messages.extend(
         csv.as_bytes()
             .chunks(1 << 20)
-            .map(|c| pb::UploadDatasetRequest {
-                part: Some(pb::upload_dataset_request::Part::Chunk(c.to_vec())),
-            }),
+            .map(|c| pb::UploadDatasetRequest { part: Some(pb::upload_dataset_request::Part::Chunk(c.to_vec())) }),
     );
-    Ok(registry(registry_addr)
-        .await?
-        .upload_dataset(futures::stream::iter(messages))
-        .await?
-        .into_inner())
+    Ok(registry(registry_addr).await?.upload_dataset(futures::stream::iter(messages)).await?.into_inner())
 }
 
 /// Uploads raw artifact bytes declaring `sha256`.
@@ -104,19 +84,15 @@ pub async fn upload_artifact(
         lineage: None,
         create_model: true,
     };
-    let mut messages = vec![pb::UploadVersionRequest {
-        part: Some(pb::upload_version_request::Part::Manifest(manifest)),
-    }];
-    messages.extend(bytes.chunks(1 << 20).map(|c| pb::UploadVersionRequest {
-        part: Some(pb::upload_version_request::Part::Chunk(c.to_vec())),
-    }));
-    let mut client = registry(registry_addr)
-        .await
-        .map_err(|e| tonic::Status::unknown(e.to_string()))?;
-    Ok(client
-        .upload_version(futures::stream::iter(messages))
-        .await?
-        .into_inner())
+    let mut messages =
+        vec![pb::UploadVersionRequest { part: Some(pb::upload_version_request::Part::Manifest(manifest)) }];
+    messages.extend(
+        bytes
+            .chunks(1 << 20)
+            .map(|c| pb::UploadVersionRequest { part: Some(pb::upload_version_request::Part::Chunk(c.to_vec())) }),
+    );
+    let mut client = registry(registry_addr).await.map_err(|e| tonic::Status::unknown(e.to_string()))?;
+    Ok(client.upload_version(futures::stream::iter(messages)).await?.into_inner())
 }
 
 /// Submits a training job and follows it to the end; fails unless it succeeded.
@@ -135,19 +111,11 @@ pub async fn train(
         dataset: dataset.into(),
         dataset_sha256: String::new(),
         target: target.into(),
-        params: params
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
+        params: params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        promote_if: None,
     };
-    let job = client
-        .submit_job(tpb::SubmitJobRequest { spec: Some(spec) })
-        .await?
-        .into_inner();
-    let mut stream = client
-        .watch_job(tpb::WatchJobRequest { id: job.id.clone() })
-        .await?
-        .into_inner();
+    let job = client.submit_job(tpb::SubmitJobRequest { spec: Some(spec) }).await?.into_inner();
+    let mut stream = client.watch_job(tpb::WatchJobRequest { id: job.id.clone() }).await?.into_inner();
     let mut last = job;
     let watching = async {
         while let Some(update) = stream.message().await? {
@@ -155,34 +123,19 @@ pub async fn train(
         }
         anyhow::Ok(())
     };
-    tokio::time::timeout(Duration::from_secs(120), watching)
-        .await
-        .context("training did not finish in 120 s")??;
+    tokio::time::timeout(Duration::from_secs(120), watching).await.context("training did not finish in 120 s")??;
     if last.state != tpb::JobState::Succeeded as i32 {
-        bail!(
-            "job {} ended in state {} with error {:?}",
-            last.id,
-            last.state,
-            last.error
-        );
+        bail!("job {} ended in state {} with error {:?}", last.id, last.state, last.error);
     }
     Ok(last)
 }
 
 /// Waits until the router reports `model`/`version` ready.
-pub async fn wait_ready(
-    router_addr: &str,
-    model: &str,
-    version: &str,
-    timeout: Duration,
-) -> Result<()> {
+pub async fn wait_ready(router_addr: &str, model: &str, version: &str, timeout: Duration) -> Result<()> {
     let mut client = inference(router_addr).await?;
     let deadline = Instant::now() + timeout;
     loop {
-        let request = ModelReadyRequest {
-            name: model.into(),
-            version: version.into(),
-        };
+        let request = ModelReadyRequest { name: model.into(), version: version.into() };
         if let Ok(response) = client.model_ready(request).await {
             if response.into_inner().ready {
                 return Ok(());
@@ -196,13 +149,7 @@ pub async fn wait_ready(
 }
 
 /// A KServe v2 request for FP32 rows, typed or raw.
-pub fn infer_request(
-    model: &str,
-    version: &str,
-    input: &str,
-    rows: &[Vec<f32>],
-    raw: bool,
-) -> ModelInferRequest {
+pub fn infer_request(model: &str, version: &str, input: &str, rows: &[Vec<f32>], raw: bool) -> ModelInferRequest {
     let width = rows.first().map(Vec::len).unwrap_or(0);
     let values: Vec<f32> = rows.concat();
     let mut tensor = InferInputTensor {
@@ -211,23 +158,12 @@ pub fn infer_request(
         shape: vec![rows.len() as i64, width as i64],
         ..Default::default()
     };
-    let mut request = ModelInferRequest {
-        model_name: model.into(),
-        model_version: version.into(),
-        ..Default::default()
-    };
+    let mut request =
+        ModelInferRequest { model_name: model.into(), model_version: version.into(), ..Default::default() };
     if raw {
-        request.raw_input_contents.push(Bytes::from(
-            values
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect::<Vec<u8>>(),
-        ));
+        request.raw_input_contents.push(Bytes::from(values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()));
     } else {
-        tensor.contents = Some(InferTensorContents {
-            fp32_contents: values,
-            ..Default::default()
-        });
+        tensor.contents = Some(InferTensorContents { fp32_contents: values, ..Default::default() });
     }
     request.inputs.push(tensor);
     request
@@ -241,10 +177,7 @@ pub fn text_request(model: &str, texts: &[&str], raw: bool) -> ModelInferRequest
         shape: vec![texts.len() as i64],
         ..Default::default()
     };
-    let mut request = ModelInferRequest {
-        model_name: model.into(),
-        ..Default::default()
-    };
+    let mut request = ModelInferRequest { model_name: model.into(), ..Default::default() };
     if raw {
         let mut bytes = Vec::new();
         for text in texts {
@@ -279,29 +212,16 @@ pub fn bytes_output(response: &ModelInferResponse, name: &str) -> Vec<String> {
     response.outputs[index]
         .contents
         .as_ref()
-        .map(|c| {
-            c.bytes_contents
-                .iter()
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-                .collect()
-        })
+        .map(|c| c.bytes_contents.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect())
         .unwrap_or_default()
 }
 
 /// The first output's values, typed or raw.
 pub fn first_output(response: &ModelInferResponse) -> Vec<f32> {
     if let Some(raw) = response.raw_output_contents.first() {
-        return raw
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        return raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
     }
-    response
-        .outputs
-        .first()
-        .and_then(|o| o.contents.as_ref())
-        .map(|c| c.fp32_contents.clone())
-        .unwrap_or_default()
+    response.outputs.first().and_then(|o| o.contents.as_ref()).map(|c| c.fp32_contents.clone()).unwrap_or_default()
 }
 
 /// Runs inference through `addr` and returns the first output's values.
@@ -312,25 +232,15 @@ pub async fn predict(
     rows: &[Vec<f32>],
     raw: bool,
 ) -> Result<(Vec<f32>, String)> {
-    let response = inference(addr)
-        .await?
-        .model_infer(infer_request(model, version, "input", rows, raw))
-        .await?
-        .into_inner();
+    let response =
+        inference(addr).await?.model_infer(infer_request(model, version, "input", rows, raw)).await?.into_inner();
     Ok((first_output(&response), response.model_version))
 }
 
 /// Downloads a version's artifact bytes.
 pub async fn download_artifact(registry_addr: &str, model: &str, version: &str) -> Result<Vec<u8>> {
-    let request = pb::DownloadArtifactRequest {
-        model: model.into(),
-        version: version.into(),
-    };
-    let mut stream = registry(registry_addr)
-        .await?
-        .download_artifact(request)
-        .await?
-        .into_inner();
+    let request = pb::DownloadArtifactRequest { model: model.into(), version: version.into() };
+    let mut stream = registry(registry_addr).await?.download_artifact(request).await?.into_inner();
     let mut bytes = Vec::new();
     while let Some(message) = stream.message().await? {
         if let Some(pb::download_artifact_response::Part::Chunk(chunk)) = message.part {
@@ -347,19 +257,12 @@ pub fn independent_predict(artifact: &[u8], rows: &[Vec<f32>]) -> Result<Vec<f32
     let tensors = safetensors::SafeTensors::deserialize(artifact)?;
     let (_, metadata) = safetensors::SafeTensors::read_metadata(artifact)?;
     let manifest: serde_json::Value = serde_json::from_str(
-        metadata
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get("modelplane.manifest"))
-            .context("no manifest")?,
+        metadata.metadata().as_ref().and_then(|m| m.get("modelplane.manifest")).context("no manifest")?,
     )?;
     let read = |name: &str| -> Result<(Vec<usize>, Vec<f64>)> {
         let view = tensors.tensor(name)?;
-        let values = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
-            .collect();
+        let values =
+            view.data().chunks_exact(4).map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect();
         Ok((view.shape().to_vec(), values))
     };
     let (_, mean) = read("scaler.mean")?;
@@ -372,11 +275,7 @@ pub fn independent_predict(artifact: &[u8], rows: &[Vec<f32>]) -> Result<Vec<f32
         .collect();
     let mut out = Vec::new();
     for row in rows {
-        let mut values: Vec<f64> = row
-            .iter()
-            .enumerate()
-            .map(|(j, x)| (f64::from(*x) - mean[j]) / scale[j])
-            .collect();
+        let mut values: Vec<f64> = row.iter().enumerate().map(|(j, x)| (f64::from(*x) - mean[j]) / scale[j]).collect();
         for (layer, activation) in activations.iter().enumerate() {
             let (shape, weight) = read(&format!("layers.{layer}.weight"))?;
             let (_, bias) = read(&format!("layers.{layer}.bias"))?;
@@ -412,16 +311,9 @@ pub fn independent_predict(artifact: &[u8], rows: &[Vec<f32>]) -> Result<Vec<f32
 
 /// Asserts two vectors agree to a relative tolerance.
 pub fn assert_close(actual: &[f32], expected: &[f32], tolerance: f32) {
-    assert_eq!(
-        actual.len(),
-        expected.len(),
-        "lengths differ: {actual:?} vs {expected:?}"
-    );
+    assert_eq!(actual.len(), expected.len(), "lengths differ: {actual:?} vs {expected:?}");
     for (a, e) in actual.iter().zip(expected) {
         let scale = e.abs().max(1.0);
-        assert!(
-            (a - e).abs() <= tolerance * scale,
-            "{a} differs from {e} (actual {actual:?}, expected {expected:?})"
-        );
+        assert!((a - e).abs() <= tolerance * scale, "{a} differs from {e} (actual {actual:?}, expected {expected:?})");
     }
 }

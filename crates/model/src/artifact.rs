@@ -32,20 +32,11 @@ fn artifact_error(err: impl std::fmt::Display) -> Error {
 }
 
 fn read_f32(tensors: &SafeTensors<'_>, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
-    let view = tensors
-        .tensor(name)
-        .map_err(|_| Error::Artifact(format!("tensor {name:?} is missing")))?;
+    let view = tensors.tensor(name).map_err(|_| Error::Artifact(format!("tensor {name:?} is missing")))?;
     if view.dtype() != Dtype::F32 {
-        return Err(Error::Artifact(format!(
-            "tensor {name:?} is {:?}; expected F32",
-            view.dtype()
-        )));
+        return Err(Error::Artifact(format!("tensor {name:?} is {:?}; expected F32", view.dtype())));
     }
-    let values = view
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let values = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
     Ok((view.shape().to_vec(), values))
 }
 
@@ -53,9 +44,7 @@ fn expect_shape(name: &str, shape: &[usize], expected: &[usize]) -> Result<()> {
     if shape == expected {
         Ok(())
     } else {
-        Err(Error::Artifact(format!(
-            "tensor {name:?} has shape {shape:?}; expected {expected:?}"
-        )))
+        Err(Error::Artifact(format!("tensor {name:?} has shape {shape:?}; expected {expected:?}")))
     }
 }
 
@@ -65,44 +54,20 @@ impl Model {
         let manifest = serde_json::to_string(&self.manifest).map_err(artifact_error)?;
         let features = self.features();
         let mut buffers = vec![
-            (
-                "scaler.mean".to_owned(),
-                vec![features],
-                le_bytes(self.scaler.mean.iter()),
-            ),
-            (
-                "scaler.scale".to_owned(),
-                vec![features],
-                le_bytes(self.scaler.scale.iter()),
-            ),
+            ("scaler.mean".to_owned(), vec![features], le_bytes(self.scaler.mean.iter())),
+            ("scaler.scale".to_owned(), vec![features], le_bytes(self.scaler.scale.iter())),
         ];
         if let Some(idf) = self.vectorizer.as_ref().and_then(|v| v.idf.as_ref()) {
-            buffers.push((
-                "vectorizer.idf".to_owned(),
-                vec![idf.len()],
-                le_bytes(idf.iter()),
-            ));
+            buffers.push(("vectorizer.idf".to_owned(), vec![idf.len()], le_bytes(idf.iter())));
         }
         if let Some(components) = &self.pca {
             let shape = vec![components.nrows(), components.ncols()];
-            buffers.push((
-                "pca.components".to_owned(),
-                shape,
-                le_bytes(components.iter()),
-            ));
+            buffers.push(("pca.components".to_owned(), shape, le_bytes(components.iter())));
         }
         for (i, layer) in self.layers.iter().enumerate() {
             let (inputs, outputs) = layer.weight.dim();
-            buffers.push((
-                format!("layers.{i}.weight"),
-                vec![inputs, outputs],
-                le_bytes(layer.weight.iter()),
-            ));
-            buffers.push((
-                format!("layers.{i}.bias"),
-                vec![outputs],
-                le_bytes(layer.bias.iter()),
-            ));
+            buffers.push((format!("layers.{i}.weight"), vec![inputs, outputs], le_bytes(layer.weight.iter())));
+            buffers.push((format!("layers.{i}.bias"), vec![outputs], le_bytes(layer.bias.iter())));
         }
         let views = buffers
             .iter()
@@ -124,11 +89,8 @@ impl Model {
             .as_ref()
             .and_then(|m| m.get(MANIFEST_METADATA_KEY))
             .ok_or_else(|| Error::Artifact(format!("metadata has no {MANIFEST_METADATA_KEY:?}")))?;
-        let version: serde_json::Value =
-            serde_json::from_str(manifest_json).map_err(artifact_error)?;
-        let found = version
-            .get("format_version")
-            .and_then(serde_json::Value::as_u64);
+        let version: serde_json::Value = serde_json::from_str(manifest_json).map_err(artifact_error)?;
+        let found = version.get("format_version").and_then(serde_json::Value::as_u64);
         if found != Some(u64::from(FORMAT_VERSION)) {
             return Err(Error::Artifact(format!(
                 "format version {} is not supported; this build reads version {FORMAT_VERSION}",
@@ -147,12 +109,7 @@ impl Model {
         let mut pca = None;
         for step in &manifest.pipeline {
             match step {
-                Step::HashingVectorizer {
-                    n_features,
-                    ngram_max,
-                    tfidf,
-                    ..
-                } => {
+                Step::HashingVectorizer { n_features, ngram_max, tfidf, .. } => {
                     let idf = if *tfidf {
                         let (shape, idf) = read_f32(&tensors, "vectorizer.idf")?;
                         expect_shape("vectorizer.idf", &shape, &[*n_features])?;
@@ -160,21 +117,14 @@ impl Model {
                     } else {
                         None
                     };
-                    vectorizer = Some(HashingVectorizer {
-                        n_features: *n_features,
-                        ngram_max: *ngram_max,
-                        idf,
-                    });
+                    vectorizer = Some(HashingVectorizer { n_features: *n_features, ngram_max: *ngram_max, idf });
                     inputs = *n_features;
                 }
                 Step::StandardScaler => {}
                 Step::Pca { components } => {
                     let (shape, values) = read_f32(&tensors, "pca.components")?;
                     expect_shape("pca.components", &shape, &[features, *components])?;
-                    pca = Some(
-                        Array2::from_shape_vec((features, *components), values)
-                            .map_err(artifact_error)?,
-                    );
+                    pca = Some(Array2::from_shape_vec((features, *components), values).map_err(artifact_error)?);
                     inputs = *components;
                 }
             }
@@ -187,8 +137,7 @@ impl Model {
             let (shape, bias) = read_f32(&tensors, &format!("layers.{i}.bias"))?;
             expect_shape(&format!("layers.{i}.bias"), &shape, &[outputs])?;
             layers.push(Dense {
-                weight: Array2::from_shape_vec((inputs, outputs), weight)
-                    .map_err(artifact_error)?,
+                weight: Array2::from_shape_vec((inputs, outputs), weight).map_err(artifact_error)?,
                 bias: Array1::from(bias),
                 activation: *activation,
             });
@@ -200,10 +149,7 @@ impl Model {
         Ok(Self {
             manifest,
             vectorizer,
-            scaler: StandardScaler {
-                mean: Array1::from(mean),
-                scale: Array1::from(scale),
-            },
+            scaler: StandardScaler { mean: Array1::from(mean), scale: Array1::from(scale) },
             pca,
             layers,
         })
@@ -256,30 +202,21 @@ mod tests {
 
     #[test]
     fn text_and_pca_pipelines_round_trip() {
-        let text = Dataset::from_csv_with_text(
-            &crate::train::tests::texts_csv(60),
-            "topic",
-            true,
-            Some("text"),
-        )
-        .expect("valid csv");
+        let text = Dataset::from_csv_with_text(&crate::train::tests::texts_csv(60), "topic", true, Some("text"))
+            .expect("valid csv");
         let mut params = TrainParams::defaults_for(ModelKind::MlpClassifier);
         params.text_column = Some("text".into());
         params.epochs = 3;
         let model = train(ModelKind::MlpClassifier, &text, &params, |_| true).expect("trains");
         let loaded = Model::from_artifact(&model.to_artifact().expect("saves")).expect("loads");
         let texts: Vec<&[u8]> = vec![b"rain and wind", b"pasta dinner"];
-        assert_eq!(
-            model.predict_texts(&texts).expect("predicts"),
-            loaded.predict_texts(&texts).expect("predicts")
-        );
+        assert_eq!(model.predict_texts(&texts).expect("predicts"), loaded.predict_texts(&texts).expect("predicts"));
 
         let rows: Vec<(f32, f32)> = (0..30).map(|i| (i as f32, (i * 7 % 11) as f32)).collect();
         let numeric = Dataset::from_csv(&csv_from(&rows, 2), "y", true).expect("valid csv");
         let mut params = TrainParams::defaults_for(ModelKind::LogisticRegression);
         params.pca = Some(crate::Components::Count(1));
-        let model =
-            train(ModelKind::LogisticRegression, &numeric, &params, |_| true).expect("trains");
+        let model = train(ModelKind::LogisticRegression, &numeric, &params, |_| true).expect("trains");
         let loaded = Model::from_artifact(&model.to_artifact().expect("saves")).expect("loads");
         assert_eq!(model.pca, loaded.pca);
         assert_eq!(
@@ -290,21 +227,14 @@ mod tests {
 
     #[test]
     fn unknown_format_version_is_a_clear_error() {
-        let data = Dataset::from_csv(&csv_from(&[(1.0, 2.0), (3.0, 4.0)], 2), "y", false)
-            .expect("valid csv");
-        let mut model = train(
-            ModelKind::LinearRegression,
-            &data,
-            &TrainParams::defaults_for(ModelKind::LinearRegression),
-            |_| true,
-        )
-        .expect("trains");
+        let data = Dataset::from_csv(&csv_from(&[(1.0, 2.0), (3.0, 4.0)], 2), "y", false).expect("valid csv");
+        let mut model =
+            train(ModelKind::LinearRegression, &data, &TrainParams::defaults_for(ModelKind::LinearRegression), |_| {
+                true
+            })
+            .expect("trains");
         model.manifest.format_version = 99;
-        let err =
-            Model::from_artifact(&model.to_artifact().expect("saves")).expect_err("version 99");
-        assert_eq!(
-            err.to_string(),
-            "artifact: format version 99 is not supported; this build reads version 1"
-        );
+        let err = Model::from_artifact(&model.to_artifact().expect("saves")).expect_err("version 99");
+        assert_eq!(err.to_string(), "artifact: format version 99 is not supported; this build reads version 1");
     }
 }

@@ -26,10 +26,7 @@ fn sorted_labels(cells: &[String]) -> Vec<String> {
     labels.dedup();
     if labels.iter().all(|l| l.parse::<f64>().is_ok()) {
         labels.sort_by(|a, b| {
-            let (a, b) = (
-                a.parse::<f64>().unwrap_or(0.0),
-                b.parse::<f64>().unwrap_or(0.0),
-            );
+            let (a, b) = (a.parse::<f64>().unwrap_or(0.0), b.parse::<f64>().unwrap_or(0.0));
             a.total_cmp(&b)
         });
     }
@@ -61,15 +58,8 @@ impl Dataset {
     /// the column to predict; with `classes` it is label-encoded. With `text_column`, that
     /// column's text is the only input; otherwise every other column is a numeric feature.
     /// Errors name the row (data rows count from 1) and column of a bad value.
-    pub fn from_csv_with_text(
-        csv: &str,
-        target: &str,
-        classes: bool,
-        text_column: Option<&str>,
-    ) -> Result<Self> {
-        let mut reader = csv::ReaderBuilder::new()
-            .trim(csv::Trim::All)
-            .from_reader(csv.as_bytes());
+    pub fn from_csv_with_text(csv: &str, target: &str, classes: bool, text_column: Option<&str>) -> Result<Self> {
+        let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(csv.as_bytes());
         let columns: Vec<String> = reader
             .headers()
             .map_err(|err| Error::Dataset(format!("cannot read the header row: {err}")))?
@@ -77,34 +67,22 @@ impl Dataset {
             .map(str::to_owned)
             .collect();
         if columns.iter().all(String::is_empty) {
-            return Err(Error::Dataset(
-                "the CSV is empty; expected a header row".into(),
-            ));
+            return Err(Error::Dataset("the CSV is empty; expected a header row".into()));
         }
         let find = |name: &str, what: &str| {
             columns.iter().position(|c| c == name).ok_or_else(|| {
-                Error::Dataset(format!(
-                    "{what} column {name:?} not found; columns are {}",
-                    columns.join(", ")
-                ))
+                Error::Dataset(format!("{what} column {name:?} not found; columns are {}", columns.join(", ")))
             })
         };
         let target_index = find(target, "target")?;
         let text_index = text_column.map(|name| find(name, "text")).transpose()?;
         if text_index == Some(target_index) {
-            return Err(Error::Dataset(
-                "the text column cannot also be the target".into(),
-            ));
+            return Err(Error::Dataset("the text column cannot also be the target".into()));
         }
-        let feature_indexes: Vec<usize> = if text_index.is_some() {
-            Vec::new()
-        } else {
-            (0..columns.len()).filter(|i| *i != target_index).collect()
-        };
+        let feature_indexes: Vec<usize> =
+            if text_index.is_some() { Vec::new() } else { (0..columns.len()).filter(|i| *i != target_index).collect() };
         if text_index.is_none() && feature_indexes.is_empty() {
-            return Err(Error::Dataset(
-                "expected at least one feature column beside the target".into(),
-            ));
+            return Err(Error::Dataset("expected at least one feature column beside the target".into()));
         }
 
         let mut values = Vec::new();
@@ -118,11 +96,8 @@ impl Dataset {
             let number = |column: usize| -> Result<f32> {
                 let text = cell(column);
                 let value: f32 = text.parse().map_err(|_| {
-                    let what = if text.is_empty() {
-                        "is missing".to_owned()
-                    } else {
-                        format!("{text:?} is not a number")
-                    };
+                    let what =
+                        if text.is_empty() { "is missing".to_owned() } else { format!("{text:?} is not a number") };
                     Error::Dataset(format!("row {row}, column {:?}: {what}", columns[column]))
                 })?;
                 if value.is_finite() {
@@ -142,20 +117,14 @@ impl Dataset {
             }
             if classes {
                 if cell(target_index).is_empty() {
-                    return Err(Error::Dataset(format!(
-                        "row {row}, column {target:?}: the label is missing"
-                    )));
+                    return Err(Error::Dataset(format!("row {row}, column {target:?}: the label is missing")));
                 }
                 text_targets.push(cell(target_index).to_owned());
             } else {
                 numeric_targets.push(number(target_index)?);
             }
         }
-        let rows = if classes {
-            text_targets.len()
-        } else {
-            numeric_targets.len()
-        };
+        let rows = if classes { text_targets.len() } else { numeric_targets.len() };
         if rows == 0 {
             return Err(Error::Dataset("the CSV has a header but no rows".into()));
         }
@@ -163,19 +132,13 @@ impl Dataset {
             .map_err(|err| Error::Dataset(err.to_string()))?;
         let target_values = if classes {
             let labels = sorted_labels(&text_targets);
-            let index = text_targets
-                .iter()
-                .map(|label| labels.iter().position(|l| l == label).unwrap_or(0))
-                .collect();
+            let index = text_targets.iter().map(|label| labels.iter().position(|l| l == label).unwrap_or(0)).collect();
             Target::Classes { index, labels }
         } else {
             Target::Values(Array1::from(numeric_targets))
         };
         Ok(Self {
-            feature_names: feature_indexes
-                .iter()
-                .map(|i| columns[*i].clone())
-                .collect(),
+            feature_names: feature_indexes.iter().map(|i| columns[*i].clone()).collect(),
             target_name: target.to_owned(),
             features,
             text: text_index.map(|i| (columns[i].clone(), texts)),
@@ -207,30 +170,18 @@ mod tests {
     #[test]
     fn label_encodes_text_and_numeric_classes() {
         let data = Dataset::from_csv("a,y\n1,dog\n2,cat\n3,dog\n", "y", true).expect("valid csv");
-        assert_eq!(
-            data.target,
-            Target::Classes {
-                index: vec![1, 0, 1],
-                labels: vec!["cat".into(), "dog".into()]
-            }
-        );
+        assert_eq!(data.target, Target::Classes { index: vec![1, 0, 1], labels: vec!["cat".into(), "dog".into()] });
         let data = Dataset::from_csv("a,y\n1,10\n2,2\n3,1\n", "y", true).expect("valid csv");
         assert_eq!(
             data.target,
-            Target::Classes {
-                index: vec![2, 1, 0],
-                labels: vec!["1".into(), "2".into(), "10".into()]
-            }
+            Target::Classes { index: vec![2, 1, 0], labels: vec!["1".into(), "2".into(), "10".into()] }
         );
     }
 
     #[test]
     fn names_row_and_column_of_a_bad_value() {
         let err = Dataset::from_csv("a,y\n1,0\nx,1\n", "y", false).expect_err("bad value");
-        assert_eq!(
-            err.to_string(),
-            "dataset: row 2, column \"a\": \"x\" is not a number"
-        );
+        assert_eq!(err.to_string(), "dataset: row 2, column \"a\": \"x\" is not a number");
         let err = Dataset::from_csv("a,b,y\n1,,0\n", "y", false).expect_err("missing value");
         assert_eq!(err.to_string(), "dataset: row 1, column \"b\": is missing");
     }
@@ -238,16 +189,9 @@ mod tests {
     #[test]
     fn quoted_text_column_is_the_only_input() {
         let csv = "id,review,stars\n1,\"great, really great\",good\n2,awful,bad\n";
-        let data =
-            Dataset::from_csv_with_text(csv, "stars", true, Some("review")).expect("valid csv");
+        let data = Dataset::from_csv_with_text(csv, "stars", true, Some("review")).expect("valid csv");
         assert_eq!(data.features.dim(), (2, 0));
-        assert_eq!(
-            data.text,
-            Some((
-                "review".to_owned(),
-                vec!["great, really great".to_owned(), "awful".to_owned()]
-            ))
-        );
+        assert_eq!(data.text, Some(("review".to_owned(), vec!["great, really great".to_owned(), "awful".to_owned()])));
         let err = Dataset::from_csv("a,y\n1,2,3\n", "y", false).expect_err("ragged");
         assert!(err.to_string().starts_with("dataset: row 1:"), "{err}");
     }

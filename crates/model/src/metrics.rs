@@ -23,24 +23,12 @@ pub(crate) fn evaluate(
     match target {
         Target::Values(values) => {
             let truth: Vec<f64> = rows.iter().map(|r| f64::from(values[*r])).collect();
-            let mse = truth
-                .iter()
-                .zip(out.column(0))
-                .map(|(t, p)| (t - f64::from(*p)).powi(2))
-                .sum::<f64>()
-                / n;
+            let mse = truth.iter().zip(out.column(0)).map(|(t, p)| (t - f64::from(*p)).powi(2)).sum::<f64>() / n;
             let mean = truth.iter().sum::<f64>() / n;
             let variance = truth.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / n;
             metrics.insert("mse".into(), mse);
             metrics.insert("rmse".into(), mse.sqrt());
-            metrics.insert(
-                "r2".into(),
-                if variance > 0.0 {
-                    1.0 - mse / variance
-                } else {
-                    0.0
-                },
-            );
+            metrics.insert("r2".into(), if variance > 0.0 { 1.0 - mse / variance } else { 0.0 });
             (metrics, Vec::new())
         }
         Target::Classes { index, labels } => {
@@ -54,10 +42,7 @@ pub(crate) fn evaluate(
                         let p = f64::from(probabilities[0]);
                         (usize::from(p >= 0.5), if truth == 1 { p } else { 1.0 - p })
                     }
-                    _ => (
-                        argmax(probabilities.iter().copied()),
-                        f64::from(probabilities[truth]),
-                    ),
+                    _ => (argmax(probabilities.iter().copied()), f64::from(probabilities[truth])),
                 };
                 confusion[truth][predicted] += 1;
                 log_loss -= p_truth.clamp(EPS, 1.0 - EPS).ln();
@@ -75,21 +60,10 @@ pub(crate) fn evaluate(
                 }
                 counted += 1;
                 let denominator = (actual + predicted) as f64;
-                f1_sum += if denominator > 0.0 {
-                    2.0 * tp / denominator
-                } else {
-                    0.0
-                };
+                f1_sum += if denominator > 0.0 { 2.0 * tp / denominator } else { 0.0 };
             }
             metrics.insert("accuracy".into(), correct as f64 / n);
-            metrics.insert(
-                "f1_macro".into(),
-                if counted > 0 {
-                    f1_sum / f64::from(counted)
-                } else {
-                    0.0
-                },
-            );
+            metrics.insert("f1_macro".into(), if counted > 0 { f1_sum / f64::from(counted) } else { 0.0 });
             metrics.insert("log_loss".into(), log_loss / n);
             (metrics, confusion)
         }

@@ -56,10 +56,7 @@ impl ModelKind {
 
     /// Whether the target is a class label.
     pub fn is_classifier(self) -> bool {
-        matches!(
-            self,
-            Self::LogisticRegression | Self::SoftmaxRegression | Self::MlpClassifier
-        )
+        matches!(self, Self::LogisticRegression | Self::SoftmaxRegression | Self::MlpClassifier)
     }
 
     /// Whether the model has hidden layers.
@@ -201,11 +198,7 @@ pub enum InputKind {
 }
 
 fn fp32(name: &str, shape: Vec<i64>) -> TensorSpec {
-    TensorSpec {
-        name: name.into(),
-        datatype: "FP32".into(),
-        shape,
-    }
+    TensorSpec { name: name.into(), datatype: "FP32".into(), shape }
 }
 
 impl Model {
@@ -215,40 +208,25 @@ impl Model {
             Head::Identity => vec![fp32("predictions", vec![-1, 1])],
             Head::Sigmoid | Head::Softmax => vec![
                 fp32("probabilities", vec![-1, classes as i64]),
-                TensorSpec {
-                    name: "label".into(),
-                    datatype: "BYTES".into(),
-                    shape: vec![-1],
-                },
+                TensorSpec { name: "label".into(), datatype: "BYTES".into(), shape: vec![-1] },
             ],
         };
         let input = match input {
             InputKind::Features(features) => fp32(INPUT_NAME, vec![-1, features as i64]),
-            InputKind::Text => TensorSpec {
-                name: TEXT_INPUT_NAME.into(),
-                datatype: "BYTES".into(),
-                shape: vec![-1],
-            },
+            InputKind::Text => TensorSpec { name: TEXT_INPUT_NAME.into(), datatype: "BYTES".into(), shape: vec![-1] },
         };
-        Signature {
-            inputs: vec![input],
-            outputs,
-        }
+        Signature { inputs: vec![input], outputs }
     }
 
     /// Number of numeric input features (0 for text models).
     pub fn features(&self) -> usize {
-        if self.vectorizer.is_some() {
-            0
-        } else {
-            self.scaler.mean.len()
-        }
+        if self.vectorizer.is_some() { 0 } else { self.scaler.mean.len() }
     }
 
     /// Scaler then PCA: the matrix the dense layers take.
     pub fn transform(&self, input: ArrayView2<'_, f32>) -> Array2<f32> {
-        let scaled = (&input - &self.scaler.mean.view().insert_axis(Axis(0)))
-            / &self.scaler.scale.view().insert_axis(Axis(0));
+        let scaled =
+            (&input - &self.scaler.mean.view().insert_axis(Axis(0))) / &self.scaler.scale.view().insert_axis(Axis(0));
         match &self.pca {
             Some(components) => scaled.dot(components),
             None => scaled,
@@ -257,23 +235,16 @@ impl Model {
 
     /// Features through the pipeline, layers and head: `[rows, outputs of the last layer]`.
     pub fn forward(&self, input: ArrayView2<'_, f32>) -> Array2<f32> {
-        network::forward(
-            &self.layers,
-            self.manifest.head,
-            self.transform(input).view(),
-        )
+        network::forward(&self.layers, self.manifest.head, self.transform(input).view())
     }
 
     /// Texts through the vectorizer, layers and head.
     pub fn forward_texts(&self, texts: &[&[u8]]) -> Result<Array2<f32>> {
-        let vectorizer = self.vectorizer.as_ref().ok_or_else(|| {
-            Error::InvalidInput("this model takes numeric features, not text".into())
-        })?;
-        Ok(network::forward(
-            &self.layers,
-            self.manifest.head,
-            vectorizer.transform(texts).view(),
-        ))
+        let vectorizer = self
+            .vectorizer
+            .as_ref()
+            .ok_or_else(|| Error::InvalidInput("this model takes numeric features, not text".into()))?;
+        Ok(network::forward(&self.layers, self.manifest.head, vectorizer.transform(texts).view()))
     }
 
     /// Runs a batch of texts through a text model.
@@ -285,9 +256,7 @@ impl Model {
     /// Runs a batch `[rows, features]` through the model.
     pub fn predict(&self, input: ArrayView2<'_, f32>) -> Result<Vec<Output>> {
         if self.vectorizer.is_some() {
-            return Err(Error::InvalidInput(
-                "this model takes text (BYTES), not numeric features".into(),
-            ));
+            return Err(Error::InvalidInput("this model takes text (BYTES), not numeric features".into()));
         }
         if input.ncols() != self.features() {
             return Err(Error::InvalidInput(format!(
@@ -321,41 +290,20 @@ impl Model {
             }
             Head::Softmax => {
                 let classes = out.ncols();
-                let labels = out
-                    .axis_iter(Axis(0))
-                    .map(|row| self.label(argmax(row.iter().copied())))
-                    .collect();
+                let labels = out.axis_iter(Axis(0)).map(|row| self.label(argmax(row.iter().copied()))).collect();
                 self.class_outputs(rows, classes, out.into_iter().collect(), labels)
             }
         }
     }
 
     fn label(&self, class: usize) -> Vec<u8> {
-        self.manifest
-            .labels
-            .get(class)
-            .map(|l| l.as_bytes().to_vec())
-            .unwrap_or_else(|| class.to_string().into_bytes())
+        self.manifest.labels.get(class).map(|l| l.as_bytes().to_vec()).unwrap_or_else(|| class.to_string().into_bytes())
     }
 
-    fn class_outputs(
-        &self,
-        rows: usize,
-        classes: usize,
-        probabilities: Vec<f32>,
-        labels: Vec<Vec<u8>>,
-    ) -> Vec<Output> {
+    fn class_outputs(&self, rows: usize, classes: usize, probabilities: Vec<f32>, labels: Vec<Vec<u8>>) -> Vec<Output> {
         vec![
-            Output {
-                name: "probabilities".into(),
-                shape: vec![rows, classes],
-                data: OutputData::F32(probabilities),
-            },
-            Output {
-                name: "label".into(),
-                shape: vec![rows],
-                data: OutputData::Bytes(labels),
-            },
+            Output { name: "probabilities".into(), shape: vec![rows, classes], data: OutputData::F32(probabilities) },
+            Output { name: "label".into(), shape: vec![rows], data: OutputData::Bytes(labels) },
         ]
     }
 }

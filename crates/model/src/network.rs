@@ -30,19 +30,14 @@ impl Activation {
         // Contiguous slices let the compiler vectorise; Zip is the general fallback.
         if let (Some(d), Some(a)) = (delta.as_slice_mut(), a.as_slice()) {
             match self {
-                Activation::Relu => d
-                    .iter_mut()
-                    .zip(a)
-                    .for_each(|(d, a)| *d = if *a > 0.0 { *d } else { 0.0 }),
+                Activation::Relu => d.iter_mut().zip(a).for_each(|(d, a)| *d = if *a > 0.0 { *d } else { 0.0 }),
                 Activation::Tanh => d.iter_mut().zip(a).for_each(|(d, a)| *d *= 1.0 - a * a),
                 Activation::Identity => {}
             }
             return;
         }
         match self {
-            Activation::Relu => Zip::from(delta)
-                .and(a)
-                .for_each(|d, a| *d = if *a > 0.0 { *d } else { 0.0 }),
+            Activation::Relu => Zip::from(delta).and(a).for_each(|d, a| *d = if *a > 0.0 { *d } else { 0.0 }),
             Activation::Tanh => Zip::from(delta).and(a).for_each(|d, a| *d *= 1.0 - a * a),
             Activation::Identity => {}
         }

@@ -71,48 +71,21 @@ const NAMES: &str = "learning_rate, epochs, batch_size, l2, seed, validation_fra
                      ngram_max, tfidf, pca";
 
 fn invalid(name: &str, reason: impl Into<String>) -> Error {
-    Error::InvalidParam {
-        name: name.into(),
-        reason: reason.into(),
-    }
+    Error::InvalidParam { name: name.into(), reason: reason.into() }
 }
 
 fn parse<T: std::str::FromStr>(name: &str, value: &str, expected: &str) -> Result<T> {
-    value
-        .trim()
-        .parse()
-        .map_err(|_| invalid(name, format!("{value:?} is not {expected}")))
+    value.trim().parse().map_err(|_| invalid(name, format!("{value:?} is not {expected}")))
 }
 
-fn check_range(
-    name: &str,
-    value: f64,
-    low: f64,
-    high: f64,
-    low_inclusive: bool,
-    high_inclusive: bool,
-) -> Result<()> {
-    let above = if low_inclusive {
-        value >= low
-    } else {
-        value > low
-    };
-    let below = if high_inclusive {
-        value <= high
-    } else {
-        value < high
-    };
+fn check_range(name: &str, value: f64, low: f64, high: f64, low_inclusive: bool, high_inclusive: bool) -> Result<()> {
+    let above = if low_inclusive { value >= low } else { value > low };
+    let below = if high_inclusive { value <= high } else { value < high };
     if above && below {
         return Ok(());
     }
-    let (open, close) = (
-        if low_inclusive { "[" } else { "(" },
-        if high_inclusive { "]" } else { ")" },
-    );
-    Err(invalid(
-        name,
-        format!("{value} is out of range; allowed {open}{low}, {high}{close}"),
-    ))
+    let (open, close) = (if low_inclusive { "[" } else { "(" }, if high_inclusive { "]" } else { ")" });
+    Err(invalid(name, format!("{value} is out of range; allowed {open}{low}, {high}{close}")))
 }
 
 impl TrainParams {
@@ -175,17 +148,12 @@ impl TrainParams {
                     if !kind.is_mlp() {
                         return Err(invalid(
                             name,
-                            format!(
-                                "only MLP kinds have hidden layers; {} has none",
-                                kind.name()
-                            ),
+                            format!("only MLP kinds have hidden layers; {} has none", kind.name()),
                         ));
                     }
                     out.hidden = value
                         .split(',')
-                        .map(|size| {
-                            parse::<usize>(name, size, "a comma-separated list of layer sizes")
-                        })
+                        .map(|size| parse::<usize>(name, size, "a comma-separated list of layer sizes"))
                         .collect::<Result<_>>()?;
                     for size in &out.hidden {
                         check_range(name, *size as f64, 1.0, 65_536.0, true, true)?;
@@ -208,10 +176,7 @@ impl TrainParams {
                         "sgd" => Optimizer::Sgd,
                         "adam" => Optimizer::Adam,
                         other => {
-                            return Err(invalid(
-                                name,
-                                format!("{other:?} is not an optimizer; expected sgd or adam"),
-                            ));
+                            return Err(invalid(name, format!("{other:?} is not an optimizer; expected sgd or adam")));
                         }
                     }
                 }
@@ -232,11 +197,7 @@ impl TrainParams {
                 "ngram_max" => out.ngram_max = parse(name, value, "a whole number")?,
                 "tfidf" => out.tfidf = parse(name, value, "true or false")?,
                 "pca" => {
-                    let share: f64 = parse(
-                        name,
-                        value,
-                        "a component count or a variance share in (0, 1)",
-                    )?;
+                    let share: f64 = parse(name, value, "a component count or a variance share in (0, 1)")?;
                     out.pca = Some(if share > 0.0 && share < 1.0 {
                         Components::Variance(share)
                     } else if share >= 1.0 && share.fract() == 0.0 && share <= 65_536.0 {
@@ -244,75 +205,29 @@ impl TrainParams {
                     } else {
                         return Err(invalid(
                             name,
-                            format!(
-                                "{value} is neither a component count (1, 2, …) nor a variance share in (0, 1)"
-                            ),
+                            format!("{value} is neither a component count (1, 2, …) nor a variance share in (0, 1)"),
                         ));
                     });
                 }
                 other => {
-                    return Err(invalid(
-                        other,
-                        format!("unknown parameter; expected one of {NAMES}"),
-                    ));
+                    return Err(invalid(other, format!("unknown parameter; expected one of {NAMES}")));
                 }
             }
         }
-        check_range(
-            "learning_rate",
-            f64::from(out.learning_rate),
-            0.0,
-            10.0,
-            false,
-            true,
-        )?;
+        check_range("learning_rate", f64::from(out.learning_rate), 0.0, 10.0, false, true)?;
         check_range("epochs", f64::from(out.epochs), 1.0, 100_000.0, true, true)?;
-        check_range(
-            "batch_size",
-            out.batch_size as f64,
-            1.0,
-            1_000_000.0,
-            true,
-            true,
-        )?;
+        check_range("batch_size", out.batch_size as f64, 1.0, 1_000_000.0, true, true)?;
         check_range("l2", f64::from(out.l2), 0.0, 100.0, true, true)?;
-        check_range(
-            "validation_fraction",
-            out.validation_fraction,
-            0.0,
-            0.9,
-            true,
-            true,
-        )?;
+        check_range("validation_fraction", out.validation_fraction, 0.0, 0.9, true, true)?;
         check_range("momentum", f64::from(out.momentum), 0.0, 1.0, true, false)?;
-        check_range(
-            "patience",
-            f64::from(out.patience),
-            1.0,
-            10_000.0,
-            true,
-            true,
-        )?;
-        check_range(
-            "n_features",
-            out.n_features as f64,
-            16.0,
-            65_536.0,
-            true,
-            true,
-        )?;
+        check_range("patience", f64::from(out.patience), 1.0, 10_000.0, true, true)?;
+        check_range("n_features", out.n_features as f64, 16.0, 65_536.0, true, true)?;
         check_range("ngram_max", out.ngram_max as f64, 1.0, 3.0, true, true)?;
         if out.text_column.is_some() && out.pca.is_some() {
-            return Err(invalid(
-                "pca",
-                "PCA applies to numeric features; a text model has none",
-            ));
+            return Err(invalid("pca", "PCA applies to numeric features; a text model has none"));
         }
         if kind.is_mlp() && out.hidden.is_empty() {
-            return Err(invalid(
-                "hidden",
-                "an MLP needs at least one hidden layer, e.g. hidden=64",
-            ));
+            return Err(invalid("hidden", "an MLP needs at least one hidden layer, e.g. hidden=64"));
         }
         Ok(out)
     }
@@ -353,10 +268,7 @@ impl TrainParams {
         if !self.hidden.is_empty() {
             let sizes: Vec<String> = self.hidden.iter().map(ToString::to_string).collect();
             map.insert("hidden".into(), sizes.join(","));
-            map.insert(
-                "activation".into(),
-                format!("{:?}", self.activation).to_lowercase(),
-            );
+            map.insert("activation".into(), format!("{:?}", self.activation).to_lowercase());
         }
         map
     }

@@ -65,9 +65,7 @@ fn eigen_symmetric(mut a: Array2<f64>) -> (Vec<f64>, Array2<f64>) {
 pub fn fit(x: ArrayView2<'_, f32>, keep: Components) -> Array2<f32> {
     let x = x.mapv(f64::from);
     let n = (x.nrows().max(2) - 1) as f64;
-    let mean = x
-        .mean_axis(Axis(0))
-        .unwrap_or_else(|| ndarray::Array1::zeros(x.ncols()));
+    let mean = x.mean_axis(Axis(0)).unwrap_or_else(|| ndarray::Array1::zeros(x.ncols()));
     let centred = &x - &mean.insert_axis(Axis(0));
     let covariance = centred.t().dot(&centred) / n;
     let (values, mut vectors) = eigen_symmetric(covariance);
@@ -87,10 +85,7 @@ pub fn fit(x: ArrayView2<'_, f32>, keep: Components) -> Array2<f32> {
     };
     // A stable sign: the largest entry of each component is positive.
     for mut column in vectors.columns_mut() {
-        let largest = column
-            .iter()
-            .copied()
-            .fold(0.0f64, |m, v| if v.abs() > m.abs() { v } else { m });
+        let largest = column.iter().copied().fold(0.0f64, |m, v| if v.abs() > m.abs() { v } else { m });
         if largest < 0.0 {
             column.mapv_inplace(|v| -v);
         }
@@ -117,8 +112,7 @@ mod tests {
         assert_eq!(components.dim(), (2, 1));
         let expected = std::f32::consts::FRAC_1_SQRT_2;
         assert!(
-            (components[[0, 0]] - expected).abs() < 1e-3
-                && (components[[1, 0]] - expected).abs() < 1e-3,
+            (components[[0, 0]] - expected).abs() < 1e-3 && (components[[1, 0]] - expected).abs() < 1e-3,
             "{components}"
         );
         assert_eq!(fit(x.view(), Components::Variance(0.99)).ncols(), 1);

@@ -51,12 +51,7 @@ fn tokenize(text: &[u8], tokens: &mut Vec<(usize, usize)>) {
 
 impl HashingVectorizer {
     /// Column and sign of every n-gram of `text`, passed to `visit`.
-    fn for_each_ngram(
-        &self,
-        text: &[u8],
-        tokens: &mut Vec<(usize, usize)>,
-        mut visit: impl FnMut(usize, f32),
-    ) {
+    fn for_each_ngram(&self, text: &[u8], tokens: &mut Vec<(usize, usize)>, mut visit: impl FnMut(usize, f32)) {
         tokenize(text, tokens);
         for n in 1..=self.ngram_max {
             for window in tokens.windows(n) {
@@ -89,12 +84,7 @@ impl HashingVectorizer {
             }
         }
         let n = texts.len() as f32;
-        self.idf = Some(
-            document_frequency
-                .iter()
-                .map(|df| ((1.0 + n) / (1.0 + *df as f32)).ln() + 1.0)
-                .collect(),
-        );
+        self.idf = Some(document_frequency.iter().map(|df| ((1.0 + n) / (1.0 + *df as f32)).ln() + 1.0).collect());
     }
 
     /// One row per text: hashed counts (signed), IDF-weighted when fitted, L2-normalised.
@@ -125,11 +115,7 @@ mod tests {
 
     #[test]
     fn same_words_same_columns_case_insensitive() {
-        let v = HashingVectorizer {
-            n_features: 64,
-            ngram_max: 2,
-            idf: None,
-        };
+        let v = HashingVectorizer { n_features: 64, ngram_max: 2, idf: None };
         let x = v.transform(&[b"Great movie", b"great MOVIE!", b"terrible plot"]);
         assert_eq!(x.row(0), x.row(1));
         assert_ne!(x.row(0), x.row(2));
@@ -142,11 +128,7 @@ mod tests {
         let mut tokens = Vec::new();
         tokenize(b"a bc, d  efg", &mut tokens);
         assert_eq!(tokens, vec![(2, 4), (9, 12)]);
-        let mut v = HashingVectorizer {
-            n_features: 1024,
-            ngram_max: 1,
-            idf: None,
-        };
+        let mut v = HashingVectorizer { n_features: 1024, ngram_max: 1, idf: None };
         v.fit_idf(&[b"the cat", b"the dog", b"the end"]);
         let idf = v.idf.clone().expect("fitted");
         let column = |word: &[u8]| {

@@ -12,9 +12,7 @@ use crate::model::{InputKind, Step};
 use crate::network::{Activation, Dense, Head};
 use crate::params::Optimizer;
 use crate::text::HashingVectorizer;
-use crate::{
-    Dataset, Error, FORMAT_VERSION, Manifest, Model, ModelKind, Result, StandardScaler, TrainParams,
-};
+use crate::{Dataset, Error, FORMAT_VERSION, Manifest, Model, ModelKind, Result, StandardScaler, TrainParams};
 
 /// Progress after one epoch.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -59,9 +57,9 @@ fn target_matrix(target: &Target, rows: &[usize], head: Head) -> Array2<f32> {
     match target {
         Target::Values(values) => Array2::from_shape_fn((rows.len(), 1), |(i, _)| values[rows[i]]),
         Target::Classes { index, labels } => match head {
-            Head::Softmax => Array2::from_shape_fn((rows.len(), labels.len()), |(i, c)| {
-                f32::from(u8::from(index[rows[i]] == c))
-            }),
+            Head::Softmax => {
+                Array2::from_shape_fn((rows.len(), labels.len()), |(i, c)| f32::from(u8::from(index[rows[i]] == c)))
+            }
             _ => Array2::from_shape_fn((rows.len(), 1), |(i, _)| index[rows[i]] as f32),
         },
     }
@@ -72,30 +70,19 @@ fn mean_loss(head: Head, out: &Array2<f32>, y: &Array2<f32>) -> f64 {
     const EPS: f32 = 1e-7;
     let n = out.nrows().max(1) as f64;
     let total: f64 = match head {
-        Head::Identity => Zip::from(out)
-            .and(y)
-            .fold(0.0, |acc, o, t| acc + 0.5 * f64::from((o - t) * (o - t))),
+        Head::Identity => Zip::from(out).and(y).fold(0.0, |acc, o, t| acc + 0.5 * f64::from((o - t) * (o - t))),
         Head::Sigmoid => Zip::from(out).and(y).fold(0.0, |acc, p, t| {
             let p = p.clamp(EPS, 1.0 - EPS);
             acc - f64::from(t * p.ln() + (1.0 - t) * (1.0 - p).ln())
         }),
-        Head::Softmax => Zip::from(out).and(y).fold(0.0, |acc, p, t| {
-            if *t > 0.0 {
-                acc - f64::from(p.max(EPS).ln())
-            } else {
-                acc
-            }
-        }),
+        Head::Softmax => {
+            Zip::from(out).and(y).fold(0.0, |acc, p, t| if *t > 0.0 { acc - f64::from(p.max(EPS).ln()) } else { acc })
+        }
     };
     total / n
 }
 
-fn init_layers(
-    kind: ModelKind,
-    params: &TrainParams,
-    sizes: &[usize],
-    rng: &mut StdRng,
-) -> Vec<Dense> {
+fn init_layers(kind: ModelKind, params: &TrainParams, sizes: &[usize], rng: &mut StdRng) -> Vec<Dense> {
     let last = sizes.len() - 2;
     (0..sizes.len() - 1)
         .map(|l| {
@@ -108,16 +95,8 @@ fn init_layers(
                 // The linear kinds are convex: zeros make them deterministic and seed-free.
                 Array2::zeros((fan_in, fan_out))
             };
-            let activation = if l == last {
-                Activation::Identity
-            } else {
-                params.activation
-            };
-            Dense {
-                weight,
-                bias: Array1::zeros(fan_out),
-                activation,
-            }
+            let activation = if l == last { Activation::Identity } else { params.activation };
+            Dense { weight, bias: Array1::zeros(fan_out), activation }
         })
         .collect()
 }
@@ -132,35 +111,22 @@ fn preprocess(
     data: &Dataset,
     train_rows: &[usize],
     params: &TrainParams,
-) -> (
-    Option<HashingVectorizer>,
-    StandardScaler,
-    Option<Array2<f32>>,
-    Array2<f32>,
-) {
+) -> (Option<HashingVectorizer>, StandardScaler, Option<Array2<f32>>, Array2<f32>) {
     if let Some((_, texts)) = &data.text {
-        let mut vectorizer = HashingVectorizer {
-            n_features: params.n_features,
-            ngram_max: params.ngram_max,
-            idf: None,
-        };
+        let mut vectorizer =
+            HashingVectorizer { n_features: params.n_features, ngram_max: params.ngram_max, idf: None };
         let all: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
         if params.tfidf {
             let training: Vec<&[u8]> = train_rows.iter().map(|r| all[*r]).collect();
             vectorizer.fit_idf(&training);
         }
         let x = vectorizer.transform(&all);
-        let identity = StandardScaler {
-            mean: Array1::zeros(0),
-            scale: Array1::ones(0),
-        };
+        let identity = StandardScaler { mean: Array1::zeros(0), scale: Array1::ones(0) };
         return (Some(vectorizer), identity, None, x);
     }
     let scaler = fit_scaler(data.features.select(Axis(0), train_rows).view());
     let scaled = standardise(data.features.view(), &scaler);
-    let pca = params
-        .pca
-        .map(|keep| crate::pca::fit(scaled.select(Axis(0), train_rows).view(), keep));
+    let pca = params.pca.map(|keep| crate::pca::fit(scaled.select(Axis(0), train_rows).view(), keep));
     let x = match &pca {
         Some(components) => scaled.dot(components),
         None => scaled,
@@ -169,14 +135,9 @@ fn preprocess(
 }
 
 fn fit_scaler(x: ArrayView2<'_, f32>) -> StandardScaler {
-    let mean = x
-        .mean_axis(Axis(0))
-        .unwrap_or_else(|| Array1::zeros(x.ncols()));
+    let mean = x.mean_axis(Axis(0)).unwrap_or_else(|| Array1::zeros(x.ncols()));
     let std = x.std_axis(Axis(0), 0.0);
-    StandardScaler {
-        mean,
-        scale: std.mapv(|s| if s > 1e-6 { s } else { 1.0 }),
-    }
+    StandardScaler { mean, scale: std.mapv(|s| if s > 1e-6 { s } else { 1.0 }) }
 }
 
 /// Checks the target fits the kind; returns the class labels (empty for regression).
@@ -199,16 +160,12 @@ fn check_target(kind: ModelKind, data: &Dataset) -> Result<Vec<String>> {
             Ok(labels.clone())
         }
         (Target::Values(_), false) => Ok(Vec::new()),
-        (Target::Values(_), true) => Err(Error::Dataset(format!(
-            "{} needs class labels in {:?}",
-            kind.name(),
-            data.target_name
-        ))),
-        (Target::Classes { .. }, false) => Err(Error::Dataset(format!(
-            "{} needs numbers in {:?}",
-            kind.name(),
-            data.target_name
-        ))),
+        (Target::Values(_), true) => {
+            Err(Error::Dataset(format!("{} needs class labels in {:?}", kind.name(), data.target_name)))
+        }
+        (Target::Classes { .. }, false) => {
+            Err(Error::Dataset(format!("{} needs numbers in {:?}", kind.name(), data.target_name)))
+        }
     }
 }
 
@@ -235,11 +192,7 @@ pub fn train(
     let y_train = target_matrix(&data.target, train_rows, head);
     let y_valid = target_matrix(&data.target, validation_rows, head);
 
-    let outputs = if head == Head::Softmax {
-        labels.len()
-    } else {
-        1
-    };
+    let outputs = if head == Head::Softmax { labels.len() } else { 1 };
     let mut sizes = vec![x_all.ncols()];
     if kind.is_mlp() {
         sizes.extend(&params.hidden);
@@ -274,16 +227,13 @@ pub fn train(
             step += 1;
             let x = gather_rows(&x_train, batch);
             let y = gather_rows(&y_train, batch);
-            loss_sum += backprop_step(&mut layers, &mut moments, head, x, &y, params, rate, step)
-                * batch.len() as f64;
+            loss_sum += backprop_step(&mut layers, &mut moments, head, x, &y, params, rate, step) * batch.len() as f64;
         }
         let loss = loss_sum / x_train.nrows().max(1) as f64;
         if !loss.is_finite() {
             return Err(Error::InvalidParam {
                 name: "learning_rate".into(),
-                reason: format!(
-                    "training diverged at epoch {epoch} (loss {loss}); try a smaller learning rate"
-                ),
+                reason: format!("training diverged at epoch {epoch} (loss {loss}); try a smaller learning rate"),
             });
         }
         let validation_loss = (x_valid.nrows() > 0).then(|| {
@@ -291,13 +241,7 @@ pub fn train(
             mean_loss(head, &out, &y_valid)
         });
         let rows_per_second = x_train.nrows() as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        if !on_epoch(Progress {
-            epoch,
-            epochs: params.epochs,
-            loss,
-            validation_loss,
-            rows_per_second,
-        }) {
+        if !on_epoch(Progress { epoch, epochs: params.epochs, loss, validation_loss, rows_per_second }) {
             return Err(Error::Cancelled);
         }
         if params.early_stopping {
@@ -321,11 +265,7 @@ pub fn train(
         layers = best_layers;
     }
 
-    let input = if data.text.is_some() {
-        InputKind::Text
-    } else {
-        InputKind::Features(data.features.ncols())
-    };
+    let input = if data.text.is_some() { InputKind::Text } else { InputKind::Features(data.features.ncols()) };
     let mut pipeline = Vec::new();
     match &data.text {
         Some((column, _)) => pipeline.push(Step::HashingVectorizer {
@@ -337,16 +277,10 @@ pub fn train(
         None => pipeline.push(Step::StandardScaler),
     }
     if let Some(components) = &pca {
-        pipeline.push(Step::Pca {
-            components: components.ncols(),
-        });
+        pipeline.push(Step::Pca { components: components.ncols() });
     }
     // Metrics on the held-out rows, or on the training rows when nothing is held out.
-    let eval_rows = if validation_rows.is_empty() {
-        train_rows
-    } else {
-        validation_rows
-    };
+    let eval_rows = if validation_rows.is_empty() { train_rows } else { validation_rows };
     let out = crate::network::forward(&layers, head, x_all.select(Axis(0), eval_rows).view());
     let (metrics, confusion_matrix) = metrics::evaluate(head, &out, &data.target, eval_rows);
     let manifest = Manifest {
@@ -363,13 +297,7 @@ pub fn train(
         confusion_matrix,
         params: params.to_map(),
     };
-    let model = Model {
-        manifest,
-        vectorizer,
-        scaler,
-        pca,
-        layers,
-    };
+    let model = Model { manifest, vectorizer, scaler, pca, layers };
     Ok(model)
 }
 
@@ -423,15 +351,7 @@ fn backprop_step(
             layers[l - 1].activation.backprop(&mut d, input);
             d
         });
-        update(
-            &mut layers[l],
-            &mut moments[l],
-            &grad_w,
-            &grad_b,
-            params,
-            rate,
-            step,
-        );
+        update(&mut layers[l], &mut moments[l], &grad_w, &grad_b, params, rate, step);
         if let Some(d) = next_delta {
             delta = d;
         }
@@ -455,39 +375,24 @@ fn update(
         }
         Optimizer::Sgd => {
             let momentum = params.momentum;
-            Zip::from(&mut layer.weight)
-                .and(&mut m.first)
-                .and(grad_w)
-                .for_each(|w, v, g| {
-                    *v = momentum * *v - rate * g;
-                    *w += *v;
-                });
-            Zip::from(&mut layer.bias)
-                .and(&mut m.first_bias)
-                .and(grad_b)
-                .for_each(|w, v, g| {
-                    *v = momentum * *v - rate * g;
-                    *w += *v;
-                });
+            Zip::from(&mut layer.weight).and(&mut m.first).and(grad_w).for_each(|w, v, g| {
+                *v = momentum * *v - rate * g;
+                *w += *v;
+            });
+            Zip::from(&mut layer.bias).and(&mut m.first_bias).and(grad_b).for_each(|w, v, g| {
+                *v = momentum * *v - rate * g;
+                *w += *v;
+            });
         }
         Optimizer::Adam => {
-            let correction =
-                rate * (1.0 - ADAM_BETA2.powi(step)).sqrt() / (1.0 - ADAM_BETA1.powi(step));
+            let correction = rate * (1.0 - ADAM_BETA2.powi(step)).sqrt() / (1.0 - ADAM_BETA1.powi(step));
             let adam = |w: &mut f32, m1: &mut f32, m2: &mut f32, g: &f32| {
                 *m1 = ADAM_BETA1 * *m1 + (1.0 - ADAM_BETA1) * g;
                 *m2 = ADAM_BETA2 * *m2 + (1.0 - ADAM_BETA2) * g * g;
                 *w -= correction * *m1 / (m2.sqrt() + ADAM_EPS);
             };
-            Zip::from(&mut layer.weight)
-                .and(&mut m.first)
-                .and(&mut m.second)
-                .and(grad_w)
-                .for_each(adam);
-            Zip::from(&mut layer.bias)
-                .and(&mut m.first_bias)
-                .and(&mut m.second_bias)
-                .and(grad_b)
-                .for_each(adam);
+            Zip::from(&mut layer.weight).and(&mut m.first).and(&mut m.second).and(grad_w).for_each(adam);
+            Zip::from(&mut layer.bias).and(&mut m.first_bias).and(&mut m.second_bias).and(grad_b).for_each(adam);
         }
     }
 }
@@ -499,10 +404,7 @@ pub(crate) mod tests {
     use super::*;
 
     fn params(kind: ModelKind, pairs: &[(&str, &str)]) -> TrainParams {
-        let map: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let map: BTreeMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         TrainParams::from_map(kind, &map).expect("valid params")
     }
 
@@ -528,35 +430,20 @@ pub(crate) mod tests {
             &csv(300, |a, b| (3.0 * a - 2.0 * b + 5.0).to_string()),
             &[("epochs", "200")],
         );
-        assert!(
-            model.manifest.metrics["r2"] > 0.999,
-            "{:?}",
-            model.manifest.metrics
-        );
+        assert!(model.manifest.metrics["r2"] > 0.999, "{:?}", model.manifest.metrics);
     }
 
     #[test]
     fn logistic_regression_separates_two_classes() {
         let model = fit(
             ModelKind::LogisticRegression,
-            &csv(300, |a, b| {
-                (if a + 0.5 * b > 0.0 { "yes" } else { "no" }).into()
-            }),
+            &csv(300, |a, b| (if a + 0.5 * b > 0.0 { "yes" } else { "no" }).into()),
             &[],
         );
-        assert!(
-            model.manifest.metrics["accuracy"] >= 0.95,
-            "{:?}",
-            model.manifest.metrics
-        );
+        assert!(model.manifest.metrics["accuracy"] >= 0.95, "{:?}", model.manifest.metrics);
         assert_eq!(model.manifest.labels, ["no", "yes"]);
-        let outputs = model
-            .predict(ndarray::array![[0.9f32, 0.9], [-0.9, -0.9]].view())
-            .expect("predicts");
-        assert_eq!(
-            outputs[1].data,
-            crate::OutputData::Bytes(vec![b"yes".to_vec(), b"no".to_vec()])
-        );
+        let outputs = model.predict(ndarray::array![[0.9f32, 0.9], [-0.9, -0.9]].view()).expect("predicts");
+        assert_eq!(outputs[1].data, crate::OutputData::Bytes(vec![b"yes".to_vec(), b"no".to_vec()]));
     }
 
     #[test]
@@ -571,46 +458,21 @@ pub(crate) mod tests {
             })
             .to_owned()
         };
-        let model = fit(
-            ModelKind::SoftmaxRegression,
-            &csv(600, label),
-            &[("epochs", "200")],
-        );
-        assert!(
-            model.manifest.metrics["accuracy"] >= 0.93,
-            "{:?}",
-            model.manifest.metrics
-        );
-        assert!(
-            model.manifest.metrics["f1_macro"] >= 0.9,
-            "{:?}",
-            model.manifest.metrics
-        );
+        let model = fit(ModelKind::SoftmaxRegression, &csv(600, label), &[("epochs", "200")]);
+        assert!(model.manifest.metrics["accuracy"] >= 0.93, "{:?}", model.manifest.metrics);
+        assert!(model.manifest.metrics["f1_macro"] >= 0.9, "{:?}", model.manifest.metrics);
         let confusion = &model.manifest.confusion_matrix;
         assert_eq!(confusion.len(), 3);
-        assert_eq!(
-            confusion.iter().flatten().sum::<u64>(),
-            120,
-            "counts the 20 % held out"
-        );
+        assert_eq!(confusion.iter().flatten().sum::<u64>(), 120, "counts the 20 % held out");
     }
 
     #[test]
     fn mlp_learns_xor_which_no_linear_model_can() {
         let xor = csv(800, |a, b| u8::from((a > 0.0) != (b > 0.0)).to_string());
         let linear = fit(ModelKind::SoftmaxRegression, &xor, &[]);
-        assert!(
-            linear.manifest.metrics["accuracy"] < 0.75,
-            "{:?}",
-            linear.manifest.metrics
-        );
+        assert!(linear.manifest.metrics["accuracy"] < 0.75, "{:?}", linear.manifest.metrics);
         for pairs in [
-            vec![
-                ("hidden", "32"),
-                ("epochs", "300"),
-                ("learning_rate", "0.01"),
-                ("batch_size", "32"),
-            ],
+            vec![("hidden", "32"), ("epochs", "300"), ("learning_rate", "0.01"), ("batch_size", "32")],
             vec![
                 ("hidden", "16,16"),
                 ("activation", "tanh"),
@@ -623,11 +485,7 @@ pub(crate) mod tests {
             ],
         ] {
             let model = fit(ModelKind::MlpClassifier, &xor, &pairs);
-            assert!(
-                model.manifest.metrics["accuracy"] >= 0.95,
-                "{pairs:?}: {:?}",
-                model.manifest.metrics
-            );
+            assert!(model.manifest.metrics["accuracy"] >= 0.95, "{pairs:?}: {:?}", model.manifest.metrics);
         }
     }
 
@@ -636,32 +494,17 @@ pub(crate) mod tests {
         let model = fit(
             ModelKind::MlpRegressor,
             &csv(600, |a, b| (a * b * 4.0).to_string()),
-            &[
-                ("hidden", "32"),
-                ("epochs", "400"),
-                ("learning_rate", "0.01"),
-                ("batch_size", "32"),
-            ],
+            &[("hidden", "32"), ("epochs", "400"), ("learning_rate", "0.01"), ("batch_size", "32")],
         );
-        assert!(
-            model.manifest.metrics["r2"] > 0.9,
-            "{:?}",
-            model.manifest.metrics
-        );
+        assert!(model.manifest.metrics["r2"] > 0.9, "{:?}", model.manifest.metrics);
     }
 
     #[test]
     fn early_stopping_ends_training_and_keeps_the_best_epoch() {
-        let data = Dataset::from_csv(&csv(300, |a, b| (a + b).to_string()), "y", false)
-            .expect("valid csv");
+        let data = Dataset::from_csv(&csv(300, |a, b| (a + b).to_string()), "y", false).expect("valid csv");
         let p = params(
             ModelKind::MlpRegressor,
-            &[
-                ("early_stopping", "true"),
-                ("patience", "3"),
-                ("epochs", "5000"),
-                ("learning_rate", "0.05"),
-            ],
+            &[("early_stopping", "true"), ("patience", "3"), ("epochs", "5000"), ("learning_rate", "0.05")],
         );
         let mut epochs = 0;
         train(ModelKind::MlpRegressor, &data, &p, |progress| {
@@ -678,26 +521,19 @@ pub(crate) mod tests {
         let xor = csv(200, |a, b| u8::from((a > 0.0) != (b > 0.0)).to_string());
         let a = fit(ModelKind::MlpClassifier, &xor, &[("epochs", "5")]);
         let b = fit(ModelKind::MlpClassifier, &xor, &[("epochs", "5")]);
-        let c = fit(
-            ModelKind::MlpClassifier,
-            &xor,
-            &[("epochs", "5"), ("seed", "7")],
-        );
+        let c = fit(ModelKind::MlpClassifier, &xor, &[("epochs", "5"), ("seed", "7")]);
         assert_eq!(a.layers, b.layers);
         assert_ne!(a.layers, c.layers);
     }
 
     #[test]
     fn cancelling_stops_training() {
-        let data =
-            Dataset::from_csv(&csv(50, |a, _| a.to_string()), "y", false).expect("valid csv");
-        let err = train(
-            ModelKind::LinearRegression,
-            &data,
-            &TrainParams::defaults_for(ModelKind::LinearRegression),
-            |p| p.epoch < 3,
-        )
-        .expect_err("cancelled");
+        let data = Dataset::from_csv(&csv(50, |a, _| a.to_string()), "y", false).expect("valid csv");
+        let err =
+            train(ModelKind::LinearRegression, &data, &TrainParams::defaults_for(ModelKind::LinearRegression), |p| {
+                p.epoch < 3
+            })
+            .expect_err("cancelled");
         assert!(matches!(err, Error::Cancelled));
     }
 
@@ -705,9 +541,7 @@ pub(crate) mod tests {
     fn rejects_bad_parameters_naming_field_and_range() {
         let bad = |kind: ModelKind, name: &str, value: &str| {
             let map: BTreeMap<String, String> = [(name.to_owned(), value.to_owned())].into();
-            TrainParams::from_map(kind, &map)
-                .expect_err("invalid")
-                .to_string()
+            TrainParams::from_map(kind, &map).expect_err("invalid").to_string()
         };
         assert_eq!(
             bad(ModelKind::LinearRegression, "learning_rate", "0"),
@@ -718,27 +552,16 @@ pub(crate) mod tests {
             "invalid parameter momentum: 1 is out of range; allowed [0, 1)"
         );
         assert!(bad(ModelKind::LinearRegression, "hidden", "8").contains("only MLP kinds"));
-        assert!(
-            bad(ModelKind::MlpClassifier, "activation", "gelu").contains("expected relu or tanh")
-        );
+        assert!(bad(ModelKind::MlpClassifier, "activation", "gelu").contains("expected relu or tanh"));
         assert!(bad(ModelKind::MlpClassifier, "dropout", "0.1").contains("unknown parameter"));
     }
 
     /// Short labelled texts: sports, weather or food, by their words.
     pub(crate) fn texts_csv(rows: usize) -> String {
         let topics: [(&str, [&str; 6]); 3] = [
-            (
-                "sports",
-                ["match", "goal", "team", "score", "league", "coach"],
-            ),
-            (
-                "weather",
-                ["rain", "sunny", "storm", "cloud", "forecast", "wind"],
-            ),
-            (
-                "food",
-                ["pasta", "recipe", "tasty", "dinner", "bake", "spicy"],
-            ),
+            ("sports", ["match", "goal", "team", "score", "league", "coach"]),
+            ("weather", ["rain", "sunny", "storm", "cloud", "forecast", "wind"]),
+            ("food", ["pasta", "recipe", "tasty", "dinner", "bake", "spicy"]),
         ];
         let filler = ["the", "today", "really", "was", "quite", "and"];
         let mut csv = String::from("id,text,topic\n");
@@ -759,43 +582,19 @@ pub(crate) mod tests {
 
     #[test]
     fn text_classification_through_the_hashing_vectorizer() {
-        let data = Dataset::from_csv_with_text(&texts_csv(300), "topic", true, Some("text"))
-            .expect("valid csv");
+        let data = Dataset::from_csv_with_text(&texts_csv(300), "topic", true, Some("text")).expect("valid csv");
         for pairs in [
             vec![("text_column", "text")],
-            vec![
-                ("text_column", "text"),
-                ("tfidf", "false"),
-                ("ngram_max", "2"),
-                ("n_features", "512"),
-            ],
+            vec![("text_column", "text"), ("tfidf", "false"), ("ngram_max", "2"), ("n_features", "512")],
         ] {
-            let model = train(
-                ModelKind::SoftmaxRegression,
-                &data,
-                &params(ModelKind::SoftmaxRegression, &pairs),
-                |_| true,
-            )
-            .expect("trains");
-            assert!(
-                model.manifest.metrics["accuracy"] >= 0.95,
-                "{pairs:?}: {:?}",
-                model.manifest.metrics
-            );
+            let model =
+                train(ModelKind::SoftmaxRegression, &data, &params(ModelKind::SoftmaxRegression, &pairs), |_| true)
+                    .expect("trains");
+            assert!(model.manifest.metrics["accuracy"] >= 0.95, "{pairs:?}: {:?}", model.manifest.metrics);
             assert_eq!(model.manifest.signature.inputs[0].datatype, "BYTES");
-            let outputs = model
-                .predict_texts(&[b"a storm and wind today", b"the coach saw a goal"])
-                .expect("predicts");
-            assert_eq!(
-                outputs[1].data,
-                crate::OutputData::Bytes(vec![b"weather".to_vec(), b"sports".to_vec()])
-            );
-            assert!(
-                model
-                    .predict(ndarray::Array2::zeros((1, 1)).view())
-                    .is_err(),
-                "a text model refuses numbers"
-            );
+            let outputs = model.predict_texts(&[b"a storm and wind today", b"the coach saw a goal"]).expect("predicts");
+            assert_eq!(outputs[1].data, crate::OutputData::Bytes(vec![b"weather".to_vec(), b"sports".to_vec()]));
+            assert!(model.predict(ndarray::Array2::zeros((1, 1)).view()).is_err(), "a text model refuses numbers");
         }
     }
 
@@ -807,32 +606,15 @@ pub(crate) mod tests {
             let a = ((i * 37) % 101) as f32 / 50.0 - 1.0;
             let b = ((i * 53) % 97) as f32 / 48.0 - 1.0;
             let row: Vec<String> = (0..10)
-                .map(|j| {
-                    format!(
-                        "{}",
-                        if j % 2 == 0 {
-                            a * (j + 1) as f32
-                        } else {
-                            b * (j + 1) as f32
-                        }
-                    )
-                })
+                .map(|j| format!("{}", if j % 2 == 0 { a * (j + 1) as f32 } else { b * (j + 1) as f32 }))
                 .collect();
             csv.push_str(&format!("{},{}\n", row.join(","), u8::from(a + b > 0.0)));
         }
         let model = fit(ModelKind::LogisticRegression, &csv, &[("pca", "2")]);
         assert_eq!(model.layers[0].weight.nrows(), 2);
-        assert!(
-            model.manifest.metrics["accuracy"] >= 0.95,
-            "{:?}",
-            model.manifest.metrics
-        );
+        assert!(model.manifest.metrics["accuracy"] >= 0.95, "{:?}", model.manifest.metrics);
         let model = fit(ModelKind::LogisticRegression, &csv, &[("pca", "0.99")]);
-        assert_eq!(
-            model.layers[0].weight.nrows(),
-            2,
-            "two components explain 99 % of this data"
-        );
+        assert_eq!(model.layers[0].weight.nrows(), 2, "two components explain 99 % of this data");
     }
 
     #[test]

@@ -8,9 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use modelplane_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use modelplane_proto::inference::model_infer_request::InferInputTensor;
-use modelplane_proto::inference::{
-    InferTensorContents, ModelInferRequest, ModelMetadataRequest, ModelReadyRequest,
-};
+use modelplane_proto::inference::{InferTensorContents, ModelInferRequest, ModelMetadataRequest, ModelReadyRequest};
 use modelplane_proto::registry::{self as pb, registry_client::RegistryClient};
 use modelplane_proto::trainer::{self as tpb, trainer_client::TrainerClient};
 use modelplane_service::TracedChannel;
@@ -50,6 +48,9 @@ pub enum AliasCommand {
         model: String,
         alias: String,
         version: u64,
+        /// Why, for the audit log.
+        #[arg(long, default_value = "")]
+        reason: String,
     },
     /// Delete an alias.
     Delete { model: String, alias: String },
@@ -88,6 +89,10 @@ pub struct TrainArgs {
     /// Gradient step size.
     #[arg(long)]
     pub learning_rate: Option<f64>,
+    /// Point ALIAS at the new version if it beats ALIAS's current one on METRIC
+    /// (`production:accuracy`; add `:lower` for errors, e.g. `production:rmse:lower`).
+    #[arg(long, value_name = "ALIAS:METRIC[:lower]")]
+    pub promote_if: Option<String>,
     /// Return once the job is queued instead of following it.
     #[arg(long)]
     pub no_wait: bool,
@@ -136,6 +141,16 @@ fn registry(endpoints: &Endpoints) -> Result<RegistryClient<TracedChannel>> {
         .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES))
 }
 
+/// A request that names the user (`MODELPLANE_ACTOR`, else `USER`) for the audit log.
+fn as_user<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let user = std::env::var("MODELPLANE_ACTOR").or_else(|_| std::env::var("USER")).unwrap_or_default();
+    if let Ok(actor) = format!("cli/{user}").parse() {
+        request.metadata_mut().insert("x-modelplane-actor", actor);
+    }
+    request
+}
+
 fn status_error(what: &str, status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{what}: {} ({:?})", status.message(), status.code())
 }
@@ -144,9 +159,7 @@ pub async fn datasets(command: DatasetsCommand, endpoints: &Endpoints) -> Result
     let mut client = registry(endpoints)?;
     match command {
         DatasetsCommand::Upload { file, name } => {
-            let bytes = tokio::fs::read(&file)
-                .await
-                .with_context(|| format!("cannot read {}", file.display()))?;
+            let bytes = tokio::fs::read(&file).await.with_context(|| format!("cannot read {}", file.display()))?;
             let name = match name {
                 Some(name) => name,
                 None => file
@@ -157,17 +170,11 @@ pub async fn datasets(command: DatasetsCommand, endpoints: &Endpoints) -> Result
             };
             let sha256 = hex::encode(Sha256::digest(&bytes));
             let mut messages = vec![pb::UploadDatasetRequest {
-                part: Some(pb::upload_dataset_request::Part::Manifest(
-                    pb::DatasetManifest { name, sha256 },
-                )),
+                part: Some(pb::upload_dataset_request::Part::Manifest(pb::DatasetManifest { name, sha256 })),
             }];
-            messages.extend(
-                bytes
-                    .chunks(modelplane_proto::MAX_CHUNK_BYTES)
-                    .map(|chunk| pb::UploadDatasetRequest {
-                        part: Some(pb::upload_dataset_request::Part::Chunk(chunk.to_vec())),
-                    }),
-            );
+            messages.extend(bytes.chunks(modelplane_proto::MAX_CHUNK_BYTES).map(|chunk| pb::UploadDatasetRequest {
+                part: Some(pb::upload_dataset_request::Part::Chunk(chunk.to_vec())),
+            }));
             let dataset = client
                 .upload_dataset(futures::stream::iter(messages))
                 .await
@@ -182,15 +189,10 @@ pub async fn datasets(command: DatasetsCommand, endpoints: &Endpoints) -> Result
             );
         }
         DatasetsCommand::List => {
-            let response = client
-                .list_datasets(pb::ListDatasetsRequest {})
-                .await
-                .map_err(|s| status_error("list failed", s))?;
+            let response =
+                client.list_datasets(pb::ListDatasetsRequest {}).await.map_err(|s| status_error("list failed", s))?;
             for d in response.into_inner().datasets {
-                println!(
-                    "{}\t{} rows\t{} bytes\t{}",
-                    d.name, d.rows, d.size_bytes, d.sha256
-                );
+                println!("{}\t{} rows\t{} bytes\t{}", d.name, d.rows, d.size_bytes, d.sha256);
             }
         }
     }
@@ -211,15 +213,27 @@ fn job_json(job: &tpb::Job) -> serde_json::Value {
         "version": job.version,
         "metrics": job.metrics,
         "error": job.error,
+        "promotion": job.promotion,
     })
+}
+
+fn parse_promote_rule(text: &str) -> Result<tpb::PromoteRule> {
+    let parts: Vec<&str> = text.split(':').collect();
+    match parts.as_slice() {
+        [alias, metric] => {
+            Ok(tpb::PromoteRule { alias: (*alias).into(), metric: (*metric).into(), lower_is_better: false })
+        }
+        [alias, metric, "lower"] => {
+            Ok(tpb::PromoteRule { alias: (*alias).into(), metric: (*metric).into(), lower_is_better: true })
+        }
+        _ => bail!("--promote-if {text:?} is not ALIAS:METRIC or ALIAS:METRIC:lower"),
+    }
 }
 
 pub async fn train(args: TrainArgs, endpoints: &Endpoints) -> Result<()> {
     let mut params: HashMap<String, String> = HashMap::new();
     for pair in &args.params {
-        let (name, value) = pair
-            .split_once('=')
-            .with_context(|| format!("--param {pair:?} is not NAME=VALUE"))?;
+        let (name, value) = pair.split_once('=').with_context(|| format!("--param {pair:?} is not NAME=VALUE"))?;
         params.insert(name.trim().to_owned(), value.trim().to_owned());
     }
     if let Some(epochs) = args.epochs {
@@ -236,6 +250,7 @@ pub async fn train(args: TrainArgs, endpoints: &Endpoints) -> Result<()> {
         dataset_sha256: String::new(),
         target: args.target.clone(),
         params,
+        promote_if: args.promote_if.as_deref().map(parse_promote_rule).transpose()?,
     };
     let job = client
         .submit_job(tpb::SubmitJobRequest { spec: Some(spec) })
@@ -261,18 +276,10 @@ pub async fn train(args: TrainArgs, endpoints: &Endpoints) -> Result<()> {
             ProgressStyle::with_template("{spinner} {msg} [{bar:30}] epoch {pos}/{len} {elapsed}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        bar.set_message(format!(
-            "training {} (job {})",
-            args.model,
-            &job.id[..8.min(job.id.len())]
-        ));
+        bar.set_message(format!("training {} (job {})", args.model, &job.id[..8.min(job.id.len())]));
     }
     let mut last = job;
-    while let Some(update) = stream
-        .message()
-        .await
-        .map_err(|s| status_error("watch interrupted", s))?
-    {
+    while let Some(update) = stream.message().await.map_err(|s| status_error("watch interrupted", s))? {
         let progress = update.progress.clone().unwrap_or_default();
         match args.output {
             OutputFormat::Json => println!("{}", job_json(&update)),
@@ -298,14 +305,11 @@ pub async fn train(args: TrainArgs, endpoints: &Endpoints) -> Result<()> {
             if args.output == OutputFormat::Text {
                 let mut metrics: Vec<_> = last.metrics.iter().collect();
                 metrics.sort_by(|a, b| a.0.cmp(b.0));
-                let metrics: Vec<String> =
-                    metrics.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
-                println!(
-                    "trained {} version {} ({})",
-                    args.model,
-                    last.version,
-                    metrics.join(" ")
-                );
+                let metrics: Vec<String> = metrics.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
+                println!("trained {} version {} ({})", args.model, last.version, metrics.join(" "));
+                if !last.promotion.is_empty() {
+                    println!("{}", last.promotion);
+                }
             }
             Ok(())
         }
@@ -317,23 +321,12 @@ pub async fn models(command: ModelsCommand, endpoints: &Endpoints) -> Result<()>
     let mut client = registry(endpoints)?;
     match command {
         ModelsCommand::List => {
-            let models = client
-                .list_models(pb::ListModelsRequest {})
-                .await
-                .map_err(|s| status_error("list failed", s))?;
+            let models =
+                client.list_models(pb::ListModelsRequest {}).await.map_err(|s| status_error("list failed", s))?;
             for model in models.into_inner().models {
-                let mut aliases: Vec<String> = model
-                    .aliases
-                    .iter()
-                    .map(|(a, v)| format!("{a}->v{v}"))
-                    .collect();
+                let mut aliases: Vec<String> = model.aliases.iter().map(|(a, v)| format!("{a}->v{v}")).collect();
                 aliases.sort();
-                println!(
-                    "{}\tlatest v{}\t{}",
-                    model.name,
-                    model.latest_version,
-                    aliases.join(" ")
-                );
+                println!("{}\tlatest v{}\t{}", model.name, model.latest_version, aliases.join(" "));
             }
         }
         ModelsCommand::Versions { model } => {
@@ -342,11 +335,7 @@ pub async fn models(command: ModelsCommand, endpoints: &Endpoints) -> Result<()>
                 .await
                 .map_err(|s| status_error("list failed", s))?;
             for v in versions.into_inner().versions {
-                let mut metrics: Vec<String> = v
-                    .metrics
-                    .iter()
-                    .map(|(k, m)| format!("{k}={m:.4}"))
-                    .collect();
+                let mut metrics: Vec<String> = v.metrics.iter().map(|(k, m)| format!("{k}={m:.4}")).collect();
                 metrics.sort();
                 let lineage = v.lineage.unwrap_or_default();
                 println!(
@@ -367,17 +356,9 @@ pub async fn models(command: ModelsCommand, endpoints: &Endpoints) -> Result<()>
 pub async fn alias(command: AliasCommand, endpoints: &Endpoints) -> Result<()> {
     let mut client = registry(endpoints)?;
     match command {
-        AliasCommand::Set {
-            model,
-            alias,
-            version,
-        } => {
+        AliasCommand::Set { model, alias, version, reason } => {
             let response = client
-                .set_alias(pb::SetAliasRequest {
-                    model: model.clone(),
-                    alias: alias.clone(),
-                    version,
-                })
+                .set_alias(as_user(pb::SetAliasRequest { model: model.clone(), alias: alias.clone(), version, reason }))
                 .await
                 .map_err(|s| status_error("alias set failed", s))?
                 .into_inner();
@@ -388,10 +369,7 @@ pub async fn alias(command: AliasCommand, endpoints: &Endpoints) -> Result<()> {
         }
         AliasCommand::Delete { model, alias } => {
             client
-                .delete_alias(pb::DeleteAliasRequest {
-                    model: model.clone(),
-                    alias: alias.clone(),
-                })
+                .delete_alias(pb::DeleteAliasRequest { model: model.clone(), alias: alias.clone() })
                 .await
                 .map_err(|s| status_error("alias delete failed", s))?;
             println!("deleted {model}:{alias}");
@@ -402,27 +380,13 @@ pub async fn alias(command: AliasCommand, endpoints: &Endpoints) -> Result<()> {
 
 pub async fn deploy(args: DeployArgs, endpoints: &Endpoints) -> Result<()> {
     let target = match (args.version, args.alias) {
-        (Some(version), None) => pb::DeploymentTarget {
-            version,
-            alias: String::new(),
-            weight: 100,
-        },
-        (None, Some(alias)) => pb::DeploymentTarget {
-            version: 0,
-            alias,
-            weight: 100,
-        },
+        (Some(version), None) => pb::DeploymentTarget { version, alias: String::new(), weight: 100 },
+        (None, Some(alias)) => pb::DeploymentTarget { version: 0, alias, weight: 100 },
         _ => bail!("name what to deploy: --version N or --alias NAME"),
     };
-    let deployment = pb::Deployment {
-        model: args.model.clone(),
-        targets: vec![target],
-        replicas: args.replicas,
-    };
+    let deployment = pb::Deployment { model: args.model.clone(), targets: vec![target], replicas: args.replicas };
     registry(endpoints)?
-        .set_deployment(pb::SetDeploymentRequest {
-            deployment: Some(deployment),
-        })
+        .set_deployment(as_user(pb::SetDeploymentRequest { deployment: Some(deployment) }))
         .await
         .map_err(|s| status_error("deploy failed", s))?;
     if args.wait == 0 {
@@ -432,10 +396,7 @@ pub async fn deploy(args: DeployArgs, endpoints: &Endpoints) -> Result<()> {
     let mut router = GrpcInferenceServiceClient::new(channel(&endpoints.router)?);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.wait);
     loop {
-        let request = ModelReadyRequest {
-            name: args.model.clone(),
-            version: String::new(),
-        };
+        let request = ModelReadyRequest { name: args.model.clone(), version: String::new() };
         if let Ok(response) = router.model_ready(request).await {
             if response.into_inner().ready {
                 println!("deployed {} (ready)", args.model);
@@ -443,11 +404,7 @@ pub async fn deploy(args: DeployArgs, endpoints: &Endpoints) -> Result<()> {
             }
         }
         if std::time::Instant::now() > deadline {
-            bail!(
-                "deployed {}, but it was not ready within {} s; check the workers",
-                args.model,
-                args.wait
-            );
+            bail!("deployed {}, but it was not ready within {} s; check the workers", args.model, args.wait);
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
@@ -464,9 +421,7 @@ fn parse_rows(text: &str) -> Result<Vec<Vec<f32>>> {
             .collect()
     };
     match value.as_array() {
-        Some(items) if items.first().is_some_and(serde_json::Value::is_array) => {
-            items.iter().map(as_row).collect()
-        }
+        Some(items) if items.first().is_some_and(serde_json::Value::is_array) => items.iter().map(as_row).collect(),
         Some(_) => Ok(vec![as_row(&value)?]),
         None => bail!("input must be a JSON array: one row [..] or rows [[..], [..]]"),
     }
@@ -478,20 +433,13 @@ pub async fn predict(args: PredictArgs, endpoints: &Endpoints) -> Result<()> {
         .with_context(|| format!("cannot read {}", args.input.display()))?;
     let mut client = GrpcInferenceServiceClient::new(channel(&endpoints.router)?);
     let metadata = client
-        .model_metadata(ModelMetadataRequest {
-            name: args.model.clone(),
-            version: args.version.clone(),
-        })
+        .model_metadata(ModelMetadataRequest { name: args.model.clone(), version: args.version.clone() })
         .await
         .map_err(|s| status_error("model metadata failed", s))?
         .into_inner();
-    let input = metadata
-        .inputs
-        .first()
-        .context("the model declares no input")?;
+    let input = metadata.inputs.first().context("the model declares no input")?;
     let tensor = if input.datatype == "BYTES" {
-        let texts: Vec<String> =
-            serde_json::from_str(&text).context("a text model takes a JSON array of strings")?;
+        let texts: Vec<String> = serde_json::from_str(&text).context("a text model takes a JSON array of strings")?;
         InferInputTensor {
             name: input.name.clone(),
             datatype: "BYTES".into(),
@@ -512,10 +460,7 @@ pub async fn predict(args: PredictArgs, endpoints: &Endpoints) -> Result<()> {
             name: input.name.clone(),
             datatype: "FP32".into(),
             shape: vec![rows.len() as i64, width as i64],
-            contents: Some(InferTensorContents {
-                fp32_contents: rows.concat(),
-                ..Default::default()
-            }),
+            contents: Some(InferTensorContents { fp32_contents: rows.concat(), ..Default::default() }),
             ..Default::default()
         }
     };
@@ -525,18 +470,16 @@ pub async fn predict(args: PredictArgs, endpoints: &Endpoints) -> Result<()> {
         inputs: vec![tensor],
         ..Default::default()
     };
-    let response = client
-        .model_infer(request)
-        .await
-        .map_err(|s| status_error("inference failed", s))?
-        .into_inner();
+    let response = client.model_infer(request).await.map_err(|s| status_error("inference failed", s))?.into_inner();
     let outputs: Vec<serde_json::Value> = response
         .outputs
         .iter()
         .map(|o| {
             let contents = o.contents.clone().unwrap_or_default();
             let data = if o.datatype == "BYTES" {
-                serde_json::json!(contents.bytes_contents.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect::<Vec<_>>())
+                serde_json::json!(
+                    contents.bytes_contents.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect::<Vec<_>>()
+                )
             } else {
                 serde_json::json!(contents.fp32_contents)
             };

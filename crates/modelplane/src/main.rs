@@ -75,28 +75,13 @@ enum Command {
 #[derive(Args, Clone, Debug)]
 pub struct Endpoints {
     /// Registry endpoint.
-    #[arg(
-        long,
-        global = true,
-        env = "MODELPLANE_REGISTRY",
-        default_value = "127.0.0.1:7001"
-    )]
+    #[arg(long, global = true, env = "MODELPLANE_REGISTRY", default_value = "127.0.0.1:7001")]
     pub registry: String,
     /// Trainer endpoint.
-    #[arg(
-        long,
-        global = true,
-        env = "MODELPLANE_TRAINER",
-        default_value = "127.0.0.1:7002"
-    )]
+    #[arg(long, global = true, env = "MODELPLANE_TRAINER", default_value = "127.0.0.1:7002")]
     pub trainer: String,
     /// Router endpoint (KServe v2 gRPC).
-    #[arg(
-        long,
-        global = true,
-        env = "MODELPLANE_ROUTER",
-        default_value = "127.0.0.1:8001"
-    )]
+    #[arg(long, global = true, env = "MODELPLANE_ROUTER", default_value = "127.0.0.1:8001")]
     pub router: String,
 }
 
@@ -107,10 +92,7 @@ pub fn default_data_dir() -> PathBuf {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("modelplane: cannot start the async runtime: {err}");

@@ -50,11 +50,7 @@ pub struct RegistryArgs {
     #[arg(long, env = "MODELPLANE_LISTEN", default_value = "0.0.0.0:7001")]
     pub listen: String,
     /// Directory for blobs (artifacts and datasets).
-    #[arg(
-        long,
-        env = "MODELPLANE_BLOB_DIR",
-        default_value = "modelplane-data/blobs"
-    )]
+    #[arg(long, env = "MODELPLANE_BLOB_DIR", default_value = "modelplane-data/blobs")]
     pub blob_dir: PathBuf,
 }
 
@@ -100,11 +96,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "MODELPLANE_ID")]
     pub id: Option<String>,
     /// Artifact cache directory.
-    #[arg(
-        long,
-        env = "MODELPLANE_CACHE_DIR",
-        default_value = "modelplane-data/cache"
-    )]
+    #[arg(long, env = "MODELPLANE_CACHE_DIR", default_value = "modelplane-data/cache")]
     pub cache_dir: PathBuf,
 }
 
@@ -123,9 +115,7 @@ fn random_id(role: &str) -> String {
 }
 
 async fn bind(role: &str, addr: &str) -> Result<TcpListener> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("{role}: cannot listen on {addr}"))?;
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("{role}: cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     // Test harnesses and scripts read this line to learn the port when binding :0.
     println!("modelplane: {role} listening on {local}");
@@ -137,17 +127,11 @@ fn advertised(listener: &TcpListener, advertise: Option<String>) -> Result<Strin
         return Ok(addr);
     }
     let local: SocketAddr = listener.local_addr()?;
-    Ok(if local.ip().is_unspecified() {
-        format!("127.0.0.1:{}", local.port())
-    } else {
-        local.to_string()
-    })
+    Ok(if local.ip().is_unspecified() { format!("127.0.0.1:{}", local.port()) } else { local.to_string() })
 }
 
 async fn connect_store(args: &StoreArgs) -> Result<Arc<dyn KvStore>> {
-    modelplane_store::connect(&args.store)
-        .await
-        .with_context(|| format!("cannot open the store at {}", args.store))
+    modelplane_store::connect(&args.store).await.with_context(|| format!("cannot open the store at {}", args.store))
 }
 
 /// Cancels the token on SIGTERM or Ctrl-C.
@@ -164,10 +148,7 @@ fn shutdown_on_signal() -> Shutdown {
 
 pub async fn registry(args: RegistryArgs) -> Result<()> {
     let _telemetry = modelplane_service::init("modelplane-registry");
-    let config = modelplane_registry::RegistryConfig {
-        blob_dir: args.blob_dir,
-        ..Default::default()
-    };
+    let config = modelplane_registry::RegistryConfig { blob_dir: args.blob_dir, ..Default::default() };
     config.validate().map_err(anyhow::Error::msg)?;
     let store = connect_store(&args.store).await?;
     let listener = bind("registry", &args.listen).await?;
@@ -220,14 +201,9 @@ pub async fn router(args: RouterArgs) -> Result<()> {
 
 pub async fn up(args: UpArgs) -> Result<()> {
     let _telemetry = modelplane_service::init("modelplane");
-    let registry_config = modelplane_registry::RegistryConfig {
-        blob_dir: args.data_dir.join("blobs"),
-        ..Default::default()
-    };
-    let trainer_config = modelplane_trainer::TrainerConfig {
-        id: "trainer-local".into(),
-        ..Default::default()
-    };
+    let registry_config =
+        modelplane_registry::RegistryConfig { blob_dir: args.data_dir.join("blobs"), ..Default::default() };
+    let trainer_config = modelplane_trainer::TrainerConfig { id: "trainer-local".into(), ..Default::default() };
     let mut worker_config = modelplane_worker::WorkerConfig {
         id: "worker-local".into(),
         cache_dir: args.data_dir.join("cache"),
@@ -242,16 +218,12 @@ pub async fn up(args: UpArgs) -> Result<()> {
             .with_context(|| format!("cannot open the embedded store {}", store_path.display()))?,
     );
 
-    let registry_listener =
-        bind("registry", &format!("{}:{}", args.bind, args.registry_port)).await?;
+    let registry_listener = bind("registry", &format!("{}:{}", args.bind, args.registry_port)).await?;
     let trainer_listener = bind("trainer", &format!("{}:{}", args.bind, args.trainer_port)).await?;
     let worker_listener = bind("worker", &format!("{}:{}", args.bind, args.worker_port)).await?;
     let router_listener = bind("router", &format!("{}:{}", args.bind, args.grpc_port)).await?;
     let registry_addr = advertised(&registry_listener, None)?;
-    let trainer_config = modelplane_trainer::TrainerConfig {
-        registry_addr: registry_addr.clone(),
-        ..trainer_config
-    };
+    let trainer_config = modelplane_trainer::TrainerConfig { registry_addr: registry_addr.clone(), ..trainer_config };
     worker_config.registry_addr = registry_addr.clone();
     worker_config.advertise_addr = Some(advertised(&worker_listener, None)?);
     let router_addr = advertised(&router_listener, None)?;
@@ -261,32 +233,17 @@ pub async fn up(args: UpArgs) -> Result<()> {
     let roles = [
         supervise(
             "registry",
-            modelplane_registry::serve(
-                registry_config,
-                store.clone(),
-                registry_listener,
-                shutdown.clone(),
-            ),
+            modelplane_registry::serve(registry_config, store.clone(), registry_listener, shutdown.clone()),
             &shutdown,
         ),
         supervise(
             "trainer",
-            modelplane_trainer::serve(
-                trainer_config,
-                store.clone(),
-                trainer_listener,
-                shutdown.clone(),
-            ),
+            modelplane_trainer::serve(trainer_config, store.clone(), trainer_listener, shutdown.clone()),
             &shutdown,
         ),
         supervise(
             "worker",
-            modelplane_worker::serve(
-                worker_config,
-                store.clone(),
-                worker_listener,
-                shutdown.clone(),
-            ),
+            modelplane_worker::serve(worker_config, store.clone(), worker_listener, shutdown.clone()),
             &shutdown,
         ),
         supervise(
@@ -314,11 +271,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
             Err(err) => failures.push(format!("a role panicked: {err}")),
         }
     }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        bail!("{}", failures.join("; "))
-    }
+    if failures.is_empty() { Ok(()) } else { bail!("{}", failures.join("; ")) }
 }
 
 /// Runs a role; when it fails, the others are told to stop too.

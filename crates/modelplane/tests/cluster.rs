@@ -17,10 +17,7 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     let logs = dir.path();
     let etcd = Etcd::start().expect("etcd starts");
     let collector = Collector::start().await.expect("OTLP receiver starts");
-    let env = [
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.as_str()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-    ];
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
     let store = etcd.url.clone();
     let blob_dir = dir.path().join("blobs").display().to_string();
     let cache_dir = dir.path().join("cache").display().to_string();
@@ -28,15 +25,7 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     let mut registry = Process::spawn_with_env(
         bin,
         "registry",
-        &args(&[
-            "registry",
-            "--store",
-            &store,
-            "--listen",
-            "127.0.0.1:0",
-            "--blob-dir",
-            &blob_dir,
-        ]),
+        &args(&["registry", "--store", &store, "--listen", "127.0.0.1:0", "--blob-dir", &blob_dir]),
         &["registry"],
         logs,
         &env,
@@ -93,57 +82,34 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     )
     .expect("router starts");
 
-    let endpoints = Endpoints {
-        registry: registry_addr,
-        trainer: trainer.addr("trainer"),
-        router: router.addr("router"),
-    };
-    assert!(
-        modelplane_tests::health_serving(&worker.addr("worker"))
-            .await
-            .expect("worker health")
-    );
+    let endpoints =
+        Endpoints { registry: registry_addr, trainer: trainer.addr("trainer"), router: router.addr("router") };
+    assert!(modelplane_tests::health_serving(&worker.addr("worker")).await.expect("worker health"));
     let flip = scenario::run(&endpoints).await.expect("scenario passes");
     println!("alias flip took {flip:?} to show in predictions");
-    assert!(
-        flip < Duration::from_secs(2),
-        "alias flip took {flip:?}; expected under 2 s"
-    );
+    assert!(flip < Duration::from_secs(2), "alias flip took {flip:?}; expected under 2 s");
 
     // A clean stop: every role drains and exits 0 on SIGTERM.
     for process in [&mut router, &mut worker, &mut trainer, &mut registry] {
-        assert!(
-            process.terminate(Duration::from_secs(15)).expect("stops"),
-            "exit status not success"
-        );
+        assert!(process.terminate(Duration::from_secs(15)).expect("stops"), "exit status not success");
     }
 
     // Traces cross process boundaries: the worker's ModelInfer span is a child of the
     // router's, and the registry's UploadVersion span a child of the trainer's job span.
     let spans = collector.spans();
     let infer = "/inference.GRPCInferenceService/ModelInfer";
-    let linked =
-        |parent_service: &str, parent_name: &str, child_service: &str, child_name: &str| {
-            spans
-                .iter()
-                .filter(|s| s.service == parent_service && s.name == parent_name)
-                .any(|parent| {
-                    spans.iter().any(|child| {
-                        child.service == child_service
-                            && child.name == child_name
-                            && child.trace_id == parent.trace_id
-                            && child.parent_span_id == parent.span_id
-                    })
-                })
-        };
-    let names: Vec<(String, String)> = spans
-        .iter()
-        .map(|s| (s.service.clone(), s.name.clone()))
-        .collect();
-    assert!(
-        linked("modelplane-router", infer, "modelplane-worker", infer),
-        "router → worker not linked: {names:?}"
-    );
+    let linked = |parent_service: &str, parent_name: &str, child_service: &str, child_name: &str| {
+        spans.iter().filter(|s| s.service == parent_service && s.name == parent_name).any(|parent| {
+            spans.iter().any(|child| {
+                child.service == child_service
+                    && child.name == child_name
+                    && child.trace_id == parent.trace_id
+                    && child.parent_span_id == parent.span_id
+            })
+        })
+    };
+    let names: Vec<(String, String)> = spans.iter().map(|s| (s.service.clone(), s.name.clone())).collect();
+    assert!(linked("modelplane-router", infer, "modelplane-worker", infer), "router → worker not linked: {names:?}");
     assert!(
         linked(
             "modelplane-trainer",

@@ -14,32 +14,34 @@ fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
 
-fn spec(
-    model: &str,
-    kind: &str,
-    dataset: &str,
-    target: &str,
-    params: &[(&str, &str)],
-) -> tpb::JobSpec {
+fn spec(model: &str, kind: &str, dataset: &str, target: &str, params: &[(&str, &str)]) -> tpb::JobSpec {
     tpb::JobSpec {
         model: model.into(),
         kind: kind.into(),
         dataset: dataset.into(),
         dataset_sha256: String::new(),
         target: target.into(),
-        params: params
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
+        params: params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        promote_if: None,
     }
 }
 
+/// Submits a spec that must be refused; returns the status.
+async fn refused(client: &TrainerClient<tonic::transport::Channel>, spec: tpb::JobSpec) -> tonic::Status {
+    client.clone().submit_job(tpb::SubmitJobRequest { spec: Some(spec) }).await.expect_err("refused")
+}
+
+/// Trains to the end and returns the finished job.
+async fn run_job(client: &mut TrainerClient<tonic::transport::Channel>, spec: tpb::JobSpec) -> tpb::Job {
+    let job = client.submit_job(tpb::SubmitJobRequest { spec: Some(spec) }).await.expect("submit").into_inner();
+    wait_for(client, &job.id, Duration::from_secs(60), |j| {
+        !matches!(state(j), tpb::JobState::Queued | tpb::JobState::Running)
+    })
+    .await
+}
+
 async fn get(client: &mut TrainerClient<tonic::transport::Channel>, id: &str) -> tpb::Job {
-    client
-        .get_job(tpb::GetJobRequest { id: id.into() })
-        .await
-        .expect("get job")
-        .into_inner()
+    client.get_job(tpb::GetJobRequest { id: id.into() }).await.expect("get job").into_inner()
 }
 
 /// Polls a job until `done` holds for it.
@@ -55,10 +57,7 @@ async fn wait_for(
         if done(&job) {
             return job;
         }
-        assert!(
-            Instant::now() < deadline,
-            "job {id} did not get there in {timeout:?}: {job:?}"
-        );
+        assert!(Instant::now() < deadline, "job {id} did not get there in {timeout:?}: {job:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -76,15 +75,7 @@ async fn trainers_share_a_queue_survive_kill_9_and_cancel() {
     let registry_process = Process::spawn(
         bin,
         "registry",
-        &args(&[
-            "registry",
-            "--etcd",
-            &etcd.url,
-            "--listen",
-            "127.0.0.1:0",
-            "--blob-dir",
-            &blob_dir,
-        ]),
+        &args(&["registry", "--etcd", &etcd.url, "--listen", "127.0.0.1:0", "--blob-dir", &blob_dir]),
         &["registry"],
         dir.path(),
     )
@@ -118,90 +109,42 @@ async fn trainers_share_a_queue_survive_kill_9_and_cancel() {
             ((*id).to_owned(), process)
         })
         .collect();
-    let mut client = TrainerClient::new(
-        channel(&trainers[0].1.addr("trainer"))
-            .await
-            .expect("channel"),
-    );
-    let big = upload_dataset(&registry_addr, "big", &houses_csv(4000))
-        .await
-        .expect("upload");
+    let mut client = TrainerClient::new(channel(&trainers[0].1.addr("trainer")).await.expect("channel"));
+    let big = upload_dataset(&registry_addr, "big", &houses_csv(4000)).await.expect("upload");
 
     // Submission checks name what is wrong.
-    let refused = |spec: tpb::JobSpec| {
-        let mut client = client.clone();
-        async move {
-            client
-                .submit_job(tpb::SubmitJobRequest { spec: Some(spec) })
-                .await
-                .expect_err("refused")
-        }
-    };
-    let status = refused(spec(
-        "m",
-        "linear",
-        "big",
-        "price",
-        &[("learning_rate", "-1")],
-    ))
-    .await;
+    let status = refused(&client, spec("m", "linear", "big", "price", &[("learning_rate", "-1")])).await;
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(
         status.message().contains("learning_rate") && status.message().contains("allowed (0, 10]"),
         "{}",
         status.message()
     );
-    let status = refused(spec("m", "forest", "big", "price", &[])).await;
+    let status = refused(&client, spec("m", "forest", "big", "price", &[])).await;
     assert!(
-        status.code() == Code::InvalidArgument
-            && status.message().contains("expected linear, logistic"),
+        status.code() == Code::InvalidArgument && status.message().contains("expected linear, logistic"),
         "{status:?}"
     );
-    let status = refused(spec("m", "linear", "nope", "price", &[])).await;
+    let status = refused(&client, spec("m", "linear", "nope", "price", &[])).await;
+    assert!(status.code() == Code::NotFound && status.message().contains("upload it first"), "{status:?}");
+    let status = refused(&client, spec("m", "linear", "big", "cost", &[])).await;
     assert!(
-        status.code() == Code::NotFound && status.message().contains("upload it first"),
+        status.code() == Code::InvalidArgument && status.message().contains("area, rooms, age, price"),
         "{status:?}"
     );
-    let status = refused(spec("m", "linear", "big", "cost", &[])).await;
-    assert!(
-        status.code() == Code::InvalidArgument
-            && status.message().contains("area, rooms, age, price"),
-        "{status:?}"
-    );
-    upload_dataset(&registry_addr, "huge", &houses_csv(12_000))
-        .await
-        .expect("upload");
-    let status = refused(spec("m", "linear", "huge", "price", &[])).await;
-    assert!(
-        status.code() == Code::ResourceExhausted && status.message().contains("at most 200000"),
-        "{status:?}"
-    );
+    upload_dataset(&registry_addr, "huge", &houses_csv(12_000)).await.expect("upload");
+    let status = refused(&client, spec("m", "linear", "huge", "price", &[])).await;
+    assert!(status.code() == Code::ResourceExhausted && status.message().contains("at most 200000"), "{status:?}");
 
     // A CSV with a bad value fails the job, naming row and column.
-    upload_dataset(
-        &registry_addr,
-        "broken",
-        "area,rooms,price\n1,2,3\n4,5,6\n7,many,9\n",
-    )
-    .await
-    .expect("upload");
+    upload_dataset(&registry_addr, "broken", "area,rooms,price\n1,2,3\n4,5,6\n7,many,9\n").await.expect("upload");
     let job = client
-        .submit_job(tpb::SubmitJobRequest {
-            spec: Some(spec("m", "linear", "broken", "price", &[])),
-        })
+        .submit_job(tpb::SubmitJobRequest { spec: Some(spec("m", "linear", "broken", "price", &[])) })
         .await
         .expect("submit")
         .into_inner();
-    let job = wait_for(&mut client, &job.id, Duration::from_secs(30), |j| {
-        state(j) == tpb::JobState::Failed
-    })
-    .await;
-    assert!(
-        job.error
-            .contains("row 3, column \"rooms\": \"many\" is not a number"),
-        "{}",
-        job.error
-    );
+    let job = wait_for(&mut client, &job.id, Duration::from_secs(30), |j| state(j) == tpb::JobState::Failed).await;
+    assert!(job.error.contains("row 3, column \"rooms\": \"many\" is not a number"), "{}", job.error);
 
     // kill -9 of the trainer running a job: the other trainer claims it and completes it.
     let long = spec(
@@ -209,112 +152,52 @@ async fn trainers_share_a_queue_survive_kill_9_and_cancel() {
         "mlp_regressor",
         "big",
         "price",
-        &[
-            ("hidden", "128,128"),
-            ("epochs", "25"),
-            ("batch_size", "32"),
-        ],
+        &[("hidden", "128,128"), ("epochs", "25"), ("batch_size", "32")],
     );
-    let job = client
-        .submit_job(tpb::SubmitJobRequest { spec: Some(long) })
-        .await
-        .expect("submit")
-        .into_inner();
+    let job = client.submit_job(tpb::SubmitJobRequest { spec: Some(long) }).await.expect("submit").into_inner();
     let running = wait_for(&mut client, &job.id, Duration::from_secs(30), |j| {
         state(j) == tpb::JobState::Running && j.progress.as_ref().is_some_and(|p| p.epoch >= 1)
     })
     .await;
     let first = running.claimed_by.clone();
-    let victim = trainers
-        .iter()
-        .position(|(id, _)| *id == first)
-        .expect("claimed by a known trainer");
+    let victim = trainers.iter().position(|(id, _)| *id == first).expect("claimed by a known trainer");
     let (_, mut killed) = trainers.remove(victim);
     killed.kill();
     let survivor = trainers[0].0.clone();
-    let mut client = TrainerClient::new(
-        channel(&trainers[0].1.addr("trainer"))
-            .await
-            .expect("channel"),
-    );
+    let mut client = TrainerClient::new(channel(&trainers[0].1.addr("trainer")).await.expect("channel"));
     let done = wait_for(&mut client, &job.id, Duration::from_secs(90), |j| {
         !matches!(state(j), tpb::JobState::Queued | tpb::JobState::Running)
     })
     .await;
     assert_eq!(state(&done), tpb::JobState::Succeeded, "{done:?}");
-    assert_eq!(
-        done.claimed_by, survivor,
-        "the surviving trainer finished the job"
-    );
+    assert_eq!(done.claimed_by, survivor, "the surviving trainer finished the job");
     let versions = registry(&registry_addr)
         .await
         .expect("registry")
-        .list_versions(pb::ListVersionsRequest {
-            model: "reclaimed".into(),
-        })
+        .list_versions(pb::ListVersionsRequest { model: "reclaimed".into() })
         .await
         .expect("versions")
         .into_inner()
         .versions;
-    assert_eq!(
-        versions.len(),
-        1,
-        "exactly one version registered: {versions:?}"
-    );
+    assert_eq!(versions.len(), 1, "exactly one version registered: {versions:?}");
     let lineage = versions[0].lineage.clone().unwrap_or_default();
-    assert_eq!(
-        (lineage.job_id.as_str(), lineage.dataset_sha256.as_str()),
-        (job.id.as_str(), big.sha256.as_str())
-    );
-    assert_eq!(
-        lineage.params.get("trainer").map(String::as_str),
-        Some(survivor.as_str())
-    );
+    assert_eq!((lineage.job_id.as_str(), lineage.dataset_sha256.as_str()), (job.id.as_str(), big.sha256.as_str()));
+    assert_eq!(lineage.params.get("trainer").map(String::as_str), Some(survivor.as_str()));
     assert!(
-        lineage.params.contains_key("duration_ms")
-            && lineage.params.contains_key("trainer_version"),
+        lineage.params.contains_key("duration_ms") && lineage.params.contains_key("trainer_version"),
         "{lineage:?}"
     );
 
     // Cancellation: a queued job at once, a running one after its epoch.
-    let endless = spec(
-        "cancelled",
-        "mlp_regressor",
-        "big",
-        "price",
-        &[("hidden", "64"), ("epochs", "100000")],
-    );
-    let running = client
-        .submit_job(tpb::SubmitJobRequest {
-            spec: Some(endless.clone()),
-        })
-        .await
-        .expect("submit")
-        .into_inner();
-    wait_for(&mut client, &running.id, Duration::from_secs(30), |j| {
-        state(j) == tpb::JobState::Running
-    })
-    .await;
-    let queued = client
-        .submit_job(tpb::SubmitJobRequest {
-            spec: Some(endless),
-        })
-        .await
-        .expect("submit")
-        .into_inner();
+    let endless = spec("cancelled", "mlp_regressor", "big", "price", &[("hidden", "64"), ("epochs", "100000")]);
+    let running =
+        client.submit_job(tpb::SubmitJobRequest { spec: Some(endless.clone()) }).await.expect("submit").into_inner();
+    wait_for(&mut client, &running.id, Duration::from_secs(30), |j| state(j) == tpb::JobState::Running).await;
+    let queued = client.submit_job(tpb::SubmitJobRequest { spec: Some(endless) }).await.expect("submit").into_inner();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        state(&get(&mut client, &queued.id).await),
-        tpb::JobState::Queued,
-        "one trainer runs one job at a time"
-    );
-    let cancelled = client
-        .cancel_job(tpb::CancelJobRequest {
-            id: queued.id.clone(),
-        })
-        .await
-        .expect("cancel")
-        .into_inner();
+    assert_eq!(state(&get(&mut client, &queued.id).await), tpb::JobState::Queued, "one trainer runs one job at a time");
+    let cancelled =
+        client.cancel_job(tpb::CancelJobRequest { id: queued.id.clone() }).await.expect("cancel").into_inner();
     assert_eq!(state(&cancelled), tpb::JobState::Cancelled);
     let progress = wait_for(&mut client, &running.id, Duration::from_secs(30), |j| {
         j.progress.as_ref().is_some_and(|p| p.epoch >= 2)
@@ -322,31 +205,16 @@ async fn trainers_share_a_queue_survive_kill_9_and_cancel() {
     .await;
     let progress = progress.progress.unwrap_or_default();
     assert!(
-        progress.rows_per_second > 0.0
-            && progress.eta_seconds > 0.0
-            && progress.validation_loss.is_some(),
+        progress.rows_per_second > 0.0 && progress.eta_seconds > 0.0 && progress.validation_loss.is_some(),
         "{progress:?}"
     );
-    let asked = client
-        .cancel_job(tpb::CancelJobRequest {
-            id: running.id.clone(),
-        })
-        .await
-        .expect("cancel")
-        .into_inner();
+    let asked = client.cancel_job(tpb::CancelJobRequest { id: running.id.clone() }).await.expect("cancel").into_inner();
     assert!(asked.cancel_requested);
-    let mut watch = client
-        .watch_job(tpb::WatchJobRequest {
-            id: running.id.clone(),
-        })
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut watch =
+        client.watch_job(tpb::WatchJobRequest { id: running.id.clone() }).await.expect("watch").into_inner();
     let mut last = None;
-    while let Some(update) = tokio::time::timeout(Duration::from_secs(30), watch.message())
-        .await
-        .expect("watch ends")
-        .expect("watch")
+    while let Some(update) =
+        tokio::time::timeout(Duration::from_secs(30), watch.message()).await.expect("watch ends").expect("watch")
     {
         last = Some(update);
     }
@@ -354,35 +222,69 @@ async fn trainers_share_a_queue_survive_kill_9_and_cancel() {
     let status = registry(&registry_addr)
         .await
         .expect("registry")
-        .get_model(pb::GetModelRequest {
-            name: "cancelled".into(),
-        })
+        .get_model(pb::GetModelRequest { name: "cancelled".into() })
         .await;
-    assert_eq!(
-        status.expect_err("no version, no model").code(),
-        Code::NotFound
-    );
+    assert_eq!(status.expect_err("no version, no model").code(), Code::NotFound);
 
     // Listing filters by state and model, newest first.
     let listed = client
-        .list_jobs(tpb::ListJobsRequest {
-            state: tpb::JobState::Cancelled as i32,
-            model: String::new(),
-        })
+        .list_jobs(tpb::ListJobsRequest { state: tpb::JobState::Cancelled as i32, model: String::new() })
         .await
         .expect("list")
         .into_inner()
         .jobs;
     let ids: Vec<&str> = listed.iter().map(|j| j.id.as_str()).collect();
     assert_eq!(ids, [queued.id.as_str(), running.id.as_str()]);
-    let by_model = client
-        .list_jobs(tpb::ListJobsRequest {
-            state: 0,
-            model: "m".into(),
-        })
-        .await
-        .expect("list")
-        .into_inner()
-        .jobs;
+    let by_model =
+        client.list_jobs(tpb::ListJobsRequest { state: 0, model: "m".into() }).await.expect("list").into_inner().jobs;
     assert_eq!(by_model.len(), 1, "only the broken-CSV job trained model m");
+
+    // promote_if: the first version takes the alias; a worse one does not; both audited.
+    let rule = |lower_is_better| tpb::PromoteRule { alias: "production".into(), metric: "r2".into(), lower_is_better };
+    let good = tpb::JobSpec {
+        promote_if: Some(rule(false)),
+        ..spec("promoted", "linear", "big", "price", &[("epochs", "30")])
+    };
+    let first = run_job(&mut client, good).await;
+    assert_eq!(state(&first), tpb::JobState::Succeeded, "{first:?}");
+    assert!(first.promotion.starts_with("promoted production to v1: r2 "), "{}", first.promotion);
+    let poor = tpb::JobSpec {
+        promote_if: Some(rule(false)),
+        ..spec("promoted", "linear", "big", "price", &[("epochs", "1"), ("learning_rate", "0.0001")])
+    };
+    let second = run_job(&mut client, poor).await;
+    assert!(second.promotion.starts_with("kept production at v1: r2 "), "{}", second.promotion);
+    let mut registry_client = registry(&registry_addr).await.expect("registry");
+    let alias = registry_client
+        .get_alias(pb::GetAliasRequest { model: "promoted".into(), alias: "production".into() })
+        .await
+        .expect("alias")
+        .into_inner();
+    assert_eq!(alias.version, 1);
+    let bad_rule = tpb::JobSpec {
+        promote_if: Some(tpb::PromoteRule { alias: "12".into(), metric: "r2".into(), lower_is_better: false }),
+        ..spec("promoted", "linear", "big", "price", &[])
+    };
+    assert_eq!(refused(&client, bad_rule).await.code(), Code::InvalidArgument);
+
+    let audit = registry_client
+        .list_audit(pb::ListAuditRequest { model: "promoted".into(), since_unix_ms: 0, until_unix_ms: 0, limit: 0 })
+        .await
+        .expect("audit")
+        .into_inner()
+        .entries;
+    let actions: Vec<(&str, &str, &str)> =
+        audit.iter().map(|e| (e.action.as_str(), e.subject.as_str(), e.after.as_str())).collect();
+    assert_eq!(
+        actions.iter().map(|(a, s, _)| (*a, *s)).collect::<Vec<_>>(),
+        [("create_model", ""), ("upload_version", "1"), ("set_alias", "production"), ("upload_version", "2")],
+        "{audit:?}"
+    );
+    let promotion = &audit[2];
+    assert_eq!(
+        (promotion.actor.as_str(), promotion.before.as_str(), promotion.after.as_str()),
+        (format!("trainer/{survivor}").as_str(), "", "1")
+    );
+    assert!(promotion.reason.starts_with("promote_if: r2 "), "{}", promotion.reason);
+    assert!(audit.windows(2).all(|w| w[0].unix_ms <= w[1].unix_ms), "oldest first");
 }

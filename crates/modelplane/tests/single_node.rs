@@ -39,21 +39,11 @@ fn start_up(dir: &Path) -> Process {
 async fn up_on_embedded_store_passes_the_cluster_scenario() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut up = start_up(dir.path());
-    let endpoints = Endpoints {
-        registry: up.addr("registry"),
-        trainer: up.addr("trainer"),
-        router: up.addr("router"),
-    };
+    let endpoints = Endpoints { registry: up.addr("registry"), trainer: up.addr("trainer"), router: up.addr("router") };
     let flip = scenario::run(&endpoints).await.expect("scenario passes");
     println!("alias flip took {flip:?} to show in predictions");
-    assert!(
-        flip < Duration::from_secs(2),
-        "alias flip took {flip:?}; expected under 2 s"
-    );
-    assert!(
-        up.terminate(Duration::from_secs(15)).expect("stops"),
-        "up did not exit cleanly on SIGTERM"
-    );
+    assert!(flip < Duration::from_secs(2), "alias flip took {flip:?}; expected under 2 s");
+    assert!(up.terminate(Duration::from_secs(15)).expect("stops"), "up did not exit cleanly on SIGTERM");
 }
 
 fn repo_root() -> PathBuf {
@@ -63,10 +53,7 @@ fn repo_root() -> PathBuf {
 /// The shell lines of the README block that follows `<!-- walkthrough -->`.
 fn walkthrough_lines() -> Vec<String> {
     let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
-    let block = readme
-        .split("<!-- walkthrough -->")
-        .nth(1)
-        .expect("README has a walkthrough marker");
+    let block = readme.split("<!-- walkthrough -->").nth(1).expect("README has a walkthrough marker");
     let body = block.split("```").nth(1).expect("walkthrough code block");
     body.lines()
         .skip(1) // the fence's language tag
@@ -79,23 +66,13 @@ fn walkthrough_lines() -> Vec<String> {
 fn readme_walkthrough_runs_as_written() {
     let dir = tempfile::tempdir().expect("temp dir");
     let up = start_up(dir.path());
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_modelplane"))
-        .parent()
-        .expect("bin dir")
-        .to_path_buf();
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_modelplane")).parent().expect("bin dir").to_path_buf();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).expect("work dir");
     let mut outputs = Vec::new();
     let lines = walkthrough_lines();
-    assert!(
-        lines.iter().any(|l| l.starts_with("modelplane predict")),
-        "walkthrough has no predict step: {lines:?}"
-    );
+    assert!(lines.iter().any(|l| l.starts_with("modelplane predict")), "walkthrough has no predict step: {lines:?}");
     for line in &lines {
         let output = Command::new("sh")
             .arg("-c")
@@ -109,11 +86,7 @@ fn readme_walkthrough_runs_as_written() {
             .output()
             .expect("runs");
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "`{line}` failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert!(output.status.success(), "`{line}` failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
         outputs.push((line.clone(), stdout));
     }
     let predictions: Vec<serde_json::Value> = outputs
@@ -121,19 +94,10 @@ fn readme_walkthrough_runs_as_written() {
         .filter(|(line, _)| line.starts_with("modelplane predict"))
         .map(|(_, out)| serde_json::from_str(out.trim()).expect("predict prints JSON"))
         .collect();
-    assert_eq!(
-        predictions.len(),
-        3,
-        "expected a houses, a churn and a tickets prediction"
-    );
+    assert_eq!(predictions.len(), 3, "expected a houses, a churn and a tickets prediction");
     // houses: 50*120 + 10000*3 - 2000*10 + 30000 = 46000 (the generator's noise is ±3000).
-    let price = predictions[0]["outputs"][0]["data"][0]
-        .as_f64()
-        .expect("price");
-    assert!(
-        (price - 46_000.0).abs() < 2_500.0,
-        "predicted price {price}"
-    );
+    let price = predictions[0]["outputs"][0]["data"][0].as_f64().expect("price");
+    assert!((price - 46_000.0).abs() < 2_500.0, "predicted price {price}");
     // churn: many support calls and short tenure churn; none and long tenure stay.
     let probabilities = &predictions[1]["outputs"][0]["data"];
     assert!(
@@ -142,9 +106,6 @@ fn readme_walkthrough_runs_as_written() {
     );
     // tickets: the label output names the topic.
     let outputs = predictions[2]["outputs"].as_array().expect("outputs");
-    let labels = outputs
-        .iter()
-        .find(|o| o["name"] == "label")
-        .expect("label output");
+    let labels = outputs.iter().find(|o| o["name"] == "label").expect("label output");
     assert_eq!(labels["data"], serde_json::json!(["billing", "delivery"]));
 }

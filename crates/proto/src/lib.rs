@@ -22,8 +22,7 @@ pub mod trainer {
 }
 
 /// Encoded `FileDescriptorSet` of every modelplane proto, for server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/modelplane_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/modelplane_descriptor.bin"));
 
 /// Largest chunk of a streamed artifact or dataset.
 pub const MAX_CHUNK_BYTES: usize = 1 << 20;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use modelplane_model::Model;
 use modelplane_store::KvStore;
 use modelplane_store::schema::{
-    self, DatasetRecord, DeploymentRecord, Lineage, ModelRecord, ModelsKey, VersionRecord,
+    self, AuditRecord, DatasetRecord, DeploymentRecord, Lineage, ModelRecord, ModelsKey, VersionRecord,
 };
 use sha2::{Digest, Sha256};
 
@@ -52,6 +52,8 @@ pub struct Registry {
     store: Arc<dyn KvStore>,
     blobs: BlobStore,
     config: RegistryConfig,
+    /// Who the mutations made through this handle are recorded as.
+    actor: Arc<str>,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -65,11 +67,31 @@ fn check_name(what: &str, name: &str) -> Result<()> {
 impl Registry {
     /// A registry over `store` and `blobs`.
     pub fn new(store: Arc<dyn KvStore>, blobs: BlobStore, config: RegistryConfig) -> Self {
-        Self {
-            store,
-            blobs,
-            config,
-        }
+        Self { store, blobs, config, actor: Arc::from(crate::audit::ANONYMOUS) }
+    }
+
+    /// The same registry, recording its mutations as made by `actor`.
+    pub fn acting_as(&self, actor: &str) -> Self {
+        Self { actor: Arc::from(actor), ..self.clone() }
+    }
+
+    async fn audit(&self, action: &str, model: &str, subject: &str, before: String, after: String, reason: &str) {
+        let entry = AuditRecord {
+            unix_ms: schema::now_unix_ms(),
+            actor: self.actor.to_string(),
+            action: action.to_owned(),
+            model: model.to_owned(),
+            subject: subject.to_owned(),
+            before,
+            after,
+            reason: reason.to_owned(),
+        };
+        crate::audit::record(&*self.store, entry).await;
+    }
+
+    /// Audit records, oldest first; see [`crate::audit`].
+    pub async fn list_audit(&self, model: &str, since: i64, until: i64, limit: usize) -> Result<Vec<AuditRecord>> {
+        crate::audit::list(&*self.store, model, since, until, limit).await
     }
 
     /// Size limits.
@@ -78,12 +100,7 @@ impl Registry {
     }
 
     /// Creates a model; ALREADY_EXISTS when the name is taken.
-    pub async fn create_model(
-        &self,
-        name: &str,
-        description: &str,
-        owner: &str,
-    ) -> Result<ModelRecord> {
+    pub async fn create_model(&self, name: &str, description: &str, owner: &str) -> Result<ModelRecord> {
         check_name("model name", name)?;
         let record = ModelRecord {
             name: name.to_owned(),
@@ -92,26 +109,18 @@ impl Registry {
             created_unix_ms: schema::now_unix_ms(),
             latest_version: 0,
         };
-        let created = self
-            .store
-            .compare_and_swap(&schema::model_key(name), 0, schema::encode(&record), None)
-            .await?;
+        let created = self.store.compare_and_swap(&schema::model_key(name), 0, schema::encode(&record), None).await?;
         if !created {
-            return Err(Error::AlreadyExists(format!(
-                "model {name:?} already exists"
-            )));
+            return Err(Error::AlreadyExists(format!("model {name:?} already exists")));
         }
+        self.audit("create_model", name, "", String::new(), description.to_owned(), "").await;
         Ok(record)
     }
 
     /// A model record and its aliases.
     pub async fn get_model(&self, name: &str) -> Result<(ModelRecord, BTreeMap<String, u64>)> {
         let key = schema::model_key(name);
-        let kv = self
-            .store
-            .get(&key)
-            .await?
-            .ok_or_else(|| not_found_model(name))?;
+        let kv = self.store.get(&key).await?.ok_or_else(|| not_found_model(name))?;
         let record: ModelRecord = schema::decode(&key, &kv.value)?;
         let aliases = self.aliases(name).await?;
         Ok((record, aliases))
@@ -129,11 +138,7 @@ impl Registry {
                     models.insert(name.to_owned(), (record, BTreeMap::new()));
                 }
                 Some(ModelsKey::Alias(model, alias)) => {
-                    aliases.push((
-                        model.to_owned(),
-                        alias.to_owned(),
-                        parse_alias(&kv.key, &kv.value)?,
-                    ));
+                    aliases.push((model.to_owned(), alias.to_owned(), parse_alias(&kv.key, &kv.value)?));
                 }
                 _ => {}
             }
@@ -152,12 +157,7 @@ impl Registry {
         snapshot
             .kvs
             .iter()
-            .map(|kv| {
-                Ok((
-                    kv.key[prefix.len()..].to_owned(),
-                    parse_alias(&kv.key, &kv.value)?,
-                ))
-            })
+            .map(|kv| Ok((kv.key[prefix.len()..].to_owned(), parse_alias(&kv.key, &kv.value)?)))
             .collect()
     }
 
@@ -191,16 +191,9 @@ impl Registry {
         let model = tokio::task::spawn_blocking(move || Model::from_artifact(&bytes))
             .await
             .map_err(|err| Error::Internal(err.to_string()))?
-            .map_err(|err| {
-                Error::InvalidArgument(format!("not a loadable modelplane artifact: {err}"))
-            })?;
+            .map_err(|err| Error::InvalidArgument(format!("not a loadable modelplane artifact: {err}")))?;
 
-        if self
-            .store
-            .get(&schema::model_key(&upload.model))
-            .await?
-            .is_none()
-        {
+        if self.store.get(&schema::model_key(&upload.model)).await?.is_none() {
             if !upload.create_model {
                 return Err(not_found_model(&upload.model));
             }
@@ -210,9 +203,7 @@ impl Registry {
             }
         }
         // The blob goes first: a version record never points at a missing blob.
-        self.blobs
-            .put(ARTIFACTS, &actual, upload.bytes.clone())
-            .await?;
+        self.blobs.put(ARTIFACTS, &actual, upload.bytes.clone()).await?;
         let version = self.allocate_version(&upload.model).await?;
         let record = VersionRecord {
             model: upload.model.clone(),
@@ -223,17 +214,14 @@ impl Registry {
             signature: model.manifest.signature.clone(),
             metrics: model.manifest.metrics.clone(),
             labels: model.manifest.labels.clone(),
+            confusion_matrix: model.manifest.confusion_matrix.clone(),
             lineage: upload.lineage,
             created_unix_ms: schema::now_unix_ms(),
         };
-        self.store
-            .put(
-                &schema::version_key(&upload.model, version),
-                schema::encode(&record),
-                None,
-            )
-            .await?;
+        self.store.put(&schema::version_key(&upload.model, version), schema::encode(&record), None).await?;
         tracing::info!(model = %record.model, version, sha256 = %record.sha256, "registered version");
+        let after = format!("sha256 {} job {}", record.sha256, record.lineage.job_id);
+        self.audit("upload_version", &record.model, &version.to_string(), String::new(), after, "").await;
         Ok(record)
     }
 
@@ -242,34 +230,25 @@ impl Registry {
     async fn allocate_version(&self, model: &str) -> Result<u64> {
         let key = schema::model_key(model);
         for _ in 0..CAS_ATTEMPTS {
-            let kv = self
-                .store
-                .get(&key)
-                .await?
-                .ok_or_else(|| not_found_model(model))?;
+            let kv = self.store.get(&key).await?.ok_or_else(|| not_found_model(model))?;
             let mut record: ModelRecord = schema::decode(&key, &kv.value)?;
             record.latest_version += 1;
-            if self
-                .store
-                .compare_and_swap(&key, kv.mod_revision, schema::encode(&record), None)
-                .await?
-            {
+            if self.store.compare_and_swap(&key, kv.mod_revision, schema::encode(&record), None).await? {
                 return Ok(record.latest_version);
             }
         }
-        Err(Error::Internal(format!(
-            "could not allocate a version of {model:?}: too much contention"
-        )))
+        Err(Error::Internal(format!("could not allocate a version of {model:?}: too much contention")))
     }
 
     /// Resolves a version number or alias (empty: the latest version) to its record.
     pub async fn get_version(&self, model: &str, version: &str) -> Result<VersionRecord> {
         let number = self.resolve(model, version).await?;
         let key = schema::version_key(model, number);
-        let kv =
-            self.store.get(&key).await?.ok_or_else(|| {
-                Error::NotFound(format!("model {model:?} has no version {number}"))
-            })?;
+        let kv = self
+            .store
+            .get(&key)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("model {model:?} has no version {number}")))?;
         Ok(schema::decode(&key, &kv.value)?)
     }
 
@@ -278,9 +257,7 @@ impl Registry {
         if version.is_empty() {
             let (record, _) = self.get_model(model).await?;
             if record.latest_version == 0 {
-                return Err(Error::NotFound(format!(
-                    "model {model:?} has no versions yet"
-                )));
+                return Err(Error::NotFound(format!("model {model:?} has no versions yet")));
             }
             return Ok(record.latest_version);
         }
@@ -292,9 +269,7 @@ impl Registry {
             Some(kv) => parse_alias(&key, &kv.value),
             None => {
                 self.get_model(model).await?;
-                Err(Error::NotFound(format!(
-                    "model {model:?} has no alias {version:?}"
-                )))
+                Err(Error::NotFound(format!("model {model:?} has no alias {version:?}")))
             }
         }
     }
@@ -303,11 +278,8 @@ impl Registry {
     pub async fn list_versions(&self, model: &str) -> Result<Vec<VersionRecord>> {
         self.get_model(model).await?;
         let snapshot = self.store.range(&schema::versions_prefix(model)).await?;
-        let mut versions: Vec<VersionRecord> = snapshot
-            .kvs
-            .iter()
-            .map(|kv| schema::decode(&kv.key, &kv.value))
-            .collect::<Result<_, _>>()?;
+        let mut versions: Vec<VersionRecord> =
+            snapshot.kvs.iter().map(|kv| schema::decode(&kv.key, &kv.value)).collect::<Result<_, _>>()?;
         versions.sort_by_key(|v| v.version);
         Ok(versions)
     }
@@ -327,7 +299,7 @@ impl Registry {
     }
 
     /// Points an alias at an existing version; returns the version it pointed at before (0 if new).
-    pub async fn set_alias(&self, model: &str, alias: &str, version: u64) -> Result<u64> {
+    pub async fn set_alias(&self, model: &str, alias: &str, version: u64, reason: &str) -> Result<u64> {
         check_name("alias", alias)?;
         if version == 0 {
             return Err(Error::InvalidArgument("version must be at least 1".into()));
@@ -338,10 +310,10 @@ impl Registry {
             Some(kv) => parse_alias(&key, &kv.value)?,
             None => 0,
         };
-        self.store
-            .put(&key, version.to_string().into_bytes(), None)
-            .await?;
+        self.store.put(&key, version.to_string().into_bytes(), None).await?;
         tracing::info!(model, alias, version, previous, "alias set");
+        let before = if previous == 0 { String::new() } else { previous.to_string() };
+        self.audit("set_alias", model, alias, before, version.to_string(), reason).await;
         Ok(previous)
     }
 
@@ -352,9 +324,7 @@ impl Registry {
             Some(kv) => parse_alias(&key, &kv.value),
             None => {
                 self.get_model(model).await?;
-                Err(Error::NotFound(format!(
-                    "model {model:?} has no alias {alias:?}"
-                )))
+                Err(Error::NotFound(format!("model {model:?} has no alias {alias:?}")))
             }
         }
     }
@@ -362,21 +332,17 @@ impl Registry {
     /// Deletes an alias; FAILED_PRECONDITION while a deployment targets it.
     pub async fn delete_alias(&self, model: &str, alias: &str) -> Result<()> {
         if let Some(deployment) = self.get_deployment_opt(model).await? {
-            if deployment
-                .targets
-                .iter()
-                .any(|t| t.alias.as_deref() == Some(alias))
-            {
+            if deployment.targets.iter().any(|t| t.alias.as_deref() == Some(alias)) {
                 return Err(Error::FailedPrecondition(format!(
                     "alias {alias:?} of {model:?} is a target of its deployment; change the deployment first"
                 )));
             }
         }
+        let previous = self.get_alias(model, alias).await?;
         if !self.store.delete(&schema::alias_key(model, alias)).await? {
-            return Err(Error::NotFound(format!(
-                "model {model:?} has no alias {alias:?}"
-            )));
+            return Err(Error::NotFound(format!("model {model:?} has no alias {alias:?}")));
         }
+        self.audit("delete_alias", model, alias, previous.to_string(), String::new(), "").await;
         Ok(())
     }
 
@@ -385,9 +351,7 @@ impl Registry {
         let model = deployment.model.clone();
         self.get_model(&model).await?;
         if deployment.targets.is_empty() {
-            return Err(Error::InvalidArgument(
-                "a deployment needs at least one target".into(),
-            ));
+            return Err(Error::InvalidArgument("a deployment needs at least one target".into()));
         }
         for (index, target) in deployment.targets.iter().enumerate() {
             match (&target.version, &target.alias) {
@@ -404,19 +368,15 @@ impl Registry {
                 }
             }
             if target.weight == 0 {
-                return Err(Error::InvalidArgument(format!(
-                    "target {index} has weight 0; expected at least 1"
-                )));
+                return Err(Error::InvalidArgument(format!("target {index} has weight 0; expected at least 1")));
             }
         }
-        self.store
-            .put(
-                &schema::deployment_key(&model),
-                schema::encode(&deployment),
-                None,
-            )
-            .await?;
+        let before = self.get_deployment_opt(&model).await?;
+        self.store.put(&schema::deployment_key(&model), schema::encode(&deployment), None).await?;
         tracing::info!(model = %model, targets = deployment.targets.len(), "deployment set");
+        let text = |d: &DeploymentRecord| String::from_utf8_lossy(&schema::encode(d)).into_owned();
+        self.audit("set_deployment", &model, "", before.as_ref().map(text).unwrap_or_default(), text(&deployment), "")
+            .await;
         Ok(deployment)
     }
 
@@ -438,11 +398,7 @@ impl Registry {
     /// Every deployment.
     pub async fn list_deployments(&self) -> Result<Vec<DeploymentRecord>> {
         let snapshot = self.store.range(schema::DEPLOYMENTS).await?;
-        Ok(snapshot
-            .kvs
-            .iter()
-            .map(|kv| schema::decode(&kv.key, &kv.value))
-            .collect::<Result<_, _>>()?)
+        Ok(snapshot.kvs.iter().map(|kv| schema::decode(&kv.key, &kv.value)).collect::<Result<_, _>>()?)
     }
 
     /// Stores a CSV dataset under its sha256 and records its columns and row count.
@@ -456,9 +412,7 @@ impl Registry {
             )));
         }
         let (columns, rows) = csv_shape(&upload.bytes)?;
-        self.blobs
-            .put(DATASETS, &sha256, upload.bytes.clone())
-            .await?;
+        self.blobs.put(DATASETS, &sha256, upload.bytes.clone()).await?;
         let record = DatasetRecord {
             name: upload.name.clone(),
             sha256: sha256.clone(),
@@ -467,45 +421,28 @@ impl Registry {
             rows,
             created_unix_ms: schema::now_unix_ms(),
         };
-        self.store
-            .put(
-                &schema::dataset_key(&upload.name, &sha256),
-                schema::encode(&record),
-                None,
-            )
-            .await?;
+        self.store.put(&schema::dataset_key(&upload.name, &sha256), schema::encode(&record), None).await?;
+        let after = format!("sha256 {sha256}, {} rows", record.rows);
+        self.audit("upload_dataset", "", &upload.name, String::new(), after, "").await;
         Ok(record)
     }
 
     /// Every dataset upload.
     pub async fn list_datasets(&self) -> Result<Vec<DatasetRecord>> {
         let snapshot = self.store.range(schema::DATASETS).await?;
-        Ok(snapshot
-            .kvs
-            .iter()
-            .map(|kv| schema::decode(&kv.key, &kv.value))
-            .collect::<Result<_, _>>()?)
+        Ok(snapshot.kvs.iter().map(|kv| schema::decode(&kv.key, &kv.value)).collect::<Result<_, _>>()?)
     }
 
     /// A dataset record and its bytes; empty `sha256` means the newest upload of `name`.
-    pub async fn download_dataset(
-        &self,
-        name: &str,
-        sha256: &str,
-    ) -> Result<(DatasetRecord, Bytes)> {
+    pub async fn download_dataset(&self, name: &str, sha256: &str) -> Result<(DatasetRecord, Bytes)> {
         let snapshot = self.store.range(&schema::dataset_prefix(name)).await?;
-        let mut records: Vec<DatasetRecord> = snapshot
-            .kvs
-            .iter()
-            .map(|kv| schema::decode(&kv.key, &kv.value))
-            .collect::<Result<_, _>>()?;
+        let mut records: Vec<DatasetRecord> =
+            snapshot.kvs.iter().map(|kv| schema::decode(&kv.key, &kv.value)).collect::<Result<_, _>>()?;
         records.sort_by_key(|r| r.created_unix_ms);
         let record = if sha256.is_empty() {
             records.pop()
         } else {
-            records
-                .into_iter()
-                .find(|r| r.sha256.eq_ignore_ascii_case(sha256))
+            records.into_iter().find(|r| r.sha256.eq_ignore_ascii_case(sha256))
         }
         .ok_or_else(|| match sha256 {
             "" => Error::NotFound(format!("dataset {name:?} not found; upload it first")),
@@ -520,13 +457,9 @@ impl Registry {
 /// quoting: fields may hold commas and newlines).
 fn csv_shape(bytes: &[u8]) -> Result<(Vec<String>, u64)> {
     if std::str::from_utf8(bytes).is_err() {
-        return Err(Error::InvalidArgument(
-            "dataset is not UTF-8 text; expected a CSV".into(),
-        ));
+        return Err(Error::InvalidArgument("dataset is not UTF-8 text; expected a CSV".into()));
     }
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_reader(bytes);
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(bytes);
     let columns: Vec<String> = reader
         .headers()
         .map_err(|err| Error::InvalidArgument(format!("dataset header is not valid CSV: {err}")))?
@@ -534,9 +467,7 @@ fn csv_shape(bytes: &[u8]) -> Result<(Vec<String>, u64)> {
         .map(str::to_owned)
         .collect();
     if columns.iter().all(String::is_empty) {
-        return Err(Error::InvalidArgument(
-            "dataset is empty; expected a CSV header row".into(),
-        ));
+        return Err(Error::InvalidArgument("dataset is empty; expected a CSV header row".into()));
     }
     let mut rows = 0u64;
     for record in reader.records() {
@@ -551,13 +482,10 @@ fn not_found_model(name: &str) -> Error {
 }
 
 fn parse_alias(key: &str, value: &[u8]) -> Result<u64> {
-    std::str::from_utf8(value)
-        .ok()
-        .and_then(|text| text.trim().parse().ok())
-        .ok_or_else(|| {
-            Error::Store(modelplane_store::Error::Corrupt {
-                key: key.to_owned(),
-                reason: "alias is not a version number".into(),
-            })
+    std::str::from_utf8(value).ok().and_then(|text| text.trim().parse().ok()).ok_or_else(|| {
+        Error::Store(modelplane_store::Error::Corrupt {
+            key: key.to_owned(),
+            reason: "alias is not a version number".into(),
         })
+    })
 }

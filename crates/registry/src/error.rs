@@ -41,9 +41,7 @@ impl From<Error> for tonic::Status {
             Error::InvalidArgument(_) => tonic::Status::invalid_argument(message),
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
-            Error::Store(modelplane_store::Error::Unavailable(_)) => {
-                tonic::Status::unavailable(message)
-            }
+            Error::Store(modelplane_store::Error::Unavailable(_)) => tonic::Status::unavailable(message),
             Error::Store(_) | Error::Blob(_) | Error::Internal(_) => {
                 tracing::error!(error = %message, "registry internal error");
                 tonic::Status::internal(message)

@@ -25,16 +25,22 @@ impl RegistryService {
     pub fn new(registry: Registry) -> Self {
         Self { registry }
     }
+
+    /// The registry acting as the caller named in `x-modelplane-actor`.
+    fn as_caller(&self, metadata: &tonic::metadata::MetadataMap) -> Registry {
+        let actor = metadata
+            .get(crate::ACTOR_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or(crate::ANONYMOUS);
+        self.registry.acting_as(actor)
+    }
 }
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
-    if value.trim().is_empty() {
-        Err(Status::invalid_argument(format!("{field} is required")))
-    } else {
-        Ok(value)
-    }
+    if value.trim().is_empty() { Err(Status::invalid_argument(format!("{field} is required"))) } else { Ok(value) }
 }
 
 fn record_span(model: &str, version: &str) {
@@ -55,15 +61,14 @@ async fn collect_upload<M, T>(
 where
     T: Send + 'static,
 {
-    let first = stream.message().await?.ok_or_else(|| {
-        Status::invalid_argument("empty upload; expected a manifest message first")
-    })?;
+    let first = stream
+        .message()
+        .await?
+        .ok_or_else(|| Status::invalid_argument("empty upload; expected a manifest message first"))?;
     let manifest = match split(first) {
         Some(Ok(manifest)) => manifest,
         _ => {
-            return Err(Status::invalid_argument(
-                "the first upload message must carry the manifest",
-            ));
+            return Err(Status::invalid_argument("the first upload message must carry the manifest"));
         }
     };
     let mut buffer = BytesMut::new();
@@ -78,14 +83,10 @@ where
                 buffer.extend_from_slice(&chunk);
             }
             Some(Ok(_)) => {
-                return Err(Status::invalid_argument(
-                    "only the first upload message may carry a manifest",
-                ));
+                return Err(Status::invalid_argument("only the first upload message may carry a manifest"));
             }
             None => {
-                return Err(Status::invalid_argument(
-                    "upload message carries neither manifest nor chunk",
-                ));
+                return Err(Status::invalid_argument("upload message carries neither manifest nor chunk"));
             }
         }
     }
@@ -104,46 +105,37 @@ fn chunked<T: Send + 'static>(head: T, bytes: Bytes, wrap: fn(Bytes) -> T) -> Re
 
 #[tonic::async_trait]
 impl pb::registry_server::Registry for RegistryService {
-    async fn create_model(
+    async fn list_audit(
         &self,
-        request: Request<pb::CreateModelRequest>,
-    ) -> Result<Response<pb::Model>, Status> {
+        request: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let request = request.into_inner();
+        let limit = if request.limit == 0 { 1000 } else { request.limit as usize };
+        let entries =
+            self.registry.list_audit(&request.model, request.since_unix_ms, request.until_unix_ms, limit).await?;
+        Ok(Response::new(pb::ListAuditResponse { entries: entries.into_iter().map(audit_to_pb).collect() }))
+    }
+
+    async fn create_model(&self, request: Request<pb::CreateModelRequest>) -> Result<Response<pb::Model>, Status> {
+        let registry = self.as_caller(request.metadata());
         let request = request.into_inner();
         record_span(&request.name, "");
-        let record = self
-            .registry
-            .create_model(
-                required("name", &request.name)?,
-                &request.description,
-                &request.owner,
-            )
-            .await?;
+        let record =
+            registry.create_model(required("name", &request.name)?, &request.description, &request.owner).await?;
         Ok(Response::new(model_to_pb(record, Default::default())))
     }
 
-    async fn get_model(
-        &self,
-        request: Request<pb::GetModelRequest>,
-    ) -> Result<Response<pb::Model>, Status> {
+    async fn get_model(&self, request: Request<pb::GetModelRequest>) -> Result<Response<pb::Model>, Status> {
         let request = request.into_inner();
         record_span(&request.name, "");
-        let (record, aliases) = self
-            .registry
-            .get_model(required("name", &request.name)?)
-            .await?;
+        let (record, aliases) = self.registry.get_model(required("name", &request.name)?).await?;
         Ok(Response::new(model_to_pb(record, aliases)))
     }
 
-    async fn list_models(
-        &self,
-        _: Request<pb::ListModelsRequest>,
-    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+    async fn list_models(&self, _: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsResponse>, Status> {
         let models = self.registry.list_models().await?;
         Ok(Response::new(pb::ListModelsResponse {
-            models: models
-                .into_iter()
-                .map(|(record, aliases)| model_to_pb(record, aliases))
-                .collect(),
+            models: models.into_iter().map(|(record, aliases)| model_to_pb(record, aliases)).collect(),
         }))
     }
 
@@ -152,19 +144,16 @@ impl pb::registry_server::Registry for RegistryService {
         request: Request<Streaming<pb::UploadVersionRequest>>,
     ) -> Result<Response<pb::ModelVersion>, Status> {
         let limit = self.registry.config().max_artifact_bytes;
-        let (manifest, bytes) = collect_upload(
-            request.into_inner(),
-            limit,
-            |message: pb::UploadVersionRequest| match message.part? {
+        let registry = self.as_caller(request.metadata());
+        let (manifest, bytes) =
+            collect_upload(request.into_inner(), limit, |message: pb::UploadVersionRequest| match message.part? {
                 pb::upload_version_request::Part::Manifest(manifest) => Some(Ok(manifest)),
                 pb::upload_version_request::Part::Chunk(chunk) => Some(Err(Bytes::from(chunk))),
-            },
-        )
-        .await?;
+            })
+            .await?;
         record_span(&manifest.model, "");
         required("manifest.model", &manifest.model)?;
-        let record = self
-            .registry
+        let record = registry
             .upload_version(VersionUpload {
                 model: manifest.model,
                 sha256: manifest.sha256,
@@ -177,16 +166,10 @@ impl pb::registry_server::Registry for RegistryService {
         Ok(Response::new(version_to_pb(record)))
     }
 
-    async fn get_version(
-        &self,
-        request: Request<pb::GetVersionRequest>,
-    ) -> Result<Response<pb::ModelVersion>, Status> {
+    async fn get_version(&self, request: Request<pb::GetVersionRequest>) -> Result<Response<pb::ModelVersion>, Status> {
         let request = request.into_inner();
         record_span(&request.model, &request.version);
-        let record = self
-            .registry
-            .get_version(required("model", &request.model)?, &request.version)
-            .await?;
+        let record = self.registry.get_version(required("model", &request.model)?, &request.version).await?;
         Ok(Response::new(version_to_pb(record)))
     }
 
@@ -196,13 +179,8 @@ impl pb::registry_server::Registry for RegistryService {
     ) -> Result<Response<pb::ListVersionsResponse>, Status> {
         let request = request.into_inner();
         record_span(&request.model, "");
-        let versions = self
-            .registry
-            .list_versions(required("model", &request.model)?)
-            .await?;
-        Ok(Response::new(pb::ListVersionsResponse {
-            versions: versions.into_iter().map(version_to_pb).collect(),
-        }))
+        let versions = self.registry.list_versions(required("model", &request.model)?).await?;
+        Ok(Response::new(pb::ListVersionsResponse { versions: versions.into_iter().map(version_to_pb).collect() }))
     }
 
     type DownloadArtifactStream = ResponseStream<pb::DownloadArtifactResponse>;
@@ -213,34 +191,25 @@ impl pb::registry_server::Registry for RegistryService {
     ) -> Result<Response<Self::DownloadArtifactStream>, Status> {
         let request = request.into_inner();
         record_span(&request.model, &request.version);
-        let (record, bytes) = self
-            .registry
-            .download(required("model", &request.model)?, &request.version)
-            .await?;
+        let (record, bytes) = self.registry.download(required("model", &request.model)?, &request.version).await?;
         let head = pb::DownloadArtifactResponse {
-            part: Some(pb::download_artifact_response::Part::Version(
-                version_to_pb(record),
-            )),
+            part: Some(pb::download_artifact_response::Part::Version(version_to_pb(record))),
         };
-        Ok(Response::new(chunked(head, bytes, |chunk| {
-            pb::DownloadArtifactResponse {
-                part: Some(pb::download_artifact_response::Part::Chunk(chunk.to_vec())),
-            }
+        Ok(Response::new(chunked(head, bytes, |chunk| pb::DownloadArtifactResponse {
+            part: Some(pb::download_artifact_response::Part::Chunk(chunk.to_vec())),
         })))
     }
 
-    async fn set_alias(
-        &self,
-        request: Request<pb::SetAliasRequest>,
-    ) -> Result<Response<pb::Alias>, Status> {
+    async fn set_alias(&self, request: Request<pb::SetAliasRequest>) -> Result<Response<pb::Alias>, Status> {
+        let registry = self.as_caller(request.metadata());
         let request = request.into_inner();
         record_span(&request.model, &request.alias);
-        let previous = self
-            .registry
+        let previous = registry
             .set_alias(
                 required("model", &request.model)?,
                 required("alias", &request.alias)?,
                 request.version,
+                &request.reason,
             )
             .await?;
         Ok(Response::new(pb::Alias {
@@ -251,37 +220,20 @@ impl pb::registry_server::Registry for RegistryService {
         }))
     }
 
-    async fn get_alias(
-        &self,
-        request: Request<pb::GetAliasRequest>,
-    ) -> Result<Response<pb::Alias>, Status> {
+    async fn get_alias(&self, request: Request<pb::GetAliasRequest>) -> Result<Response<pb::Alias>, Status> {
         let request = request.into_inner();
-        let version = self
-            .registry
-            .get_alias(
-                required("model", &request.model)?,
-                required("alias", &request.alias)?,
-            )
-            .await?;
-        Ok(Response::new(pb::Alias {
-            model: request.model,
-            alias: request.alias,
-            version,
-            previous_version: 0,
-        }))
+        let version =
+            self.registry.get_alias(required("model", &request.model)?, required("alias", &request.alias)?).await?;
+        Ok(Response::new(pb::Alias { model: request.model, alias: request.alias, version, previous_version: 0 }))
     }
 
     async fn delete_alias(
         &self,
         request: Request<pb::DeleteAliasRequest>,
     ) -> Result<Response<pb::DeleteAliasResponse>, Status> {
+        let registry = self.as_caller(request.metadata());
         let request = request.into_inner();
-        self.registry
-            .delete_alias(
-                required("model", &request.model)?,
-                required("alias", &request.alias)?,
-            )
-            .await?;
+        registry.delete_alias(required("model", &request.model)?, required("alias", &request.alias)?).await?;
         Ok(Response::new(pb::DeleteAliasResponse {}))
     }
 
@@ -289,10 +241,9 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         request: Request<pb::SetDeploymentRequest>,
     ) -> Result<Response<pb::Deployment>, Status> {
-        let deployment = request
-            .into_inner()
-            .deployment
-            .ok_or_else(|| Status::invalid_argument("deployment is required"))?;
+        let registry = self.as_caller(request.metadata());
+        let deployment =
+            request.into_inner().deployment.ok_or_else(|| Status::invalid_argument("deployment is required"))?;
         record_span(&deployment.model, "");
         required("deployment.model", &deployment.model)?;
         let record = DeploymentRecord {
@@ -308,9 +259,7 @@ impl pb::registry_server::Registry for RegistryService {
                 })
                 .collect(),
         };
-        Ok(Response::new(deployment_to_pb(
-            self.registry.set_deployment(record).await?,
-        )))
+        Ok(Response::new(deployment_to_pb(registry.set_deployment(record).await?)))
     }
 
     async fn get_deployment(
@@ -318,10 +267,7 @@ impl pb::registry_server::Registry for RegistryService {
         request: Request<pb::GetDeploymentRequest>,
     ) -> Result<Response<pb::Deployment>, Status> {
         let request = request.into_inner();
-        let record = self
-            .registry
-            .get_deployment(required("model", &request.model)?)
-            .await?;
+        let record = self.registry.get_deployment(required("model", &request.model)?).await?;
         Ok(Response::new(deployment_to_pb(record)))
     }
 
@@ -340,24 +286,16 @@ impl pb::registry_server::Registry for RegistryService {
         request: Request<Streaming<pb::UploadDatasetRequest>>,
     ) -> Result<Response<pb::Dataset>, Status> {
         let limit = self.registry.config().max_dataset_bytes;
-        let (manifest, bytes) = collect_upload(
-            request.into_inner(),
-            limit,
-            |message: pb::UploadDatasetRequest| match message.part? {
+        let registry = self.as_caller(request.metadata());
+        let (manifest, bytes) =
+            collect_upload(request.into_inner(), limit, |message: pb::UploadDatasetRequest| match message.part? {
                 pb::upload_dataset_request::Part::Manifest(manifest) => Some(Ok(manifest)),
                 pb::upload_dataset_request::Part::Chunk(chunk) => Some(Err(Bytes::from(chunk))),
-            },
-        )
-        .await?;
-        required("manifest.name", &manifest.name)?;
-        let record = self
-            .registry
-            .upload_dataset(DatasetUpload {
-                name: manifest.name,
-                sha256: manifest.sha256,
-                bytes,
             })
             .await?;
+        required("manifest.name", &manifest.name)?;
+        let record =
+            registry.upload_dataset(DatasetUpload { name: manifest.name, sha256: manifest.sha256, bytes }).await?;
         Ok(Response::new(dataset_to_pb(record)))
     }
 
@@ -366,9 +304,7 @@ impl pb::registry_server::Registry for RegistryService {
         _: Request<pb::ListDatasetsRequest>,
     ) -> Result<Response<pb::ListDatasetsResponse>, Status> {
         let datasets = self.registry.list_datasets().await?;
-        Ok(Response::new(pb::ListDatasetsResponse {
-            datasets: datasets.into_iter().map(dataset_to_pb).collect(),
-        }))
+        Ok(Response::new(pb::ListDatasetsResponse { datasets: datasets.into_iter().map(dataset_to_pb).collect() }))
     }
 
     type DownloadDatasetStream = ResponseStream<pb::DownloadDatasetResponse>;
@@ -378,20 +314,26 @@ impl pb::registry_server::Registry for RegistryService {
         request: Request<pb::DownloadDatasetRequest>,
     ) -> Result<Response<Self::DownloadDatasetStream>, Status> {
         let request = request.into_inner();
-        let (record, bytes) = self
-            .registry
-            .download_dataset(required("name", &request.name)?, &request.sha256)
-            .await?;
+        let (record, bytes) = self.registry.download_dataset(required("name", &request.name)?, &request.sha256).await?;
         let head = pb::DownloadDatasetResponse {
-            part: Some(pb::download_dataset_response::Part::Dataset(dataset_to_pb(
-                record,
-            ))),
+            part: Some(pb::download_dataset_response::Part::Dataset(dataset_to_pb(record))),
         };
-        Ok(Response::new(chunked(head, bytes, |chunk| {
-            pb::DownloadDatasetResponse {
-                part: Some(pb::download_dataset_response::Part::Chunk(chunk.to_vec())),
-            }
+        Ok(Response::new(chunked(head, bytes, |chunk| pb::DownloadDatasetResponse {
+            part: Some(pb::download_dataset_response::Part::Chunk(chunk.to_vec())),
         })))
+    }
+}
+
+fn audit_to_pb(entry: modelplane_store::schema::AuditRecord) -> pb::AuditEntry {
+    pb::AuditEntry {
+        unix_ms: entry.unix_ms,
+        actor: entry.actor,
+        action: entry.action,
+        model: entry.model,
+        subject: entry.subject,
+        before: entry.before,
+        after: entry.after,
+        reason: entry.reason,
     }
 }
 
@@ -407,11 +349,7 @@ fn model_to_pb(record: ModelRecord, aliases: std::collections::BTreeMap<String, 
 }
 
 fn tensor_to_pb(spec: TensorSpec) -> pb::TensorSpec {
-    pb::TensorSpec {
-        name: spec.name,
-        datatype: spec.datatype,
-        shape: spec.shape,
-    }
+    pb::TensorSpec { name: spec.name, datatype: spec.datatype, shape: spec.shape }
 }
 
 fn signature_to_pb(signature: Signature) -> pb::Signature {
@@ -449,6 +387,7 @@ fn version_to_pb(record: VersionRecord) -> pb::ModelVersion {
         }),
         created_unix_ms: record.created_unix_ms,
         labels: record.labels,
+        confusion_matrix: record.confusion_matrix.into_iter().flatten().collect(),
     }
 }
 

@@ -6,6 +6,7 @@
 //! domain API; [`grpc`] adapts it to `modelplane.registry.v1`.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod blobs;
 mod config;
 mod domain;
@@ -20,6 +21,7 @@ use modelplane_store::KvStore;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+pub use audit::{ACTOR_METADATA, ANONYMOUS};
 pub use blobs::BlobStore;
 pub use config::RegistryConfig;
 pub use domain::{DatasetUpload, Registry, VersionUpload};
@@ -36,9 +38,7 @@ pub async fn serve(
     let blobs = BlobStore::open(&config.blob_dir)?;
     let registry = Registry::new(store, blobs, config.clone());
     let (health, health_service) = modelplane_service::health_service();
-    health
-        .set_serving::<RegistryServer<grpc::RegistryService>>()
-        .await;
+    health.set_serving::<RegistryServer<grpc::RegistryService>>().await;
     let service = RegistryServer::new(grpc::RegistryService::new(registry))
         .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES);
@@ -46,15 +46,11 @@ pub async fn serve(
     let drain = shutdown.clone();
     modelplane_service::grpc_server()
         .add_service(health_service)
-        .add_service(modelplane_service::reflection_service(&[
-            "modelplane.registry.v1.Registry",
-        ]))
+        .add_service(modelplane_service::reflection_service(&["modelplane.registry.v1.Registry"]))
         .add_service(service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             drain.cancelled().await;
-            health
-                .set_not_serving::<RegistryServer<grpc::RegistryService>>()
-                .await;
+            health.set_not_serving::<RegistryServer<grpc::RegistryService>>().await;
         })
         .await
         .map_err(|err| Error::Internal(format!("registry server: {err}")))?;

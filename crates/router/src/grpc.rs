@@ -28,12 +28,7 @@ pub struct RouterService {
 impl RouterService {
     /// Sends `call` to ready replicas of the resolved version until one answers with
     /// something other than UNAVAILABLE.
-    async fn forward<T, F, Fut>(
-        &self,
-        model: &str,
-        version: &str,
-        call: F,
-    ) -> Result<(T, u64), Status>
+    async fn forward<T, F, Fut>(&self, model: &str, version: &str, call: F) -> Result<(T, u64), Status>
     where
         F: Fn(GrpcInferenceServiceClient<TracedChannel>, u64) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
@@ -45,10 +40,9 @@ impl RouterService {
         span.record("version", number);
         let replicas = table.replicas(model, number);
         if replicas.is_empty() {
-            return Err(Error::Unavailable(format!(
-                "no ready replica of {model} v{number}; it may still be loading"
-            ))
-            .into());
+            return Err(
+                Error::Unavailable(format!("no ready replica of {model} v{number}; it may still be loading")).into()
+            );
         }
         let attempts = match self.config.max_attempts {
             0 => replicas.len(),
@@ -67,18 +61,13 @@ impl RouterService {
                 Err(status) => return Err(status),
             }
         }
-        Err(last.unwrap_or_else(|| {
-            Status::unavailable(format!("no replica of {model} v{number} answered"))
-        }))
+        Err(last.unwrap_or_else(|| Status::unavailable(format!("no replica of {model} v{number} answered"))))
     }
 }
 
 #[tonic::async_trait]
 impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
-    async fn server_live(
-        &self,
-        _: Request<pb::ServerLiveRequest>,
-    ) -> Result<Response<pb::ServerLiveResponse>, Status> {
+    async fn server_live(&self, _: Request<pb::ServerLiveRequest>) -> Result<Response<pb::ServerLiveResponse>, Status> {
         Ok(Response::new(pb::ServerLiveResponse { live: true }))
     }
 
@@ -97,9 +86,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
         let request = request.into_inner();
         let table = self.table.borrow().clone();
         let number = resolve(&table, &self.last_good, &request.name, &request.version)?;
-        Ok(Response::new(pb::ModelReadyResponse {
-            ready: !table.replicas(&request.name, number).is_empty(),
-        }))
+        Ok(Response::new(pb::ModelReadyResponse { ready: !table.replicas(&request.name, number).is_empty() }))
     }
 
     async fn server_metadata(
@@ -116,10 +103,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
         let request = request.into_inner();
         let (response, _) = self
             .forward(&request.name, &request.version, |mut client, number| {
-                let request = pb::ModelMetadataRequest {
-                    name: request.name.clone(),
-                    version: number.to_string(),
-                };
+                let request = pb::ModelMetadataRequest { name: request.name.clone(), version: number.to_string() };
                 async move { client.model_metadata(request).await }
             })
             .await?;
@@ -136,15 +120,11 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
         let version = request.model_version.clone();
         let (response, _) = self
             .forward(&model, &version, |mut client, number| {
-                let mut forwarded = Request::new(pb::ModelInferRequest {
-                    model_version: number.to_string(),
-                    ..request.clone()
-                });
+                let mut forwarded =
+                    Request::new(pb::ModelInferRequest { model_version: number.to_string(), ..request.clone() });
                 if let Some(timeout) = &timeout {
                     // The caller's deadline travels on to the worker.
-                    forwarded
-                        .metadata_mut()
-                        .insert("grpc-timeout", timeout.clone());
+                    forwarded.metadata_mut().insert("grpc-timeout", timeout.clone());
                 }
                 async move { client.model_infer(forwarded).await }
             })

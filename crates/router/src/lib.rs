@@ -43,11 +43,8 @@ pub async fn serve(
     let follow = {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let (mut models_rx, mut deployments_rx, mut workers_rx) = (
-                models.subscribe(),
-                deployments.subscribe(),
-                workers.subscribe(),
-            );
+            let (mut models_rx, mut deployments_rx, mut workers_rx) =
+                (models.subscribe(), deployments.subscribe(), workers.subscribe());
             loop {
                 let (m, d, w) = (models.current(), deployments.current(), workers.current());
                 let catalog = Arc::new(Catalog::build(&m, &d));
@@ -75,16 +72,12 @@ pub async fn serve(
         config,
     };
     let (health, health_service) = modelplane_service::health_service();
-    health
-        .set_serving::<GrpcInferenceServiceServer<RouterService>>()
-        .await;
+    health.set_serving::<GrpcInferenceServiceServer<RouterService>>().await;
     tracing::info!(addr = ?listener.local_addr().ok(), "router serving");
     let drain = shutdown.clone();
     let served = modelplane_service::grpc_server()
         .add_service(health_service)
-        .add_service(modelplane_service::reflection_service(&[
-            "inference.GRPCInferenceService",
-        ]))
+        .add_service(modelplane_service::reflection_service(&["inference.GRPCInferenceService"]))
         .add_service(
             GrpcInferenceServiceServer::new(service)
                 .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
@@ -92,9 +85,7 @@ pub async fn serve(
         )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             drain.cancelled().await;
-            health
-                .set_not_serving::<GrpcInferenceServiceServer<RouterService>>()
-                .await;
+            health.set_not_serving::<GrpcInferenceServiceServer<RouterService>>().await;
         })
         .await;
     follow.abort();

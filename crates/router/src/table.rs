@@ -58,11 +58,7 @@ impl Clients {
 
 impl RoutingTable {
     /// Builds the table from the catalog and the live workers' records.
-    pub fn build(
-        catalog: Arc<Catalog>,
-        workers: &HashMap<String, WorkerRecord>,
-        clients: &Clients,
-    ) -> Self {
+    pub fn build(catalog: Arc<Catalog>, workers: &HashMap<String, WorkerRecord>, clients: &Clients) -> Self {
         let mut replicas: HashMap<(String, u64), Vec<Replica>> = HashMap::new();
         let mut ids: Vec<&String> = workers.keys().collect();
         ids.sort();
@@ -78,10 +74,7 @@ impl RoutingTable {
                 replicas
                     .entry((loaded.model.clone(), loaded.version))
                     .or_default()
-                    .push(Replica {
-                        worker: worker.id.clone(),
-                        client: client.clone(),
-                    });
+                    .push(Replica { worker: worker.id.clone(), client: client.clone() });
             }
         }
         Self { catalog, replicas }
@@ -89,10 +82,7 @@ impl RoutingTable {
 
     /// Ready replicas of a version.
     pub fn replicas(&self, model: &str, version: u64) -> &[Replica] {
-        self.replicas
-            .get(&(model.to_owned(), version))
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+        self.replicas.get(&(model.to_owned(), version)).map(Vec::as_slice).unwrap_or(&[])
     }
 
     fn has_replicas(&self, model: &str, version: u64) -> bool {
@@ -103,10 +93,7 @@ impl RoutingTable {
     pub fn all_deployments_ready(&self) -> bool {
         self.catalog.deployments().all(|d| {
             let targets = self.catalog.resolved_targets(&d.model);
-            !targets.is_empty()
-                && targets
-                    .iter()
-                    .all(|t| self.has_replicas(&d.model, t.version))
+            !targets.is_empty() && targets.iter().all(|t| self.has_replicas(&d.model, t.version))
         })
     }
 }
@@ -135,12 +122,7 @@ impl LastGood {
 }
 
 /// Resolves the requested version to a version number with ready replicas where one exists.
-pub fn resolve(
-    table: &RoutingTable,
-    last_good: &LastGood,
-    model: &str,
-    version: &str,
-) -> Result<u64> {
+pub fn resolve(table: &RoutingTable, last_good: &LastGood, model: &str, version: &str) -> Result<u64> {
     if model.is_empty() {
         return Err(Error::InvalidArgument("model name is required".into()));
     }
@@ -157,17 +139,12 @@ pub fn resolve(
             )));
         }
         let target = pick_weighted(&targets);
-        let label = target
-            .alias
-            .clone()
-            .unwrap_or_else(|| format!("#{}", target.version));
+        let label = target.alias.clone().unwrap_or_else(|| format!("#{}", target.version));
         return Ok(last_good.pick(table, model, &format!("deployment:{label}"), target.version));
     }
     if let Ok(number) = version.parse::<u64>() {
         if catalog.version(model, number).is_none() {
-            return Err(Error::NotFound(format!(
-                "model {model:?} has no version {number}"
-            )));
+            return Err(Error::NotFound(format!("model {model:?} has no version {number}")));
         }
         return Ok(number);
     }

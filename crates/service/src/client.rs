@@ -13,11 +13,7 @@ pub type TracedChannel = InterceptedService<Channel, TraceContextInterceptor>;
 /// A lazily connecting channel to `addr` (`host:port` or `http://host:port`); the first
 /// call connects, and a lost connection is re-established on the next call.
 pub fn connect_lazy(addr: &str) -> Result<TracedChannel, tonic::transport::Error> {
-    let uri = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
+    let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
     let channel = Endpoint::from_shared(uri)?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)

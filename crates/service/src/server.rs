@@ -30,9 +30,7 @@ pub fn health_service() -> (
 /// plus health and reflection themselves; every modelplane proto is available for lookup.
 pub fn reflection_service(
     services: &[&str],
-) -> tonic_reflection::server::v1::ServerReflectionServer<
-    impl tonic_reflection::server::v1::ServerReflection,
-> {
+) -> tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection> {
     let builder = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(modelplane_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

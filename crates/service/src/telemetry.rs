@@ -34,39 +34,23 @@ pub fn init(service_name: &str) -> TelemetryGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("MODELPLANE_LOG_FORMAT").is_ok_and(|v| v == "json");
     let fmt = if json {
-        tracing_subscriber::fmt::layer()
-            .json()
-            .with_writer(std::io::stderr)
-            .boxed()
+        tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed()
     } else {
-        tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .boxed()
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed()
     };
 
-    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .ok()
-        .filter(|e| !e.is_empty());
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.is_empty());
     let provider = endpoint.and_then(|endpoint| {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint.clone())
-            .build();
+        let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint.clone()).build();
         match exporter {
             Ok(exporter) => Some(
                 SdkTracerProvider::builder()
-                    .with_resource(
-                        Resource::builder()
-                            .with_service_name(service_name.to_owned())
-                            .build(),
-                    )
+                    .with_resource(Resource::builder().with_service_name(service_name.to_owned()).build())
                     .with_batch_exporter(exporter)
                     .build(),
             ),
             Err(err) => {
-                eprintln!(
-                    "telemetry: OTLP exporter to {endpoint} failed: {err}; spans are not exported"
-                );
+                eprintln!("telemetry: OTLP exporter to {endpoint} failed: {err}; spans are not exported");
                 None
             }
         }
@@ -76,10 +60,6 @@ pub fn init(service_name: &str) -> TelemetryGuard {
         tracing_opentelemetry::layer().with_tracer(provider.tracer("modelplane"))
     });
     // A second init (tests, `up`) keeps the first subscriber.
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(otel)
-        .try_init();
+    let _ = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init();
     TelemetryGuard { provider }
 }

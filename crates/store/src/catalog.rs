@@ -40,24 +40,14 @@ impl Catalog {
                 Some(ModelsKey::Model(name)) => {
                     catalog.models.entry(name.to_owned()).or_default();
                 }
-                Some(ModelsKey::Version(name, number)) => {
-                    match schema::decode::<VersionRecord>(key, value) {
-                        Ok(record) => {
-                            catalog
-                                .models
-                                .entry(name.to_owned())
-                                .or_default()
-                                .versions
-                                .insert(number, record);
-                        }
-                        Err(err) => tracing::warn!(error = %err, "skipping corrupt version record"),
+                Some(ModelsKey::Version(name, number)) => match schema::decode::<VersionRecord>(key, value) {
+                    Ok(record) => {
+                        catalog.models.entry(name.to_owned()).or_default().versions.insert(number, record);
                     }
-                }
+                    Err(err) => tracing::warn!(error = %err, "skipping corrupt version record"),
+                },
                 Some(ModelsKey::Alias(name, alias)) => {
-                    match std::str::from_utf8(value)
-                        .ok()
-                        .and_then(|v| v.trim().parse().ok())
-                    {
+                    match std::str::from_utf8(value).ok().and_then(|v| v.trim().parse().ok()) {
                         Some(version) => {
                             catalog
                                 .models
@@ -118,11 +108,7 @@ impl Catalog {
                     (None, Some(alias)) => self.alias(model, alias),
                     (None, None) => None,
                 }?;
-                Some(ResolvedTarget {
-                    version,
-                    weight: target.weight,
-                    alias: target.alias.clone(),
-                })
+                Some(ResolvedTarget { version, weight: target.weight, alias: target.alias.clone() })
             })
             .collect()
     }
@@ -133,8 +119,6 @@ pub fn workers(state: &MirrorState) -> Result<HashMap<String, WorkerRecord>> {
     state
         .entries
         .iter()
-        .map(|(key, value)| {
-            schema::decode::<WorkerRecord>(key, value).map(|record| (record.id.clone(), record))
-        })
+        .map(|(key, value)| schema::decode::<WorkerRecord>(key, value).map(|record| (record.id.clone(), record)))
         .collect()
 }

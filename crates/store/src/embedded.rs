@@ -16,10 +16,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 
-use crate::{
-    Error, EventKind, KeyValue, KvStore, LeaseId, Result, Revision, Snapshot, WatchEvent,
-    WatchStream,
-};
+use crate::{Error, EventKind, KeyValue, KvStore, LeaseId, Result, Revision, Snapshot, WatchEvent, WatchStream};
 
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
@@ -68,10 +65,7 @@ fn decode(key: &str, raw: &[u8]) -> Result<(Revision, LeaseId, Vec<u8>)> {
     if raw.len() < 16 {
         return Err(Error::Corrupt {
             key: key.to_owned(),
-            reason: format!(
-                "entry of {} bytes is shorter than its 16-byte header",
-                raw.len()
-            ),
+            reason: format!("entry of {} bytes is shorter than its 16-byte header", raw.len()),
         });
     }
     let mut word = [0u8; 8];
@@ -88,18 +82,14 @@ impl EmbeddedStore {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         if let Some(parent) = path.as_ref().parent() {
             if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).map_err(|err| {
-                    Error::Embedded(format!("create {}: {err}", parent.display()))
-                })?;
+                std::fs::create_dir_all(parent)
+                    .map_err(|err| Error::Embedded(format!("create {}: {err}", parent.display())))?;
             }
         }
         let db = Database::create(path.as_ref())?;
         let revision = Self::clear_orphaned_leases(&db)?;
         let (events, _) = broadcast::channel(HISTORY);
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(1);
+        let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(1);
         let inner = Arc::new(Inner {
             db,
             state: Mutex::new(State {
@@ -146,11 +136,7 @@ impl EmbeddedStore {
 }
 
 enum Change {
-    Put {
-        value: Vec<u8>,
-        lease: LeaseId,
-        expected: Option<Revision>,
-    },
+    Put { value: Vec<u8>, lease: LeaseId, expected: Option<Revision> },
     Delete,
 }
 
@@ -158,9 +144,7 @@ impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves consistent data in redb (the transaction
         // was not committed); the in-memory state is still usable.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Applies one change under the write lock. Returns the new revision, or `None` when
@@ -182,11 +166,7 @@ impl Inner {
             };
             let previous_lease = previous.as_ref().map(|(_, lease, _)| *lease).unwrap_or(0);
             let event = match change {
-                Change::Put {
-                    value,
-                    lease,
-                    expected,
-                } => {
+                Change::Put { value, lease, expected } => {
                     if let Some(expected) = expected {
                         let current = previous.as_ref().map(|(rev, _, _)| *rev).unwrap_or(0);
                         if current != expected {
@@ -194,30 +174,14 @@ impl Inner {
                         }
                     }
                     kv.insert(key, encode(revision, lease, &value).as_slice())?;
-                    (
-                        lease,
-                        WatchEvent {
-                            kind: EventKind::Put,
-                            key: key.to_owned(),
-                            value,
-                            revision,
-                        },
-                    )
+                    (lease, WatchEvent { kind: EventKind::Put, key: key.to_owned(), value, revision })
                 }
                 Change::Delete => {
                     if previous.is_none() {
                         return Ok(None);
                     }
                     kv.remove(key)?;
-                    (
-                        0,
-                        WatchEvent {
-                            kind: EventKind::Delete,
-                            key: key.to_owned(),
-                            value: Vec::new(),
-                            revision,
-                        },
-                    )
+                    (0, WatchEvent { kind: EventKind::Delete, key: key.to_owned(), value: Vec::new(), revision })
                 }
             };
             txn.open_table(META)?.insert(REVISION_KEY, revision)?;
@@ -251,11 +215,7 @@ impl Inner {
     fn read_range(&self, prefix: &str) -> Result<Snapshot> {
         let txn = self.db.begin_read()?;
         let kv = txn.open_table(KV)?;
-        let revision = txn
-            .open_table(META)?
-            .get(REVISION_KEY)?
-            .map(|v| v.value())
-            .unwrap_or(0);
+        let revision = txn.open_table(META)?.get(REVISION_KEY)?.map(|v| v.value()).unwrap_or(0);
         let mut kvs = Vec::new();
         for entry in kv.range(prefix..)? {
             let (key, value) = entry?;
@@ -263,22 +223,13 @@ impl Inner {
                 break;
             }
             let (mod_revision, _, value) = decode(key.value(), value.value())?;
-            kvs.push(KeyValue {
-                key: key.value().to_owned(),
-                value,
-                mod_revision,
-            });
+            kvs.push(KeyValue { key: key.value().to_owned(), value, mod_revision });
         }
         Ok(Snapshot { kvs, revision })
     }
 
     fn revoke(&self, lease: LeaseId) -> Result<()> {
-        let keys = self
-            .lock()
-            .leases
-            .remove(&lease)
-            .map(|l| l.keys)
-            .unwrap_or_default();
+        let keys = self.lock().leases.remove(&lease).map(|l| l.keys).unwrap_or_default();
         for key in keys {
             self.apply(&key, Change::Delete)?;
         }
@@ -292,22 +243,13 @@ async fn expire_leases(inner: Weak<Inner>) {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
         let now = Instant::now();
-        let expired: Vec<LeaseId> = inner
-            .lock()
-            .leases
-            .iter()
-            .filter(|(_, lease)| lease.expires <= now)
-            .map(|(id, _)| *id)
-            .collect();
+        let expired: Vec<LeaseId> =
+            inner.lock().leases.iter().filter(|(_, lease)| lease.expires <= now).map(|(id, _)| *id).collect();
         if expired.is_empty() {
             continue;
         }
-        let result = tokio::task::spawn_blocking(move || {
-            expired
-                .into_iter()
-                .try_for_each(|lease| inner.revoke(lease))
-        })
-        .await;
+        let result =
+            tokio::task::spawn_blocking(move || expired.into_iter().try_for_each(|lease| inner.revoke(lease))).await;
         if let Ok(Err(err)) = result {
             tracing::warn!(error = %err, "expiring leases failed");
         }
@@ -315,10 +257,7 @@ async fn expire_leases(inner: Weak<Inner>) {
 }
 
 impl EmbeddedStore {
-    async fn blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    async fn blocking<T: Send + 'static>(&self, work: impl FnOnce(&Inner) -> Result<T> + Send + 'static) -> Result<T> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || work(&inner))
             .await
@@ -337,11 +276,7 @@ impl KvStore for EmbeddedStore {
                 return Ok(None);
             };
             let (mod_revision, _, value) = decode(&key, raw.value())?;
-            Ok(Some(KeyValue {
-                key: key.clone(),
-                value,
-                mod_revision,
-            }))
+            Ok(Some(KeyValue { key: key.clone(), value, mod_revision }))
         })
         .await
     }
@@ -353,23 +288,14 @@ impl KvStore for EmbeddedStore {
 
     async fn put(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>) -> Result<Revision> {
         let key = key.to_owned();
-        let change = Change::Put {
-            value,
-            lease: lease.unwrap_or(0),
-            expected: None,
-        };
-        let revision = self
-            .blocking(move |inner| inner.apply(&key, change))
-            .await?;
+        let change = Change::Put { value, lease: lease.unwrap_or(0), expected: None };
+        let revision = self.blocking(move |inner| inner.apply(&key, change)).await?;
         Ok(revision.unwrap_or_default())
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
         let key = key.to_owned();
-        Ok(self
-            .blocking(move |inner| inner.apply(&key, Change::Delete))
-            .await?
-            .is_some())
+        Ok(self.blocking(move |inner| inner.apply(&key, Change::Delete)).await?.is_some())
     }
 
     async fn compare_and_swap(
@@ -380,25 +306,15 @@ impl KvStore for EmbeddedStore {
         lease: Option<LeaseId>,
     ) -> Result<bool> {
         let key = key.to_owned();
-        let change = Change::Put {
-            value,
-            lease: lease.unwrap_or(0),
-            expected: Some(expected),
-        };
-        Ok(self
-            .blocking(move |inner| inner.apply(&key, change))
-            .await?
-            .is_some())
+        let change = Change::Put { value, lease: lease.unwrap_or(0), expected: Some(expected) };
+        Ok(self.blocking(move |inner| inner.apply(&key, change)).await?.is_some())
     }
 
     async fn watch(&self, prefix: &str, from_revision: Revision) -> Result<WatchStream> {
         let (replay, receiver) = {
             let state = self.inner.lock();
             if from_revision < state.history_floor && from_revision <= state.revision {
-                return Err(Error::Compacted {
-                    requested: from_revision,
-                    oldest: state.history_floor,
-                });
+                return Err(Error::Compacted { requested: from_revision, oldest: state.history_floor });
             }
             let replay: Vec<WatchEvent> = state
                 .history
@@ -413,43 +329,26 @@ impl KvStore for EmbeddedStore {
         let prefix = prefix.to_owned();
         let live = BroadcastStream::new(receiver).filter_map(move |message| {
             let item = match message {
-                Ok(event) if event.revision >= from_revision && event.key.starts_with(&prefix) => {
-                    Some(Ok(event))
-                }
+                Ok(event) if event.revision >= from_revision && event.key.starts_with(&prefix) => Some(Ok(event)),
                 Ok(_) => None,
-                Err(_lagged) => Some(Err(Error::Compacted {
-                    requested: from_revision,
-                    oldest: 0,
-                })),
+                Err(_lagged) => Some(Err(Error::Compacted { requested: from_revision, oldest: 0 })),
             };
             futures::future::ready(item)
         });
-        Ok(Box::pin(
-            futures::stream::iter(replay.into_iter().map(Ok)).chain(live),
-        ))
+        Ok(Box::pin(futures::stream::iter(replay.into_iter().map(Ok)).chain(live)))
     }
 
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
         let mut state = self.inner.lock();
         state.next_lease += 1;
         let id = state.next_lease;
-        state.leases.insert(
-            id,
-            Lease {
-                ttl,
-                expires: Instant::now() + ttl,
-                keys: BTreeSet::new(),
-            },
-        );
+        state.leases.insert(id, Lease { ttl, expires: Instant::now() + ttl, keys: BTreeSet::new() });
         Ok(id)
     }
 
     async fn lease_keep_alive(&self, lease: LeaseId) -> Result<()> {
         let mut state = self.inner.lock();
-        let entry = state
-            .leases
-            .get_mut(&lease)
-            .ok_or(Error::LeaseNotFound(lease))?;
+        let entry = state.leases.get_mut(&lease).ok_or(Error::LeaseNotFound(lease))?;
         entry.expires = Instant::now() + entry.ttl;
         Ok(())
     }

@@ -3,15 +3,11 @@
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
 };
 use futures::StreamExt;
 
-use crate::{
-    Error, EventKind, KeyValue, KvStore, LeaseId, Result, Revision, Snapshot, WatchEvent,
-    WatchStream,
-};
+use crate::{Error, EventKind, KeyValue, KvStore, LeaseId, Result, Revision, Snapshot, WatchEvent, WatchStream};
 
 /// Unary calls fail after this long, so callers fall back on their local state instead
 /// of hanging while etcd is unreachable.
@@ -37,9 +33,7 @@ impl EtcdStore {
 async fn within<T>(call: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T> {
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
         Ok(result) => result.map_err(Error::from),
-        Err(_) => Err(Error::Unavailable(format!(
-            "etcd did not answer within {CALL_TIMEOUT:?}"
-        ))),
+        Err(_) => Err(Error::Unavailable(format!("etcd did not answer within {CALL_TIMEOUT:?}"))),
     }
 }
 
@@ -48,11 +42,7 @@ fn convert(kv: &etcd_client::KeyValue) -> Result<KeyValue> {
         key: String::from_utf8_lossy(kv.key()).into_owned(),
         reason: "key is not UTF-8".into(),
     })?;
-    Ok(KeyValue {
-        key,
-        value: kv.value().to_vec(),
-        mod_revision: kv.mod_revision(),
-    })
+    Ok(KeyValue { key, value: kv.value().to_vec(), mod_revision: kv.mod_revision() })
 }
 
 fn put_options(lease: Option<LeaseId>) -> Option<PutOptions> {
@@ -99,9 +89,7 @@ impl KvStore for EtcdStore {
         } else {
             Compare::mod_revision(key, CompareOp::Equal, expected)
         };
-        let txn = Txn::new()
-            .when([compare])
-            .and_then([TxnOp::put(key, value, put_options(lease))]);
+        let txn = Txn::new().when([compare]).and_then([TxnOp::put(key, value, put_options(lease))]);
         let mut client = self.client.clone();
         let response = within(client.txn(txn)).await?;
         Ok(response.succeeded())
@@ -109,21 +97,17 @@ impl KvStore for EtcdStore {
 
     async fn watch(&self, prefix: &str, from_revision: Revision) -> Result<WatchStream> {
         let mut client = self.client.clone();
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(from_revision);
+        let options = WatchOptions::new().with_prefix().with_start_revision(from_revision);
         let stream = within(client.watch(prefix, Some(options))).await?;
         let events = stream.flat_map(move |message| {
             let batch: Vec<Result<WatchEvent>> = match message {
                 Err(err) => vec![Err(Error::from(err))],
-                Ok(response) if response.compact_revision() > 0 => vec![Err(Error::Compacted {
-                    requested: from_revision,
-                    oldest: response.compact_revision(),
-                })],
-                Ok(response) if response.canceled() => vec![Err(Error::Unavailable(format!(
-                    "watch canceled by etcd: {}",
-                    response.cancel_reason()
-                )))],
+                Ok(response) if response.compact_revision() > 0 => {
+                    vec![Err(Error::Compacted { requested: from_revision, oldest: response.compact_revision() })]
+                }
+                Ok(response) if response.canceled() => {
+                    vec![Err(Error::Unavailable(format!("watch canceled by etcd: {}", response.cancel_reason())))]
+                }
                 Ok(response) => response
                     .events()
                     .iter()

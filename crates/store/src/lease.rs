@@ -58,11 +58,7 @@ async fn refresh(store: Arc<dyn KvStore>, ttl: Duration, sender: watch::Sender<L
             Ok(()) => {}
             Err(Error::LeaseNotFound(_)) => match store.lease_grant(ttl).await {
                 Ok(new_lease) => {
-                    tracing::warn!(
-                        old = lease,
-                        new = new_lease,
-                        "lease expired; granted a new one"
-                    );
+                    tracing::warn!(old = lease, new = new_lease, "lease expired; granted a new one");
                     let _ = sender.send(new_lease);
                 }
                 Err(err) => tracing::warn!(error = %err, "granting a new lease failed; retrying"),

@@ -97,18 +97,10 @@ async fn sync_and_watch(
     sender: &watch::Sender<Arc<MirrorState>>,
 ) -> crate::Result<()> {
     let snapshot = store.range(prefix).await?;
-    let mut entries: BTreeMap<String, Vec<u8>> = snapshot
-        .kvs
-        .into_iter()
-        .map(|kv| (kv.key, kv.value))
-        .collect();
+    let mut entries: BTreeMap<String, Vec<u8>> = snapshot.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
     let mut revision = snapshot.revision;
     let mut stream = store.watch(prefix, revision + 1).await?;
-    sender.send_replace(Arc::new(MirrorState {
-        entries: entries.clone(),
-        revision,
-        synced: true,
-    }));
+    sender.send_replace(Arc::new(MirrorState { entries: entries.clone(), revision, synced: true }));
     while let Some(event) = stream.next().await {
         let event = event?;
         revision = revision.max(event.revision);
@@ -119,13 +111,7 @@ async fn sync_and_watch(
             revision = revision.max(next.revision);
             apply(&mut entries, next);
         }
-        sender.send_replace(Arc::new(MirrorState {
-            entries: entries.clone(),
-            revision,
-            synced: true,
-        }));
+        sender.send_replace(Arc::new(MirrorState { entries: entries.clone(), revision, synced: true }));
     }
-    Err(crate::Error::Unavailable(format!(
-        "watch on {prefix} ended"
-    )))
+    Err(crate::Error::Unavailable(format!("watch on {prefix} ended")))
 }

@@ -21,6 +21,8 @@ pub const JOBS: &str = "/modelplane/v1/jobs/";
 /// Prefix of job claims: `/claims/{job_id}` names the trainer, bound to its lease, so a
 /// job whose trainer died becomes claimable again when the lease expires.
 pub const CLAIMS: &str = "/modelplane/v1/claims/";
+/// Prefix of audit entries, `/audit/{unix_ms:013}-{id}`, so keys sort by time.
+pub const AUDIT: &str = "/modelplane/v1/audit/";
 /// Prefix of dataset keys.
 pub const DATASETS: &str = "/modelplane/v1/datasets/";
 
@@ -55,6 +57,10 @@ pub fn worker_key(id: &str) -> String {
 /// `/jobs/{id}`.
 pub fn job_key(id: &str) -> String {
     format!("{JOBS}{id}")
+}
+/// `/audit/{unix_ms:013}-{id}`.
+pub fn audit_key(unix_ms: i64, id: &str) -> String {
+    format!("{AUDIT}{unix_ms:013}-{id}")
 }
 /// `/claims/{job_id}`.
 pub fn claim_key(job_id: &str) -> String {
@@ -96,18 +102,14 @@ pub fn parse_models_key(key: &str) -> Option<ModelsKey<'_>> {
 /// Checks a model, alias or dataset name: 1–128 characters of `[A-Za-z0-9_.-]`, not
 /// starting with a dot and not all digits (a number would be taken for a version).
 pub fn validate_name(what: &str, name: &str) -> std::result::Result<(), String> {
-    let valid_chars = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    let valid_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
     if name.is_empty() || name.len() > 128 || !valid_chars || name.starts_with('.') {
         return Err(format!(
             "{what} {name:?} is invalid; expected 1-128 characters of letters, digits, '_', '-' or '.', not starting with '.'"
         ));
     }
     if name.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!(
-            "{what} {name:?} is invalid; it must not be a number (numbers name versions)"
-        ));
+        return Err(format!("{what} {name:?} is invalid; it must not be a number (numbers name versions)"));
     }
     Ok(())
 }
@@ -120,10 +122,7 @@ pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
 
 /// Decodes a JSON record, naming the key when it is corrupt.
 pub fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|err| Error::Corrupt {
-        key: key.to_owned(),
-        reason: err.to_string(),
-    })
+    serde_json::from_slice(bytes).map_err(|err| Error::Corrupt { key: key.to_owned(), reason: err.to_string() })
 }
 
 /// `/models/{model}`.
@@ -175,6 +174,9 @@ pub struct VersionRecord {
     pub metrics: BTreeMap<String, f64>,
     /// Class labels of classifiers.
     pub labels: Vec<String>,
+    /// Held-out confusion counts `[true][predicted]` of classifiers.
+    #[serde(default)]
+    pub confusion_matrix: Vec<Vec<u64>>,
     /// Provenance.
     pub lineage: Lineage,
     /// Registration time, ms since the Unix epoch.
@@ -261,6 +263,38 @@ pub struct DatasetRecord {
     pub created_unix_ms: i64,
 }
 
+/// `/audit/…`: one mutation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// When, ms since the Unix epoch.
+    pub unix_ms: i64,
+    /// Who (the caller's `x-modelplane-actor`).
+    pub actor: String,
+    /// What: create_model, upload_version, set_alias, delete_alias, set_deployment, upload_dataset.
+    pub action: String,
+    /// The model concerned (empty for datasets).
+    pub model: String,
+    /// What within it: an alias, a version number, a dataset name.
+    pub subject: String,
+    /// State before, as text (empty when new).
+    pub before: String,
+    /// State after, as text (empty when deleted).
+    pub after: String,
+    /// Why, when the caller said.
+    pub reason: String,
+}
+
+/// Point an alias at a new version when it beats the current one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromoteRule {
+    /// The alias to move.
+    pub alias: String,
+    /// The metric compared.
+    pub metric: String,
+    /// Smaller wins (losses, errors).
+    pub lower_is_better: bool,
+}
+
 /// State of a training job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -292,6 +326,9 @@ pub struct JobSpec {
     pub target: String,
     /// Hyperparameters.
     pub params: BTreeMap<String, String>,
+    /// Optional promotion after success.
+    #[serde(default)]
+    pub promote_if: Option<PromoteRule>,
 }
 
 /// `/jobs/{id}`.
@@ -321,6 +358,9 @@ pub struct JobRecord {
     /// Cancellation was asked for while running.
     #[serde(default)]
     pub cancel_requested: bool,
+    /// What the promote_if rule decided.
+    #[serde(default)]
+    pub promotion: String,
     /// Trainer that claimed it.
     pub claimed_by: String,
     /// Why it failed.
@@ -338,19 +378,13 @@ pub struct JobRecord {
 impl JobState {
     /// Succeeded or failed: nothing more will happen.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            JobState::Succeeded | JobState::Failed | JobState::Cancelled
-        )
+        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
     }
 }
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -359,18 +393,9 @@ mod tests {
 
     #[test]
     fn classifies_model_keys() {
-        assert_eq!(
-            parse_models_key(&model_key("m")),
-            Some(ModelsKey::Model("m"))
-        );
-        assert_eq!(
-            parse_models_key(&version_key("m", 12)),
-            Some(ModelsKey::Version("m", 12))
-        );
-        assert_eq!(
-            parse_models_key(&alias_key("m", "prod")),
-            Some(ModelsKey::Alias("m", "prod"))
-        );
+        assert_eq!(parse_models_key(&model_key("m")), Some(ModelsKey::Model("m")));
+        assert_eq!(parse_models_key(&version_key("m", 12)), Some(ModelsKey::Version("m", 12)));
+        assert_eq!(parse_models_key(&alias_key("m", "prod")), Some(ModelsKey::Alias("m", "prod")));
         assert_eq!(parse_models_key("/modelplane/v1/models/m/versions/x"), None);
     }
 

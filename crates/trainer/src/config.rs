@@ -35,10 +35,7 @@ impl TrainerConfig {
             return Err("max concurrent jobs is 0; expected at least 1".into());
         }
         if self.lease_ttl < Duration::from_secs(1) {
-            return Err(format!(
-                "lease TTL {:?} is too short; expected at least 1s",
-                self.lease_ttl
-            ));
+            return Err(format!("lease TTL {:?} is too short; expected at least 1s", self.lease_ttl));
         }
         if self.max_dataset_bytes == 0 {
             return Err("max dataset bytes is 0; expected a positive limit".into());

@@ -27,6 +27,11 @@ fn job_to_pb(job: JobRecord) -> pb::Job {
             dataset_sha256: job.spec.dataset_sha256,
             target: job.spec.target,
             params: job.spec.params.into_iter().collect(),
+            promote_if: job.spec.promote_if.map(|rule| pb::PromoteRule {
+                alias: rule.alias,
+                metric: rule.metric,
+                lower_is_better: rule.lower_is_better,
+            }),
         }),
         state: match job.state {
             JobState::Queued => pb::JobState::Queued,
@@ -44,6 +49,7 @@ fn job_to_pb(job: JobRecord) -> pb::Job {
             eta_seconds: job.eta_seconds,
         }),
         cancel_requested: job.cancel_requested,
+        promotion: job.promotion,
         claimed_by: job.claimed_by,
         error: job.error,
         version: job.version,
@@ -54,23 +60,13 @@ fn job_to_pb(job: JobRecord) -> pb::Job {
 }
 
 fn required_id(id: &str) -> Result<&str, Status> {
-    if id.trim().is_empty() {
-        Err(Status::invalid_argument("job id is required"))
-    } else {
-        Ok(id)
-    }
+    if id.trim().is_empty() { Err(Status::invalid_argument("job id is required")) } else { Ok(id) }
 }
 
 #[tonic::async_trait]
 impl pb::trainer_server::Trainer for TrainerService {
-    async fn submit_job(
-        &self,
-        request: Request<pb::SubmitJobRequest>,
-    ) -> Result<Response<pb::Job>, Status> {
-        let spec = request
-            .into_inner()
-            .spec
-            .ok_or_else(|| Status::invalid_argument("spec is required"))?;
+    async fn submit_job(&self, request: Request<pb::SubmitJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let spec = request.into_inner().spec.ok_or_else(|| Status::invalid_argument("spec is required"))?;
         tracing::Span::current().record("model", spec.model.as_str());
         let spec = JobSpec {
             model: spec.model,
@@ -79,35 +75,27 @@ impl pb::trainer_server::Trainer for TrainerService {
             dataset_sha256: spec.dataset_sha256,
             target: spec.target,
             params: spec.params.into_iter().collect(),
+            promote_if: spec.promote_if.map(|rule| modelplane_store::schema::PromoteRule {
+                alias: rule.alias,
+                metric: rule.metric,
+                lower_is_better: rule.lower_is_better,
+            }),
         };
-        Ok(Response::new(job_to_pb(
-            jobs::submit(&*self.store, spec, self.max_dataset_bytes).await?,
-        )))
+        Ok(Response::new(job_to_pb(jobs::submit(&*self.store, spec, self.max_dataset_bytes).await?)))
     }
 
-    async fn get_job(
-        &self,
-        request: Request<pb::GetJobRequest>,
-    ) -> Result<Response<pb::Job>, Status> {
+    async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
         let request = request.into_inner();
         let (job, _) = jobs::get(&*self.store, required_id(&request.id)?).await?;
         Ok(Response::new(job_to_pb(job)))
     }
 
-    async fn cancel_job(
-        &self,
-        request: Request<pb::CancelJobRequest>,
-    ) -> Result<Response<pb::Job>, Status> {
+    async fn cancel_job(&self, request: Request<pb::CancelJobRequest>) -> Result<Response<pb::Job>, Status> {
         let request = request.into_inner();
-        Ok(Response::new(job_to_pb(
-            jobs::cancel(&*self.store, required_id(&request.id)?).await?,
-        )))
+        Ok(Response::new(job_to_pb(jobs::cancel(&*self.store, required_id(&request.id)?).await?)))
     }
 
-    async fn list_jobs(
-        &self,
-        request: Request<pb::ListJobsRequest>,
-    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+    async fn list_jobs(&self, request: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
         let request = request.into_inner();
         let state = match pb::JobState::try_from(request.state) {
             Ok(pb::JobState::Unspecified) => None,
@@ -117,30 +105,18 @@ impl pb::trainer_server::Trainer for TrainerService {
             Ok(pb::JobState::Failed) => Some(JobState::Failed),
             Ok(pb::JobState::Cancelled) => Some(JobState::Cancelled),
             Err(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "state {} is not a JobState",
-                    request.state
-                )));
+                return Err(Status::invalid_argument(format!("state {} is not a JobState", request.state)));
             }
         };
         let jobs = jobs::list(&*self.store, state, &request.model).await?;
-        Ok(Response::new(pb::ListJobsResponse {
-            jobs: jobs.into_iter().map(job_to_pb).collect(),
-        }))
+        Ok(Response::new(pb::ListJobsResponse { jobs: jobs.into_iter().map(job_to_pb).collect() }))
     }
 
     type WatchJobStream = Pin<Box<dyn Stream<Item = Result<pb::Job, Status>> + Send>>;
 
-    async fn watch_job(
-        &self,
-        request: Request<pb::WatchJobRequest>,
-    ) -> Result<Response<Self::WatchJobStream>, Status> {
+    async fn watch_job(&self, request: Request<pb::WatchJobRequest>) -> Result<Response<Self::WatchJobStream>, Status> {
         let request = request.into_inner();
         let stream = jobs::watch(self.store.clone(), required_id(&request.id)?).await?;
-        Ok(Response::new(
-            stream
-                .map(|item| item.map(job_to_pb).map_err(Status::from))
-                .boxed(),
-        ))
+        Ok(Response::new(stream.map(|item| item.map(job_to_pb).map_err(Status::from)).boxed()))
     }
 }

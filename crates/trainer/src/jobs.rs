@@ -13,10 +13,16 @@ use crate::{Error, Result};
 pub fn validate_spec(spec: &JobSpec) -> Result<()> {
     schema::validate_name("model name", &spec.model).map_err(Error::InvalidArgument)?;
     schema::validate_name("dataset name", &spec.dataset).map_err(Error::InvalidArgument)?;
-    let kind =
-        ModelKind::parse(&spec.kind).map_err(|err| Error::InvalidArgument(err.to_string()))?;
-    TrainParams::from_map(kind, &spec.params)
-        .map_err(|err| Error::InvalidArgument(err.to_string()))?;
+    let kind = ModelKind::parse(&spec.kind).map_err(|err| Error::InvalidArgument(err.to_string()))?;
+    TrainParams::from_map(kind, &spec.params).map_err(|err| Error::InvalidArgument(err.to_string()))?;
+    if let Some(rule) = &spec.promote_if {
+        schema::validate_name("promote_if.alias", &rule.alias).map_err(Error::InvalidArgument)?;
+        if rule.metric.trim().is_empty() {
+            return Err(Error::InvalidArgument(
+                "promote_if.metric is required, e.g. accuracy, f1_macro, r2 or rmse".into(),
+            ));
+        }
+    }
     if spec.target.trim().is_empty() {
         return Err(Error::InvalidArgument("target column is required".into()));
     }
@@ -26,38 +32,23 @@ pub fn validate_spec(spec: &JobSpec) -> Result<()> {
 /// The dataset a spec names (its newest upload unless a sha256 is given).
 async fn find_dataset(store: &dyn KvStore, spec: &JobSpec) -> Result<DatasetRecord> {
     let snapshot = store.range(&schema::dataset_prefix(&spec.dataset)).await?;
-    let mut records: Vec<DatasetRecord> = snapshot
-        .kvs
-        .iter()
-        .map(|kv| schema::decode(&kv.key, &kv.value))
-        .collect::<Result<_, _>>()?;
+    let mut records: Vec<DatasetRecord> =
+        snapshot.kvs.iter().map(|kv| schema::decode(&kv.key, &kv.value)).collect::<Result<_, _>>()?;
     records.sort_by_key(|r| r.created_unix_ms);
     let found = if spec.dataset_sha256.is_empty() {
         records.pop()
     } else {
-        records
-            .into_iter()
-            .find(|r| r.sha256.eq_ignore_ascii_case(&spec.dataset_sha256))
+        records.into_iter().find(|r| r.sha256.eq_ignore_ascii_case(&spec.dataset_sha256))
     };
     found.ok_or_else(|| match spec.dataset_sha256.as_str() {
-        "" => Error::NotFound(format!(
-            "dataset {:?} not found; upload it first",
-            spec.dataset
-        )),
-        sha => Error::NotFound(format!(
-            "dataset {:?} has no upload with sha256 {sha}",
-            spec.dataset
-        )),
+        "" => Error::NotFound(format!("dataset {:?} not found; upload it first", spec.dataset)),
+        sha => Error::NotFound(format!("dataset {:?} has no upload with sha256 {sha}", spec.dataset)),
     })
 }
 
 /// Queues a job; any trainer may claim it. The spec is checked first: kind, parameters
 /// and their ranges, the dataset's existence, its size limit and its target column.
-pub async fn submit(
-    store: &dyn KvStore,
-    spec: JobSpec,
-    max_dataset_bytes: u64,
-) -> Result<JobRecord> {
+pub async fn submit(store: &dyn KvStore, spec: JobSpec, max_dataset_bytes: u64) -> Result<JobRecord> {
     validate_spec(&spec)?;
     let dataset = find_dataset(store, &spec).await?;
     if dataset.size_bytes > max_dataset_bytes {
@@ -94,6 +85,7 @@ pub async fn submit(
         rows_per_second: 0.0,
         eta_seconds: 0.0,
         cancel_requested: false,
+        promotion: String::new(),
         claimed_by: String::new(),
         error: String::new(),
         version: 0,
@@ -101,9 +93,7 @@ pub async fn submit(
         created_unix_ms: schema::now_unix_ms(),
         finished_unix_ms: 0,
     };
-    store
-        .put(&schema::job_key(&record.id), schema::encode(&record), None)
-        .await?;
+    store.put(&schema::job_key(&record.id), schema::encode(&record), None).await?;
     tracing::info!(job = %record.id, model = %record.spec.model, "job queued");
     Ok(record)
 }
@@ -111,10 +101,7 @@ pub async fn submit(
 /// A job's record and the revision it was read at.
 pub async fn get(store: &dyn KvStore, id: &str) -> Result<(JobRecord, i64)> {
     let key = schema::job_key(id);
-    let kv = store
-        .get(&key)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("job {id:?} not found")))?;
+    let kv = store.get(&key).await?.ok_or_else(|| Error::NotFound(format!("job {id:?} not found")))?;
     Ok((schema::decode(&key, &kv.value)?, kv.mod_revision))
 }
 
@@ -133,10 +120,7 @@ pub async fn cancel(store: &dyn KvStore, id: &str) -> Result<JobRecord> {
             }
             _ => job.cancel_requested = true,
         }
-        if store
-            .compare_and_swap(&key, revision, schema::encode(&job), None)
-            .await?
-        {
+        if store.compare_and_swap(&key, revision, schema::encode(&job), None).await? {
             tracing::info!(job = %id, state = ?job.state, "cancel requested");
             return Ok(job);
         }
@@ -144,20 +128,11 @@ pub async fn cancel(store: &dyn KvStore, id: &str) -> Result<JobRecord> {
 }
 
 /// Jobs newest first, filtered by state and model when given.
-pub async fn list(
-    store: &dyn KvStore,
-    state: Option<JobState>,
-    model: &str,
-) -> Result<Vec<JobRecord>> {
+pub async fn list(store: &dyn KvStore, state: Option<JobState>, model: &str) -> Result<Vec<JobRecord>> {
     let snapshot = store.range(schema::JOBS).await?;
-    let mut jobs: Vec<JobRecord> = snapshot
-        .kvs
-        .iter()
-        .map(|kv| schema::decode::<JobRecord>(&kv.key, &kv.value))
-        .collect::<Result<_, _>>()?;
-    jobs.retain(|job| {
-        state.is_none_or(|s| job.state == s) && (model.is_empty() || job.spec.model == model)
-    });
+    let mut jobs: Vec<JobRecord> =
+        snapshot.kvs.iter().map(|kv| schema::decode::<JobRecord>(&kv.key, &kv.value)).collect::<Result<_, _>>()?;
+    jobs.retain(|job| state.is_none_or(|s| job.state == s) && (model.is_empty() || job.spec.model == model));
     jobs.sort_by(|a, b| b.created_unix_ms.cmp(&a.created_unix_ms));
     Ok(jobs)
 }
@@ -176,9 +151,7 @@ pub async fn watch(
             let key = key.clone();
             async move {
                 match event {
-                    Ok(event)
-                        if event.key == key && event.kind == modelplane_store::EventKind::Put =>
-                    {
+                    Ok(event) if event.key == key && event.kind == modelplane_store::EventKind::Put => {
                         Some(schema::decode::<JobRecord>(&key, &event.value).map_err(Error::from))
                     }
                     Ok(_) => None,
@@ -187,16 +160,10 @@ pub async fn watch(
             }
         })
         .boxed();
-    let updates = if done {
-        futures::stream::empty().boxed()
-    } else {
-        updates
-    };
+    let updates = if done { futures::stream::empty().boxed() } else { updates };
     // Yield up to and including the first terminal record (or error), then end at once
     // instead of waiting for a change that will never come.
-    let records = futures::stream::once(async move { Ok(first) })
-        .chain(updates)
-        .boxed();
+    let records = futures::stream::once(async move { Ok(first) }).chain(updates).boxed();
     let stream = futures::stream::unfold((records, false), |(mut records, finished)| async move {
         if finished {
             return None;

@@ -31,28 +31,18 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<()> {
     config.validate().map_err(Error::InvalidArgument)?;
-    let channel = modelplane_service::connect_lazy(&config.registry_addr).map_err(|err| {
-        Error::InvalidArgument(format!(
-            "registry address {:?}: {err}",
-            config.registry_addr
-        ))
-    })?;
+    let channel = modelplane_service::connect_lazy(&config.registry_addr)
+        .map_err(|err| Error::InvalidArgument(format!("registry address {:?}: {err}", config.registry_addr)))?;
     let registry = RegistryClient::new(channel)
         .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES);
     let lease = Arc::new(
         LeaseKeeper::start(store.clone(), config.lease_ttl)
             .await
-            .map_err(|err| {
-                Error::Unavailable(format!("cannot take a lease from the store: {err}"))
-            })?,
+            .map_err(|err| Error::Unavailable(format!("cannot take a lease from the store: {err}")))?,
     );
-    let runner = Arc::new(runner::Runner {
-        store: store.clone(),
-        registry,
-        config: config.clone(),
-        lease: lease.clone(),
-    });
+    let runner =
+        Arc::new(runner::Runner { store: store.clone(), registry, config: config.clone(), lease: lease.clone() });
     let jobs = tokio::spawn(runner.run(shutdown.clone()));
 
     let (health, health_service) = modelplane_service::health_service();
@@ -61,18 +51,11 @@ pub async fn serve(
     let drain = shutdown.clone();
     let served = modelplane_service::grpc_server()
         .add_service(health_service)
-        .add_service(modelplane_service::reflection_service(&[
-            "modelplane.trainer.v1.Trainer",
-        ]))
-        .add_service(TrainerServer::new(TrainerService {
-            store,
-            max_dataset_bytes: config.max_dataset_bytes,
-        }))
+        .add_service(modelplane_service::reflection_service(&["modelplane.trainer.v1.Trainer"]))
+        .add_service(TrainerServer::new(TrainerService { store, max_dataset_bytes: config.max_dataset_bytes }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             drain.cancelled().await;
-            health
-                .set_not_serving::<TrainerServer<TrainerService>>()
-                .await;
+            health.set_not_serving::<TrainerServer<TrainerService>>().await;
         })
         .await;
     let _ = jobs.await;

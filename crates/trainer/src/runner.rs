@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use modelplane_model::{Dataset, Model, ModelKind, TrainParams};
 use modelplane_proto::registry::{
-    self as pb, DownloadDatasetRequest, UploadManifest, UploadVersionRequest,
-    download_dataset_response, registry_client::RegistryClient, upload_version_request,
+    self as pb, DownloadDatasetRequest, UploadManifest, UploadVersionRequest, download_dataset_response,
+    registry_client::RegistryClient, upload_version_request,
 };
 use modelplane_service::{Shutdown, TracedChannel};
-use modelplane_store::schema::{self, JobRecord, JobState};
+use modelplane_store::schema::{self, JobRecord, JobState, PromoteRule};
 use modelplane_store::{KvStore, LeaseKeeper, Mirror};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
@@ -52,10 +52,7 @@ impl Runner {
                 .entries
                 .iter()
                 .filter_map(|(key, value)| schema::decode::<JobRecord>(key, value).ok())
-                .filter(|job| {
-                    !job.state.is_terminal()
-                        && !claims_now.entries.contains_key(&schema::claim_key(&job.id))
-                })
+                .filter(|job| !job.state.is_terminal() && !claims_now.entries.contains_key(&schema::claim_key(&job.id)))
                 .collect();
             candidates.sort_by_key(|job| job.created_unix_ms);
             for job in candidates {
@@ -107,8 +104,15 @@ impl Runner {
             Ok(version) => {
                 job.state = JobState::Succeeded;
                 job.version = version.version;
-                job.metrics = version.metrics.into_iter().collect();
+                job.metrics = version.metrics.clone().into_iter().collect();
                 tracing::info!(version = job.version, "job succeeded");
+                if let Some(rule) = job.spec.promote_if.clone() {
+                    job.promotion = match self.promote(&rule, &version).await {
+                        Ok(decision) => decision,
+                        Err(err) => format!("promotion not decided: {err}"),
+                    };
+                    tracing::info!(promotion = %job.promotion, "promote_if");
+                }
             }
             Err(Error::Cancelled) => {
                 job.state = JobState::Cancelled;
@@ -141,19 +145,13 @@ impl Runner {
                 }
             };
             let revision = current.as_ref().map_or(0, |kv| kv.mod_revision);
-            if let Some(stored) =
-                current.and_then(|kv| schema::decode::<JobRecord>(&key, &kv.value).ok())
-            {
+            if let Some(stored) = current.and_then(|kv| schema::decode::<JobRecord>(&key, &kv.value).ok()) {
                 if stored.cancel_requested {
                     job.cancel_requested = true;
                     cancel.store(true, Ordering::Relaxed);
                 }
             }
-            match self
-                .store
-                .compare_and_swap(&key, revision, schema::encode(&*job), None)
-                .await
-            {
+            match self.store.compare_and_swap(&key, revision, schema::encode(&*job), None).await {
                 Ok(true) => return,
                 Ok(false) => continue,
                 Err(err) => {
@@ -166,37 +164,29 @@ impl Runner {
     }
 
     async fn download_dataset(&self, job: &JobRecord) -> Result<(pb::Dataset, Vec<u8>)> {
-        let request = DownloadDatasetRequest {
-            name: job.spec.dataset.clone(),
-            sha256: job.spec.dataset_sha256.clone(),
-        };
+        let request =
+            DownloadDatasetRequest { name: job.spec.dataset.clone(), sha256: job.spec.dataset_sha256.clone() };
         let mut stream = self
             .registry
             .clone()
             .download_dataset(request)
             .await
-            .map_err(|status| {
-                Error::Unavailable(format!("dataset download failed: {}", status.message()))
-            })?
+            .map_err(|status| Error::Unavailable(format!("dataset download failed: {}", status.message())))?
             .into_inner();
         let mut record = None;
         let mut bytes = Vec::new();
-        while let Some(message) = stream.message().await.map_err(|status| {
-            Error::Unavailable(format!(
-                "dataset download interrupted: {}",
-                status.message()
-            ))
-        })? {
+        while let Some(message) = stream
+            .message()
+            .await
+            .map_err(|status| Error::Unavailable(format!("dataset download interrupted: {}", status.message())))?
+        {
             match message.part {
                 Some(download_dataset_response::Part::Dataset(dataset)) => record = Some(dataset),
-                Some(download_dataset_response::Part::Chunk(chunk)) => {
-                    bytes.extend_from_slice(&chunk)
-                }
+                Some(download_dataset_response::Part::Chunk(chunk)) => bytes.extend_from_slice(&chunk),
                 None => {}
             }
         }
-        let record =
-            record.ok_or_else(|| Error::Internal("dataset download carried no record".into()))?;
+        let record = record.ok_or_else(|| Error::Internal("dataset download carried no record".into()))?;
         Ok((record, bytes))
     }
 
@@ -206,10 +196,9 @@ impl Runner {
         cancel: &Arc<AtomicBool>,
         started: Instant,
     ) -> Result<pb::ModelVersion> {
-        let kind = ModelKind::parse(&job.spec.kind)
-            .map_err(|err| Error::InvalidArgument(err.to_string()))?;
-        let params = TrainParams::from_map(kind, &job.spec.params)
-            .map_err(|err| Error::InvalidArgument(err.to_string()))?;
+        let kind = ModelKind::parse(&job.spec.kind).map_err(|err| Error::InvalidArgument(err.to_string()))?;
+        let params =
+            TrainParams::from_map(kind, &job.spec.params).map_err(|err| Error::InvalidArgument(err.to_string()))?;
         let (dataset, csv) = self.download_dataset(job).await?;
         let target = job.spec.target.clone();
 
@@ -219,13 +208,8 @@ impl Runner {
         let training = tokio::task::spawn_blocking(move || {
             let text = std::str::from_utf8(&csv)
                 .map_err(|err| Error::InvalidArgument(format!("dataset is not UTF-8: {err}")))?;
-            let data = Dataset::from_csv_with_text(
-                text,
-                &target,
-                kind.is_classifier(),
-                text_column.as_deref(),
-            )
-            .map_err(|err| Error::InvalidArgument(err.to_string()))?;
+            let data = Dataset::from_csv_with_text(text, &target, kind.is_classifier(), text_column.as_deref())
+                .map_err(|err| Error::InvalidArgument(err.to_string()))?;
             let model = modelplane_model::train(kind, &data, &params, |progress| {
                 let _ = progress_tx.send(progress);
                 !stop.load(Ordering::Relaxed)
@@ -234,10 +218,7 @@ impl Runner {
                 modelplane_model::Error::Cancelled => Error::Cancelled,
                 other => Error::InvalidArgument(other.to_string()),
             })?;
-            model
-                .to_artifact()
-                .map(|bytes| (model, bytes))
-                .map_err(|err| Error::Internal(err.to_string()))
+            model.to_artifact().map(|bytes| (model, bytes)).map_err(|err| Error::Internal(err.to_string()))
         });
         let mut last_write = Instant::now() - PROGRESS_EVERY;
         while let Some(progress) = progress_rx.recv().await {
@@ -253,11 +234,70 @@ impl Runner {
                 self.save(job, cancel).await;
             }
         }
-        let (model, artifact): (Model, Vec<u8>) = training
+        let (model, artifact): (Model, Vec<u8>) =
+            training.await.map_err(|err| Error::Internal(format!("training task failed: {err}")))??;
+        self.upload(job, &dataset, &model, artifact, started.elapsed()).await
+    }
+
+    /// Marks a registry request as made by this trainer, for the audit log.
+    fn name_actor(&self, metadata: &mut tonic::metadata::MetadataMap) {
+        if let Ok(actor) = format!("trainer/{}", self.config.id).parse() {
+            metadata.insert("x-modelplane-actor", actor);
+        }
+    }
+
+    /// Applies a promote_if rule to a freshly registered version; returns what was
+    /// decided and why (also the reason recorded in the audit log).
+    async fn promote(&self, rule: &PromoteRule, version: &pb::ModelVersion) -> Result<String> {
+        let Some(new_value) = version.metrics.get(&rule.metric).copied() else {
+            let known: Vec<&String> = version.metrics.keys().collect();
+            return Ok(format!(
+                "not promoted: v{} has no metric {:?} (it has {known:?})",
+                version.version, rule.metric
+            ));
+        };
+        let mut registry = self.registry.clone();
+        let current = registry
+            .get_version(pb::GetVersionRequest { model: version.model.clone(), version: rule.alias.clone() })
+            .await;
+        let reason = match current {
+            Ok(current) => {
+                let current = current.into_inner();
+                let Some(old_value) = current.metrics.get(&rule.metric).copied() else {
+                    return Ok(format!(
+                        "not promoted: {} v{} has no metric {:?} to compare",
+                        rule.alias, current.version, rule.metric
+                    ));
+                };
+                let better = if rule.lower_is_better { new_value < old_value } else { new_value > old_value };
+                if !better {
+                    return Ok(format!(
+                        "kept {} at v{}: {} {new_value:.6} does not beat {old_value:.6}",
+                        rule.alias, current.version, rule.metric
+                    ));
+                }
+                let sign = if rule.lower_is_better { "<" } else { ">" };
+                format!("{} {new_value:.6} {sign} {old_value:.6} of v{}", rule.metric, current.version)
+            }
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                format!("{} {new_value:.6}; {} did not exist", rule.metric, rule.alias)
+            }
+            Err(status) => {
+                return Err(Error::Unavailable(format!("reading alias {}: {}", rule.alias, status.message())));
+            }
+        };
+        let mut request = tonic::Request::new(pb::SetAliasRequest {
+            model: version.model.clone(),
+            alias: rule.alias.clone(),
+            version: version.version,
+            reason: format!("promote_if: {reason}"),
+        });
+        self.name_actor(request.metadata_mut());
+        registry
+            .set_alias(request)
             .await
-            .map_err(|err| Error::Internal(format!("training task failed: {err}")))??;
-        self.upload(job, &dataset, &model, artifact, started.elapsed())
-            .await
+            .map_err(|status| Error::Unavailable(format!("setting alias {}: {}", rule.alias, status.message())))?;
+        Ok(format!("promoted {} to v{}: {reason}", rule.alias, version.version))
     }
 
     async fn upload(
@@ -286,26 +326,17 @@ impl Runner {
             }),
             create_model: true,
         };
-        let mut messages = vec![UploadVersionRequest {
-            part: Some(upload_version_request::Part::Manifest(manifest)),
-        }];
+        let mut messages = vec![UploadVersionRequest { part: Some(upload_version_request::Part::Manifest(manifest)) }];
         messages.extend(
             artifact
                 .chunks(modelplane_proto::MAX_CHUNK_BYTES)
-                .map(|chunk| UploadVersionRequest {
-                    part: Some(upload_version_request::Part::Chunk(chunk.to_vec())),
-                }),
+                .map(|chunk| UploadVersionRequest { part: Some(upload_version_request::Part::Chunk(chunk.to_vec())) }),
         );
-        let response = self
-            .registry
-            .clone()
-            .upload_version(futures::stream::iter(messages))
-            .await
-            .map_err(|status| {
-                Error::Unavailable(format!(
-                    "registering the version failed: {}",
-                    status.message()
-                ))
+        let mut request = tonic::Request::new(futures::stream::iter(messages));
+        self.name_actor(request.metadata_mut());
+        let response =
+            self.registry.clone().upload_version(request).await.map_err(|status| {
+                Error::Unavailable(format!("registering the version failed: {}", status.message()))
             })?;
         Ok(response.into_inner())
     }

@@ -7,8 +7,7 @@ use bytes::Bytes;
 use modelplane_model::{Output, OutputData, Signature};
 use modelplane_proto::inference::model_infer_request::InferInputTensor;
 use modelplane_proto::inference::{
-    InferTensorContents, ModelInferRequest, ModelInferResponse,
-    model_infer_response::InferOutputTensor,
+    InferTensorContents, ModelInferRequest, ModelInferResponse, model_infer_response::InferOutputTensor,
 };
 use ndarray::Array2;
 
@@ -44,9 +43,7 @@ pub fn decode_input(request: &ModelInferRequest, signature: &Signature) -> Resul
             input.name, spec.name
         )));
     }
-    if !request.raw_input_contents.is_empty()
-        && request.raw_input_contents.len() != request.inputs.len()
-    {
+    if !request.raw_input_contents.is_empty() && request.raw_input_contents.len() != request.inputs.len() {
         return Err(Error::InvalidArgument(format!(
             "{} raw_input_contents for {} inputs; send one per input or none",
             request.raw_input_contents.len(),
@@ -54,15 +51,9 @@ pub fn decode_input(request: &ModelInferRequest, signature: &Signature) -> Resul
         )));
     }
     if spec.datatype == "BYTES" {
-        return decode_texts(
-            input,
-            request.raw_input_contents.first().map(|raw| raw.as_ref()),
-        )
-        .map(Decoded::Texts);
+        return decode_texts(input, request.raw_input_contents.first().map(|raw| raw.as_ref())).map(Decoded::Texts);
     }
-    let shape_ok = input.shape.len() == 2
-        && input.shape[0] >= 0
-        && (features < 0 || input.shape[1] == features);
+    let shape_ok = input.shape.len() == 2 && input.shape[0] >= 0 && (features < 0 || input.shape[1] == features);
     if !shape_ok {
         return Err(Error::InvalidArgument(format!(
             "input {:?} has shape {:?}; expected [-1, {features}] (rows, features)",
@@ -71,23 +62,17 @@ pub fn decode_input(request: &ModelInferRequest, signature: &Signature) -> Resul
     }
     let rows = input.shape[0] as usize;
     let columns = input.shape[1] as usize;
-    let expected = rows.checked_mul(columns).ok_or_else(|| {
-        Error::InvalidArgument(format!("input shape {:?} is too large", input.shape))
-    })?;
-    if !request.raw_input_contents.is_empty()
-        && request.raw_input_contents.len() != request.inputs.len()
-    {
+    let expected = rows
+        .checked_mul(columns)
+        .ok_or_else(|| Error::InvalidArgument(format!("input shape {:?} is too large", input.shape)))?;
+    if !request.raw_input_contents.is_empty() && request.raw_input_contents.len() != request.inputs.len() {
         return Err(Error::InvalidArgument(format!(
             "{} raw_input_contents for {} inputs; send one per input or none",
             request.raw_input_contents.len(),
             request.inputs.len()
         )));
     }
-    let values = to_fp32(
-        input,
-        request.raw_input_contents.first().map(|raw| raw.as_ref()),
-        expected,
-    )?;
+    let values = to_fp32(input, request.raw_input_contents.first().map(|raw| raw.as_ref()), expected)?;
     Array2::from_shape_vec((rows, columns), values)
         .map(Decoded::Features)
         .map_err(|err| Error::Internal(err.to_string()))
@@ -136,11 +121,7 @@ fn decode_texts(input: &InferInputTensor, raw: Option<&[u8]>) -> Result<Vec<Vec<
             }
             texts
         }
-        None => input
-            .contents
-            .as_ref()
-            .map(|c| c.bytes_contents.clone())
-            .unwrap_or_default(),
+        None => input.contents.as_ref().map(|c| c.bytes_contents.clone()).unwrap_or_default(),
     };
     if texts.len() != rows {
         return Err(count_error(input, texts.len(), "texts", rows));
@@ -167,11 +148,7 @@ fn inexact(input: &InferInputTensor, index: usize, value: impl std::fmt::Display
 
 /// Reads an input's `expected` values as FP32 from typed contents or its raw bytes.
 /// FP64, INT32 and INT64 are converted when every value converts exactly.
-fn to_fp32(
-    input: &InferInputTensor,
-    raw: Option<&[u8]>,
-    expected: usize,
-) -> Result<Vec<f32>, Error> {
+fn to_fp32(input: &InferInputTensor, raw: Option<&[u8]>, expected: usize) -> Result<Vec<f32>, Error> {
     let typed = input.contents.clone().unwrap_or_default();
     let width = match input.datatype.as_str() {
         "FP32" | "INT32" => 4,
@@ -198,15 +175,9 @@ fn to_fp32(
             return Err(count_error(input, raw.len(), "raw bytes", expected * width));
         }
     }
-    let words4 = |raw: &[u8]| -> Vec<[u8; 4]> {
-        raw.chunks_exact(4)
-            .map(|b| [b[0], b[1], b[2], b[3]])
-            .collect()
-    };
+    let words4 = |raw: &[u8]| -> Vec<[u8; 4]> { raw.chunks_exact(4).map(|b| [b[0], b[1], b[2], b[3]]).collect() };
     let words8 = |raw: &[u8]| -> Vec<[u8; 8]> {
-        raw.chunks_exact(8)
-            .map(|b| [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
-            .collect()
+        raw.chunks_exact(8).map(|b| [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]).collect()
     };
     let values: Vec<f32> = match (input.datatype.as_str(), raw) {
         ("FP32", Some(raw)) => words4(raw).into_iter().map(f32::from_le_bytes).collect(),
@@ -220,33 +191,20 @@ fn to_fp32(
                 .enumerate()
                 .map(|(i, v)| {
                     let narrow = *v as f32;
-                    if f64::from(narrow) == *v {
-                        Ok(narrow)
-                    } else {
-                        Err(inexact(input, i, v))
-                    }
+                    if f64::from(narrow) == *v { Ok(narrow) } else { Err(inexact(input, i, v)) }
                 })
                 .collect::<Result<_, _>>()?
         }
         (_, _) => {
             let ints: Vec<i64> = match (input.datatype.as_str(), raw) {
-                ("INT32", Some(raw)) => words4(raw)
-                    .into_iter()
-                    .map(|w| i64::from(i32::from_le_bytes(w)))
-                    .collect(),
+                ("INT32", Some(raw)) => words4(raw).into_iter().map(|w| i64::from(i32::from_le_bytes(w))).collect(),
                 ("INT32", None) => typed.int_contents.into_iter().map(i64::from).collect(),
                 (_, Some(raw)) => words8(raw).into_iter().map(i64::from_le_bytes).collect(),
                 (_, None) => typed.int64_contents,
             };
             ints.iter()
                 .enumerate()
-                .map(|(i, v)| {
-                    if v.abs() <= FP32_EXACT_INT {
-                        Ok(*v as f32)
-                    } else {
-                        Err(inexact(input, i, v))
-                    }
-                })
+                .map(|(i, v)| if v.abs() <= FP32_EXACT_INT { Ok(*v as f32) } else { Err(inexact(input, i, v)) })
                 .collect::<Result<_, _>>()?
         }
     };
@@ -257,10 +215,7 @@ fn to_fp32(
 }
 
 /// Checks requested output names against the signature before any compute.
-pub fn check_requested_outputs(
-    request: &ModelInferRequest,
-    signature: &Signature,
-) -> Result<(), Error> {
+pub fn check_requested_outputs(request: &ModelInferRequest, signature: &Signature) -> Result<(), Error> {
     for requested in &request.outputs {
         if !signature.outputs.iter().any(|o| o.name == requested.name) {
             let known: Vec<&str> = signature.outputs.iter().map(|o| o.name.as_str()).collect();
@@ -281,8 +236,7 @@ pub fn encode_response(
     outputs: Vec<Output>,
 ) -> ModelInferResponse {
     let raw = !request.raw_input_contents.is_empty();
-    let wanted =
-        |name: &str| request.outputs.is_empty() || request.outputs.iter().any(|o| o.name == name);
+    let wanted = |name: &str| request.outputs.is_empty() || request.outputs.iter().any(|o| o.name == name);
     let mut response = ModelInferResponse {
         model_name: model.to_owned(),
         model_version: version.to_string(),
@@ -306,10 +260,7 @@ pub fn encode_response(
                 response.raw_output_contents.push(Bytes::from(bytes));
             }
             (OutputData::F32(values), false) => {
-                tensor.contents = Some(InferTensorContents {
-                    fp32_contents: values,
-                    ..Default::default()
-                });
+                tensor.contents = Some(InferTensorContents { fp32_contents: values, ..Default::default() });
             }
             (OutputData::Bytes(elements), true) => {
                 // Raw BYTES: each element is a 4-byte little-endian length, then its bytes.
@@ -321,10 +272,7 @@ pub fn encode_response(
                 response.raw_output_contents.push(Bytes::from(bytes));
             }
             (OutputData::Bytes(elements), false) => {
-                tensor.contents = Some(InferTensorContents {
-                    bytes_contents: elements,
-                    ..Default::default()
-                });
+                tensor.contents = Some(InferTensorContents { bytes_contents: elements, ..Default::default() });
             }
         }
         response.outputs.push(tensor);
@@ -356,17 +304,11 @@ mod tests {
             ..Default::default()
         };
         if raw {
-            request.raw_input_contents.push(Bytes::from(
-                values
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect::<Vec<u8>>(),
-            ));
+            request
+                .raw_input_contents
+                .push(Bytes::from(values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()));
         } else {
-            request.inputs[0].contents = Some(InferTensorContents {
-                fp32_contents: values,
-                ..Default::default()
-            });
+            request.inputs[0].contents = Some(InferTensorContents { fp32_contents: values, ..Default::default() });
         }
         request
     }
@@ -375,14 +317,9 @@ mod tests {
     fn typed_and_raw_decode_to_the_same_rows() {
         let signature = Model::signature_for(Head::Identity, InputKind::Features(2), 0);
         let values = vec![1.0, 2.0, 3.0, 4.0];
-        let typed = decode_input(
-            &request("FP32", vec![2, 2], values.clone(), false),
-            &signature,
-        )
-        .expect("typed");
+        let typed = decode_input(&request("FP32", vec![2, 2], values.clone(), false), &signature).expect("typed");
         let typed = features(typed);
-        let raw =
-            decode_input(&request("FP32", vec![2, 2], values, true), &signature).expect("raw");
+        let raw = decode_input(&request("FP32", vec![2, 2], values, true), &signature).expect("raw");
         let raw = features(raw);
         assert_eq!(typed, raw);
         assert_eq!(typed.row(1).to_vec(), vec![3.0, 4.0]);
@@ -391,29 +328,15 @@ mod tests {
     #[test]
     fn wrong_dtype_shape_and_count_are_named() {
         let signature = Model::signature_for(Head::Identity, InputKind::Features(2), 0);
-        let err = decode_input(
-            &request("BYTES", vec![1, 2], vec![1.0, 2.0], false),
-            &signature,
-        )
-        .expect_err("dtype");
+        let err = decode_input(&request("BYTES", vec![1, 2], vec![1.0, 2.0], false), &signature).expect_err("dtype");
         assert_eq!(
             err.to_string(),
             "input \"input\" has datatype BYTES; expected FP32 (FP64, INT32 and INT64 are converted when lossless)"
         );
-        let err = decode_input(
-            &request("FP32", vec![1, 3], vec![1.0, 2.0, 3.0], false),
-            &signature,
-        )
-        .expect_err("shape");
-        assert_eq!(
-            err.to_string(),
-            "input \"input\" has shape [1, 3]; expected [-1, 2] (rows, features)"
-        );
-        let err = decode_input(
-            &request("FP32", vec![2, 2], vec![1.0, 2.0], false),
-            &signature,
-        )
-        .expect_err("count");
+        let err =
+            decode_input(&request("FP32", vec![1, 3], vec![1.0, 2.0, 3.0], false), &signature).expect_err("shape");
+        assert_eq!(err.to_string(), "input \"input\" has shape [1, 3]; expected [-1, 2] (rows, features)");
+        let err = decode_input(&request("FP32", vec![2, 2], vec![1.0, 2.0], false), &signature).expect_err("count");
         assert!(err.to_string().contains("needs 4"), "{err}");
     }
 
@@ -428,9 +351,7 @@ mod tests {
         });
         let mut raw = typed.clone();
         raw.inputs[0].contents = None;
-        raw.raw_input_contents.push(Bytes::from(
-            [&8u32.to_le_bytes()[..], b"hi there", &0u32.to_le_bytes()].concat(),
-        ));
+        raw.raw_input_contents.push(Bytes::from([&8u32.to_le_bytes()[..], b"hi there", &0u32.to_le_bytes()].concat()));
         for request in [typed, raw.clone()] {
             match decode_input(&request, &signature).expect("texts") {
                 Decoded::Texts(texts) => assert_eq!(texts, vec![b"hi there".to_vec(), Vec::new()]),
@@ -439,10 +360,7 @@ mod tests {
         }
         raw.raw_input_contents[0] = Bytes::from([&9u32.to_le_bytes()[..], b"hi there"].concat());
         let err = decode_input(&raw, &signature).expect_err("truncated");
-        assert!(
-            err.to_string().contains("declares 9 bytes but 8 remain"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("declares 9 bytes but 8 remain"), "{err}");
         let mut numbers = request("FP32", vec![1, 2], vec![1.0, 2.0], false);
         numbers.inputs[0].name = "text".into();
         let err = decode_input(&numbers, &signature).expect_err("numbers for a text model");
@@ -453,49 +371,21 @@ mod tests {
     fn wider_types_convert_only_when_exact() {
         let signature = Model::signature_for(Head::Identity, InputKind::Features(2), 0);
         let mut exact = request("FP64", vec![1, 2], vec![], false);
-        exact.inputs[0].contents = Some(InferTensorContents {
-            fp64_contents: vec![1.5, -2.0],
-            ..Default::default()
-        });
-        assert_eq!(
-            features(decode_input(&exact, &signature).expect("exact"))
-                .row(0)
-                .to_vec(),
-            vec![1.5, -2.0]
-        );
+        exact.inputs[0].contents = Some(InferTensorContents { fp64_contents: vec![1.5, -2.0], ..Default::default() });
+        assert_eq!(features(decode_input(&exact, &signature).expect("exact")).row(0).to_vec(), vec![1.5, -2.0]);
 
         let mut inexact = request("FP64", vec![1, 2], vec![], false);
-        inexact.raw_input_contents.push(Bytes::from(
-            [0.1f64, 1.0]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect::<Vec<u8>>(),
-        ));
+        inexact
+            .raw_input_contents
+            .push(Bytes::from([0.1f64, 1.0].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()));
         let err = decode_input(&inexact, &signature).expect_err("0.1 is not exact in FP32");
-        assert!(
-            err.to_string()
-                .contains("value 0.1 at index 0 cannot be represented exactly"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("value 0.1 at index 0 cannot be represented exactly"), "{err}");
 
         let mut ints = request("INT64", vec![1, 2], vec![], false);
-        ints.raw_input_contents.push(Bytes::from(
-            [7i64, -3]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect::<Vec<u8>>(),
-        ));
-        assert_eq!(
-            features(decode_input(&ints, &signature).expect("small ints"))
-                .row(0)
-                .to_vec(),
-            vec![7.0, -3.0]
-        );
+        ints.raw_input_contents.push(Bytes::from([7i64, -3].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()));
+        assert_eq!(features(decode_input(&ints, &signature).expect("small ints")).row(0).to_vec(), vec![7.0, -3.0]);
         let mut big = request("INT32", vec![1, 2], vec![], false);
-        big.inputs[0].contents = Some(InferTensorContents {
-            int_contents: vec![1, 1 << 25],
-            ..Default::default()
-        });
+        big.inputs[0].contents = Some(InferTensorContents { int_contents: vec![1, 1 << 25], ..Default::default() });
         assert!(decode_input(&big, &signature).is_err());
     }
 }

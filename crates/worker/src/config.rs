@@ -40,10 +40,7 @@ impl WorkerConfig {
             return Err("registry address is empty; expected host:port".into());
         }
         if self.lease_ttl < Duration::from_secs(1) {
-            return Err(format!(
-                "lease TTL {:?} is too short; expected at least 1s",
-                self.lease_ttl
-            ));
+            return Err(format!("lease TTL {:?} is too short; expected at least 1s", self.lease_ttl));
         }
         Ok(())
     }

@@ -49,27 +49,22 @@ impl InferenceService {
                     Err(err) => last_error = Some(err),
                 }
             }
-            return Err(last_error
-                .unwrap_or_else(|| Error::Unavailable(format!("{model} has no ready version"))));
+            return Err(last_error.unwrap_or_else(|| Error::Unavailable(format!("{model} has no ready version"))));
         }
         let number = match version.parse::<u64>() {
             Ok(number) => number,
-            Err(_) => catalog.alias(model, version).ok_or_else(|| {
-                Error::NotFound(format!("model {model:?} has no alias {version:?}"))
-            })?,
+            Err(_) => catalog
+                .alias(model, version)
+                .ok_or_else(|| Error::NotFound(format!("model {model:?} has no alias {version:?}")))?,
         };
         if catalog.version(model, number).is_none() {
-            return Err(Error::NotFound(format!(
-                "model {model:?} has no version {number}"
-            )));
+            return Err(Error::NotFound(format!("model {model:?} has no version {number}")));
         }
         self.state.ready(model, number)
     }
 }
 
-fn tensor_metadata(
-    spec: &modelplane_model::TensorSpec,
-) -> pb::model_metadata_response::TensorMetadata {
+fn tensor_metadata(spec: &modelplane_model::TensorSpec) -> pb::model_metadata_response::TensorMetadata {
     pb::model_metadata_response::TensorMetadata {
         name: spec.name.clone(),
         datatype: spec.datatype.clone(),
@@ -78,10 +73,7 @@ fn tensor_metadata(
 }
 
 /// Metadata of a loaded version, listing every ready version of the model.
-pub(crate) fn model_metadata(
-    loaded: &LoadedModel,
-    versions: Vec<u64>,
-) -> pb::ModelMetadataResponse {
+pub(crate) fn model_metadata(loaded: &LoadedModel, versions: Vec<u64>) -> pb::ModelMetadataResponse {
     let signature = &loaded.record.signature;
     pb::ModelMetadataResponse {
         name: loaded.record.model.clone(),
@@ -103,10 +95,7 @@ pub fn server_metadata() -> pb::ServerMetadataResponse {
 
 #[tonic::async_trait]
 impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceService {
-    async fn server_live(
-        &self,
-        _: Request<pb::ServerLiveRequest>,
-    ) -> Result<Response<pb::ServerLiveResponse>, Status> {
+    async fn server_live(&self, _: Request<pb::ServerLiveRequest>) -> Result<Response<pb::ServerLiveResponse>, Status> {
         Ok(Response::new(pb::ServerLiveResponse { live: true }))
     }
 
@@ -114,9 +103,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceServic
         &self,
         _: Request<pb::ServerReadyRequest>,
     ) -> Result<Response<pb::ServerReadyResponse>, Status> {
-        Ok(Response::new(pb::ServerReadyResponse {
-            ready: *self.ready.borrow(),
-        }))
+        Ok(Response::new(pb::ServerReadyResponse { ready: *self.ready.borrow() }))
     }
 
     async fn model_ready(
@@ -145,10 +132,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceServic
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
         let request = request.into_inner();
         let loaded = self.resolve(&request.name, &request.version)?;
-        Ok(Response::new(model_metadata(
-            &loaded,
-            self.state.ready_versions(&request.name),
-        )))
+        Ok(Response::new(model_metadata(&loaded, self.state.ready_versions(&request.name))))
     }
 
     async fn model_infer(
@@ -175,11 +159,6 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceServic
         .await
         .map_err(|err| Error::Internal(format!("inference task failed: {err}")))?
         .map_err(Error::from)?;
-        Ok(Response::new(codec::encode_response(
-            &request,
-            &loaded.record.model,
-            loaded.record.version,
-            outputs,
-        )))
+        Ok(Response::new(codec::encode_response(&request, &loaded.record.model, loaded.record.version, outputs)))
     }
 }

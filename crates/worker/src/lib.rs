@@ -39,19 +39,10 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<()> {
     config.validate().map_err(Error::InvalidArgument)?;
-    let local = listener
-        .local_addr()
-        .map_err(|err| Error::Internal(err.to_string()))?;
-    let addr = config
-        .advertise_addr
-        .clone()
-        .unwrap_or_else(|| local.to_string());
-    let registry = modelplane_service::connect_lazy(&config.registry_addr).map_err(|err| {
-        Error::InvalidArgument(format!(
-            "registry address {:?}: {err}",
-            config.registry_addr
-        ))
-    })?;
+    let local = listener.local_addr().map_err(|err| Error::Internal(err.to_string()))?;
+    let addr = config.advertise_addr.clone().unwrap_or_else(|| local.to_string());
+    let registry = modelplane_service::connect_lazy(&config.registry_addr)
+        .map_err(|err| Error::InvalidArgument(format!("registry address {:?}: {err}", config.registry_addr)))?;
     let lease = LeaseKeeper::start(store.clone(), config.lease_ttl)
         .await
         .map_err(|err| Error::Unavailable(format!("cannot register with the store: {err}")))?;
@@ -66,19 +57,13 @@ pub async fn serve(
     let loader = loader::Loader {
         state: state.clone(),
         config: config.clone(),
-        registry: RegistryClient::new(registry)
-            .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES),
+        registry: RegistryClient::new(registry).max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES),
     };
     publish_or_warn(&*store, &lease, &state, &config.id, &addr, true).await;
 
     let reconcile = {
-        let (store, state, id, addr, shutdown) = (
-            store.clone(),
-            state.clone(),
-            config.id.clone(),
-            addr.clone(),
-            shutdown.clone(),
-        );
+        let (store, state, id, addr, shutdown) =
+            (store.clone(), state.clone(), config.id.clone(), addr.clone(), shutdown.clone());
         let mut lease_changes = lease.changes();
         let lease = Arc::new(lease);
         let lease_for_loop = lease.clone();
@@ -104,9 +89,8 @@ pub async fn serve(
                 let (models_state, deployments_state) = (models.current(), deployments.current());
                 let synced = models_state.synced && deployments_state.synced;
                 let catalog = Arc::new(Catalog::build(&models_state, &deployments_state));
-                let live = modelplane_store::workers(&workers.current())
-                    .map(|w| loader::live_ids(&w))
-                    .unwrap_or_default();
+                let live =
+                    modelplane_store::workers(&workers.current()).map(|w| loader::live_ids(&w)).unwrap_or_default();
                 if synced && loader.reconcile(&catalog, &live) {
                     republish = true;
                 }
@@ -126,22 +110,14 @@ pub async fn serve(
         (handle, lease)
     };
 
-    let service = InferenceService {
-        state: state.clone(),
-        catalog: catalog_rx,
-        ready: ready_rx,
-    };
+    let service = InferenceService { state: state.clone(), catalog: catalog_rx, ready: ready_rx };
     let (health, health_service) = modelplane_service::health_service();
-    health
-        .set_serving::<GrpcInferenceServiceServer<InferenceService>>()
-        .await;
+    health.set_serving::<GrpcInferenceServiceServer<InferenceService>>().await;
     tracing::info!(id = %config.id, %addr, "worker serving");
     let drain = shutdown.clone();
     let served = modelplane_service::grpc_server()
         .add_service(health_service)
-        .add_service(modelplane_service::reflection_service(&[
-            "inference.GRPCInferenceService",
-        ]))
+        .add_service(modelplane_service::reflection_service(&["inference.GRPCInferenceService"]))
         .add_service(
             GrpcInferenceServiceServer::new(service)
                 .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
@@ -149,9 +125,7 @@ pub async fn serve(
         )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             drain.cancelled().await;
-            health
-                .set_not_serving::<GrpcInferenceServiceServer<InferenceService>>()
-                .await;
+            health.set_not_serving::<GrpcInferenceServiceServer<InferenceService>>().await;
             tokio::time::sleep(WITHDRAW_DELAY).await;
         })
         .await;

@@ -25,11 +25,7 @@ const TICK: Duration = Duration::from_millis(250);
 /// The versions this worker should hold: every resolved target of every deployment,
 /// except deployments with `replicas > 0`, which go to the `replicas` live workers that
 /// rank highest for that model (rendezvous hashing, so every worker agrees).
-pub(crate) fn desired(
-    catalog: &Catalog,
-    live_workers: &BTreeSet<String>,
-    me: &str,
-) -> BTreeSet<(String, u64)> {
+pub(crate) fn desired(catalog: &Catalog, live_workers: &BTreeSet<String>, me: &str) -> BTreeSet<(String, u64)> {
     let mut wanted = BTreeSet::new();
     for deployment in catalog.deployments() {
         if deployment.replicas > 0 {
@@ -37,13 +33,8 @@ pub(crate) fn desired(
             if !live_workers.contains(me) {
                 candidates.push(me);
             }
-            candidates
-                .sort_by_key(|worker| std::cmp::Reverse(rendezvous(&deployment.model, worker)));
-            if !candidates
-                .iter()
-                .take(deployment.replicas as usize)
-                .any(|w| *w == me)
-            {
+            candidates.sort_by_key(|worker| std::cmp::Reverse(rendezvous(&deployment.model, worker)));
+            if !candidates.iter().take(deployment.replicas as usize).any(|w| *w == me) {
                 continue;
             }
         }
@@ -79,10 +70,7 @@ impl Loader {
         let mut slots = self.state.write();
         for key in &wanted {
             let retry = slots.get(key).is_some_and(|slot| {
-                slot.state == LoadState::Failed
-                    && slot
-                        .failed_at
-                        .is_some_and(|t| now - t >= RETRY_FAILED_AFTER)
+                slot.state == LoadState::Failed && slot.failed_at.is_some_and(|t| now - t >= RETRY_FAILED_AFTER)
             });
             if slots.contains_key(key) && !retry {
                 if let Some(slot) = slots.get_mut(key) {
@@ -182,24 +170,18 @@ async fn fetch(
         }
         tracing::warn!(path = %path.display(), "cached artifact is corrupt; downloading again");
     }
-    let request = DownloadArtifactRequest {
-        model: record.model.clone(),
-        version: record.version.to_string(),
-    };
+    let request = DownloadArtifactRequest { model: record.model.clone(), version: record.version.to_string() };
     let mut stream = registry
         .download_artifact(request)
         .await
-        .map_err(|status| {
-            Error::Unavailable(format!(
-                "download from registry failed: {}",
-                status.message()
-            ))
-        })?
+        .map_err(|status| Error::Unavailable(format!("download from registry failed: {}", status.message())))?
         .into_inner();
     let mut bytes = Vec::with_capacity(record.size_bytes as usize);
-    while let Some(message) = stream.message().await.map_err(|status| {
-        Error::Unavailable(format!("download interrupted: {}", status.message()))
-    })? {
+    while let Some(message) = stream
+        .message()
+        .await
+        .map_err(|status| Error::Unavailable(format!("download interrupted: {}", status.message())))?
+    {
         if let Some(Part::Chunk(chunk)) = message.part {
             bytes.extend_from_slice(&chunk);
         }
@@ -211,16 +193,10 @@ async fn fetch(
             record.sha256
         )));
     }
-    tokio::fs::create_dir_all(cache_dir)
-        .await
-        .map_err(|err| Error::Internal(format!("cache dir: {err}")))?;
+    tokio::fs::create_dir_all(cache_dir).await.map_err(|err| Error::Internal(format!("cache dir: {err}")))?;
     let temporary = path.with_extension(format!("partial-{}", uuid::Uuid::new_v4()));
-    tokio::fs::write(&temporary, &bytes)
-        .await
-        .map_err(|err| Error::Internal(format!("cache write: {err}")))?;
-    tokio::fs::rename(&temporary, &path)
-        .await
-        .map_err(|err| Error::Internal(format!("cache rename: {err}")))?;
+    tokio::fs::write(&temporary, &bytes).await.map_err(|err| Error::Internal(format!("cache write: {err}")))?;
+    tokio::fs::rename(&temporary, &path).await.map_err(|err| Error::Internal(format!("cache rename: {err}")))?;
     Ok(bytes)
 }
 
@@ -245,29 +221,14 @@ pub(crate) async fn publish(
     addr: &str,
     accepting: bool,
 ) -> Result<(), modelplane_store::Error> {
-    let record = WorkerRecord {
-        id: id.to_owned(),
-        addr: addr.to_owned(),
-        loaded: state.loaded(),
-        accepting,
-    };
-    store
-        .put(
-            &schema::worker_key(id),
-            schema::encode(&record),
-            Some(lease.current()),
-        )
-        .await?;
+    let record = WorkerRecord { id: id.to_owned(), addr: addr.to_owned(), loaded: state.loaded(), accepting };
+    store.put(&schema::worker_key(id), schema::encode(&record), Some(lease.current())).await?;
     Ok(())
 }
 
 /// Live worker ids from a decoded workers map.
 pub(crate) fn live_ids(workers: &HashMap<String, WorkerRecord>) -> BTreeSet<String> {
-    workers
-        .values()
-        .filter(|w| w.accepting)
-        .map(|w| w.id.clone())
-        .collect()
+    workers.values().filter(|w| w.accepting).map(|w| w.id.clone()).collect()
 }
 
 pub(crate) const LOADER_TICK: Duration = TICK;

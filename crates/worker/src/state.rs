@@ -37,38 +37,22 @@ pub struct WorkerState {
 
 impl WorkerState {
     pub(crate) fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<(String, u64), Slot>> {
-        self.slots
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.slots.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<(String, u64), Slot>> {
-        self.slots
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.slots.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The ready model for `model` v`version`, or why there is none.
     pub fn ready(&self, model: &str, version: u64) -> Result<Arc<LoadedModel>, Error> {
         match self.read().get(&(model.to_owned(), version)) {
-            Some(Slot {
-                model: Some(loaded),
-                state: LoadState::Ready,
-                ..
-            }) => Ok(loaded.clone()),
-            Some(Slot {
-                state: LoadState::Failed,
-                error,
-                ..
-            }) => Err(Error::Unavailable(format!(
-                "{model} v{version} failed to load on this worker: {error}"
-            ))),
-            Some(_) => Err(Error::Unavailable(format!(
-                "{model} v{version} is still loading on this worker"
-            ))),
-            None => Err(Error::Unavailable(format!(
-                "{model} v{version} is not loaded on this worker"
-            ))),
+            Some(Slot { model: Some(loaded), state: LoadState::Ready, .. }) => Ok(loaded.clone()),
+            Some(Slot { state: LoadState::Failed, error, .. }) => {
+                Err(Error::Unavailable(format!("{model} v{version} failed to load on this worker: {error}")))
+            }
+            Some(_) => Err(Error::Unavailable(format!("{model} v{version} is still loading on this worker"))),
+            None => Err(Error::Unavailable(format!("{model} v{version} is not loaded on this worker"))),
         }
     }
 
