@@ -52,6 +52,15 @@ pub struct RegistryArgs {
     /// Directory for blobs (artifacts and datasets).
     #[arg(long, env = "MODELPLANE_BLOB_DIR", default_value = "modelplane-data/blobs")]
     pub blob_dir: PathBuf,
+    /// Largest artifact accepted, in bytes.
+    #[arg(long, env = "MODELPLANE_MAX_ARTIFACT_BYTES", default_value_t = 1 << 30)]
+    pub max_artifact_bytes: u64,
+    /// Largest dataset accepted, in bytes.
+    #[arg(long, env = "MODELPLANE_MAX_DATASET_BYTES", default_value_t = 1 << 30)]
+    pub max_dataset_bytes: u64,
+    /// At start-up, blobs no record references are removed once older than this.
+    #[arg(long, env = "MODELPLANE_ORPHAN_GRACE_SECS", default_value_t = 600)]
+    pub orphan_grace_secs: u64,
 }
 
 #[derive(Args, Debug)]
@@ -148,7 +157,12 @@ fn shutdown_on_signal() -> Shutdown {
 
 pub async fn registry(args: RegistryArgs) -> Result<()> {
     let _telemetry = modelplane_service::init("modelplane-registry");
-    let config = modelplane_registry::RegistryConfig { blob_dir: args.blob_dir, ..Default::default() };
+    let config = modelplane_registry::RegistryConfig {
+        blob_dir: args.blob_dir,
+        max_artifact_bytes: args.max_artifact_bytes,
+        max_dataset_bytes: args.max_dataset_bytes,
+        orphan_grace: std::time::Duration::from_secs(args.orphan_grace_secs),
+    };
     config.validate().map_err(anyhow::Error::msg)?;
     let store = connect_store(&args.store).await?;
     let listener = bind("registry", &args.listen).await?;

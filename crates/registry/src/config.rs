@@ -9,6 +9,8 @@ pub struct RegistryConfig {
     pub max_artifact_bytes: u64,
     /// Largest dataset accepted.
     pub max_dataset_bytes: u64,
+    /// Unreferenced blobs older than this are removed at start-up.
+    pub orphan_grace: std::time::Duration,
 }
 
 impl Default for RegistryConfig {
@@ -17,6 +19,7 @@ impl Default for RegistryConfig {
             blob_dir: PathBuf::from("modelplane-data/blobs"),
             max_artifact_bytes: 1 << 30,
             max_dataset_bytes: 1 << 30,
+            orphan_grace: std::time::Duration::from_secs(600),
         }
     }
 }

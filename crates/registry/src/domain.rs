@@ -89,6 +89,25 @@ impl Registry {
         crate::audit::record(&*self.store, entry).await;
     }
 
+    /// Removes blobs no record references (left by a crash between storing a blob and
+    /// writing its record, or half-written) once they are older than `grace`.
+    pub async fn remove_orphans(&self, grace: std::time::Duration) -> Result<usize> {
+        let models = self.store.range(schema::MODELS).await?;
+        let artifacts = models
+            .kvs
+            .iter()
+            .filter(|kv| matches!(schema::parse_models_key(&kv.key), Some(ModelsKey::Version(..))))
+            .map(|kv| schema::decode::<VersionRecord>(&kv.key, &kv.value).map(|v| v.sha256))
+            .collect::<Result<_, _>>()?;
+        let datasets = self.list_datasets().await?.into_iter().map(|d| d.sha256).collect();
+        let mut removed = self.blobs.sweep(ARTIFACTS, artifacts, grace).await?;
+        removed.extend(self.blobs.sweep(DATASETS, datasets, grace).await?);
+        if !removed.is_empty() {
+            tracing::warn!(count = removed.len(), blobs = ?removed, "removed orphaned blobs");
+        }
+        Ok(removed.len())
+    }
+
     /// Audit records, oldest first; see [`crate::audit`].
     pub async fn list_audit(&self, model: &str, since: i64, until: i64, limit: usize) -> Result<Vec<AuditRecord>> {
         crate::audit::list(&*self.store, model, since, until, limit).await
@@ -290,7 +309,7 @@ impl Registry {
         let bytes = self.blobs.get(ARTIFACTS, &record.sha256).await?;
         let actual = sha256_hex(&bytes);
         if actual != record.sha256 {
-            return Err(Error::Internal(format!(
+            return Err(Error::DataLoss(format!(
                 "stored artifact of {model} v{} is corrupt: sha256 {actual}, expected {}",
                 record.version, record.sha256
             )));

@@ -18,6 +18,9 @@ pub enum Error {
     /// A size limit was exceeded.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// A stored blob no longer matches its sha256.
+    #[error("{0}")]
+    DataLoss(String),
     /// The metadata store failed.
     #[error(transparent)]
     Store(#[from] modelplane_store::Error),
@@ -41,6 +44,10 @@ impl From<Error> for tonic::Status {
             Error::InvalidArgument(_) => tonic::Status::invalid_argument(message),
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
+            Error::DataLoss(_) => {
+                tracing::error!(error = %message, "stored blob is corrupt");
+                tonic::Status::data_loss(message)
+            }
             Error::Store(modelplane_store::Error::Unavailable(_)) => tonic::Status::unavailable(message),
             Error::Store(_) | Error::Blob(_) | Error::Internal(_) => {
                 tracing::error!(error = %message, "registry internal error");

@@ -37,6 +37,10 @@ pub async fn serve(
     config.validate().map_err(Error::InvalidArgument)?;
     let blobs = BlobStore::open(&config.blob_dir)?;
     let registry = Registry::new(store, blobs, config.clone());
+    match registry.remove_orphans(config.orphan_grace).await {
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "orphan sweep failed; will try at the next start"),
+    }
     let (health, health_service) = modelplane_service::health_service();
     health.set_serving::<RegistryServer<grpc::RegistryService>>().await;
     let service = RegistryServer::new(grpc::RegistryService::new(registry))
