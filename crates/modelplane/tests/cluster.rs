@@ -1,7 +1,9 @@
 //! The four roles as separate processes against a real etcd, driven over gRPC.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use modelplane_proto::registry as pb;
 
 use modelplane_tests::scenario::{self, Endpoints};
 use modelplane_tests::{Collector, Etcd, Process};
@@ -15,7 +17,7 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     let bin = Path::new(env!("CARGO_BIN_EXE_modelplane"));
     let dir = tempfile::tempdir().expect("temp dir");
     let logs = dir.path();
-    let etcd = Etcd::start().expect("etcd starts");
+    let mut etcd = Etcd::start().expect("etcd starts");
     let collector = Collector::start().await.expect("OTLP receiver starts");
     let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
     let store = etcd.url.clone();
@@ -88,6 +90,53 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     let flip = scenario::run(&endpoints).await.expect("scenario passes");
     println!("alias flip took {flip:?} to show in predictions");
     assert!(flip < Duration::from_secs(2), "alias flip took {flip:?}; expected under 2 s");
+
+    // etcd down for 10 s under load: routers and workers serve from their last state,
+    // and an alias flip made after etcd returns takes effect.
+    etcd.stop();
+    let rows = vec![vec![120.0f32, 3.0, 10.0]];
+    let load = (0..4).map(|_| {
+        let router = endpoints.router.clone();
+        let rows = rows.clone();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut served = 0;
+            while Instant::now() < deadline {
+                let (_, version) = modelplane_tests::predict(&router, "houses", "production", &rows, false)
+                    .await
+                    .expect("inference fails while etcd is down");
+                assert_eq!(version, "2");
+                served += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            served
+        })
+    });
+    let served: u32 = futures::future::join_all(load).await.into_iter().map(|r| r.expect("load task")).sum();
+    assert!(served > 100, "only {served} requests in 10 s");
+    etcd.resume().expect("etcd restarts");
+    let flip_back =
+        pb::SetAliasRequest { model: "houses".into(), alias: "production".into(), version: 1, reason: String::new() };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // The registry's etcd client reconnects on its own; retry until it has.
+        match modelplane_tests::registry(&endpoints.registry).await.expect("client").set_alias(flip_back.clone()).await
+        {
+            Ok(_) => break,
+            Err(status) => assert!(Instant::now() < deadline, "registry never reached etcd again: {status:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    loop {
+        let (_, version) = modelplane_tests::predict(&endpoints.router, "houses", "production", &rows, false)
+            .await
+            .expect("inference");
+        if version == "1" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the flip made after etcd returned never took effect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // A clean stop: every role drains and exits 0 on SIGTERM.
     for process in [&mut router, &mut worker, &mut trainer, &mut registry] {
