@@ -217,8 +217,10 @@ async fn check_bad_input(endpoints: &Endpoints) -> Result<()> {
     let status = upload_artifact(&endpoints.registry, "ghost", &wrong, &artifact).await.expect_err("sha mismatch");
     ensure!(status.code() == Code::InvalidArgument, "{status:?}");
     let mut registry_client = registry(&endpoints.registry).await?;
-    let versions =
-        registry_client.list_versions(pb::ListVersionsRequest { model: "houses".into() }).await?.into_inner();
+    let versions = registry_client
+        .list_versions(pb::ListVersionsRequest { model: "houses".into(), ..Default::default() })
+        .await?
+        .into_inner();
     ensure!(versions.versions.len() == 1, "a rejected upload registered a version: {:?}", versions.versions);
     let status = registry_client.get_model(pb::GetModelRequest { name: "ghost".into() }).await.expect_err("ghost");
     ensure!(status.code() == Code::NotFound, "a rejected upload created a model: {status:?}");

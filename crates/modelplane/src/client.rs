@@ -321,20 +321,40 @@ pub async fn models(command: ModelsCommand, endpoints: &Endpoints) -> Result<()>
     let mut client = registry(endpoints)?;
     match command {
         ModelsCommand::List => {
-            let models =
-                client.list_models(pb::ListModelsRequest {}).await.map_err(|s| status_error("list failed", s))?;
-            for model in models.into_inner().models {
-                let mut aliases: Vec<String> = model.aliases.iter().map(|(a, v)| format!("{a}->v{v}")).collect();
-                aliases.sort();
-                println!("{}\tlatest v{}\t{}", model.name, model.latest_version, aliases.join(" "));
+            let mut token = String::new();
+            loop {
+                let request = pb::ListModelsRequest { page_token: token, page_size: 1000, ..Default::default() };
+                let page = client.list_models(request).await.map_err(|s| status_error("list failed", s))?.into_inner();
+                for model in page.models {
+                    let mut aliases: Vec<String> = model.aliases.iter().map(|(a, v)| format!("{a}->v{v}")).collect();
+                    aliases.sort();
+                    println!("{}\tlatest v{}\t{}", model.name, model.latest_version, aliases.join(" "));
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
             }
         }
         ModelsCommand::Versions { model } => {
-            let versions = client
-                .list_versions(pb::ListVersionsRequest { model })
-                .await
-                .map_err(|s| status_error("list failed", s))?;
-            for v in versions.into_inner().versions {
+            let mut versions = Vec::new();
+            let mut token = String::new();
+            loop {
+                let request = pb::ListVersionsRequest {
+                    model: model.clone(),
+                    page_token: token,
+                    page_size: 1000,
+                    ..Default::default()
+                };
+                let page =
+                    client.list_versions(request).await.map_err(|s| status_error("list failed", s))?.into_inner();
+                versions.extend(page.versions);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+            for v in versions {
                 let mut metrics: Vec<String> = v.metrics.iter().map(|(k, m)| format!("{k}={m:.4}")).collect();
                 metrics.sort();
                 let lineage = v.lineage.unwrap_or_default();

@@ -174,7 +174,7 @@ async fn trainers_share_a_queue_survive_kill_9_and_cancel() {
     let versions = registry(&registry_addr)
         .await
         .expect("registry")
-        .list_versions(pb::ListVersionsRequest { model: "reclaimed".into() })
+        .list_versions(pb::ListVersionsRequest { model: "reclaimed".into(), ..Default::default() })
         .await
         .expect("versions")
         .into_inner()

@@ -36,8 +36,11 @@ fn artifact(epochs: u32) -> Vec<u8> {
 }
 
 async fn versions(addr: &str, model: &str) -> Vec<u64> {
-    let response =
-        registry(addr).await.expect("client").list_versions(pb::ListVersionsRequest { model: model.into() }).await;
+    let response = registry(addr)
+        .await
+        .expect("client")
+        .list_versions(pb::ListVersionsRequest { model: model.into(), ..Default::default() })
+        .await;
     match response {
         Ok(list) => list.into_inner().versions.iter().map(|v| v.version).collect(),
         Err(status) if status.code() == Code::NotFound => Vec::new(),
@@ -123,4 +126,169 @@ async fn registries_share_etcd_without_duplicate_versions_and_survive_crashes() 
     let status = registry(&c).await.expect("client").download_artifact(request).await.expect_err("corrupt blob");
     assert_eq!(status.code(), Code::DataLoss, "{status:?}");
     assert!(status.message().contains("corrupt"), "{}", status.message());
+
+    lifecycle(&c, &bytes, &sha).await;
+}
+
+/// Paging, filtering, updates, archive and the deletions that must refuse while in use.
+async fn lifecycle(addr: &str, bytes: &[u8], sha: &str) {
+    let mut client = registry(addr).await.expect("client");
+
+    // Versions page by number; lineage links each version to its predecessor.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let request =
+            pb::ListVersionsRequest { model: "race".into(), page_size: 10, page_token: token, ..Default::default() };
+        let page = client.list_versions(request).await.expect("page").into_inner();
+        assert!(page.versions.len() <= 10);
+        seen.extend(page.versions.iter().map(|v| (v.version, v.lineage.clone().unwrap_or_default().parent_version)));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, (1..=24).map(|v| (v, v - 1)).collect::<Vec<_>>());
+    let request = pb::ListVersionsRequest { model: "race".into(), page_size: 5000, ..Default::default() };
+    assert_eq!(client.list_versions(request).await.expect_err("page too big").code(), Code::InvalidArgument);
+
+    // Models filter by name prefix and labels; updates change labels and description.
+    for (name, labels) in [
+        ("vision-a", vec![("team", "vision")]),
+        ("vision-b", vec![("team", "vision")]),
+        ("text-a", vec![("team", "nlp")]),
+    ] {
+        let labels = labels.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        let request =
+            pb::CreateModelRequest { name: name.into(), description: String::new(), owner: "test".into(), labels };
+        client.create_model(request).await.expect("create");
+    }
+    let update = pb::UpdateModelRequest {
+        name: "vision-b".into(),
+        description: Some("detector".into()),
+        set_labels: [("stage".to_owned(), "prod".to_owned())].into(),
+        remove_labels: vec![],
+    };
+    let updated = client.update_model(update).await.expect("update").into_inner();
+    assert_eq!((updated.description.as_str(), updated.labels.len()), ("detector", 2));
+    let names = |models: Vec<pb::Model>| models.into_iter().map(|m| m.name).collect::<Vec<_>>();
+    let request = pb::ListModelsRequest { name_prefix: "vision".into(), ..Default::default() };
+    assert_eq!(names(client.list_models(request).await.expect("list").into_inner().models), ["vision-a", "vision-b"]);
+    let labels = [("team".to_owned(), "vision".to_owned()), ("stage".to_owned(), "prod".to_owned())].into();
+    let request = pb::ListModelsRequest { labels, ..Default::default() };
+    assert_eq!(names(client.list_models(request).await.expect("list").into_inner().models), ["vision-b"]);
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let request = pb::ListModelsRequest { page_size: 2, page_token: token, ..Default::default() };
+        let page = client.list_models(request).await.expect("list").into_inner();
+        all.extend(names(page.models));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(all, ["fragile", "race", "text-a", "vision-a", "vision-b"]);
+
+    // A version in use cannot be deleted or archived; an unused one can.
+    let alias = pb::SetAliasRequest { model: "race".into(), alias: "prod".into(), version: 3, reason: String::new() };
+    client.set_alias(alias).await.expect("alias");
+    let deployment = pb::Deployment {
+        model: "race".into(),
+        targets: vec![pb::DeploymentTarget { version: 0, alias: "prod".into(), weight: 1 }],
+        replicas: 0,
+    };
+    client.set_deployment(pb::SetDeploymentRequest { deployment: Some(deployment) }).await.expect("deploy");
+    let status =
+        client.delete_version(pb::DeleteVersionRequest { model: "race".into(), version: 3 }).await.expect_err("in use");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().contains("alias \"prod\"") && status.message().contains("deployment"),
+        "{}",
+        status.message()
+    );
+    let status = client
+        .archive_version(pb::ArchiveVersionRequest { model: "race".into(), version: 3 })
+        .await
+        .expect_err("in use");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    client.delete_version(pb::DeleteVersionRequest { model: "race".into(), version: 5 }).await.expect("delete unused");
+    let archived =
+        client.archive_version(pb::ArchiveVersionRequest { model: "race".into(), version: 6 }).await.expect("archive");
+    assert!(archived.into_inner().archived);
+    let listed =
+        |include_archived| pb::ListVersionsRequest { model: "race".into(), include_archived, ..Default::default() };
+    assert_eq!(client.list_versions(listed(false)).await.expect("list").into_inner().versions.len(), 22);
+    assert_eq!(client.list_versions(listed(true)).await.expect("list").into_inner().versions.len(), 23);
+    let alias = pb::SetAliasRequest { model: "race".into(), alias: "old".into(), version: 6, reason: String::new() };
+    let status = client.set_alias(alias).await.expect_err("archived");
+    assert!(status.code() == Code::FailedPrecondition && status.message().contains("archived"), "{status:?}");
+
+    // A deployed model cannot be deleted; after its deployment goes, it can.
+    let status = client.delete_model(pb::DeleteModelRequest { name: "race".into() }).await.expect_err("deployed");
+    assert!(
+        status.code() == Code::FailedPrecondition && status.message().contains("delete its deployment first"),
+        "{status:?}"
+    );
+    client.delete_deployment(pb::DeleteDeploymentRequest { model: "race".into() }).await.expect("undeploy");
+    // Millisecond timestamps: keep the entries before and after `since` apart.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    client.delete_model(pb::DeleteModelRequest { name: "race".into() }).await.expect("delete model");
+    let status = client.get_model(pb::GetModelRequest { name: "race".into() }).await.expect_err("gone");
+    assert_eq!(status.code(), Code::NotFound);
+    let status = client
+        .get_version(pb::GetVersionRequest { model: "race".into(), version: "4".into() })
+        .await
+        .expect_err("gone");
+    assert_eq!(status.code(), Code::NotFound);
+
+    // Datasets: get, and delete only when no version's lineage names them.
+    let used = modelplane_tests::upload_dataset(addr, "used", &houses_csv(20)).await.expect("upload");
+    let unused = modelplane_tests::upload_dataset(addr, "unused", &houses_csv(10)).await.expect("upload");
+    let manifest = pb::UploadManifest {
+        model: "derived".into(),
+        sha256: sha.into(),
+        size_bytes: bytes.len() as u64,
+        lineage: Some(pb::Lineage {
+            dataset: "used".into(),
+            dataset_sha256: used.sha256.clone(),
+            ..Default::default()
+        }),
+        create_model: true,
+    };
+    let messages = vec![
+        pb::UploadVersionRequest { part: Some(pb::upload_version_request::Part::Manifest(manifest)) },
+        pb::UploadVersionRequest { part: Some(pb::upload_version_request::Part::Chunk(bytes.to_vec())) },
+    ];
+    client.upload_version(futures::stream::iter(messages)).await.expect("upload");
+    let got =
+        client.get_dataset(pb::GetDatasetRequest { name: "used".into(), sha256: String::new() }).await.expect("get");
+    assert_eq!(got.into_inner().rows, 20);
+    let status = client
+        .delete_dataset(pb::DeleteDatasetRequest { name: "used".into(), sha256: used.sha256.clone() })
+        .await
+        .expect_err("referenced");
+    assert!(status.code() == Code::FailedPrecondition && status.message().contains("derived v1"), "{status:?}");
+    client
+        .delete_dataset(pb::DeleteDatasetRequest { name: "unused".into(), sha256: unused.sha256 })
+        .await
+        .expect("delete");
+    let status = client
+        .get_dataset(pb::GetDatasetRequest { name: "unused".into(), sha256: String::new() })
+        .await
+        .expect_err("gone");
+    assert_eq!(status.code(), Code::NotFound);
+
+    // The audit log answers by model and time range.
+    let request = pb::ListAuditRequest { model: "race".into(), since_unix_ms: since, until_unix_ms: 0, limit: 0 };
+    let entries = client.list_audit(request).await.expect("audit").into_inner().entries;
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["delete_model"], "{entries:?}");
+    let request = pb::ListAuditRequest { model: "race".into(), since_unix_ms: 0, until_unix_ms: since, limit: 3 };
+    let entries = client.list_audit(request).await.expect("audit").into_inner().entries;
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    // The newest three before `since`; refused changes are not mutations and leave no entry.
+    assert_eq!(actions, ["delete_version", "archive_version", "delete_deployment"], "{entries:?}");
 }

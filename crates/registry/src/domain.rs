@@ -49,7 +49,7 @@ pub struct DatasetUpload {
 /// The registry over a KvStore and a blob store.
 #[derive(Clone)]
 pub struct Registry {
-    store: Arc<dyn KvStore>,
+    pub(crate) store: Arc<dyn KvStore>,
     blobs: BlobStore,
     config: RegistryConfig,
     /// Who the mutations made through this handle are recorded as.
@@ -75,7 +75,15 @@ impl Registry {
         Self { actor: Arc::from(actor), ..self.clone() }
     }
 
-    async fn audit(&self, action: &str, model: &str, subject: &str, before: String, after: String, reason: &str) {
+    pub(crate) async fn audit(
+        &self,
+        action: &str,
+        model: &str,
+        subject: &str,
+        before: String,
+        after: String,
+        reason: &str,
+    ) {
         let entry = AuditRecord {
             unix_ms: schema::now_unix_ms(),
             actor: self.actor.to_string(),
@@ -119,14 +127,24 @@ impl Registry {
     }
 
     /// Creates a model; ALREADY_EXISTS when the name is taken.
-    pub async fn create_model(&self, name: &str, description: &str, owner: &str) -> Result<ModelRecord> {
+    pub async fn create_model(
+        &self,
+        name: &str,
+        description: &str,
+        owner: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<ModelRecord> {
         check_name("model name", name)?;
+        for key in labels.keys() {
+            check_name("label key", key)?;
+        }
         let record = ModelRecord {
             name: name.to_owned(),
             description: description.to_owned(),
             owner: owner.to_owned(),
             created_unix_ms: schema::now_unix_ms(),
             latest_version: 0,
+            labels,
         };
         let created = self.store.compare_and_swap(&schema::model_key(name), 0, schema::encode(&record), None).await?;
         if !created {
@@ -216,7 +234,7 @@ impl Registry {
             if !upload.create_model {
                 return Err(not_found_model(&upload.model));
             }
-            match self.create_model(&upload.model, "", "").await {
+            match self.create_model(&upload.model, "", "", BTreeMap::new()).await {
                 Ok(_) | Err(Error::AlreadyExists(_)) => {}
                 Err(err) => return Err(err),
             }
@@ -234,8 +252,15 @@ impl Registry {
             metrics: model.manifest.metrics.clone(),
             labels: model.manifest.labels.clone(),
             confusion_matrix: model.manifest.confusion_matrix.clone(),
-            lineage: upload.lineage,
+            lineage: Lineage {
+                parent_version: match upload.lineage.parent_version {
+                    0 => version - 1,
+                    parent => parent,
+                },
+                ..upload.lineage
+            },
             created_unix_ms: schema::now_unix_ms(),
+            archived: false,
         };
         self.store.put(&schema::version_key(&upload.model, version), schema::encode(&record), None).await?;
         tracing::info!(model = %record.model, version, sha256 = %record.sha256, "registered version");
@@ -323,7 +348,12 @@ impl Registry {
         if version == 0 {
             return Err(Error::InvalidArgument("version must be at least 1".into()));
         }
-        self.get_version(model, &version.to_string()).await?;
+        let target = self.get_version(model, &version.to_string()).await?;
+        if target.archived {
+            return Err(Error::FailedPrecondition(format!(
+                "{model} v{version} is archived; an alias cannot point at it"
+            )));
+        }
         let key = schema::alias_key(model, alias);
         let previous = match self.store.get(&key).await? {
             Some(kv) => parse_alias(&key, &kv.value)?,
@@ -375,7 +405,11 @@ impl Registry {
         for (index, target) in deployment.targets.iter().enumerate() {
             match (&target.version, &target.alias) {
                 (Some(version), None) => {
-                    self.get_version(&model, &version.to_string()).await?;
+                    if self.get_version(&model, &version.to_string()).await?.archived {
+                        return Err(Error::FailedPrecondition(format!(
+                            "{model} v{version} is archived; it cannot be deployed"
+                        )));
+                    }
                 }
                 (None, Some(alias)) => {
                     self.get_alias(&model, alias).await?;
@@ -399,7 +433,7 @@ impl Registry {
         Ok(deployment)
     }
 
-    async fn get_deployment_opt(&self, model: &str) -> Result<Option<DeploymentRecord>> {
+    pub(crate) async fn get_deployment_opt(&self, model: &str) -> Result<Option<DeploymentRecord>> {
         let key = schema::deployment_key(model);
         match self.store.get(&key).await? {
             Some(kv) => Ok(Some(schema::decode(&key, &kv.value)?)),

@@ -120,8 +120,14 @@ impl pb::registry_server::Registry for RegistryService {
         let registry = self.as_caller(request.metadata());
         let request = request.into_inner();
         record_span(&request.name, "");
-        let record =
-            registry.create_model(required("name", &request.name)?, &request.description, &request.owner).await?;
+        let record = registry
+            .create_model(
+                required("name", &request.name)?,
+                &request.description,
+                &request.owner,
+                request.labels.clone().into_iter().collect(),
+            )
+            .await?;
         Ok(Response::new(model_to_pb(record, Default::default())))
     }
 
@@ -132,11 +138,95 @@ impl pb::registry_server::Registry for RegistryService {
         Ok(Response::new(model_to_pb(record, aliases)))
     }
 
-    async fn list_models(&self, _: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsResponse>, Status> {
-        let models = self.registry.list_models().await?;
+    async fn list_models(
+        &self,
+        request: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        let request = request.into_inner();
+        let labels = request.labels.into_iter().collect();
+        let page = self
+            .registry
+            .list_models_page(&request.name_prefix, &labels, request.page_size, &request.page_token)
+            .await?;
         Ok(Response::new(pb::ListModelsResponse {
-            models: models.into_iter().map(|(record, aliases)| model_to_pb(record, aliases)).collect(),
+            models: page.items.into_iter().map(|(record, aliases)| model_to_pb(record, aliases)).collect(),
+            next_page_token: page.next_token,
         }))
+    }
+
+    async fn update_model(&self, request: Request<pb::UpdateModelRequest>) -> Result<Response<pb::Model>, Status> {
+        let registry = self.as_caller(request.metadata());
+        let request = request.into_inner();
+        record_span(&request.name, "");
+        let (record, aliases) = registry
+            .update_model(
+                required("name", &request.name)?,
+                request.description,
+                request.set_labels.into_iter().collect(),
+                request.remove_labels,
+            )
+            .await?;
+        Ok(Response::new(model_to_pb(record, aliases)))
+    }
+
+    async fn delete_model(
+        &self,
+        request: Request<pb::DeleteModelRequest>,
+    ) -> Result<Response<pb::DeleteModelResponse>, Status> {
+        let registry = self.as_caller(request.metadata());
+        let request = request.into_inner();
+        record_span(&request.name, "");
+        registry.delete_model(required("name", &request.name)?).await?;
+        Ok(Response::new(pb::DeleteModelResponse {}))
+    }
+
+    async fn archive_version(
+        &self,
+        request: Request<pb::ArchiveVersionRequest>,
+    ) -> Result<Response<pb::ModelVersion>, Status> {
+        let registry = self.as_caller(request.metadata());
+        let request = request.into_inner();
+        record_span(&request.model, &request.version.to_string());
+        let record = registry.archive_version(required("model", &request.model)?, request.version).await?;
+        Ok(Response::new(version_to_pb(record)))
+    }
+
+    async fn delete_version(
+        &self,
+        request: Request<pb::DeleteVersionRequest>,
+    ) -> Result<Response<pb::DeleteVersionResponse>, Status> {
+        let registry = self.as_caller(request.metadata());
+        let request = request.into_inner();
+        record_span(&request.model, &request.version.to_string());
+        registry.delete_version(required("model", &request.model)?, request.version).await?;
+        Ok(Response::new(pb::DeleteVersionResponse {}))
+    }
+
+    async fn delete_deployment(
+        &self,
+        request: Request<pb::DeleteDeploymentRequest>,
+    ) -> Result<Response<pb::DeleteDeploymentResponse>, Status> {
+        let registry = self.as_caller(request.metadata());
+        let request = request.into_inner();
+        record_span(&request.model, "");
+        registry.delete_deployment(required("model", &request.model)?).await?;
+        Ok(Response::new(pb::DeleteDeploymentResponse {}))
+    }
+
+    async fn get_dataset(&self, request: Request<pb::GetDatasetRequest>) -> Result<Response<pb::Dataset>, Status> {
+        let request = request.into_inner();
+        let record = self.registry.get_dataset(required("name", &request.name)?, &request.sha256).await?;
+        Ok(Response::new(dataset_to_pb(record)))
+    }
+
+    async fn delete_dataset(
+        &self,
+        request: Request<pb::DeleteDatasetRequest>,
+    ) -> Result<Response<pb::DeleteDatasetResponse>, Status> {
+        let registry = self.as_caller(request.metadata());
+        let request = request.into_inner();
+        registry.delete_dataset(required("name", &request.name)?, &request.sha256).await?;
+        Ok(Response::new(pb::DeleteDatasetResponse {}))
     }
 
     async fn upload_version(
@@ -179,8 +269,19 @@ impl pb::registry_server::Registry for RegistryService {
     ) -> Result<Response<pb::ListVersionsResponse>, Status> {
         let request = request.into_inner();
         record_span(&request.model, "");
-        let versions = self.registry.list_versions(required("model", &request.model)?).await?;
-        Ok(Response::new(pb::ListVersionsResponse { versions: versions.into_iter().map(version_to_pb).collect() }))
+        let page = self
+            .registry
+            .list_versions_page(
+                required("model", &request.model)?,
+                request.page_size,
+                &request.page_token,
+                request.include_archived,
+            )
+            .await?;
+        Ok(Response::new(pb::ListVersionsResponse {
+            versions: page.items.into_iter().map(version_to_pb).collect(),
+            next_page_token: page.next_token,
+        }))
     }
 
     type DownloadArtifactStream = ResponseStream<pb::DownloadArtifactResponse>;
@@ -345,6 +446,7 @@ fn model_to_pb(record: ModelRecord, aliases: std::collections::BTreeMap<String, 
         created_unix_ms: record.created_unix_ms,
         latest_version: record.latest_version,
         aliases: aliases.into_iter().collect(),
+        labels: record.labels.into_iter().collect(),
     }
 }
 
@@ -366,6 +468,7 @@ fn lineage_from_pb(lineage: pb::Lineage) -> Lineage {
         job_id: lineage.job_id,
         params: lineage.params.into_iter().collect(),
         target: lineage.target,
+        parent_version: lineage.parent_version,
     }
 }
 
@@ -384,7 +487,9 @@ fn version_to_pb(record: VersionRecord) -> pb::ModelVersion {
             job_id: record.lineage.job_id,
             params: record.lineage.params.into_iter().collect(),
             target: record.lineage.target,
+            parent_version: record.lineage.parent_version,
         }),
+        archived: record.archived,
         created_unix_ms: record.created_unix_ms,
         labels: record.labels,
         confusion_matrix: record.confusion_matrix.into_iter().flatten().collect(),

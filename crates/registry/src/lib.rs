@@ -12,6 +12,8 @@ mod config;
 mod domain;
 mod error;
 pub mod grpc;
+mod lifecycle;
+mod paging;
 
 use std::sync::Arc;
 
@@ -26,6 +28,7 @@ pub use blobs::BlobStore;
 pub use config::RegistryConfig;
 pub use domain::{DatasetUpload, Registry, VersionUpload};
 pub use error::{Error, Result};
+pub use paging::Page;
 
 /// Serves the registry API (plus health and reflection) on `listener` until `shutdown`.
 pub async fn serve(

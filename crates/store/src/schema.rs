@@ -138,6 +138,9 @@ pub struct ModelRecord {
     pub created_unix_ms: i64,
     /// Highest version number handed out; bumped by compare-and-swap.
     pub latest_version: u64,
+    /// Free-form key/value labels, for filtering.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Where a version came from.
@@ -153,6 +156,9 @@ pub struct Lineage {
     pub params: BTreeMap<String, String>,
     /// Target column.
     pub target: String,
+    /// The version this one succeeds (0 for the first).
+    #[serde(default)]
+    pub parent_version: u64,
 }
 
 /// `/models/{model}/versions/{n}`: an immutable version.
@@ -181,6 +187,9 @@ pub struct VersionRecord {
     pub lineage: Lineage,
     /// Registration time, ms since the Unix epoch.
     pub created_unix_ms: i64,
+    /// Hidden from listings, new aliases and new deployments.
+    #[serde(default)]
+    pub archived: bool,
 }
 
 /// One weighted target of a deployment: a version number or an alias.

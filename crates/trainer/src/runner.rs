@@ -323,6 +323,8 @@ impl Runner {
                 job_id: job.id.clone(),
                 params: params.into_iter().collect(),
                 target: job.spec.target.clone(),
+                // 0: the registry records the model's latest version at registration.
+                parent_version: 0,
             }),
             create_model: true,
         };
