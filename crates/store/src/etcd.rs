@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KvClient, LeaseClient, PutOptions, Txn, TxnOp,
+    WatchClient, WatchOptions,
 };
 use futures::StreamExt;
 
@@ -13,10 +14,16 @@ use crate::{Error, EventKind, KeyValue, KvStore, LeaseId, Result, Revision, Snap
 /// of hanging while etcd is unreachable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Largest etcd response accepted: a prefix read of a large registry (10,000 version
+/// records is about 6.5 MB) exceeds etcd-client's 4 MiB default.
+const MAX_RESPONSE_BYTES: usize = 256 << 20;
+
 /// etcd through etcd-client; cheap to clone.
 #[derive(Clone)]
 pub struct EtcdStore {
-    client: Client,
+    kv: KvClient,
+    watch: WatchClient,
+    lease: LeaseClient,
 }
 
 impl EtcdStore {
@@ -26,7 +33,11 @@ impl EtcdStore {
             .with_connect_timeout(Duration::from_secs(3))
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
         let client = within(Client::connect(endpoints, Some(options))).await?;
-        Ok(Self { client })
+        Ok(Self {
+            kv: client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES),
+            watch: client.watch_client().max_decoding_message_size(MAX_RESPONSE_BYTES),
+            lease: client.lease_client(),
+        })
     }
 }
 
@@ -52,13 +63,13 @@ fn put_options(lease: Option<LeaseId>) -> Option<PutOptions> {
 #[async_trait::async_trait]
 impl KvStore for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let mut client = self.client.clone();
+        let mut client = self.kv.clone();
         let response = within(client.get(key, None)).await?;
         response.kvs().first().map(convert).transpose()
     }
 
     async fn range(&self, prefix: &str) -> Result<Snapshot> {
-        let mut client = self.client.clone();
+        let mut client = self.kv.clone();
         let response = within(client.get(prefix, Some(GetOptions::new().with_prefix()))).await?;
         let revision = response.header().map(|h| h.revision()).unwrap_or_default();
         let kvs = response.kvs().iter().map(convert).collect::<Result<_>>()?;
@@ -66,13 +77,13 @@ impl KvStore for EtcdStore {
     }
 
     async fn put(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>) -> Result<Revision> {
-        let mut client = self.client.clone();
+        let mut client = self.kv.clone();
         let response = within(client.put(key, value, put_options(lease))).await?;
         Ok(response.header().map(|h| h.revision()).unwrap_or_default())
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
-        let mut client = self.client.clone();
+        let mut client = self.kv.clone();
         let response = within(client.delete(key, None)).await?;
         Ok(response.deleted() > 0)
     }
@@ -90,13 +101,13 @@ impl KvStore for EtcdStore {
             Compare::mod_revision(key, CompareOp::Equal, expected)
         };
         let txn = Txn::new().when([compare]).and_then([TxnOp::put(key, value, put_options(lease))]);
-        let mut client = self.client.clone();
+        let mut client = self.kv.clone();
         let response = within(client.txn(txn)).await?;
         Ok(response.succeeded())
     }
 
     async fn watch(&self, prefix: &str, from_revision: Revision) -> Result<WatchStream> {
-        let mut client = self.client.clone();
+        let mut client = self.watch.clone();
         let options = WatchOptions::new().with_prefix().with_start_revision(from_revision);
         let stream = within(client.watch(prefix, Some(options))).await?;
         let events = stream.flat_map(move |message| {
@@ -131,14 +142,14 @@ impl KvStore for EtcdStore {
     }
 
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
-        let mut client = self.client.clone();
+        let mut client = self.lease.clone();
         let seconds = ttl.as_secs().max(1) as i64;
-        Ok(within(client.lease_grant(seconds, None)).await?.id())
+        Ok(within(client.grant(seconds, None)).await?.id())
     }
 
     async fn lease_keep_alive(&self, lease: LeaseId) -> Result<()> {
-        let mut client = self.client.clone();
-        let (mut keeper, mut responses) = within(client.lease_keep_alive(lease)).await?;
+        let mut client = self.lease.clone();
+        let (mut keeper, mut responses) = within(client.keep_alive(lease)).await?;
         within(keeper.keep_alive()).await?;
         match within(responses.message()).await? {
             Some(response) if response.ttl() > 0 => Ok(()),
@@ -147,8 +158,8 @@ impl KvStore for EtcdStore {
     }
 
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
-        let mut client = self.client.clone();
-        match within(client.lease_revoke(lease)).await {
+        let mut client = self.lease.clone();
+        match within(client.revoke(lease)).await {
             Ok(_) | Err(Error::LeaseNotFound(_)) => Ok(()),
             Err(err) => Err(err),
         }
