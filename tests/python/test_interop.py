@@ -40,6 +40,35 @@ def read_safetensors(path):
     return tensors, metadata
 
 
+ONNX_RNG = np.random.default_rng(0)
+W1 = ONNX_RNG.normal(size=(4, 8)).astype(np.float32)
+B1 = ONNX_RNG.normal(size=(8,)).astype(np.float32)
+W2 = ONNX_RNG.normal(size=(8, 3)).astype(np.float32)
+B2 = ONNX_RNG.normal(size=(3,)).astype(np.float32)
+
+
+def write_onnx_classifier(path):
+    """Gemm -> Relu -> Gemm -> Softmax, batch dimension left symbolic, built with onnx."""
+    from onnx import TensorProto, helper, numpy_helper, checker, save
+
+    nodes = [
+        helper.make_node("Gemm", ["features", "W1", "B1"], ["hidden"]),
+        helper.make_node("Relu", ["hidden"], ["activated"]),
+        helper.make_node("Gemm", ["activated", "W2", "B2"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "classifier",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3])],
+        initializer=[numpy_helper.from_array(a, n) for a, n in [(W1, "W1"), (B1, "B1"), (W2, "W2"), (B2, "B2")]],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    checker.check_model(model)
+    save(model, path)
+
+
 @pytest.fixture(scope="module")
 def cluster():
     work = tempfile.mkdtemp(prefix="modelplane-interop-")
@@ -77,6 +106,10 @@ def cluster():
     cli("train", "tickets", "--dataset", "tickets", "--target", "topic", "--kind", "softmax",
         "--param", "text_column=text")
     cli("deploy", "tickets", "--version", "1")
+    onnx_path = os.path.join(work, "classifier.onnx")
+    write_onnx_classifier(onnx_path)
+    cli("models", "import", "onnx-classifier", onnx_path)
+    cli("deploy", "onnx-classifier", "--version", "1")
     yield addrs["router"], artifacts[0]
     proc.terminate()
     assert proc.wait(timeout=20) == 0, "modelplane up did not exit cleanly on SIGTERM"
@@ -161,6 +194,28 @@ def test_text_model_takes_bytes_and_answers_labels(cluster):
     probabilities = result.as_numpy("probabilities")
     assert probabilities.shape == (3, 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_imported_onnx_model_matches_numpy(cluster):
+    router, _ = cluster
+    client = grpcclient.InferenceServerClient(router)
+    meta = client.get_model_metadata("onnx-classifier", as_json=True)
+    assert meta["platform"] == "tract_onnx"
+    assert meta["inputs"] == [{"name": "features", "datatype": "FP32", "shape": ["-1", "4"]}]
+    assert meta["outputs"] == [{"name": "probs", "datatype": "FP32", "shape": ["-1", "3"]}]
+    x = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
+    tensor = grpcclient.InferInput("features", [5, 4], "FP32")
+    tensor.set_data_from_numpy(x)
+    got = client.infer("onnx-classifier", [tensor]).as_numpy("probs")
+    logits = np.maximum(x @ W1 + B1, 0) @ W2 + B2
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+    wrong = grpcclient.InferInput("features", [5, 3], "FP32")
+    wrong.set_data_from_numpy(x[:, :3].copy())
+    with pytest.raises(grpcclient.InferenceServerException) as err:
+        client.infer("onnx-classifier", [wrong])
+    assert "INVALID_ARGUMENT" in str(err.value.status()) and "[-1, 4]" in err.value.message()
 
 
 def test_errors_are_precise(cluster):

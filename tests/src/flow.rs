@@ -83,6 +83,7 @@ pub async fn upload_artifact(
         size_bytes: 0,
         lineage: None,
         create_model: true,
+        format: String::new(),
     };
     let mut messages =
         vec![pb::UploadVersionRequest { part: Some(pb::upload_version_request::Part::Manifest(manifest)) }];

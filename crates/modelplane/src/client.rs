@@ -39,6 +39,14 @@ pub enum ModelsCommand {
         /// Model name.
         model: String,
     },
+    /// Register an ONNX file as a new version (served with tract; the signature is read
+    /// from the graph).
+    Import {
+        /// Model name (created if needed).
+        model: String,
+        /// The .onnx file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -320,6 +328,37 @@ pub async fn train(args: TrainArgs, endpoints: &Endpoints) -> Result<()> {
 pub async fn models(command: ModelsCommand, endpoints: &Endpoints) -> Result<()> {
     let mut client = registry(endpoints)?;
     match command {
+        ModelsCommand::Import { model, file } => {
+            let bytes = tokio::fs::read(&file).await.with_context(|| format!("cannot read {}", file.display()))?;
+            let manifest = pb::UploadManifest {
+                model: model.clone(),
+                sha256: hex::encode(Sha256::digest(&bytes)),
+                size_bytes: bytes.len() as u64,
+                lineage: None,
+                create_model: true,
+                format: "onnx".into(),
+            };
+            let mut messages =
+                vec![pb::UploadVersionRequest { part: Some(pb::upload_version_request::Part::Manifest(manifest)) }];
+            messages.extend(bytes.chunks(modelplane_proto::MAX_CHUNK_BYTES).map(|chunk| pb::UploadVersionRequest {
+                part: Some(pb::upload_version_request::Part::Chunk(chunk.to_vec())),
+            }));
+            let version = client
+                .upload_version(as_user(futures::stream::iter(messages)))
+                .await
+                .map_err(|s| status_error("import failed", s))?
+                .into_inner();
+            let signature = version.signature.unwrap_or_default();
+            let describe = |specs: &[pb::TensorSpec]| {
+                specs.iter().map(|t| format!("{} {} {:?}", t.name, t.datatype, t.shape)).collect::<Vec<_>>().join(", ")
+            };
+            println!(
+                "imported {model} version {} (inputs: {}; outputs: {})",
+                version.version,
+                describe(&signature.inputs),
+                describe(&signature.outputs)
+            );
+        }
         ModelsCommand::List => {
             let mut token = String::new();
             loop {
@@ -355,6 +394,10 @@ pub async fn models(command: ModelsCommand, endpoints: &Endpoints) -> Result<()>
                 token = page.next_page_token;
             }
             for v in versions {
+                if v.kind == "onnx" {
+                    println!("v{}\tonnx\tsha256={}", v.version, &v.sha256[..12.min(v.sha256.len())]);
+                    continue;
+                }
                 let mut metrics: Vec<String> = v.metrics.iter().map(|(k, m)| format!("{k}={m:.4}")).collect();
                 metrics.sort();
                 let lineage = v.lineage.unwrap_or_default();

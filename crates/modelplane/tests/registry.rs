@@ -80,6 +80,7 @@ async fn registries_share_etcd_without_duplicate_versions_and_survive_crashes() 
         size_bytes: other.len() as u64,
         lineage: None,
         create_model: true,
+        format: String::new(),
     };
     sender
         .send(pb::UploadVersionRequest { part: Some(pb::upload_version_request::Part::Manifest(manifest)) })
@@ -257,6 +258,7 @@ async fn lifecycle(addr: &str, bytes: &[u8], sha: &str) {
             ..Default::default()
         }),
         create_model: true,
+        format: String::new(),
     };
     let messages = vec![
         pb::UploadVersionRequest { part: Some(pb::upload_version_request::Part::Manifest(manifest)) },

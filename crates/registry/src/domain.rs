@@ -31,6 +31,8 @@ pub struct VersionUpload {
     pub lineage: Lineage,
     /// Create the model if it does not exist.
     pub create_model: bool,
+    /// `""`/`"modelplane"` for a modelplane artifact, `"onnx"` for an ONNX graph.
+    pub format: String,
     /// The artifact.
     pub bytes: Bytes,
 }
@@ -225,10 +227,10 @@ impl Registry {
             )));
         }
         let bytes = upload.bytes.clone();
-        let model = tokio::task::spawn_blocking(move || Model::from_artifact(&bytes))
+        let format = upload.format.clone();
+        let described = tokio::task::spawn_blocking(move || describe(&format, &bytes))
             .await
-            .map_err(|err| Error::Internal(err.to_string()))?
-            .map_err(|err| Error::InvalidArgument(format!("not a loadable modelplane artifact: {err}")))?;
+            .map_err(|err| Error::Internal(err.to_string()))??;
 
         if self.store.get(&schema::model_key(&upload.model)).await?.is_none() {
             if !upload.create_model {
@@ -247,11 +249,11 @@ impl Registry {
             version,
             sha256: actual,
             size_bytes: upload.bytes.len() as u64,
-            kind: model.manifest.kind.name().to_owned(),
-            signature: model.manifest.signature.clone(),
-            metrics: model.manifest.metrics.clone(),
-            labels: model.manifest.labels.clone(),
-            confusion_matrix: model.manifest.confusion_matrix.clone(),
+            kind: described.kind,
+            signature: described.signature,
+            metrics: described.metrics,
+            labels: described.labels,
+            confusion_matrix: described.confusion_matrix,
             lineage: Lineage {
                 parent_version: match upload.lineage.parent_version {
                     0 => version - 1,
@@ -528,6 +530,46 @@ fn csv_shape(bytes: &[u8]) -> Result<(Vec<String>, u64)> {
         rows += 1;
     }
     Ok((columns, rows))
+}
+
+/// What the registry records about an artifact, read by loading it.
+struct Described {
+    kind: String,
+    signature: modelplane_model::Signature,
+    metrics: BTreeMap<String, f64>,
+    labels: Vec<String>,
+    confusion_matrix: Vec<Vec<u64>>,
+}
+
+/// Loads an artifact of `format` to check it and read its kind, signature and metrics.
+fn describe(format: &str, bytes: &[u8]) -> Result<Described> {
+    match format {
+        "" | "modelplane" => {
+            let model = Model::from_artifact(bytes)
+                .map_err(|err| Error::InvalidArgument(format!("not a loadable modelplane artifact: {err}")))?;
+            Ok(Described {
+                kind: model.manifest.kind.name().to_owned(),
+                signature: model.manifest.signature,
+                metrics: model.manifest.metrics,
+                labels: model.manifest.labels,
+                confusion_matrix: model.manifest.confusion_matrix,
+            })
+        }
+        "onnx" => {
+            let model =
+                modelplane_onnx::OnnxModel::load(bytes).map_err(|err| Error::InvalidArgument(err.to_string()))?;
+            Ok(Described {
+                kind: "onnx".into(),
+                signature: model.signature().clone(),
+                metrics: BTreeMap::new(),
+                labels: Vec::new(),
+                confusion_matrix: Vec::new(),
+            })
+        }
+        other => {
+            Err(Error::InvalidArgument(format!("artifact format {other:?} is unknown; expected modelplane or onnx")))
+        }
+    }
 }
 
 fn not_found_model(name: &str) -> Error {

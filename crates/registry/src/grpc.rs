@@ -250,6 +250,7 @@ impl pb::registry_server::Registry for RegistryService {
                 size_bytes: manifest.size_bytes,
                 lineage: manifest.lineage.map(lineage_from_pb).unwrap_or_default(),
                 create_model: manifest.create_model,
+                format: manifest.format,
                 bytes,
             })
             .await?;

@@ -327,6 +327,7 @@ impl Runner {
                 parent_version: 0,
             }),
             create_model: true,
+            format: String::new(),
         };
         let mut messages = vec![UploadVersionRequest { part: Some(upload_version_request::Part::Manifest(manifest)) }];
         messages.extend(

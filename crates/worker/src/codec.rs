@@ -20,6 +20,52 @@ pub enum Decoded {
     Features(Array2<f32>),
     /// One text per row for a text model.
     Texts(Vec<Vec<u8>>),
+    /// One FP32 tensor (shape, values) per input, in signature order, for ONNX graphs.
+    Tensors(Vec<(Vec<usize>, Vec<f32>)>),
+}
+
+/// Decodes every input an ONNX graph's signature names, matched by name, converted to
+/// FP32 where lossless. Ranks and fixed dimensions are checked by the graph.
+pub fn decode_tensors(
+    request: &ModelInferRequest,
+    signature: &Signature,
+) -> Result<Vec<(Vec<usize>, Vec<f32>)>, Error> {
+    let expected: Vec<&str> = signature.inputs.iter().map(|s| s.name.as_str()).collect();
+    if let Some(unknown) = request.inputs.iter().find(|i| !expected.contains(&i.name.as_str())) {
+        return Err(Error::InvalidArgument(format!(
+            "unexpected input {:?}; model inputs are {expected:?}",
+            unknown.name
+        )));
+    }
+    if !request.raw_input_contents.is_empty() && request.raw_input_contents.len() != request.inputs.len() {
+        return Err(Error::InvalidArgument(format!(
+            "{} raw_input_contents for {} inputs; send one per input or none",
+            request.raw_input_contents.len(),
+            request.inputs.len()
+        )));
+    }
+    signature
+        .inputs
+        .iter()
+        .map(|spec| {
+            let index = request.inputs.iter().position(|i| i.name == spec.name).ok_or_else(|| {
+                Error::InvalidArgument(format!("missing input {:?}; model inputs are {expected:?}", spec.name))
+            })?;
+            let input = &request.inputs[index];
+            if input.shape.iter().any(|d| *d < 0) {
+                return Err(Error::InvalidArgument(format!(
+                    "input {:?} has negative dimensions {:?}",
+                    input.name, input.shape
+                )));
+            }
+            let shape: Vec<usize> = input.shape.iter().map(|d| *d as usize).collect();
+            let count = shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d)).ok_or_else(|| {
+                Error::InvalidArgument(format!("input {:?} shape {:?} is too large", input.name, input.shape))
+            })?;
+            let raw = request.raw_input_contents.get(index).map(|raw| raw.as_ref());
+            Ok((shape, to_fp32(input, raw, count)?))
+        })
+        .collect()
 }
 
 /// Decodes the single input a model's signature asks for: FP32 `[rows, features]` (or a
@@ -288,7 +334,7 @@ mod tests {
     fn features(decoded: Decoded) -> Array2<f32> {
         match decoded {
             Decoded::Features(x) => x,
-            Decoded::Texts(_) => panic!("expected features"),
+            other => panic!("expected features, got {other:?}"),
         }
     }
 
@@ -355,7 +401,7 @@ mod tests {
         for request in [typed, raw.clone()] {
             match decode_input(&request, &signature).expect("texts") {
                 Decoded::Texts(texts) => assert_eq!(texts, vec![b"hi there".to_vec(), Vec::new()]),
-                Decoded::Features(_) => panic!("expected texts"),
+                other => panic!("expected texts, got {other:?}"),
             }
         }
         raw.raw_input_contents[0] = Bytes::from([&9u32.to_le_bytes()[..], b"hi there"].concat());
@@ -365,6 +411,27 @@ mod tests {
         numbers.inputs[0].name = "text".into();
         let err = decode_input(&numbers, &signature).expect_err("numbers for a text model");
         assert!(err.to_string().contains("expected BYTES"), "{err}");
+    }
+
+    #[test]
+    fn onnx_inputs_match_by_name_and_keep_their_shape() {
+        let spec = |name: &str| modelplane_model::TensorSpec {
+            name: name.into(),
+            datatype: "FP32".into(),
+            shape: vec![-1, 2],
+        };
+        let signature = modelplane_model::Signature { inputs: vec![spec("a"), spec("b")], outputs: Vec::new() };
+        let mut request = request("FP32", vec![1, 2], vec![1.0, 2.0], false);
+        request.inputs[0].name = "b".into();
+        let err = decode_tensors(&request, &signature).expect_err("a is missing");
+        assert!(err.to_string().contains("missing input \"a\""), "{err}");
+        let mut second = request.inputs[0].clone();
+        second.name = "a".into();
+        second.shape = vec![2, 1];
+        second.contents = Some(InferTensorContents { fp32_contents: vec![3.0, 4.0], ..Default::default() });
+        request.inputs.push(second);
+        let tensors = decode_tensors(&request, &signature).expect("both");
+        assert_eq!(tensors, vec![(vec![2, 1], vec![3.0, 4.0]), (vec![1, 2], vec![1.0, 2.0])]);
     }
 
     #[test]

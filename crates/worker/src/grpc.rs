@@ -8,11 +8,13 @@ use modelplane_store::Catalog;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::state::{LoadedModel, WorkerState};
+use crate::state::{LoadedModel, Runnable, WorkerState};
 use crate::{Error, codec};
 
 /// Platform name reported in model metadata.
 pub const PLATFORM: &str = "modelplane_ndarray";
+/// Platform name of ONNX graphs (run with tract).
+pub const ONNX_PLATFORM: &str = "tract_onnx";
 
 /// The inference service of a worker.
 #[derive(Clone)]
@@ -78,7 +80,7 @@ pub(crate) fn model_metadata(loaded: &LoadedModel, versions: Vec<u64>) -> pb::Mo
     pb::ModelMetadataResponse {
         name: loaded.record.model.clone(),
         versions: versions.into_iter().map(|v| v.to_string()).collect(),
-        platform: PLATFORM.into(),
+        platform: if loaded.record.kind == "onnx" { ONNX_PLATFORM } else { PLATFORM }.into(),
         inputs: signature.inputs.iter().map(tensor_metadata).collect(),
         outputs: signature.outputs.iter().map(tensor_metadata).collect(),
     }
@@ -145,20 +147,31 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceServic
         let loaded = self.resolve(&request.model_name, &request.model_version)?;
         span.record("version", loaded.record.version);
         let signature = &loaded.record.signature;
-        let input = codec::decode_input(&request, signature)?;
+        let input = match &loaded.model {
+            Runnable::Native(_) => codec::decode_input(&request, signature)?,
+            Runnable::Onnx(_) => codec::Decoded::Tensors(codec::decode_tensors(&request, signature)?),
+        };
         codec::check_requested_outputs(&request, signature)?;
         let model = loaded.clone();
         // Inference is CPU work: keep it off the async runtime.
-        let outputs = tokio::task::spawn_blocking(move || match input {
-            codec::Decoded::Features(rows) => model.model.predict(rows.view()),
-            codec::Decoded::Texts(texts) => {
-                let texts: Vec<&[u8]> = texts.iter().map(Vec::as_slice).collect();
-                model.model.predict_texts(&texts)
+        let outputs = tokio::task::spawn_blocking(move || match (&model.model, input) {
+            (Runnable::Native(native), codec::Decoded::Features(rows)) => {
+                native.predict(rows.view()).map_err(Error::from)
             }
+            (Runnable::Native(native), codec::Decoded::Texts(texts)) => {
+                let texts: Vec<&[u8]> = texts.iter().map(Vec::as_slice).collect();
+                native.predict_texts(&texts).map_err(Error::from)
+            }
+            (Runnable::Onnx(graph), codec::Decoded::Tensors(tensors)) => {
+                graph.predict(tensors).map_err(|err| match err {
+                    modelplane_onnx::Error::InvalidInput(message) => Error::InvalidArgument(message),
+                    other => Error::Internal(other.to_string()),
+                })
+            }
+            _ => Err(Error::Internal("decoded input does not match the model kind".into())),
         })
         .await
-        .map_err(|err| Error::Internal(format!("inference task failed: {err}")))?
-        .map_err(Error::from)?;
+        .map_err(|err| Error::Internal(format!("inference task failed: {err}")))??;
         Ok(Response::new(codec::encode_response(&request, &loaded.record.model, loaded.record.version, outputs)))
     }
 }

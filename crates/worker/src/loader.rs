@@ -16,7 +16,7 @@ use modelplane_store::schema::{self, LoadState, VersionRecord, WorkerRecord};
 use modelplane_store::{Catalog, KvStore, LeaseKeeper};
 use sha2::{Digest, Sha256};
 
-use crate::state::{LoadedModel, Slot, WorkerState};
+use crate::state::{LoadedModel, Runnable, Slot, WorkerState};
 use crate::{Error, WorkerConfig};
 
 const RETRY_FAILED_AFTER: Duration = Duration::from_secs(5);
@@ -204,12 +204,19 @@ async fn load(
     record: &VersionRecord,
     cache_dir: &Path,
     registry: RegistryClient<TracedChannel>,
-) -> Result<Model, Error> {
+) -> Result<Runnable, Error> {
     let bytes = fetch(record, cache_dir, registry).await?;
-    tokio::task::spawn_blocking(move || Model::from_artifact(&bytes))
-        .await
-        .map_err(|err| Error::Internal(err.to_string()))?
-        .map_err(|err| Error::Internal(format!("artifact does not load: {err}")))
+    let onnx = record.kind == "onnx";
+    tokio::task::spawn_blocking(move || {
+        if onnx {
+            modelplane_onnx::OnnxModel::load(&bytes).map(Runnable::Onnx).map_err(|err| err.to_string())
+        } else {
+            Model::from_artifact(&bytes).map(Runnable::Native).map_err(|err| err.to_string())
+        }
+    })
+    .await
+    .map_err(|err| Error::Internal(err.to_string()))?
+    .map_err(|err| Error::Internal(format!("artifact does not load: {err}")))
 }
 
 /// Writes the worker record under the current lease.

@@ -10,12 +10,20 @@ use tokio::sync::Notify;
 
 use crate::Error;
 
+/// A loaded model of either artifact kind.
+pub enum Runnable {
+    /// A modelplane artifact (ndarray).
+    Native(Model),
+    /// An ONNX graph (tract).
+    Onnx(modelplane_onnx::OnnxModel),
+}
+
 /// A version loaded and ready to run.
 pub struct LoadedModel {
     /// Its registry record.
     pub record: VersionRecord,
     /// The model.
-    pub model: Model,
+    pub model: Runnable,
 }
 
 pub(crate) struct Slot {
