@@ -490,19 +490,7 @@ impl Registry {
 
     /// A dataset record and its bytes; empty `sha256` means the newest upload of `name`.
     pub async fn download_dataset(&self, name: &str, sha256: &str) -> Result<(DatasetRecord, Bytes)> {
-        let snapshot = self.store.range(&schema::dataset_prefix(name)).await?;
-        let mut records: Vec<DatasetRecord> =
-            snapshot.kvs.iter().map(|kv| schema::decode(&kv.key, &kv.value)).collect::<Result<_, _>>()?;
-        records.sort_by_key(|r| r.created_unix_ms);
-        let record = if sha256.is_empty() {
-            records.pop()
-        } else {
-            records.into_iter().find(|r| r.sha256.eq_ignore_ascii_case(sha256))
-        }
-        .ok_or_else(|| match sha256 {
-            "" => Error::NotFound(format!("dataset {name:?} not found; upload it first")),
-            sha => Error::NotFound(format!("dataset {name:?} has no upload with sha256 {sha}")),
-        })?;
+        let record = self.get_dataset(name, sha256).await?;
         let bytes = self.blobs.get(DATASETS, &record.sha256).await?;
         Ok((record, bytes))
     }

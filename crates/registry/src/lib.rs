@@ -16,12 +16,12 @@ mod lifecycle;
 mod paging;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use modelplane_proto::registry::registry_server::RegistryServer;
 use modelplane_service::Shutdown;
 use modelplane_store::KvStore;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use audit::{ACTOR_METADATA, ANONYMOUS};
 pub use blobs::BlobStore;
@@ -44,21 +44,11 @@ pub async fn serve(
         Ok(_) => {}
         Err(err) => tracing::warn!(error = %err, "orphan sweep failed; will try at the next start"),
     }
-    let (health, health_service) = modelplane_service::health_service();
-    health.set_serving::<RegistryServer<grpc::RegistryService>>().await;
     let service = RegistryServer::new(grpc::RegistryService::new(registry))
         .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES);
     tracing::info!(addr = ?listener.local_addr().ok(), blobs = %config.blob_dir.display(), "registry serving");
-    let drain = shutdown.clone();
-    modelplane_service::grpc_server()
-        .add_service(health_service)
-        .add_service(modelplane_service::reflection_service(&["modelplane.registry.v1.Registry"]))
-        .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            drain.cancelled().await;
-            health.set_not_serving::<RegistryServer<grpc::RegistryService>>().await;
-        })
+    modelplane_service::serve_grpc(service, listener, shutdown, Duration::ZERO)
         .await
         .map_err(|err| Error::Internal(format!("registry server: {err}")))?;
     Ok(())

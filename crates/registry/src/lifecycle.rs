@@ -146,16 +146,7 @@ impl Registry {
 
     /// A dataset record; empty `sha256` means the newest upload of `name`.
     pub async fn get_dataset(&self, name: &str, sha256: &str) -> Result<DatasetRecord> {
-        let snapshot = self.store.range(&schema::dataset_prefix(name)).await?;
-        let mut records: Vec<DatasetRecord> =
-            snapshot.kvs.iter().map(|kv| schema::decode(&kv.key, &kv.value)).collect::<Result<_, _>>()?;
-        records.sort_by_key(|r| r.created_unix_ms);
-        let found = if sha256.is_empty() {
-            records.pop()
-        } else {
-            records.into_iter().find(|r| r.sha256.eq_ignore_ascii_case(sha256))
-        };
-        found.ok_or_else(|| match sha256 {
+        modelplane_store::find_dataset(&*self.store, name, sha256).await?.ok_or_else(|| match sha256 {
             "" => Error::NotFound(format!("dataset {name:?} not found; upload it first")),
             sha => Error::NotFound(format!("dataset {name:?} has no upload with sha256 {sha}")),
         })

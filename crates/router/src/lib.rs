@@ -9,6 +9,7 @@ mod table;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
 
 use modelplane_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use modelplane_service::Shutdown;
@@ -16,7 +17,6 @@ use modelplane_store::schema;
 use modelplane_store::{Catalog, KvStore, Mirror};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::RouterConfig;
 pub use error::{Error, Result};
@@ -71,23 +71,11 @@ pub async fn serve(
         next: Arc::new(AtomicUsize::new(0)),
         config,
     };
-    let (health, health_service) = modelplane_service::health_service();
-    health.set_serving::<GrpcInferenceServiceServer<RouterService>>().await;
     tracing::info!(addr = ?listener.local_addr().ok(), "router serving");
-    let drain = shutdown.clone();
-    let served = modelplane_service::grpc_server()
-        .add_service(health_service)
-        .add_service(modelplane_service::reflection_service(&["inference.GRPCInferenceService"]))
-        .add_service(
-            GrpcInferenceServiceServer::new(service)
-                .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES),
-        )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            drain.cancelled().await;
-            health.set_not_serving::<GrpcInferenceServiceServer<RouterService>>().await;
-        })
-        .await;
+    let service = GrpcInferenceServiceServer::new(service)
+        .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES);
+    let served = modelplane_service::serve_grpc(service, listener, shutdown, Duration::ZERO).await;
     follow.abort();
     served.map_err(|err| Error::Internal(format!("router server: {err}")))
 }

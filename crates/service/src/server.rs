@@ -43,3 +43,40 @@ pub fn reflection_service(
         // Our descriptor sets are compiled in; failing here is a build defect.
         .expect("reflection descriptors are valid")
 }
+
+/// Serves one gRPC service (plus health and reflection) on `listener` until `shutdown`
+/// is cancelled. On shutdown health turns NOT_SERVING (for the service and the whole
+/// server), then after `linger` the server stops accepting and drains in-flight calls.
+pub async fn serve_grpc<S>(
+    service: S,
+    listener: tokio::net::TcpListener,
+    shutdown: crate::Shutdown,
+    linger: std::time::Duration,
+) -> Result<(), tonic::transport::Error>
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    use tonic_health::ServingStatus;
+    let (health, health_service) = health_service();
+    health.set_service_status(S::NAME, ServingStatus::Serving).await;
+    grpc_server()
+        .add_service(health_service)
+        .add_service(reflection_service(&[S::NAME]))
+        .add_service(service)
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
+            shutdown.cancelled().await;
+            health.set_service_status(S::NAME, ServingStatus::NotServing).await;
+            health.set_service_status("", ServingStatus::NotServing).await;
+            tokio::time::sleep(linger).await;
+        })
+        .await
+}

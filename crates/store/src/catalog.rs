@@ -122,3 +122,21 @@ pub fn workers(state: &MirrorState) -> Result<HashMap<String, WorkerRecord>> {
         .map(|(key, value)| schema::decode::<WorkerRecord>(key, value).map(|record| (record.id.clone(), record)))
         .collect()
 }
+
+/// The upload of dataset `name` with `sha256`, or its newest upload when `sha256` is
+/// empty; `None` when there is no such upload.
+pub async fn find_dataset(
+    store: &dyn crate::KvStore,
+    name: &str,
+    sha256: &str,
+) -> Result<Option<schema::DatasetRecord>> {
+    let snapshot = store.range(&schema::dataset_prefix(name)).await?;
+    let mut records: Vec<schema::DatasetRecord> =
+        snapshot.kvs.iter().map(|kv| schema::decode(&kv.key, &kv.value)).collect::<Result<_>>()?;
+    records.sort_by_key(|r| r.created_unix_ms);
+    Ok(if sha256.is_empty() {
+        records.pop()
+    } else {
+        records.into_iter().find(|r| r.sha256.eq_ignore_ascii_case(sha256))
+    })
+}

@@ -31,18 +31,11 @@ pub fn validate_spec(spec: &JobSpec) -> Result<()> {
 
 /// The dataset a spec names (its newest upload unless a sha256 is given).
 async fn find_dataset(store: &dyn KvStore, spec: &JobSpec) -> Result<DatasetRecord> {
-    let snapshot = store.range(&schema::dataset_prefix(&spec.dataset)).await?;
-    let mut records: Vec<DatasetRecord> =
-        snapshot.kvs.iter().map(|kv| schema::decode(&kv.key, &kv.value)).collect::<Result<_, _>>()?;
-    records.sort_by_key(|r| r.created_unix_ms);
-    let found = if spec.dataset_sha256.is_empty() {
-        records.pop()
-    } else {
-        records.into_iter().find(|r| r.sha256.eq_ignore_ascii_case(&spec.dataset_sha256))
-    };
-    found.ok_or_else(|| match spec.dataset_sha256.as_str() {
-        "" => Error::NotFound(format!("dataset {:?} not found; upload it first", spec.dataset)),
-        sha => Error::NotFound(format!("dataset {:?} has no upload with sha256 {sha}", spec.dataset)),
+    modelplane_store::find_dataset(store, &spec.dataset, &spec.dataset_sha256).await?.ok_or_else(|| {
+        match spec.dataset_sha256.as_str() {
+            "" => Error::NotFound(format!("dataset {:?} not found; upload it first", spec.dataset)),
+            sha => Error::NotFound(format!("dataset {:?} has no upload with sha256 {sha}", spec.dataset)),
+        }
     })
 }
 

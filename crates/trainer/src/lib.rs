@@ -11,13 +11,13 @@ pub mod jobs;
 mod runner;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use modelplane_proto::registry::registry_client::RegistryClient;
 use modelplane_proto::trainer::trainer_server::TrainerServer;
 use modelplane_service::Shutdown;
 use modelplane_store::{KvStore, LeaseKeeper};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::TrainerConfig;
 pub use error::{Error, Result};
@@ -45,19 +45,9 @@ pub async fn serve(
         Arc::new(runner::Runner { store: store.clone(), registry, config: config.clone(), lease: lease.clone() });
     let jobs = tokio::spawn(runner.run(shutdown.clone()));
 
-    let (health, health_service) = modelplane_service::health_service();
-    health.set_serving::<TrainerServer<TrainerService>>().await;
     tracing::info!(id = %config.id, addr = ?listener.local_addr().ok(), "trainer serving");
-    let drain = shutdown.clone();
-    let served = modelplane_service::grpc_server()
-        .add_service(health_service)
-        .add_service(modelplane_service::reflection_service(&["modelplane.trainer.v1.Trainer"]))
-        .add_service(TrainerServer::new(TrainerService { store, max_dataset_bytes: config.max_dataset_bytes }))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            drain.cancelled().await;
-            health.set_not_serving::<TrainerServer<TrainerService>>().await;
-        })
-        .await;
+    let service = TrainerServer::new(TrainerService { store, max_dataset_bytes: config.max_dataset_bytes });
+    let served = modelplane_service::serve_grpc(service, listener, shutdown, Duration::ZERO).await;
     let _ = jobs.await;
     if let Ok(lease) = Arc::try_unwrap(lease) {
         // Jobs still running are released: another trainer claims them at once.

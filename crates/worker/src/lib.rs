@@ -19,7 +19,6 @@ use modelplane_store::schema::{self, LoadState};
 use modelplane_store::{Catalog, KvStore, LeaseKeeper, Mirror};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::WorkerConfig;
 pub use error::{Error, Result};
@@ -111,24 +110,12 @@ pub async fn serve(
     };
 
     let service = InferenceService { state: state.clone(), catalog: catalog_rx, ready: ready_rx };
-    let (health, health_service) = modelplane_service::health_service();
-    health.set_serving::<GrpcInferenceServiceServer<InferenceService>>().await;
     tracing::info!(id = %config.id, %addr, "worker serving");
-    let drain = shutdown.clone();
-    let served = modelplane_service::grpc_server()
-        .add_service(health_service)
-        .add_service(modelplane_service::reflection_service(&["inference.GRPCInferenceService"]))
-        .add_service(
-            GrpcInferenceServiceServer::new(service)
-                .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES),
-        )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            drain.cancelled().await;
-            health.set_not_serving::<GrpcInferenceServiceServer<InferenceService>>().await;
-            tokio::time::sleep(WITHDRAW_DELAY).await;
-        })
-        .await;
+    let service = GrpcInferenceServiceServer::new(service)
+        .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES);
+    // The linger lets routers see the withdrawn record before connections close.
+    let served = modelplane_service::serve_grpc(service, listener, shutdown.clone(), WITHDRAW_DELAY).await;
     let (handle, lease) = reconcile;
     let _ = handle.await;
     if let Ok(lease) = Arc::try_unwrap(lease) {
