@@ -23,6 +23,7 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     let store = etcd.url.clone();
     let blob_dir = dir.path().join("blobs").display().to_string();
     let cache_dir = dir.path().join("cache").display().to_string();
+    let cache_dir_b = dir.path().join("cache-b").display().to_string();
 
     let mut registry = Process::spawn_with_env(
         bin,
@@ -74,6 +75,27 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
         &env,
     )
     .expect("worker starts");
+    let mut worker_b = Process::spawn_with_env(
+        bin,
+        "worker-b",
+        &args(&[
+            "worker",
+            "--etcd",
+            &store,
+            "--listen",
+            "127.0.0.1:0",
+            "--registry",
+            &registry_addr,
+            "--id",
+            "worker-b",
+            "--cache-dir",
+            &cache_dir_b,
+        ]),
+        &["worker"],
+        logs,
+        &env,
+    )
+    .expect("worker starts");
     let mut router = Process::spawn_with_env(
         bin,
         "router",
@@ -90,6 +112,69 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     let flip = scenario::run(&endpoints).await.expect("scenario passes");
     println!("alias flip took {flip:?} to show in predictions");
     assert!(flip < Duration::from_secs(2), "alias flip took {flip:?}; expected under 2 s");
+
+    // A 90/10 canary between v1 and v2: over 10,000 requests the split is within ±2 %.
+    let mut registry_client = modelplane_tests::registry(&endpoints.registry).await.expect("client");
+    let canary = pb::Deployment {
+        model: "houses".into(),
+        targets: vec![
+            pb::DeploymentTarget { version: 1, alias: String::new(), weight: 90 },
+            pb::DeploymentTarget { version: 2, alias: String::new(), weight: 10 },
+        ],
+        replicas: 0,
+    };
+    registry_client.set_deployment(pb::SetDeploymentRequest { deployment: Some(canary) }).await.expect("canary");
+    for version in ["1", "2"] {
+        modelplane_tests::wait_ready(&endpoints.router, "houses", version, Duration::from_secs(30))
+            .await
+            .expect("ready");
+    }
+    let rows = vec![vec![120.0f32, 3.0, 10.0]];
+    let senders = (0..8).map(|_| {
+        let (router, rows) = (endpoints.router.clone(), rows.clone());
+        tokio::spawn(async move {
+            let mut first = 0u32;
+            for _ in 0..1250 {
+                let (_, version) =
+                    modelplane_tests::predict(&router, "houses", "", &rows, false).await.expect("canary request");
+                first += u32::from(version == "1");
+            }
+            first
+        })
+    });
+    let first: u32 = futures::future::join_all(senders).await.into_iter().map(|r| r.expect("task")).sum();
+    let share = f64::from(first) / 10_000.0;
+    assert!((share - 0.9).abs() <= 0.02, "v1 served {share:.3} of requests; expected 0.90 ± 0.02");
+    let production = pb::Deployment {
+        model: "houses".into(),
+        targets: vec![pb::DeploymentTarget { version: 0, alias: "production".into(), weight: 1 }],
+        replicas: 0,
+    };
+    registry_client.set_deployment(pb::SetDeploymentRequest { deployment: Some(production) }).await.expect("deploy");
+
+    // kill -9 of one of two workers under concurrent load: no request fails.
+    let load = (0..4).map(|_| {
+        let (router, rows) = (endpoints.router.clone(), rows.clone());
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(4);
+            let mut served = 0u32;
+            while Instant::now() < deadline {
+                modelplane_tests::predict(&router, "houses", "production", &rows, false)
+                    .await
+                    .expect("a request failed while a worker died");
+                served += 1;
+            }
+            served
+        })
+    });
+    let load = futures::future::join_all(load);
+    let kill = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        worker_b.kill();
+    };
+    let (served, ()) = tokio::join!(load, kill);
+    let served: u32 = served.into_iter().map(|r| r.expect("load task")).sum();
+    assert!(served > 100, "only {served} requests in 4 s");
 
     // etcd down for 10 s under load: routers and workers serve from their last state,
     // and an alias flip made after etcd returns takes effect.

@@ -54,7 +54,7 @@ impl RouterService {
             let replica = &replicas[(start + attempt) % replicas.len()];
             match call(replica.client.clone(), number).await {
                 Ok(response) => return Ok((response.into_inner(), number)),
-                Err(status) if status.code() == Code::Unavailable => {
+                Err(status) if retryable(&status) => {
                     tracing::debug!(worker = %replica.worker, error = %status.message(), "replica unavailable; trying the next");
                     last = Some(status);
                 }
@@ -62,6 +62,18 @@ impl RouterService {
             }
         }
         Err(last.unwrap_or_else(|| Status::unavailable(format!("no replica of {model} v{number} answered"))))
+    }
+}
+
+/// Whether another replica may succeed: the replica said UNAVAILABLE, or the call never
+/// got an answer (a refused or broken connection, which tonic reports as UNKNOWN with
+/// the transport error as its source; a status a worker sent has no source). Inference
+/// is idempotent, so running it again elsewhere is safe.
+fn retryable(status: &Status) -> bool {
+    match status.code() {
+        Code::Unavailable => true,
+        Code::Unknown => std::error::Error::source(status).is_some(),
+        _ => false,
     }
 }
 
