@@ -12,7 +12,7 @@ use modelplane_service::TracedChannel;
 use tokio::sync::watch;
 use tonic::{Code, Request, Response, Status};
 
-use crate::table::{LastGood, RoutingTable, resolve};
+use crate::table::{LastGood, RoutingTable, Suspects, resolve};
 use crate::{Error, RouterConfig};
 
 /// The router's inference service.
@@ -21,6 +21,7 @@ pub struct RouterService {
     pub(crate) table: watch::Receiver<Arc<RoutingTable>>,
     pub(crate) synced: watch::Receiver<bool>,
     pub(crate) last_good: Arc<LastGood>,
+    pub(crate) suspects: Arc<Suspects>,
     pub(crate) next: Arc<AtomicUsize>,
     pub(crate) config: RouterConfig,
 }
@@ -34,34 +35,51 @@ impl RouterService {
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let table = self.table.borrow().clone();
-        let number = resolve(&table, &self.last_good, model, version)?;
         let span = tracing::Span::current();
         span.record("model", model);
-        span.record("version", number);
-        let replicas = table.replicas(model, number);
-        if replicas.is_empty() {
-            return Err(
-                Error::Unavailable(format!("no ready replica of {model} v{number}; it may still be loading")).into()
-            );
-        }
-        let attempts = match self.config.max_attempts {
-            0 => replicas.len(),
-            n => n.min(replicas.len()),
-        };
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut last = None;
-        for attempt in 0..attempts {
-            let replica = &replicas[(start + attempt) % replicas.len()];
-            match call(replica.client.clone(), number).await {
-                Ok(response) => return Ok((response.into_inner(), number)),
-                Err(status) if retryable(&status) => {
-                    tracing::debug!(worker = %replica.worker, error = %status.message(), "replica unavailable; trying the next");
-                    last = Some(status);
+        // A second pass re-resolves after a dead replica was found: the alias may then
+        // fall back to its last version with live replicas.
+        for _pass in 0..2 {
+            let number = resolve(&table, &self.last_good, &self.suspects, model, version)?;
+            span.record("version", number);
+            let replicas = table.candidates(model, number, &self.suspects);
+            if replicas.is_empty() {
+                return Err(Error::Unavailable(format!(
+                    "no ready replica of {model} v{number}; it may still be loading"
+                ))
+                .into());
+            }
+            let attempts = match self.config.max_attempts {
+                0 => replicas.len(),
+                n => n.min(replicas.len()),
+            };
+            // Rotate among the healthy replicas; suspects stay at the end.
+            let healthy = replicas.iter().filter(|r| !self.suspects.contains(&r.worker)).count().max(1);
+            let start = self.next.fetch_add(1, Ordering::Relaxed) % healthy;
+            let mut found_dead = false;
+            for attempt in 0..attempts {
+                let index = if attempt < healthy { (start + attempt) % healthy } else { attempt };
+                let replica = replicas[index];
+                match call(replica.client.clone(), number).await {
+                    Ok(response) => return Ok((response.into_inner(), number)),
+                    Err(status) if retryable(&status) => {
+                        if std::error::Error::source(&status).is_some() {
+                            // No answer at all: the worker is gone or unreachable.
+                            self.suspects.mark(&replica.worker);
+                            found_dead = true;
+                        }
+                        tracing::debug!(worker = %replica.worker, error = %status.message(), "replica failed; trying the next");
+                        last = Some(status);
+                    }
+                    Err(status) => return Err(status),
                 }
-                Err(status) => return Err(status),
+            }
+            if !found_dead {
+                break;
             }
         }
-        Err(last.unwrap_or_else(|| Status::unavailable(format!("no replica of {model} v{number} answered"))))
+        Err(last.unwrap_or_else(|| Status::unavailable(format!("no replica of {model} answered"))))
     }
 }
 
@@ -97,7 +115,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
         let request = request.into_inner();
         let table = self.table.borrow().clone();
-        let number = resolve(&table, &self.last_good, &request.name, &request.version)?;
+        let number = resolve(&table, &self.last_good, &self.suspects, &request.name, &request.version)?;
         Ok(Response::new(pb::ModelReadyResponse { ready: !table.replicas(&request.name, number).is_empty() }))
     }
 

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 pub use config::RouterConfig;
 pub use error::{Error, Result};
 pub use grpc::RouterService;
-pub use table::{Clients, LastGood, Replica, RoutingTable, resolve};
+pub use table::{Clients, LastGood, Replica, RoutingTable, Suspects, resolve};
 
 /// Serves the inference front door on `listener` until `shutdown`, draining in-flight
 /// requests before it returns.
@@ -68,6 +68,7 @@ pub async fn serve(
         table: table_rx,
         synced: synced_rx,
         last_good: Arc::new(LastGood::default()),
+        suspects: Arc::new(Suspects::default()),
         next: Arc::new(AtomicUsize::new(0)),
         config,
     };

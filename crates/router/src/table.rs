@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use modelplane_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use modelplane_service::TracedChannel;
@@ -89,12 +90,47 @@ impl RoutingTable {
         !self.replicas(model, version).is_empty()
     }
 
+    fn has_live_replicas(&self, model: &str, version: u64, suspects: &Suspects) -> bool {
+        self.replicas(model, version).iter().any(|r| !suspects.contains(&r.worker))
+    }
+
+    /// Replicas to try, healthy ones first: suspects come last, as a final resort.
+    pub fn candidates(&self, model: &str, version: u64, suspects: &Suspects) -> Vec<&Replica> {
+        let (mut live, suspect): (Vec<&Replica>, Vec<&Replica>) =
+            self.replicas(model, version).iter().partition(|r| !suspects.contains(&r.worker));
+        live.extend(suspect);
+        live
+    }
+
     /// Whether every deployed target has a ready replica.
     pub fn all_deployments_ready(&self) -> bool {
         self.catalog.deployments().all(|d| {
             let targets = self.catalog.resolved_targets(&d.model);
             !targets.is_empty() && targets.iter().all(|t| self.has_replicas(&d.model, t.version))
         })
+    }
+}
+
+/// Workers whose connection failed recently. A killed worker stays in the routing table
+/// until its lease expires; meanwhile it is skipped (and versions only it holds count
+/// as unavailable), unless no other replica is left to try.
+#[derive(Default)]
+pub struct Suspects {
+    until: Mutex<HashMap<String, Instant>>,
+}
+
+/// How long a worker whose connection failed is avoided.
+const SUSPECT_FOR: Duration = Duration::from_secs(10);
+
+impl Suspects {
+    /// Avoid `worker` for a while.
+    pub fn mark(&self, worker: &str) {
+        self.until.lock().unwrap_or_else(|p| p.into_inner()).insert(worker.to_owned(), Instant::now() + SUSPECT_FOR);
+    }
+
+    /// Whether `worker` is being avoided.
+    pub fn contains(&self, worker: &str) -> bool {
+        self.until.lock().unwrap_or_else(|p| p.into_inner()).get(worker).is_some_and(|until| Instant::now() < *until)
     }
 }
 
@@ -107,22 +143,28 @@ pub struct LastGood {
 }
 
 impl LastGood {
-    fn pick(&self, table: &RoutingTable, model: &str, alias: &str, current: u64) -> u64 {
+    fn pick(&self, table: &RoutingTable, suspects: &Suspects, model: &str, alias: &str, current: u64) -> u64 {
         let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
         let key = (model.to_owned(), alias.to_owned());
-        if table.has_replicas(model, current) {
+        if table.has_live_replicas(model, current, suspects) {
             versions.insert(key, current);
             return current;
         }
         match versions.get(&key) {
-            Some(previous) if table.has_replicas(model, *previous) => *previous,
+            Some(previous) if table.has_live_replicas(model, *previous, suspects) => *previous,
             _ => current,
         }
     }
 }
 
 /// Resolves the requested version to a version number with ready replicas where one exists.
-pub fn resolve(table: &RoutingTable, last_good: &LastGood, model: &str, version: &str) -> Result<u64> {
+pub fn resolve(
+    table: &RoutingTable,
+    last_good: &LastGood,
+    suspects: &Suspects,
+    model: &str,
+    version: &str,
+) -> Result<u64> {
     if model.is_empty() {
         return Err(Error::InvalidArgument("model name is required".into()));
     }
@@ -140,7 +182,7 @@ pub fn resolve(table: &RoutingTable, last_good: &LastGood, model: &str, version:
         }
         let target = pick_weighted(&targets);
         let label = target.alias.clone().unwrap_or_else(|| format!("#{}", target.version));
-        return Ok(last_good.pick(table, model, &format!("deployment:{label}"), target.version));
+        return Ok(last_good.pick(table, suspects, model, &format!("deployment:{label}"), target.version));
     }
     if let Ok(number) = version.parse::<u64>() {
         if catalog.version(model, number).is_none() {
@@ -151,7 +193,7 @@ pub fn resolve(table: &RoutingTable, last_good: &LastGood, model: &str, version:
     let number = catalog
         .alias(model, version)
         .ok_or_else(|| Error::NotFound(format!("model {model:?} has no alias {version:?}")))?;
-    Ok(last_good.pick(table, model, version, number))
+    Ok(last_good.pick(table, suspects, model, version, number))
 }
 
 fn pick_weighted(targets: &[ResolvedTarget]) -> &ResolvedTarget {
