@@ -22,8 +22,6 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
     let store = etcd.url.clone();
     let blob_dir = dir.path().join("blobs").display().to_string();
-    let cache_dir = dir.path().join("cache").display().to_string();
-    let cache_dir_b = dir.path().join("cache-b").display().to_string();
 
     let mut registry = Process::spawn_with_env(
         bin,
@@ -54,48 +52,14 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
         &env,
     )
     .expect("trainer starts");
-    let mut worker = Process::spawn_with_env(
-        bin,
-        "worker",
-        &args(&[
-            "worker",
-            "--etcd",
-            &store,
-            "--listen",
-            "127.0.0.1:0",
-            "--registry",
-            &registry_addr,
-            "--id",
-            "worker-a",
-            "--cache-dir",
-            &cache_dir,
-        ]),
-        &["worker"],
-        logs,
-        &env,
-    )
-    .expect("worker starts");
-    let mut worker_b = Process::spawn_with_env(
-        bin,
-        "worker-b",
-        &args(&[
-            "worker",
-            "--etcd",
-            &store,
-            "--listen",
-            "127.0.0.1:0",
-            "--registry",
-            &registry_addr,
-            "--id",
-            "worker-b",
-            "--cache-dir",
-            &cache_dir_b,
-        ]),
-        &["worker"],
-        logs,
-        &env,
-    )
-    .expect("worker starts");
+    let spawn_worker = |id: &str| {
+        let cache = dir.path().join(format!("cache-{id}")).display().to_string();
+        let role = ["worker", "--etcd", &store, "--listen", "127.0.0.1:0", "--registry", &registry_addr, "--id", id];
+        let role: Vec<&str> = role.iter().copied().chain(["--cache-dir", cache.as_str()]).collect();
+        Process::spawn_with_env(bin, id, &args(&role), &["worker"], logs, &env).expect("worker starts")
+    };
+    let mut worker = spawn_worker("worker-a");
+    let mut worker_b = spawn_worker("worker-b");
     let mut router = Process::spawn_with_env(
         bin,
         "router",
