@@ -1,11 +1,12 @@
 //! `modelplane`: every server role and every client command in one binary.
 
 mod client;
+mod config_file;
 mod roles;
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, FromArgMatches, Parser, Subcommand};
 
 /// Model-as-a-Service: train, version, deploy and serve models over gRPC.
 #[derive(Parser)]
@@ -91,7 +92,18 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<String> = std::env::args().collect();
+    let command = match config_file::command(&args) {
+        Ok(command) => command,
+        Err(err) => {
+            eprintln!("modelplane: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let cli = match Cli::from_arg_matches(&command.get_matches_from(&args)) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {

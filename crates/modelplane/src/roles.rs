@@ -11,9 +11,13 @@ use modelplane_service::Shutdown;
 use modelplane_store::KvStore;
 use tokio::net::TcpListener;
 
-/// Store selection shared by the cluster roles.
+/// Store selection shared by the cluster roles, and the optional settings file.
 #[derive(Args, Clone, Debug)]
 pub struct StoreArgs {
+    /// TOML file of settings for this role (keys are the long flag names); flags and
+    /// MODELPLANE_* variables override it.
+    #[arg(long, env = "MODELPLANE_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Metadata store: `http://host:2379[,http://host2:2379]` for etcd, or a file path
     /// for the embedded store.
     #[arg(long, visible_alias = "etcd", env = "MODELPLANE_STORE")]
@@ -22,6 +26,10 @@ pub struct StoreArgs {
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
+    /// TOML file of settings (keys are the long flag names); flags and MODELPLANE_*
+    /// variables override it.
+    #[arg(long, env = "MODELPLANE_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Directory for the embedded store, blobs and the artifact cache.
     #[arg(long, env = "MODELPLANE_DATA_DIR", default_value = "modelplane-data")]
     pub data_dir: PathBuf,
