@@ -27,14 +27,18 @@ fn house_rows() -> Vec<Vec<f32>> {
     vec![vec![120.0, 3.0, 10.0], vec![60.0, 1.0, 45.0], vec![200.0, 5.0, 2.5]]
 }
 
-async fn deploy_alias(registry_addr: &str, model: &str, alias: &str) -> Result<()> {
-    let deployment = pb::Deployment {
-        model: model.into(),
-        targets: vec![pb::DeploymentTarget { version: 0, alias: alias.into(), weight: 100 }],
-        replicas: 0,
-    };
-    registry(registry_addr).await?.set_deployment(pb::SetDeploymentRequest { deployment: Some(deployment) }).await?;
-    Ok(())
+/// Deploys `model` to one target and waits until the router serves it.
+async fn deploy(endpoints: &Endpoints, model: &str, target: pb::DeploymentTarget) -> Result<()> {
+    let deployment = pb::Deployment { model: model.into(), targets: vec![target], replicas: 0 };
+    registry(&endpoints.registry)
+        .await?
+        .set_deployment(pb::SetDeploymentRequest { deployment: Some(deployment) })
+        .await?;
+    wait_ready(&endpoints.router, model, "", Duration::from_secs(30)).await
+}
+
+fn version_target(version: u64) -> pb::DeploymentTarget {
+    pb::DeploymentTarget { version, alias: String::new(), weight: 1 }
 }
 
 async fn set_alias(registry_addr: &str, model: &str, alias: &str, version: u64) -> Result<pb::Alias> {
@@ -74,8 +78,7 @@ pub async fn run(endpoints: &Endpoints) -> Result<Duration> {
 
     // Alias, deployment, serving checked against an independent computation.
     set_alias(&endpoints.registry, "houses", "production", 1).await?;
-    deploy_alias(&endpoints.registry, "houses", "production").await?;
-    wait_ready(&endpoints.router, "houses", "production", Duration::from_secs(30)).await?;
+    deploy(endpoints, "houses", pb::DeploymentTarget { version: 0, alias: "production".into(), weight: 100 }).await?;
     let rows = house_rows();
     let expected_v1 = independent_predict(&download_artifact(&endpoints.registry, "houses", "1").await?, &rows)?;
     for version in ["", "production", "1"] {
@@ -89,16 +92,7 @@ pub async fn run(endpoints: &Endpoints) -> Result<Duration> {
     let churn = upload_dataset(&endpoints.registry, "churn", &churn_csv(500)).await?;
     let job = train(&endpoints.trainer, "churn", "logistic", &churn.name, "churned", &[("epochs", "30")]).await?;
     ensure!(job.metrics["accuracy"] > 0.85, "accuracy {:?}", job.metrics);
-    let deployment = pb::Deployment {
-        model: "churn".into(),
-        targets: vec![pb::DeploymentTarget { version: 1, alias: String::new(), weight: 1 }],
-        replicas: 0,
-    };
-    registry(&endpoints.registry)
-        .await?
-        .set_deployment(pb::SetDeploymentRequest { deployment: Some(deployment) })
-        .await?;
-    wait_ready(&endpoints.router, "churn", "", Duration::from_secs(30)).await?;
+    deploy(endpoints, "churn", version_target(1)).await?;
     let churn_rows = vec![vec![7.0, 3.0, 50.0], vec![0.0, 70.0, 20.0]];
     let expected = independent_predict(&download_artifact(&endpoints.registry, "churn", "1").await?, &churn_rows)?;
     for raw in [false, true] {
@@ -125,16 +119,7 @@ async fn classify_text(endpoints: &Endpoints) -> Result<()> {
     )
     .await?;
     ensure!(job.metrics["accuracy"] >= 0.95, "text accuracy {:?}", job.metrics);
-    let deployment = pb::Deployment {
-        model: "tickets".into(),
-        targets: vec![pb::DeploymentTarget { version: 1, alias: String::new(), weight: 1 }],
-        replicas: 0,
-    };
-    registry(&endpoints.registry)
-        .await?
-        .set_deployment(pb::SetDeploymentRequest { deployment: Some(deployment) })
-        .await?;
-    wait_ready(&endpoints.router, "tickets", "", Duration::from_secs(30)).await?;
+    deploy(endpoints, "tickets", version_target(1)).await?;
     let mut client = inference(&endpoints.router).await?;
     let texts = [
         "I was charged twice, where is my refund",

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use modelplane_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use modelplane_service::TracedChannel;
 use modelplane_store::schema::{LoadState, WorkerRecord};
-use modelplane_store::{Catalog, ResolvedTarget};
+use modelplane_store::{Catalog, Requested, ResolvedTarget};
 use rand::Rng;
 
 use crate::{Error, Result};
@@ -168,32 +168,15 @@ pub fn resolve(
     if model.is_empty() {
         return Err(Error::InvalidArgument("model name is required".into()));
     }
-    let catalog = &table.catalog;
-    if !catalog.has_model(model) {
-        return Err(Error::NotFound(format!("model {model:?} not found")));
-    }
-    let version = version.trim();
-    if version.is_empty() {
-        let targets = catalog.resolved_targets(model);
-        if targets.is_empty() {
-            return Err(Error::NotFound(format!(
-                "model {model:?} has no deployment; name a version or deploy it first"
-            )));
+    Ok(match table.catalog.lookup(model, version).map_err(Error::NotFound)? {
+        Requested::Number(number) => number,
+        Requested::Alias(alias, number) => last_good.pick(table, suspects, model, &alias, number),
+        Requested::Targets(targets) => {
+            let target = pick_weighted(&targets);
+            let label = target.alias.clone().unwrap_or_else(|| format!("#{}", target.version));
+            last_good.pick(table, suspects, model, &format!("deployment:{label}"), target.version)
         }
-        let target = pick_weighted(&targets);
-        let label = target.alias.clone().unwrap_or_else(|| format!("#{}", target.version));
-        return Ok(last_good.pick(table, suspects, model, &format!("deployment:{label}"), target.version));
-    }
-    if let Ok(number) = version.parse::<u64>() {
-        if catalog.version(model, number).is_none() {
-            return Err(Error::NotFound(format!("model {model:?} has no version {number}")));
-        }
-        return Ok(number);
-    }
-    let number = catalog
-        .alias(model, version)
-        .ok_or_else(|| Error::NotFound(format!("model {model:?} has no alias {version:?}")))?;
-    Ok(last_good.pick(table, suspects, model, version, number))
+    })
 }
 
 fn pick_weighted(targets: &[ResolvedTarget]) -> &ResolvedTarget {

@@ -17,6 +17,17 @@ pub struct ResolvedTarget {
     pub alias: Option<String>,
 }
 
+/// What a requested version (a number, an alias, or empty) names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Requested {
+    /// Empty: the deployment's weighted targets (never empty).
+    Targets(Vec<ResolvedTarget>),
+    /// A version number that exists.
+    Number(u64),
+    /// An alias and the existing version it points at.
+    Alias(String, u64),
+}
+
 /// Models, versions, aliases and deployments, decoded.
 #[derive(Debug, Default)]
 pub struct Catalog {
@@ -71,6 +82,34 @@ impl Catalog {
             }
         }
         catalog
+    }
+
+    /// Resolves `version` of `model` against the catalog; the error is the not-found
+    /// message (unknown model, no deployment, alias or version).
+    pub fn lookup(&self, model: &str, version: &str) -> std::result::Result<Requested, String> {
+        if !self.has_model(model) {
+            return Err(format!("model {model:?} not found"));
+        }
+        let version = version.trim();
+        if version.is_empty() {
+            let targets = self.resolved_targets(model);
+            if targets.is_empty() {
+                return Err(format!("model {model:?} has no deployment; name a version or deploy it first"));
+            }
+            return Ok(Requested::Targets(targets));
+        }
+        let (requested, number) = match version.parse::<u64>() {
+            Ok(number) => (Requested::Number(number), number),
+            Err(_) => {
+                let number =
+                    self.alias(model, version).ok_or_else(|| format!("model {model:?} has no alias {version:?}"))?;
+                (Requested::Alias(version.to_owned(), number), number)
+            }
+        };
+        if self.version(model, number).is_none() {
+            return Err(format!("model {model:?} has no version {number}"));
+        }
+        Ok(requested)
     }
 
     /// Whether a model record exists.
@@ -139,4 +178,61 @@ pub async fn find_dataset(
     } else {
         records.into_iter().find(|r| r.sha256.eq_ignore_ascii_case(sha256))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MirrorState;
+    use crate::schema::{DeploymentTarget, ModelRecord};
+
+    fn catalog() -> Catalog {
+        let version = VersionRecord {
+            model: "m".into(),
+            version: 2,
+            sha256: String::new(),
+            size_bytes: 0,
+            kind: "linear".into(),
+            signature: Default::default(),
+            metrics: Default::default(),
+            labels: Vec::new(),
+            confusion_matrix: Vec::new(),
+            lineage: Default::default(),
+            created_unix_ms: 0,
+            archived: false,
+        };
+        let models = MirrorState {
+            entries: [
+                (schema::model_key("m"), schema::encode(&ModelRecord { name: "m".into(), ..Default::default() })),
+                (schema::version_key("m", 2), schema::encode(&version)),
+                (schema::alias_key("m", "prod"), b"2".to_vec()),
+            ]
+            .into(),
+            revision: 1,
+            synced: true,
+        };
+        let deployment = DeploymentRecord {
+            model: "m".into(),
+            targets: vec![DeploymentTarget { version: None, alias: Some("prod".into()), weight: 1 }],
+            replicas: 0,
+        };
+        let deployments = MirrorState {
+            entries: [(schema::deployment_key("m"), schema::encode(&deployment))].into(),
+            revision: 1,
+            synced: true,
+        };
+        Catalog::build(&models, &deployments)
+    }
+
+    #[test]
+    fn lookup_resolves_numbers_aliases_and_deployments() {
+        let catalog = catalog();
+        assert_eq!(catalog.lookup("m", "2"), Ok(Requested::Number(2)));
+        assert_eq!(catalog.lookup("m", "prod"), Ok(Requested::Alias("prod".into(), 2)));
+        let targets = vec![ResolvedTarget { version: 2, weight: 1, alias: Some("prod".into()) }];
+        assert_eq!(catalog.lookup("m", ""), Ok(Requested::Targets(targets)));
+        assert_eq!(catalog.lookup("x", ""), Err("model \"x\" not found".into()));
+        assert_eq!(catalog.lookup("m", "3"), Err("model \"m\" has no version 3".into()));
+        assert_eq!(catalog.lookup("m", "dev"), Err("model \"m\" has no alias \"dev\"".into()));
+    }
 }

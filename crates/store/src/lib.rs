@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use futures::Stream;
 
-pub use catalog::{Catalog, ResolvedTarget, find_dataset, workers};
+pub use catalog::{Catalog, Requested, ResolvedTarget, find_dataset, workers};
 pub use embedded::EmbeddedStore;
 pub use error::{Error, Result};
 pub use etcd::EtcdStore;

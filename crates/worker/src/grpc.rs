@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use modelplane_proto::inference as pb;
-use modelplane_store::Catalog;
+use modelplane_store::{Catalog, Requested};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
@@ -33,36 +33,19 @@ impl InferenceService {
             return Err(Error::InvalidArgument("model name is required".into()));
         }
         let catalog = self.catalog.borrow().clone();
-        if !catalog.has_model(model) {
-            return Err(Error::NotFound(format!("model {model:?} not found")));
-        }
-        let version = version.trim();
-        if version.is_empty() {
-            let targets = catalog.resolved_targets(model);
-            if targets.is_empty() {
-                return Err(Error::NotFound(format!(
-                    "model {model:?} has no deployment; name a version or deploy it first"
-                )));
-            }
-            let mut last_error = None;
-            for target in targets {
-                match self.state.ready(model, target.version) {
-                    Ok(loaded) => return Ok(loaded),
-                    Err(err) => last_error = Some(err),
+        match catalog.lookup(model, version).map_err(Error::NotFound)? {
+            Requested::Number(number) | Requested::Alias(_, number) => self.state.ready(model, number),
+            Requested::Targets(targets) => {
+                let mut last_error = None;
+                for target in targets {
+                    match self.state.ready(model, target.version) {
+                        Ok(loaded) => return Ok(loaded),
+                        Err(err) => last_error = Some(err),
+                    }
                 }
+                Err(last_error.unwrap_or_else(|| Error::Unavailable(format!("{model} has no ready version"))))
             }
-            return Err(last_error.unwrap_or_else(|| Error::Unavailable(format!("{model} has no ready version"))));
         }
-        let number = match version.parse::<u64>() {
-            Ok(number) => number,
-            Err(_) => catalog
-                .alias(model, version)
-                .ok_or_else(|| Error::NotFound(format!("model {model:?} has no alias {version:?}")))?,
-        };
-        if catalog.version(model, number).is_none() {
-            return Err(Error::NotFound(format!("model {model:?} has no version {number}")));
-        }
-        self.state.ready(model, number)
     }
 }
 
