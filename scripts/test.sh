@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command that runs every test. It installs what a fresh machine lacks:
 # etcd-server (Debian package, for the cluster tests) and a Python venv with tritonclient
-# and onnx (for the interop test, which also builds the ONNX model it imports). protoc is not needed: see tools/protoc.
+# and onnx (for the interop test, which also builds the ONNX model it imports) and moto's
+# S3 server (for the S3 blob store test). protoc is not needed: see tools/protoc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,11 +15,11 @@ if ! command -v etcd >/dev/null 2>&1; then
 fi
 
 venv=target/interop-venv
-if ! "$venv/bin/python" -c "import tritonclient.grpc, numpy, pytest, onnx" >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c "import tritonclient.grpc, numpy, pytest, onnx, moto.server, boto3" >/dev/null 2>&1; then
   echo "== creating the interop venv ($venv)"
   mkdir -p target
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check 'tritonclient[grpc]' numpy pytest onnx
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'tritonclient[grpc]' numpy pytest onnx 'moto[server]'
 fi
 
 echo "== cargo test"

@@ -47,6 +47,16 @@ pub enum ModelsCommand {
         /// The .onnx file.
         file: PathBuf,
     },
+    /// Write a version's artifact to a file (the registry checks its sha256 first).
+    Download {
+        /// Model name.
+        model: String,
+        /// Version number or alias.
+        version: String,
+        /// Where to write it.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -358,6 +368,19 @@ pub async fn models(command: ModelsCommand, endpoints: &Endpoints) -> Result<()>
                 describe(&signature.inputs),
                 describe(&signature.outputs)
             );
+        }
+        ModelsCommand::Download { model, version, output } => {
+            let request = pb::DownloadArtifactRequest { model: model.clone(), version: version.clone() };
+            let mut stream =
+                client.download_artifact(request).await.map_err(|s| status_error("download failed", s))?.into_inner();
+            let mut bytes = Vec::new();
+            while let Some(message) = stream.message().await.map_err(|s| status_error("download failed", s))? {
+                if let Some(pb::download_artifact_response::Part::Chunk(chunk)) = message.part {
+                    bytes.extend_from_slice(&chunk);
+                }
+            }
+            tokio::fs::write(&output, &bytes).await.with_context(|| format!("cannot write {}", output.display()))?;
+            println!("{model} {version}: {} bytes written to {}", bytes.len(), output.display());
         }
         ModelsCommand::List => {
             let mut token = String::new();

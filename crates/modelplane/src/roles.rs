@@ -33,6 +33,9 @@ pub struct UpArgs {
     /// Directory for the embedded store, blobs and the artifact cache.
     #[arg(long, env = "MODELPLANE_DATA_DIR", default_value = "modelplane-data")]
     pub data_dir: PathBuf,
+    /// Where blobs live (default: DATA_DIR/blobs); a directory or `s3://bucket[/prefix]`.
+    #[arg(long, env = "MODELPLANE_BLOB_STORE")]
+    pub blob_store: Option<modelplane_registry::BlobLocation>,
     /// Address every service binds to.
     #[arg(long, env = "MODELPLANE_BIND", default_value = "127.0.0.1")]
     pub bind: String,
@@ -57,9 +60,10 @@ pub struct RegistryArgs {
     /// Address to listen on.
     #[arg(long, env = "MODELPLANE_LISTEN", default_value = "0.0.0.0:7001")]
     pub listen: String,
-    /// Directory for blobs (artifacts and datasets).
-    #[arg(long, env = "MODELPLANE_BLOB_DIR", default_value = "modelplane-data/blobs")]
-    pub blob_dir: PathBuf,
+    /// Where blobs (artifacts and datasets) live: a directory, or `s3://bucket[/prefix]`
+    /// with the endpoint, region and credentials in the standard `AWS_*` variables.
+    #[arg(long, visible_alias = "blob-dir", env = "MODELPLANE_BLOB_STORE", default_value = "modelplane-data/blobs")]
+    pub blob_store: modelplane_registry::BlobLocation,
     /// Largest artifact accepted, in bytes.
     #[arg(long, env = "MODELPLANE_MAX_ARTIFACT_BYTES", default_value_t = 1 << 30)]
     pub max_artifact_bytes: u64,
@@ -151,6 +155,15 @@ async fn connect_store(args: &StoreArgs) -> Result<Arc<dyn KvStore>> {
     modelplane_store::connect(&args.store).await.with_context(|| format!("cannot open the store at {}", args.store))
 }
 
+/// Opens the blob store once before any port is bound, so a wrong bucket, endpoint or
+/// credential stops start-up with one line instead of failing the first upload.
+async fn check_blob_store(config: &modelplane_registry::RegistryConfig) -> Result<()> {
+    modelplane_registry::BlobStore::open(&config.blob_store)
+        .await
+        .with_context(|| format!("cannot open the blob store {}", config.blob_store))?;
+    Ok(())
+}
+
 /// Cancels the token on SIGTERM or Ctrl-C.
 fn shutdown_on_signal() -> Shutdown {
     let shutdown = Shutdown::new();
@@ -166,12 +179,13 @@ fn shutdown_on_signal() -> Shutdown {
 pub async fn registry(args: RegistryArgs) -> Result<()> {
     let _telemetry = modelplane_service::init("modelplane-registry");
     let config = modelplane_registry::RegistryConfig {
-        blob_dir: args.blob_dir,
+        blob_store: args.blob_store,
         max_artifact_bytes: args.max_artifact_bytes,
         max_dataset_bytes: args.max_dataset_bytes,
         orphan_grace: std::time::Duration::from_secs(args.orphan_grace_secs),
     };
     config.validate().map_err(anyhow::Error::msg)?;
+    check_blob_store(&config).await?;
     let store = connect_store(&args.store).await?;
     let listener = bind("registry", &args.listen).await?;
     modelplane_registry::serve(config, store, listener, shutdown_on_signal()).await?;
@@ -223,8 +237,9 @@ pub async fn router(args: RouterArgs) -> Result<()> {
 
 pub async fn up(args: UpArgs) -> Result<()> {
     let _telemetry = modelplane_service::init("modelplane");
-    let registry_config =
-        modelplane_registry::RegistryConfig { blob_dir: args.data_dir.join("blobs"), ..Default::default() };
+    let blob_store =
+        args.blob_store.unwrap_or_else(|| modelplane_registry::BlobLocation::Local(args.data_dir.join("blobs")));
+    let registry_config = modelplane_registry::RegistryConfig { blob_store, ..Default::default() };
     let trainer_config = modelplane_trainer::TrainerConfig { id: "trainer-local".into(), ..Default::default() };
     let mut worker_config = modelplane_worker::WorkerConfig {
         id: "worker-local".into(),
@@ -232,6 +247,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
         ..Default::default()
     };
     registry_config.validate().map_err(anyhow::Error::msg)?;
+    check_blob_store(&registry_config).await?;
     trainer_config.validate().map_err(anyhow::Error::msg)?;
     worker_config.validate().map_err(anyhow::Error::msg)?;
     let store_path = args.data_dir.join("store.redb");

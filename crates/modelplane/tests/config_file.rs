@@ -48,7 +48,7 @@ async fn config_files_set_defaults_and_bad_ones_fail_clearly() {
     let good = write(
         "registry.toml",
         &format!(
-            "store = {:?}\nlisten = \"127.0.0.1:1\"\nblob-dir = {:?}\norphan-grace-secs = 60\n",
+            "store = {:?}\nlisten = \"127.0.0.1:1\"\nblob-store = {:?}\norphan-grace-secs = 60\n",
             dir.path().join("store.redb"),
             dir.path().join("blobs")
         ),
@@ -58,5 +58,5 @@ async fn config_files_set_defaults_and_bad_ones_fail_clearly() {
     let registry = Process::spawn(bin(), "registry", &args, &["registry"], dir.path()).expect("registry starts");
     assert_ne!(registry.addr("registry"), "127.0.0.1:1", "the flag overrides the file");
     assert!(modelplane_tests::health_serving(&registry.addr("registry")).await.expect("health"));
-    assert!(dir.path().join("blobs").is_dir(), "blob-dir from the file was used");
+    assert!(dir.path().join("blobs").is_dir(), "blob-store from the file was used");
 }

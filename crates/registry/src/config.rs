@@ -1,10 +1,57 @@
 use std::path::PathBuf;
+use std::str::FromStr;
+
+/// Where blobs (artifacts and datasets) live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlobLocation {
+    /// A local directory (`/data/blobs`, `file:///data/blobs`).
+    Local(PathBuf),
+    /// An S3-compatible bucket (`s3://bucket[/prefix]`); endpoint, region and
+    /// credentials come from the standard `AWS_*` environment variables.
+    S3 { bucket: String, prefix: String },
+}
+
+impl FromStr for BlobLocation {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            return Err("blob store is empty; expected a directory, file:///dir or s3://bucket[/prefix]".into());
+        }
+        if let Some(rest) = text.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(format!("blob store {text:?} names no bucket; expected s3://bucket[/prefix]"));
+            }
+            return Ok(Self::S3 { bucket: bucket.into(), prefix: prefix.trim_matches('/').into() });
+        }
+        if let Some(path) = text.strip_prefix("file://") {
+            return Ok(Self::Local(PathBuf::from(path)));
+        }
+        if let Some((scheme, _)) = text.split_once("://") {
+            return Err(format!(
+                "blob store scheme {scheme:?} is not supported; expected a directory, file:///dir or s3://bucket[/prefix]"
+            ));
+        }
+        Ok(Self::Local(PathBuf::from(text)))
+    }
+}
+
+impl std::fmt::Display for BlobLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Local(dir) => write!(f, "{}", dir.display()),
+            Self::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            Self::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
 
 /// Registry settings.
 #[derive(Clone, Debug)]
 pub struct RegistryConfig {
-    /// Directory that holds blobs (artifacts and datasets) under their sha256.
-    pub blob_dir: PathBuf,
+    /// Where blobs (artifacts and datasets) are kept under their sha256.
+    pub blob_store: BlobLocation,
     /// Largest artifact accepted.
     pub max_artifact_bytes: u64,
     /// Largest dataset accepted.
@@ -16,7 +63,7 @@ pub struct RegistryConfig {
 impl Default for RegistryConfig {
     fn default() -> Self {
         Self {
-            blob_dir: PathBuf::from("modelplane-data/blobs"),
+            blob_store: BlobLocation::Local(PathBuf::from("modelplane-data/blobs")),
             max_artifact_bytes: 1 << 30,
             max_dataset_bytes: 1 << 30,
             orphan_grace: std::time::Duration::from_secs(600),
@@ -27,12 +74,32 @@ impl Default for RegistryConfig {
 impl RegistryConfig {
     /// Checks the settings before any port is bound.
     pub fn validate(&self) -> Result<(), String> {
-        if self.blob_dir.as_os_str().is_empty() {
+        if matches!(&self.blob_store, BlobLocation::Local(dir) if dir.as_os_str().is_empty()) {
             return Err("blob directory is empty; expected a path".into());
         }
         if self.max_artifact_bytes == 0 || self.max_dataset_bytes == 0 {
             return Err("size limits must be greater than zero".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_locations_parse_paths_and_urls() {
+        assert_eq!("/data/blobs".parse(), Ok(BlobLocation::Local("/data/blobs".into())));
+        assert_eq!("file:///data/blobs".parse(), Ok(BlobLocation::Local("/data/blobs".into())));
+        assert_eq!("s3://models".parse(), Ok(BlobLocation::S3 { bucket: "models".into(), prefix: String::new() }));
+        assert_eq!(
+            "s3://models/prod/blobs/".parse(),
+            Ok(BlobLocation::S3 { bucket: "models".into(), prefix: "prod/blobs".into() })
+        );
+        let unsupported = "gs://models".parse::<BlobLocation>().unwrap_err();
+        assert!(unsupported.contains("\"gs\" is not supported"), "{unsupported}");
+        assert!("s3:///x".parse::<BlobLocation>().unwrap_err().contains("names no bucket"));
+        assert!("".parse::<BlobLocation>().is_err());
     }
 }

@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 
 pub use audit::{ACTOR_METADATA, ANONYMOUS};
 pub use blobs::BlobStore;
-pub use config::RegistryConfig;
+pub use config::{BlobLocation, RegistryConfig};
 pub use domain::{DatasetUpload, Registry, VersionUpload};
 pub use error::{Error, Result};
 pub use paging::Page;
@@ -38,7 +38,7 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<()> {
     config.validate().map_err(Error::InvalidArgument)?;
-    let blobs = BlobStore::open(&config.blob_dir)?;
+    let blobs = BlobStore::open(&config.blob_store).await?;
     let registry = Registry::new(store, blobs, config.clone());
     match registry.remove_orphans(config.orphan_grace).await {
         Ok(_) => {}
@@ -47,7 +47,7 @@ pub async fn serve(
     let service = RegistryServer::new(grpc::RegistryService::new(registry))
         .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES);
-    tracing::info!(addr = ?listener.local_addr().ok(), blobs = %config.blob_dir.display(), "registry serving");
+    tracing::info!(addr = ?listener.local_addr().ok(), blobs = %config.blob_store, "registry serving");
     modelplane_service::serve_grpc(service, listener, shutdown, Duration::ZERO)
         .await
         .map_err(|err| Error::Internal(format!("registry server: {err}")))?;

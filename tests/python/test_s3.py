@@ -1,0 +1,170 @@
+"""S3-compatible blob store: `modelplane up --blob-store s3://bucket/prefix` against moto's
+S3 server (a real HTTP S3 endpoint, installed from PyPI as `moto[server]`).
+
+Trains, deploys and predicts with every blob in the bucket and none on local disk, then
+checks what a user of a shared bucket relies on: objects named by their sha256, a
+corrupted object refused with DATA_LOSS, orphans swept at the next start, and a wrong
+bucket stopping the registry before it listens.
+"""
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import boto3
+import pytest
+
+BIN = os.environ.get("MODELPLANE_BIN", "target/debug/modelplane")
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+BUCKET = "models"
+PREFIX = "team-a/blobs"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(args, env, roles, log_path):
+    """Starts modelplane with `args`; returns the process and the role addresses it printed."""
+    proc = subprocess.Popen([BIN, *args], stdout=subprocess.PIPE, stderr=open(log_path, "w"), text=True, env=env)
+    addrs = {}
+    deadline = time.time() + 60
+    while len(addrs) < roles and time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith("modelplane: ") and " listening on " in line:
+            role, addr = line[len("modelplane: "):].strip().split(" listening on ")
+            addrs[role] = addr
+    assert len(addrs) == roles, f"modelplane {args[0]} did not start: {open(log_path).read()[-2000:]}"
+    return proc, addrs
+
+
+def stop(proc):
+    proc.terminate()
+    assert proc.wait(timeout=20) == 0, "modelplane did not exit cleanly on SIGTERM"
+
+
+@pytest.fixture(scope="module")
+def s3():
+    port = free_port()
+    work = tempfile.mkdtemp(prefix="modelplane-s3-")
+    moto = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1",
+                             "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=open(os.path.join(work, "moto.log"), "w"))
+    endpoint = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, AWS_ENDPOINT=endpoint, AWS_ALLOW_HTTP="true", AWS_ACCESS_KEY_ID="test",
+               AWS_SECRET_ACCESS_KEY="test", AWS_REGION="us-east-1")
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
+                          aws_secret_access_key="test")
+    deadline = time.time() + 30
+    while True:
+        try:
+            client.create_bucket(Bucket=BUCKET)
+            break
+        except Exception:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.2)
+    yield client, env, work
+    moto.terminate()
+    moto.wait(timeout=10)
+
+
+def keys(client, kind):
+    listed = client.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/{kind}/")
+    return sorted(obj["Key"].rsplit("/", 1)[1] for obj in listed.get("Contents", []))
+
+
+def sha256_file(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def trained(s3):
+    """`modelplane up` on the bucket with one model trained, deployed and answering."""
+    client, env, work = s3
+    data = os.path.join(work, "data")
+    proc, addrs = start(["up", "--data-dir", data, "--blob-store", f"s3://{BUCKET}/{PREFIX}", "--grpc-port", "0",
+                         "--registry-port", "0", "--trainer-port", "0", "--worker-port", "0"],
+                        env, 4, os.path.join(work, "up.log"))
+    cli_env = dict(env, MODELPLANE_REGISTRY=addrs["registry"], MODELPLANE_TRAINER=addrs["trainer"],
+                   MODELPLANE_ROUTER=addrs["router"])
+
+    def cli(*args, check=True):
+        return subprocess.run([BIN, *args], check=check, env=cli_env, cwd=work, capture_output=True, text=True)
+
+    subprocess.run([sys.executable, os.path.join(REPO, "examples", "make-data.py"), work], check=True,
+                   stdout=subprocess.PIPE)
+    cli("datasets", "upload", "houses.csv")
+    cli("train", "houses", "--dataset", "houses", "--target", "price", "--kind", "linear", "--epochs", "30")
+    cli("deploy", "houses", "--version", "1")
+    with open(os.path.join(work, "row.json"), "w") as f:
+        json.dump([120, 3, 10], f)
+    prediction = cli("predict", "houses", "--input", "row.json").stdout
+    yield client, env, work, cli, prediction, proc
+    if proc.poll() is None:
+        stop(proc)
+
+
+def test_blobs_live_in_the_bucket_under_their_sha256(trained):
+    client, _, work, cli, prediction, _ = trained
+    assert prediction.strip(), "the worker served a model whose artifact came from S3"
+    assert keys(client, "datasets") == [sha256_file(os.path.join(work, "houses.csv"))]
+    cli("models", "download", "houses", "1", "--output", "houses-v1.safetensors")
+    assert keys(client, "artifacts") == [sha256_file(os.path.join(work, "houses-v1.safetensors"))]
+    assert not os.path.exists(os.path.join(work, "data", "blobs")), "nothing was written to local blobs"
+
+
+def test_a_corrupted_object_is_refused_with_data_loss(trained):
+    client, _, _, cli, _, _ = trained
+    (sha,) = keys(client, "artifacts")
+    key = f"{PREFIX}/artifacts/{sha}"
+    original = client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    client.put_object(Bucket=BUCKET, Key=key, Body=original[:-1] + bytes([original[-1] ^ 0xFF]))
+    try:
+        failed = cli("models", "download", "houses", "1", "--output", "corrupt.bin", check=False)
+        assert failed.returncode != 0
+        assert "DataLoss" in failed.stderr and sha in failed.stderr, failed.stderr
+    finally:
+        client.put_object(Bucket=BUCKET, Key=key, Body=original)
+    assert cli("models", "download", "houses", "1", "--output", "restored.bin").returncode == 0
+
+
+def test_a_restart_sweeps_orphans_and_keeps_referenced_blobs(trained):
+    client, env, work, cli, _, up = trained
+    stop(up)
+    orphan = hashlib.sha256(b"left by a crash").hexdigest()
+    client.put_object(Bucket=BUCKET, Key=f"{PREFIX}/artifacts/{orphan}", Body=b"left by a crash")
+    referenced = keys(client, "artifacts")
+    registry, addrs = start(["registry", "--store", os.path.join(work, "data", "store.redb"), "--listen",
+                             "127.0.0.1:0", "--blob-store", f"s3://{BUCKET}/{PREFIX}", "--orphan-grace-secs", "0"],
+                            env, 1, os.path.join(work, "registry.log"))
+    try:
+        # The sweep runs before the registry answers its first request.
+        downloaded = subprocess.run([BIN, "models", "download", "houses", "1", "--output", "after.bin",
+                                     "--registry", addrs["registry"]], env=env, cwd=work, capture_output=True)
+        assert downloaded.returncode == 0, downloaded.stderr
+        assert orphan not in keys(client, "artifacts")
+        assert keys(client, "artifacts") == [k for k in referenced if k != orphan]
+        assert len(keys(client, "datasets")) == 1
+    finally:
+        stop(registry)
+
+
+def test_a_missing_bucket_stops_the_registry_before_it_listens(s3):
+    _, env, work = s3
+    proc = subprocess.run([BIN, "registry", "--store", os.path.join(work, "other.redb"), "--listen", "127.0.0.1:0",
+                           "--blob-store", "s3://no-such-bucket"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode != 0
+    assert "listening" not in proc.stdout
+    assert "no-such-bucket" in proc.stderr, proc.stderr
