@@ -110,7 +110,9 @@ async fn main() {
     let blobs = tempfile::tempdir().expect("temp dir");
     let registry = modelplane_registry::Registry::new(
         store.clone(),
-        modelplane_registry::BlobStore::open(blobs.path()).expect("blobs"),
+        modelplane_registry::BlobStore::open(&modelplane_registry::BlobLocation::Local(blobs.path().into()))
+            .await
+            .expect("blobs"),
         modelplane_registry::RegistryConfig::default(),
     );
     let no_labels = BTreeMap::new();

@@ -165,31 +165,6 @@ impl Registry {
         Ok((record, aliases))
     }
 
-    /// Every model, with its aliases.
-    pub async fn list_models(&self) -> Result<Vec<(ModelRecord, BTreeMap<String, u64>)>> {
-        let snapshot = self.store.range(schema::MODELS).await?;
-        let mut models: BTreeMap<String, (ModelRecord, BTreeMap<String, u64>)> = BTreeMap::new();
-        let mut aliases: Vec<(String, String, u64)> = Vec::new();
-        for kv in &snapshot.kvs {
-            match schema::parse_models_key(&kv.key) {
-                Some(ModelsKey::Model(name)) => {
-                    let record: ModelRecord = schema::decode(&kv.key, &kv.value)?;
-                    models.insert(name.to_owned(), (record, BTreeMap::new()));
-                }
-                Some(ModelsKey::Alias(model, alias)) => {
-                    aliases.push((model.to_owned(), alias.to_owned(), parse_alias(&kv.key, &kv.value)?));
-                }
-                _ => {}
-            }
-        }
-        for (model, alias, version) in aliases {
-            if let Some((_, map)) = models.get_mut(&model) {
-                map.insert(alias, version);
-            }
-        }
-        Ok(models.into_values().collect())
-    }
-
     async fn aliases(&self, model: &str) -> Result<BTreeMap<String, u64>> {
         let prefix = schema::aliases_prefix(model);
         let snapshot = self.store.range(&prefix).await?;
@@ -564,7 +539,7 @@ fn not_found_model(name: &str) -> Error {
     Error::NotFound(format!("model {name:?} not found"))
 }
 
-fn parse_alias(key: &str, value: &[u8]) -> Result<u64> {
+pub(crate) fn parse_alias(key: &str, value: &[u8]) -> Result<u64> {
     std::str::from_utf8(value).ok().and_then(|text| text.trim().parse().ok()).ok_or_else(|| {
         Error::Store(modelplane_store::Error::Corrupt {
             key: key.to_owned(),

@@ -212,20 +212,26 @@ impl Inner {
         Ok(Some(revision))
     }
 
-    fn read_range(&self, prefix: &str) -> Result<Snapshot> {
+    fn read_range(&self, prefix: &str, start: &str, limit: usize) -> Result<Snapshot> {
         let txn = self.db.begin_read()?;
         let kv = txn.open_table(KV)?;
         let revision = txn.open_table(META)?.get(REVISION_KEY)?.map(|v| v.value()).unwrap_or(0);
         let mut kvs = Vec::new();
-        for entry in kv.range(prefix..)? {
+        let mut more = false;
+        let from = if start > prefix { start } else { prefix };
+        for entry in kv.range(from..)? {
             let (key, value) = entry?;
             if !key.value().starts_with(prefix) {
+                break;
+            }
+            if kvs.len() == limit {
+                more = true;
                 break;
             }
             let (mod_revision, _, value) = decode(key.value(), value.value())?;
             kvs.push(KeyValue { key: key.value().to_owned(), value, mod_revision });
         }
-        Ok(Snapshot { kvs, revision })
+        Ok(Snapshot { kvs, revision, more })
     }
 
     fn revoke(&self, lease: LeaseId) -> Result<()> {
@@ -283,7 +289,12 @@ impl KvStore for EmbeddedStore {
 
     async fn range(&self, prefix: &str) -> Result<Snapshot> {
         let prefix = prefix.to_owned();
-        self.blocking(move |inner| inner.read_range(&prefix)).await
+        self.blocking(move |inner| inner.read_range(&prefix, "", usize::MAX)).await
+    }
+
+    async fn range_from(&self, prefix: &str, start: &str, limit: usize) -> Result<Snapshot> {
+        let (prefix, start) = (prefix.to_owned(), start.to_owned());
+        self.blocking(move |inner| inner.read_range(&prefix, &start, limit)).await
     }
 
     async fn put(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>) -> Result<Revision> {

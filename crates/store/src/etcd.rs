@@ -73,7 +73,18 @@ impl KvStore for EtcdStore {
         let response = within(client.get(prefix, Some(GetOptions::new().with_prefix()))).await?;
         let revision = response.header().map(|h| h.revision()).unwrap_or_default();
         let kvs = response.kvs().iter().map(convert).collect::<Result<_>>()?;
-        Ok(Snapshot { kvs, revision })
+        Ok(Snapshot { kvs, revision, more: response.more() })
+    }
+
+    async fn range_from(&self, prefix: &str, start: &str, limit: usize) -> Result<Snapshot> {
+        let mut client = self.kv.clone();
+        let from = if start > prefix { start } else { prefix };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let options = GetOptions::new().with_range(prefix_end(prefix)).with_limit(limit);
+        let response = within(client.get(from, Some(options))).await?;
+        let revision = response.header().map(|h| h.revision()).unwrap_or_default();
+        let kvs = response.kvs().iter().map(convert).collect::<Result<_>>()?;
+        Ok(Snapshot { kvs, revision, more: response.more() })
     }
 
     async fn put(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>) -> Result<Revision> {
@@ -164,4 +175,17 @@ impl KvStore for EtcdStore {
             Err(err) => Err(err),
         }
     }
+}
+
+/// The first key after every key that starts with `prefix` (etcd's range end).
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Every byte was 0xff: "\0" means "to the end of the keyspace" to etcd.
+    vec![0]
 }

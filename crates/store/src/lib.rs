@@ -52,6 +52,8 @@ pub struct Snapshot {
     pub kvs: Vec<KeyValue>,
     /// Revision of the read; watch from `revision + 1` to see every later change.
     pub revision: Revision,
+    /// A limited read stopped before the end of the prefix.
+    pub more: bool,
 }
 
 /// What happened to a key.
@@ -86,6 +88,10 @@ pub trait KvStore: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
     /// Every key starting with `prefix`, and the revision of the read.
     async fn range(&self, prefix: &str) -> Result<Snapshot>;
+    /// At most `limit` keys starting with `prefix` and not below `start`, in key order;
+    /// `more` says whether keys were left. Paged listings read in these chunks so their
+    /// cost follows the page, not the whole prefix.
+    async fn range_from(&self, prefix: &str, start: &str, limit: usize) -> Result<Snapshot>;
     /// Writes a key, bound to `lease` when given; returns the new revision.
     async fn put(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>) -> Result<Revision>;
     /// Deletes a key; returns whether it existed.

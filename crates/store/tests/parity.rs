@@ -26,6 +26,19 @@ async fn suite(store: Arc<dyn KvStore>) {
     let keys: Vec<&str> = snapshot.kvs.iter().map(|kv| kv.key.as_str()).collect();
     assert_eq!(keys, ["/t/a/1", "/t/a/2"]);
     assert!(snapshot.revision >= r2);
+
+    // Limited reads from a start key: chunks that stop inside the prefix say so.
+    store.put("/t/a/3", b"three".to_vec(), None).await.expect("put");
+    let first = store.range_from("/t/a/", "", 2).await.expect("range_from");
+    let keys: Vec<&str> = first.kvs.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!((keys.as_slice(), first.more), (["/t/a/1", "/t/a/2"].as_slice(), true));
+    let rest = store.range_from("/t/a/", "/t/a/2\0", 2).await.expect("range_from");
+    let keys: Vec<&str> = rest.kvs.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!((keys.as_slice(), rest.more), (["/t/a/3"].as_slice(), false));
+    let exact = store.range_from("/t/a/", "/t/a/2", 2).await.expect("range_from");
+    assert_eq!((exact.kvs.len(), exact.more), (2, false), "the start key itself is included");
+    assert!(store.range_from("/t/a/", "/t/b", 5).await.expect("range_from").kvs.is_empty());
+    assert!(store.delete("/t/a/3").await.expect("delete"));
     let kv = store.get("/t/a/2").await.expect("get").expect("present");
     assert_eq!((kv.value.as_slice(), kv.mod_revision), (b"two".as_slice(), r2));
     assert!(store.get("/t/missing").await.expect("get").is_none());
