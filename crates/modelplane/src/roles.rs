@@ -51,6 +51,8 @@ pub struct UpArgs {
     /// Worker port.
     #[arg(long, default_value_t = 7003)]
     pub worker_port: u16,
+    #[command(flatten)]
+    pub batching: BatchArgs,
 }
 
 #[derive(Args, Debug)]
@@ -119,6 +121,34 @@ pub struct WorkerArgs {
     /// Artifact cache directory.
     #[arg(long, env = "MODELPLANE_CACHE_DIR", default_value = "modelplane-data/cache")]
     pub cache_dir: PathBuf,
+    #[command(flatten)]
+    pub batching: BatchArgs,
+}
+
+/// Dynamic batching, per loaded version.
+#[derive(Args, Clone, Debug)]
+pub struct BatchArgs {
+    /// Most rows merged into one batch (0 or 1: batching off).
+    #[arg(long, env = "MODELPLANE_MAX_BATCH_SIZE", default_value_t = 64)]
+    pub max_batch_size: usize,
+    /// Microseconds the first request of a batch waits for more (0: take only what
+    /// queued while the compute slots were busy, adding no latency).
+    #[arg(long, env = "MODELPLANE_MAX_QUEUE_DELAY_US", default_value_t = 0)]
+    pub max_queue_delay_us: u64,
+    /// Requests that may wait per version; one more is refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "MODELPLANE_QUEUE_CAPACITY", default_value_t = 1024)]
+    pub queue_capacity: usize,
+}
+
+impl BatchArgs {
+    fn policy(&self) -> modelplane_worker::BatchPolicy {
+        modelplane_worker::BatchPolicy {
+            max_batch_size: self.max_batch_size,
+            max_queue_delay: std::time::Duration::from_micros(self.max_queue_delay_us),
+            queue_capacity: self.queue_capacity,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -215,6 +245,7 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
         id: args.id.unwrap_or_else(|| random_id("worker")),
         registry_addr: args.registry,
         cache_dir: args.cache_dir,
+        batching: args.batching.policy(),
         ..Default::default()
     };
     config.validate().map_err(anyhow::Error::msg)?;
@@ -244,6 +275,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
     let mut worker_config = modelplane_worker::WorkerConfig {
         id: "worker-local".into(),
         cache_dir: args.data_dir.join("cache"),
+        batching: args.batching.policy(),
         ..Default::default()
     };
     registry_config.validate().map_err(anyhow::Error::msg)?;

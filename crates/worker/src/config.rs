@@ -1,6 +1,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::BatchPolicy;
+
 /// Worker settings.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -17,6 +19,8 @@ pub struct WorkerConfig {
     /// How long a version no longer deployed stays loaded after its replacement is
     /// ready, so routers that have not yet seen the change can still use it.
     pub unload_grace: Duration,
+    /// Dynamic batching of every version this worker loads.
+    pub batching: BatchPolicy,
 }
 
 impl Default for WorkerConfig {
@@ -28,6 +32,7 @@ impl Default for WorkerConfig {
             cache_dir: PathBuf::from("modelplane-data/cache"),
             lease_ttl: Duration::from_secs(5),
             unload_grace: Duration::from_secs(2),
+            batching: BatchPolicy::default(),
         }
     }
 }
@@ -42,6 +47,6 @@ impl WorkerConfig {
         if self.lease_ttl < Duration::from_secs(1) {
             return Err(format!("lease TTL {:?} is too short; expected at least 1s", self.lease_ttl));
         }
-        Ok(())
+        self.batching.validate()
     }
 }

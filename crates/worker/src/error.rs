@@ -1,7 +1,7 @@
 use thiserror::Error;
 
 /// Errors of the worker.
-#[derive(Debug, Error)]
+#[derive(Clone, Debug, Error)]
 pub enum Error {
     /// The model or version is unknown here.
     #[error("{0}")]
@@ -12,6 +12,12 @@ pub enum Error {
     /// Known but not loaded and ready (yet, or any more); a retry elsewhere may succeed.
     #[error("{0}")]
     Unavailable(String),
+    /// The version's queue is full.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The request's deadline passed before it was computed.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// Anything that should not happen.
     #[error("internal: {0}")]
     Internal(String),
@@ -36,6 +42,8 @@ impl From<Error> for tonic::Status {
             Error::NotFound(_) => tonic::Status::not_found(message),
             Error::InvalidArgument(_) => tonic::Status::invalid_argument(message),
             Error::Unavailable(_) => tonic::Status::unavailable(message),
+            Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
+            Error::DeadlineExceeded(_) => tonic::Status::deadline_exceeded(message),
             Error::Internal(_) => {
                 tracing::error!(error = %message, "worker internal error");
                 tonic::Status::internal(message)

@@ -2,6 +2,8 @@
 //! versions this worker holds.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use modelplane_proto::inference as pb;
 use modelplane_store::{Catalog, Requested};
@@ -124,20 +126,39 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceServic
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let deadline = request_deadline(request.metadata());
         let request = request.into_inner();
         let span = tracing::Span::current();
         span.record("model", request.model_name.as_str());
         let loaded = self.resolve(&request.model_name, &request.model_version)?;
         span.record("version", loaded.record.version);
-        let signature = &loaded.record.signature;
-        let input = match &loaded.model {
-            Runnable::Native(_) => codec::decode_input(&request, signature)?,
-            Runnable::Onnx(_) => codec::Decoded::Tensors(codec::decode_tensors(&request, signature)?),
-        };
-        codec::check_requested_outputs(&request, signature)?;
-        let model = loaded.clone();
-        // Inference is CPU work: keep it off the async runtime.
-        let outputs = tokio::task::spawn_blocking(move || match (&model.model, input) {
+        let outputs = infer(&loaded, &request, deadline).await;
+        let counter = if outputs.is_ok() { &loaded.stats.success } else { &loaded.stats.failure };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(Response::new(codec::encode_response(&request, &loaded.record.model, loaded.record.version, outputs?)))
+    }
+}
+
+/// Decodes, runs (through the batcher when the version has one) and returns the outputs.
+async fn infer(
+    loaded: &Arc<LoadedModel>,
+    request: &pb::ModelInferRequest,
+    deadline: Option<Instant>,
+) -> Result<Vec<modelplane_model::Output>, Error> {
+    let signature = &loaded.record.signature;
+    let input = match &loaded.model {
+        Runnable::Native(_) => codec::decode_input(request, signature)?,
+        Runnable::Onnx(_) => codec::Decoded::Tensors(codec::decode_tensors(request, signature)?),
+    };
+    codec::check_requested_outputs(request, signature)?;
+    if let (Some(batcher), codec::Decoded::Features(rows)) = (&loaded.batcher, &input) {
+        return batcher.infer(rows.clone(), deadline).await;
+    }
+    let model = loaded.clone();
+    // Inference is CPU work: keep it off the async runtime.
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let outputs = match (&model.model, input) {
             (Runnable::Native(native), codec::Decoded::Features(rows)) => {
                 native.predict(rows.view()).map_err(Error::from)
             }
@@ -152,9 +173,30 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceServic
                 })
             }
             _ => Err(Error::Internal("decoded input does not match the model kind".into())),
-        })
-        .await
-        .map_err(|err| Error::Internal(format!("inference task failed: {err}")))??;
-        Ok(Response::new(codec::encode_response(&request, &loaded.record.model, loaded.record.version, outputs)))
-    }
+        };
+        let elapsed = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        model.stats.compute_ns.fetch_add(elapsed, Ordering::Relaxed);
+        model.stats.executions.fetch_add(1, Ordering::Relaxed);
+        outputs
+    })
+    .await
+    .map_err(|err| Error::Internal(format!("inference task failed: {err}")))?
+}
+
+/// When the caller gives up, from the `grpc-timeout` header the router forwards
+/// (`<digits><H|M|S|m|u|n>`, the gRPC wire format).
+fn request_deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Instant> {
+    let text = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    let amount: u64 = digits.parse().ok()?;
+    let timeout = match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    };
+    Instant::now().checked_add(timeout)
 }

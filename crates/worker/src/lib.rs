@@ -2,6 +2,7 @@
 //! the KServe v2 gRPC protocol, registered under a lease at `/workers/{id}`.
 #![forbid(unsafe_code)]
 
+mod batcher;
 mod codec;
 mod config;
 mod error;
@@ -20,6 +21,7 @@ use modelplane_store::{Catalog, KvStore, LeaseKeeper, Mirror};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use batcher::{BatchPolicy, Stats};
 pub use config::WorkerConfig;
 pub use error::{Error, Result};
 pub use grpc::{InferenceService, PLATFORM, server_metadata};

@@ -123,6 +123,7 @@ impl Loader {
         let state = self.state.clone();
         let cache_dir = self.config.cache_dir.clone();
         let registry = self.registry.clone();
+        let policy = self.config.batching;
         tokio::spawn(async move {
             let key = (record.model.clone(), record.version);
             let outcome = load(&record, &cache_dir, registry).await;
@@ -133,7 +134,7 @@ impl Loader {
                         Ok(model) => {
                             tracing::info!(model = %key.0, version = key.1, "version ready");
                             slot.state = LoadState::Ready;
-                            slot.model = Some(Arc::new(LoadedModel { record, model }));
+                            slot.model = Some(Arc::new(LoadedModel::new(record, model, policy)));
                         }
                         Err(err) => {
                             tracing::warn!(model = %key.0, version = key.1, error = %err, "loading failed");
@@ -211,7 +212,9 @@ async fn load(
         if onnx {
             modelplane_onnx::OnnxModel::load(&bytes).map(Runnable::Onnx).map_err(|err| err.to_string())
         } else {
-            Model::from_artifact(&bytes).map(Runnable::Native).map_err(|err| err.to_string())
+            let model = Model::from_artifact(&bytes).map_err(|err| err.to_string())?;
+            warm_up(&model).map_err(|err| format!("warm-up inference failed: {err}"))?;
+            Ok(Runnable::Native(Arc::new(model)))
         }
     })
     .await
@@ -239,3 +242,13 @@ pub(crate) fn live_ids(workers: &HashMap<String, WorkerRecord>) -> BTreeSet<Stri
 }
 
 pub(crate) const LOADER_TICK: Duration = TICK;
+
+/// Runs one all-zero row through a feature model before it is reported ready, so the
+/// first real request does not pay for first-touch allocation and a broken artifact
+/// fails the load instead of a request.
+fn warm_up(model: &Model) -> Result<(), modelplane_model::Error> {
+    if model.vectorizer.is_some() {
+        return model.predict_texts(&[b"warm up".as_slice()]).map(drop);
+    }
+    model.predict(ndarray::Array2::<f32>::zeros((1, model.features())).view()).map(drop)
+}

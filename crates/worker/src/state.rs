@@ -9,11 +9,12 @@ use modelplane_store::schema::{LoadState, LoadedVersion, VersionRecord};
 use tokio::sync::Notify;
 
 use crate::Error;
+use crate::batcher::{BatchPolicy, Batcher, ComputeFn, Stats};
 
 /// A loaded model of either artifact kind.
 pub enum Runnable {
     /// A modelplane artifact (ndarray).
-    Native(Model),
+    Native(Arc<Model>),
     /// An ONNX graph (tract).
     Onnx(modelplane_onnx::OnnxModel),
 }
@@ -24,6 +25,28 @@ pub struct LoadedModel {
     pub record: VersionRecord,
     /// The model.
     pub model: Runnable,
+    /// The queue that merges requests into batches (feature models, batching on).
+    pub batcher: Option<Batcher>,
+    /// Request and timing counters.
+    pub stats: Arc<Stats>,
+}
+
+impl LoadedModel {
+    /// A loaded version; starts its batching loop when `policy` enables batching and the
+    /// model takes a feature matrix (text models and ONNX graphs run one request at a time).
+    pub fn new(record: VersionRecord, model: Runnable, policy: BatchPolicy) -> Self {
+        let stats = Arc::new(Stats::default());
+        let batcher = match &model {
+            Runnable::Native(native) if policy.enabled() && native.vectorizer.is_none() => {
+                let label = format!("{} v{}", record.model, record.version);
+                let native = native.clone();
+                let compute: ComputeFn = Arc::new(move |rows| native.predict(rows).map_err(Error::from));
+                Some(Batcher::start(compute, policy, label, stats.clone()))
+            }
+            _ => None,
+        };
+        Self { record, model, batcher, stats }
+    }
 }
 
 pub(crate) struct Slot {

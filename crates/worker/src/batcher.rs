@@ -1,0 +1,421 @@
+//! Dynamic batching for one loaded version: requests wait in a bounded queue, are merged
+//! into batches of up to `max_batch_size` rows (waiting at most `max_queue_delay` for
+//! more once the first arrives), run on the blocking pool, and the outputs are split back
+//! to their callers. A full queue answers RESOURCE_EXHAUSTED at once; a request whose
+//! deadline passed while it waited is answered DEADLINE_EXCEEDED and never computed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use modelplane_model::{Output, OutputData};
+use ndarray::{Array2, ArrayView2, Axis};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::Error;
+
+/// Batching settings of one version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchPolicy {
+    /// Most rows merged into one batch; 0 or 1 turns batching off.
+    pub max_batch_size: usize,
+    /// How long the first request of a batch waits for more. Zero (the default) adds no
+    /// latency: a batch takes what queued while the compute slots were busy.
+    pub max_queue_delay: Duration,
+    /// Requests that may wait; one more is refused with RESOURCE_EXHAUSTED.
+    pub queue_capacity: usize,
+    /// Batches computed at once (the compute pool's share for this version).
+    pub concurrency: usize,
+}
+
+impl Default for BatchPolicy {
+    fn default() -> Self {
+        Self {
+            max_batch_size: 64,
+            max_queue_delay: Duration::ZERO,
+            queue_capacity: 1024,
+            concurrency: std::thread::available_parallelism().map(usize::from).unwrap_or(2),
+        }
+    }
+}
+
+impl BatchPolicy {
+    /// Whether requests are merged at all.
+    pub fn enabled(&self) -> bool {
+        self.max_batch_size > 1
+    }
+
+    /// Checks the settings before any port is bound.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.queue_capacity == 0 {
+            return Err("queue capacity must be at least 1 request".into());
+        }
+        if self.concurrency == 0 {
+            return Err("batch concurrency must be at least 1".into());
+        }
+        if self.max_queue_delay > Duration::from_secs(1) {
+            return Err(format!("max queue delay {:?} is too long; expected at most 1s", self.max_queue_delay));
+        }
+        Ok(())
+    }
+}
+
+/// Cumulative counters of one version, for ModelStatistics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Requests answered successfully.
+    pub success: AtomicU64,
+    /// Requests answered with an error.
+    pub failure: AtomicU64,
+    /// Batches computed.
+    pub executions: AtomicU64,
+    /// Nanoseconds requests spent waiting in the queue.
+    pub queue_ns: AtomicU64,
+    /// Nanoseconds spent computing, summed over batches.
+    pub compute_ns: AtomicU64,
+}
+
+impl Stats {
+    fn add(counter: &AtomicU64, elapsed: Duration) {
+        counter.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+}
+
+/// What a batch runs: the model's predict on the merged rows.
+pub type ComputeFn = Arc<dyn Fn(ArrayView2<'_, f32>) -> Result<Vec<Output>, Error> + Send + Sync>;
+
+struct Pending {
+    rows: Array2<f32>,
+    deadline: Option<Instant>,
+    enqueued: Instant,
+    reply: oneshot::Sender<Result<Vec<Output>, Error>>,
+}
+
+/// The queue in front of one version's feature model.
+pub struct Batcher {
+    queue: mpsc::Sender<Pending>,
+    policy: BatchPolicy,
+    label: String,
+}
+
+impl Batcher {
+    /// Starts the batching loop in front of `compute`; it ends when the batcher is dropped.
+    pub fn start(compute: ComputeFn, policy: BatchPolicy, label: String, stats: Arc<Stats>) -> Self {
+        let (queue, receiver) = mpsc::channel(policy.queue_capacity);
+        tokio::spawn(run(receiver, compute, policy, stats));
+        Self { queue, policy, label }
+    }
+
+    /// Queues `rows` and waits for their outputs.
+    pub async fn infer(&self, rows: Array2<f32>, deadline: Option<Instant>) -> Result<Vec<Output>, Error> {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending { rows, deadline, enqueued: Instant::now(), reply };
+        self.queue.try_send(pending).map_err(|err| match err {
+            mpsc::error::TrySendError::Full(_) => Error::ResourceExhausted(format!(
+                "the queue of {} is full ({} requests waiting); retry later or add replicas",
+                self.label, self.policy.queue_capacity
+            )),
+            mpsc::error::TrySendError::Closed(_) => Error::Unavailable(format!("{} is unloading", self.label)),
+        })?;
+        answer.await.map_err(|_| Error::Unavailable(format!("{} unloaded before answering", self.label)))?
+    }
+}
+
+async fn run(mut receiver: mpsc::Receiver<Pending>, compute: ComputeFn, policy: BatchPolicy, stats: Arc<Stats>) {
+    let slots = Arc::new(Semaphore::new(policy.concurrency));
+    let mut carried: Option<Pending> = None;
+    loop {
+        // Wait for a compute slot first: while every slot is busy, requests pile up in
+        // the queue and the next batch comes out larger.
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let first = match carried.take() {
+            Some(pending) => pending,
+            None => match receiver.recv().await {
+                Some(pending) => pending,
+                None => return,
+            },
+        };
+        let mut batch = vec![first];
+        let mut rows = batch[0].rows.nrows();
+        let flush_at = tokio::time::Instant::now() + policy.max_queue_delay;
+        while rows < policy.max_batch_size {
+            let next = match receiver.try_recv() {
+                Ok(pending) => pending,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) if policy.max_queue_delay.is_zero() => break,
+                Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(flush_at, receiver.recv()).await
+                {
+                    Ok(Some(pending)) => pending,
+                    Ok(None) | Err(_) => break,
+                },
+            };
+            if rows + next.rows.nrows() > policy.max_batch_size {
+                carried = Some(next);
+                break;
+            }
+            rows += next.rows.nrows();
+            batch.push(next);
+        }
+        let compute = compute.clone();
+        let stats = stats.clone();
+        tokio::task::spawn_blocking(move || {
+            run_batch(&*compute, batch, &stats);
+            drop(slot);
+        });
+    }
+}
+
+/// Runs one batch and answers every request in it.
+fn run_batch(
+    compute: &(dyn Fn(ArrayView2<'_, f32>) -> Result<Vec<Output>, Error> + Send + Sync),
+    batch: Vec<Pending>,
+    stats: &Stats,
+) {
+    let now = Instant::now();
+    let mut live = Vec::with_capacity(batch.len());
+    for pending in batch {
+        Stats::add(&stats.queue_ns, now.duration_since(pending.enqueued));
+        if pending.deadline.is_some_and(|deadline| deadline <= now) {
+            let _ = pending.reply.send(Err(Error::DeadlineExceeded(format!(
+                "the deadline passed after {:?} in the queue; the request was not computed",
+                now.duration_since(pending.enqueued)
+            ))));
+        } else {
+            live.push(pending);
+        }
+    }
+    if live.is_empty() {
+        return;
+    }
+    let views: Vec<_> = live.iter().map(|p| p.rows.view()).collect();
+    let result = if views.len() == 1 {
+        compute(views[0])
+    } else {
+        // Requests of one version share the feature count (decoding checked it).
+        ndarray::concatenate(Axis(0), &views)
+            .map_err(|err| Error::InvalidArgument(format!("rows do not stack: {err}")))
+            .and_then(|rows| compute(rows.view()))
+    };
+    Stats::add(&stats.compute_ns, now.elapsed());
+    stats.executions.fetch_add(1, Ordering::Relaxed);
+    match result {
+        Ok(outputs) => {
+            let counts: Vec<usize> = live.iter().map(|p| p.rows.nrows()).collect();
+            for (pending, outputs) in live.into_iter().zip(split_rows(outputs, &counts)) {
+                let _ = pending.reply.send(Ok(outputs));
+            }
+        }
+        Err(err) => {
+            for pending in live {
+                let _ = pending.reply.send(Err(err.clone()));
+            }
+        }
+    }
+}
+
+/// Splits batch outputs (first dimension = rows) into one set per request.
+fn split_rows(outputs: Vec<Output>, counts: &[usize]) -> Vec<Vec<Output>> {
+    let mut parts: Vec<Vec<Output>> = counts.iter().map(|_| Vec::with_capacity(outputs.len())).collect();
+    for output in outputs {
+        let per_row: usize = output.shape.iter().skip(1).product();
+        let mut offset = 0;
+        for (part, &count) in parts.iter_mut().zip(counts) {
+            let range = offset * per_row..(offset + count) * per_row;
+            offset += count;
+            let mut shape = output.shape.clone();
+            if let Some(first) = shape.first_mut() {
+                *first = count;
+            }
+            let data = match &output.data {
+                OutputData::F32(values) => OutputData::F32(values[range].to_vec()),
+                OutputData::Bytes(values) => OutputData::Bytes(values[range].to_vec()),
+            };
+            part.push(Output { name: output.name.clone(), shape, data });
+        }
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A compute function that reports each batch's row count and then blocks until the
+    /// test releases it; its output echoes the rows, so callers can check they got their own.
+    struct Gate {
+        entered: Mutex<std::sync::mpsc::Receiver<usize>>,
+        release: std::sync::mpsc::SyncSender<()>,
+    }
+
+    fn gated() -> (ComputeFn, Gate) {
+        let (entered_tx, entered_rx) = std::sync::mpsc::sync_channel(64);
+        let (release_tx, release_rx) = std::sync::mpsc::sync_channel::<()>(64);
+        let release_rx = Mutex::new(release_rx);
+        let compute: ComputeFn = Arc::new(move |rows| {
+            let _ = entered_tx.send(rows.nrows());
+            let _ = release_rx.lock().map(|r| r.recv());
+            let values: Vec<f32> = rows.iter().copied().collect();
+            Ok(vec![Output {
+                name: "echo".into(),
+                shape: vec![rows.nrows(), rows.ncols()],
+                data: OutputData::F32(values),
+            }])
+        });
+        (compute, Gate { entered: Mutex::new(entered_rx), release: release_tx })
+    }
+
+    impl Gate {
+        /// Waits (off the runtime) until a batch entered compute; returns its rows.
+        async fn next_batch(&self) -> usize {
+            let entered = &self.entered;
+            tokio::task::block_in_place(|| entered.lock().expect("lock").recv_timeout(Duration::from_secs(5)))
+                .expect("a batch entered compute")
+        }
+    }
+
+    fn policy(max_batch_size: usize, queue_capacity: usize) -> BatchPolicy {
+        BatchPolicy { max_batch_size, max_queue_delay: Duration::ZERO, queue_capacity, concurrency: 1 }
+    }
+
+    fn row(value: f32) -> Array2<f32> {
+        Array2::from_elem((1, 2), value)
+    }
+
+    fn echoed(outputs: &[Output]) -> Vec<f32> {
+        match &outputs[0].data {
+            OutputData::F32(values) => values.clone(),
+            OutputData::Bytes(_) => Vec::new(),
+        }
+    }
+
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_queued_behind_a_busy_batch_run_as_one_and_get_their_own_rows() {
+        let (compute, gate) = gated();
+        let batcher = Arc::new(Batcher::start(compute, policy(64, 16), "m v1".into(), Arc::default()));
+        let first = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.infer(row(0.0), None).await }
+        });
+        assert_eq!(gate.next_batch().await, 1);
+        let waiting: Vec<_> = (1..=3)
+            .map(|i| {
+                let batcher = batcher.clone();
+                tokio::spawn(async move { batcher.infer(row(i as f32), None).await })
+            })
+            .collect();
+        settle().await;
+        for _ in 0..2 {
+            gate.release.send(()).expect("release");
+        }
+        assert_eq!(gate.next_batch().await, 3, "the three waiting requests form one batch");
+        assert_eq!(echoed(&first.await.expect("task").expect("answer")), [0.0, 0.0]);
+        for (i, task) in waiting.into_iter().enumerate() {
+            let outputs = task.await.expect("task").expect("answer");
+            assert_eq!(outputs[0].shape, [1, 2]);
+            assert_eq!(echoed(&outputs), [(i + 1) as f32; 2], "request {} got its own row back", i + 1);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_never_exceed_the_row_limit() {
+        let (compute, gate) = gated();
+        let batcher = Arc::new(Batcher::start(compute, policy(2, 16), "m v1".into(), Arc::default()));
+        let tasks: Vec<_> = (0..5)
+            .map(|i| {
+                let batcher = batcher.clone();
+                tokio::spawn(async move { batcher.infer(row(i as f32), None).await })
+            })
+            .collect();
+        let mut sizes = Vec::new();
+        while sizes.iter().sum::<usize>() < 5 {
+            sizes.push(gate.next_batch().await);
+            gate.release.send(()).expect("release");
+        }
+        assert!(sizes.iter().all(|&n| n <= 2), "batch sizes {sizes:?}");
+        for task in tasks {
+            task.await.expect("task").expect("answer");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_is_refused_at_once_with_resource_exhausted() {
+        let (compute, gate) = gated();
+        let batcher = Arc::new(Batcher::start(compute, policy(64, 2), "churn v3".into(), Arc::default()));
+        let busy = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.infer(row(0.0), None).await }
+        });
+        assert_eq!(gate.next_batch().await, 1);
+        let queued: Vec<_> = (0..2)
+            .map(|_| {
+                let batcher = batcher.clone();
+                tokio::spawn(async move { batcher.infer(row(1.0), None).await })
+            })
+            .collect();
+        settle().await;
+        match batcher.infer(row(2.0), None).await {
+            Err(Error::ResourceExhausted(message)) => {
+                assert!(message.contains("churn v3") && message.contains("2 requests"), "{message}")
+            }
+            other => panic!("expected RESOURCE_EXHAUSTED, got {:?}", other.map(|_| ())),
+        }
+        for _ in 0..2 {
+            gate.release.send(()).expect("release");
+        }
+        busy.await.expect("task").expect("answer");
+        for task in queued {
+            task.await.expect("task").expect("queued requests are still answered");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_whose_deadline_passed_in_the_queue_is_never_computed() {
+        let (compute, gate) = gated();
+        let batcher = Arc::new(Batcher::start(compute, policy(64, 16), "m v1".into(), Arc::default()));
+        let busy = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.infer(row(0.0), None).await }
+        });
+        assert_eq!(gate.next_batch().await, 1);
+        let expiring = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.infer(row(1.0), Some(Instant::now() + Duration::from_millis(10))).await }
+        });
+        let patient = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.infer(row(2.0), None).await }
+        });
+        settle().await;
+        for _ in 0..2 {
+            gate.release.send(()).expect("release");
+        }
+        busy.await.expect("task").expect("answer");
+        assert_eq!(gate.next_batch().await, 1, "only the request still within its deadline is computed");
+        assert!(matches!(expiring.await.expect("task"), Err(Error::DeadlineExceeded(_))));
+        assert_eq!(echoed(&patient.await.expect("task").expect("answer")), [2.0, 2.0]);
+    }
+
+    #[test]
+    fn outputs_split_back_by_row_counts() {
+        let outputs = vec![
+            Output { name: "probs".into(), shape: vec![3, 2], data: OutputData::F32(vec![1., 2., 3., 4., 5., 6.]) },
+            Output {
+                name: "label".into(),
+                shape: vec![3],
+                data: OutputData::Bytes(vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]),
+            },
+        ];
+        let parts = split_rows(outputs, &[1, 2]);
+        assert_eq!(parts[0][0].shape, [1, 2]);
+        assert!(matches!(&parts[0][0].data, OutputData::F32(v) if v == &[1., 2.]));
+        assert_eq!(parts[1][0].shape, [2, 2]);
+        assert!(matches!(&parts[1][0].data, OutputData::F32(v) if v == &[3., 4., 5., 6.]));
+        assert!(matches!(&parts[1][1].data, OutputData::Bytes(v) if v == &[b"b".to_vec(), b"c".to_vec()]));
+    }
+}
