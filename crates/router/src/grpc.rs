@@ -1,10 +1,9 @@
 //! `inference.GRPCInferenceService` on the router: resolves model + version (number,
-//! alias or the deployment's weighted targets), picks a ready replica round-robin and
-//! retries UNAVAILABLE answers on the next replica.
+//! alias or the deployment's weighted targets), picks a ready replica by power of two
+//! choices on pending requests and retries UNAVAILABLE answers on another replica.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use modelplane_proto::inference as pb;
 use modelplane_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
@@ -12,7 +11,7 @@ use modelplane_service::TracedChannel;
 use tokio::sync::watch;
 use tonic::{Code, Request, Response, Status};
 
-use crate::table::{LastGood, RoutingTable, Suspects, resolve};
+use crate::table::{LastGood, Replica, RoutingTable, Suspects, power_of_two_choices, resolve};
 use crate::{Error, RouterConfig};
 
 /// The router's inference service.
@@ -22,7 +21,6 @@ pub struct RouterService {
     pub(crate) synced: watch::Receiver<bool>,
     pub(crate) last_good: Arc<LastGood>,
     pub(crate) suspects: Arc<Suspects>,
-    pub(crate) next: Arc<AtomicUsize>,
     pub(crate) config: RouterConfig,
 }
 
@@ -54,14 +52,17 @@ impl RouterService {
                 0 => replicas.len(),
                 n => n.min(replicas.len()),
             };
-            // Rotate among the healthy replicas; suspects stay at the end.
-            let healthy = replicas.iter().filter(|r| !self.suspects.contains(&r.worker)).count().max(1);
-            let start = self.next.fetch_add(1, Ordering::Relaxed) % healthy;
+            // Healthy replicas by power of two choices, then the rest by load; suspects last.
+            let healthy: Vec<&Replica> =
+                replicas.iter().copied().filter(|r| !self.suspects.contains(&r.worker)).collect();
+            let mut order = power_of_two_choices(&healthy);
+            order.extend(replicas.iter().copied().filter(|r| self.suspects.contains(&r.worker)));
             let mut found_dead = false;
-            for attempt in 0..attempts {
-                let index = if attempt < healthy { (start + attempt) % healthy } else { attempt };
-                let replica = replicas[index];
-                match call(replica.client.clone(), number).await {
+            for replica in order.into_iter().take(attempts) {
+                let in_flight = replica.start();
+                let outcome = call(replica.client.clone(), number).await;
+                drop(in_flight);
+                match outcome {
                     Ok(response) => return Ok((response.into_inner(), number)),
                     Err(status) if retryable(&status) => {
                         if std::error::Error::source(&status).is_some() {

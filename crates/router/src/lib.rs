@@ -8,7 +8,6 @@ mod grpc;
 mod table;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use modelplane_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
@@ -69,7 +68,6 @@ pub async fn serve(
         synced: synced_rx,
         last_good: Arc::new(LastGood::default()),
         suspects: Arc::new(Suspects::default()),
-        next: Arc::new(AtomicUsize::new(0)),
         config,
     };
     tracing::info!(addr = ?listener.local_addr().ok(), "router serving");

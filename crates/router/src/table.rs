@@ -2,6 +2,7 @@
 //! requested version (number, alias or empty) resolves to one.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,50 @@ pub struct Replica {
     pub worker: String,
     /// Client to its inference endpoint.
     pub client: GrpcInferenceServiceClient<TracedChannel>,
+    /// Requests this router has in flight to the worker (all versions), for P2C.
+    pub pending: Arc<AtomicUsize>,
+}
+
+/// Counts a request as pending on its replica until dropped.
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl Replica {
+    /// Marks one more request pending until the guard drops.
+    pub fn start(&self) -> InFlight {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.pending.clone())
+    }
+
+    fn load(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Orders `replicas` for one request: the first is the less loaded of two picked at
+/// random (power of two choices), the rest follow by pending requests, for retries.
+/// P2C avoids the herd that "least loaded" causes when many routers see the same
+/// counts, and needs no global view. Hand-written rather than `tower::balance::p2c`:
+/// retries must go to a *different* replica and skip suspects, and tower's balancer
+/// does not say which endpoint it chose.
+pub fn power_of_two_choices<'a>(replicas: &[&'a Replica]) -> Vec<&'a Replica> {
+    let mut order: Vec<&Replica> = replicas.to_vec();
+    if order.len() < 2 {
+        return order;
+    }
+    let mut rng = rand::rng();
+    let a = rng.random_range(0..order.len());
+    let b = (a + rng.random_range(1..order.len())) % order.len();
+    let first = if order[b].load() < order[a].load() { b } else { a };
+    let chosen = order.remove(first);
+    order.sort_by_key(|r| r.load());
+    order.insert(0, chosen);
+    order
 }
 
 /// A snapshot of catalog and replicas; rebuilt on every change, read on every request.
@@ -32,22 +77,23 @@ pub struct RoutingTable {
 /// Clients per worker address, reused across table rebuilds.
 #[derive(Default)]
 pub struct Clients {
-    by_addr: Mutex<HashMap<String, GrpcInferenceServiceClient<TracedChannel>>>,
+    by_addr: Mutex<HashMap<String, (GrpcInferenceServiceClient<TracedChannel>, Arc<AtomicUsize>)>>,
 }
 
 impl Clients {
-    fn get(&self, addr: &str) -> Option<GrpcInferenceServiceClient<TracedChannel>> {
+    fn get(&self, addr: &str) -> Option<(GrpcInferenceServiceClient<TracedChannel>, Arc<AtomicUsize>)> {
         let mut clients = self.by_addr.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(client) = clients.get(addr) {
-            return Some(client.clone());
+        if let Some(entry) = clients.get(addr) {
+            return Some(entry.clone());
         }
         match modelplane_service::connect_lazy(addr) {
             Ok(channel) => {
                 let client = GrpcInferenceServiceClient::new(channel)
                     .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES);
-                clients.insert(addr.to_owned(), client.clone());
-                Some(client)
+                let entry = (client, Arc::new(AtomicUsize::new(0)));
+                clients.insert(addr.to_owned(), entry.clone());
+                Some(entry)
             }
             Err(err) => {
                 tracing::warn!(%addr, error = %err, "worker address is not usable");
@@ -68,14 +114,15 @@ impl RoutingTable {
             if !worker.accepting {
                 continue;
             }
-            let Some(client) = clients.get(&worker.addr) else {
+            let Some((client, pending)) = clients.get(&worker.addr) else {
                 continue;
             };
             for loaded in worker.loaded.iter().filter(|l| l.state == LoadState::Ready) {
-                replicas
-                    .entry((loaded.model.clone(), loaded.version))
-                    .or_default()
-                    .push(Replica { worker: worker.id.clone(), client: client.clone() });
+                replicas.entry((loaded.model.clone(), loaded.version)).or_default().push(Replica {
+                    worker: worker.id.clone(),
+                    client: client.clone(),
+                    pending: pending.clone(),
+                });
             }
         }
         Self { catalog, replicas }
@@ -193,4 +240,45 @@ fn pick_weighted(targets: &[ResolvedTarget]) -> &ResolvedTarget {
         point -= weight;
     }
     &targets[targets.len() - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(worker: &str, pending: usize) -> Replica {
+        let channel = modelplane_service::connect_lazy("127.0.0.1:1").expect("lazy channel");
+        Replica {
+            worker: worker.into(),
+            client: GrpcInferenceServiceClient::new(channel),
+            pending: Arc::new(AtomicUsize::new(pending)),
+        }
+    }
+
+    #[tokio::test]
+    async fn two_choices_never_pick_the_busiest_of_three_and_retries_follow_load() {
+        let replicas = [replica("a", 0), replica("b", 5), replica("c", 9)];
+        let refs: Vec<&Replica> = replicas.iter().collect();
+        let mut firsts = HashMap::new();
+        for _ in 0..3000 {
+            let order = power_of_two_choices(&refs);
+            assert_eq!(order.len(), 3);
+            *firsts.entry(order[0].worker.clone()).or_insert(0) += 1;
+            let rest: Vec<usize> = order[1..].iter().map(|r| r.load()).collect();
+            assert!(rest.windows(2).all(|w| w[0] <= w[1]), "retries by load: {rest:?}");
+        }
+        // "c" loses every pairing; "a" wins both of its pairings (2/3 of draws), "b" one.
+        assert_eq!(firsts.get("c"), None);
+        let a = f64::from(firsts["a"]) / 3000.0;
+        assert!((a - 2.0 / 3.0).abs() < 0.05, "a chosen {a:.3} of the time");
+    }
+
+    #[tokio::test]
+    async fn a_request_counts_as_pending_until_its_guard_drops() {
+        let r = replica("a", 0);
+        let guard = r.start();
+        assert_eq!(r.load(), 1);
+        drop(guard);
+        assert_eq!(r.load(), 0);
+    }
 }

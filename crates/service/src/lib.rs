@@ -12,7 +12,7 @@ mod trace_layer;
 
 pub use client::{TracedChannel, connect_lazy};
 pub use propagation::{TraceContextInterceptor, extract_context};
-pub use server::{MAX_MESSAGE_BYTES, grpc_server, health_service, reflection_service, serve_grpc};
+pub use server::{MAX_MESSAGE_BYTES, grpc_server, health_service, incoming, reflection_service, serve_grpc};
 pub use shutdown::{Shutdown, termination_signal};
 pub use telemetry::{TelemetryGuard, init};
 pub use trace_layer::{RpcTrace, RpcTraceLayer};

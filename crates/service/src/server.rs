@@ -18,6 +18,13 @@ pub fn grpc_server() -> Server<Stack<RpcTraceLayer, Identity>> {
         .layer(RpcTraceLayer)
 }
 
+/// Accepted connections of `listener` with Nagle off: the server's `tcp_nodelay` only
+/// applies to listeners tonic binds itself, and a response written as headers, data and
+/// trailers would otherwise wait for the peer's delayed ACK.
+pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 /// `grpc.health.v1` with a reporter the service flips to NOT_SERVING when it drains.
 pub fn health_service() -> (
     tonic_health::server::HealthReporter,
@@ -72,7 +79,7 @@ where
         .add_service(health_service)
         .add_service(reflection_service(&[S::NAME]))
         .add_service(service)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming(listener), async move {
             shutdown.cancelled().await;
             health.set_service_status(S::NAME, ServingStatus::NotServing).await;
             health.set_service_status("", ServingStatus::NotServing).await;
