@@ -1,5 +1,6 @@
 //! `modelplane`: every server role and every client command in one binary.
 
+mod bench;
 mod client;
 mod config_file;
 mod roles;
@@ -70,6 +71,10 @@ enum Command {
         #[command(flatten)]
         endpoints: Endpoints,
     },
+    /// Measure throughput and p50/p99 latency of any KServe v2 gRPC server.
+    Bench(bench::BenchArgs),
+    /// Serve a bare echo of ModelInfer: the floor `bench` results are compared with.
+    BenchEcho(bench::EchoArgs),
 }
 
 /// Where the client commands find the services.
@@ -124,6 +129,8 @@ fn main() -> std::process::ExitCode {
             Command::Alias { command, endpoints } => client::alias(command, &endpoints).await,
             Command::Deploy { args, endpoints } => client::deploy(args, &endpoints).await,
             Command::Predict { args, endpoints } => client::predict(args, &endpoints).await,
+            Command::Bench(args) => bench::bench(args).await,
+            Command::BenchEcho(args) => bench::echo(args).await,
         }
     });
     match result {

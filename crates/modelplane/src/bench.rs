@@ -1,0 +1,289 @@
+//! `modelplane bench`: a closed-loop load generator that speaks plain KServe v2 gRPC, so
+//! it can be pointed at any V2 server (a modelplane worker or router, Triton, KServe);
+//! and `modelplane bench-echo`: a bare tonic unary server that answers ModelInfer with
+//! its input, the floor any V2 server is measured against.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+use modelplane_proto::inference as pb;
+use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
+use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// KServe v2 gRPC endpoint (host:port).
+    #[arg(long)]
+    pub target: String,
+    /// Model to call.
+    #[arg(long)]
+    pub model: String,
+    /// Version (default: the server's choice).
+    #[arg(long, default_value = "")]
+    pub version: String,
+    /// Requests in flight, one run per value.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 16, 64])]
+    pub concurrency: Vec<usize>,
+    /// Seconds measured per run.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration_secs: f64,
+    /// Seconds of load before each run that are not measured.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup_secs: f64,
+    /// Rows per request.
+    #[arg(long, default_value_t = 1)]
+    pub rows: usize,
+    /// Label for the result rows (default: the target).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: BenchFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum BenchFormat {
+    /// A markdown table row per run.
+    Text,
+    /// One JSON object per run.
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct EchoArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Features its metadata reports for the input `input` (FP32 [-1, features]).
+    #[arg(long, default_value_t = 30)]
+    pub features: i64,
+}
+
+/// The input a model's metadata declares: name and features per row.
+async fn input_of(client: &mut GrpcInferenceServiceClient<Channel>, args: &BenchArgs) -> Result<(String, usize)> {
+    let request = pb::ModelMetadataRequest { name: args.model.clone(), version: args.version.clone() };
+    let metadata =
+        client.model_metadata(request).await.map_err(|s| anyhow::anyhow!("model metadata: {}", s.message()))?;
+    let metadata = metadata.into_inner();
+    let Some(input) = metadata.inputs.first() else { bail!("{} declares no inputs", args.model) };
+    if input.datatype != "FP32" {
+        bail!("{} takes {} input {:?}; the bench sends FP32 rows", args.model, input.datatype, input.name);
+    }
+    let features = input.shape.last().copied().filter(|d| *d > 0).context("the input's last dimension is not fixed")?;
+    Ok((input.name.clone(), usize::try_from(features)?))
+}
+
+fn request(args: &BenchArgs, input: &str, features: usize) -> pb::ModelInferRequest {
+    let values: Vec<u8> =
+        (0..args.rows * features).flat_map(|i| ((i % 17) as f32 * 0.25 - 2.0).to_le_bytes()).collect();
+    pb::ModelInferRequest {
+        model_name: args.model.clone(),
+        model_version: args.version.clone(),
+        inputs: vec![pb::model_infer_request::InferInputTensor {
+            name: input.to_owned(),
+            datatype: "FP32".into(),
+            shape: vec![args.rows as i64, features as i64],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![Bytes::from(values)],
+        ..Default::default()
+    }
+}
+
+struct RunResult {
+    latencies_us: Vec<u64>,
+    errors: u64,
+    first_error: Option<String>,
+    elapsed: Duration,
+}
+
+/// `concurrency` loops, each sending the next request when the last answered.
+async fn run(
+    client: GrpcInferenceServiceClient<Channel>,
+    template: pb::ModelInferRequest,
+    concurrency: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> RunResult {
+    let start = Instant::now();
+    let (measure_from, stop_at) = (start + warmup, start + warmup + measure);
+    let loops = (0..concurrency).map(|_| {
+        let (mut client, template) = (client.clone(), template.clone());
+        tokio::spawn(async move {
+            let (mut latencies, mut errors, mut first_error) = (Vec::new(), 0u64, None);
+            loop {
+                let sent = Instant::now();
+                if sent >= stop_at {
+                    break;
+                }
+                let outcome = client.model_infer(template.clone()).await;
+                if sent < measure_from {
+                    continue;
+                }
+                match outcome {
+                    Ok(_) => latencies.push(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX)),
+                    Err(status) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
+                    }
+                }
+            }
+            (latencies, errors, first_error)
+        })
+    });
+    let mut result = RunResult { latencies_us: Vec::new(), errors: 0, first_error: None, elapsed: measure };
+    for outcome in futures::future::join_all(loops).await.into_iter().flatten() {
+        result.latencies_us.extend(outcome.0);
+        result.errors += outcome.1;
+        result.first_error = result.first_error.or(outcome.2);
+    }
+    result.latencies_us.sort_unstable();
+    result
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+pub async fn bench(args: BenchArgs) -> Result<()> {
+    if args.concurrency.iter().any(|c| *c == 0) || args.rows == 0 {
+        bail!("concurrency and rows must be at least 1");
+    }
+    let uri = if args.target.contains("://") { args.target.clone() } else { format!("http://{}", args.target) };
+    let channel = Endpoint::from_shared(uri)?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach {}", args.target))?;
+    let mut client = GrpcInferenceServiceClient::new(channel).max_decoding_message_size(64 << 20);
+    let (input, features) = input_of(&mut client, &args).await?;
+    let template = request(&args, &input, features);
+    let label = args.label.clone().unwrap_or_else(|| args.target.clone());
+    if matches!(args.format, BenchFormat::Text) {
+        println!("| target | model | concurrency | requests/s | p50 µs | p99 µs | errors |");
+        println!("| --- | --- | --- | --- | --- | --- | --- |");
+    }
+    for &concurrency in &args.concurrency {
+        let warmup = Duration::from_secs_f64(args.warmup_secs);
+        let measure = Duration::from_secs_f64(args.duration_secs);
+        let result = run(client.clone(), template.clone(), concurrency, warmup, measure).await;
+        let throughput = result.latencies_us.len() as f64 / result.elapsed.as_secs_f64();
+        let (p50, p99) = (percentile(&result.latencies_us, 0.50), percentile(&result.latencies_us, 0.99));
+        match args.format {
+            BenchFormat::Text => println!(
+                "| {label} | {} | {concurrency} | {throughput:.0} | {p50} | {p99} | {} |",
+                args.model, result.errors
+            ),
+            BenchFormat::Json => println!(
+                "{}",
+                serde_json::json!({
+                    "label": label, "model": args.model, "concurrency": concurrency, "rows": args.rows,
+                    "requests_per_sec": throughput, "p50_us": p50, "p99_us": p99, "errors": result.errors,
+                })
+            ),
+        }
+        if let Some(error) = result.first_error {
+            eprintln!(
+                "modelplane bench: {} failed requests at concurrency {concurrency}; first: {error}",
+                result.errors
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Answers ModelInfer with its input as the output: what serving costs without a model.
+struct Echo {
+    features: i64,
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for Echo {
+    async fn server_live(&self, _: Request<pb::ServerLiveRequest>) -> Result<Response<pb::ServerLiveResponse>, Status> {
+        Ok(Response::new(pb::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<pb::ServerReadyRequest>,
+    ) -> Result<Response<pb::ServerReadyResponse>, Status> {
+        Ok(Response::new(pb::ServerReadyResponse { ready: true }))
+    }
+
+    async fn model_ready(&self, _: Request<pb::ModelReadyRequest>) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        Ok(Response::new(pb::ModelReadyResponse { ready: true }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<pb::ServerMetadataRequest>,
+    ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+        Ok(Response::new(pb::ServerMetadataResponse { name: "modelplane-echo".into(), ..Default::default() }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<pb::ModelMetadataRequest>,
+    ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        let tensor = |name: &str| pb::model_metadata_response::TensorMetadata {
+            name: name.into(),
+            datatype: "FP32".into(),
+            shape: vec![-1, self.features],
+        };
+        Ok(Response::new(pb::ModelMetadataResponse {
+            name: request.into_inner().name,
+            versions: vec!["1".into()],
+            platform: "echo".into(),
+            inputs: vec![tensor("input")],
+            outputs: vec![tensor("output")],
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        request: Request<pb::ModelInferRequest>,
+    ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let request = request.into_inner();
+        let outputs = request
+            .inputs
+            .iter()
+            .map(|input| pb::model_infer_response::InferOutputTensor {
+                name: "output".into(),
+                datatype: input.datatype.clone(),
+                shape: input.shape.clone(),
+                ..Default::default()
+            })
+            .collect();
+        Ok(Response::new(pb::ModelInferResponse {
+            model_name: request.model_name,
+            model_version: "1".into(),
+            id: request.id,
+            outputs,
+            raw_output_contents: request.raw_input_contents,
+            ..Default::default()
+        }))
+    }
+}
+
+pub async fn echo(args: EchoArgs) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let local: SocketAddr = listener.local_addr()?;
+    println!("modelplane: echo listening on {local}");
+    let incoming = modelplane_service::incoming(listener);
+    tonic::transport::Server::builder()
+        .add_service(GrpcInferenceServiceServer::new(Echo { features: args.features }))
+        .serve_with_incoming_shutdown(incoming, modelplane_service::termination_signal())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Serving latency and throughput: the echo floor, a worker directly, and the router in
+# front of it, for a 30-feature logistic model and a 64-input MLP, at concurrency 1, 16
+# and 64; then the MLP at concurrency 64 with dynamic batching off. Release build, one
+# `modelplane up` on the embedded store; every number comes from `modelplane bench`.
+#
+#   scripts/bench-serving.sh [SECONDS_PER_RUN]      (default 5; prints markdown tables)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-5}"
+cargo build --release --quiet -p modelplane
+bin="$PWD/target/release/modelplane"
+work="$(mktemp -d)"
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+# Waits until $1 (a log file) has $2 "listening on" lines; prints "role addr" pairs.
+wait_listening() {
+  for _ in $(seq 1 300); do
+    if [ "$(grep -c ' listening on ' "$1" || true)" -ge "$2" ]; then
+      sed -n 's/^modelplane: \(.*\) listening on \(.*\)$/\1 \2/p' "$1"; return 0
+    fi
+    sleep 0.1
+  done
+  echo "timed out waiting for $1" >&2; cat "$1" >&2; return 1
+}
+
+# start_up NAME [worker flags...]: runs `modelplane up`, sets REGISTRY TRAINER WORKER ROUTER.
+start_up() {
+  local name="$1"; shift
+  "$bin" up --data-dir "$work/data" --grpc-port 0 --registry-port 0 --trainer-port 0 --worker-port 0 "$@" \
+    >"$work/$name.out" 2>"$work/$name.log" &
+  pids+=($!)
+  UP_PID=$!
+  while read -r role addr; do
+    case "$role" in registry) REGISTRY=$addr ;; trainer) TRAINER=$addr ;; worker) WORKER=$addr ;; router) ROUTER=$addr ;; esac
+  done < <(wait_listening "$work/$name.out" 4)
+  export MODELPLANE_REGISTRY=$REGISTRY MODELPLANE_TRAINER=$TRAINER MODELPLANE_ROUTER=$ROUTER
+}
+
+python3 - "$work" <<'EOF'
+import random, sys
+rng = random.Random(3)
+with open(f"{sys.argv[1]}/wide.csv", "w") as f:
+    f.write(",".join(f"x{i}" for i in range(30)) + ",label\n")
+    for _ in range(2000):
+        xs = [rng.gauss(0, 1) for _ in range(30)]
+        f.write(",".join(f"{x:.4f}" for x in xs) + f",{int(sum(xs[:5]) > 0)}\n")
+with open(f"{sys.argv[1]}/mlp.csv", "w") as f:
+    f.write(",".join(f"x{i}" for i in range(64)) + ",label\n")
+    for _ in range(2000):
+        xs = [rng.gauss(0, 1) for _ in range(64)]
+        f.write(",".join(f"{x:.4f}" for x in xs) + f",{int(xs[0] * xs[1] > 0) + 2 * int(xs[2] > 0)}\n")
+EOF
+
+start_up batching
+cd "$work"
+"$bin" datasets upload wide.csv >/dev/null
+"$bin" datasets upload mlp.csv >/dev/null
+"$bin" train logistic30 --dataset wide --target label --kind logistic --epochs 5 --format json >/dev/null
+"$bin" train mlp64 --dataset mlp --target label --kind mlp --param hidden=256,256 --epochs 3 --format json >/dev/null
+"$bin" deploy logistic30 --version 1 --wait 60 >/dev/null
+"$bin" deploy mlp64 --version 1 --wait 60 >/dev/null
+
+for features in 30 64; do
+  "$bin" bench-echo --features "$features" >"$work/echo$features.out" 2>/dev/null &
+  pids+=($!)
+done
+ECHO30=$(wait_listening "$work/echo30.out" 1 | cut -d' ' -f2)
+ECHO64=$(wait_listening "$work/echo64.out" 1 | cut -d' ' -f2)
+
+run() { "$bin" bench --duration-secs "$seconds" --warmup-secs 1 --concurrency 1,16,64 "$@" | tail -n +3; }
+echo "| target | model | concurrency | requests/s | p50 µs | p99 µs | errors |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
+run --target "$ECHO30" --model logistic30 --label echo
+run --target "$WORKER" --model logistic30 --label worker
+run --target "$ROUTER" --model logistic30 --label router
+run --target "$ECHO64" --model mlp64 --label echo
+run --target "$WORKER" --model mlp64 --label worker
+run --target "$ROUTER" --model mlp64 --label router
+
+# The same MLP with batching off: a fresh `up` on the same data directory.
+kill "$UP_PID"; wait "$UP_PID" 2>/dev/null || true
+start_up unbatched --max-batch-size 0
+"$bin" deploy mlp64 --version 1 --wait 60 >/dev/null
+"$bin" bench --duration-secs "$seconds" --warmup-secs 1 --concurrency 64 --target "$WORKER" --model mlp64 \
+  --label "worker, batching off" | tail -n +3
