@@ -1,7 +1,7 @@
 //! KServe v2 tensors ⇄ ndarray: decodes a request's input against a model's signature
-//! (FP32, or FP64/INT32/INT64 converted when lossless; BYTES texts for text models; typed
-//! or raw) and encodes outputs,
-//! typed or raw (raw when the request came raw, as Triton does).
+//! (FP32, or any other numeric V2 datatype converted when exact; BYTES texts for text
+//! models; typed or raw) and encodes outputs, typed or raw (raw when the request came
+//! raw, as Triton does).
 
 use bytes::Bytes;
 use modelplane_model::{Output, OutputData, Signature};
@@ -192,67 +192,152 @@ fn inexact(input: &InferInputTensor, index: usize, value: impl std::fmt::Display
     ))
 }
 
-/// Reads an input's `expected` values as FP32 from typed contents or its raw bytes.
-/// FP64, INT32 and INT64 are converted when every value converts exactly.
-fn to_fp32(input: &InferInputTensor, raw: Option<&[u8]>, expected: usize) -> Result<Vec<f32>, Error> {
-    let typed = input.contents.clone().unwrap_or_default();
-    let width = match input.datatype.as_str() {
-        "FP32" | "INT32" => 4,
-        "FP64" | "INT64" => 8,
-        other => {
-            return Err(Error::InvalidArgument(format!(
-                "input {:?} has datatype {other}; expected FP32 (FP64, INT32 and INT64 are converted when lossless)",
-                input.name
-            )));
-        }
-    };
-    if let Some(raw) = raw {
-        let has_typed = !(typed.fp32_contents.is_empty()
-            && typed.fp64_contents.is_empty()
-            && typed.int_contents.is_empty()
-            && typed.int64_contents.is_empty());
-        if has_typed {
-            return Err(Error::InvalidArgument(format!(
-                "input {:?} carries both typed contents and raw_input_contents; send one",
-                input.name
-            )));
-        }
-        if raw.len() != expected * width {
-            return Err(count_error(input, raw.len(), "raw bytes", expected * width));
-        }
+/// Bytes per element of a numeric V2 datatype on the wire (raw contents).
+fn element_width(datatype: &str) -> Option<usize> {
+    Some(match datatype {
+        "BOOL" | "INT8" | "UINT8" => 1,
+        "INT16" | "UINT16" | "FP16" | "BF16" => 2,
+        "INT32" | "UINT32" | "FP32" => 4,
+        "INT64" | "UINT64" | "FP64" => 8,
+        _ => return None,
+    })
+}
+
+/// Values as read from the wire, before the conversion to FP32.
+enum Wide {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    Signed(Vec<i64>),
+    Unsigned(Vec<u64>),
+}
+
+fn read_raw(datatype: &str, raw: &[u8]) -> Wide {
+    fn words<const N: usize>(raw: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
+        raw.chunks_exact(N).map(|chunk| {
+            let mut word = [0u8; N];
+            word.copy_from_slice(chunk);
+            word
+        })
     }
-    let words4 = |raw: &[u8]| -> Vec<[u8; 4]> { raw.chunks_exact(4).map(|b| [b[0], b[1], b[2], b[3]]).collect() };
-    let words8 = |raw: &[u8]| -> Vec<[u8; 8]> {
-        raw.chunks_exact(8).map(|b| [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]).collect()
+    match datatype {
+        "BOOL" | "UINT8" => Wide::Unsigned(raw.iter().map(|b| u64::from(*b)).collect()),
+        "INT8" => Wide::Signed(raw.iter().map(|b| i64::from(*b as i8)).collect()),
+        "INT16" => Wide::Signed(words::<2>(raw).map(|w| i64::from(i16::from_le_bytes(w))).collect()),
+        "UINT16" => Wide::Unsigned(words::<2>(raw).map(|w| u64::from(u16::from_le_bytes(w))).collect()),
+        "INT32" => Wide::Signed(words::<4>(raw).map(|w| i64::from(i32::from_le_bytes(w))).collect()),
+        "UINT32" => Wide::Unsigned(words::<4>(raw).map(|w| u64::from(u32::from_le_bytes(w))).collect()),
+        "INT64" => Wide::Signed(words::<8>(raw).map(i64::from_le_bytes).collect()),
+        "UINT64" => Wide::Unsigned(words::<8>(raw).map(u64::from_le_bytes).collect()),
+        "FP16" => Wide::F32(words::<2>(raw).map(|w| half::f16::from_le_bytes(w).to_f32()).collect()),
+        "BF16" => Wide::F32(words::<2>(raw).map(|w| half::bf16::from_le_bytes(w).to_f32()).collect()),
+        "FP64" => Wide::F64(words::<8>(raw).map(f64::from_le_bytes).collect()),
+        _ => Wide::F32(words::<4>(raw).map(f32::from_le_bytes).collect()),
+    }
+}
+
+/// Typed contents of `input`, checked against the range of its declared datatype (the
+/// protocol carries INT8/INT16 in `int_contents` and UINT8/UINT16 in `uint_contents`).
+fn read_typed(input: &InferInputTensor, contents: InferTensorContents) -> Result<Wide, Error> {
+    let out_of_range = |value: i128| {
+        Error::InvalidArgument(format!("input {:?} value {value} does not fit {}", input.name, input.datatype))
     };
-    let values: Vec<f32> = match (input.datatype.as_str(), raw) {
-        ("FP32", Some(raw)) => words4(raw).into_iter().map(f32::from_le_bytes).collect(),
-        ("FP32", None) => typed.fp32_contents,
-        ("FP64", _) => {
-            let wide = match raw {
-                Some(raw) => words8(raw).into_iter().map(f64::from_le_bytes).collect(),
-                None => typed.fp64_contents,
+    let check = |value: i128, low: i128, high: i128| {
+        if (low..=high).contains(&value) { Ok(()) } else { Err(out_of_range(value)) }
+    };
+    Ok(match input.datatype.as_str() {
+        "BOOL" => Wide::Unsigned(contents.bool_contents.into_iter().map(u64::from).collect()),
+        "INT8" | "INT16" => {
+            let (low, high) = if input.datatype == "INT8" {
+                (i8::MIN.into(), i8::MAX.into())
+            } else {
+                (i16::MIN.into(), i16::MAX.into())
             };
-            wide.iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    let narrow = *v as f32;
-                    if f64::from(narrow) == *v { Ok(narrow) } else { Err(inexact(input, i, v)) }
-                })
-                .collect::<Result<_, _>>()?
+            for value in &contents.int_contents {
+                check(i128::from(*value), low, high)?;
+            }
+            Wide::Signed(contents.int_contents.into_iter().map(i64::from).collect())
         }
-        (_, _) => {
-            let ints: Vec<i64> = match (input.datatype.as_str(), raw) {
-                ("INT32", Some(raw)) => words4(raw).into_iter().map(|w| i64::from(i32::from_le_bytes(w))).collect(),
-                ("INT32", None) => typed.int_contents.into_iter().map(i64::from).collect(),
-                (_, Some(raw)) => words8(raw).into_iter().map(i64::from_le_bytes).collect(),
-                (_, None) => typed.int64_contents,
-            };
-            ints.iter()
-                .enumerate()
-                .map(|(i, v)| if v.abs() <= FP32_EXACT_INT { Ok(*v as f32) } else { Err(inexact(input, i, v)) })
-                .collect::<Result<_, _>>()?
+        "INT32" => Wide::Signed(contents.int_contents.into_iter().map(i64::from).collect()),
+        "INT64" => Wide::Signed(contents.int64_contents),
+        "UINT8" | "UINT16" => {
+            let high = if input.datatype == "UINT8" { u8::MAX.into() } else { u16::MAX.into() };
+            for value in &contents.uint_contents {
+                check(i128::from(*value), 0, high)?;
+            }
+            Wide::Unsigned(contents.uint_contents.into_iter().map(u64::from).collect())
         }
+        "UINT32" => Wide::Unsigned(contents.uint_contents.into_iter().map(u64::from).collect()),
+        "UINT64" => Wide::Unsigned(contents.uint64_contents),
+        "FP16" | "BF16" => {
+            return Err(Error::InvalidArgument(format!(
+                "input {:?} is {}, which the protocol carries only in raw_input_contents (2 bytes per value)",
+                input.name, input.datatype
+            )));
+        }
+        "FP64" => Wide::F64(contents.fp64_contents),
+        _ => Wide::F32(contents.fp32_contents),
+    })
+}
+
+fn has_typed(contents: &InferTensorContents) -> bool {
+    !(contents.bool_contents.is_empty()
+        && contents.int_contents.is_empty()
+        && contents.int64_contents.is_empty()
+        && contents.uint_contents.is_empty()
+        && contents.uint64_contents.is_empty()
+        && contents.fp32_contents.is_empty()
+        && contents.fp64_contents.is_empty()
+        && contents.bytes_contents.is_empty())
+}
+
+/// Reads an input's `expected` values as FP32 from typed contents or its raw bytes.
+/// Every numeric V2 datatype is accepted when each value converts to FP32 exactly
+/// (integers up to 2^24 in magnitude, FP64 values that are FP32 values); else the answer
+/// is INVALID_ARGUMENT naming the first value that does not.
+fn to_fp32(input: &InferInputTensor, raw: Option<&[u8]>, expected: usize) -> Result<Vec<f32>, Error> {
+    let Some(width) = element_width(&input.datatype) else {
+        return Err(Error::InvalidArgument(format!(
+            "input {:?} has datatype {}; expected FP32 (or BOOL, INT8-INT64, UINT8-UINT64, FP16, BF16 or FP64, \
+             converted when exact)",
+            input.name, input.datatype
+        )));
+    };
+    let contents = input.contents.clone().unwrap_or_default();
+    let wide = match raw {
+        Some(raw) => {
+            if has_typed(&contents) {
+                return Err(Error::InvalidArgument(format!(
+                    "input {:?} carries both typed contents and raw_input_contents; send one",
+                    input.name
+                )));
+            }
+            if raw.len() != expected * width {
+                return Err(count_error(input, raw.len(), "raw bytes", expected * width));
+            }
+            read_raw(&input.datatype, raw)
+        }
+        None => read_typed(input, contents)?,
+    };
+    let values: Vec<f32> = match wide {
+        Wide::F32(values) => values,
+        Wide::F64(values) => values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let narrow = *v as f32;
+                if f64::from(narrow) == *v || v.is_nan() { Ok(narrow) } else { Err(inexact(input, i, v)) }
+            })
+            .collect::<Result<_, _>>()?,
+        Wide::Signed(values) => values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| if v.abs() <= FP32_EXACT_INT { Ok(*v as f32) } else { Err(inexact(input, i, v)) })
+            .collect::<Result<_, _>>()?,
+        Wide::Unsigned(values) => values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| if *v <= FP32_EXACT_INT as u64 { Ok(*v as f32) } else { Err(inexact(input, i, v)) })
+            .collect::<Result<_, _>>()?,
     };
     if values.len() != expected {
         return Err(count_error(input, values.len(), "values", expected));
@@ -377,7 +462,8 @@ mod tests {
         let err = decode_input(&request("BYTES", vec![1, 2], vec![1.0, 2.0], false), &signature).expect_err("dtype");
         assert_eq!(
             err.to_string(),
-            "input \"input\" has datatype BYTES; expected FP32 (FP64, INT32 and INT64 are converted when lossless)"
+            "input \"input\" has datatype BYTES; expected FP32 (or BOOL, INT8-INT64, UINT8-UINT64, FP16, BF16 or FP64, \
+             converted when exact)"
         );
         let err =
             decode_input(&request("FP32", vec![1, 3], vec![1.0, 2.0, 3.0], false), &signature).expect_err("shape");
@@ -454,5 +540,71 @@ mod tests {
         let mut big = request("INT32", vec![1, 2], vec![], false);
         big.inputs[0].contents = Some(InferTensorContents { int_contents: vec![1, 1 << 25], ..Default::default() });
         assert!(decode_input(&big, &signature).is_err());
+    }
+
+    fn raw_request(datatype: &str, bytes: Vec<u8>) -> ModelInferRequest {
+        let mut request = request(datatype, vec![1, 2], vec![], false);
+        request.raw_input_contents.push(Bytes::from(bytes));
+        request
+    }
+
+    #[test]
+    fn every_numeric_datatype_decodes_raw() {
+        let signature = Model::signature_for(Head::Identity, InputKind::Features(2), 0);
+        let cases: Vec<(&str, Vec<u8>, [f32; 2])> = vec![
+            ("BOOL", vec![1, 0], [1.0, 0.0]),
+            ("INT8", vec![0xFF, 7], [-1.0, 7.0]),
+            ("UINT8", vec![0xFF, 7], [255.0, 7.0]),
+            ("INT16", [-300i16, 2].iter().flat_map(|v| v.to_le_bytes()).collect(), [-300.0, 2.0]),
+            ("UINT16", [60000u16, 2].iter().flat_map(|v| v.to_le_bytes()).collect(), [60000.0, 2.0]),
+            ("INT32", [-5i32, 9].iter().flat_map(|v| v.to_le_bytes()).collect(), [-5.0, 9.0]),
+            ("UINT32", [5u32, 9].iter().flat_map(|v| v.to_le_bytes()).collect(), [5.0, 9.0]),
+            ("INT64", [-5i64, 9].iter().flat_map(|v| v.to_le_bytes()).collect(), [-5.0, 9.0]),
+            ("UINT64", [5u64, 9].iter().flat_map(|v| v.to_le_bytes()).collect(), [5.0, 9.0]),
+            (
+                "FP16",
+                [half::f16::from_f32(1.5), half::f16::from_f32(-0.25)].iter().flat_map(|v| v.to_le_bytes()).collect(),
+                [1.5, -0.25],
+            ),
+            (
+                "BF16",
+                [half::bf16::from_f32(2.0), half::bf16::from_f32(-8.0)].iter().flat_map(|v| v.to_le_bytes()).collect(),
+                [2.0, -8.0],
+            ),
+            ("FP64", [1.5f64, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect(), [1.5, -2.0]),
+        ];
+        for (datatype, bytes, expected) in cases {
+            let rows = features(decode_input(&raw_request(datatype, bytes), &signature).expect(datatype));
+            assert_eq!(rows.row(0).to_vec(), expected, "{datatype}");
+        }
+        let short = decode_input(&raw_request("INT16", vec![1, 0, 2]), &signature).expect_err("3 bytes for 2 INT16");
+        assert!(short.to_string().contains("3 raw bytes") && short.to_string().contains("needs 4"), "{short}");
+        let huge = decode_input(
+            &raw_request("UINT64", [u64::MAX, 1].iter().flat_map(|v| v.to_le_bytes()).collect()),
+            &signature,
+        );
+        assert!(huge.expect_err("2^64-1 is not exact").to_string().contains("cannot be represented exactly"));
+    }
+
+    #[test]
+    fn typed_contents_are_checked_against_their_datatype() {
+        let signature = Model::signature_for(Head::Identity, InputKind::Features(2), 0);
+        let typed = |datatype: &str, contents: InferTensorContents| {
+            let mut request = request(datatype, vec![1, 2], vec![], false);
+            request.inputs[0].contents = Some(contents);
+            decode_input(&request, &signature)
+        };
+        let bools = typed("BOOL", InferTensorContents { bool_contents: vec![true, false], ..Default::default() });
+        assert_eq!(features(bools.expect("bools")).row(0).to_vec(), [1.0, 0.0]);
+        let uints = typed("UINT16", InferTensorContents { uint_contents: vec![65535, 0], ..Default::default() });
+        assert_eq!(features(uints.expect("uint16")).row(0).to_vec(), [65535.0, 0.0]);
+        let err = typed("INT8", InferTensorContents { int_contents: vec![200, 0], ..Default::default() })
+            .expect_err("200 is not an INT8");
+        assert!(err.to_string().contains("value 200 does not fit INT8"), "{err}");
+        let err = typed("FP16", InferTensorContents { fp32_contents: vec![1.0, 2.0], ..Default::default() })
+            .expect_err("FP16 has no typed field");
+        assert!(err.to_string().contains("only in raw_input_contents"), "{err}");
+        let err = typed("STRING", InferTensorContents::default()).expect_err("unknown type");
+        assert!(err.to_string().contains("has datatype STRING; expected FP32"), "{err}");
     }
 }
