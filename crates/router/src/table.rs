@@ -77,11 +77,14 @@ pub struct RoutingTable {
 /// Clients per worker address, reused across table rebuilds.
 #[derive(Default)]
 pub struct Clients {
-    by_addr: Mutex<HashMap<String, (GrpcInferenceServiceClient<TracedChannel>, Arc<AtomicUsize>)>>,
+    by_addr: Mutex<HashMap<String, WorkerClient>>,
 }
 
+/// A worker's inference client and its pending-request counter.
+type WorkerClient = (GrpcInferenceServiceClient<TracedChannel>, Arc<AtomicUsize>);
+
 impl Clients {
-    fn get(&self, addr: &str) -> Option<(GrpcInferenceServiceClient<TracedChannel>, Arc<AtomicUsize>)> {
+    fn get(&self, addr: &str) -> Option<WorkerClient> {
         let mut clients = self.by_addr.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(entry) = clients.get(addr) {
             return Some(entry.clone());
@@ -147,6 +150,12 @@ impl RoutingTable {
             self.replicas(model, version).iter().partition(|r| !suspects.contains(&r.worker));
         live.extend(suspect);
         live
+    }
+
+    /// Every worker with at least one ready version, once each.
+    pub fn workers(&self) -> Vec<&Replica> {
+        let mut seen = std::collections::HashSet::new();
+        self.replicas.values().flatten().filter(|r| seen.insert(r.worker.as_str())).collect()
     }
 
     /// Whether every deployed target has a ready replica.

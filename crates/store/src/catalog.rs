@@ -122,6 +122,11 @@ impl Catalog {
         self.models.get(model)?.versions.get(&version)
     }
 
+    /// The highest version of a model that is not archived.
+    pub fn latest_version(&self, model: &str) -> Option<u64> {
+        self.models.get(model)?.versions.values().rev().find(|v| !v.archived).map(|v| v.version)
+    }
+
     /// The version an alias points at.
     pub fn alias(&self, model: &str, alias: &str) -> Option<u64> {
         self.models.get(model)?.aliases.get(alias).copied()

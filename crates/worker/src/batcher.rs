@@ -5,7 +5,6 @@
 //! deadline passed while it waited is answered DEADLINE_EXCEEDED and never computed.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use modelplane_model::{Output, OutputData};
@@ -13,6 +12,7 @@ use ndarray::{Array2, ArrayView2, Axis};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::Error;
+use crate::stats::Stats;
 
 /// Batching settings of one version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,27 +60,6 @@ impl BatchPolicy {
     }
 }
 
-/// Cumulative counters of one version, for ModelStatistics.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Requests answered successfully.
-    pub success: AtomicU64,
-    /// Requests answered with an error.
-    pub failure: AtomicU64,
-    /// Batches computed.
-    pub executions: AtomicU64,
-    /// Nanoseconds requests spent waiting in the queue.
-    pub queue_ns: AtomicU64,
-    /// Nanoseconds spent computing, summed over batches.
-    pub compute_ns: AtomicU64,
-}
-
-impl Stats {
-    fn add(counter: &AtomicU64, elapsed: Duration) {
-        counter.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
-    }
-}
-
 /// What a batch runs: the model's predict on the merged rows.
 pub type ComputeFn = Arc<dyn Fn(ArrayView2<'_, f32>) -> Result<Vec<Output>, Error> + Send + Sync>;
 
@@ -104,6 +83,11 @@ impl Batcher {
         let (queue, receiver) = mpsc::channel(policy.queue_capacity);
         tokio::spawn(run(receiver, compute, policy, stats));
         Self { queue, policy, label }
+    }
+
+    /// The settings this batcher runs with.
+    pub fn policy(&self) -> BatchPolicy {
+        self.policy
     }
 
     /// Queues `rows` and waits for their outputs.
@@ -159,22 +143,18 @@ async fn run(mut receiver: mpsc::Receiver<Pending>, compute: ComputeFn, policy: 
         let compute = compute.clone();
         let stats = stats.clone();
         tokio::task::spawn_blocking(move || {
-            run_batch(&*compute, batch, &stats);
+            run_batch(&compute, batch, &stats);
             drop(slot);
         });
     }
 }
 
 /// Runs one batch and answers every request in it.
-fn run_batch(
-    compute: &(dyn Fn(ArrayView2<'_, f32>) -> Result<Vec<Output>, Error> + Send + Sync),
-    batch: Vec<Pending>,
-    stats: &Stats,
-) {
+fn run_batch(compute: &ComputeFn, batch: Vec<Pending>, stats: &Stats) {
     let now = Instant::now();
     let mut live = Vec::with_capacity(batch.len());
     for pending in batch {
-        Stats::add(&stats.queue_ns, now.duration_since(pending.enqueued));
+        stats.queue.add(now.duration_since(pending.enqueued));
         if pending.deadline.is_some_and(|deadline| deadline <= now) {
             let _ = pending.reply.send(Err(Error::DeadlineExceeded(format!(
                 "the deadline passed after {:?} in the queue; the request was not computed",
@@ -196,8 +176,7 @@ fn run_batch(
             .map_err(|err| Error::InvalidArgument(format!("rows do not stack: {err}")))
             .and_then(|rows| compute(rows.view()))
     };
-    Stats::add(&stats.compute_ns, now.elapsed());
-    stats.executions.fetch_add(1, Ordering::Relaxed);
+    stats.compute.add(now.elapsed());
     match result {
         Ok(outputs) => {
             let counts: Vec<usize> = live.iter().map(|p| p.rows.nrows()).collect();

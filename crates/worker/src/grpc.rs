@@ -2,7 +2,6 @@
 //! versions this worker holds.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use modelplane_proto::inference as pb;
@@ -76,7 +75,7 @@ pub fn server_metadata() -> pb::ServerMetadataResponse {
     pb::ServerMetadataResponse {
         name: "modelplane".into(),
         version: env!("CARGO_PKG_VERSION").into(),
-        extensions: Vec::new(),
+        extensions: ["model_configuration", "statistics", "model_repository"].map(String::from).to_vec(),
     }
 }
 
@@ -127,15 +126,102 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceServic
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let deadline = request_deadline(request.metadata());
+        Ok(Response::new(self.infer_one(request.into_inner(), deadline).await?))
+    }
+
+    type ModelStreamInferStream = crate::triton::ResponseStream;
+
+    async fn model_stream_infer(
+        &self,
+        request: Request<tonic::Streaming<pb::ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        let service = self.clone();
+        Ok(Response::new(crate::triton::stream_responses(request.into_inner(), move |request| {
+            let service = service.clone();
+            async move { service.infer_one(request, None).await.map_err(Status::from) }
+        })))
+    }
+
+    async fn model_config(
+        &self,
+        request: Request<pb::ModelConfigRequest>,
+    ) -> Result<Response<pb::ModelConfigResponse>, Status> {
         let request = request.into_inner();
+        let loaded = self.resolve(&request.name, &request.version)?;
+        Ok(Response::new(pb::ModelConfigResponse { config: Some(crate::triton::model_config(&loaded)) }))
+    }
+
+    async fn model_statistics(
+        &self,
+        request: Request<pb::ModelStatisticsRequest>,
+    ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
+        let request = request.into_inner();
+        let version = match request.version.as_str() {
+            "" => None,
+            text => Some(text.parse::<u64>().map_err(|_| {
+                Status::invalid_argument(format!("version {text:?} is not a number; statistics are per version"))
+            })?),
+        };
+        let model_stats: Vec<pb::ModelStatistics> = self
+            .state
+            .loaded_models()
+            .into_iter()
+            .filter(|m| request.name.is_empty() || m.record.model == request.name)
+            .filter(|m| version.is_none_or(|v| m.record.version == v))
+            .map(|m| m.stats.to_proto(&m.record.model, m.record.version))
+            .collect();
+        if model_stats.is_empty() && !request.name.is_empty() {
+            return Err(Status::not_found(format!("no loaded version of {} matches", request.name)));
+        }
+        Ok(Response::new(pb::ModelStatisticsResponse { model_stats }))
+    }
+
+    async fn repository_index(
+        &self,
+        request: Request<pb::RepositoryIndexRequest>,
+    ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
+        let ready_only = request.into_inner().ready;
+        let models = self
+            .state
+            .loaded()
+            .into_iter()
+            .map(|l| crate::triton::index_entry(&l.model, l.version, l.state, &l.error))
+            .filter(|entry| !ready_only || entry.state == "READY")
+            .collect();
+        Ok(Response::new(pb::RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        _: Request<pb::RepositoryModelLoadRequest>,
+    ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
+        Err(Status::failed_precondition(crate::triton::WORKER_FOLLOWS_DEPLOYMENTS))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        _: Request<pb::RepositoryModelUnloadRequest>,
+    ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
+        Err(Status::failed_precondition(crate::triton::WORKER_FOLLOWS_DEPLOYMENTS))
+    }
+}
+
+impl InferenceService {
+    /// Resolves, runs and encodes one request, counting it in the version's statistics.
+    async fn infer_one(
+        &self,
+        request: pb::ModelInferRequest,
+        deadline: Option<Instant>,
+    ) -> Result<pb::ModelInferResponse, Error> {
+        let started = Instant::now();
         let span = tracing::Span::current();
         span.record("model", request.model_name.as_str());
         let loaded = self.resolve(&request.model_name, &request.model_version)?;
         span.record("version", loaded.record.version);
         let outputs = infer(&loaded, &request, deadline).await;
-        let counter = if outputs.is_ok() { &loaded.stats.success } else { &loaded.stats.failure };
-        counter.fetch_add(1, Ordering::Relaxed);
-        Ok(Response::new(codec::encode_response(&request, &loaded.record.model, loaded.record.version, outputs?)))
+        let rows = outputs.as_ref().ok().and_then(|o| o.first()).and_then(|o| o.shape.first()).copied();
+        loaded.stats.record(outputs.is_ok(), started.elapsed(), rows.unwrap_or(0) as u64);
+        Ok(codec::encode_response(&request, &loaded.record.model, loaded.record.version, outputs?))
     }
 }
 
@@ -174,9 +260,7 @@ async fn infer(
             }
             _ => Err(Error::Internal("decoded input does not match the model kind".into())),
         };
-        let elapsed = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        model.stats.compute_ns.fetch_add(elapsed, Ordering::Relaxed);
-        model.stats.executions.fetch_add(1, Ordering::Relaxed);
+        model.stats.compute.add(started.elapsed());
         outputs
     })
     .await

@@ -9,6 +9,8 @@ mod error;
 mod grpc;
 mod loader;
 mod state;
+mod stats;
+pub mod triton;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,11 +23,12 @@ use modelplane_store::{Catalog, KvStore, LeaseKeeper, Mirror};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use batcher::{BatchPolicy, Stats};
+pub use batcher::BatchPolicy;
 pub use config::WorkerConfig;
 pub use error::{Error, Result};
 pub use grpc::{InferenceService, PLATFORM, server_metadata};
 pub use state::{LoadedModel, WorkerState};
+pub use stats::Stats;
 
 /// How long a draining worker waits after withdrawing itself before it stops accepting
 /// connections, so routers see the withdrawal first.

@@ -9,7 +9,8 @@ use modelplane_store::schema::{LoadState, LoadedVersion, VersionRecord};
 use tokio::sync::Notify;
 
 use crate::Error;
-use crate::batcher::{BatchPolicy, Batcher, ComputeFn, Stats};
+use crate::batcher::{BatchPolicy, Batcher, ComputeFn};
+use crate::stats::Stats;
 
 /// A loaded model of either artifact kind.
 pub enum Runnable {
@@ -93,6 +94,15 @@ impl WorkerState {
             .iter()
             .filter(|((name, _), slot)| name == model && slot.state == LoadState::Ready)
             .map(|((_, version), _)| *version)
+            .collect()
+    }
+
+    /// Every ready version.
+    pub fn loaded_models(&self) -> Vec<Arc<LoadedModel>> {
+        self.read()
+            .values()
+            .filter(|slot| slot.state == LoadState::Ready)
+            .filter_map(|slot| slot.model.clone())
             .collect()
     }
 

@@ -1,0 +1,134 @@
+//! Triton's extensions on the router: statistics summed over every worker, the
+//! repository index from the deployments, and load/unload as deploy/undeploy through
+//! the registry (so they are audited like any other deployment change).
+
+use std::collections::BTreeMap;
+
+use modelplane_proto::inference as pb;
+use modelplane_proto::registry as rpb;
+use modelplane_proto::registry::registry_client::RegistryClient;
+use tonic::{Request, Status};
+
+use crate::grpc::RouterService;
+
+/// Who RepositoryModelLoad/Unload are recorded as in the audit log.
+const ACTOR: &str = "router/triton-repository-api";
+
+impl RouterService {
+    /// Every worker's statistics for the matching versions, summed per version.
+    pub(crate) async fn statistics(
+        &self,
+        request: pb::ModelStatisticsRequest,
+    ) -> Result<pb::ModelStatisticsResponse, Status> {
+        let table = self.table.borrow().clone();
+        if !request.name.is_empty() && !table.catalog.has_model(&request.name) {
+            return Err(Status::not_found(format!("model {:?} not found", request.name)));
+        }
+        let calls = table.workers().into_iter().map(|replica| {
+            let (mut client, request) = (replica.client.clone(), request.clone());
+            async move { client.model_statistics(request).await }
+        });
+        let mut merged: BTreeMap<(String, String), pb::ModelStatistics> = BTreeMap::new();
+        for answer in futures::future::join_all(calls).await {
+            let Ok(answer) = answer else { continue };
+            for stats in answer.into_inner().model_stats {
+                let entry =
+                    merged.entry((stats.name.clone(), stats.version.clone())).or_insert_with(|| pb::ModelStatistics {
+                        name: stats.name.clone(),
+                        version: stats.version.clone(),
+                        ..Default::default()
+                    });
+                add(entry, &stats);
+            }
+        }
+        Ok(pb::ModelStatisticsResponse { model_stats: merged.into_values().collect() })
+    }
+
+    /// Each deployed target version: READY with a ready replica, else UNAVAILABLE.
+    pub(crate) fn index(&self, ready_only: bool) -> pb::RepositoryIndexResponse {
+        let table = self.table.borrow().clone();
+        let mut models = Vec::new();
+        for deployment in table.catalog.deployments() {
+            for target in table.catalog.resolved_targets(&deployment.model) {
+                let ready = !table.replicas(&deployment.model, target.version).is_empty();
+                if ready_only && !ready {
+                    continue;
+                }
+                models.push(pb::repository_index_response::ModelIndex {
+                    name: deployment.model.clone(),
+                    version: target.version.to_string(),
+                    state: if ready { "READY" } else { "UNAVAILABLE" }.into(),
+                    reason: if ready { String::new() } else { "no worker reports it ready yet".into() },
+                });
+            }
+        }
+        pb::RepositoryIndexResponse { models }
+    }
+
+    fn registry(&self) -> Result<RegistryClient<modelplane_service::TracedChannel>, Status> {
+        let addr = self.config.registry_addr.as_deref().ok_or_else(|| {
+            Status::failed_precondition(
+                "this router has no registry address (--registry); deploy with `modelplane deploy`",
+            )
+        })?;
+        let channel = modelplane_service::connect_lazy(addr)
+            .map_err(|err| Status::internal(format!("registry address {addr:?}: {err}")))?;
+        Ok(RegistryClient::new(channel))
+    }
+
+    /// Deploys `model` unless it already is: to its `production` alias when it has
+    /// one, else its latest version.
+    pub(crate) async fn load(&self, model: &str) -> Result<(), Status> {
+        let table = self.table.borrow().clone();
+        if !table.catalog.has_model(model) {
+            return Err(Status::not_found(format!("model {model:?} not found in the registry")));
+        }
+        if !table.catalog.resolved_targets(model).is_empty() {
+            return Ok(());
+        }
+        let target = if table.catalog.alias(model, "production").is_some() {
+            rpb::DeploymentTarget { alias: "production".into(), weight: 100, ..Default::default() }
+        } else {
+            let version = table.catalog.latest_version(model).ok_or_else(|| {
+                Status::failed_precondition(format!("model {model:?} has no version that is not archived"))
+            })?;
+            rpb::DeploymentTarget { version, weight: 100, ..Default::default() }
+        };
+        let deployment = rpb::Deployment { model: model.to_owned(), targets: vec![target], replicas: 0 };
+        self.registry()?.set_deployment(acting(rpb::SetDeploymentRequest { deployment: Some(deployment) })).await?;
+        Ok(())
+    }
+
+    /// Removes `model`'s deployment.
+    pub(crate) async fn unload(&self, model: &str) -> Result<(), Status> {
+        self.registry()?.delete_deployment(acting(rpb::DeleteDeploymentRequest { model: model.to_owned() })).await?;
+        Ok(())
+    }
+}
+
+fn acting<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("x-modelplane-actor", tonic::metadata::MetadataValue::from_static(ACTOR));
+    request
+}
+
+fn add_duration(total: &mut Option<pb::StatisticDuration>, more: &Option<pb::StatisticDuration>) {
+    if let Some(more) = more {
+        let total = total.get_or_insert_with(Default::default);
+        total.count += more.count;
+        total.ns += more.ns;
+    }
+}
+
+fn add(total: &mut pb::ModelStatistics, more: &pb::ModelStatistics) {
+    total.last_inference = total.last_inference.max(more.last_inference);
+    total.inference_count += more.inference_count;
+    total.execution_count += more.execution_count;
+    if let Some(more) = &more.inference_stats {
+        let stats = total.inference_stats.get_or_insert_with(Default::default);
+        add_duration(&mut stats.success, &more.success);
+        add_duration(&mut stats.fail, &more.fail);
+        add_duration(&mut stats.queue, &more.queue);
+        add_duration(&mut stats.compute_infer, &more.compute_infer);
+    }
+}
