@@ -29,13 +29,13 @@ wait_listening() {
 # start_up NAME [worker flags...]: runs `modelplane up`, sets REGISTRY TRAINER WORKER ROUTER.
 start_up() {
   local name="$1"; shift
-  "$bin" up --data-dir "$work/data" --grpc-port 0 --registry-port 0 --trainer-port 0 --worker-port 0 "$@" \
+  "$bin" up --data-dir "$work/data" --grpc-port 0 --http-port 0 --registry-port 0 --trainer-port 0 --worker-port 0 "$@" \
     >"$work/$name.out" 2>"$work/$name.log" &
   pids+=($!)
   UP_PID=$!
   while read -r role addr; do
     case "$role" in registry) REGISTRY=$addr ;; trainer) TRAINER=$addr ;; worker) WORKER=$addr ;; router) ROUTER=$addr ;; esac
-  done < <(wait_listening "$work/$name.out" 4)
+  done < <(wait_listening "$work/$name.out" 5)
   export MODELPLANE_REGISTRY=$REGISTRY MODELPLANE_TRAINER=$TRAINER MODELPLANE_ROUTER=$ROUTER
 }
 
@@ -58,8 +58,8 @@ start_up batching
 cd "$work"
 "$bin" datasets upload wide.csv >/dev/null
 "$bin" datasets upload mlp.csv >/dev/null
-"$bin" train logistic30 --dataset wide --target label --kind logistic --epochs 5 --format json >/dev/null
-"$bin" train mlp64 --dataset mlp --target label --kind mlp --param hidden=256,256 --epochs 3 --format json >/dev/null
+"$bin" train logistic30 --dataset wide --target label --kind logistic --epochs 5 --output json >/dev/null
+"$bin" train mlp64 --dataset mlp --target label --kind mlp --param hidden=256,256 --epochs 3 --output json >/dev/null
 "$bin" deploy logistic30 --version 1 --wait 60 >/dev/null
 "$bin" deploy mlp64 --version 1 --wait 60 >/dev/null
 

@@ -93,9 +93,9 @@ def trained(s3):
     """`modelplane up` on the bucket with one model trained, deployed and answering."""
     client, env, work = s3
     data = os.path.join(work, "data")
-    proc, addrs = start(["up", "--data-dir", data, "--blob-store", f"s3://{BUCKET}/{PREFIX}", "--grpc-port", "0",
+    proc, addrs = start(["up", "--data-dir", data, "--blob-store", f"s3://{BUCKET}/{PREFIX}", "--grpc-port", "0", "--http-port", "0",
                          "--registry-port", "0", "--trainer-port", "0", "--worker-port", "0"],
-                        env, 4, os.path.join(work, "up.log"))
+                        env, 5, os.path.join(work, "up.log"))
     cli_env = dict(env, MODELPLANE_REGISTRY=addrs["registry"], MODELPLANE_TRAINER=addrs["trainer"],
                    MODELPLANE_ROUTER=addrs["router"])
 

@@ -42,6 +42,9 @@ pub struct UpArgs {
     /// Router KServe v2 gRPC port (Triton's default).
     #[arg(long, env = "MODELPLANE_GRPC_PORT", default_value_t = 8001)]
     pub grpc_port: u16,
+    /// Router KServe v2 REST port (Triton's default).
+    #[arg(long, env = "MODELPLANE_HTTP_PORT", default_value_t = 8000)]
+    pub http_port: u16,
     /// Registry port.
     #[arg(long, default_value_t = 7001)]
     pub registry_port: u16,
@@ -158,6 +161,12 @@ pub struct RouterArgs {
     /// Address to listen on (KServe v2 gRPC).
     #[arg(long, env = "MODELPLANE_LISTEN", default_value = "0.0.0.0:8001")]
     pub listen: String,
+    /// Address for KServe v2 REST/JSON (empty: no REST).
+    #[arg(long, env = "MODELPLANE_HTTP_LISTEN", default_value = "0.0.0.0:8000")]
+    pub http_listen: String,
+    /// Registry endpoint, for Triton's RepositoryModelLoad/Unload (deploy/undeploy).
+    #[arg(long, env = "MODELPLANE_REGISTRY", default_value = "127.0.0.1:7001")]
+    pub registry: String,
 }
 
 fn random_id(role: &str) -> String {
@@ -258,11 +267,15 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
 
 pub async fn router(args: RouterArgs) -> Result<()> {
     let _telemetry = modelplane_service::init("modelplane-router");
-    let config = modelplane_router::RouterConfig::default();
+    let config = modelplane_router::RouterConfig { registry_addr: Some(args.registry), ..Default::default() };
     config.validate().map_err(anyhow::Error::msg)?;
     let store = connect_store(&args.store).await?;
     let listener = bind("router", &args.listen).await?;
-    modelplane_router::serve(config, store, listener, shutdown_on_signal()).await?;
+    let http = match args.http_listen.as_str() {
+        "" => None,
+        addr => Some(bind("router-http", addr).await?),
+    };
+    modelplane_router::serve(config, store, listener, http, shutdown_on_signal()).await?;
     Ok(())
 }
 
@@ -292,11 +305,13 @@ pub async fn up(args: UpArgs) -> Result<()> {
     let trainer_listener = bind("trainer", &format!("{}:{}", args.bind, args.trainer_port)).await?;
     let worker_listener = bind("worker", &format!("{}:{}", args.bind, args.worker_port)).await?;
     let router_listener = bind("router", &format!("{}:{}", args.bind, args.grpc_port)).await?;
+    let http_listener = bind("router-http", &format!("{}:{}", args.bind, args.http_port)).await?;
     let registry_addr = advertised(&registry_listener, None)?;
     let trainer_config = modelplane_trainer::TrainerConfig { registry_addr: registry_addr.clone(), ..trainer_config };
     worker_config.registry_addr = registry_addr.clone();
     worker_config.advertise_addr = Some(advertised(&worker_listener, None)?);
     let router_addr = advertised(&router_listener, None)?;
+    let advertised_http = advertised(&http_listener, None)?;
     let trainer_addr = advertised(&trainer_listener, None)?;
 
     let shutdown = shutdown_on_signal();
@@ -319,9 +334,10 @@ pub async fn up(args: UpArgs) -> Result<()> {
         supervise(
             "router",
             modelplane_router::serve(
-                modelplane_router::RouterConfig::default(),
+                modelplane_router::RouterConfig { registry_addr: Some(registry_addr.clone()), ..Default::default() },
                 store.clone(),
                 router_listener,
+                Some(http_listener),
                 shutdown.clone(),
             ),
             &shutdown,
@@ -329,6 +345,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
     ];
     println!("modelplane is up (data in {})", args.data_dir.display());
     println!("  inference (KServe v2 gRPC): {router_addr}");
+    println!("  inference (KServe v2 REST): {}", advertised_http);
     println!("  registry:                   {registry_addr}");
     println!("  trainer:                    {trainer_addr}");
     println!("Try: modelplane datasets upload data.csv --name mydata");

@@ -15,6 +15,8 @@ fn start_up(dir: &Path) -> Process {
         &dir.join("data").display().to_string(),
         "--grpc-port",
         "0",
+        "--http-port",
+        "0",
         "--registry-port",
         "0",
         "--trainer-port",

@@ -106,8 +106,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
         &self,
         _: Request<pb::ServerReadyRequest>,
     ) -> Result<Response<pb::ServerReadyResponse>, Status> {
-        let ready = *self.synced.borrow() && self.table.borrow().all_deployments_ready();
-        Ok(Response::new(pb::ServerReadyResponse { ready }))
+        Ok(Response::new(pb::ServerReadyResponse { ready: self.server_is_ready() }))
     }
 
     async fn model_ready(
@@ -115,9 +114,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
         request: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
         let request = request.into_inner();
-        let table = self.table.borrow().clone();
-        let number = resolve(&table, &self.last_good, &self.suspects, &request.name, &request.version)?;
-        Ok(Response::new(pb::ModelReadyResponse { ready: !table.replicas(&request.name, number).is_empty() }))
+        Ok(Response::new(pb::ModelReadyResponse { ready: self.model_is_ready(&request.name, &request.version)? }))
     }
 
     async fn server_metadata(
@@ -131,14 +128,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
         &self,
         request: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
-        let request = request.into_inner();
-        let (response, _) = self
-            .forward(&request.name, &request.version, |mut client, number| {
-                let request = pb::ModelMetadataRequest { name: request.name.clone(), version: number.to_string() };
-                async move { client.model_metadata(request).await }
-            })
-            .await?;
-        Ok(Response::new(response))
+        Ok(Response::new(self.metadata(request.into_inner()).await?))
     }
 
     async fn model_infer(
@@ -146,7 +136,100 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let timeout = request.metadata().get("grpc-timeout").cloned();
+        Ok(Response::new(self.infer(request.into_inner(), timeout).await?))
+    }
+
+    type ModelStreamInferStream = modelplane_worker::triton::ResponseStream;
+
+    async fn model_stream_infer(
+        &self,
+        request: Request<tonic::Streaming<pb::ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        let service = self.clone();
+        Ok(Response::new(modelplane_worker::triton::stream_responses(request.into_inner(), move |request| {
+            let service = service.clone();
+            async move { service.infer(request, None).await }
+        })))
+    }
+
+    async fn model_config(
+        &self,
+        request: Request<pb::ModelConfigRequest>,
+    ) -> Result<Response<pb::ModelConfigResponse>, Status> {
         let request = request.into_inner();
+        let (response, _) = self
+            .forward(&request.name, &request.version, |mut client, number| {
+                let request = pb::ModelConfigRequest { name: request.name.clone(), version: number.to_string() };
+                async move { client.model_config(request).await }
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn model_statistics(
+        &self,
+        request: Request<pb::ModelStatisticsRequest>,
+    ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
+        Ok(Response::new(self.statistics(request.into_inner()).await?))
+    }
+
+    async fn repository_index(
+        &self,
+        request: Request<pb::RepositoryIndexRequest>,
+    ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
+        Ok(Response::new(self.index(request.into_inner().ready)))
+    }
+
+    async fn repository_model_load(
+        &self,
+        request: Request<pb::RepositoryModelLoadRequest>,
+    ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
+        self.load(&request.into_inner().model_name).await?;
+        Ok(Response::new(pb::RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        request: Request<pb::RepositoryModelUnloadRequest>,
+    ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
+        self.unload(&request.into_inner().model_name).await?;
+        Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
+    }
+}
+
+impl RouterService {
+    /// Synced with the store and every deployed target has a ready replica.
+    pub(crate) fn server_is_ready(&self) -> bool {
+        *self.synced.borrow() && self.table.borrow().all_deployments_ready()
+    }
+
+    /// Whether the requested version has a ready replica.
+    pub(crate) fn model_is_ready(&self, model: &str, version: &str) -> Result<bool, Status> {
+        let table = self.table.borrow().clone();
+        let number = resolve(&table, &self.last_good, &self.suspects, model, version)?;
+        Ok(!table.replicas(model, number).is_empty())
+    }
+
+    /// Metadata from a replica of the requested version.
+    pub(crate) async fn metadata(
+        &self,
+        request: pb::ModelMetadataRequest,
+    ) -> Result<pb::ModelMetadataResponse, Status> {
+        let (response, _) = self
+            .forward(&request.name, &request.version, |mut client, number| {
+                let request = pb::ModelMetadataRequest { name: request.name.clone(), version: number.to_string() };
+                async move { client.model_metadata(request).await }
+            })
+            .await?;
+        Ok(response)
+    }
+
+    /// Forwards one inference request (with the caller's deadline) to a replica.
+    pub(crate) async fn infer(
+        &self,
+        request: pb::ModelInferRequest,
+        timeout: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    ) -> Result<pb::ModelInferResponse, Status> {
         let model = request.model_name.clone();
         let version = request.model_version.clone();
         let (response, _) = self
@@ -160,6 +243,6 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
                 async move { client.model_infer(forwarded).await }
             })
             .await?;
-        Ok(Response::new(response))
+        Ok(response)
     }
 }

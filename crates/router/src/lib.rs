@@ -5,7 +5,10 @@
 mod config;
 mod error;
 mod grpc;
+mod rest;
+mod rest_tensors;
 mod table;
+mod triton;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +31,7 @@ pub async fn serve(
     config: RouterConfig,
     store: Arc<dyn KvStore>,
     listener: TcpListener,
+    http_listener: Option<TcpListener>,
     shutdown: Shutdown,
 ) -> Result<()> {
     config.validate().map_err(Error::InvalidArgument)?;
@@ -70,11 +74,24 @@ pub async fn serve(
         suspects: Arc::new(Suspects::default()),
         config,
     };
+    let http = http_listener.map(|http_listener| {
+        let (app, shutdown) = (rest::routes(service.clone()), shutdown.clone());
+        tracing::info!(addr = ?http_listener.local_addr().ok(), "router serving REST");
+        tokio::spawn(async move {
+            let served = axum::serve(http_listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+            if let Err(err) = served {
+                tracing::error!(error = %err, "REST server failed");
+            }
+        })
+    });
     tracing::info!(addr = ?listener.local_addr().ok(), "router serving");
     let service = GrpcInferenceServiceServer::new(service)
         .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES);
     let served = modelplane_service::serve_grpc(service, listener, shutdown, Duration::ZERO).await;
     follow.abort();
+    if let Some(http) = http {
+        let _ = http.await;
+    }
     served.map_err(|err| Error::Internal(format!("router server: {err}")))
 }

@@ -1,0 +1,160 @@
+//! JSON tensors ⇄ the raw little-endian bytes the gRPC path carries. Every REST input
+//! becomes raw contents (JSON `data`, flat or nested, is checked against the datatype's
+//! range and packed), so the worker sees one shape of request whatever the client sent.
+
+use axum::body::Bytes;
+use modelplane_proto::inference::model_infer_request::InferInputTensor;
+use serde_json::Value;
+
+use crate::rest::RestError;
+
+fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|item| flatten(item, out)),
+        other => out.push(other),
+    }
+}
+
+/// Packs one JSON element as `datatype`, refusing values the type cannot hold.
+fn pack(datatype: &str, value: &Value, out: &mut Vec<u8>) -> Result<(), String> {
+    let int = || value.as_i64().ok_or_else(|| format!("{value} is not an integer"));
+    let uint = || value.as_u64().ok_or_else(|| format!("{value} is not a non-negative integer"));
+    let float = || value.as_f64().ok_or_else(|| format!("{value} is not a number"));
+    let overflow = |_| format!("{value} does not fit {datatype}");
+    match datatype {
+        "BOOL" => out.push(u8::from(value.as_bool().ok_or_else(|| format!("{value} is not true or false"))?)),
+        "INT8" => out.extend(i8::try_from(int()?).map_err(overflow)?.to_le_bytes()),
+        "INT16" => out.extend(i16::try_from(int()?).map_err(overflow)?.to_le_bytes()),
+        "INT32" => out.extend(i32::try_from(int()?).map_err(overflow)?.to_le_bytes()),
+        "INT64" => out.extend(int()?.to_le_bytes()),
+        "UINT8" => out.extend(u8::try_from(uint()?).map_err(overflow)?.to_le_bytes()),
+        "UINT16" => out.extend(u16::try_from(uint()?).map_err(overflow)?.to_le_bytes()),
+        "UINT32" => out.extend(u32::try_from(uint()?).map_err(overflow)?.to_le_bytes()),
+        "UINT64" => out.extend(uint()?.to_le_bytes()),
+        "FP16" => out.extend(half::f16::from_f64(float()?).to_le_bytes()),
+        "BF16" => out.extend(half::bf16::from_f64(float()?).to_le_bytes()),
+        "FP32" => out.extend((float()? as f32).to_le_bytes()),
+        "FP64" => out.extend(float()?.to_le_bytes()),
+        "BYTES" => {
+            let text = value.as_str().ok_or_else(|| format!("{value} is not a string"))?;
+            let length = u32::try_from(text.len()).map_err(|_| "a string is longer than 4 GiB".to_owned())?;
+            out.extend(length.to_le_bytes());
+            out.extend(text.as_bytes());
+        }
+        other => return Err(format!("datatype {other} is not a KServe v2 datatype")),
+    }
+    Ok(())
+}
+
+/// One JSON input as a gRPC tensor and its raw bytes: its `data`, or (binary
+/// extension) the next `binary_data_size` bytes of `binary`.
+pub(crate) fn encode_input(input: &Value, binary: &mut Bytes) -> Result<(InferInputTensor, Bytes), RestError> {
+    let name =
+        input.get("name").and_then(Value::as_str).ok_or_else(|| RestError::bad_request("an input has no name"))?;
+    let datatype = input
+        .get("datatype")
+        .and_then(Value::as_str)
+        .ok_or_else(|| RestError::bad_request(format!("input {name:?} has no datatype")))?;
+    let shape: Vec<i64> = input
+        .get("shape")
+        .and_then(Value::as_array)
+        .and_then(|dims| dims.iter().map(Value::as_i64).collect())
+        .ok_or_else(|| RestError::bad_request(format!("input {name:?} needs a shape of integers")))?;
+    let binary_size = input.get("parameters").and_then(|p| p.get("binary_data_size")).and_then(Value::as_u64);
+    let raw = match (binary_size, input.get("data")) {
+        (Some(size), _) => {
+            let size = usize::try_from(size).unwrap_or(usize::MAX);
+            if size > binary.len() {
+                return Err(RestError::bad_request(format!(
+                    "input {name:?} declares {size} bytes of binary data; only {} follow",
+                    binary.len()
+                )));
+            }
+            binary.split_to(size)
+        }
+        (None, Some(data)) => {
+            let mut values = Vec::new();
+            flatten(data, &mut values);
+            let mut packed = Vec::with_capacity(values.len() * 4);
+            for (index, value) in values.iter().enumerate() {
+                pack(datatype, value, &mut packed)
+                    .map_err(|err| RestError::bad_request(format!("input {name:?} element {index}: {err}")))?;
+            }
+            Bytes::from(packed)
+        }
+        (None, None) => {
+            return Err(RestError::bad_request(format!(
+                "input {name:?} has neither \"data\" nor parameters.binary_data_size"
+            )));
+        }
+    };
+    let tensor = InferInputTensor { name: name.to_owned(), datatype: datatype.to_owned(), shape, ..Default::default() };
+    Ok((tensor, raw))
+}
+
+/// Raw output bytes as a flat JSON array.
+pub(crate) fn decode_output(datatype: &str, raw: &[u8]) -> Result<Value, RestError> {
+    let values: Vec<Value> = match datatype {
+        "FP32" => {
+            raw.chunks_exact(4).map(|c| Value::from(f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))).collect()
+        }
+        "BYTES" => {
+            let mut values = Vec::new();
+            let mut rest = raw;
+            while rest.len() >= 4 {
+                let length = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                let text = rest
+                    .get(4..4 + length)
+                    .ok_or_else(|| RestError::from(tonic::Status::internal("a BYTES output element is cut short")))?;
+                values.push(Value::from(String::from_utf8_lossy(text).into_owned()));
+                rest = &rest[4 + length..];
+            }
+            values
+        }
+        other => {
+            return Err(RestError::from(tonic::Status::internal(format!(
+                "output datatype {other} has no JSON form here; request it with binary_data"
+            ))));
+        }
+    };
+    Ok(Value::Array(values))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn nested_json_data_packs_by_datatype_and_ranges_are_checked() {
+        let input = json!({ "name": "x", "datatype": "INT16", "shape": [2, 2], "data": [[1, -2], [300, 4]] });
+        let (tensor, raw) = encode_input(&input, &mut Bytes::new()).ok().expect("packs");
+        assert_eq!(tensor.shape, [2, 2]);
+        assert_eq!(raw.as_ref(), [1, 0, 254, 255, 44, 1, 4, 0]);
+        let too_big = json!({ "name": "x", "datatype": "UINT8", "shape": [1], "data": [256] });
+        assert!(encode_input(&too_big, &mut Bytes::new()).is_err());
+        let text = json!({ "name": "t", "datatype": "BYTES", "shape": [1], "data": ["hé"] });
+        let (_, raw) = encode_input(&text, &mut Bytes::new()).ok().expect("packs");
+        assert_eq!(raw.as_ref(), [3, 0, 0, 0, b'h', 0xC3, 0xA9]);
+    }
+
+    #[test]
+    fn binary_inputs_take_their_declared_bytes_in_order() {
+        let mut binary = Bytes::from_static(&[1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        let first = json!({ "name": "a", "datatype": "FP32", "shape": [1], "parameters": { "binary_data_size": 4 } });
+        let (_, raw) = encode_input(&first, &mut binary).ok().expect("first");
+        assert_eq!(raw.as_ref(), [1, 2, 3, 4]);
+        let too_long =
+            json!({ "name": "b", "datatype": "FP32", "shape": [2], "parameters": { "binary_data_size": 8 } });
+        assert!(encode_input(&too_long, &mut binary).is_err(), "only 5 bytes are left");
+    }
+
+    #[test]
+    fn outputs_decode_to_json() {
+        let raw: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(decode_output("FP32", &raw).ok().expect("fp32"), json!([1.5, -2.0]));
+        let texts = [2u32.to_le_bytes().as_slice(), b"ok"].concat();
+        assert_eq!(decode_output("BYTES", &texts).ok().expect("bytes"), json!(["ok"]));
+    }
+}

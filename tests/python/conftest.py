@@ -1,0 +1,133 @@
+"""The cluster the tritonclient tests share: `modelplane up` on free ports in a temporary
+directory with a linear model (`houses`, alias production), a text model (`tickets`) and
+an imported ONNX classifier deployed through the CLI; and the helpers that compute the
+expected answers from the artifact files themselves."""
+import glob
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pytest
+
+BIN = os.environ.get("MODELPLANE_BIN", "target/debug/modelplane")
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+
+
+def read_safetensors(path):
+    """Tensors and metadata of a safetensors file, parsed by hand with numpy."""
+    with open(path, "rb") as f:
+        data = f.read()
+    (header_len,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + header_len])
+    metadata = header.pop("__metadata__", {})
+    body = data[8 + header_len :]
+    tensors = {}
+    for name, info in header.items():
+        assert info["dtype"] == "F32"
+        start, end = info["data_offsets"]
+        tensors[name] = np.frombuffer(body[start:end], dtype="<f4").reshape(info["shape"])
+    return tensors, metadata
+
+
+ONNX_RNG = np.random.default_rng(0)
+W1 = ONNX_RNG.normal(size=(4, 8)).astype(np.float32)
+B1 = ONNX_RNG.normal(size=(8,)).astype(np.float32)
+W2 = ONNX_RNG.normal(size=(8, 3)).astype(np.float32)
+B2 = ONNX_RNG.normal(size=(3,)).astype(np.float32)
+
+
+def write_onnx_classifier(path):
+    """Gemm -> Relu -> Gemm -> Softmax, batch dimension left symbolic, built with onnx."""
+    from onnx import TensorProto, helper, numpy_helper, checker, save
+
+    nodes = [
+        helper.make_node("Gemm", ["features", "W1", "B1"], ["hidden"]),
+        helper.make_node("Relu", ["hidden"], ["activated"]),
+        helper.make_node("Gemm", ["activated", "W2", "B2"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "classifier",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3])],
+        initializer=[numpy_helper.from_array(a, n) for a, n in [(W1, "W1"), (B1, "B1"), (W2, "W2"), (B2, "B2")]],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    checker.check_model(model)
+    save(model, path)
+
+
+# The router's REST address, filled in by `cluster`.
+HTTP = {}
+
+
+@pytest.fixture(scope="session")
+def rest(cluster):
+    """Base URL of the router's KServe v2 REST endpoint."""
+    return HTTP["url"]
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    work = tempfile.mkdtemp(prefix="modelplane-interop-")
+    log = open(os.path.join(work, "up.log"), "w")
+    proc = subprocess.Popen(
+        [BIN, "up", "--data-dir", os.path.join(work, "data"), "--grpc-port", "0", "--http-port", "0",
+         "--registry-port", "0", "--trainer-port", "0", "--worker-port", "0"],
+        stdout=subprocess.PIPE, stderr=log, text=True,
+    )
+    addrs = {}
+    deadline = time.time() + 60
+    while len(addrs) < 5 and time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith("modelplane: ") and " listening on " in line:
+            role, addr = line[len("modelplane: "):].strip().split(" listening on ")
+            addrs[role] = addr
+    assert len(addrs) == 5, f"modelplane up did not start: {addrs}"
+    env = dict(os.environ, MODELPLANE_REGISTRY=addrs["registry"], MODELPLANE_TRAINER=addrs["trainer"],
+               MODELPLANE_ROUTER=addrs["router"])
+
+    def cli(*args):
+        subprocess.run([BIN, *args], check=True, env=env, cwd=work, stdout=subprocess.PIPE)
+
+    subprocess.run([sys.executable, os.path.join(REPO, "examples", "make-data.py"), work], check=True,
+                   stdout=subprocess.PIPE)
+    cli("datasets", "upload", "houses.csv")
+    cli("train", "houses", "--dataset", "houses", "--target", "price", "--kind", "linear", "--epochs", "30")
+    cli("alias", "set", "houses", "production", "1")
+    cli("deploy", "houses", "--alias", "production")
+    artifacts = glob.glob(os.path.join(work, "data", "blobs", "artifacts", "*"))
+    assert len(artifacts) == 1, artifacts
+    cli("datasets", "upload", "tickets.csv")
+    cli("train", "tickets", "--dataset", "tickets", "--target", "topic", "--kind", "softmax",
+        "--param", "text_column=text")
+    cli("deploy", "tickets", "--version", "1")
+    onnx_path = os.path.join(work, "classifier.onnx")
+    write_onnx_classifier(onnx_path)
+    cli("models", "import", "onnx-classifier", onnx_path)
+    cli("deploy", "onnx-classifier", "--version", "1")
+    HTTP["url"] = "http://" + addrs["router-http"]
+    yield addrs["router"], artifacts[0]
+    proc.terminate()
+    assert proc.wait(timeout=20) == 0, "modelplane up did not exit cleanly on SIGTERM"
+
+
+ROWS = np.array([[120, 3, 10], [60, 1, 45], [200, 5, 2.5]], dtype=np.float32)
+
+
+def expected(artifact):
+    """The linear model's predictions, from the artifact's own tensors."""
+    t, metadata = read_safetensors(artifact)
+    manifest = json.loads(metadata["modelplane.manifest"])
+    assert manifest["head"] == "identity" and manifest["activations"] == ["identity"]
+    z = ((ROWS - t["scaler.mean"]) / t["scaler.scale"]) @ t["layers.0.weight"] + t["layers.0.bias"]
+    return z.astype(np.float32)

@@ -1,0 +1,82 @@
+"""KServe v2 REST on the router: plain JSON as curl sends it, and tritonclient.http
+(which uses Triton's binary tensor extension by default)."""
+import json
+import urllib.error
+import urllib.request
+
+import numpy as np
+import tritonclient.http as httpclient
+
+from conftest import ROWS, expected
+
+
+def call(url, body=None):
+    """(status, parsed JSON or None) of a GET, or a POST when `body` is given."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            text = response.read()
+            return response.status, json.loads(text) if text else None
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")
+
+
+def test_health_metadata_and_readiness_paths(rest):
+    assert call(f"{rest}/v2/health/live")[0] == 200
+    assert call(f"{rest}/v2/health/ready")[0] == 200
+    status, server = call(f"{rest}/v2")
+    assert status == 200 and server["name"] == "modelplane"
+    status, meta = call(f"{rest}/v2/models/houses")
+    assert status == 200 and meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 3]}]
+    assert call(f"{rest}/v2/models/houses/versions/1")[1]["versions"] == ["1"]
+    assert call(f"{rest}/v2/models/houses/ready")[0] == 200
+    assert call(f"{rest}/v2/models/houses/versions/production/ready")[0] == 200
+    status, error = call(f"{rest}/v2/models/no-such-model/ready")
+    assert status == 404 and "not found" in error["error"]
+
+
+def test_json_infer_as_curl_sends_it(rest, cluster):
+    _, artifact = cluster
+    body = {"id": "q1", "inputs": [{"name": "input", "shape": [3, 3], "datatype": "FP32",
+                                    "data": ROWS.tolist()}]}
+    status, answer = call(f"{rest}/v2/models/houses/versions/production/infer", body)
+    assert status == 200, answer
+    assert answer["id"] == "q1" and answer["model_version"] == "1"
+    (output,) = answer["outputs"]
+    assert output["name"] == "predictions" and output["shape"] == [3, 1]
+    np.testing.assert_allclose(np.array(output["data"]).reshape(3, 1), expected(artifact), rtol=1e-4)
+    texts = {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES",
+                         "data": ["I was charged twice for one invoice", "the courier lost my parcel"]}],
+             "outputs": [{"name": "label"}]}
+    status, answer = call(f"{rest}/v2/models/tickets/infer", texts)
+    assert status == 200, answer
+    assert answer["outputs"] == [{"name": "label", "datatype": "BYTES", "shape": [2], "data": ["billing", "delivery"]}]
+
+
+def test_bad_requests_get_precise_statuses(rest):
+    wrong_shape = {"inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}
+    status, error = call(f"{rest}/v2/models/houses/infer", wrong_shape)
+    assert status == 400 and "[-1, 3]" in error["error"]
+    out_of_range = {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "UINT8", "data": [1, 2, 300]}]}
+    status, error = call(f"{rest}/v2/models/houses/infer", out_of_range)
+    assert status == 400 and "300 does not fit UINT8" in error["error"]
+    status, error = call(f"{rest}/v2/models/houses/infer", {"nothing": True})
+    assert status == 400 and "inputs" in error["error"]
+    status, error = call(f"{rest}/v2/models/no-such-model/infer", wrong_shape)
+    assert status == 404
+
+
+def test_tritonclient_http_binary_and_json(rest, cluster):
+    _, artifact = cluster
+    client = httpclient.InferenceServerClient(rest.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("houses")
+    for binary in (True, False):
+        x = httpclient.InferInput("input", list(ROWS.shape), "FP32")
+        x.set_data_from_numpy(ROWS, binary_data=binary)
+        out = httpclient.InferRequestedOutput("predictions", binary_data=binary)
+        result = client.infer("houses", [x], outputs=[out])
+        np.testing.assert_allclose(result.as_numpy("predictions"), expected(artifact), rtol=1e-4)
+    x = httpclient.InferInput("input", list(ROWS.shape), "FP32")
+    x.set_data_from_numpy(ROWS)
+    np.testing.assert_allclose(client.infer("houses", [x]).as_numpy("predictions"), expected(artifact), rtol=1e-4)

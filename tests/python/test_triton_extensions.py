@@ -1,0 +1,105 @@
+"""Triton's extensions through tritonclient against the router: model configuration,
+statistics summed over the workers, the repository index, load/unload (deploy and
+undeploy through the registry) and streaming inference."""
+import queue
+import time
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+
+from conftest import ROWS, expected
+
+
+def test_server_metadata_lists_the_extensions(cluster):
+    router, _ = cluster
+    server = grpcclient.InferenceServerClient(router).get_server_metadata(as_json=True)
+    assert {"model_configuration", "statistics", "model_repository"} <= set(server["extensions"])
+
+
+def test_model_config_reports_batching_and_signature(cluster):
+    router, _ = cluster
+    client = grpcclient.InferenceServerClient(router)
+    config = client.get_model_config("houses", as_json=True)["config"]
+    assert config["name"] == "houses" and config["platform"] == "modelplane_ndarray"
+    assert config["max_batch_size"] == 64, "dynamic batching is on by default"
+    assert config["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": ["3"]}]
+    assert config["output"][0]["name"] == "predictions"
+    assert "dynamic_batching" in config
+    onnx = client.get_model_config("onnx-classifier", as_json=True)["config"]
+    assert onnx["platform"] == "tract_onnx" and onnx.get("max_batch_size", 0) == 0
+    assert onnx["input"] == [{"name": "features", "data_type": "TYPE_FP32", "dims": ["-1", "4"]}]
+
+
+def test_statistics_count_requests_rows_and_time(cluster):
+    router, artifact = cluster
+    client = grpcclient.InferenceServerClient(router)
+
+    def houses_stats():
+        stats = client.get_inference_statistics("houses", as_json=True)["model_stats"]
+        assert [s["version"] for s in stats] == ["1"]
+        return stats[0]
+
+    before = houses_stats()
+    x = grpcclient.InferInput("input", list(ROWS.shape), "FP32")
+    x.set_data_from_numpy(ROWS)
+    for _ in range(5):
+        client.infer("houses", [x])
+    after = houses_stats()
+    assert int(after["inference_count"]) - int(before.get("inference_count", 0)) == 5 * len(ROWS)
+    success = after["inference_stats"]["success"]
+    assert int(success["count"]) - int(before["inference_stats"]["success"].get("count", 0)) == 5
+    assert int(success["ns"]) > 0 and int(after["execution_count"]) >= 1
+    assert int(after["last_inference"]) >= int(time.time() * 1000) - 60_000
+
+
+def test_repository_index_lists_deployed_versions(cluster):
+    router, _ = cluster
+    index = grpcclient.InferenceServerClient(router).get_model_repository_index(as_json=True)["models"]
+    entries = {(m["name"], m["version"]): m["state"] for m in index}
+    assert entries[("houses", "1")] == "READY"
+    assert entries[("tickets", "1")] == "READY"
+
+
+def test_unload_and_load_undeploy_and_redeploy(cluster):
+    router, _ = cluster
+    client = grpcclient.InferenceServerClient(router)
+    client.unload_model("onnx-classifier")
+    deadline = time.time() + 20
+    while any(m["name"] == "onnx-classifier" for m in client.get_model_repository_index(as_json=True)["models"]):
+        assert time.time() < deadline, "the router still lists the unloaded model"
+        time.sleep(0.1)
+    client.load_model("onnx-classifier")
+    deadline = time.time() + 30
+    while not client.is_model_ready("onnx-classifier"):
+        assert time.time() < deadline, "the reloaded model never became ready"
+        time.sleep(0.1)
+    try:
+        client.load_model("no-such-model")
+        raise AssertionError("loading an unknown model succeeded")
+    except grpcclient.InferenceServerException as err:
+        assert "NOT_FOUND" in str(err.status())
+
+
+def test_stream_infer_answers_every_request_in_order(cluster):
+    router, artifact = cluster
+    client = grpcclient.InferenceServerClient(router)
+    results = queue.Queue()
+    client.start_stream(callback=lambda result, error: results.put((result, error)))
+    try:
+        for i, row in enumerate(ROWS):
+            x = grpcclient.InferInput("input", [1, 3], "FP32")
+            x.set_data_from_numpy(row.reshape(1, 3))
+            client.async_stream_infer("houses", [x], request_id=str(i))
+        bad = grpcclient.InferInput("input", [1, 2], "FP32")
+        bad.set_data_from_numpy(np.zeros((1, 2), dtype=np.float32))
+        client.async_stream_infer("houses", [bad], request_id="bad")
+        answers = [results.get(timeout=20) for _ in range(len(ROWS) + 1)]
+    finally:
+        client.stop_stream()
+    want = expected(artifact)
+    for i, (result, error) in enumerate(answers[:-1]):
+        assert error is None, error
+        assert result.get_response().id == str(i)
+        np.testing.assert_allclose(result.as_numpy("predictions"), want[i : i + 1], rtol=1e-4)
+    result, error = answers[-1]
+    assert result is None and "INVALID_ARGUMENT" in str(error), "a bad request is an error on the stream"
