@@ -61,7 +61,9 @@ cd "$work"
 "$bin" train logistic30 --dataset wide --target label --kind logistic --epochs 5 --output json >/dev/null
 "$bin" train mlp64 --dataset mlp --target label --kind mlp --param hidden=256,256 --epochs 3 --output json >/dev/null
 "$bin" deploy logistic30 --version 1 --wait 60 >/dev/null
+"$bin" train mlp64wide --dataset mlp --target label --kind mlp --param hidden=512,512 --epochs 2 --output json >/dev/null
 "$bin" deploy mlp64 --version 1 --wait 60 >/dev/null
+"$bin" deploy mlp64wide --version 1 --wait 60 >/dev/null
 
 for features in 30 64; do
   "$bin" bench-echo --features "$features" >"$work/echo$features.out" 2>/dev/null &
@@ -80,9 +82,13 @@ run --target "$ECHO64" --model mlp64 --label echo
 run --target "$WORKER" --model mlp64 --label worker
 run --target "$ROUTER" --model mlp64 --label router
 
-# The same MLP with batching off: a fresh `up` on the same data directory.
+"$bin" bench --duration-secs "$seconds" --warmup-secs 1 --concurrency 64 --target "$WORKER" --model mlp64wide \
+  --label "worker, batching on" | tail -n +3
+
+# The same MLPs with batching off: a fresh `up` on the same data directory.
 kill "$UP_PID"; wait "$UP_PID" 2>/dev/null || true
 start_up unbatched --max-batch-size 0
-"$bin" deploy mlp64 --version 1 --wait 60 >/dev/null
-"$bin" bench --duration-secs "$seconds" --warmup-secs 1 --concurrency 64 --target "$WORKER" --model mlp64 \
-  --label "worker, batching off" | tail -n +3
+for model in mlp64 mlp64wide; do
+  "$bin" bench --duration-secs "$seconds" --warmup-secs 1 --concurrency 64 --target "$WORKER" --model "$model" \
+    --label "worker, batching off" | tail -n +3
+done

@@ -103,3 +103,29 @@ def test_stream_infer_answers_every_request_in_order(cluster):
         np.testing.assert_allclose(result.as_numpy("predictions"), want[i : i + 1], rtol=1e-4)
     result, error = answers[-1]
     assert result is None and "INVALID_ARGUMENT" in str(error), "a bad request is an error on the stream"
+
+
+def test_concurrent_large_requests_are_batched_and_answered_separately(cluster):
+    """Requests too large to run inline go through the dynamic batcher: concurrent ones
+    may share an execution, yet each gets exactly its own rows back."""
+    import concurrent.futures
+
+    router, artifact = cluster
+    client = grpcclient.InferenceServerClient(router)
+    rng = np.random.default_rng(1)
+    batches = [rng.uniform(1, 200, size=(6000 + i, 3)).astype(np.float32) for i in range(8)]
+
+    def run(rows):
+        x = grpcclient.InferInput("input", list(rows.shape), "FP32")
+        x.set_data_from_numpy(rows)
+        return grpcclient.InferenceServerClient(router).infer("houses", [x]).as_numpy("predictions")
+
+    before = client.get_inference_statistics("houses", as_json=True)["model_stats"][0]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(run, batches))
+    for rows, got in zip(batches, results):
+        assert got.shape == (len(rows), 1)
+        np.testing.assert_allclose(got, expected(artifact, rows), rtol=1e-3)
+    after = client.get_inference_statistics("houses", as_json=True)["model_stats"][0]
+    queued = int(after["inference_stats"]["queue"].get("count", 0)) - int(before["inference_stats"].get("queue", {}).get("count", 0))
+    assert queued == len(batches), "every large request went through the batching queue"

@@ -218,6 +218,12 @@ impl Model {
         Signature { inputs: vec![input], outputs }
     }
 
+    /// Multiply-adds one row costs through PCA and the dense layers: what a server weighs
+    /// to decide whether handing the work to another thread costs more than the work.
+    pub fn multiply_adds_per_row(&self) -> usize {
+        self.pca.as_ref().map_or(0, |pca| pca.len()) + self.layers.iter().map(|layer| layer.weight.len()).sum::<usize>()
+    }
+
     /// Number of numeric input features (0 for text models).
     pub fn features(&self) -> usize {
         if self.vectorizer.is_some() { 0 } else { self.scaler.mean.len() }
