@@ -64,6 +64,23 @@ def write_onnx_classifier(path):
     save(model, path)
 
 
+def start_modelplane(args, env, roles, log_path):
+    """Starts `modelplane ARGS`; returns the process and the `roles` addresses it printed
+    as `modelplane: ROLE listening on ADDR`."""
+    proc = subprocess.Popen([BIN, *args], stdout=subprocess.PIPE, stderr=open(log_path, "w"), text=True, env=env)
+    addrs = {}
+    deadline = time.time() + 60
+    while len(addrs) < roles and time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith("modelplane: ") and " listening on " in line:
+            role, addr = line[len("modelplane: "):].strip().split(" listening on ")
+            addrs[role] = addr
+    assert len(addrs) == roles, f"modelplane {args[0]} did not start: {open(log_path).read()[-2000:]}"
+    return proc, addrs
+
+
 # The router's REST address, filled in by `cluster`.
 HTTP = {}
 
@@ -77,22 +94,10 @@ def rest(cluster):
 @pytest.fixture(scope="session")
 def cluster():
     work = tempfile.mkdtemp(prefix="modelplane-interop-")
-    log = open(os.path.join(work, "up.log"), "w")
-    proc = subprocess.Popen(
-        [BIN, "up", "--data-dir", os.path.join(work, "data"), "--grpc-port", "0", "--http-port", "0",
+    proc, addrs = start_modelplane(
+        ["up", "--data-dir", os.path.join(work, "data"), "--grpc-port", "0", "--http-port", "0",
          "--registry-port", "0", "--trainer-port", "0", "--worker-port", "0"],
-        stdout=subprocess.PIPE, stderr=log, text=True,
-    )
-    addrs = {}
-    deadline = time.time() + 60
-    while len(addrs) < 5 and time.time() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if line.startswith("modelplane: ") and " listening on " in line:
-            role, addr = line[len("modelplane: "):].strip().split(" listening on ")
-            addrs[role] = addr
-    assert len(addrs) == 5, f"modelplane up did not start: {addrs}"
+        os.environ, 5, os.path.join(work, "up.log"))
     env = dict(os.environ, MODELPLANE_REGISTRY=addrs["registry"], MODELPLANE_TRAINER=addrs["trainer"],
                MODELPLANE_ROUTER=addrs["router"])
 

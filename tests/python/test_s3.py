@@ -18,9 +18,8 @@ import time
 import boto3
 import pytest
 
-BIN = os.environ.get("MODELPLANE_BIN", "target/debug/modelplane")
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+from conftest import BIN, REPO, start_modelplane
+
 BUCKET = "models"
 PREFIX = "team-a/blobs"
 
@@ -29,22 +28,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def start(args, env, roles, log_path):
-    """Starts modelplane with `args`; returns the process and the role addresses it printed."""
-    proc = subprocess.Popen([BIN, *args], stdout=subprocess.PIPE, stderr=open(log_path, "w"), text=True, env=env)
-    addrs = {}
-    deadline = time.time() + 60
-    while len(addrs) < roles and time.time() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if line.startswith("modelplane: ") and " listening on " in line:
-            role, addr = line[len("modelplane: "):].strip().split(" listening on ")
-            addrs[role] = addr
-    assert len(addrs) == roles, f"modelplane {args[0]} did not start: {open(log_path).read()[-2000:]}"
-    return proc, addrs
 
 
 def stop(proc):
@@ -93,7 +76,7 @@ def trained(s3):
     """`modelplane up` on the bucket with one model trained, deployed and answering."""
     client, env, work = s3
     data = os.path.join(work, "data")
-    proc, addrs = start(["up", "--data-dir", data, "--blob-store", f"s3://{BUCKET}/{PREFIX}", "--grpc-port", "0", "--http-port", "0",
+    proc, addrs = start_modelplane(["up", "--data-dir", data, "--blob-store", f"s3://{BUCKET}/{PREFIX}", "--grpc-port", "0", "--http-port", "0",
                          "--registry-port", "0", "--trainer-port", "0", "--worker-port", "0"],
                         env, 5, os.path.join(work, "up.log"))
     cli_env = dict(env, MODELPLANE_REGISTRY=addrs["registry"], MODELPLANE_TRAINER=addrs["trainer"],
@@ -145,7 +128,7 @@ def test_a_restart_sweeps_orphans_and_keeps_referenced_blobs(trained):
     orphan = hashlib.sha256(b"left by a crash").hexdigest()
     client.put_object(Bucket=BUCKET, Key=f"{PREFIX}/artifacts/{orphan}", Body=b"left by a crash")
     referenced = keys(client, "artifacts")
-    registry, addrs = start(["registry", "--store", os.path.join(work, "data", "store.redb"), "--listen",
+    registry, addrs = start_modelplane(["registry", "--store", os.path.join(work, "data", "store.redb"), "--listen",
                              "127.0.0.1:0", "--blob-store", f"s3://{BUCKET}/{PREFIX}", "--orphan-grace-secs", "0"],
                             env, 1, os.path.join(work, "registry.log"))
     try:
