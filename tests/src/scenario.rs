@@ -1,6 +1,7 @@
 //! The end-to-end scenario every cluster shape must pass: upload, train, alias,
 //! deploy, serve (typed and raw, checked against an independent computation), reject
-//! bad input precisely, then train a second version and flip the alias under a timer.
+//! bad input precisely, then train a second version and flip the alias under a timer
+//! while eight clients keep sending (none of their requests may fail).
 
 use std::time::{Duration, Instant};
 
@@ -38,7 +39,7 @@ async fn deploy(endpoints: &Endpoints, model: &str, target: pb::DeploymentTarget
 }
 
 fn version_target(version: u64) -> pb::DeploymentTarget {
-    pb::DeploymentTarget { version, alias: String::new(), weight: 1 }
+    pb::DeploymentTarget { version, weight: 1, ..Default::default() }
 }
 
 async fn set_alias(registry_addr: &str, model: &str, alias: &str, version: u64) -> Result<pb::Alias> {
@@ -78,7 +79,8 @@ pub async fn run(endpoints: &Endpoints) -> Result<Duration> {
 
     // Alias, deployment, serving checked against an independent computation.
     set_alias(&endpoints.registry, "houses", "production", 1).await?;
-    deploy(endpoints, "houses", pb::DeploymentTarget { version: 0, alias: "production".into(), weight: 100 }).await?;
+    deploy(endpoints, "houses", pb::DeploymentTarget { alias: "production".into(), weight: 100, ..Default::default() })
+        .await?;
     let rows = house_rows();
     let expected_v1 = independent_predict(&download_artifact(&endpoints.registry, "houses", "1").await?, &rows)?;
     for version in ["", "production", "1"] {
@@ -225,18 +227,46 @@ async fn flip(endpoints: &Endpoints, rows: &[Vec<f32>]) -> Result<Duration> {
         "v1 and v2 predict alike; the flip would prove nothing"
     );
 
+    // Eight clients keep sending while the alias flips: the new version loads and warms
+    // up beside the old one, and the old one unloads only after traffic left it, so
+    // every request succeeds, on v1 or v2.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..8)
+        .map(|_| {
+            let (router, rows, stop) = (endpoints.router.clone(), rows.to_vec(), stop.clone());
+            tokio::spawn(async move {
+                let mut versions = std::collections::BTreeMap::<String, u32>::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (_, served) = predict(&router, "houses", "", &rows, true).await?;
+                    *versions.entry(served).or_default() += 1;
+                }
+                anyhow::Ok(versions)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     let alias = set_alias(&endpoints.registry, "houses", "production", 2).await?;
     ensure!(alias.previous_version == 1, "previous version {}", alias.previous_version);
-    loop {
-        // Every request during the flip must succeed, on v1 or v2.
+    let took = loop {
         let (values, served) = predict(&endpoints.router, "houses", "", rows, false).await?;
         if served == "2" {
             assert_close(&values, &expected_v2, 1e-4);
-            break;
+            break started.elapsed();
         }
         ensure!(started.elapsed() < Duration::from_secs(10), "predictions did not change within 10 s");
         tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // Keep the load on past the old version's unload grace.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut served = std::collections::BTreeMap::<String, u32>::new();
+    for task in load {
+        for (version, count) in task.await?.map_err(|err| err.context("a request failed during the flip"))? {
+            *served.entry(version).or_default() += count;
+        }
     }
-    Ok(started.elapsed())
+    ensure!(served.get("2").copied().unwrap_or(0) > 0, "no loaded request reached v2: {served:?}");
+    ensure!(served.get("1").copied().unwrap_or(0) > 0, "the load started after the flip: {served:?}");
+    Ok(took)
 }
