@@ -61,7 +61,12 @@ async fn populate(store: Arc<dyn KvStore>) {
         writes.push((schema::alias_key(&name, "production"), VERSIONS.to_string().into_bytes()));
         let deployment = DeploymentRecord {
             model: name.clone(),
-            targets: vec![DeploymentTarget { version: None, alias: Some("production".into()), weight: 1 }],
+            targets: vec![DeploymentTarget {
+                version: None,
+                alias: Some("production".into()),
+                weight: 1,
+                shadow: false,
+            }],
             replicas: 0,
         };
         writes.push((schema::deployment_key(&name), schema::encode(&deployment)));

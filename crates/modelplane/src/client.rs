@@ -129,6 +129,10 @@ pub struct DeployArgs {
     /// Serve whatever this alias points at (follows alias flips).
     #[arg(long)]
     pub alias: Option<String>,
+    /// Also send a copy of every request to this version; its answers are dropped and
+    /// show only in its statistics (repeat for several shadows).
+    #[arg(long)]
+    pub shadow: Vec<u64>,
     /// Workers that load it (0: every worker).
     #[arg(long, default_value_t = 0)]
     pub replicas: u32,
@@ -466,11 +470,14 @@ pub async fn alias(command: AliasCommand, endpoints: &Endpoints) -> Result<()> {
 
 pub async fn deploy(args: DeployArgs, endpoints: &Endpoints) -> Result<()> {
     let target = match (args.version, args.alias) {
-        (Some(version), None) => pb::DeploymentTarget { version, alias: String::new(), weight: 100 },
-        (None, Some(alias)) => pb::DeploymentTarget { version: 0, alias, weight: 100 },
+        (Some(version), None) => pb::DeploymentTarget { version, weight: 100, ..Default::default() },
+        (None, Some(alias)) => pb::DeploymentTarget { alias, weight: 100, ..Default::default() },
         _ => bail!("name what to deploy: --version N or --alias NAME"),
     };
-    let deployment = pb::Deployment { model: args.model.clone(), targets: vec![target], replicas: args.replicas };
+    let shadows =
+        args.shadow.iter().map(|&version| pb::DeploymentTarget { version, shadow: true, ..Default::default() });
+    let targets = std::iter::once(target).chain(shadows).collect();
+    let deployment = pb::Deployment { model: args.model.clone(), targets, replicas: args.replicas };
     registry(endpoints)?
         .set_deployment(as_user(pb::SetDeploymentRequest { deployment: Some(deployment) }))
         .await

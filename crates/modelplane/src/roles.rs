@@ -56,6 +56,8 @@ pub struct UpArgs {
     pub worker_port: u16,
     #[command(flatten)]
     pub batching: BatchArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 #[derive(Args, Debug)]
@@ -167,6 +169,30 @@ pub struct RouterArgs {
     /// Registry endpoint, for Triton's RepositoryModelLoad/Unload (deploy/undeploy).
     #[arg(long, env = "MODELPLANE_REGISTRY", default_value = "127.0.0.1:7001")]
     pub registry: String,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// What one request and one client may take from the router.
+#[derive(Args, Clone, Debug)]
+pub struct LimitArgs {
+    /// Most tensor elements in one inference request (0: no limit); more is INVALID_ARGUMENT.
+    #[arg(long, env = "MODELPLANE_MAX_TENSOR_ELEMENTS", default_value_t = 64 << 20)]
+    pub max_tensor_elements: u64,
+    /// Most inference requests one client (its `x-modelplane-client` metadata, else its
+    /// IP) may have in flight (0: no limit); more is RESOURCE_EXHAUSTED.
+    #[arg(long, env = "MODELPLANE_MAX_REQUESTS_PER_CLIENT", default_value_t = 256)]
+    pub max_requests_per_client: usize,
+}
+
+impl LimitArgs {
+    fn apply(&self, config: modelplane_router::RouterConfig) -> modelplane_router::RouterConfig {
+        modelplane_router::RouterConfig {
+            max_tensor_elements: self.max_tensor_elements,
+            max_requests_per_client: self.max_requests_per_client,
+            ..config
+        }
+    }
 }
 
 fn random_id(role: &str) -> String {
@@ -267,7 +293,9 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
 
 pub async fn router(args: RouterArgs) -> Result<()> {
     let _telemetry = modelplane_service::init("modelplane-router");
-    let config = modelplane_router::RouterConfig { registry_addr: Some(args.registry), ..Default::default() };
+    let config = args
+        .limits
+        .apply(modelplane_router::RouterConfig { registry_addr: Some(args.registry.clone()), ..Default::default() });
     config.validate().map_err(anyhow::Error::msg)?;
     let store = connect_store(&args.store).await?;
     let listener = bind("router", &args.listen).await?;
@@ -334,7 +362,10 @@ pub async fn up(args: UpArgs) -> Result<()> {
         supervise(
             "router",
             modelplane_router::serve(
-                modelplane_router::RouterConfig { registry_addr: Some(registry_addr.clone()), ..Default::default() },
+                args.limits.apply(modelplane_router::RouterConfig {
+                    registry_addr: Some(registry_addr.clone()),
+                    ..Default::default()
+                }),
                 store.clone(),
                 router_listener,
                 Some(http_listener),

@@ -63,7 +63,7 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     let mut router = Process::spawn_with_env(
         bin,
         "router",
-        &args(&["router", "--etcd", &store, "--listen", "127.0.0.1:0"]),
+        &args(&["router", "--etcd", &store, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]),
         &["router"],
         logs,
         &env,
@@ -77,13 +77,59 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     println!("alias flip took {flip:?} to show in predictions");
     assert!(flip < Duration::from_secs(2), "alias flip took {flip:?}; expected under 2 s");
 
+    // A second router with tight limits: a request over the element cap is refused
+    // before it reaches a worker, and one client cannot hold more than one slot.
+    let limited = Process::spawn(
+        bin,
+        "router-limited",
+        &args(&[
+            "router",
+            "--etcd",
+            &store,
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "",
+            "--max-tensor-elements",
+            "10",
+            "--max-requests-per-client",
+            "1",
+        ]),
+        &["router"],
+        logs,
+    )
+    .expect("limited router starts");
+    let limited_addr = limited.addr("router");
+    modelplane_tests::wait_ready(&limited_addr, "houses", "", Duration::from_secs(30)).await.expect("ready");
+    let four_rows = vec![vec![120.0f32, 3.0, 10.0]; 4];
+    let too_big = modelplane_tests::predict(&limited_addr, "houses", "", &four_rows, true).await.expect_err("12 > 10");
+    let status = too_big.downcast_ref::<tonic::Status>().expect("a gRPC status");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("hold 12 elements") && status.message().contains("at most 10"), "{status:?}");
+    let mut client = modelplane_tests::inference(&limited_addr).await.expect("client");
+    let one_row = modelplane_tests::infer_request("houses", "", "input", &[vec![120.0, 3.0, 10.0]], true);
+    let calls = (0..32).map(|_| {
+        let (mut client, mut request) = (client.clone(), tonic::Request::new(one_row.clone()));
+        request.metadata_mut().insert("x-modelplane-client", tonic::metadata::MetadataValue::from_static("team-a"));
+        async move { client.model_infer(request).await.map(|_| ()).map_err(|status| status.code()) }
+    });
+    let outcomes = futures::future::join_all(calls).await;
+    assert!(outcomes.iter().any(Result::is_ok), "some of team-a's requests are served: {outcomes:?}");
+    assert!(
+        outcomes.iter().all(|o| matches!(o, Ok(()) | Err(tonic::Code::ResourceExhausted))),
+        "the rest are RESOURCE_EXHAUSTED: {outcomes:?}"
+    );
+    assert!(outcomes.iter().any(Result::is_err), "32 concurrent requests never overlapped: {outcomes:?}");
+    client.model_infer(one_row.clone()).await.expect("a request after the burst is served");
+    drop(limited);
+
     // A 90/10 canary between v1 and v2: over 10,000 requests the split is within ±2 %.
     let mut registry_client = modelplane_tests::registry(&endpoints.registry).await.expect("client");
     let canary = pb::Deployment {
         model: "houses".into(),
         targets: vec![
-            pb::DeploymentTarget { version: 1, alias: String::new(), weight: 90 },
-            pb::DeploymentTarget { version: 2, alias: String::new(), weight: 10 },
+            pb::DeploymentTarget { version: 1, weight: 90, ..Default::default() },
+            pb::DeploymentTarget { version: 2, weight: 10, ..Default::default() },
         ],
         replicas: 0,
     };
@@ -109,9 +155,48 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     let first: u32 = futures::future::join_all(senders).await.into_iter().map(|r| r.expect("task")).sum();
     let share = f64::from(first) / 10_000.0;
     assert!((share - 0.9).abs() <= 0.02, "v1 served {share:.3} of requests; expected 0.90 ± 0.02");
+    // Production (v2) with v1 as a shadow: every answer comes from v2, and v1's
+    // statistics count a copy of each request.
+    let shadowed = pb::Deployment {
+        model: "houses".into(),
+        targets: vec![
+            pb::DeploymentTarget { alias: "production".into(), weight: 1, ..Default::default() },
+            pb::DeploymentTarget { version: 1, shadow: true, ..Default::default() },
+        ],
+        replicas: 0,
+    };
+    registry_client.set_deployment(pb::SetDeploymentRequest { deployment: Some(shadowed) }).await.expect("shadow");
+    let v1_successes = |stats: modelplane_proto::inference::ModelStatisticsResponse| {
+        stats
+            .model_stats
+            .iter()
+            .filter(|s| s.version == "1")
+            .filter_map(|s| s.inference_stats.as_ref())
+            .map(|s| s.success.as_ref().map_or(0, |d| d.count))
+            .sum::<u64>()
+    };
+    let mut inference = modelplane_tests::inference(&endpoints.router).await.expect("client");
+    let stats_request =
+        modelplane_proto::inference::ModelStatisticsRequest { name: "houses".into(), version: String::new() };
+    let before = v1_successes(inference.model_statistics(stats_request.clone()).await.expect("stats").into_inner());
+    for _ in 0..40 {
+        let (_, version) =
+            modelplane_tests::predict(&endpoints.router, "houses", "", &rows, false).await.expect("infer");
+        assert_eq!(version, "2", "a shadow never answers");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let copies = v1_successes(inference.model_statistics(stats_request.clone()).await.expect("stats").into_inner());
+        if copies - before == 40 {
+            break;
+        }
+        assert!(copies - before < 40, "v1 answered {} copies for 40 requests", copies - before);
+        assert!(Instant::now() < deadline, "only {} of 40 copies reached the shadow", copies - before);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let production = pb::Deployment {
         model: "houses".into(),
-        targets: vec![pb::DeploymentTarget { version: 0, alias: "production".into(), weight: 1 }],
+        targets: vec![pb::DeploymentTarget { alias: "production".into(), weight: 1, ..Default::default() }],
         replicas: 0,
     };
     registry_client.set_deployment(pb::SetDeploymentRequest { deployment: Some(production) }).await.expect("deploy");

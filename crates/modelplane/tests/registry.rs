@@ -196,9 +196,20 @@ async fn lifecycle(addr: &str, bytes: &[u8], sha: &str) {
     client.set_alias(alias).await.expect("alias");
     let deployment = pb::Deployment {
         model: "race".into(),
-        targets: vec![pb::DeploymentTarget { version: 0, alias: "prod".into(), weight: 1 }],
+        targets: vec![pb::DeploymentTarget { alias: "prod".into(), weight: 1, ..Default::default() }],
         replicas: 0,
     };
+    let only_shadow = pb::Deployment {
+        model: "race".into(),
+        targets: vec![pb::DeploymentTarget { version: 3, shadow: true, ..Default::default() }],
+        replicas: 0,
+    };
+    let status = client
+        .set_deployment(pb::SetDeploymentRequest { deployment: Some(only_shadow) })
+        .await
+        .expect_err("a shadow alone serves nothing");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("not a shadow"), "{}", status.message());
     client.set_deployment(pb::SetDeploymentRequest { deployment: Some(deployment) }).await.expect("deploy");
     let status =
         client.delete_version(pb::DeleteVersionRequest { model: "race".into(), version: 3 }).await.expect_err("in use");

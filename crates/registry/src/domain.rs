@@ -376,8 +376,10 @@ impl Registry {
     pub async fn set_deployment(&self, deployment: DeploymentRecord) -> Result<DeploymentRecord> {
         let model = deployment.model.clone();
         self.get_model(&model).await?;
-        if deployment.targets.is_empty() {
-            return Err(Error::InvalidArgument("a deployment needs at least one target".into()));
+        if deployment.targets.iter().all(|t| t.shadow) {
+            return Err(Error::InvalidArgument(
+                "a deployment needs at least one target that is not a shadow (shadows only get copies)".into(),
+            ));
         }
         for (index, target) in deployment.targets.iter().enumerate() {
             match (&target.version, &target.alias) {
@@ -397,7 +399,7 @@ impl Registry {
                     )));
                 }
             }
-            if target.weight == 0 {
+            if target.weight == 0 && !target.shadow {
                 return Err(Error::InvalidArgument(format!("target {index} has weight 0; expected at least 1")));
             }
         }

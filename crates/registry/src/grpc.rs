@@ -358,6 +358,7 @@ impl pb::registry_server::Registry for RegistryService {
                     version: (t.version != 0).then_some(t.version),
                     alias: (!t.alias.is_empty()).then_some(t.alias),
                     weight: t.weight,
+                    shadow: t.shadow,
                 })
                 .collect(),
         };
@@ -508,6 +509,7 @@ fn deployment_to_pb(record: DeploymentRecord) -> pb::Deployment {
                 version: t.version.unwrap_or(0),
                 alias: t.alias.unwrap_or_default(),
                 weight: t.weight,
+                shadow: t.shadow,
             })
             .collect(),
     }

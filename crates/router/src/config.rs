@@ -1,11 +1,27 @@
 /// Router settings.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RouterConfig {
     /// Attempts on distinct replicas for one request before giving up (0: every replica).
     pub max_attempts: usize,
     /// Registry endpoint, for Triton's RepositoryModelLoad/Unload (which deploy and
     /// undeploy); `None` refuses them.
     pub registry_addr: Option<String>,
+    /// Most tensor elements one inference request may carry (0: no limit).
+    pub max_tensor_elements: u64,
+    /// Most inference requests one client may have in flight (0: no limit).
+    pub max_requests_per_client: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 0,
+            registry_addr: None,
+            // 64 Mi elements: 256 MiB of FP32, four times the largest gRPC message.
+            max_tensor_elements: 64 << 20,
+            max_requests_per_client: 256,
+        }
+    }
 }
 
 impl RouterConfig {

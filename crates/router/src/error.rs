@@ -12,6 +12,9 @@ pub enum Error {
     /// No ready replica could answer.
     #[error("{0}")]
     Unavailable(String),
+    /// A limit was reached (the client's requests in flight).
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// Anything that should not happen.
     #[error("internal: {0}")]
     Internal(String),
@@ -27,6 +30,7 @@ impl From<Error> for tonic::Status {
             Error::NotFound(_) => tonic::Status::not_found(message),
             Error::InvalidArgument(_) => tonic::Status::invalid_argument(message),
             Error::Unavailable(_) => tonic::Status::unavailable(message),
+            Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
             Error::Internal(_) => {
                 tracing::error!(error = %message, "router internal error");
                 tonic::Status::internal(message)

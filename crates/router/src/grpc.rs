@@ -11,6 +11,7 @@ use modelplane_service::TracedChannel;
 use tokio::sync::watch;
 use tonic::{Code, Request, Response, Status};
 
+use crate::limits::{ClientLimits, check_elements, client_of};
 use crate::table::{LastGood, Replica, RoutingTable, Suspects, power_of_two_choices, resolve};
 use crate::{Error, RouterConfig};
 
@@ -22,6 +23,10 @@ pub struct RouterService {
     pub(crate) last_good: Arc<LastGood>,
     pub(crate) suspects: Arc<Suspects>,
     pub(crate) config: RouterConfig,
+    pub(crate) client_limits: Arc<ClientLimits>,
+    /// Shadow copies in flight; when none is left a copy is dropped, never queued, so a
+    /// slow shadow cannot slow the real traffic down.
+    pub(crate) shadow_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl RouterService {
@@ -136,6 +141,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let timeout = request.metadata().get("grpc-timeout").cloned();
+        let _slot = self.client_limits.enter(&client_of(&request))?;
         Ok(Response::new(self.infer(request.into_inner(), timeout).await?))
     }
 
@@ -145,10 +151,13 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
         &self,
         request: Request<tonic::Streaming<pb::ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
-        let service = self.clone();
+        let (service, client) = (self.clone(), client_of(&request));
         Ok(Response::new(modelplane_worker::triton::stream_responses(request.into_inner(), move |request| {
-            let service = service.clone();
-            async move { service.infer(request, None).await }
+            let (service, client) = (service.clone(), client.clone());
+            async move {
+                let _slot = service.client_limits.enter(&client)?;
+                service.infer(request, None).await
+            }
         })))
     }
 
@@ -224,8 +233,39 @@ impl RouterService {
         Ok(response)
     }
 
-    /// Forwards one inference request (with the caller's deadline) to a replica.
+    /// Forwards one inference request (with the caller's deadline) to a replica, and a
+    /// copy to each shadow target when the request goes to the deployment.
     pub(crate) async fn infer(
+        &self,
+        request: pb::ModelInferRequest,
+        timeout: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    ) -> Result<pb::ModelInferResponse, Status> {
+        check_elements(&request, self.config.max_tensor_elements)?;
+        if request.model_version.is_empty() {
+            self.copy_to_shadows(&request);
+        }
+        self.forward_infer(request, timeout).await
+    }
+
+    fn copy_to_shadows(&self, request: &pb::ModelInferRequest) {
+        let shadows = self.table.borrow().catalog.shadow_targets(&request.model_name);
+        for shadow in shadows {
+            let Ok(slot) = self.shadow_slots.clone().try_acquire_owned() else {
+                tracing::warn!(model = %request.model_name, version = shadow.version, "shadow copy dropped: too many in flight");
+                continue;
+            };
+            let copy = pb::ModelInferRequest { model_version: shadow.version.to_string(), ..request.clone() };
+            let service = self.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                if let Err(status) = service.forward_infer(copy, None).await {
+                    tracing::debug!(version = shadow.version, error = %status.message(), "shadow copy failed");
+                }
+            });
+        }
+    }
+
+    async fn forward_infer(
         &self,
         request: pb::ModelInferRequest,
         timeout: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,

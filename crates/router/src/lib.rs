@@ -5,6 +5,7 @@
 mod config;
 mod error;
 mod grpc;
+mod limits;
 mod rest;
 mod rest_tensors;
 mod table;
@@ -23,7 +24,11 @@ use tokio::sync::watch;
 pub use config::RouterConfig;
 pub use error::{Error, Result};
 pub use grpc::RouterService;
+pub use limits::CLIENT_ID_METADATA;
 pub use table::{Clients, LastGood, Replica, RoutingTable, Suspects, resolve};
+
+/// Shadow copies a router has in flight at most; more are dropped.
+const SHADOW_COPIES_IN_FLIGHT: usize = 256;
 
 /// Serves the inference front door on `listener` until `shutdown`, draining in-flight
 /// requests before it returns.
@@ -72,12 +77,15 @@ pub async fn serve(
         synced: synced_rx,
         last_good: Arc::new(LastGood::default()),
         suspects: Arc::new(Suspects::default()),
+        client_limits: Arc::new(limits::ClientLimits::new(config.max_requests_per_client)),
+        shadow_slots: Arc::new(tokio::sync::Semaphore::new(SHADOW_COPIES_IN_FLIGHT)),
         config,
     };
     let http = http_listener.map(|http_listener| {
         let (app, shutdown) = (rest::routes(service.clone()), shutdown.clone());
         tracing::info!(addr = ?http_listener.local_addr().ok(), "router serving REST");
         tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             let served = axum::serve(http_listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
             if let Err(err) = served {
                 tracing::error!(error = %err, "REST server failed");

@@ -6,7 +6,9 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -127,20 +129,32 @@ async fn metadata(service: RouterService, model: String, version: String) -> Res
 
 async fn infer(
     State(service): State<RouterService>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(model): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> RestResult<Response> {
+    let _slot = service.client_limits.enter(&client_of_http(&headers, peer)).map_err(tonic::Status::from)?;
     run_infer(service, model, String::new(), &headers, body).await
 }
 
 async fn version_infer(
     State(service): State<RouterService>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((model, version)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> RestResult<Response> {
+    let _slot = service.client_limits.enter(&client_of_http(&headers, peer)).map_err(tonic::Status::from)?;
     run_infer(service, model, version, &headers, body).await
+}
+
+/// The REST caller's identity for per-client limits, as on the gRPC port.
+fn client_of_http(headers: &HeaderMap, peer: SocketAddr) -> String {
+    match headers.get(crate::limits::CLIENT_ID_METADATA).and_then(|v| v.to_str().ok()) {
+        Some(id) => id.to_owned(),
+        None => peer.ip().to_string(),
+    }
 }
 
 fn parameter_bool(parameters: Option<&Value>, name: &str) -> bool {

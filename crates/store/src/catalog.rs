@@ -137,15 +137,25 @@ impl Catalog {
         self.deployments.values()
     }
 
-    /// A model's deployment targets resolved to version numbers; targets whose alias no
-    /// longer exists are left out.
+    /// A model's deployment targets (not shadows) resolved to version numbers; targets
+    /// whose alias no longer exists are left out.
     pub fn resolved_targets(&self, model: &str) -> Vec<ResolvedTarget> {
+        self.targets_where(model, false)
+    }
+
+    /// A model's shadow targets, resolved like [`Self::resolved_targets`].
+    pub fn shadow_targets(&self, model: &str) -> Vec<ResolvedTarget> {
+        self.targets_where(model, true)
+    }
+
+    fn targets_where(&self, model: &str, shadow: bool) -> Vec<ResolvedTarget> {
         let Some(deployment) = self.deployments.get(model) else {
             return Vec::new();
         };
         deployment
             .targets
             .iter()
+            .filter(|target| target.shadow == shadow)
             .filter_map(|target| {
                 let version = match (&target.version, &target.alias) {
                     (Some(version), _) => Some(*version),
@@ -218,7 +228,7 @@ mod tests {
         };
         let deployment = DeploymentRecord {
             model: "m".into(),
-            targets: vec![DeploymentTarget { version: None, alias: Some("prod".into()), weight: 1 }],
+            targets: vec![DeploymentTarget { version: None, alias: Some("prod".into()), weight: 1, shadow: false }],
             replicas: 0,
         };
         let deployments = MirrorState {

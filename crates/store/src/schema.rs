@@ -203,6 +203,9 @@ pub struct DeploymentTarget {
     pub alias: Option<String>,
     /// Share of traffic relative to the other targets.
     pub weight: u32,
+    /// Receives a copy of the deployment's traffic; its answers are dropped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
 }
 
 /// `/deployments/{model}`: what the workers load and the router sends traffic to.

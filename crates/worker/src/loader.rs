@@ -38,7 +38,9 @@ pub(crate) fn desired(catalog: &Catalog, live_workers: &BTreeSet<String>, me: &s
                 continue;
             }
         }
-        for target in catalog.resolved_targets(&deployment.model) {
+        // Shadows are loaded like any target: they answer copies of the traffic.
+        let targets = catalog.resolved_targets(&deployment.model);
+        for target in targets.into_iter().chain(catalog.shadow_targets(&deployment.model)) {
             wanted.insert((deployment.model.clone(), target.version));
         }
     }
