@@ -155,6 +155,10 @@ fn run_batch(compute: &ComputeFn, batch: Vec<Pending>, stats: &Stats) {
     let mut live = Vec::with_capacity(batch.len());
     for pending in batch {
         stats.queue.add(now.duration_since(pending.enqueued));
+        if pending.reply.is_closed() {
+            // The caller cancelled (or the router gave up) while it waited: skip the work.
+            continue;
+        }
         if pending.deadline.is_some_and(|deadline| deadline <= now) {
             let _ = pending.reply.send(Err(Error::DeadlineExceeded(format!(
                 "the deadline passed after {:?} in the queue; the request was not computed",
@@ -351,6 +355,34 @@ mod tests {
         for task in queued {
             task.await.expect("task").expect("queued requests are still answered");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_cancelled_in_the_queue_is_never_computed() {
+        let (compute, gate) = gated();
+        let batcher = Arc::new(Batcher::start(compute, policy(64, 16), "m v1".into(), Arc::default()));
+        let busy = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.infer(row(0.0), None).await }
+        });
+        assert_eq!(gate.next_batch().await, 1);
+        let cancelled = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.infer(row(1.0), None).await }
+        });
+        let kept = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.infer(row(2.0), None).await }
+        });
+        settle().await;
+        cancelled.abort();
+        settle().await;
+        for _ in 0..2 {
+            gate.release.send(()).expect("release");
+        }
+        busy.await.expect("task").expect("answer");
+        assert_eq!(gate.next_batch().await, 1, "the cancelled request is left out of the batch");
+        assert_eq!(echoed(&kept.await.expect("task").expect("answer")), [2.0, 2.0]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
