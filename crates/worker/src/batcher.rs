@@ -266,6 +266,16 @@ mod tests {
         Array2::from_elem((1, 2), value)
     }
 
+    /// Sends a one-row request in its own task.
+    fn send(
+        batcher: &Arc<Batcher>,
+        value: f32,
+        deadline: Option<Instant>,
+    ) -> tokio::task::JoinHandle<Result<Vec<Output>, Error>> {
+        let batcher = batcher.clone();
+        tokio::spawn(async move { batcher.infer(row(value), deadline).await })
+    }
+
     fn echoed(outputs: &[Output]) -> Vec<f32> {
         match &outputs[0].data {
             OutputData::F32(values) => values.clone(),
@@ -281,17 +291,9 @@ mod tests {
     async fn requests_queued_behind_a_busy_batch_run_as_one_and_get_their_own_rows() {
         let (compute, gate) = gated();
         let batcher = Arc::new(Batcher::start(compute, policy(64, 16), "m v1".into(), Arc::default()));
-        let first = tokio::spawn({
-            let batcher = batcher.clone();
-            async move { batcher.infer(row(0.0), None).await }
-        });
+        let first = send(&batcher, 0.0, None);
         assert_eq!(gate.next_batch().await, 1);
-        let waiting: Vec<_> = (1..=3)
-            .map(|i| {
-                let batcher = batcher.clone();
-                tokio::spawn(async move { batcher.infer(row(i as f32), None).await })
-            })
-            .collect();
+        let waiting: Vec<_> = (1..=3).map(|i| send(&batcher, i as f32, None)).collect();
         settle().await;
         for _ in 0..2 {
             gate.release.send(()).expect("release");
@@ -309,12 +311,7 @@ mod tests {
     async fn batches_never_exceed_the_row_limit() {
         let (compute, gate) = gated();
         let batcher = Arc::new(Batcher::start(compute, policy(2, 16), "m v1".into(), Arc::default()));
-        let tasks: Vec<_> = (0..5)
-            .map(|i| {
-                let batcher = batcher.clone();
-                tokio::spawn(async move { batcher.infer(row(i as f32), None).await })
-            })
-            .collect();
+        let tasks: Vec<_> = (0..5).map(|i| send(&batcher, i as f32, None)).collect();
         let mut sizes = Vec::new();
         while sizes.iter().sum::<usize>() < 5 {
             sizes.push(gate.next_batch().await);
@@ -330,17 +327,9 @@ mod tests {
     async fn a_full_queue_is_refused_at_once_with_resource_exhausted() {
         let (compute, gate) = gated();
         let batcher = Arc::new(Batcher::start(compute, policy(64, 2), "churn v3".into(), Arc::default()));
-        let busy = tokio::spawn({
-            let batcher = batcher.clone();
-            async move { batcher.infer(row(0.0), None).await }
-        });
+        let busy = send(&batcher, 0.0, None);
         assert_eq!(gate.next_batch().await, 1);
-        let queued: Vec<_> = (0..2)
-            .map(|_| {
-                let batcher = batcher.clone();
-                tokio::spawn(async move { batcher.infer(row(1.0), None).await })
-            })
-            .collect();
+        let queued: Vec<_> = (0..2).map(|_| send(&batcher, 1.0, None)).collect();
         settle().await;
         match batcher.infer(row(2.0), None).await {
             Err(Error::ResourceExhausted(message)) => {
@@ -361,19 +350,10 @@ mod tests {
     async fn a_request_cancelled_in_the_queue_is_never_computed() {
         let (compute, gate) = gated();
         let batcher = Arc::new(Batcher::start(compute, policy(64, 16), "m v1".into(), Arc::default()));
-        let busy = tokio::spawn({
-            let batcher = batcher.clone();
-            async move { batcher.infer(row(0.0), None).await }
-        });
+        let busy = send(&batcher, 0.0, None);
         assert_eq!(gate.next_batch().await, 1);
-        let cancelled = tokio::spawn({
-            let batcher = batcher.clone();
-            async move { batcher.infer(row(1.0), None).await }
-        });
-        let kept = tokio::spawn({
-            let batcher = batcher.clone();
-            async move { batcher.infer(row(2.0), None).await }
-        });
+        let cancelled = send(&batcher, 1.0, None);
+        let kept = send(&batcher, 2.0, None);
         settle().await;
         cancelled.abort();
         settle().await;
@@ -389,19 +369,10 @@ mod tests {
     async fn a_request_whose_deadline_passed_in_the_queue_is_never_computed() {
         let (compute, gate) = gated();
         let batcher = Arc::new(Batcher::start(compute, policy(64, 16), "m v1".into(), Arc::default()));
-        let busy = tokio::spawn({
-            let batcher = batcher.clone();
-            async move { batcher.infer(row(0.0), None).await }
-        });
+        let busy = send(&batcher, 0.0, None);
         assert_eq!(gate.next_batch().await, 1);
-        let expiring = tokio::spawn({
-            let batcher = batcher.clone();
-            async move { batcher.infer(row(1.0), Some(Instant::now() + Duration::from_millis(10))).await }
-        });
-        let patient = tokio::spawn({
-            let batcher = batcher.clone();
-            async move { batcher.infer(row(2.0), None).await }
-        });
+        let expiring = send(&batcher, 1.0, Some(Instant::now() + Duration::from_millis(10)));
+        let patient = send(&batcher, 2.0, None);
         settle().await;
         for _ in 0..2 {
             gate.release.send(()).expect("release");
