@@ -243,18 +243,22 @@ async fn infer(
         Runnable::Onnx(_) => codec::Decoded::Tensors(codec::decode_tensors(request, signature)?),
     };
     codec::check_requested_outputs(request, signature)?;
-    if let (Runnable::Native(native), codec::Decoded::Features(rows)) = (&loaded.model, &input) {
-        if rows.nrows().saturating_mul(native.multiply_adds_per_row()) <= INLINE_MULTIPLY_ADDS {
-            // Cheaper than the two thread hops the blocking pool would cost.
-            let started = Instant::now();
-            let outputs = native.predict(rows.view()).map_err(Error::from);
-            loaded.stats.compute.add(started.elapsed());
-            return outputs;
+    let input = match (&loaded.model, input) {
+        (Runnable::Native(native), codec::Decoded::Features(rows)) => {
+            if rows.nrows().saturating_mul(native.multiply_adds_per_row()) <= INLINE_MULTIPLY_ADDS {
+                // Cheaper than the two thread hops the blocking pool would cost.
+                let started = Instant::now();
+                let outputs = native.predict(rows.view()).map_err(Error::from);
+                loaded.stats.compute.add(started.elapsed());
+                return outputs;
+            }
+            if let Some(batcher) = &loaded.batcher {
+                return batcher.infer(rows, deadline).await;
+            }
+            codec::Decoded::Features(rows)
         }
-        if let Some(batcher) = &loaded.batcher {
-            return batcher.infer(rows.clone(), deadline).await;
-        }
-    }
+        (_, other) => other,
+    };
     let model = loaded.clone();
     // Inference is CPU work: keep it off the async runtime.
     tokio::task::spawn_blocking(move || {
