@@ -6,13 +6,12 @@ use std::future::Future;
 use std::sync::Arc;
 
 use modelplane_proto::inference as pb;
-use modelplane_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
-use modelplane_service::TracedChannel;
 use tokio::sync::watch;
 use tonic::{Code, Request, Response, Status};
 
 use crate::limits::{ClientLimits, check_elements, client_of};
 use crate::table::{LastGood, Replica, RoutingTable, Suspects, power_of_two_choices, resolve};
+use crate::worker_link::{WorkerLink, method};
 use crate::{Error, RouterConfig};
 
 /// The router's inference service.
@@ -34,8 +33,8 @@ impl RouterService {
     /// something other than UNAVAILABLE.
     async fn forward<T, F, Fut>(&self, model: &str, version: &str, call: F) -> Result<(T, u64), Status>
     where
-        F: Fn(GrpcInferenceServiceClient<TracedChannel>, u64) -> Fut,
-        Fut: Future<Output = Result<Response<T>, Status>>,
+        F: Fn(Arc<WorkerLink>, u64) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
     {
         let table = self.table.borrow().clone();
         let span = tracing::Span::current();
@@ -68,7 +67,7 @@ impl RouterService {
                 let outcome = call(replica.client.clone(), number).await;
                 drop(in_flight);
                 match outcome {
-                    Ok(response) => return Ok((response.into_inner(), number)),
+                    Ok(response) => return Ok((response, number)),
                     Err(status) if retryable(&status) => {
                         if std::error::Error::source(&status).is_some() {
                             // No answer at all: the worker is gone or unreachable.
@@ -140,7 +139,10 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let timeout = request.metadata().get("grpc-timeout").cloned();
+        let timeout = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|value| http::HeaderValue::from_bytes(value.as_encoded_bytes()).ok());
         let _slot = self.client_limits.enter(&client_of(&request))?;
         Ok(Response::new(self.infer(request.into_inner(), timeout).await?))
     }
@@ -167,9 +169,9 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
         let request = request.into_inner();
         let (response, _) = self
-            .forward(&request.name, &request.version, |mut client, number| {
+            .forward(&request.name, &request.version, |client, number| {
                 let request = pb::ModelConfigRequest { name: request.name.clone(), version: number.to_string() };
-                async move { client.model_config(request).await }
+                async move { client.unary(method::MODEL_CONFIG, &request, None).await }
             })
             .await?;
         Ok(Response::new(response))
@@ -225,9 +227,9 @@ impl RouterService {
         request: pb::ModelMetadataRequest,
     ) -> Result<pb::ModelMetadataResponse, Status> {
         let (response, _) = self
-            .forward(&request.name, &request.version, |mut client, number| {
+            .forward(&request.name, &request.version, |client, number| {
                 let request = pb::ModelMetadataRequest { name: request.name.clone(), version: number.to_string() };
-                async move { client.model_metadata(request).await }
+                async move { client.unary(method::MODEL_METADATA, &request, None).await }
             })
             .await?;
         Ok(response)
@@ -238,7 +240,7 @@ impl RouterService {
     pub(crate) async fn infer(
         &self,
         request: pb::ModelInferRequest,
-        timeout: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+        timeout: Option<http::HeaderValue>,
     ) -> Result<pb::ModelInferResponse, Status> {
         check_elements(&request, self.config.max_tensor_elements)?;
         if request.model_version.is_empty() {
@@ -268,19 +270,16 @@ impl RouterService {
     async fn forward_infer(
         &self,
         request: pb::ModelInferRequest,
-        timeout: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+        timeout: Option<http::HeaderValue>,
     ) -> Result<pb::ModelInferResponse, Status> {
         let model = request.model_name.clone();
         let version = request.model_version.clone();
         let (response, _) = self
-            .forward(&model, &version, |mut client, number| {
-                let mut forwarded =
-                    Request::new(pb::ModelInferRequest { model_version: number.to_string(), ..request.clone() });
-                if let Some(timeout) = &timeout {
-                    // The caller's deadline travels on to the worker.
-                    forwarded.metadata_mut().insert("grpc-timeout", timeout.clone());
-                }
-                async move { client.model_infer(forwarded).await }
+            .forward(&model, &version, |client, number| {
+                let forwarded = pb::ModelInferRequest { model_version: number.to_string(), ..request.clone() };
+                // The caller's deadline travels on to the worker.
+                let timeout = timeout.clone();
+                async move { client.unary(method::MODEL_INFER, &forwarded, timeout.as_ref()).await }
             })
             .await?;
         Ok(response)

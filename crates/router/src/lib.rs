@@ -10,6 +10,7 @@ mod rest;
 mod rest_tensors;
 mod table;
 mod triton;
+mod worker_link;
 
 use std::sync::Arc;
 use std::time::Duration;

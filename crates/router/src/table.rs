@@ -6,12 +6,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use modelplane_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
-use modelplane_service::TracedChannel;
 use modelplane_store::schema::{LoadState, WorkerRecord};
 use modelplane_store::{Catalog, Requested, ResolvedTarget};
 use rand::Rng;
 
+use crate::worker_link::WorkerLink;
 use crate::{Error, Result};
 
 /// One worker that has a version ready.
@@ -19,8 +18,8 @@ use crate::{Error, Result};
 pub struct Replica {
     /// Worker id.
     pub worker: String,
-    /// Client to its inference endpoint.
-    pub client: GrpcInferenceServiceClient<TracedChannel>,
+    /// Connection to its inference endpoint.
+    pub client: Arc<WorkerLink>,
     /// Requests this router has in flight to the worker (all versions), for P2C.
     pub pending: Arc<AtomicUsize>,
 }
@@ -81,7 +80,7 @@ pub struct Clients {
 }
 
 /// A worker's inference client and its pending-request counter.
-type WorkerClient = (GrpcInferenceServiceClient<TracedChannel>, Arc<AtomicUsize>);
+type WorkerClient = (Arc<WorkerLink>, Arc<AtomicUsize>);
 
 impl Clients {
     fn get(&self, addr: &str) -> Option<WorkerClient> {
@@ -89,12 +88,9 @@ impl Clients {
         if let Some(entry) = clients.get(addr) {
             return Some(entry.clone());
         }
-        match modelplane_service::connect_lazy(addr) {
-            Ok(channel) => {
-                let client = GrpcInferenceServiceClient::new(channel)
-                    .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES);
-                let entry = (client, Arc::new(AtomicUsize::new(0)));
+        match WorkerLink::new(addr) {
+            Ok(link) => {
+                let entry = (Arc::new(link), Arc::new(AtomicUsize::new(0)));
                 clients.insert(addr.to_owned(), entry.clone());
                 Some(entry)
             }
@@ -256,10 +252,9 @@ mod tests {
     use super::*;
 
     fn replica(worker: &str, pending: usize) -> Replica {
-        let channel = modelplane_service::connect_lazy("127.0.0.1:1").expect("lazy channel");
         Replica {
             worker: worker.into(),
-            client: GrpcInferenceServiceClient::new(channel),
+            client: Arc::new(WorkerLink::new("127.0.0.1:1").expect("link")),
             pending: Arc::new(AtomicUsize::new(pending)),
         }
     }

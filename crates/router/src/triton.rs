@@ -10,6 +10,7 @@ use modelplane_proto::registry::registry_client::RegistryClient;
 use tonic::{Request, Status};
 
 use crate::grpc::RouterService;
+use crate::worker_link::method;
 
 /// Who RepositoryModelLoad/Unload are recorded as in the audit log.
 const ACTOR: &str = "router/triton-repository-api";
@@ -25,13 +26,15 @@ impl RouterService {
             return Err(Status::not_found(format!("model {:?} not found", request.name)));
         }
         let calls = table.workers().into_iter().map(|replica| {
-            let (mut client, request) = (replica.client.clone(), request.clone());
-            async move { client.model_statistics(request).await }
+            let (client, request) = (replica.client.clone(), request.clone());
+            async move {
+                client.unary::<_, pb::ModelStatisticsResponse>(method::MODEL_STATISTICS, &request, None).await
+            }
         });
         let mut merged: BTreeMap<(String, String), pb::ModelStatistics> = BTreeMap::new();
         for answer in futures::future::join_all(calls).await {
             let Ok(answer) = answer else { continue };
-            for stats in answer.into_inner().model_stats {
+            for stats in answer.model_stats {
                 let entry =
                     merged.entry((stats.name.clone(), stats.version.clone())).or_insert_with(|| pb::ModelStatistics {
                         name: stats.name.clone(),

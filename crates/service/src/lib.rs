@@ -11,7 +11,7 @@ mod telemetry;
 mod trace_layer;
 
 pub use client::{TracedChannel, connect_lazy};
-pub use propagation::{TraceContextInterceptor, extract_context};
+pub use propagation::{TraceContextInterceptor, extract_context, inject_context};
 pub use server::{MAX_MESSAGE_BYTES, grpc_server, health_service, incoming, reflection_service, serve_grpc};
 pub use shutdown::{Shutdown, termination_signal};
 pub use telemetry::{TelemetryGuard, init};

@@ -1,0 +1,328 @@
+//! The router's connection to one worker: unary gRPC calls over one HTTP/2 connection,
+//! written with the `h2` crate directly.
+//!
+//! Why not tonic's `Channel`: a call through it passes tower's buffer task, hyper's
+//! dispatch task and a per-request body-pipe task before h2's connection task writes it
+//! to the socket, and the answer comes back through another spawned task. Each hop is a
+//! wake-up, and on a small VM those wake-ups were most of the router's ~250 µs overhead
+//! (profile in docs/benchmarks.md). Here the calling task queues the frames in h2 itself;
+//! only the connection task stands between it and the socket.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use h2::client::SendRequest;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, StatusCode};
+use tonic::{Code, Status};
+
+/// How long connecting to a worker may take before the call fails as UNAVAILABLE.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// A ping this often finds a worker that vanished without closing the connection.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// A connection whose ping is not answered in this time is dropped.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Flow-control windows, as hyper's defaults: large enough that a 64 MiB tensor is not
+/// throttled by round trips on a fast network.
+const STREAM_WINDOW: u32 = 2 << 20;
+const CONNECTION_WINDOW: u32 = 5 << 20;
+
+/// gRPC method paths on the worker.
+pub(crate) mod method {
+    pub const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
+    pub const MODEL_METADATA: &str = "/inference.GRPCInferenceService/ModelMetadata";
+    pub const MODEL_CONFIG: &str = "/inference.GRPCInferenceService/ModelConfig";
+    pub const MODEL_STATISTICS: &str = "/inference.GRPCInferenceService/ModelStatistics";
+}
+
+/// A lazily connected, self-healing HTTP/2 connection to one worker.
+pub struct WorkerLink {
+    addr: String,
+    authority: Authority,
+    current: Mutex<Option<Connection>>,
+    /// Held while connecting, so concurrent callers share one new connection.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for WorkerLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerLink").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+struct Connection {
+    sender: SendRequest<Bytes>,
+    /// Cleared when the connection task ends; the next call reconnects.
+    alive: Arc<AtomicBool>,
+}
+
+impl WorkerLink {
+    /// A link to `addr` (`host:port` or `http://host:port`); nothing connects until the
+    /// first call.
+    pub fn new(addr: &str) -> Result<Self, String> {
+        let host_port = addr.strip_prefix("http://").unwrap_or(addr).trim_end_matches('/');
+        if host_port.contains("://") {
+            return Err(format!("worker address {addr:?}: only plain http:// is supported between router and worker"));
+        }
+        let authority =
+            Authority::try_from(host_port).map_err(|err| format!("worker address {addr:?} is not host:port: {err}"))?;
+        if authority.port_u16().is_none() {
+            return Err(format!("worker address {addr:?} has no port"));
+        }
+        Ok(Self {
+            addr: host_port.to_owned(),
+            authority,
+            current: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Calls `path` with `message`, forwarding the caller's `grpc-timeout` if any.
+    ///
+    /// A worker's own error comes back as its status. When no answer arrives (refused,
+    /// reset or broken connection) the status is UNAVAILABLE and has the transport error
+    /// as its source, which tells the router to try another replica and suspect this one.
+    pub async fn unary<Req, Resp>(
+        &self,
+        path: &'static str,
+        message: &Req,
+        timeout: Option<&HeaderValue>,
+    ) -> Result<Resp, Status>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let frame = encode(message)?;
+        let sender = self.sender().await?;
+        let mut sender = sender.ready().await.map_err(|err| self.transport_error(err))?;
+        let uri = http::Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(self.authority.clone())
+            .path_and_query(PathAndQuery::from_static(path))
+            .build()
+            .map_err(|err| Status::internal(format!("worker uri: {err}")))?;
+        let mut request =
+            http::Request::post(uri).body(()).map_err(|err| Status::internal(format!("worker request: {err}")))?;
+        let headers = request.headers_mut();
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        if let Some(timeout) = timeout {
+            headers.insert("grpc-timeout", timeout.clone());
+        }
+        modelplane_service::inject_context(headers);
+
+        let (response, mut body) = sender.send_request(request, false).map_err(|err| self.transport_error(err))?;
+        body.send_data(frame, true).map_err(|err| self.transport_error(err))?;
+        let response = response.await.map_err(|err| self.transport_error(err))?;
+        let (parts, mut body) = response.into_parts();
+        if parts.status != StatusCode::OK {
+            return Err(status_from_http(parts.status));
+        }
+        // A trailers-only answer carries the status in the headers.
+        if let Some(status) = Status::from_header_map(&parts.headers)
+            && status.code() != Code::Ok
+        {
+            return Err(status);
+        }
+        let mut chunks: Vec<Bytes> = Vec::with_capacity(1);
+        let mut received = 0usize;
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.map_err(|err| self.transport_error(err))?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            received += chunk.len();
+            if received > modelplane_service::MAX_MESSAGE_BYTES + 5 {
+                return Err(Status::resource_exhausted(format!(
+                    "worker {} answered with more than {} bytes",
+                    self.addr,
+                    modelplane_service::MAX_MESSAGE_BYTES
+                )));
+            }
+            chunks.push(chunk);
+        }
+        let trailers = body.trailers().await.map_err(|err| self.transport_error(err))?;
+        match trailers.as_ref().and_then(Status::from_header_map) {
+            Some(status) if status.code() != Code::Ok => return Err(status),
+            Some(_) => {}
+            None => {
+                return Err(Status::internal(format!("worker {} ended its answer without a grpc-status", self.addr)));
+            }
+        }
+        decode(chunks, &self.addr)
+    }
+
+    /// The current connection, or a new one when there is none or it ended.
+    async fn sender(&self) -> Result<SendRequest<Bytes>, Status> {
+        if let Some(sender) = self.live_sender() {
+            return Ok(sender);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(sender) = self.live_sender() {
+            return Ok(sender);
+        }
+        let connection = self.connect().await?;
+        let sender = connection.sender.clone();
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(connection);
+        Ok(sender)
+    }
+
+    fn live_sender(&self) -> Option<SendRequest<Bytes>> {
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        current.as_ref().filter(|c| c.alive.load(Ordering::Acquire)).map(|c| c.sender.clone())
+    }
+
+    async fn connect(&self) -> Result<Connection, Status> {
+        let unreachable = |detail: String, source: Arc<dyn std::error::Error + Send + Sync>| {
+            let mut status = Status::unavailable(format!("worker {} unreachable: {detail}", self.addr));
+            status.set_source(source);
+            status
+        };
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&self.addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => return Err(unreachable(err.to_string(), Arc::new(err))),
+            Err(elapsed) => {
+                return Err(unreachable(format!("no connection in {CONNECT_TIMEOUT:?}"), Arc::new(elapsed)));
+            }
+        };
+        // Small answers must not wait for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        let (sender, mut connection) = h2::client::Builder::new()
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .handshake::<_, Bytes>(stream)
+            .await
+            .map_err(|err| unreachable(err.to_string(), Arc::new(err)))?;
+        let alive = Arc::new(AtomicBool::new(true));
+        let ping = connection.ping_pong();
+        let (addr, flag) = (self.addr.clone(), alive.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                ended = connection => match ended {
+                    Ok(()) => tracing::debug!(%addr, "worker connection closed"),
+                    Err(err) => tracing::debug!(%addr, error = %err, "worker connection ended"),
+                },
+                reason = keepalive(ping) => tracing::warn!(%addr, %reason, "dropping worker connection"),
+            }
+            flag.store(false, Ordering::Release);
+        });
+        Ok(Connection { sender, alive })
+    }
+
+    fn transport_error(&self, err: h2::Error) -> Status {
+        let mut status = Status::unavailable(format!("worker {}: {err}", self.addr));
+        // A reset of this one stream says nothing about the worker; a broken connection
+        // or GOAWAY does, and the source makes the router suspect the worker.
+        if err.is_io() || err.is_go_away() || !err.is_reset() {
+            status.set_source(Arc::new(err));
+        }
+        status
+    }
+}
+
+/// Pings forever; returns why the connection should be dropped.
+async fn keepalive(ping: Option<h2::PingPong>) -> String {
+    let Some(mut ping) = ping else { return std::future::pending().await };
+    loop {
+        tokio::time::sleep(KEEPALIVE_INTERVAL).await;
+        match tokio::time::timeout(KEEPALIVE_TIMEOUT, ping.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_pong)) => {}
+            Ok(Err(err)) => return format!("keepalive ping failed: {err}"),
+            Err(_) => return format!("no answer to a keepalive ping in {KEEPALIVE_TIMEOUT:?}"),
+        }
+    }
+}
+
+/// A gRPC message frame: uncompressed flag, big-endian length, the protobuf bytes.
+fn encode(message: &impl prost::Message) -> Result<Bytes, Status> {
+    let len = message.encoded_len();
+    let prefix_len = u32::try_from(len)
+        .map_err(|_| Status::resource_exhausted(format!("a {len}-byte message does not fit a gRPC frame")))?;
+    let mut buf = BytesMut::with_capacity(5 + len);
+    buf.put_u8(0);
+    buf.put_u32(prefix_len);
+    message.encode(&mut buf).map_err(|err| Status::internal(format!("encoding the worker request: {err}")))?;
+    Ok(buf.freeze())
+}
+
+fn decode<M: prost::Message + Default>(chunks: Vec<Bytes>, addr: &str) -> Result<M, Status> {
+    let mut frame: Bytes = match chunks.len() {
+        1 => chunks.into_iter().next().unwrap_or_default(),
+        _ => chunks.concat().into(),
+    };
+    let malformed = |what: &str| Status::internal(format!("worker {addr} sent a malformed gRPC message: {what}"));
+    if frame.len() < 5 {
+        return Err(malformed("shorter than its 5-byte prefix"));
+    }
+    let compressed = frame.get_u8();
+    let len = frame.get_u32() as usize;
+    if compressed != 0 {
+        return Err(malformed("compressed, but the router asked for none"));
+    }
+    if len != frame.len() {
+        return Err(malformed(&format!("prefix says {len} bytes, {} arrived", frame.len())));
+    }
+    M::decode(frame).map_err(|err| malformed(&err.to_string()))
+}
+
+/// The gRPC code for an HTTP status without a grpc-status, as the gRPC spec maps them.
+fn status_from_http(status: StatusCode) -> Status {
+    let code = match status {
+        StatusCode::BAD_REQUEST => Code::Internal,
+        StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+        StatusCode::FORBIDDEN => Code::PermissionDenied,
+        StatusCode::NOT_FOUND => Code::Unimplemented,
+        StatusCode::TOO_MANY_REQUESTS
+        | StatusCode::BAD_GATEWAY
+        | StatusCode::SERVICE_UNAVAILABLE
+        | StatusCode::GATEWAY_TIMEOUT => Code::Unavailable,
+        _ => Code::Unknown,
+    };
+    Status::new(code, format!("worker answered HTTP {status}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use modelplane_proto::inference as pb;
+
+    #[test]
+    fn frames_round_trip_and_bad_frames_are_internal_errors() {
+        let message = pb::ModelInferRequest { model_name: "m".into(), model_version: "3".into(), ..Default::default() };
+        let frame = encode(&message).expect("encodes");
+        let half = frame.len() / 2;
+        let split = vec![frame.slice(..half), frame.slice(half..)];
+        assert_eq!(decode::<pb::ModelInferRequest>(split, "w").expect("decodes"), message);
+
+        let short = decode::<pb::ModelInferRequest>(vec![frame.slice(..3)], "w").expect_err("short");
+        assert_eq!(short.code(), Code::Internal);
+        let truncated = decode::<pb::ModelInferRequest>(vec![frame.slice(..frame.len() - 1)], "w").expect_err("cut");
+        assert!(truncated.message().contains("arrived"), "{}", truncated.message());
+        let mut compressed = frame.to_vec();
+        compressed[0] = 1;
+        let compressed = decode::<pb::ModelInferRequest>(vec![compressed.into()], "w").expect_err("compressed");
+        assert!(compressed.message().contains("compressed"), "{}", compressed.message());
+    }
+
+    #[test]
+    fn addresses_need_a_port_and_plain_http() {
+        assert!(WorkerLink::new("127.0.0.1:7000").is_ok());
+        assert!(WorkerLink::new("http://worker-0:7000/").is_ok());
+        assert!(WorkerLink::new("https://worker-0:7000").expect_err("tls").contains("plain http"));
+        assert!(WorkerLink::new("worker-0").expect_err("port").contains("no port"));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_worker_is_unavailable_with_a_source() {
+        // Bind then drop a listener: nothing listens on that port now.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let link = WorkerLink::new(&format!("127.0.0.1:{port}")).expect("link");
+        let status = link
+            .unary::<_, pb::ModelInferResponse>(method::MODEL_INFER, &pb::ModelInferRequest::default(), None)
+            .await
+            .expect_err("nothing listens");
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(std::error::Error::source(&status).is_some(), "a transport failure carries its source");
+    }
+}
