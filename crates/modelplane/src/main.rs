@@ -7,6 +7,12 @@ mod roles;
 
 use std::path::PathBuf;
 
+/// mimalloc rather than glibc's malloc: a request allocates and frees many small
+/// buffers on whichever runtime thread runs it, and glibc's arenas and consolidation
+/// were ~12 % of the serving path's CPU (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Args, FromArgMatches, Parser, Subcommand};
 
 /// Model-as-a-Service: train, version, deploy and serve models over gRPC.
