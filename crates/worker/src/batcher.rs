@@ -5,6 +5,7 @@
 //! deadline passed while it waited is answered DEADLINE_EXCEEDED and never computed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use modelplane_model::{Output, OutputData};
@@ -75,6 +76,17 @@ pub struct Batcher {
     queue: mpsc::Sender<Pending>,
     policy: BatchPolicy,
     label: String,
+    /// Requests queued, computing, or running alone (see [`Batcher::claim_idle`]).
+    outstanding: Arc<AtomicUsize>,
+}
+
+/// Counts one request as outstanding on its batcher until dropped.
+pub struct Outstanding(Arc<AtomicUsize>);
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Batcher {
@@ -82,7 +94,18 @@ impl Batcher {
     pub fn start(compute: ComputeFn, policy: BatchPolicy, label: String, stats: Arc<Stats>) -> Self {
         let (queue, receiver) = mpsc::channel(policy.queue_capacity);
         tokio::spawn(run(receiver, compute, policy, stats));
-        Self { queue, policy, label }
+        Self { queue, policy, label, outstanding: Arc::new(AtomicUsize::new(0)) }
+    }
+
+    /// When nothing is queued or computing for this version, claims it for one request
+    /// the caller runs itself: a lone request has nothing to be batched with, and the
+    /// hand-off to the compute pool and back would only add two thread wake-ups. While
+    /// the claim is held every other request queues, so under load batching still forms.
+    pub fn claim_idle(&self) -> Option<Outstanding> {
+        self.outstanding
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| Outstanding(self.outstanding.clone()))
     }
 
     /// The settings this batcher runs with.
@@ -92,6 +115,8 @@ impl Batcher {
 
     /// Queues `rows` and waits for their outputs.
     pub async fn infer(&self, rows: Array2<f32>, deadline: Option<Instant>) -> Result<Vec<Output>, Error> {
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+        let _outstanding = Outstanding(self.outstanding.clone());
         let (reply, answer) = oneshot::channel();
         let pending = Pending { rows, deadline, enqueued: Instant::now(), reply };
         self.queue.try_send(pending).map_err(|err| match err {
@@ -285,6 +310,21 @@ mod tests {
 
     async fn settle() {
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_a_request_alone_on_an_idle_version_may_skip_the_queue() {
+        let (compute, gate) = gated();
+        let batcher = Arc::new(Batcher::start(compute, policy(64, 16), "m v1".into(), Arc::default()));
+        let alone = batcher.claim_idle().expect("an idle version can be claimed");
+        assert!(batcher.claim_idle().is_none(), "a second request while one runs alone must queue");
+        drop(alone);
+        let queued = send(&batcher, 1.0, None);
+        assert_eq!(gate.next_batch().await, 1);
+        assert!(batcher.claim_idle().is_none(), "a request computing in a batch makes the version busy");
+        gate.release.send(()).expect("release");
+        queued.await.expect("task").expect("answer");
+        assert!(batcher.claim_idle().is_some(), "idle again once every request was answered");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

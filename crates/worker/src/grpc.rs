@@ -227,9 +227,12 @@ impl InferenceService {
 
 /// Requests of native models costing at most this many multiply-adds run on the async
 /// runtime itself: a few microseconds of arithmetic, against tens of microseconds for
-/// the wake-ups a hand-off to the blocking pool (and back) costs. Anything larger is
-/// batched or runs on the blocking pool, never on the runtime.
+/// the wake-ups a hand-off to the blocking pool (and back) costs.
 const INLINE_MULTIPLY_ADDS: usize = 16_384;
+/// A request alone on its version (nothing queued or computing) runs on the runtime up
+/// to this cost, ~30 µs of arithmetic: there is nothing to batch it with. Anything
+/// larger, or anything arriving while others wait, is batched on the blocking pool.
+const INLINE_WHEN_IDLE_MULTIPLY_ADDS: usize = 131_072;
 
 /// Decodes, runs (through the batcher when the version has one) and returns the outputs.
 async fn infer(
@@ -245,14 +248,17 @@ async fn infer(
     codec::check_requested_outputs(request, signature)?;
     let input = match (&loaded.model, input) {
         (Runnable::Native(native), codec::Decoded::Features(rows)) => {
-            if rows.nrows().saturating_mul(native.multiply_adds_per_row()) <= INLINE_MULTIPLY_ADDS {
+            let cost = rows.nrows().saturating_mul(native.multiply_adds_per_row());
+            if cost <= INLINE_MULTIPLY_ADDS {
                 // Cheaper than the two thread hops the blocking pool would cost.
-                let started = Instant::now();
-                let outputs = native.predict(rows.view()).map_err(Error::from);
-                loaded.stats.compute.add(started.elapsed());
-                return outputs;
+                return run_inline(loaded, native, rows.view());
             }
             if let Some(batcher) = &loaded.batcher {
+                if cost <= INLINE_WHEN_IDLE_MULTIPLY_ADDS
+                    && let Some(_alone) = batcher.claim_idle()
+                {
+                    return run_inline(loaded, native, rows.view());
+                }
                 return batcher.infer(rows, deadline).await;
             }
             codec::Decoded::Features(rows)
@@ -284,6 +290,17 @@ async fn infer(
     })
     .await
     .map_err(|err| Error::Internal(format!("inference task failed: {err}")))?
+}
+
+fn run_inline(
+    loaded: &LoadedModel,
+    native: &modelplane_model::Model,
+    rows: ndarray::ArrayView2<'_, f32>,
+) -> Result<Vec<modelplane_model::Output>, Error> {
+    let started = Instant::now();
+    let outputs = native.predict(rows).map_err(Error::from);
+    loaded.stats.compute.add(started.elapsed());
+    outputs
 }
 
 /// When the caller gives up, from the `grpc-timeout` header the router forwards
