@@ -64,6 +64,29 @@ def write_onnx_classifier(path):
     save(model, path)
 
 
+# A deliberately slow ONNX model: SLOW_DEPTH chained 256x256 MatMuls, so a request of
+# SLOW_ROWS rows computes for a second or more (for the cancellation test).
+SLOW_WIDTH, SLOW_DEPTH, SLOW_ROWS = 256, 64, 4096
+
+
+def write_slow_onnx(path):
+    from onnx import TensorProto, helper, numpy_helper, checker, save
+
+    w = (np.random.default_rng(1).normal(size=(SLOW_WIDTH, SLOW_WIDTH)) / 16).astype(np.float32)
+    names = ["x"] + [f"h{i}" for i in range(1, SLOW_DEPTH)] + ["y"]
+    nodes = [helper.make_node("MatMul", [names[i], "W"], [names[i + 1]]) for i in range(SLOW_DEPTH)]
+    graph = helper.make_graph(
+        nodes, "slow_chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", SLOW_WIDTH])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", SLOW_WIDTH])],
+        initializer=[numpy_helper.from_array(w, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    checker.check_model(model)
+    save(model, path)
+
+
 def start_modelplane(args, env, roles, log_path):
     """Starts `modelplane ARGS`; returns the process and the `roles` addresses it printed
     as `modelplane: ROLE listening on ADDR`."""
@@ -120,6 +143,10 @@ def cluster():
     write_onnx_classifier(onnx_path)
     cli("models", "import", "onnx-classifier", onnx_path)
     cli("deploy", "onnx-classifier", "--version", "1")
+    slow_path = os.path.join(work, "slow.onnx")
+    write_slow_onnx(slow_path)
+    cli("models", "import", "slow-chain", slow_path)
+    cli("deploy", "slow-chain", "--version", "1")
     HTTP["url"] = "http://" + addrs["router-http"]
     yield addrs["router"], artifacts[0]
     proc.terminate()
