@@ -54,6 +54,10 @@ pub struct UpArgs {
     /// Worker port.
     #[arg(long, default_value_t = 7003)]
     pub worker_port: u16,
+    /// Send the router's calls to the worker over loopback gRPC, as a cluster does,
+    /// instead of calling it in process (to measure or debug the network path).
+    #[arg(long, env = "MODELPLANE_ROUTER_VIA_NETWORK")]
+    pub router_via_network: bool,
     #[command(flatten)]
     pub batching: BatchArgs,
     #[command(flatten)]
@@ -341,6 +345,8 @@ pub async fn up(args: UpArgs) -> Result<()> {
     let router_addr = advertised(&router_listener, None)?;
     let advertised_http = advertised(&http_listener, None)?;
     let trainer_addr = advertised(&trainer_listener, None)?;
+    // The router reaches this worker by a function call rather than loopback TCP.
+    let in_process = if args.router_via_network { None } else { Some(worker_config.in_process.clone()) };
 
     let shutdown = shutdown_on_signal();
     let roles = [
@@ -364,6 +370,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
             modelplane_router::serve(
                 args.limits.apply(modelplane_router::RouterConfig {
                     registry_addr: Some(registry_addr.clone()),
+                    in_process: in_process.unwrap_or_default(),
                     ..Default::default()
                 }),
                 store.clone(),

@@ -10,6 +10,9 @@ pub struct RouterConfig {
     pub max_tensor_elements: u64,
     /// Most inference requests one client may have in flight (0: no limit).
     pub max_requests_per_client: usize,
+    /// Workers in this process (`modelplane up`) that are called directly rather than
+    /// over the network; empty in a cluster.
+    pub in_process: modelplane_service::InProcessServers,
 }
 
 impl Default for RouterConfig {
@@ -20,6 +23,7 @@ impl Default for RouterConfig {
             // 64 Mi elements: 256 MiB of FP32, four times the largest gRPC message.
             max_tensor_elements: 64 << 20,
             max_requests_per_client: 256,
+            in_process: Default::default(),
         }
     }
 }

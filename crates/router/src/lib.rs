@@ -45,7 +45,7 @@ pub async fn serve(
     let models = Mirror::start(store.clone(), schema::MODELS);
     let deployments = Mirror::start(store.clone(), schema::DEPLOYMENTS);
     let workers = Mirror::start(store.clone(), schema::WORKERS);
-    let clients = Arc::new(Clients::default());
+    let clients = Arc::new(Clients::new(config.in_process.clone()));
     let empty = RoutingTable::build(Arc::new(Catalog::default()), &Default::default(), &clients);
     let (table_tx, table_rx) = watch::channel(Arc::new(empty));
     let (synced_tx, synced_rx) = watch::channel(false);

@@ -10,6 +10,8 @@ use modelplane_store::schema::{LoadState, WorkerRecord};
 use modelplane_store::{Catalog, Requested, ResolvedTarget};
 use rand::Rng;
 
+use modelplane_service::InProcessServers;
+
 use crate::worker_link::WorkerLink;
 use crate::{Error, Result};
 
@@ -77,18 +79,24 @@ pub struct RoutingTable {
 #[derive(Default)]
 pub struct Clients {
     by_addr: Mutex<HashMap<String, WorkerClient>>,
+    in_process: InProcessServers,
 }
 
 /// A worker's inference client and its pending-request counter.
 type WorkerClient = (Arc<WorkerLink>, Arc<AtomicUsize>);
 
 impl Clients {
+    /// Clients that call the workers registered in `in_process` directly.
+    pub fn new(in_process: InProcessServers) -> Self {
+        Self { by_addr: Mutex::default(), in_process }
+    }
+
     fn get(&self, addr: &str) -> Option<WorkerClient> {
         let mut clients = self.by_addr.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(entry) = clients.get(addr) {
             return Some(entry.clone());
         }
-        match WorkerLink::new(addr) {
+        match WorkerLink::new(addr, self.in_process.clone()) {
             Ok(link) => {
                 let entry = (Arc::new(link), Arc::new(AtomicUsize::new(0)));
                 clients.insert(addr.to_owned(), entry.clone());
@@ -254,7 +262,7 @@ mod tests {
     fn replica(worker: &str, pending: usize) -> Replica {
         Replica {
             worker: worker.into(),
-            client: Arc::new(WorkerLink::new("127.0.0.1:1").expect("link")),
+            client: Arc::new(WorkerLink::new("127.0.0.1:1", Default::default()).expect("link")),
             pending: Arc::new(AtomicUsize::new(pending)),
         }
     }

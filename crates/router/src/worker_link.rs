@@ -15,8 +15,11 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use h2::client::SendRequest;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use http_body_util::BodyExt;
+use modelplane_service::{InProcessServers, InProcessService};
 use tonic::{Code, Status};
+use tower::ServiceExt;
 
 /// How long connecting to a worker may take before the call fails as UNAVAILABLE.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -44,6 +47,9 @@ pub struct WorkerLink {
     current: Mutex<Option<Connection>>,
     /// Held while connecting, so concurrent callers share one new connection.
     connecting: tokio::sync::Mutex<()>,
+    /// Consulted on every call: while the worker is registered here (it runs in this
+    /// process) it is called directly; once it withdraws, over the network.
+    in_process: InProcessServers,
 }
 
 impl std::fmt::Debug for WorkerLink {
@@ -61,8 +67,8 @@ struct Connection {
 
 impl WorkerLink {
     /// A link to `addr` (`host:port` or `http://host:port`); nothing connects until the
-    /// first call.
-    pub fn new(addr: &str) -> Result<Self, String> {
+    /// first call, and nothing ever does while `in_process` has a server as `addr`.
+    pub fn new(addr: &str, in_process: InProcessServers) -> Result<Self, String> {
         let host_port = addr.strip_prefix("http://").unwrap_or(addr).trim_end_matches('/');
         if host_port.contains("://") {
             return Err(format!("worker address {addr:?}: only plain http:// is supported between router and worker"));
@@ -77,6 +83,7 @@ impl WorkerLink {
             authority,
             current: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
+            in_process,
         })
     }
 
@@ -96,6 +103,22 @@ impl WorkerLink {
         Resp: prost::Message + Default,
     {
         let frame = encode(message)?;
+        let mut headers = HeaderMap::with_capacity(4);
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        if let Some(timeout) = timeout {
+            headers.insert("grpc-timeout", timeout.clone());
+        }
+        modelplane_service::inject_context(&mut headers);
+        let chunks = match self.in_process.get(&self.addr) {
+            Some(service) => self.call_in_process(service, path, headers, frame).await?,
+            None => self.call_over_h2(path, headers, frame).await?,
+        };
+        decode(chunks, &self.addr)
+    }
+
+    /// Sends the request on this worker's HTTP/2 connection; returns the answer's frames.
+    async fn call_over_h2(&self, path: &'static str, headers: HeaderMap, frame: Bytes) -> Result<Vec<Bytes>, Status> {
         let sender = self.sender().await?;
         let mut sender = sender.ready().await.map_err(|err| self.transport_error(err))?;
         let uri = http::Uri::builder()
@@ -106,51 +129,48 @@ impl WorkerLink {
             .map_err(|err| Status::internal(format!("worker uri: {err}")))?;
         let mut request =
             http::Request::post(uri).body(()).map_err(|err| Status::internal(format!("worker request: {err}")))?;
-        let headers = request.headers_mut();
-        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
-        if let Some(timeout) = timeout {
-            headers.insert("grpc-timeout", timeout.clone());
-        }
-        modelplane_service::inject_context(headers);
+        *request.headers_mut() = headers;
 
         let (response, mut body) = sender.send_request(request, false).map_err(|err| self.transport_error(err))?;
         body.send_data(frame, true).map_err(|err| self.transport_error(err))?;
         let response = response.await.map_err(|err| self.transport_error(err))?;
         let (parts, mut body) = response.into_parts();
-        if parts.status != StatusCode::OK {
-            return Err(status_from_http(parts.status));
-        }
-        // A trailers-only answer carries the status in the headers.
-        if let Some(status) = Status::from_header_map(&parts.headers)
-            && status.code() != Code::Ok
-        {
-            return Err(status);
-        }
-        let mut chunks: Vec<Bytes> = Vec::with_capacity(1);
-        let mut received = 0usize;
+        check_head(&parts)?;
+        let mut answer = Answer::new(&self.addr);
         while let Some(chunk) = body.data().await {
             let chunk = chunk.map_err(|err| self.transport_error(err))?;
             let _ = body.flow_control().release_capacity(chunk.len());
-            received += chunk.len();
-            if received > modelplane_service::MAX_MESSAGE_BYTES + 5 {
-                return Err(Status::resource_exhausted(format!(
-                    "worker {} answered with more than {} bytes",
-                    self.addr,
-                    modelplane_service::MAX_MESSAGE_BYTES
-                )));
-            }
-            chunks.push(chunk);
+            answer.push(chunk)?;
         }
         let trailers = body.trailers().await.map_err(|err| self.transport_error(err))?;
-        match trailers.as_ref().and_then(Status::from_header_map) {
-            Some(status) if status.code() != Code::Ok => return Err(status),
-            Some(_) => {}
-            None => {
-                return Err(Status::internal(format!("worker {} ended its answer without a grpc-status", self.addr)));
+        answer.finish(trailers.as_ref())
+    }
+
+    /// Calls the worker's service in this process (see [`InProcessServers`]); the same
+    /// request and answer as on the wire, without the connection.
+    async fn call_in_process(
+        &self,
+        service: InProcessService,
+        path: &'static str,
+        headers: HeaderMap,
+        frame: Bytes,
+    ) -> Result<Vec<Bytes>, Status> {
+        let mut request = http::Request::post(http::Uri::from_static(path))
+            .body(tonic::body::Body::new(http_body_util::Full::new(frame)))
+            .map_err(|err| Status::internal(format!("worker request: {err}")))?;
+        *request.headers_mut() = headers;
+        let Ok(response) = service.oneshot(request).await;
+        let (parts, mut body) = response.into_parts();
+        check_head(&parts)?;
+        let mut answer = Answer::new(&self.addr);
+        let mut trailers = None;
+        while let Some(frame) = body.frame().await {
+            match frame?.into_data() {
+                Ok(chunk) => answer.push(chunk)?,
+                Err(frame) => trailers = frame.into_trailers().ok(),
             }
         }
-        decode(chunks, &self.addr)
+        answer.finish(trailers.as_ref())
     }
 
     /// The current connection, or a new one when there is none or it ended.
@@ -282,6 +302,53 @@ fn status_from_http(status: StatusCode) -> Status {
     Status::new(code, format!("worker answered HTTP {status}"))
 }
 
+/// Fails on an HTTP error or a trailers-only answer, which carries the status in its
+/// headers.
+fn check_head(parts: &http::response::Parts) -> Result<(), Status> {
+    if parts.status != StatusCode::OK {
+        return Err(status_from_http(parts.status));
+    }
+    match Status::from_header_map(&parts.headers) {
+        Some(status) if status.code() != Code::Ok => Err(status),
+        _ => Ok(()),
+    }
+}
+
+/// The frames of one answer as they arrive, bounded by the largest message.
+struct Answer<'a> {
+    addr: &'a str,
+    chunks: Vec<Bytes>,
+    received: usize,
+}
+
+impl<'a> Answer<'a> {
+    fn new(addr: &'a str) -> Self {
+        Self { addr, chunks: Vec::with_capacity(1), received: 0 }
+    }
+
+    fn push(&mut self, chunk: Bytes) -> Result<(), Status> {
+        self.received += chunk.len();
+        if self.received > modelplane_service::MAX_MESSAGE_BYTES + 5 {
+            return Err(Status::resource_exhausted(format!(
+                "worker {} answered with more than {} bytes",
+                self.addr,
+                modelplane_service::MAX_MESSAGE_BYTES
+            )));
+        }
+        self.chunks.push(chunk);
+        Ok(())
+    }
+
+    /// The frames, once the trailers said OK.
+    fn finish(self, trailers: Option<&HeaderMap>) -> Result<Vec<Bytes>, Status> {
+        match trailers.and_then(Status::from_header_map) {
+            Some(status) if status.code() != Code::Ok => Err(status),
+            Some(_) => Ok(self.chunks),
+            None => Err(Status::internal(format!("worker {} ended its answer without a grpc-status", self.addr))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,22 +374,99 @@ mod tests {
 
     #[test]
     fn addresses_need_a_port_and_plain_http() {
-        assert!(WorkerLink::new("127.0.0.1:7000").is_ok());
-        assert!(WorkerLink::new("http://worker-0:7000/").is_ok());
-        assert!(WorkerLink::new("https://worker-0:7000").expect_err("tls").contains("plain http"));
-        assert!(WorkerLink::new("worker-0").expect_err("port").contains("no port"));
+        let link = |addr: &str| WorkerLink::new(addr, InProcessServers::default());
+        assert!(link("127.0.0.1:7000").is_ok());
+        assert!(link("http://worker-0:7000/").is_ok());
+        assert!(link("https://worker-0:7000").expect_err("tls").contains("plain http"));
+        assert!(link("worker-0").expect_err("port").contains("no port"));
     }
 
     #[tokio::test]
     async fn an_unreachable_worker_is_unavailable_with_a_source() {
         // Bind then drop a listener: nothing listens on that port now.
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let link = WorkerLink::new(&format!("127.0.0.1:{port}")).expect("link");
+        let link = WorkerLink::new(&format!("127.0.0.1:{port}"), InProcessServers::default()).expect("link");
         let status = link
             .unary::<_, pb::ModelInferResponse>(method::MODEL_INFER, &pb::ModelInferRequest::default(), None)
             .await
             .expect_err("nothing listens");
         assert_eq!(status.code(), Code::Unavailable);
         assert!(std::error::Error::source(&status).is_some(), "a transport failure carries its source");
+    }
+
+    /// An unused port: a call that went over the network would fail as UNAVAILABLE.
+    fn closed_port_addr() -> String {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        format!("127.0.0.1:{port}")
+    }
+
+    type Reply = http::Response<tonic::body::Body>;
+
+    /// A gRPC answer: `message` in one frame, then trailers with grpc-status 0.
+    fn ok_answer(message: &impl prost::Message) -> Reply {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        let body = http_body_util::Full::new(encode(message).expect("encodes"))
+            .with_trailers(async { Some(Ok::<_, std::convert::Infallible>(trailers)) });
+        http::Response::new(tonic::body::Body::new(body))
+    }
+
+    #[tokio::test]
+    async fn a_worker_in_this_process_is_called_directly_with_the_callers_headers() {
+        let addr = closed_port_addr();
+        let servers = InProcessServers::default();
+        let seen = Arc::new(Mutex::new(None));
+        let seen_by_server = seen.clone();
+        let registration = servers.register(
+            &addr,
+            tower::service_fn(move |request: http::Request<tonic::body::Body>| {
+                let seen = seen_by_server.clone();
+                async move {
+                    let (parts, body) = request.into_parts();
+                    let frame = body.collect().await.expect("request body").to_bytes();
+                    let asked: pb::ModelInferRequest = decode(vec![frame], "router").expect("a gRPC frame");
+                    *seen.lock().expect("lock") = Some((parts.uri.path().to_owned(), parts.headers, asked.model_name));
+                    let answer = pb::ModelInferResponse { model_name: "answered".into(), ..Default::default() };
+                    Ok::<_, std::convert::Infallible>(ok_answer(&answer))
+                }
+            }),
+        );
+        let link = WorkerLink::new(&addr, servers.clone()).expect("link");
+        let request = pb::ModelInferRequest { model_name: "asked".into(), ..Default::default() };
+        let timeout = HeaderValue::from_static("250m");
+        let answer: pb::ModelInferResponse =
+            link.unary(method::MODEL_INFER, &request, Some(&timeout)).await.expect("answered in process");
+        assert_eq!(answer.model_name, "answered");
+        let (path, headers, asked) = seen.lock().expect("lock").take().expect("the server was called");
+        assert_eq!((path.as_str(), asked.as_str()), (method::MODEL_INFER, "asked"));
+        assert_eq!(headers.get("grpc-timeout"), Some(&timeout), "the deadline travels as on the wire");
+        assert_eq!(headers.get("content-type").map(|v| v.as_bytes()), Some(&b"application/grpc"[..]));
+
+        drop(registration);
+        let status = link
+            .unary::<_, pb::ModelInferResponse>(method::MODEL_INFER, &request, None)
+            .await
+            .expect_err("withdrawn: the call goes to the (closed) port");
+        assert_eq!(status.code(), Code::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn an_in_process_workers_error_status_is_the_callers_answer() {
+        let addr = closed_port_addr();
+        let servers = InProcessServers::default();
+        let _registration = servers.register(
+            &addr,
+            tower::service_fn(|_request: http::Request<tonic::body::Body>| async {
+                let status = Status::resource_exhausted("queue of m/1 is full (1024 waiting)");
+                Ok::<_, std::convert::Infallible>(status.into_http::<tonic::body::Body>())
+            }),
+        );
+        let link = WorkerLink::new(&addr, servers).expect("link");
+        let status = link
+            .unary::<_, pb::ModelInferResponse>(method::MODEL_INFER, &pb::ModelInferRequest::default(), None)
+            .await
+            .expect_err("the worker refused");
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(status.message(), "queue of m/1 is full (1024 waiting)");
     }
 }

@@ -1,9 +1,11 @@
 //! What every modelplane service shares: telemetry, W3C trace-context propagation over
 //! gRPC metadata, the one server assembly (tower stack, health, reflection, limits),
-//! client channels and shutdown signals.
+//! client channels, in-process calls between services of one process and shutdown
+//! signals.
 #![forbid(unsafe_code)]
 
 mod client;
+mod in_process;
 mod propagation;
 mod server;
 mod shutdown;
@@ -11,6 +13,7 @@ mod telemetry;
 mod trace_layer;
 
 pub use client::{TracedChannel, connect_lazy};
+pub use in_process::{InProcessServers, InProcessService, Registration};
 pub use propagation::{TraceContextInterceptor, extract_context, inject_context};
 pub use server::{MAX_MESSAGE_BYTES, grpc_server, health_service, incoming, reflection_service, serve_grpc};
 pub use shutdown::{Shutdown, termination_signal};

@@ -21,6 +21,9 @@ pub struct WorkerConfig {
     pub unload_grace: Duration,
     /// Dynamic batching of every version this worker loads.
     pub batching: BatchPolicy,
+    /// Where the worker also registers its inference service under its advertised
+    /// address, so a router in the same process (`modelplane up`) calls it directly.
+    pub in_process: modelplane_service::InProcessServers,
 }
 
 impl Default for WorkerConfig {
@@ -33,6 +36,7 @@ impl Default for WorkerConfig {
             lease_ttl: Duration::from_secs(5),
             unload_grace: Duration::from_secs(2),
             batching: BatchPolicy::default(),
+            in_process: Default::default(),
         }
     }
 }

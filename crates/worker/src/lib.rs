@@ -119,8 +119,10 @@ pub async fn serve(
     let service = GrpcInferenceServiceServer::new(service)
         .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES);
+    let in_process = config.in_process.register(&addr, service.clone());
     // The linger lets routers see the withdrawn record before connections close.
     let served = modelplane_service::serve_grpc(service, listener, shutdown.clone(), WITHDRAW_DELAY).await;
+    drop(in_process);
     let (handle, lease) = reconcile;
     let _ = handle.await;
     if let Ok(lease) = Arc::try_unwrap(lease) {
