@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Serving latency and throughput: the echo floor, a worker directly, and the router in
 # front of it, for a 30-feature logistic model and a 64-input MLP, at concurrency 1, 16
-# and 64; then the MLP at concurrency 64 with dynamic batching off. Release build, one
-# `modelplane up` on the embedded store; every number comes from `modelplane bench`.
+# and 64; the router again with its worker reached over loopback gRPC as in a cluster
+# (`up --router-via-network`) rather than in process; then MLPs of growing width at
+# concurrency 64 with dynamic batching on and off. Release build, `modelplane up` on the
+# embedded store; every number comes from `modelplane bench`.
 #
 #   scripts/bench-serving.sh [SECONDS_PER_RUN]      (default 5; prints markdown tables)
 set -euo pipefail
@@ -61,9 +63,15 @@ cd "$work"
 "$bin" train logistic30 --dataset wide --target label --kind logistic --epochs 5 --output json >/dev/null
 "$bin" train mlp64 --dataset mlp --target label --kind mlp --param hidden=256,256 --epochs 3 --output json >/dev/null
 "$bin" deploy logistic30 --version 1 --wait 60 >/dev/null
-"$bin" train mlp64wide --dataset mlp --target label --kind mlp --param hidden=512,512 --epochs 2 --output json >/dev/null
 "$bin" deploy mlp64 --version 1 --wait 60 >/dev/null
-"$bin" deploy mlp64wide --version 1 --wait 60 >/dev/null
+# Wider hidden layers for the batching comparison: compute grows with the square of the
+# width, the per-request gRPC cost does not.
+batching_models="mlp64 mlp64w512 mlp64w1024 mlp64w2048"
+for width in 512 1024 2048; do
+  "$bin" train "mlp64w$width" --dataset mlp --target label --kind mlp --param "hidden=$width,$width" --epochs 1 \
+    --output json >/dev/null
+  "$bin" deploy "mlp64w$width" --version 1 --wait 120 >/dev/null
+done
 
 for features in 30 64; do
   "$bin" bench-echo --features "$features" >"$work/echo$features.out" 2>/dev/null &
@@ -72,23 +80,36 @@ done
 ECHO30=$(wait_listening "$work/echo30.out" 1 | cut -d' ' -f2)
 ECHO64=$(wait_listening "$work/echo64.out" 1 | cut -d' ' -f2)
 
-run() { "$bin" bench --duration-secs "$seconds" --warmup-secs 1 --concurrency 1,16,64 "$@" | tail -n +3; }
+# run CONCURRENCY [bench flags...]
+run() {
+  local concurrency="$1"; shift
+  "$bin" bench --duration-secs "$seconds" --warmup-secs 1 --concurrency "$concurrency" "$@" | tail -n +3
+}
 echo "| target | model | concurrency | requests/s | p50 µs | p99 µs | errors |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
-run --target "$ECHO30" --model logistic30 --label echo
-run --target "$WORKER" --model logistic30 --label worker
-run --target "$ROUTER" --model logistic30 --label router
-run --target "$ECHO64" --model mlp64 --label echo
-run --target "$WORKER" --model mlp64 --label worker
-run --target "$ROUTER" --model mlp64 --label router
+run 1,16,64 --target "$ECHO30" --model logistic30 --label echo
+run 1,16,64 --target "$WORKER" --model logistic30 --label worker
+run 1,16,64 --target "$ROUTER" --model logistic30 --label router
+run 1,16,64 --target "$ECHO64" --model mlp64 --label echo
+run 1,16,64 --target "$WORKER" --model mlp64 --label worker
+run 1,16,64 --target "$ROUTER" --model mlp64 --label router
 
-"$bin" bench --duration-secs "$seconds" --warmup-secs 1 --concurrency 64 --target "$WORKER" --model mlp64wide \
-  --label "worker, batching on" | tail -n +3
+for model in $batching_models; do
+  run 64 --target "$WORKER" --model "$model" --label "worker, batching on"
+done
 
-# The same MLPs with batching off: a fresh `up` on the same data directory.
+# The router with its worker behind loopback HTTP/2, as in a cluster: a fresh `up` on
+# the same data directory.
+kill "$UP_PID"; wait "$UP_PID" 2>/dev/null || true
+start_up network --router-via-network
+for model in logistic30 mlp64; do
+  run 1 --target "$WORKER" --model "$model" --label "worker"
+  run 1 --target "$ROUTER" --model "$model" --label "router over the network"
+done
+
+# The same MLPs with batching off.
 kill "$UP_PID"; wait "$UP_PID" 2>/dev/null || true
 start_up unbatched --max-batch-size 0
-for model in mlp64 mlp64wide; do
-  "$bin" bench --duration-secs "$seconds" --warmup-secs 1 --concurrency 64 --target "$WORKER" --model "$model" \
-    --label "worker, batching off" | tail -n +3
+for model in $batching_models; do
+  run 64 --target "$WORKER" --model "$model" --label "worker, batching off"
 done
