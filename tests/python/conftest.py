@@ -106,12 +106,23 @@ def start_modelplane(args, env, roles, log_path):
 
 # The router's REST address, filled in by `cluster`.
 HTTP = {}
+# The CLI's environment and working directory, filled in by `cluster`.
+CLI = {}
 
 
 @pytest.fixture(scope="session")
 def rest(cluster):
     """Base URL of the router's KServe v2 REST endpoint."""
     return HTTP["url"]
+
+
+@pytest.fixture(scope="session")
+def cli(cluster):
+    """Runs `modelplane ARGS` against the cluster; returns the finished process (its
+    output as text). `check=False` lets a test look at a failure."""
+    def run(*args, check=True):
+        return subprocess.run([BIN, *args], check=check, capture_output=True, text=True, **CLI)
+    return run
 
 
 @pytest.fixture(scope="session")
@@ -148,6 +159,7 @@ def cluster():
     cli("models", "import", "slow-chain", slow_path)
     cli("deploy", "slow-chain", "--version", "1")
     HTTP["url"] = "http://" + addrs["router-http"]
+    CLI.update(env=env, cwd=work)
     yield addrs["router"], artifacts[0]
     proc.terminate()
     assert proc.wait(timeout=20) == 0, "modelplane up did not exit cleanly on SIGTERM"

@@ -30,7 +30,7 @@ fn house_rows() -> Vec<Vec<f32>> {
 
 /// Deploys `model` to one target and waits until the router serves it.
 async fn deploy(endpoints: &Endpoints, model: &str, target: pb::DeploymentTarget) -> Result<()> {
-    let deployment = pb::Deployment { model: model.into(), targets: vec![target], replicas: 0 };
+    let deployment = pb::Deployment { model: model.into(), targets: vec![target], ..Default::default() };
     registry(&endpoints.registry)
         .await?
         .set_deployment(pb::SetDeploymentRequest { deployment: Some(deployment) })

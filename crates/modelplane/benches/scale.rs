@@ -68,6 +68,7 @@ async fn populate(store: Arc<dyn KvStore>) {
                 shadow: false,
             }],
             replicas: 0,
+            batching: Default::default(),
         };
         writes.push((schema::deployment_key(&name), schema::encode(&deployment)));
     }

@@ -136,6 +136,18 @@ pub struct DeployArgs {
     /// Workers that load it (0: every worker).
     #[arg(long, default_value_t = 0)]
     pub replicas: u32,
+    /// Most rows merged into one batch for this model's versions, 0 or 1: batching off
+    /// (default: each worker's --max-batch-size).
+    #[arg(long)]
+    pub max_batch_size: Option<u32>,
+    /// Microseconds the first request of a batch waits for more, at most 1000000
+    /// (default: each worker's --max-queue-delay-us).
+    #[arg(long)]
+    pub max_queue_delay_us: Option<u64>,
+    /// Requests that may wait per version before RESOURCE_EXHAUSTED (default: each
+    /// worker's --queue-capacity).
+    #[arg(long)]
+    pub queue_capacity: Option<u32>,
     /// Seconds to wait until the router reports it ready (0: do not wait).
     #[arg(long, default_value_t = 60)]
     pub wait: u64,
@@ -477,7 +489,17 @@ pub async fn deploy(args: DeployArgs, endpoints: &Endpoints) -> Result<()> {
     let shadows =
         args.shadow.iter().map(|&version| pb::DeploymentTarget { version, shadow: true, ..Default::default() });
     let targets = std::iter::once(target).chain(shadows).collect();
-    let deployment = pb::Deployment { model: args.model.clone(), targets, replicas: args.replicas };
+    let batching = pb::Batching {
+        max_batch_size: args.max_batch_size,
+        max_queue_delay_us: args.max_queue_delay_us,
+        queue_capacity: args.queue_capacity,
+    };
+    let deployment = pb::Deployment {
+        model: args.model.clone(),
+        targets,
+        replicas: args.replicas,
+        batching: (batching != pb::Batching::default()).then_some(batching),
+    };
     registry(endpoints)?
         .set_deployment(as_user(pb::SetDeploymentRequest { deployment: Some(deployment) }))
         .await

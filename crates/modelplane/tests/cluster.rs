@@ -131,7 +131,7 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
             pb::DeploymentTarget { version: 1, weight: 90, ..Default::default() },
             pb::DeploymentTarget { version: 2, weight: 10, ..Default::default() },
         ],
-        replicas: 0,
+        ..Default::default()
     };
     registry_client.set_deployment(pb::SetDeploymentRequest { deployment: Some(canary) }).await.expect("canary");
     for version in ["1", "2"] {
@@ -163,7 +163,7 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
             pb::DeploymentTarget { alias: "production".into(), weight: 1, ..Default::default() },
             pb::DeploymentTarget { version: 1, shadow: true, ..Default::default() },
         ],
-        replicas: 0,
+        ..Default::default()
     };
     registry_client.set_deployment(pb::SetDeploymentRequest { deployment: Some(shadowed) }).await.expect("shadow");
     let v1_successes = |stats: modelplane_proto::inference::ModelStatisticsResponse| {
@@ -197,7 +197,7 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     let production = pb::Deployment {
         model: "houses".into(),
         targets: vec![pb::DeploymentTarget { alias: "production".into(), weight: 1, ..Default::default() }],
-        replicas: 0,
+        ..Default::default()
     };
     registry_client.set_deployment(pb::SetDeploymentRequest { deployment: Some(production) }).await.expect("deploy");
 

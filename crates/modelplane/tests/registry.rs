@@ -197,12 +197,12 @@ async fn lifecycle(addr: &str, bytes: &[u8], sha: &str) {
     let deployment = pb::Deployment {
         model: "race".into(),
         targets: vec![pb::DeploymentTarget { alias: "prod".into(), weight: 1, ..Default::default() }],
-        replicas: 0,
+        ..Default::default()
     };
     let only_shadow = pb::Deployment {
         model: "race".into(),
         targets: vec![pb::DeploymentTarget { version: 3, shadow: true, ..Default::default() }],
-        replicas: 0,
+        ..Default::default()
     };
     let status = client
         .set_deployment(pb::SetDeploymentRequest { deployment: Some(only_shadow) })
@@ -210,7 +210,27 @@ async fn lifecycle(addr: &str, bytes: &[u8], sha: &str) {
         .expect_err("a shadow alone serves nothing");
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("not a shadow"), "{}", status.message());
+    let overlong_wait = pb::Deployment {
+        batching: Some(pb::Batching { max_queue_delay_us: Some(2_000_000), ..Default::default() }),
+        ..deployment.clone()
+    };
+    let status = client
+        .set_deployment(pb::SetDeploymentRequest { deployment: Some(overlong_wait) })
+        .await
+        .expect_err("a two-second batch wait");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("at most 1000000 µs"), "{}", status.message());
+    let batched = pb::Deployment {
+        batching: Some(pb::Batching { max_batch_size: Some(8), ..Default::default() }),
+        ..deployment.clone()
+    };
+    client.set_deployment(pb::SetDeploymentRequest { deployment: Some(batched) }).await.expect("deploy batched");
+    let stored = client.get_deployment(pb::GetDeploymentRequest { model: "race".into() }).await.expect("get");
+    let batching = stored.into_inner().batching.expect("the override is kept");
+    assert_eq!((batching.max_batch_size, batching.queue_capacity), (Some(8), None), "unset fields stay unset");
     client.set_deployment(pb::SetDeploymentRequest { deployment: Some(deployment) }).await.expect("deploy");
+    let stored = client.get_deployment(pb::GetDeploymentRequest { model: "race".into() }).await.expect("get");
+    assert!(stored.into_inner().batching.is_none(), "redeploying without batching drops the override");
     let status =
         client.delete_version(pb::DeleteVersionRequest { model: "race".into(), version: 3 }).await.expect_err("in use");
     assert_eq!(status.code(), Code::FailedPrecondition);

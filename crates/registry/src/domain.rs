@@ -403,6 +403,10 @@ impl Registry {
                 return Err(Error::InvalidArgument(format!("target {index} has weight 0; expected at least 1")));
             }
         }
+        deployment
+            .batching
+            .validate()
+            .map_err(|err| Error::InvalidArgument(format!("deployment of {model}: batching: {err}")))?;
         let before = self.get_deployment_opt(&model).await?;
         self.store.put(&schema::deployment_key(&model), schema::encode(&deployment), None).await?;
         tracing::info!(model = %model, targets = deployment.targets.len(), "deployment set");

@@ -9,7 +9,7 @@ use modelplane_model::{Signature, TensorSpec};
 use modelplane_proto::MAX_CHUNK_BYTES;
 use modelplane_proto::registry as pb;
 use modelplane_store::schema::{
-    DatasetRecord, DeploymentRecord, DeploymentTarget, Lineage, ModelRecord, VersionRecord,
+    BatchingOverride, DatasetRecord, DeploymentRecord, DeploymentTarget, Lineage, ModelRecord, VersionRecord,
 };
 use tonic::{Request, Response, Status, Streaming};
 
@@ -361,6 +361,14 @@ impl pb::registry_server::Registry for RegistryService {
                     shadow: t.shadow,
                 })
                 .collect(),
+            batching: deployment
+                .batching
+                .map(|b| BatchingOverride {
+                    max_batch_size: b.max_batch_size,
+                    max_queue_delay_us: b.max_queue_delay_us,
+                    queue_capacity: b.queue_capacity,
+                })
+                .unwrap_or_default(),
         };
         Ok(Response::new(deployment_to_pb(registry.set_deployment(record).await?)))
     }
@@ -512,6 +520,11 @@ fn deployment_to_pb(record: DeploymentRecord) -> pb::Deployment {
                 shadow: t.shadow,
             })
             .collect(),
+        batching: (!record.batching.is_empty()).then_some(pb::Batching {
+            max_batch_size: record.batching.max_batch_size,
+            max_queue_delay_us: record.batching.max_queue_delay_us,
+            queue_capacity: record.batching.queue_capacity,
+        }),
     }
 }
 

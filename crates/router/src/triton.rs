@@ -97,7 +97,7 @@ impl RouterService {
             })?;
             rpb::DeploymentTarget { version, weight: 100, ..Default::default() }
         };
-        let deployment = rpb::Deployment { model: model.to_owned(), targets: vec![target], replicas: 0 };
+        let deployment = rpb::Deployment { model: model.to_owned(), targets: vec![target], ..Default::default() };
         self.registry()?.set_deployment(acting(rpb::SetDeploymentRequest { deployment: Some(deployment) })).await?;
         Ok(())
     }

@@ -132,6 +132,11 @@ impl Catalog {
         self.models.get(model)?.aliases.get(alias).copied()
     }
 
+    /// A model's deployment.
+    pub fn deployment(&self, model: &str) -> Option<&DeploymentRecord> {
+        self.deployments.get(model)
+    }
+
     /// Every deployment.
     pub fn deployments(&self) -> impl Iterator<Item = &DeploymentRecord> {
         self.deployments.values()
@@ -230,6 +235,7 @@ mod tests {
             model: "m".into(),
             targets: vec![DeploymentTarget { version: None, alias: Some("prod".into()), weight: 1, shadow: false }],
             replicas: 0,
+            batching: Default::default(),
         };
         let deployments = MirrorState {
             entries: [(schema::deployment_key("m"), schema::encode(&deployment))].into(),

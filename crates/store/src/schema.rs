@@ -217,6 +217,46 @@ pub struct DeploymentRecord {
     pub targets: Vec<DeploymentTarget>,
     /// Workers that should load each target (0: every worker).
     pub replicas: u32,
+    /// Batching of the versions this deployment loads, over the workers' own settings.
+    #[serde(default, skip_serializing_if = "BatchingOverride::is_empty")]
+    pub batching: BatchingOverride,
+}
+
+/// The longest a batch may wait for more requests.
+pub const MAX_QUEUE_DELAY_US: u64 = 1_000_000;
+
+/// Per-deployment dynamic batching settings; `None` keeps the worker's setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchingOverride {
+    /// Most rows merged into one execution (0 or 1: batching off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_batch_size: Option<u32>,
+    /// Microseconds the first request of a batch waits for more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue_delay_us: Option<u64>,
+    /// Requests that may wait per version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_capacity: Option<u32>,
+}
+
+impl BatchingOverride {
+    /// Whether every setting is left to the worker.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Checks the settings that are given; the message says what is expected.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.queue_capacity == Some(0) {
+            return Err("queue capacity must be at least 1 request".into());
+        }
+        if let Some(delay) = self.max_queue_delay_us
+            && delay > MAX_QUEUE_DELAY_US
+        {
+            return Err(format!("max queue delay {delay} µs is too long; expected at most {MAX_QUEUE_DELAY_US} µs"));
+        }
+        Ok(())
+    }
 }
 
 /// Load state of one version on one worker.
@@ -417,5 +457,28 @@ mod tests {
         assert!(validate_name("model", "a/b").is_err());
         assert!(validate_name("alias", "12").is_err());
         assert!(validate_name("model", "").is_err());
+    }
+
+    #[test]
+    fn deployments_written_before_batching_settings_still_decode() {
+        let old = br#"{"model":"m","targets":[{"version":2,"weight":1}],"replicas":0}"#;
+        let record: DeploymentRecord = decode("/modelplane/v1/deployments/m", old).expect("decodes");
+        assert!(record.batching.is_empty());
+        assert_eq!(encode(&record), old.to_vec(), "no batching key is written when nothing overrides");
+    }
+
+    #[test]
+    fn batching_overrides_are_checked() {
+        assert!(BatchingOverride::default().validate().is_ok());
+        let fine = BatchingOverride {
+            max_batch_size: Some(0),
+            max_queue_delay_us: Some(MAX_QUEUE_DELAY_US),
+            queue_capacity: Some(1),
+        };
+        assert!(fine.validate().is_ok());
+        let empty_queue = BatchingOverride { queue_capacity: Some(0), ..Default::default() };
+        assert!(empty_queue.validate().expect_err("capacity 0").contains("at least 1"));
+        let long_wait = BatchingOverride { max_queue_delay_us: Some(MAX_QUEUE_DELAY_US + 1), ..Default::default() };
+        assert!(long_wait.validate().expect_err("too long").contains("at most 1000000"));
     }
 }

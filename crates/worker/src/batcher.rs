@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use modelplane_model::{Output, OutputData};
+use modelplane_store::schema::BatchingOverride;
 use ndarray::{Array2, ArrayView2, Axis};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -48,16 +49,29 @@ impl BatchPolicy {
 
     /// Checks the settings before any port is bound.
     pub fn validate(&self) -> Result<(), String> {
-        if self.queue_capacity == 0 {
-            return Err("queue capacity must be at least 1 request".into());
-        }
         if self.concurrency == 0 {
             return Err("batch concurrency must be at least 1".into());
         }
-        if self.max_queue_delay > Duration::from_secs(1) {
-            return Err(format!("max queue delay {:?} is too long; expected at most 1s", self.max_queue_delay));
+        BatchingOverride {
+            max_batch_size: None,
+            max_queue_delay_us: Some(u64::try_from(self.max_queue_delay.as_micros()).unwrap_or(u64::MAX)),
+            queue_capacity: Some(u32::try_from(self.queue_capacity).unwrap_or(u32::MAX)),
         }
-        Ok(())
+        .validate()
+    }
+
+    /// These settings with a deployment's overrides applied.
+    pub fn with_override(mut self, overrides: &BatchingOverride) -> Self {
+        if let Some(rows) = overrides.max_batch_size {
+            self.max_batch_size = rows as usize;
+        }
+        if let Some(micros) = overrides.max_queue_delay_us {
+            self.max_queue_delay = Duration::from_micros(micros);
+        }
+        if let Some(requests) = overrides.queue_capacity {
+            self.queue_capacity = requests as usize;
+        }
+        self
     }
 }
 
@@ -101,7 +115,11 @@ impl Batcher {
     /// the caller runs itself: a lone request has nothing to be batched with, and the
     /// hand-off to the compute pool and back would only add two thread wake-ups. While
     /// the claim is held every other request queues, so under load batching still forms.
+    /// Never with a queue delay: whoever set one asked every request to wait for company.
     pub fn claim_idle(&self) -> Option<Outstanding> {
+        if !self.policy.max_queue_delay.is_zero() {
+            return None;
+        }
         self.outstanding
             .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
             .ok()
@@ -325,6 +343,11 @@ mod tests {
         gate.release.send(()).expect("release");
         queued.await.expect("task").expect("answer");
         assert!(batcher.claim_idle().is_some(), "idle again once every request was answered");
+
+        let waiting = BatchPolicy { max_queue_delay: Duration::from_millis(5), ..policy(64, 16) };
+        let (compute, _gate) = gated();
+        let batcher = Batcher::start(compute, waiting, "m v2".into(), Arc::default());
+        assert!(batcher.claim_idle().is_none(), "with a queue delay every request waits for others");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,6 +444,19 @@ mod tests {
         assert_eq!(gate.next_batch().await, 1, "only the request still within its deadline is computed");
         assert!(matches!(expiring.await.expect("task"), Err(Error::DeadlineExceeded(_))));
         assert_eq!(echoed(&patient.await.expect("task").expect("answer")), [2.0, 2.0]);
+    }
+
+    #[test]
+    fn a_deployments_override_replaces_only_the_settings_it_gives() {
+        let worker = BatchPolicy { max_queue_delay: Duration::from_micros(250), ..policy(64, 1024) };
+        let overrides = BatchingOverride { max_batch_size: Some(8), queue_capacity: Some(16), ..Default::default() };
+        let merged = worker.with_override(&overrides);
+        assert_eq!((merged.max_batch_size, merged.queue_capacity), (8, 16));
+        assert_eq!(merged.max_queue_delay, Duration::from_micros(250), "unset: the worker's own");
+        assert_eq!(worker.with_override(&BatchingOverride::default()), worker);
+        let off = worker.with_override(&BatchingOverride { max_batch_size: Some(0), ..Default::default() });
+        assert!(!off.enabled());
+        assert!(BatchPolicy { queue_capacity: 0, ..worker }.validate().is_err());
     }
 
     #[test]

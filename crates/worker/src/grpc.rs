@@ -250,7 +250,9 @@ async fn infer(
     let input = match (&loaded.model, input) {
         (Runnable::Native(native), codec::Decoded::Features(rows)) => {
             let cost = rows.nrows().saturating_mul(native.multiply_adds_per_row());
-            if cost <= INLINE_MULTIPLY_ADDS {
+            // A queue delay is a request to batch, however cheap the rows.
+            let waits_for_batch = loaded.batcher.as_ref().is_some_and(|b| !b.policy().max_queue_delay.is_zero());
+            if cost <= INLINE_MULTIPLY_ADDS && !waits_for_batch {
                 // Cheaper than the two thread hops the blocking pool would cost.
                 return run_inline(loaded, native, rows.view());
             }

@@ -17,7 +17,7 @@ use modelplane_store::{Catalog, KvStore, LeaseKeeper};
 use sha2::{Digest, Sha256};
 
 use crate::state::{LoadedModel, Runnable, Slot, WorkerState};
-use crate::{Error, WorkerConfig};
+use crate::{BatchPolicy, Error, WorkerConfig};
 
 const RETRY_FAILED_AFTER: Duration = Duration::from_secs(5);
 const TICK: Duration = Duration::from_millis(250);
@@ -74,9 +74,11 @@ impl Loader {
             let retry = slots.get(key).is_some_and(|slot| {
                 slot.state == LoadState::Failed && slot.failed_at.is_some_and(|t| now - t >= RETRY_FAILED_AFTER)
             });
+            let policy = self.policy_for(catalog, &key.0);
             if slots.contains_key(key) && !retry {
                 if let Some(slot) = slots.get_mut(key) {
                     slot.unwanted_since = None;
+                    slot.apply_policy(policy);
                 }
                 continue;
             }
@@ -94,7 +96,7 @@ impl Loader {
                 },
             );
             changed = true;
-            self.spawn_load(record);
+            self.spawn_load(record, policy);
         }
         // A model's old versions go only when none of its wanted versions is still loading.
         let loading: BTreeSet<&str> = slots
@@ -121,11 +123,18 @@ impl Loader {
         changed
     }
 
-    fn spawn_load(&self, record: VersionRecord) {
+    /// The worker's batching settings with the model's deployment's overrides.
+    fn policy_for(&self, catalog: &Catalog, model: &str) -> BatchPolicy {
+        match catalog.deployment(model) {
+            Some(deployment) => self.config.batching.with_override(&deployment.batching),
+            None => self.config.batching,
+        }
+    }
+
+    fn spawn_load(&self, record: VersionRecord, policy: BatchPolicy) {
         let state = self.state.clone();
         let cache_dir = self.config.cache_dir.clone();
         let registry = self.registry.clone();
-        let policy = self.config.batching;
         tokio::spawn(async move {
             let key = (record.model.clone(), record.version);
             let outcome = load(&record, &cache_dir, registry).await;

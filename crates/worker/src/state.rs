@@ -28,6 +28,9 @@ pub struct LoadedModel {
     pub model: Runnable,
     /// The queue that merges requests into batches (feature models, batching on).
     pub batcher: Option<Batcher>,
+    /// The batching settings it was loaded with (the worker's, with its deployment's
+    /// overrides), whether or not the model can batch.
+    pub policy: BatchPolicy,
     /// Request and timing counters.
     pub stats: Arc<Stats>,
 }
@@ -36,7 +39,25 @@ impl LoadedModel {
     /// A loaded version; starts its batching loop when `policy` enables batching and the
     /// model takes a feature matrix (text models and ONNX graphs run one request at a time).
     pub fn new(record: VersionRecord, model: Runnable, policy: BatchPolicy) -> Self {
-        let stats = Arc::new(Stats::default());
+        Self::with_stats(record, model, policy, Arc::new(Stats::default()))
+    }
+
+    /// The same version and model under other batching settings, counting into the same
+    /// statistics. Requests already queued on this one finish there; `None` for an ONNX
+    /// graph, which never batches.
+    pub fn rebatched(&self, policy: BatchPolicy) -> Option<Self> {
+        match &self.model {
+            Runnable::Native(native) => Some(Self::with_stats(
+                self.record.clone(),
+                Runnable::Native(native.clone()),
+                policy,
+                self.stats.clone(),
+            )),
+            Runnable::Onnx(_) => None,
+        }
+    }
+
+    fn with_stats(record: VersionRecord, model: Runnable, policy: BatchPolicy, stats: Arc<Stats>) -> Self {
         let batcher = match &model {
             Runnable::Native(native) if policy.enabled() && native.vectorizer.is_none() => {
                 let label = format!("{} v{}", record.model, record.version);
@@ -46,7 +67,7 @@ impl LoadedModel {
             }
             _ => None,
         };
-        Self { record, model, batcher, stats }
+        Self { record, model, batcher, policy, stats }
     }
 }
 
@@ -57,6 +78,28 @@ pub(crate) struct Slot {
     /// When the version stopped being wanted; it unloads after the grace period.
     pub unwanted_since: Option<Instant>,
     pub failed_at: Option<Instant>,
+}
+
+impl Slot {
+    /// Puts a loaded version under new batching settings (its deployment's changed)
+    /// without reloading it: new requests use a new queue, queued ones finish on the old.
+    pub fn apply_policy(&mut self, policy: BatchPolicy) {
+        let Some(loaded) = &self.model else { return };
+        if loaded.policy == policy {
+            return;
+        }
+        if let Some(rebatched) = loaded.rebatched(policy) {
+            tracing::info!(
+                model = %loaded.record.model,
+                version = loaded.record.version,
+                max_batch_size = policy.max_batch_size,
+                max_queue_delay_us = policy.max_queue_delay.as_micros() as u64,
+                queue_capacity = policy.queue_capacity,
+                "batching settings changed"
+            );
+            self.model = Some(Arc::new(rebatched));
+        }
+    }
 }
 
 /// Shared between the loader, the gRPC service and the record publisher.
