@@ -1,13 +1,18 @@
 """Cancellation travels client -> router -> worker: when a caller gives up on a call, the
-router resets its call to the worker, and the worker drops the request — it never
-answers it and never counts it as served."""
+router gives up its call to the worker (drops the in-process call in `up`, resets the
+HTTP/2 stream over the network), and the worker drops the request — it never answers it
+and never counts it as served."""
+import os
+import subprocess
+import tempfile
 import threading
 import time
 
 import numpy as np
+import pytest
 import tritonclient.grpc as grpcclient
 
-from conftest import SLOW_ROWS, SLOW_WIDTH
+from conftest import BIN, SLOW_ROWS, SLOW_WIDTH, start_modelplane, write_slow_onnx
 
 MODEL = "slow-chain"
 
@@ -23,8 +28,35 @@ def slow_input():
     return x
 
 
-def test_a_call_the_client_cancels_is_dropped_by_the_worker(cluster):
+@pytest.fixture(scope="module")
+def router_over_the_network():
+    """A second `up` whose router reaches its worker over loopback HTTP/2, as in a
+    cluster, with the slow model deployed; yields the router's address."""
+    work = tempfile.mkdtemp(prefix="modelplane-network-")
+    proc, addrs = start_modelplane(
+        ["up", "--router-via-network", "--data-dir", os.path.join(work, "data"), "--grpc-port", "0",
+         "--http-port", "0", "--registry-port", "0", "--trainer-port", "0", "--worker-port", "0"],
+        os.environ, 5, os.path.join(work, "up.log"))
+    env = dict(os.environ, MODELPLANE_REGISTRY=addrs["registry"], MODELPLANE_ROUTER=addrs["router"])
+    slow_path = os.path.join(work, "slow.onnx")
+    write_slow_onnx(slow_path)
+    for args in (["models", "import", MODEL, slow_path], ["deploy", MODEL, "--version", "1"]):
+        subprocess.run([BIN, *args], check=True, env=env, cwd=work, stdout=subprocess.PIPE)
+    yield addrs["router"]
+    proc.terminate()
+    assert proc.wait(timeout=20) == 0, "modelplane up did not exit cleanly on SIGTERM"
+
+
+def test_a_call_the_client_cancels_is_dropped_by_the_worker_in_process(cluster):
     router, _ = cluster
+    check_cancellation(router)
+
+
+def test_a_call_the_client_cancels_is_dropped_by_the_worker_over_the_network(router_over_the_network):
+    check_cancellation(router_over_the_network)
+
+
+def check_cancellation(router):
     client = grpcclient.InferenceServerClient(router)
     client.infer(MODEL, [slow_input()])  # loads caches; also shows an uncancelled call counts
     before = served(client)
