@@ -137,10 +137,10 @@ impl Process {
             let left = deadline.saturating_duration_since(Instant::now());
             match receiver.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(rest) = line.strip_prefix("modelplane: ") {
-                        if let Some((role, addr)) = rest.split_once(" listening on ") {
-                            addrs.insert(role.to_owned(), addr.trim().to_owned());
-                        }
+                    if let Some(rest) = line.strip_prefix("modelplane: ")
+                        && let Some((role, addr)) = rest.split_once(" listening on ")
+                    {
+                        addrs.insert(role.to_owned(), addr.trim().to_owned());
                     }
                 }
                 Err(_) => bail!("{name} did not report {roles:?} in time; log:\n{}", tail(&log, 30)),

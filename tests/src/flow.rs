@@ -137,10 +137,10 @@ pub async fn wait_ready(router_addr: &str, model: &str, version: &str, timeout: 
     let deadline = Instant::now() + timeout;
     loop {
         let request = ModelReadyRequest { name: model.into(), version: version.into() };
-        if let Ok(response) = client.model_ready(request).await {
-            if response.into_inner().ready {
-                return Ok(());
-            }
+        if let Ok(response) = client.model_ready(request).await
+            && response.into_inner().ready
+        {
+            return Ok(());
         }
         if Instant::now() > deadline {
             bail!("{model}:{version} not ready after {timeout:?}");

@@ -9,7 +9,7 @@
 //! Run through scripts/bench-models.sh, which prints both sides together.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use modelplane_model::{Dataset, Model, ModelKind, OutputData, Target, TrainParams, train};
@@ -62,7 +62,7 @@ const CASES: &[Case] = &[
     },
 ];
 
-fn read(dir: &PathBuf, dataset: &str, part: &str, classes: bool) -> Dataset {
+fn read(dir: &Path, dataset: &str, part: &str, classes: bool) -> Dataset {
     let path = dir.join(format!("{dataset}.{part}.csv"));
     let csv = std::fs::read_to_string(&path)
         .unwrap_or_else(|err| panic!("{}: {err}; run scripts/bench-models.sh", path.display()));

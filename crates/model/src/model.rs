@@ -232,7 +232,7 @@ impl Model {
     /// Scaler then PCA: the matrix the dense layers take.
     pub fn transform(&self, input: ArrayView2<'_, f32>) -> Array2<f32> {
         let scaled =
-            (&input - &self.scaler.mean.view().insert_axis(Axis(0))) / &self.scaler.scale.view().insert_axis(Axis(0));
+            (&input - &self.scaler.mean.view().insert_axis(Axis(0))) / self.scaler.scale.view().insert_axis(Axis(0));
         match &self.pca {
             Some(components) => scaled.dot(components),
             None => scaled,

@@ -42,10 +42,10 @@ fn tokenize(text: &[u8], tokens: &mut Vec<(usize, usize)>) {
             _ => {}
         }
     }
-    if let Some(s) = start {
-        if text.len() - s >= 2 {
-            tokens.push((s, text.len()));
-        }
+    if let Some(s) = start
+        && text.len() - s >= 2
+    {
+        tokens.push((s, text.len()));
     }
 }
 

@@ -102,7 +102,7 @@ fn init_layers(kind: ModelKind, params: &TrainParams, sizes: &[usize], rng: &mut
 }
 
 fn standardise(x: ArrayView2<'_, f32>, scaler: &StandardScaler) -> Array2<f32> {
-    (&x - &scaler.mean.view().insert_axis(Axis(0))) / &scaler.scale.view().insert_axis(Axis(0))
+    (&x - &scaler.mean.view().insert_axis(Axis(0))) / scaler.scale.view().insert_axis(Axis(0))
 }
 
 /// Fits the preprocessing on the training rows and applies it to every row: the
@@ -199,10 +199,10 @@ pub fn train(
     }
     sizes.push(outputs);
     let mut layers = init_layers(kind, params, &sizes, &mut rng);
-    if head == Head::Identity {
-        if let (Some(last), Some(mean)) = (layers.last_mut(), y_train.mean()) {
-            last.bias.fill(mean);
-        }
+    if head == Head::Identity
+        && let (Some(last), Some(mean)) = (layers.last_mut(), y_train.mean())
+    {
+        last.bias.fill(mean);
     }
     let mut moments: Vec<Moments> = layers
         .iter()
@@ -244,19 +244,19 @@ pub fn train(
         if !on_epoch(Progress { epoch, epochs: params.epochs, loss, validation_loss, rows_per_second }) {
             return Err(Error::Cancelled);
         }
-        if params.early_stopping {
-            if let Some(current) = validation_loss {
-                match &best {
-                    Some((best_loss, _)) if current > best_loss - TOLERANCE => {
-                        stale += 1;
-                        if stale >= params.patience {
-                            break;
-                        }
+        if params.early_stopping
+            && let Some(current) = validation_loss
+        {
+            match &best {
+                Some((best_loss, _)) if current > best_loss - TOLERANCE => {
+                    stale += 1;
+                    if stale >= params.patience {
+                        break;
                     }
-                    _ => {
-                        best = Some((current, layers.clone()));
-                        stale = 0;
-                    }
+                }
+                _ => {
+                    best = Some((current, layers.clone()));
+                    stale = 0;
                 }
             }
         }

@@ -234,7 +234,7 @@ pub async fn datasets(command: DatasetsCommand, endpoints: &Endpoints) -> Result
 }
 
 fn job_json(job: &tpb::Job) -> serde_json::Value {
-    let progress = job.progress.clone().unwrap_or_default();
+    let progress = job.progress.unwrap_or_default();
     serde_json::json!({
         "id": job.id,
         "state": tpb::JobState::try_from(job.state).map(|s| s.as_str_name()).unwrap_or("UNKNOWN"),
@@ -314,7 +314,7 @@ pub async fn train(args: TrainArgs, endpoints: &Endpoints) -> Result<()> {
     }
     let mut last = job;
     while let Some(update) = stream.message().await.map_err(|s| status_error("watch interrupted", s))? {
-        let progress = update.progress.clone().unwrap_or_default();
+        let progress = update.progress.unwrap_or_default();
         match args.output {
             OutputFormat::Json => println!("{}", job_json(&update)),
             OutputFormat::Text => {
@@ -512,11 +512,11 @@ pub async fn deploy(args: DeployArgs, endpoints: &Endpoints) -> Result<()> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.wait);
     loop {
         let request = ModelReadyRequest { name: args.model.clone(), version: String::new() };
-        if let Ok(response) = router.model_ready(request).await {
-            if response.into_inner().ready {
-                println!("deployed {} (ready)", args.model);
-                return Ok(());
-            }
+        if let Ok(response) = router.model_ready(request).await
+            && response.into_inner().ready
+        {
+            println!("deployed {} (ready)", args.model);
+            return Ok(());
         }
         if std::time::Instant::now() > deadline {
             bail!("deployed {}, but it was not ready within {} s; check the workers", args.model, args.wait);

@@ -269,7 +269,6 @@ pub async fn trainer(args: TrainerArgs) -> Result<()> {
         max_concurrent_jobs: args.max_concurrent_jobs,
         lease_ttl: std::time::Duration::from_secs(args.lease_ttl_secs),
         max_dataset_bytes: args.max_dataset_bytes,
-        ..Default::default()
     };
     config.validate().map_err(anyhow::Error::msg)?;
     let store = connect_store(&args.store).await?;

@@ -97,9 +97,9 @@ mod tests {
             "s3://models/prod/blobs/".parse(),
             Ok(BlobLocation::S3 { bucket: "models".into(), prefix: "prod/blobs".into() })
         );
-        let unsupported = "gs://models".parse::<BlobLocation>().unwrap_err();
+        let unsupported = "gs://models".parse::<BlobLocation>().expect_err("gs is not supported");
         assert!(unsupported.contains("\"gs\" is not supported"), "{unsupported}");
-        assert!("s3:///x".parse::<BlobLocation>().unwrap_err().contains("names no bucket"));
+        assert!("s3:///x".parse::<BlobLocation>().expect_err("no bucket").contains("names no bucket"));
         assert!("".parse::<BlobLocation>().is_err());
     }
 }

@@ -357,12 +357,12 @@ impl Registry {
 
     /// Deletes an alias; FAILED_PRECONDITION while a deployment targets it.
     pub async fn delete_alias(&self, model: &str, alias: &str) -> Result<()> {
-        if let Some(deployment) = self.get_deployment_opt(model).await? {
-            if deployment.targets.iter().any(|t| t.alias.as_deref() == Some(alias)) {
-                return Err(Error::FailedPrecondition(format!(
-                    "alias {alias:?} of {model:?} is a target of its deployment; change the deployment first"
-                )));
-            }
+        if let Some(deployment) = self.get_deployment_opt(model).await?
+            && deployment.targets.iter().any(|t| t.alias.as_deref() == Some(alias))
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "alias {alias:?} of {model:?} is a target of its deployment; change the deployment first"
+            )));
         }
         let previous = self.get_alias(model, alias).await?;
         if !self.store.delete(&schema::alias_key(model, alias)).await? {

@@ -150,7 +150,7 @@ mod tests {
     #[tokio::test]
     async fn model_pages_carry_every_alias_whatever_the_chunk_size() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store: Arc<dyn KvStore> = Arc::new(EmbeddedStore::open(&dir.path().join("store.redb")).expect("store"));
+        let store: Arc<dyn KvStore> = Arc::new(EmbeddedStore::open(dir.path().join("store.redb")).expect("store"));
         let blobs = BlobStore::open(&BlobLocation::Local(dir.path().join("blobs"))).await.expect("blobs");
         let names = ["a", "a-b", "a.c", "a_d", "ab", "b"];
         for (i, name) in names.iter().enumerate() {

@@ -80,11 +80,11 @@ impl EmbeddedStore {
     /// Opens (or creates) the store file. Must be called inside a tokio runtime: a task
     /// expires leases.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        if let Some(parent) = path.as_ref().parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|err| Error::Embedded(format!("create {}: {err}", parent.display())))?;
-            }
+        if let Some(parent) = path.as_ref().parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent)
+                .map_err(|err| Error::Embedded(format!("create {}: {err}", parent.display())))?;
         }
         let db = Database::create(path.as_ref())?;
         let revision = Self::clear_orphaned_leases(&db)?;
@@ -151,10 +151,11 @@ impl Inner {
     /// a compare failed or a delete found nothing.
     fn apply(&self, key: &str, change: Change) -> Result<Option<Revision>> {
         let mut state = self.lock();
-        if let Change::Put { lease, .. } = &change {
-            if *lease != 0 && !state.leases.contains_key(lease) {
-                return Err(Error::LeaseNotFound(*lease));
-            }
+        if let Change::Put { lease, .. } = &change
+            && *lease != 0
+            && !state.leases.contains_key(lease)
+        {
+            return Err(Error::LeaseNotFound(*lease));
         }
         let revision = state.revision + 1;
         let txn = self.db.begin_write()?;
@@ -190,22 +191,22 @@ impl Inner {
         txn.commit()?;
 
         let (new_lease, event) = event;
-        if previous_lease != 0 {
-            if let Some(lease) = state.leases.get_mut(&previous_lease) {
-                lease.keys.remove(key);
-            }
+        if previous_lease != 0
+            && let Some(lease) = state.leases.get_mut(&previous_lease)
+        {
+            lease.keys.remove(key);
         }
-        if new_lease != 0 {
-            if let Some(lease) = state.leases.get_mut(&new_lease) {
-                lease.keys.insert(key.to_owned());
-            }
+        if new_lease != 0
+            && let Some(lease) = state.leases.get_mut(&new_lease)
+        {
+            lease.keys.insert(key.to_owned());
         }
         state.revision = revision;
         state.history.push_back(event.clone());
-        if state.history.len() > HISTORY {
-            if let Some(oldest) = state.history.pop_front() {
-                state.history_floor = oldest.revision + 1;
-            }
+        if state.history.len() > HISTORY
+            && let Some(oldest) = state.history.pop_front()
+        {
+            state.history_floor = oldest.revision + 1;
         }
         // No receiver is fine: nobody watches.
         let _ = self.events.send(event);

@@ -50,14 +50,14 @@ pub async fn submit(store: &dyn KvStore, spec: JobSpec, max_dataset_bytes: u64) 
             spec.dataset, dataset.size_bytes
         )));
     }
-    if let Some(column) = spec.params.get("text_column").filter(|c| !c.is_empty()) {
-        if !dataset.columns.iter().any(|c| c == column) {
-            return Err(Error::InvalidArgument(format!(
-                "text column {column:?} is not in dataset {:?}; its columns are {}",
-                spec.dataset,
-                dataset.columns.join(", ")
-            )));
-        }
+    if let Some(column) = spec.params.get("text_column").filter(|c| !c.is_empty())
+        && !dataset.columns.iter().any(|c| c == column)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "text column {column:?} is not in dataset {:?}; its columns are {}",
+            spec.dataset,
+            dataset.columns.join(", ")
+        )));
     }
     if !dataset.columns.iter().any(|c| c == &spec.target) {
         return Err(Error::InvalidArgument(format!(
@@ -126,7 +126,7 @@ pub async fn list(store: &dyn KvStore, state: Option<JobState>, model: &str) -> 
     let mut jobs: Vec<JobRecord> =
         snapshot.kvs.iter().map(|kv| schema::decode::<JobRecord>(&kv.key, &kv.value)).collect::<Result<_, _>>()?;
     jobs.retain(|job| state.is_none_or(|s| job.state == s) && (model.is_empty() || job.spec.model == model));
-    jobs.sort_by(|a, b| b.created_unix_ms.cmp(&a.created_unix_ms));
+    jobs.sort_by_key(|job| std::cmp::Reverse(job.created_unix_ms));
     Ok(jobs)
 }
 

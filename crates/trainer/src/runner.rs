@@ -145,11 +145,11 @@ impl Runner {
                 }
             };
             let revision = current.as_ref().map_or(0, |kv| kv.mod_revision);
-            if let Some(stored) = current.and_then(|kv| schema::decode::<JobRecord>(&key, &kv.value).ok()) {
-                if stored.cancel_requested {
-                    job.cancel_requested = true;
-                    cancel.store(true, Ordering::Relaxed);
-                }
+            if let Some(stored) = current.and_then(|kv| schema::decode::<JobRecord>(&key, &kv.value).ok())
+                && stored.cancel_requested
+            {
+                job.cancel_requested = true;
+                cancel.store(true, Ordering::Relaxed);
             }
             match self.store.compare_and_swap(&key, revision, schema::encode(&*job), None).await {
                 Ok(true) => return,

@@ -24,12 +24,12 @@ pub enum Decoded {
     Tensors(Vec<(Vec<usize>, Vec<f32>)>),
 }
 
+/// A tensor as its shape and FP32 values, in row-major order.
+pub type ShapedTensor = (Vec<usize>, Vec<f32>);
+
 /// Decodes every input an ONNX graph's signature names, matched by name, converted to
 /// FP32 where lossless. Ranks and fixed dimensions are checked by the graph.
-pub fn decode_tensors(
-    request: &ModelInferRequest,
-    signature: &Signature,
-) -> Result<Vec<(Vec<usize>, Vec<f32>)>, Error> {
+pub fn decode_tensors(request: &ModelInferRequest, signature: &Signature) -> Result<Vec<ShapedTensor>, Error> {
     let expected: Vec<&str> = signature.inputs.iter().map(|s| s.name.as_str()).collect();
     if let Some(unknown) = request.inputs.iter().find(|i| !expected.contains(&i.name.as_str())) {
         return Err(Error::InvalidArgument(format!(

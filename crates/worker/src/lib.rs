@@ -125,10 +125,10 @@ pub async fn serve(
     drop(in_process);
     let (handle, lease) = reconcile;
     let _ = handle.await;
-    if let Ok(lease) = Arc::try_unwrap(lease) {
-        if let Err(err) = lease.revoke().await {
-            tracing::warn!(error = %err, "revoking the worker lease failed; it will expire");
-        }
+    if let Ok(lease) = Arc::try_unwrap(lease)
+        && let Err(err) = lease.revoke().await
+    {
+        tracing::warn!(error = %err, "revoking the worker lease failed; it will expire");
     }
     tracing::info!(id = %config.id, "worker stopped");
     served.map_err(|err| Error::Internal(format!("worker server: {err}")))
