@@ -47,6 +47,12 @@ impl BatchPolicy {
         self.max_batch_size > 1
     }
 
+    /// Whether a request waits for others to batch with (a queue delay is set). Then
+    /// every request queues, however cheap or alone it is: that is what the delay asks.
+    pub fn waits_for_company(&self) -> bool {
+        self.enabled() && !self.max_queue_delay.is_zero()
+    }
+
     /// Checks the settings before any port is bound.
     pub fn validate(&self) -> Result<(), String> {
         if self.concurrency == 0 {
@@ -117,7 +123,7 @@ impl Batcher {
     /// the claim is held every other request queues, so under load batching still forms.
     /// Never with a queue delay: whoever set one asked every request to wait for company.
     pub fn claim_idle(&self) -> Option<Outstanding> {
-        if !self.policy.max_queue_delay.is_zero() {
+        if self.policy.waits_for_company() {
             return None;
         }
         self.outstanding
@@ -169,7 +175,7 @@ async fn run(mut receiver: mpsc::Receiver<Pending>, compute: ComputeFn, policy: 
             let next = match receiver.try_recv() {
                 Ok(pending) => pending,
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) if policy.max_queue_delay.is_zero() => break,
+                Err(mpsc::error::TryRecvError::Empty) if !policy.waits_for_company() => break,
                 Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(flush_at, receiver.recv()).await
                 {
                     Ok(Some(pending)) => pending,

@@ -250,9 +250,8 @@ async fn infer(
     let input = match (&loaded.model, input) {
         (Runnable::Native(native), codec::Decoded::Features(rows)) => {
             let cost = rows.nrows().saturating_mul(native.multiply_adds_per_row());
-            // A queue delay is a request to batch, however cheap the rows.
-            let waits_for_batch = loaded.batcher.as_ref().is_some_and(|b| !b.policy().max_queue_delay.is_zero());
-            if cost <= INLINE_MULTIPLY_ADDS && !waits_for_batch {
+            let waits_for_company = loaded.batcher.as_ref().is_some_and(|b| b.policy().waits_for_company());
+            if cost <= INLINE_MULTIPLY_ADDS && !waits_for_company {
                 // Cheaper than the two thread hops the blocking pool would cost.
                 return run_inline(loaded, native, rows.view());
             }
