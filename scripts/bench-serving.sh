@@ -2,7 +2,8 @@
 # Serving latency and throughput: the echo floor, a worker directly, and the router in
 # front of it, for a 30-feature logistic model and a 64-input MLP, at concurrency 1, 16
 # and 64; the router again with its worker reached over loopback gRPC as in a cluster
-# (`up --router-via-network`) rather than in process; then MLPs of growing width at
+# (`up --router-via-network`) rather than in process, and the echo server behind a bare
+# proxy (the floor of that extra hop); then MLPs of growing width at
 # concurrency 64 with dynamic batching on and off. Release build, `modelplane up` on the
 # embedded store; every number comes from `modelplane bench`.
 #
@@ -79,6 +80,15 @@ for features in 30 64; do
 done
 ECHO30=$(wait_listening "$work/echo30.out" 1 | cut -d' ' -f2)
 ECHO64=$(wait_listening "$work/echo64.out" 1 | cut -d' ' -f2)
+# A bare proxy in front of each echo server: the router's worker link and nothing else,
+# the floor for one more gRPC hop (what the router over the network can at best cost).
+for features in 30 64; do
+  echo_addr=$([ "$features" = 30 ] && echo "$ECHO30" || echo "$ECHO64")
+  "$bin" bench-echo --features "$features" --forward-to "$echo_addr" >"$work/proxy$features.out" 2>/dev/null &
+  pids+=($!)
+done
+PROXY30=$(wait_listening "$work/proxy30.out" 1 | cut -d' ' -f2)
+PROXY64=$(wait_listening "$work/proxy64.out" 1 | cut -d' ' -f2)
 
 # run CONCURRENCY [bench flags...]
 run() {
@@ -102,6 +112,10 @@ done
 # the same data directory.
 kill "$UP_PID"; wait "$UP_PID" 2>/dev/null || true
 start_up network --router-via-network
+run 1 --target "$ECHO30" --model logistic30 --label "echo"
+run 1 --target "$PROXY30" --model logistic30 --label "echo behind a bare proxy"
+run 1 --target "$ECHO64" --model mlp64 --label "echo"
+run 1 --target "$PROXY64" --model mlp64 --label "echo behind a bare proxy"
 for model in logistic30 mlp64; do
   run 1 --target "$WORKER" --model "$model" --label "worker"
   run 1 --target "$ROUTER" --model "$model" --label "router over the network"

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use modelplane_proto::inference as pb;
+use modelplane_router::{WorkerLink, method};
 use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 use tonic::transport::{Channel, Endpoint};
@@ -62,6 +63,10 @@ pub struct EchoArgs {
     /// Features its metadata reports for the input `input` (FP32 [-1, features]).
     #[arg(long, default_value_t = 30)]
     pub features: i64,
+    /// Instead of answering, forward each ModelInfer to this V2 server over the router's
+    /// worker link: a bare proxy, the floor of one more gRPC hop with no routing.
+    #[arg(long, value_name = "ADDR")]
+    pub forward_to: Option<String>,
 }
 
 /// The input a model's metadata declares: name and features per row.
@@ -204,6 +209,7 @@ pub async fn bench(args: BenchArgs) -> Result<()> {
 /// Answers ModelInfer with its input as the output: what serving costs without a model.
 struct Echo {
     features: i64,
+    forward_to: Option<WorkerLink>,
 }
 
 #[tonic::async_trait]
@@ -252,7 +258,15 @@ impl GrpcInferenceService for Echo {
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let timeout = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|value| http::HeaderValue::from_bytes(value.as_encoded_bytes()).ok());
         let request = request.into_inner();
+        if let Some(link) = &self.forward_to {
+            let answer = link.unary(method::MODEL_INFER, &request, timeout.as_ref()).await?;
+            return Ok(Response::new(answer));
+        }
         let outputs = request
             .inputs
             .iter()
@@ -328,10 +342,14 @@ pub async fn echo(args: EchoArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local: SocketAddr = listener.local_addr()?;
+    let forward_to = match &args.forward_to {
+        Some(addr) => Some(WorkerLink::new(addr, Default::default()).map_err(|err| anyhow::anyhow!(err))?),
+        None => None,
+    };
     println!("modelplane: echo listening on {local}");
     let incoming = modelplane_service::incoming(listener);
     tonic::transport::Server::builder()
-        .add_service(GrpcInferenceServiceServer::new(Echo { features: args.features }))
+        .add_service(GrpcInferenceServiceServer::new(Echo { features: args.features, forward_to }))
         .serve_with_incoming_shutdown(incoming, modelplane_service::termination_signal())
         .await?;
     Ok(())

@@ -27,7 +27,7 @@ pub use error::{Error, Result};
 pub use grpc::RouterService;
 pub use limits::CLIENT_ID_METADATA;
 pub use table::{Clients, LastGood, Replica, RoutingTable, Suspects, resolve};
-pub use worker_link::WorkerLink;
+pub use worker_link::{WorkerLink, method};
 
 /// Shadow copies a router has in flight at most; more are dropped.
 const SHADOW_COPIES_IN_FLIGHT: usize = 256;

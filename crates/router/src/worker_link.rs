@@ -33,7 +33,7 @@ const STREAM_WINDOW: u32 = 2 << 20;
 const CONNECTION_WINDOW: u32 = 5 << 20;
 
 /// gRPC method paths on the worker.
-pub(crate) mod method {
+pub mod method {
     pub const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
     pub const MODEL_METADATA: &str = "/inference.GRPCInferenceService/ModelMetadata";
     pub const MODEL_CONFIG: &str = "/inference.GRPCInferenceService/ModelConfig";
