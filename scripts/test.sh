@@ -15,11 +15,11 @@ if ! command -v etcd >/dev/null 2>&1; then
 fi
 
 venv=target/interop-venv
-if ! "$venv/bin/python" -c "import tritonclient.grpc, tritonclient.http, numpy, pytest, onnx, moto.server, boto3" >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c "import tritonclient.grpc, tritonclient.http, numpy, pytest, onnx, moto.server, boto3, prometheus_client" >/dev/null 2>&1; then
   echo "== creating the interop venv ($venv)"
   mkdir -p target
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check 'tritonclient[grpc,http]' numpy pytest onnx 'moto[server]'
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'tritonclient[grpc,http]' numpy pytest onnx 'moto[server]' prometheus-client
 fi
 
 echo "== cargo test"

@@ -8,6 +8,7 @@
 mod cluster;
 mod data;
 mod flow;
+pub mod metrics;
 mod otlp;
 pub mod scenario;
 

@@ -24,6 +24,34 @@ pub struct StoreArgs {
     pub store: String,
 }
 
+/// Where a cluster role serves Prometheus metrics.
+#[derive(Args, Clone, Debug)]
+pub struct MetricsArgs {
+    /// Address to serve `GET /metrics` on (empty: none; the router also serves it on its
+    /// REST address).
+    #[arg(long, env = "MODELPLANE_METRICS_LISTEN", default_value = "")]
+    pub metrics_listen: String,
+}
+
+impl MetricsArgs {
+    /// Installs the recorder and, when an address is set, binds it and serves
+    /// `/metrics` there until `shutdown`.
+    async fn serve(&self, shutdown: &Shutdown) -> Result<()> {
+        modelplane_service::metrics::install();
+        if self.metrics_listen.is_empty() {
+            return Ok(());
+        }
+        let listener = bind("metrics", &self.metrics_listen).await?;
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(err) = modelplane_service::metrics::serve(listener, shutdown).await {
+                tracing::error!(error = %err, "metrics server failed");
+            }
+        });
+        Ok(())
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct UpArgs {
     /// TOML file of settings (keys are the long flag names); flags and MODELPLANE_*
@@ -68,6 +96,8 @@ pub struct UpArgs {
 pub struct RegistryArgs {
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     /// Address to listen on.
     #[arg(long, env = "MODELPLANE_LISTEN", default_value = "0.0.0.0:7001")]
     pub listen: String,
@@ -90,6 +120,8 @@ pub struct RegistryArgs {
 pub struct TrainerArgs {
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     /// Address to listen on.
     #[arg(long, env = "MODELPLANE_LISTEN", default_value = "0.0.0.0:7002")]
     pub listen: String,
@@ -114,6 +146,8 @@ pub struct TrainerArgs {
 pub struct WorkerArgs {
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     /// Address to listen on.
     #[arg(long, env = "MODELPLANE_LISTEN", default_value = "0.0.0.0:7003")]
     pub listen: String,
@@ -164,6 +198,8 @@ impl BatchArgs {
 pub struct RouterArgs {
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     /// Address to listen on (KServe v2 gRPC).
     #[arg(long, env = "MODELPLANE_LISTEN", default_value = "0.0.0.0:8001")]
     pub listen: String,
@@ -256,8 +292,10 @@ pub async fn registry(args: RegistryArgs) -> Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     check_blob_store(&config).await?;
     let store = connect_store(&args.store).await?;
+    let shutdown = shutdown_on_signal();
+    args.metrics.serve(&shutdown).await?;
     let listener = bind("registry", &args.listen).await?;
-    modelplane_registry::serve(config, store, listener, shutdown_on_signal()).await?;
+    modelplane_registry::serve(config, store, listener, shutdown).await?;
     Ok(())
 }
 
@@ -272,8 +310,10 @@ pub async fn trainer(args: TrainerArgs) -> Result<()> {
     };
     config.validate().map_err(anyhow::Error::msg)?;
     let store = connect_store(&args.store).await?;
+    let shutdown = shutdown_on_signal();
+    args.metrics.serve(&shutdown).await?;
     let listener = bind("trainer", &args.listen).await?;
-    modelplane_trainer::serve(config, store, listener, shutdown_on_signal()).await?;
+    modelplane_trainer::serve(config, store, listener, shutdown).await?;
     Ok(())
 }
 
@@ -288,9 +328,11 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
     };
     config.validate().map_err(anyhow::Error::msg)?;
     let store = connect_store(&args.store).await?;
+    let shutdown = shutdown_on_signal();
+    args.metrics.serve(&shutdown).await?;
     let listener = bind("worker", &args.listen).await?;
     config.advertise_addr = Some(advertised(&listener, args.advertise)?);
-    modelplane_worker::serve(config, store, listener, shutdown_on_signal()).await?;
+    modelplane_worker::serve(config, store, listener, shutdown).await?;
     Ok(())
 }
 
@@ -301,17 +343,21 @@ pub async fn router(args: RouterArgs) -> Result<()> {
         .apply(modelplane_router::RouterConfig { registry_addr: Some(args.registry.clone()), ..Default::default() });
     config.validate().map_err(anyhow::Error::msg)?;
     let store = connect_store(&args.store).await?;
+    let shutdown = shutdown_on_signal();
+    args.metrics.serve(&shutdown).await?;
     let listener = bind("router", &args.listen).await?;
     let http = match args.http_listen.as_str() {
         "" => None,
         addr => Some(bind("router-http", addr).await?),
     };
-    modelplane_router::serve(config, store, listener, http, shutdown_on_signal()).await?;
+    modelplane_router::serve(config, store, listener, http, shutdown).await?;
     Ok(())
 }
 
 pub async fn up(args: UpArgs) -> Result<()> {
     let _telemetry = modelplane_service::init("modelplane");
+    // Every role of this process records into one registry, served on the REST port.
+    modelplane_service::metrics::install();
     let blob_store =
         args.blob_store.unwrap_or_else(|| modelplane_registry::BlobLocation::Local(args.data_dir.join("blobs")));
     let registry_config = modelplane_registry::RegistryConfig { blob_store, ..Default::default() };

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use modelplane_proto::registry as pb;
 
+use modelplane_tests::metrics::{metric, scrape};
 use modelplane_tests::scenario::{self, Endpoints};
 use modelplane_tests::{Collector, Etcd, Process};
 
@@ -52,11 +53,13 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
         &env,
     )
     .expect("trainer starts");
+    // Every worker serves Prometheus metrics on an address of its own.
     let spawn_worker = |id: &str| {
         let cache = dir.path().join(format!("cache-{id}")).display().to_string();
         let role = ["worker", "--etcd", &store, "--listen", "127.0.0.1:0", "--registry", &registry_addr, "--id", id];
-        let role: Vec<&str> = role.iter().copied().chain(["--cache-dir", cache.as_str()]).collect();
-        Process::spawn_with_env(bin, id, &args(&role), &["worker"], logs, &env).expect("worker starts")
+        let role: Vec<&str> =
+            role.iter().copied().chain(["--cache-dir", cache.as_str(), "--metrics-listen", "127.0.0.1:0"]).collect();
+        Process::spawn_with_env(bin, id, &args(&role), &["worker", "metrics"], logs, &env).expect("worker starts")
     };
     let mut worker = spawn_worker("worker-a");
     let mut worker_b = spawn_worker("worker-b");
@@ -64,11 +67,13 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
         bin,
         "router",
         &args(&["router", "--etcd", &store, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]),
-        &["router"],
+        &["router", "router-http"],
         logs,
         &env,
     )
     .expect("router starts");
+    // The router serves its metrics on its REST address.
+    let router_metrics = router.addr("router-http");
 
     let endpoints =
         Endpoints { registry: registry_addr, trainer: trainer.addr("trainer"), router: router.addr("router") };
@@ -140,6 +145,11 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
             .expect("ready");
     }
     let rows = vec![vec![120.0f32, 3.0, 10.0]];
+    let answered_by = |text: &str, version: &str| {
+        metric(text, "modelplane_router_requests_total", &[("model", "houses"), ("version", version), ("code", "OK")])
+            .unwrap_or(0.0)
+    };
+    let before = scrape(&router_metrics).await.expect("router metrics");
     let senders = (0..8).map(|_| {
         let (router, rows) = (endpoints.router.clone(), rows.clone());
         tokio::spawn(async move {
@@ -155,6 +165,10 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     let first: u32 = futures::future::join_all(senders).await.into_iter().map(|r| r.expect("task")).sum();
     let share = f64::from(first) / 10_000.0;
     assert!((share - 0.9).abs() <= 0.02, "v1 served {share:.3} of requests; expected 0.90 ± 0.02");
+    // The router's metrics count the same split, request for request.
+    let after = scrape(&router_metrics).await.expect("router metrics");
+    assert_eq!(answered_by(&after, "1") - answered_by(&before, "1"), f64::from(first), "v1 in the metrics");
+    assert_eq!(answered_by(&after, "2") - answered_by(&before, "2"), f64::from(10_000 - first), "v2 in the metrics");
     // Production (v2) with v1 as a shadow: every answer comes from v2, and v1's
     // statistics count a copy of each request.
     let shadowed = pb::Deployment {
@@ -194,6 +208,40 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
         assert!(Instant::now() < deadline, "only {} of 40 copies reached the shadow", copies - before);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The shadow's answers show in the router's metrics, and no copy was dropped.
+    let text = scrape(&router_metrics).await.expect("router metrics");
+    let shadow = |outcome: &str| {
+        let labels = [("model", "houses"), ("version", "1"), ("outcome", outcome)];
+        metric(&text, "modelplane_router_shadow_copies_total", &labels)
+    };
+    assert_eq!(shadow("answered"), Some(40.0), "{text}");
+    assert_eq!((shadow("failed"), shadow("dropped")), (None, None), "{text}");
+    // An unknown model is counted without its name; every RPC also counts per method.
+    let refused = [("model", "other"), ("code", "NOT_FOUND")];
+    let refused_before = metric(&text, "modelplane_router_requests_total", &refused).unwrap_or(0.0);
+    let unknown = modelplane_tests::predict(&endpoints.router, "no-such-model", "", &rows, false).await;
+    assert!(unknown.is_err(), "an unknown model is refused");
+    let text = scrape(&router_metrics).await.expect("router metrics");
+    assert_eq!(metric(&text, "modelplane_router_requests_total", &refused), Some(refused_before + 1.0), "{text}");
+    assert!(!text.contains("no-such-model"), "a client's model name became a label: {text}");
+    let infer = [("role", "router"), ("method", "/inference.GRPCInferenceService/ModelInfer")];
+    let routed = metric(&text, "modelplane_grpc_requests_total", &[infer[0], infer[1], ("code", "OK")]);
+    assert!(routed.is_some_and(|n| n >= 10_040.0), "router ModelInfer OK count {routed:?}");
+    let seconds = metric(&text, "modelplane_grpc_request_duration_seconds_count", &infer);
+    assert!(seconds >= routed, "every counted call is timed: {seconds:?} vs {routed:?}");
+    // Each worker's own endpoint: per-version requests, batch sizes and per-RPC counts,
+    // and between the two workers every request the router sent them.
+    let mut worker_ok = 0.0;
+    for process in [&worker, &worker_b] {
+        let text = scrape(&process.addr("metrics")).await.expect("worker metrics");
+        let success = [("model", "houses"), ("version", "1"), ("outcome", "success")];
+        worker_ok += metric(&text, "modelplane_worker_requests_total", &success).unwrap_or(0.0);
+        let executions = metric(&text, "modelplane_worker_batch_rows_count", &[("model", "houses")]);
+        assert!(executions.is_some_and(|n| n > 0.0), "{text}");
+        let worker_infer = [("role", "worker"), ("method", infer[1].1), ("code", "OK")];
+        assert!(metric(&text, "modelplane_grpc_requests_total", &worker_infer).is_some_and(|n| n > 0.0), "{text}");
+    }
+    assert!(worker_ok >= f64::from(first) + 40.0, "workers answered {worker_ok} v1 requests; {first} + 40 were sent");
     let production = pb::Deployment {
         model: "houses".into(),
         targets: vec![pb::DeploymentTarget { alias: "production".into(), weight: 1, ..Default::default() }],

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tonic::{Code, Request, Response, Status};
 
 use crate::limits::{ClientLimits, check_elements, client_of};
+use crate::metrics::ShadowOutcome;
 use crate::table::{LastGood, Replica, RoutingTable, Suspects, power_of_two_choices, resolve};
 use crate::worker_link::{WorkerLink, method};
 use crate::{Error, RouterConfig};
@@ -63,6 +64,9 @@ impl RouterService {
             order.extend(replicas.iter().copied().filter(|r| self.suspects.contains(&r.worker)));
             let mut found_dead = false;
             for replica in order.into_iter().take(attempts) {
+                if last.is_some() {
+                    crate::metrics::retried(&table.catalog, model);
+                }
                 let in_flight = replica.start();
                 let outcome = call(replica.client.clone(), number).await;
                 drop(in_flight);
@@ -236,7 +240,8 @@ impl RouterService {
     }
 
     /// Forwards one inference request (with the caller's deadline) to a replica, and a
-    /// copy to each shadow target when the request goes to the deployment.
+    /// copy to each shadow target when the request goes to the deployment; counts the
+    /// outcome in the router's metrics.
     pub(crate) async fn infer(
         &self,
         request: pb::ModelInferRequest,
@@ -246,7 +251,14 @@ impl RouterService {
         if request.model_version.is_empty() {
             self.copy_to_shadows(&request);
         }
-        self.forward_infer(request, timeout).await
+        let model = request.model_name.clone();
+        let outcome = self.forward_infer(request, timeout).await;
+        let catalog = self.table.borrow().catalog.clone();
+        match &outcome {
+            Ok((_, version)) => crate::metrics::request_ended(&catalog, &model, Some(*version), Code::Ok),
+            Err(status) => crate::metrics::request_ended(&catalog, &model, None, status.code()),
+        }
+        outcome.map(|(response, _)| response)
     }
 
     fn copy_to_shadows(&self, request: &pb::ModelInferRequest) {
@@ -254,15 +266,22 @@ impl RouterService {
         for shadow in shadows {
             let Ok(slot) = self.shadow_slots.clone().try_acquire_owned() else {
                 tracing::warn!(model = %request.model_name, version = shadow.version, "shadow copy dropped: too many in flight");
+                crate::metrics::shadow_copy(&request.model_name, shadow.version, ShadowOutcome::Dropped);
                 continue;
             };
             let copy = pb::ModelInferRequest { model_version: shadow.version.to_string(), ..request.clone() };
             let service = self.clone();
             tokio::spawn(async move {
                 let _slot = slot;
-                if let Err(status) = service.forward_infer(copy, None).await {
-                    tracing::debug!(version = shadow.version, error = %status.message(), "shadow copy failed");
-                }
+                let model = copy.model_name.clone();
+                let outcome = match service.forward_infer(copy, None).await {
+                    Ok(_) => ShadowOutcome::Answered,
+                    Err(status) => {
+                        tracing::debug!(version = shadow.version, error = %status.message(), "shadow copy failed");
+                        ShadowOutcome::Failed
+                    }
+                };
+                crate::metrics::shadow_copy(&model, shadow.version, outcome);
             });
         }
     }
@@ -271,17 +290,15 @@ impl RouterService {
         &self,
         request: pb::ModelInferRequest,
         timeout: Option<http::HeaderValue>,
-    ) -> Result<pb::ModelInferResponse, Status> {
+    ) -> Result<(pb::ModelInferResponse, u64), Status> {
         let model = request.model_name.clone();
         let version = request.model_version.clone();
-        let (response, _) = self
-            .forward(&model, &version, |client, number| {
-                let forwarded = pb::ModelInferRequest { model_version: number.to_string(), ..request.clone() };
-                // The caller's deadline travels on to the worker.
-                let timeout = timeout.clone();
-                async move { client.unary(method::MODEL_INFER, &forwarded, timeout.as_ref()).await }
-            })
-            .await?;
-        Ok(response)
+        self.forward(&model, &version, |client, number| {
+            let forwarded = pb::ModelInferRequest { model_version: number.to_string(), ..request.clone() };
+            // The caller's deadline travels on to the worker.
+            let timeout = timeout.clone();
+            async move { client.unary(method::MODEL_INFER, &forwarded, timeout.as_ref()).await }
+        })
+        .await
     }
 }

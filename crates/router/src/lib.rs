@@ -6,6 +6,7 @@ mod config;
 mod error;
 mod grpc;
 mod limits;
+mod metrics;
 mod rest;
 mod rest_tensors;
 mod table;
@@ -42,6 +43,7 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<()> {
     config.validate().map_err(Error::InvalidArgument)?;
+    metrics::describe();
     let models = Mirror::start(store.clone(), schema::MODELS);
     let deployments = Mirror::start(store.clone(), schema::DEPLOYMENTS);
     let workers = Mirror::start(store.clone(), schema::WORKERS);
@@ -98,7 +100,7 @@ pub async fn serve(
     let service = GrpcInferenceServiceServer::new(service)
         .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES);
-    let served = modelplane_service::serve_grpc(service, listener, shutdown, Duration::ZERO).await;
+    let served = modelplane_service::serve_grpc("router", service, listener, shutdown, Duration::ZERO).await;
     follow.abort();
     if let Some(http) = http {
         let _ = http.await;

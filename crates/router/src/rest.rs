@@ -68,6 +68,7 @@ pub fn routes(service: RouterService) -> Router {
         .route("/v2/models/{model}/versions/{version}/ready", get(version_ready))
         .route("/v2/models/{model}/infer", post(infer))
         .route("/v2/models/{model}/versions/{version}/infer", post(version_infer))
+        .merge(modelplane_service::metrics::routes())
         .with_state(service)
 }
 

@@ -419,6 +419,7 @@ mod tests {
         let seen_by_server = seen.clone();
         let registration = servers.register(
             &addr,
+            "worker",
             tower::service_fn(move |request: http::Request<tonic::body::Body>| {
                 let seen = seen_by_server.clone();
                 async move {
@@ -456,6 +457,7 @@ mod tests {
         let servers = InProcessServers::default();
         let _registration = servers.register(
             &addr,
+            "worker",
             tower::service_fn(|_request: http::Request<tonic::body::Body>| async {
                 let status = Status::resource_exhausted("queue of m/1 is full (1024 waiting)");
                 Ok::<_, std::convert::Infallible>(status.into_http::<tonic::body::Body>())

@@ -1,11 +1,13 @@
 //! What every modelplane service shares: telemetry, W3C trace-context propagation over
 //! gRPC metadata, the one server assembly (tower stack, health, reflection, limits),
-//! client channels, in-process calls between services of one process and shutdown
-//! signals.
+//! client channels, in-process calls between services of one process, Prometheus
+//! metrics and shutdown signals.
 #![forbid(unsafe_code)]
 
 mod client;
 mod in_process;
+pub mod metrics;
+mod metrics_layer;
 mod propagation;
 mod server;
 mod shutdown;
@@ -14,6 +16,7 @@ mod trace_layer;
 
 pub use client::{TracedChannel, connect_lazy};
 pub use in_process::{InProcessServers, InProcessService, Registration};
+pub use metrics_layer::{REQUEST_DURATION_SECONDS, REQUESTS_TOTAL, RpcMetrics, RpcMetricsLayer};
 pub use propagation::{TraceContextInterceptor, extract_context, inject_context};
 pub use server::{MAX_MESSAGE_BYTES, grpc_server, health_service, incoming, reflection_service, serve_grpc};
 pub use shutdown::{Shutdown, termination_signal};

@@ -4,18 +4,20 @@
 use tonic::transport::Server;
 use tower::layer::util::{Identity, Stack};
 
-use crate::RpcTraceLayer;
+use crate::{RpcMetricsLayer, RpcTraceLayer};
 
 /// Largest gRPC message a service accepts or sends (artifacts stream in 1 MiB chunks;
 /// inference batches may be larger).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
-/// A tonic server with the shared tower stack (per-RPC trace span) and HTTP/2 settings.
-pub fn grpc_server() -> Server<Stack<RpcTraceLayer, Identity>> {
+/// A tonic server with the shared tower stack (per-RPC trace span, then per-RPC metrics
+/// labelled `role`) and HTTP/2 settings.
+pub fn grpc_server(role: &'static str) -> Server<Stack<RpcMetricsLayer, Stack<RpcTraceLayer, Identity>>> {
     Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .layer(RpcTraceLayer)
+        .layer(RpcMetricsLayer::new(role))
 }
 
 /// Accepted connections of `listener` with Nagle off: the server's `tcp_nodelay` only
@@ -51,10 +53,11 @@ pub fn reflection_service(
         .expect("reflection descriptors are valid")
 }
 
-/// Serves one gRPC service (plus health and reflection) on `listener` until `shutdown`
+/// Serves one gRPC service (plus health and reflection) of `role` on `listener` until `shutdown`
 /// is cancelled. On shutdown health turns NOT_SERVING (for the service and the whole
 /// server), then after `linger` the server stops accepting and drains in-flight calls.
 pub async fn serve_grpc<S>(
+    role: &'static str,
     service: S,
     listener: tokio::net::TcpListener,
     shutdown: crate::Shutdown,
@@ -75,7 +78,7 @@ where
     use tonic_health::ServingStatus;
     let (health, health_service) = health_service();
     health.set_service_status(S::NAME, ServingStatus::Serving).await;
-    grpc_server()
+    grpc_server(role)
         .add_service(health_service)
         .add_service(reflection_service(&[S::NAME]))
         .add_service(service)

@@ -47,7 +47,7 @@ pub async fn serve(
 
     tracing::info!(id = %config.id, addr = ?listener.local_addr().ok(), "trainer serving");
     let service = TrainerServer::new(TrainerService { store, max_dataset_bytes: config.max_dataset_bytes });
-    let served = modelplane_service::serve_grpc(service, listener, shutdown, Duration::ZERO).await;
+    let served = modelplane_service::serve_grpc("trainer", service, listener, shutdown, Duration::ZERO).await;
     let _ = jobs.await;
     if let Ok(lease) = Arc::try_unwrap(lease) {
         // Jobs still running are released: another trainer claims them at once.

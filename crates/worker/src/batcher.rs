@@ -14,7 +14,7 @@ use ndarray::{Array2, ArrayView2, Axis};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::Error;
-use crate::stats::Stats;
+use crate::stats::{InBatcher, Stats};
 
 /// Batching settings of one version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +89,8 @@ struct Pending {
     deadline: Option<Instant>,
     enqueued: Instant,
     reply: oneshot::Sender<Result<Vec<Output>, Error>>,
+    /// Keeps the request counted in the batcher's gauge until it is answered or dropped.
+    _in_batcher: InBatcher,
 }
 
 /// The queue in front of one version's feature model.
@@ -96,6 +98,7 @@ pub struct Batcher {
     queue: mpsc::Sender<Pending>,
     policy: BatchPolicy,
     label: String,
+    stats: Arc<Stats>,
     /// Requests queued, computing, or running alone (see [`Batcher::claim_idle`]).
     outstanding: Arc<AtomicUsize>,
 }
@@ -113,8 +116,8 @@ impl Batcher {
     /// Starts the batching loop in front of `compute`; it ends when the batcher is dropped.
     pub fn start(compute: ComputeFn, policy: BatchPolicy, label: String, stats: Arc<Stats>) -> Self {
         let (queue, receiver) = mpsc::channel(policy.queue_capacity);
-        tokio::spawn(run(receiver, compute, policy, stats));
-        Self { queue, policy, label, outstanding: Arc::new(AtomicUsize::new(0)) }
+        tokio::spawn(run(receiver, compute, policy, stats.clone()));
+        Self { queue, policy, label, stats, outstanding: Arc::new(AtomicUsize::new(0)) }
     }
 
     /// When nothing is queued or computing for this version, claims it for one request
@@ -142,7 +145,8 @@ impl Batcher {
         self.outstanding.fetch_add(1, Ordering::AcqRel);
         let _outstanding = Outstanding(self.outstanding.clone());
         let (reply, answer) = oneshot::channel();
-        let pending = Pending { rows, deadline, enqueued: Instant::now(), reply };
+        let pending =
+            Pending { rows, deadline, enqueued: Instant::now(), reply, _in_batcher: self.stats.entered_batcher() };
         self.queue.try_send(pending).map_err(|err| match err {
             mpsc::error::TrySendError::Full(_) => Error::ResourceExhausted(format!(
                 "the queue of {} is full ({} requests waiting); retry later or add replicas",
@@ -203,7 +207,7 @@ fn run_batch(compute: &ComputeFn, batch: Vec<Pending>, stats: &Stats) {
     let now = Instant::now();
     let mut live = Vec::with_capacity(batch.len());
     for pending in batch {
-        stats.queue.add(now.duration_since(pending.enqueued));
+        stats.waited(now.duration_since(pending.enqueued));
         if pending.reply.is_closed() {
             // The caller cancelled (or the router gave up) while it waited: skip the work.
             continue;
@@ -229,7 +233,7 @@ fn run_batch(compute: &ComputeFn, batch: Vec<Pending>, stats: &Stats) {
             .map_err(|err| Error::InvalidArgument(format!("rows do not stack: {err}")))
             .and_then(|rows| compute(rows.view()))
     };
-    stats.compute.add(now.elapsed());
+    stats.executed(views.iter().map(|rows| rows.nrows()).sum(), now.elapsed());
     match result {
         Ok(outputs) => {
             let counts: Vec<usize> = live.iter().map(|p| p.rows.nrows()).collect();

@@ -219,8 +219,7 @@ impl InferenceService {
         let loaded = self.resolve(&request.model_name, &request.model_version)?;
         span.record("version", loaded.record.version);
         let outputs = infer(&loaded, &request, deadline).await;
-        let rows = outputs.as_ref().ok().and_then(|o| o.first()).and_then(|o| o.shape.first()).copied();
-        loaded.stats.record(outputs.is_ok(), started.elapsed(), rows.unwrap_or(0) as u64);
+        loaded.stats.record(outputs.is_ok(), started.elapsed(), rows_of(&outputs) as u64);
         Ok(codec::encode_response(&request, &loaded.record.model, loaded.record.version, outputs?))
     }
 }
@@ -287,7 +286,7 @@ async fn infer(
             }
             _ => Err(Error::Internal("decoded input does not match the model kind".into())),
         };
-        model.stats.compute.add(started.elapsed());
+        model.stats.executed(rows_of(&outputs), started.elapsed());
         outputs
     })
     .await
@@ -302,8 +301,13 @@ fn run_inline(
 ) -> Result<Vec<modelplane_model::Output>, Error> {
     let started = Instant::now();
     let outputs = native.predict(rows).map_err(Error::from);
-    loaded.stats.compute.add(started.elapsed());
+    loaded.stats.executed(rows.nrows(), started.elapsed());
     outputs
+}
+
+/// Rows an execution answered: the first dimension of its first output (0 on failure).
+fn rows_of(outputs: &Result<Vec<modelplane_model::Output>, Error>) -> usize {
+    outputs.as_ref().ok().and_then(|o| o.first()).and_then(|o| o.shape.first()).copied().unwrap_or(0)
 }
 
 /// When the caller gives up, from the `grpc-timeout` header the router forwards

@@ -43,6 +43,7 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<()> {
     config.validate().map_err(Error::InvalidArgument)?;
+    stats::describe_metrics();
     let local = listener.local_addr().map_err(|err| Error::Internal(err.to_string()))?;
     let addr = config.advertise_addr.clone().unwrap_or_else(|| local.to_string());
     let registry = modelplane_service::connect_lazy(&config.registry_addr)
@@ -119,9 +120,9 @@ pub async fn serve(
     let service = GrpcInferenceServiceServer::new(service)
         .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES);
-    let in_process = config.in_process.register(&addr, service.clone());
+    let in_process = config.in_process.register(&addr, "worker", service.clone());
     // The linger lets routers see the withdrawn record before connections close.
-    let served = modelplane_service::serve_grpc(service, listener, shutdown.clone(), WITHDRAW_DELAY).await;
+    let served = modelplane_service::serve_grpc("worker", service, listener, shutdown.clone(), WITHDRAW_DELAY).await;
     drop(in_process);
     let (handle, lease) = reconcile;
     let _ = handle.await;

@@ -39,7 +39,8 @@ impl LoadedModel {
     /// A loaded version; starts its batching loop when `policy` enables batching and the
     /// model takes a feature matrix (text models and ONNX graphs run one request at a time).
     pub fn new(record: VersionRecord, model: Runnable, policy: BatchPolicy) -> Self {
-        Self::with_stats(record, model, policy, Arc::new(Stats::default()))
+        let stats = Arc::new(Stats::new(&record.model, record.version));
+        Self::with_stats(record, model, policy, stats)
     }
 
     /// The same version and model under other batching settings, counting into the same

@@ -1,4 +1,5 @@
-//! Cumulative per-version counters behind ModelStatistics (Triton's field meanings).
+//! Cumulative per-version counters behind ModelStatistics (Triton's field meanings),
+//! mirrored as Prometheus metrics (Triton's `nv_inference_*` set, Prometheus names).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,6 +28,8 @@ impl Duration64 {
 /// Counters of one loaded version.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// The same events as Prometheus metrics labelled with model and version.
+    exported: Exported,
     /// Requests answered, and their time from arrival to answer.
     pub success: Duration64,
     /// Requests refused or failed.
@@ -42,6 +45,12 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Counters for `model` version `version`, exported to the process's metrics recorder
+    /// (a no-op when none is installed).
+    pub fn new(model: &str, version: u64) -> Self {
+        Self { exported: Exported::new(model, version), ..Default::default() }
+    }
+
     /// Records one request's outcome.
     pub fn record(&self, ok: bool, elapsed: Duration, rows: u64) {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -49,9 +58,32 @@ impl Stats {
         if ok {
             self.success.add(elapsed);
             self.rows.fetch_add(rows, Ordering::Relaxed);
+            self.exported.success.increment(1);
+            self.exported.rows.increment(rows);
+            self.exported.request_seconds.record(elapsed.as_secs_f64());
         } else {
             self.fail.add(elapsed);
+            self.exported.failure.increment(1);
         }
+    }
+
+    /// Records how long one request waited in the batching queue.
+    pub fn waited(&self, elapsed: Duration) {
+        self.queue.add(elapsed);
+        self.exported.queue_seconds.record(elapsed.as_secs_f64());
+    }
+
+    /// Records one model execution over `rows` rows.
+    pub fn executed(&self, rows: usize, elapsed: Duration) {
+        self.compute.add(elapsed);
+        self.exported.compute_seconds.record(elapsed.as_secs_f64());
+        self.exported.batch_rows.record(rows as f64);
+    }
+
+    /// Counts one request as in the batcher (queued or computing) until the guard drops.
+    pub fn entered_batcher(&self) -> InBatcher {
+        self.exported.in_batcher.increment(1.0);
+        InBatcher(self.exported.in_batcher.clone())
     }
 
     /// The counters as Triton's ModelStatistics message.
@@ -71,5 +103,81 @@ impl Stats {
                 ..Default::default()
             }),
         }
+    }
+}
+
+/// Prometheus handles of one version, registered once so recording is an atomic add.
+#[derive(Debug)]
+struct Exported {
+    success: metrics::Counter,
+    failure: metrics::Counter,
+    rows: metrics::Counter,
+    request_seconds: metrics::Histogram,
+    queue_seconds: metrics::Histogram,
+    compute_seconds: metrics::Histogram,
+    batch_rows: metrics::Histogram,
+    in_batcher: metrics::Gauge,
+}
+
+/// Unlabelled statistics (tests) export nothing.
+impl Default for Exported {
+    fn default() -> Self {
+        Self {
+            success: metrics::Counter::noop(),
+            failure: metrics::Counter::noop(),
+            rows: metrics::Counter::noop(),
+            request_seconds: metrics::Histogram::noop(),
+            queue_seconds: metrics::Histogram::noop(),
+            compute_seconds: metrics::Histogram::noop(),
+            batch_rows: metrics::Histogram::noop(),
+            in_batcher: metrics::Gauge::noop(),
+        }
+    }
+}
+
+/// Registers the help text of the worker's metrics (idempotent).
+pub(crate) fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!("modelplane_worker_requests_total", "Inference requests by model, version and outcome.");
+    describe_counter!(
+        "modelplane_worker_inference_rows_total",
+        "Rows inferred successfully (Triton's inference count)."
+    );
+    describe_histogram!("modelplane_worker_request_duration_seconds", "Time from a request's arrival to its answer.");
+    describe_histogram!("modelplane_worker_queue_duration_seconds", "Time requests waited in the batching queue.");
+    describe_histogram!("modelplane_worker_compute_duration_seconds", "Time one model execution (a batch) took.");
+    describe_histogram!("modelplane_worker_batch_rows", "Rows per model execution: how well batching merges requests.");
+    describe_gauge!("modelplane_worker_batcher_requests", "Requests queued or computing in a version's batcher now.");
+}
+
+impl Exported {
+    fn new(model: &str, version: u64) -> Self {
+        let labels = [("model", model.to_owned()), ("version", version.to_string())];
+        Self {
+            success: metrics::counter!("modelplane_worker_requests_total", &labels_with(&labels, "success")),
+            failure: metrics::counter!("modelplane_worker_requests_total", &labels_with(&labels, "failure")),
+            rows: metrics::counter!("modelplane_worker_inference_rows_total", &labels),
+            request_seconds: metrics::histogram!("modelplane_worker_request_duration_seconds", &labels),
+            queue_seconds: metrics::histogram!("modelplane_worker_queue_duration_seconds", &labels),
+            compute_seconds: metrics::histogram!("modelplane_worker_compute_duration_seconds", &labels),
+            batch_rows: metrics::histogram!("modelplane_worker_batch_rows", &labels),
+            in_batcher: metrics::gauge!("modelplane_worker_batcher_requests", &labels),
+        }
+    }
+}
+
+fn labels_with(labels: &[(&'static str, String); 2], outcome: &'static str) -> Vec<(&'static str, String)> {
+    let mut all = labels.to_vec();
+    all.push(("outcome", outcome.to_owned()));
+    all
+}
+
+/// A request queued or computing in a batcher; see [`Stats::entered_batcher`].
+#[derive(Debug)]
+pub struct InBatcher(metrics::Gauge);
+
+impl Drop for InBatcher {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
     }
 }
