@@ -429,6 +429,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
     println!("modelplane is up (data in {})", args.data_dir.display());
     println!("  inference (KServe v2 gRPC): {router_addr}");
     println!("  inference (KServe v2 REST): {}", advertised_http);
+    println!("  metrics (Prometheus):       http://{advertised_http}/metrics");
     println!("  registry:                   {registry_addr}");
     println!("  trainer:                    {trainer_addr}");
     println!("Try: modelplane datasets upload data.csv --name mydata");
