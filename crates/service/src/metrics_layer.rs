@@ -150,8 +150,7 @@ impl Body for MeteredBody {
 }
 
 fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
-    let value = headers.get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
-    Some(Code::from_i32(value))
+    tonic::Status::from_header_map(headers).map(|status| status.code())
 }
 
 /// Methods of our own services and the standard ones keep their path; anything else a
