@@ -53,6 +53,14 @@ def test_a_deployment_sets_the_batching_of_its_versions(cluster, cli):
         assert rows == 16
         assert executions >= 4, f"{executions} executions for 16 rows: a batch was larger than 4 rows"
         assert executions < 16, "requests waiting up to 100 ms together were not merged"
+        # Triton's batch_stats say the same, execution by execution.
+        def by_size(s):
+            return {int(b["batch_size"]): int(b["compute_infer"].get("count", 0)) for b in s.get("batch_stats", [])}
+        grown = {size: count - by_size(before).get(size, 0) for size, count in by_size(after).items()}
+        grown = {size: count for size, count in grown.items() if count}
+        assert sum(grown.values()) == executions, grown
+        assert sum(size * count for size, count in grown.items()) == 16, grown
+        assert max(grown) <= 4 and max(grown) > 1, grown
 
         refused = cli("deploy", "houses", "--alias", "production", "--queue-capacity", "0", check=False)
         assert refused.returncode != 0

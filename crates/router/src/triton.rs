@@ -134,4 +134,55 @@ fn add(total: &mut pb::ModelStatistics, more: &pb::ModelStatistics) {
         add_duration(&mut stats.queue, &more.queue);
         add_duration(&mut stats.compute_infer, &more.compute_infer);
     }
+    for batch in &more.batch_stats {
+        let position = total.batch_stats.iter().position(|b| b.batch_size == batch.batch_size);
+        let entry = match position {
+            Some(i) => &mut total.batch_stats[i],
+            None => {
+                let at = total.batch_stats.partition_point(|b| b.batch_size < batch.batch_size);
+                total
+                    .batch_stats
+                    .insert(at, pb::InferBatchStatistics { batch_size: batch.batch_size, ..Default::default() });
+                &mut total.batch_stats[at]
+            }
+        };
+        add_duration(&mut entry.compute_infer, &batch.compute_infer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker_stats(executions: &[(u64, u64)]) -> pb::ModelStatistics {
+        pb::ModelStatistics {
+            execution_count: executions.iter().map(|(_, count)| count).sum(),
+            batch_stats: executions
+                .iter()
+                .map(|&(batch_size, count)| pb::InferBatchStatistics {
+                    batch_size,
+                    compute_infer: Some(pb::StatisticDuration { count, ns: count * 1000 }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn batch_statistics_of_workers_add_up_per_batch_size_in_order() {
+        let mut total = pb::ModelStatistics::default();
+        add(&mut total, &worker_stats(&[(1, 5), (8, 2)]));
+        add(&mut total, &worker_stats(&[(4, 1), (8, 3), (16, 1)]));
+        let merged: Vec<(u64, u64, u64)> = total
+            .batch_stats
+            .iter()
+            .map(|b| {
+                let infer = b.compute_infer.unwrap_or_default();
+                (b.batch_size, infer.count, infer.ns)
+            })
+            .collect();
+        assert_eq!(merged, vec![(1, 5, 5000), (4, 1, 1000), (8, 5, 5000), (16, 1, 1000)]);
+        assert_eq!(total.execution_count, 12);
+    }
 }

@@ -233,7 +233,8 @@ fn run_batch(compute: &ComputeFn, batch: Vec<Pending>, stats: &Stats) {
             .map_err(|err| Error::InvalidArgument(format!("rows do not stack: {err}")))
             .and_then(|rows| compute(rows.view()))
     };
-    stats.executed(views.iter().map(|rows| rows.nrows()).sum(), now.elapsed());
+    let rows = if result.is_ok() { views.iter().map(|rows| rows.nrows()).sum() } else { 0 };
+    stats.executed(rows, now.elapsed());
     match result {
         Ok(outputs) => {
             let counts: Vec<usize> = live.iter().map(|p| p.rows.nrows()).collect();

@@ -301,7 +301,7 @@ fn run_inline(
 ) -> Result<Vec<modelplane_model::Output>, Error> {
     let started = Instant::now();
     let outputs = native.predict(rows).map_err(Error::from);
-    loaded.stats.executed(rows.nrows(), started.elapsed());
+    loaded.stats.executed(rows_of(&outputs), started.elapsed());
     outputs
 }
 

@@ -1,6 +1,8 @@
 //! Cumulative per-version counters behind ModelStatistics (Triton's field meanings),
 //! mirrored as Prometheus metrics (Triton's `nv_inference_*` set, Prometheus names).
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -42,6 +44,8 @@ pub struct Stats {
     pub rows: AtomicU64,
     /// When the last request arrived, ms since the Unix epoch.
     pub last_inference_ms: AtomicU64,
+    /// Executions and their compute time by rows per execution (Triton's batch_stats).
+    by_batch_size: Mutex<BTreeMap<usize, (u64, u64)>>,
 }
 
 impl Stats {
@@ -73,11 +77,19 @@ impl Stats {
         self.exported.queue_seconds.record(elapsed.as_secs_f64());
     }
 
-    /// Records one model execution over `rows` rows.
+    /// Records one model execution over `rows` rows (0: it failed before answering any,
+    /// and counts in the compute time only).
     pub fn executed(&self, rows: usize, elapsed: Duration) {
         self.compute.add(elapsed);
         self.exported.compute_seconds.record(elapsed.as_secs_f64());
+        if rows == 0 {
+            return;
+        }
         self.exported.batch_rows.record(rows as f64);
+        let mut by_size = self.by_batch_size.lock().unwrap_or_else(|p| p.into_inner());
+        let (count, ns) = by_size.entry(rows).or_default();
+        *count += 1;
+        *ns = ns.saturating_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
     }
 
     /// Counts one request as in the batcher (queued or computing) until the guard drops.
@@ -102,6 +114,17 @@ impl Stats {
                 compute_infer: Some(compute),
                 ..Default::default()
             }),
+            batch_stats: self
+                .by_batch_size
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(&rows, &(count, ns))| pb::InferBatchStatistics {
+                    batch_size: rows as u64,
+                    compute_infer: Some(pb::StatisticDuration { count, ns }),
+                    ..Default::default()
+                })
+                .collect(),
         }
     }
 }
@@ -179,5 +202,30 @@ pub struct InBatcher(metrics::Gauge);
 impl Drop for InBatcher {
     fn drop(&mut self) {
         self.0.decrement(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executions_are_counted_by_batch_size_and_failed_ones_only_in_compute_time() {
+        let stats = Stats::default();
+        stats.executed(3, Duration::from_micros(30));
+        stats.executed(1, Duration::from_micros(10));
+        stats.executed(3, Duration::from_micros(50));
+        stats.executed(0, Duration::from_micros(5));
+        let proto = stats.to_proto("m", 2);
+        assert_eq!(proto.execution_count, 4);
+        let by_size: Vec<(u64, u64, u64)> = proto
+            .batch_stats
+            .iter()
+            .map(|b| {
+                let infer = b.compute_infer.unwrap_or_default();
+                (b.batch_size, infer.count, infer.ns)
+            })
+            .collect();
+        assert_eq!(by_size, vec![(1, 1, 10_000), (3, 2, 80_000)]);
     }
 }
