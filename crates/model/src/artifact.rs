@@ -136,11 +136,9 @@ impl Model {
             expect_shape(&format!("layers.{i}.weight"), &shape, &[inputs, outputs])?;
             let (shape, bias) = read_f32(&tensors, &format!("layers.{i}.bias"))?;
             expect_shape(&format!("layers.{i}.bias"), &shape, &[outputs])?;
-            layers.push(Dense {
-                weight: Array2::from_shape_vec((inputs, outputs), weight).map_err(artifact_error)?,
-                bias: Array1::from(bias),
-                activation: *activation,
-            });
+            let weight = Array2::from_shape_vec((inputs, outputs), weight).map_err(artifact_error)?;
+            // A loaded artifact is served: its weights never change again.
+            layers.push(Dense::new(weight, Array1::from(bias), *activation).packed_for_inference());
             inputs = outputs;
         }
         if layers.is_empty() {

@@ -15,6 +15,7 @@ mod error;
 mod metrics;
 mod model;
 mod network;
+mod packed;
 mod params;
 mod pca;
 mod text;
@@ -28,6 +29,7 @@ pub use model::{
     TEXT_INPUT_NAME, TensorSpec,
 };
 pub use network::{Activation, Dense, Head};
+pub use packed::PackedWeights;
 pub use params::{Optimizer, Schedule, TrainParams};
 pub use pca::Components;
 pub use text::HashingVectorizer;

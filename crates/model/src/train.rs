@@ -96,7 +96,7 @@ fn init_layers(kind: ModelKind, params: &TrainParams, sizes: &[usize], rng: &mut
                 Array2::zeros((fan_in, fan_out))
             };
             let activation = if l == last { Activation::Identity } else { params.activation };
-            Dense { weight, bias: Array1::zeros(fan_out), activation }
+            Dense::new(weight, Array1::zeros(fan_out), activation)
         })
         .collect()
 }
@@ -279,6 +279,8 @@ pub fn train(
     if let Some(components) = &pca {
         pipeline.push(Step::Pca { components: components.ncols() });
     }
+    // The weights are final: from here on the layers compute as a worker serving them will.
+    let layers: Vec<Dense> = layers.into_iter().map(Dense::packed_for_inference).collect();
     // Metrics on the held-out rows, or on the training rows when nothing is held out.
     let eval_rows = if validation_rows.is_empty() { train_rows } else { validation_rows };
     let out = crate::network::forward(&layers, head, x_all.select(Axis(0), eval_rows).view());

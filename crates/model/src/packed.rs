@@ -1,0 +1,197 @@
+//! A dense layer's weights laid out once for inference, and the product with them.
+//!
+//! `ndarray::dot` (matrixmultiply) packs the whole weight matrix into its own layout on
+//! every call: for the one to a few dozen rows a served batch has, that pass over the
+//! weights costs more than the arithmetic (a 2048x2048 layer: 5.6 ms for one row, 7.1 ms
+//! for 13; docs/benchmarks.md). Here the weights are packed when a model is loaded, in
+//! panels of [`PANEL`] output columns with each input's [`PANEL`] weights contiguous, and
+//! each panel is streamed once per [`ROW_TILE`] rows with the accumulators in registers.
+//! `pulp` picks the widest SIMD the CPU has (AVX2+FMA, SSE, NEON) at run time; the
+//! multiply-add is fused only where the CPU has FMA, never emulated.
+
+use ndarray::{Array2, ArrayView2};
+use pulp::{Simd, WithSimd};
+
+/// Output columns per panel: two AVX2 vectors of f32.
+const PANEL: usize = 16;
+/// Rows of the input multiplied together against one panel.
+const ROW_TILE: usize = 4;
+
+/// Weights `[inputs, outputs]` in panels of [`PANEL`] columns (the last one padded with
+/// zeros): panel `p` holds, input by input, the weights of columns `p*PANEL..`.
+#[derive(Debug)]
+pub struct PackedWeights {
+    panels: Vec<f32>,
+    inputs: usize,
+    outputs: usize,
+}
+
+/// Padding the last panel may multiply a narrow layer's size (a 65,536-input text
+/// model with 3 classes would grow 5x); such layers stay unpacked unless still small.
+const SMALL_ENOUGH_TO_PAD: usize = 16 * 1024;
+
+impl PackedWeights {
+    /// Whether packing pays for a `[inputs, outputs]` layer: the padded panels are at
+    /// most twice the weights, or small anyway.
+    pub fn worth_packing(inputs: usize, outputs: usize) -> bool {
+        let padded = outputs.div_ceil(PANEL) * PANEL * inputs;
+        padded <= 2 * inputs * outputs || padded <= SMALL_ENOUGH_TO_PAD
+    }
+
+    /// Packs `weight` (`[inputs, outputs]`, any layout).
+    pub fn pack(weight: ArrayView2<'_, f32>) -> Self {
+        let (inputs, outputs) = weight.dim();
+        let mut panels = vec![0.0; outputs.div_ceil(PANEL) * inputs * PANEL];
+        for (p, panel) in panels.chunks_exact_mut((inputs * PANEL).max(1)).enumerate() {
+            for (input, packed) in panel.chunks_exact_mut(PANEL).enumerate() {
+                let first = p * PANEL;
+                let columns = PANEL.min(outputs - first);
+                for (column, value) in packed[..columns].iter_mut().enumerate() {
+                    *value = weight[[input, first + column]];
+                }
+            }
+        }
+        Self { panels, inputs, outputs }
+    }
+
+    /// `x · weight` for `x` of shape `[rows, inputs]`; `None` when `x` has another number
+    /// of columns.
+    pub fn product(&self, x: ArrayView2<'_, f32>) -> Option<Array2<f32>> {
+        if x.ncols() != self.inputs {
+            return None;
+        }
+        let x = x.as_standard_layout();
+        let mut z = Array2::<f32>::zeros((x.nrows(), self.outputs));
+        // Both are in standard layout, so both slices exist.
+        let (Some(x), Some(z_values)) = (x.as_slice(), z.as_slice_mut()) else { return None };
+        pulp::Arch::new().dispatch(Product { x, packed: self, z: z_values });
+        Some(z)
+    }
+}
+
+/// One product, run by `pulp` with the CPU's SIMD.
+struct Product<'a> {
+    x: &'a [f32],
+    packed: &'a PackedWeights,
+    z: &'a mut [f32],
+}
+
+impl WithSimd for Product<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Product { x, packed, z } = self;
+        let (inputs, outputs) = (packed.inputs, packed.outputs);
+        if inputs == 0 || outputs == 0 {
+            return;
+        }
+        let rows = x.len() / inputs;
+        for (p, panel) in packed.panels.chunks_exact(inputs * PANEL).enumerate() {
+            let mut row = 0;
+            while row + ROW_TILE <= rows {
+                tile::<S, ROW_TILE>(simd, x, inputs, panel, z, outputs, row, p * PANEL);
+                row += ROW_TILE;
+            }
+            while row < rows {
+                tile::<S, 1>(simd, x, inputs, panel, z, outputs, row, p * PANEL);
+                row += 1;
+            }
+        }
+    }
+}
+
+/// Rows `first_row..first_row + R` times one panel, into `z`'s columns `first_column..`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn tile<S: Simd, const R: usize>(
+    simd: S,
+    x: &[f32],
+    inputs: usize,
+    panel: &[f32],
+    z: &mut [f32],
+    outputs: usize,
+    first_row: usize,
+    first_column: usize,
+) {
+    let lanes = S::F32_LANES;
+    let vectors = PANEL / lanes;
+    let zero = simd.splat_f32s(0.0);
+    let mut sums = [[zero; PANEL]; R];
+    let x_rows: [&[f32]; R] = std::array::from_fn(|r| &x[(first_row + r) * inputs..(first_row + r + 1) * inputs]);
+    let (weights, _) = S::as_simd_f32s(panel);
+    for (input, weights) in weights.chunks_exact(vectors).enumerate() {
+        for (sums, x_row) in sums.iter_mut().zip(&x_rows) {
+            let value = simd.splat_f32s(x_row[input]);
+            for (sum, &weight) in sums.iter_mut().zip(weights) {
+                *sum = simd.mul_add_e_f32s(value, weight, *sum);
+            }
+        }
+    }
+    let columns = PANEL.min(outputs - first_column);
+    for (r, sums) in sums.iter().enumerate() {
+        let start = (first_row + r) * outputs + first_column;
+        let out = &mut z[start..start + columns];
+        for (v, &sum) in sums[..vectors].iter().enumerate() {
+            let lane_start = v * lanes;
+            if lane_start >= columns {
+                break;
+            }
+            simd.partial_store_f32s(&mut out[lane_start..columns.min(lane_start + lanes)], sum);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{Array2, ShapeBuilder};
+
+    use super::*;
+
+    fn matrix(rows: usize, cols: usize, seed: usize) -> Array2<f32> {
+        Array2::from_shape_fn((rows, cols), |(i, j)| ((i * 31 + j * 17 + seed) % 23) as f32 * 0.125 - 1.0)
+    }
+
+    #[test]
+    fn the_product_matches_ndarray_for_every_shape_and_layout() {
+        for inputs in [1, 3, 16, 17, 40] {
+            for outputs in [1, 4, 15, 16, 17, 33, 64] {
+                let weight = matrix(inputs, outputs, 1);
+                let packed = PackedWeights::pack(weight.view());
+                for rows in [0, 1, 2, 3, 4, 5, 8, 9, 13] {
+                    let x = matrix(rows, inputs, 2);
+                    let want = x.dot(&weight);
+                    let got = packed.product(x.view()).expect("the shapes fit");
+                    assert_eq!(got.dim(), want.dim());
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{inputs}x{outputs}, {rows} rows: {g} vs {w}");
+                    }
+                }
+            }
+        }
+        // A column-major input and a column-major weight give the same answer.
+        let weight = matrix(20, 18, 3);
+        let mut weight_f = Array2::<f32>::zeros((20, 18).f());
+        weight_f.assign(&weight);
+        let mut x_f = Array2::<f32>::zeros((6, 20).f());
+        x_f.assign(&matrix(6, 20, 4));
+        let got = PackedWeights::pack(weight_f.view()).product(x_f.view()).expect("fits");
+        let want = x_f.dot(&weight);
+        assert!(got.iter().zip(&want).all(|(g, w)| (g - w).abs() <= 1e-4 * (1.0 + w.abs())));
+    }
+
+    #[test]
+    fn only_layers_that_padding_does_not_bloat_are_worth_packing() {
+        assert!(PackedWeights::worth_packing(2048, 2048));
+        assert!(PackedWeights::worth_packing(256, 4), "a small head pads cheaply");
+        assert!(PackedWeights::worth_packing(30, 1));
+        assert!(PackedWeights::worth_packing(4096, 9), "9 of 16 columns used");
+        assert!(!PackedWeights::worth_packing(65_536, 3), "a wide text model would grow 5x");
+    }
+
+    #[test]
+    fn an_input_of_another_width_is_refused() {
+        let packed = PackedWeights::pack(matrix(5, 3, 0).view());
+        assert!(packed.product(matrix(2, 4, 0).view()).is_none());
+    }
+}
