@@ -45,6 +45,10 @@ pub struct BenchArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: BenchFormat,
+    /// Seconds to wait for the model to report ready (ModelReady) before measuring, as
+    /// right after a deploy or a restart.
+    #[arg(long, default_value_t = 120.0)]
+    pub ready_timeout_secs: f64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -67,6 +71,23 @@ pub struct EchoArgs {
     /// worker link: a bare proxy, the floor of one more gRPC hop with no routing.
     #[arg(long, value_name = "ADDR")]
     pub forward_to: Option<String>,
+}
+
+/// Polls ModelReady until the model is ready, or fails after `timeout`.
+async fn wait_ready(client: &mut GrpcInferenceServiceClient<Channel>, args: &BenchArgs) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs_f64(args.ready_timeout_secs);
+    let request = pb::ModelReadyRequest { name: args.model.clone(), version: args.version.clone() };
+    loop {
+        let last = match client.model_ready(request.clone()).await {
+            Ok(answer) if answer.get_ref().ready => return Ok(()),
+            Ok(_) => "not ready".to_owned(),
+            Err(status) => status.message().to_owned(),
+        };
+        if Instant::now() >= deadline {
+            bail!("{} was not ready within {} s (last answer: {last})", args.model, args.ready_timeout_secs);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The input a model's metadata declares: name and features per row.
@@ -170,6 +191,7 @@ pub async fn bench(args: BenchArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot reach {}", args.target))?;
     let mut client = GrpcInferenceServiceClient::new(channel).max_decoding_message_size(64 << 20);
+    wait_ready(&mut client, &args).await?;
     let (input, features) = input_of(&mut client, &args).await?;
     let template = request(&args, &input, features);
     let label = args.label.clone().unwrap_or_else(|| args.target.clone());
