@@ -93,7 +93,7 @@ impl CallRecord {
             return;
         }
         let code = self.code.unwrap_or(ended_without_status);
-        let method = method_label(&self.path, code);
+        let method = method_label(std::mem::take(&mut self.path), code);
         metrics::counter!(REQUESTS_TOTAL, "role" => self.role, "method" => method.clone(), "code" => crate::metrics::code_name(code))
             .increment(1);
         metrics::histogram!(REQUEST_DURATION_SECONDS, "role" => self.role, "method" => method)
@@ -156,12 +156,12 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
 /// Methods of our own services and the standard ones keep their path; anything else a
 /// client may invent (unknown services or methods, answered UNIMPLEMENTED) shares one
 /// label, so a scanner cannot grow the metrics without bound.
-fn method_label(path: &str, code: Code) -> String {
+fn method_label(path: String, code: Code) -> metrics::SharedString {
     const KNOWN_SERVICES: [&str; 4] = ["/inference.", "/modelplane.", "/grpc.health.", "/grpc.reflection."];
     if code != Code::Unimplemented && KNOWN_SERVICES.iter().any(|prefix| path.starts_with(prefix)) {
-        path.to_owned()
+        path.into()
     } else {
-        "other".to_owned()
+        metrics::SharedString::const_str("other")
     }
 }
 
