@@ -158,7 +158,7 @@ mod tests {
             for outputs in [1, 4, 15, 16, 17, 33, 64] {
                 let weight = matrix(inputs, outputs, 1);
                 let packed = PackedWeights::pack(weight.view());
-                for rows in [0, 1, 2, 3, 4, 5, 8, 9, 13] {
+                for rows in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13] {
                     let x = matrix(rows, inputs, 2);
                     let want = x.dot(&weight);
                     let got = packed.product(x.view()).expect("the shapes fit");
@@ -178,6 +178,27 @@ mod tests {
         let got = PackedWeights::pack(weight_f.view()).product(x_f.view()).expect("fits");
         let want = x_f.dot(&weight);
         assert!(got.iter().zip(&want).all(|(g, w)| (g - w).abs() <= 1e-4 * (1.0 + w.abs())));
+    }
+
+    /// How many vectors a panel row takes depends on the vector width; the width a CPU
+    /// without AVX gets (4 lanes) and the scalar fallback (1 lane) give the same answers.
+    #[test]
+    fn narrower_vectors_give_the_same_product() {
+        fn with<S: Simd>(simd: S, x: &Array2<f32>, packed: &PackedWeights) -> Array2<f32> {
+            let mut z = Array2::<f32>::zeros((x.nrows(), packed.outputs));
+            let (Some(x), Some(z_values)) = (x.as_slice(), z.as_slice_mut()) else { panic!("standard layout") };
+            Product { x, packed, z: z_values }.with_simd(simd);
+            z
+        }
+        let weight = matrix(37, 21, 5);
+        let packed = PackedWeights::pack(weight.view());
+        for rows in [1, 2, 3, 4, 5, 6, 7, 11] {
+            let x = matrix(rows, 37, 6);
+            let want = x.dot(&weight);
+            for got in [with(pulp::Scalar128b, &x, &packed), with(pulp::Scalar::new(), &x, &packed)] {
+                assert!(got.iter().zip(&want).all(|(g, w)| (g - w).abs() <= 1e-4 * (1.0 + w.abs())), "{rows} rows");
+            }
+        }
     }
 
     #[test]
