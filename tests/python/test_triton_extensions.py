@@ -25,9 +25,12 @@ def test_model_config_reports_batching_and_signature(cluster):
     assert config["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": ["3"]}]
     assert config["output"][0]["name"] == "predictions"
     assert "dynamic_batching" in config
+    # The graph's batch dimension is symbolic, so it batches too; as in Triton, dims
+    # then leave the batch dimension out.
     onnx = client.get_model_config("onnx-classifier", as_json=True)["config"]
-    assert onnx["platform"] == "tract_onnx" and onnx.get("max_batch_size", 0) == 0
-    assert onnx["input"] == [{"name": "features", "data_type": "TYPE_FP32", "dims": ["-1", "4"]}]
+    assert onnx["platform"] == "tract_onnx" and onnx["max_batch_size"] == 64
+    assert onnx["input"] == [{"name": "features", "data_type": "TYPE_FP32", "dims": ["4"]}]
+    assert onnx["output"] == [{"name": "probs", "data_type": "TYPE_FP32", "dims": ["3"]}]
 
 
 def test_statistics_count_requests_rows_and_time(cluster):

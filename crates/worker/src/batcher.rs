@@ -233,7 +233,17 @@ fn run_batch(compute: &ComputeFn, batch: Vec<Pending>, stats: &Stats) {
             .map_err(|err| Error::InvalidArgument(format!("rows do not stack: {err}")))
             .and_then(|rows| compute(rows.view()))
     };
-    let rows = if result.is_ok() { views.iter().map(|rows| rows.nrows()).sum() } else { 0 };
+    let total: usize = views.iter().map(|rows| rows.nrows()).sum();
+    // Splitting the answer back needs one output row per input row; a model that does
+    // not answer that way must not hand callers each other's rows.
+    let result = result.and_then(|outputs| match outputs.iter().find(|o| o.shape.first() != Some(&total)) {
+        Some(output) => Err(Error::Internal(format!(
+            "output {:?} has shape {:?} for a batch of {total} rows; batched outputs must have one row per input row",
+            output.name, output.shape
+        ))),
+        None => Ok(outputs),
+    });
+    let rows = if result.is_ok() { total } else { 0 };
     stats.executed(rows, now.elapsed());
     match result {
         Ok(outputs) => {
@@ -455,6 +465,20 @@ mod tests {
         assert_eq!(gate.next_batch().await, 1, "only the request still within its deadline is computed");
         assert!(matches!(expiring.await.expect("task"), Err(Error::DeadlineExceeded(_))));
         assert_eq!(echoed(&patient.await.expect("task").expect("answer")), [2.0, 2.0]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_model_that_does_not_answer_one_row_per_row_fails_the_batch_instead_of_mixing_rows() {
+        let one_row: ComputeFn = Arc::new(|rows| {
+            Ok(vec![Output { name: "sum".into(), shape: vec![1], data: OutputData::F32(vec![rows.sum()]) }])
+        });
+        let batcher = Batcher::start(one_row, policy(64, 16), "m v1".into(), Arc::default());
+        match batcher.infer(Array2::zeros((2, 2)), None).await {
+            Err(Error::Internal(message)) => {
+                assert!(message.contains("\"sum\" has shape [1] for a batch of 2 rows"), "{message}")
+            }
+            other => panic!("expected an internal error, got {:?}", other.map(|_| ())),
+        }
     }
 
     #[test]

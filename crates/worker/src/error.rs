@@ -35,6 +35,15 @@ impl From<modelplane_model::Error> for Error {
     }
 }
 
+impl From<modelplane_onnx::Error> for Error {
+    fn from(err: modelplane_onnx::Error) -> Self {
+        match err {
+            modelplane_onnx::Error::InvalidInput(message) => Error::InvalidArgument(message),
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
 impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
         let message = err.to_string();

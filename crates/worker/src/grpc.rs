@@ -264,11 +264,36 @@ async fn infer(
             }
             codec::Decoded::Features(rows)
         }
+        (Runnable::Onnx(graph), codec::Decoded::Tensors(tensors)) => match &loaded.batcher {
+            // Alone on an idle version it runs at once (below), holding the version so
+            // that whatever arrives meanwhile queues and batches.
+            Some(batcher) => match batcher.claim_idle() {
+                Some(alone) => return run_blocking(loaded, codec::Decoded::Tensors(tensors), Some(alone)).await,
+                None => match graph.stack_rows(&tensors) {
+                    Some(rows) => return batcher.infer(rows, deadline).await,
+                    // Inputs that do not fit: run alone, where the graph says what is wrong.
+                    None => codec::Decoded::Tensors(tensors),
+                },
+            },
+            None => codec::Decoded::Tensors(tensors),
+        },
         (_, other) => other,
     };
+    run_blocking(loaded, input, None).await
+}
+
+/// Runs one request on the blocking pool; `claim` (the version held while alone, see
+/// [`crate::batcher::Batcher::claim_idle`]) is released when the computation ends, even
+/// if the caller left first.
+async fn run_blocking(
+    loaded: &Arc<LoadedModel>,
+    input: codec::Decoded,
+    claim: Option<crate::batcher::Outstanding>,
+) -> Result<Vec<modelplane_model::Output>, Error> {
     let model = loaded.clone();
     // Inference is CPU work: keep it off the async runtime.
     tokio::task::spawn_blocking(move || {
+        let _claim = claim;
         let started = Instant::now();
         let outputs = match (&model.model, input) {
             (Runnable::Native(native), codec::Decoded::Features(rows)) => {
@@ -278,12 +303,7 @@ async fn infer(
                 let texts: Vec<&[u8]> = texts.iter().map(Vec::as_slice).collect();
                 native.predict_texts(&texts).map_err(Error::from)
             }
-            (Runnable::Onnx(graph), codec::Decoded::Tensors(tensors)) => {
-                graph.predict(tensors).map_err(|err| match err {
-                    modelplane_onnx::Error::InvalidInput(message) => Error::InvalidArgument(message),
-                    other => Error::Internal(other.to_string()),
-                })
-            }
+            (Runnable::Onnx(graph), codec::Decoded::Tensors(tensors)) => graph.predict(tensors).map_err(Error::from),
             _ => Err(Error::Internal("decoded input does not match the model kind".into())),
         };
         model.stats.executed(rows_of(&outputs), started.elapsed());

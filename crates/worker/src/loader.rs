@@ -221,7 +221,9 @@ async fn load(
     let onnx = record.kind == "onnx";
     tokio::task::spawn_blocking(move || {
         if onnx {
-            modelplane_onnx::OnnxModel::load(&bytes).map(Runnable::Onnx).map_err(|err| err.to_string())
+            modelplane_onnx::OnnxModel::load(&bytes)
+                .map(|graph| Runnable::Onnx(Arc::new(graph)))
+                .map_err(|err| err.to_string())
         } else {
             let model = Model::from_artifact(&bytes).map_err(|err| err.to_string())?;
             warm_up(&model).map_err(|err| format!("warm-up inference failed: {err}"))?;

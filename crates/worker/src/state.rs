@@ -13,11 +13,12 @@ use crate::batcher::{BatchPolicy, Batcher, ComputeFn};
 use crate::stats::Stats;
 
 /// A loaded model of either artifact kind.
+#[derive(Clone)]
 pub enum Runnable {
     /// A modelplane artifact (ndarray).
     Native(Arc<Model>),
     /// An ONNX graph (tract).
-    Onnx(modelplane_onnx::OnnxModel),
+    Onnx(Arc<modelplane_onnx::OnnxModel>),
 }
 
 /// A version loaded and ready to run.
@@ -37,37 +38,34 @@ pub struct LoadedModel {
 
 impl LoadedModel {
     /// A loaded version; starts its batching loop when `policy` enables batching and the
-    /// model takes a feature matrix (text models and ONNX graphs run one request at a time).
+    /// model can merge requests: a feature model, or an ONNX graph whose inputs and
+    /// outputs share a symbolic batch dimension. Text models and other graphs run one
+    /// request at a time.
     pub fn new(record: VersionRecord, model: Runnable, policy: BatchPolicy) -> Self {
         let stats = Arc::new(Stats::new(&record.model, record.version));
         Self::with_stats(record, model, policy, stats)
     }
 
     /// The same version and model under other batching settings, counting into the same
-    /// statistics. Requests already queued on this one finish there; `None` for an ONNX
-    /// graph, which never batches.
-    pub fn rebatched(&self, policy: BatchPolicy) -> Option<Self> {
-        match &self.model {
-            Runnable::Native(native) => Some(Self::with_stats(
-                self.record.clone(),
-                Runnable::Native(native.clone()),
-                policy,
-                self.stats.clone(),
-            )),
-            Runnable::Onnx(_) => None,
-        }
+    /// statistics. Requests already queued on this one finish there.
+    pub fn rebatched(&self, policy: BatchPolicy) -> Self {
+        Self::with_stats(self.record.clone(), self.model.clone(), policy, self.stats.clone())
     }
 
     fn with_stats(record: VersionRecord, model: Runnable, policy: BatchPolicy, stats: Arc<Stats>) -> Self {
-        let batcher = match &model {
+        let compute: Option<ComputeFn> = match &model {
             Runnable::Native(native) if policy.enabled() && native.vectorizer.is_none() => {
-                let label = format!("{} v{}", record.model, record.version);
                 let native = native.clone();
-                let compute: ComputeFn = Arc::new(move |rows| native.predict(rows).map_err(Error::from));
-                Some(Batcher::start(compute, policy, label, stats.clone()))
+                Some(Arc::new(move |rows| native.predict(rows).map_err(Error::from)))
+            }
+            Runnable::Onnx(graph) if policy.enabled() && graph.batches() => {
+                let graph = graph.clone();
+                Some(Arc::new(move |rows| graph.predict_rows(rows).map_err(Error::from)))
             }
             _ => None,
         };
+        let label = format!("{} v{}", record.model, record.version);
+        let batcher = compute.map(|compute| Batcher::start(compute, policy, label, stats.clone()));
         Self { record, model, batcher, policy, stats }
     }
 }
@@ -89,17 +87,15 @@ impl Slot {
         if loaded.policy == policy {
             return;
         }
-        if let Some(rebatched) = loaded.rebatched(policy) {
-            tracing::info!(
-                model = %loaded.record.model,
-                version = loaded.record.version,
-                max_batch_size = policy.max_batch_size,
-                max_queue_delay_us = policy.max_queue_delay.as_micros() as u64,
-                queue_capacity = policy.queue_capacity,
-                "batching settings changed"
-            );
-            self.model = Some(Arc::new(rebatched));
-        }
+        tracing::info!(
+            model = %loaded.record.model,
+            version = loaded.record.version,
+            max_batch_size = policy.max_batch_size,
+            max_queue_delay_us = policy.max_queue_delay.as_micros() as u64,
+            queue_capacity = policy.queue_capacity,
+            "batching settings changed"
+        );
+        self.model = Some(Arc::new(loaded.rebatched(policy)));
     }
 }
 
