@@ -4,12 +4,15 @@
 # and 64; the router again with its worker reached over loopback gRPC as in a cluster
 # (`up --router-via-network`) rather than in process, and the echo server behind a bare
 # proxy (the floor of that extra hop); then MLPs of growing width at
-# concurrency 64 with dynamic batching on and off. Release build, `modelplane up` on the
-# embedded store; every number comes from `modelplane bench`.
+# concurrency 64 with dynamic batching on and off, and the same for an imported ONNX MLP
+# (when a Python with `onnx` is at hand: the interop venv `./scripts/test.sh` makes, or
+# the system's). Release build, `modelplane up` on the embedded store; every number comes
+# from `modelplane bench`.
 #
 #   scripts/bench-serving.sh [SECONDS_PER_RUN]      (default 5; prints markdown tables)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo="$PWD"
 seconds="${1:-5}"
 cargo build --release --quiet -p modelplane
 bin="$PWD/target/release/modelplane"
@@ -73,6 +76,20 @@ for width in 512 1024 2048; do
     --output json >/dev/null
   "$bin" deploy "mlp64w$width" --version 1 --wait 120 >/dev/null
 done
+
+# An ONNX MLP of the same shape as mlp64w1024, batched by its symbolic batch axis.
+onnx_python=""
+for candidate in "$repo/target/interop-venv/bin/python" python3; do
+  if "$candidate" -c "import onnx" 2>/dev/null; then onnx_python="$candidate"; break; fi
+done
+if [ -n "$onnx_python" ]; then
+  "$onnx_python" "$repo/scripts/make-onnx-mlp.py" "$work/onnx1024.onnx" 64 1024 2 4
+  "$bin" models import onnx1024 "$work/onnx1024.onnx" >/dev/null
+  "$bin" deploy onnx1024 --version 1 --wait 120 >/dev/null
+  batching_models="$batching_models onnx1024"
+else
+  echo "no Python with the onnx package: the ONNX model is left out (run ./scripts/test.sh once to make the venv)" >&2
+fi
 
 for features in 30 64; do
   "$bin" bench-echo --features "$features" >"$work/echo$features.out" 2>/dev/null &

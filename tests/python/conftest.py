@@ -64,6 +64,34 @@ def write_onnx_classifier(path):
     save(model, path)
 
 
+# Integer ids in; FP32 scores, an INT64 label (ArgMax) and BOOL flags out: the kinds of
+# tensors exported classifiers and NLP models carry besides FP32.
+TYPED_W = np.array([[1.0, -1.0], [0.5, 2.0], [-3.0, 0.25]], dtype=np.float32)
+
+
+def write_typed_onnx(path):
+    from onnx import TensorProto, helper, numpy_helper, checker, save
+
+    nodes = [
+        helper.make_node("Cast", ["ids"], ["as_float"], to=TensorProto.FLOAT),
+        helper.make_node("MatMul", ["as_float", "W"], ["scores"]),
+        helper.make_node("ArgMax", ["scores"], ["label"], axis=1, keepdims=0),
+        helper.make_node("Greater", ["scores", "zero"], ["positive"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "typed",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 3])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 2]),
+         helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+         helper.make_tensor_value_info("positive", TensorProto.BOOL, ["N", 2])],
+        initializer=[numpy_helper.from_array(TYPED_W, "W"), numpy_helper.from_array(np.float32(0.0), "zero")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    checker.check_model(model)
+    save(model, path)
+
+
 # A deliberately slow ONNX model: SLOW_DEPTH chained 256x256 MatMuls, so a request of
 # SLOW_ROWS rows computes for a second or more (for the cancellation test).
 SLOW_WIDTH, SLOW_DEPTH, SLOW_ROWS = 256, 64, 4096
@@ -154,6 +182,10 @@ def cluster():
     write_onnx_classifier(onnx_path)
     cli("models", "import", "onnx-classifier", onnx_path)
     cli("deploy", "onnx-classifier", "--version", "1")
+    typed_path = os.path.join(work, "typed.onnx")
+    write_typed_onnx(typed_path)
+    cli("models", "import", "onnx-typed", typed_path)
+    cli("deploy", "onnx-typed", "--version", "1")
     slow_path = os.path.join(work, "slow.onnx")
     write_slow_onnx(slow_path)
     cli("models", "import", "slow-chain", slow_path)

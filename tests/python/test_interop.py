@@ -2,13 +2,15 @@
 health, readiness, metadata and inference with raw and typed contents, checked against a
 numpy computation from the artifact file itself (the cluster is in conftest.py).
 """
+import json
+
 import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from conftest import ROWS, W1, B1, W2, B2, expected
+from conftest import ROWS, TYPED_W, W1, B1, W2, B2, expected
 
 
 def test_health_and_metadata(cluster):
@@ -103,6 +105,40 @@ def test_imported_onnx_model_matches_numpy(cluster):
     with pytest.raises(grpcclient.InferenceServerException) as err:
         client.infer("onnx-classifier", [wrong])
     assert "INVALID_ARGUMENT" in str(err.value.status()) and "[-1, 4]" in err.value.message()
+
+
+def test_onnx_model_with_integer_and_bool_tensors(cluster, cli, tmp_path):
+    """INT64 in; FP32, INT64 and BOOL out. Other integer types convert to INT64 when
+    exact; a fractional value is refused."""
+    router, _ = cluster
+    client = grpcclient.InferenceServerClient(router)
+    meta = client.get_model_metadata("onnx-typed", as_json=True)
+    assert meta["inputs"] == [{"name": "ids", "datatype": "INT64", "shape": ["-1", "3"]}]
+    assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [
+        ("scores", "FP32"), ("label", "INT64"), ("positive", "BOOL")]
+    ids = np.array([[1, 2, 3], [4, 0, 1], [0, 0, 2]], dtype=np.int64)
+    scores = ids.astype(np.float32) @ TYPED_W
+    for dtype, datatype in [(np.int64, "INT64"), (np.int32, "INT32"), (np.uint8, "UINT8")]:
+        tensor = grpcclient.InferInput("ids", list(ids.shape), datatype)
+        tensor.set_data_from_numpy(ids.astype(dtype))
+        result = client.infer("onnx-typed", [tensor])
+        np.testing.assert_allclose(result.as_numpy("scores"), scores, rtol=1e-6)
+        assert result.as_numpy("label").dtype == np.int64
+        assert result.as_numpy("label").tolist() == scores.argmax(axis=1).tolist(), datatype
+        assert result.as_numpy("positive").tolist() == (scores > 0).tolist(), datatype
+    fractional = grpcclient.InferInput("ids", [1, 3], "FP32")
+    fractional.set_data_from_numpy(np.array([[1.0, 2.5, 3.0]], dtype=np.float32))
+    with pytest.raises(grpcclient.InferenceServerException) as err:
+        client.infer("onnx-typed", [fractional])
+    assert "INVALID_ARGUMENT" in str(err.value.status())
+    assert "value 2.5 at index 1 cannot be represented exactly in INT64" in err.value.message()
+    # The CLI sends integers for an integer input and prints every output type.
+    rows = tmp_path / "ids.json"
+    rows.write_text(json.dumps(ids.tolist()))
+    printed = json.loads(cli("predict", "onnx-typed", "--input", str(rows)).stdout)
+    outputs = {o["name"]: o for o in printed["outputs"]}
+    assert outputs["label"]["datatype"] == "INT64" and outputs["label"]["data"] == scores.argmax(axis=1).tolist()
+    assert outputs["positive"]["data"] == (scores > 0).flatten().tolist()
 
 
 def test_errors_are_precise(cluster):

@@ -7,7 +7,7 @@ import urllib.request
 import numpy as np
 import tritonclient.http as httpclient
 
-from conftest import ROWS, expected
+from conftest import ROWS, TYPED_W, expected
 
 
 def call(url, body=None):
@@ -80,3 +80,17 @@ def test_tritonclient_http_binary_and_json(rest, cluster):
     x = httpclient.InferInput("input", list(ROWS.shape), "FP32")
     x.set_data_from_numpy(ROWS)
     np.testing.assert_allclose(client.infer("houses", [x]).as_numpy("predictions"), expected(artifact), rtol=1e-4)
+
+
+def test_json_integer_input_and_integer_and_bool_outputs(rest):
+    """An ONNX model taking INT64 and answering INT64 and BOOL: JSON carries them as
+    numbers and true/false."""
+    ids = [[1, 2, 3], [4, 0, 1]]
+    body = {"inputs": [{"name": "ids", "datatype": "INT64", "shape": [2, 3], "data": ids}]}
+    status, answer = call(f"{rest}/v2/models/onnx-typed/infer", body)
+    assert status == 200, answer
+    outputs = {o["name"]: o for o in answer["outputs"]}
+    scores = np.array(ids, dtype=np.float32) @ TYPED_W
+    assert outputs["label"]["datatype"] == "INT64" and outputs["label"]["data"] == scores.argmax(axis=1).tolist()
+    assert outputs["positive"]["datatype"] == "BOOL"
+    assert outputs["positive"]["data"] == (scores > 0).flatten().tolist()

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use modelplane_model::{Dataset, Model, ModelKind, OutputData, Target, TrainParams, train};
+use modelplane_model::{Dataset, Model, ModelKind, Target, TensorData, TrainParams, train};
 
 struct Case {
     dataset: &'static str,
@@ -73,13 +73,13 @@ fn score(model: &Model, test: &Dataset) -> (&'static str, f64) {
     let outputs = model.predict(test.features.view()).expect("predicts");
     match &test.target {
         Target::Classes { index, labels } => {
-            let OutputData::Bytes(predicted) = &outputs[1].data else { panic!("classifier without labels") };
+            let TensorData::Bytes(predicted) = &outputs[1].data else { panic!("classifier without labels") };
             let correct =
                 index.iter().zip(predicted).filter(|(truth, p)| labels[**truth].as_bytes() == p.as_slice()).count();
             ("accuracy", correct as f64 / index.len() as f64)
         }
         Target::Values(values) => {
-            let OutputData::F32(predicted) = &outputs[0].data else { panic!("regressor without values") };
+            let TensorData::F32(predicted) = &outputs[0].data else { panic!("regressor without values") };
             let mean = values.iter().map(|v| f64::from(*v)).sum::<f64>() / values.len() as f64;
             let residual: f64 =
                 values.iter().zip(predicted).map(|(t, p)| (f64::from(*t) - f64::from(*p)).powi(2)).sum();

@@ -25,8 +25,8 @@ pub use artifact::{FORMAT_VERSION, MANIFEST_METADATA_KEY};
 pub use data::{Dataset, Target};
 pub use error::{Error, Result};
 pub use model::{
-    INPUT_NAME, InputKind, Manifest, Model, ModelKind, Output, OutputData, Signature, StandardScaler, Step,
-    TEXT_INPUT_NAME, TensorSpec,
+    INPUT_NAME, InputKind, Manifest, Model, ModelKind, Output, Signature, StandardScaler, Step, TEXT_INPUT_NAME,
+    TensorData, TensorSpec,
 };
 pub use network::{Activation, Dense, Head};
 pub use packed::PackedWeights;

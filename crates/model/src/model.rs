@@ -148,13 +148,48 @@ pub struct Manifest {
     pub params: BTreeMap<String, String>,
 }
 
-/// Values of an output tensor.
+/// Values of a tensor, row-major. Native models answer FP32 and BYTES; ONNX graphs may
+/// also take and answer the other types.
 #[derive(Clone, Debug, PartialEq)]
-pub enum OutputData {
-    /// FP32, row-major.
+pub enum TensorData {
+    /// FP32.
     F32(Vec<f32>),
+    /// FP64.
+    F64(Vec<f64>),
+    /// INT32.
+    I32(Vec<i32>),
+    /// INT64 (class indices, say).
+    I64(Vec<i64>),
+    /// BOOL.
+    Bool(Vec<bool>),
     /// BYTES, one element per entry.
     Bytes(Vec<Vec<u8>>),
+}
+
+impl TensorData {
+    /// The KServe v2 datatype.
+    pub fn datatype(&self) -> &'static str {
+        match self {
+            TensorData::F32(_) => "FP32",
+            TensorData::F64(_) => "FP64",
+            TensorData::I32(_) => "INT32",
+            TensorData::I64(_) => "INT64",
+            TensorData::Bool(_) => "BOOL",
+            TensorData::Bytes(_) => "BYTES",
+        }
+    }
+
+    /// Elements `range` (row-major) as values of the same type.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> TensorData {
+        match self {
+            TensorData::F32(values) => TensorData::F32(values[range].to_vec()),
+            TensorData::F64(values) => TensorData::F64(values[range].to_vec()),
+            TensorData::I32(values) => TensorData::I32(values[range].to_vec()),
+            TensorData::I64(values) => TensorData::I64(values[range].to_vec()),
+            TensorData::Bool(values) => TensorData::Bool(values[range].to_vec()),
+            TensorData::Bytes(values) => TensorData::Bytes(values[range].to_vec()),
+        }
+    }
 }
 
 /// A model's output tensor with its shape.
@@ -165,7 +200,7 @@ pub struct Output {
     /// Dimensions.
     pub shape: Vec<usize>,
     /// Values.
-    pub data: OutputData,
+    pub data: TensorData,
 }
 
 /// A trained model: preprocessing, dense layers and an output head.
@@ -282,7 +317,7 @@ impl Model {
                 vec![Output {
                     name: "predictions".into(),
                     shape: vec![rows, 1],
-                    data: OutputData::F32(out.into_iter().collect()),
+                    data: TensorData::F32(out.into_iter().collect()),
                 }]
             }
             Head::Sigmoid => {
@@ -308,8 +343,8 @@ impl Model {
 
     fn class_outputs(&self, rows: usize, classes: usize, probabilities: Vec<f32>, labels: Vec<Vec<u8>>) -> Vec<Output> {
         vec![
-            Output { name: "probabilities".into(), shape: vec![rows, classes], data: OutputData::F32(probabilities) },
-            Output { name: "label".into(), shape: vec![rows], data: OutputData::Bytes(labels) },
+            Output { name: "probabilities".into(), shape: vec![rows, classes], data: TensorData::F32(probabilities) },
+            Output { name: "label".into(), shape: vec![rows], data: TensorData::Bytes(labels) },
         ]
     }
 }

@@ -445,7 +445,7 @@ pub(crate) mod tests {
         assert!(model.manifest.metrics["accuracy"] >= 0.95, "{:?}", model.manifest.metrics);
         assert_eq!(model.manifest.labels, ["no", "yes"]);
         let outputs = model.predict(ndarray::array![[0.9f32, 0.9], [-0.9, -0.9]].view()).expect("predicts");
-        assert_eq!(outputs[1].data, crate::OutputData::Bytes(vec![b"yes".to_vec(), b"no".to_vec()]));
+        assert_eq!(outputs[1].data, crate::TensorData::Bytes(vec![b"yes".to_vec(), b"no".to_vec()]));
     }
 
     #[test]
@@ -595,7 +595,7 @@ pub(crate) mod tests {
             assert!(model.manifest.metrics["accuracy"] >= 0.95, "{pairs:?}: {:?}", model.manifest.metrics);
             assert_eq!(model.manifest.signature.inputs[0].datatype, "BYTES");
             let outputs = model.predict_texts(&[b"a storm and wind today", b"the coach saw a goal"]).expect("predicts");
-            assert_eq!(outputs[1].data, crate::OutputData::Bytes(vec![b"weather".to_vec(), b"sports".to_vec()]));
+            assert_eq!(outputs[1].data, crate::TensorData::Bytes(vec![b"weather".to_vec(), b"sports".to_vec()]));
             assert!(model.predict(ndarray::Array2::zeros((1, 1)).view()).is_err(), "a text model refuses numbers");
         }
     }

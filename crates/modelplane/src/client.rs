@@ -525,20 +525,44 @@ pub async fn deploy(args: DeployArgs, endpoints: &Endpoints) -> Result<()> {
     }
 }
 
-/// Rows from `[1, 2]` (one row) or `[[1, 2], [3, 4]]`.
-fn parse_rows(text: &str) -> Result<Vec<Vec<f32>>> {
+/// Rows from `[1, 2]` (one row) or `[[1, 2], [3, 4]]`, each value read by `read`
+/// (`what` names what it accepts).
+fn parse_rows<T>(text: &str, what: &str, read: impl Fn(&serde_json::Value) -> Option<T>) -> Result<Vec<Vec<T>>> {
     let value: serde_json::Value = serde_json::from_str(text).context("input is not JSON")?;
-    let as_row = |v: &serde_json::Value| -> Result<Vec<f32>> {
+    let as_row = |v: &serde_json::Value| -> Result<Vec<T>> {
         v.as_array()
-            .context("expected an array of numbers")?
+            .with_context(|| format!("expected an array of {what}"))?
             .iter()
-            .map(|x| x.as_f64().map(|f| f as f32).context("expected numbers"))
+            .map(|x| read(x).with_context(|| format!("expected {what}; got {x}")))
             .collect()
     };
-    match value.as_array() {
-        Some(items) if items.first().is_some_and(serde_json::Value::is_array) => items.iter().map(as_row).collect(),
-        Some(_) => Ok(vec![as_row(&value)?]),
+    let rows = match value.as_array() {
+        Some(items) if items.first().is_some_and(serde_json::Value::is_array) => {
+            items.iter().map(as_row).collect::<Result<Vec<_>>>()?
+        }
+        Some(_) => vec![as_row(&value)?],
         None => bail!("input must be a JSON array: one row [..] or rows [[..], [..]]"),
+    };
+    let width = rows.first().map(Vec::len).unwrap_or(0);
+    if rows.iter().any(|r| r.len() != width) {
+        bail!("every row must have the same number of values");
+    }
+    Ok(rows)
+}
+
+/// An output's values as JSON, from the typed contents field of its datatype.
+fn output_json(datatype: &str, contents: InferTensorContents) -> serde_json::Value {
+    match datatype {
+        "BYTES" => serde_json::json!(
+            contents.bytes_contents.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect::<Vec<_>>()
+        ),
+        "BOOL" => serde_json::json!(contents.bool_contents),
+        "INT8" | "INT16" | "INT32" => serde_json::json!(contents.int_contents),
+        "INT64" => serde_json::json!(contents.int64_contents),
+        "UINT8" | "UINT16" | "UINT32" => serde_json::json!(contents.uint_contents),
+        "UINT64" => serde_json::json!(contents.uint64_contents),
+        "FP64" => serde_json::json!(contents.fp64_contents),
+        _ => serde_json::json!(contents.fp32_contents),
     }
 }
 
@@ -565,17 +589,28 @@ pub async fn predict(args: PredictArgs, endpoints: &Endpoints) -> Result<()> {
             }),
             ..Default::default()
         }
-    } else {
-        let rows = parse_rows(&text)?;
-        let width = rows.first().map(Vec::len).unwrap_or(0);
-        if rows.iter().any(|r| r.len() != width) {
-            bail!("every row must have the same number of values");
+    } else if input.datatype.starts_with("INT") || input.datatype.starts_with("UINT") {
+        // Integer inputs (an ONNX model's token ids) travel as INT64, exact at any size;
+        // the worker narrows them to the model's type when they fit.
+        let rows = parse_rows(&text, "integers", serde_json::Value::as_i64)?;
+        let shape = vec![rows.len() as i64, rows.first().map_or(0, Vec::len) as i64];
+        let contents = InferTensorContents { int64_contents: rows.concat(), ..Default::default() };
+        InferInputTensor {
+            name: input.name.clone(),
+            datatype: "INT64".into(),
+            shape,
+            contents: Some(contents),
+            ..Default::default()
         }
+    } else {
+        let rows = parse_rows(&text, "numbers", |x| x.as_f64().map(|f| f as f32))?;
+        let shape = vec![rows.len() as i64, rows.first().map_or(0, Vec::len) as i64];
+        let contents = InferTensorContents { fp32_contents: rows.concat(), ..Default::default() };
         InferInputTensor {
             name: input.name.clone(),
             datatype: "FP32".into(),
-            shape: vec![rows.len() as i64, width as i64],
-            contents: Some(InferTensorContents { fp32_contents: rows.concat(), ..Default::default() }),
+            shape,
+            contents: Some(contents),
             ..Default::default()
         }
     };
@@ -590,14 +625,7 @@ pub async fn predict(args: PredictArgs, endpoints: &Endpoints) -> Result<()> {
         .outputs
         .iter()
         .map(|o| {
-            let contents = o.contents.clone().unwrap_or_default();
-            let data = if o.datatype == "BYTES" {
-                serde_json::json!(
-                    contents.bytes_contents.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect::<Vec<_>>()
-                )
-            } else {
-                serde_json::json!(contents.fp32_contents)
-            };
+            let data = output_json(&o.datatype, o.contents.clone().unwrap_or_default());
             serde_json::json!({ "name": o.name, "datatype": o.datatype, "shape": o.shape, "data": data })
         })
         .collect();

@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use modelplane_model::{Output, OutputData, Signature, TensorSpec};
+use modelplane_model::{Output, Signature, TensorData, TensorSpec};
 use ndarray::{Array2, ArrayView2, Axis, Slice};
 use tract_onnx::prelude::*;
 
@@ -38,13 +38,50 @@ pub struct OnnxModel {
     row_widths: Option<Vec<usize>>,
 }
 
+/// An input or output tensor: its shape and values.
+pub type ShapedTensor = (Vec<usize>, TensorData);
+
 fn datatype(dt: DatumType) -> Result<&'static str, Error> {
     match dt {
         DatumType::F32 => Ok("FP32"),
-        other => {
-            Err(Error::Load(format!("tensors of {other:?} are not supported; modelplane serves FP32 ONNX graphs")))
-        }
+        DatumType::F64 => Ok("FP64"),
+        DatumType::I32 => Ok("INT32"),
+        DatumType::I64 => Ok("INT64"),
+        DatumType::Bool => Ok("BOOL"),
+        other => Err(Error::Load(format!(
+            "tensors of {other:?} are not supported; modelplane serves ONNX graphs whose inputs and outputs are \
+             FP32, FP64, INT32, INT64 or BOOL"
+        ))),
     }
+}
+
+/// A tract tensor of `shape` holding `values`.
+fn tensor(shape: &[usize], values: TensorData) -> TractResult<Tensor> {
+    match values {
+        TensorData::F32(values) => Tensor::from_shape(shape, &values),
+        TensorData::F64(values) => Tensor::from_shape(shape, &values),
+        TensorData::I32(values) => Tensor::from_shape(shape, &values),
+        TensorData::I64(values) => Tensor::from_shape(shape, &values),
+        TensorData::Bool(values) => Tensor::from_shape(shape, &values),
+        TensorData::Bytes(_) => Err(TractError::msg("BYTES tensors are not supported")),
+    }
+}
+
+/// A tract tensor's values, when of a type the signature allows.
+fn values(tensor: &Tensor) -> TractResult<TensorData> {
+    fn all<T: Datum + Copy>(tensor: &Tensor) -> TractResult<Vec<T>> {
+        Ok(tensor.to_plain_array_view::<T>()?.iter().copied().collect())
+    }
+    Ok(match tensor.datum_type() {
+        DatumType::F32 => TensorData::F32(all(tensor)?),
+        DatumType::F64 => TensorData::F64(all(tensor)?),
+        DatumType::I32 => TensorData::I32(all(tensor)?),
+        DatumType::I64 => TensorData::I64(all(tensor)?),
+        DatumType::Bool => TensorData::Bool(all(tensor)?),
+        other => {
+            return Err(TractError::msg(format!("the graph answered {other:?}, which its signature does not declare")));
+        }
+    })
 }
 
 fn spec(model: &TypedModel, outlet: OutletId) -> Result<TensorSpec, Error> {
@@ -83,12 +120,20 @@ impl OnnxModel {
     /// does not batch or the inputs do not fit it (wrong count or shape, or batch sizes
     /// that differ between inputs): such a request runs alone through
     /// [`OnnxModel::predict`], which says what is wrong.
-    pub fn stack_rows(&self, inputs: &[(Vec<usize>, Vec<f32>)]) -> Option<Array2<f32>> {
+    pub fn stack_rows(&self, inputs: &[ShapedTensor]) -> Option<Array2<f32>> {
         let widths = self.row_widths.as_ref()?;
         if inputs.len() != widths.len() {
             return None;
         }
         let rows = *inputs.first()?.0.first()?;
+        // Batching graphs take FP32 inputs only (see `batch_row_widths`).
+        let inputs: Vec<(&[usize], &[f32])> = inputs
+            .iter()
+            .map(|(shape, values)| match values {
+                TensorData::F32(values) => Some((shape.as_slice(), values.as_slice())),
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
         let fits = inputs.iter().zip(&self.signature.inputs).all(|((shape, values), spec)| {
             shape.first() == Some(&rows) && fits(shape, &spec.shape) && values.len() == shape.iter().product::<usize>()
         });
@@ -124,14 +169,15 @@ impl OnnxModel {
                 offset += w;
                 let mut shape = vec![rows.nrows()];
                 shape.extend(spec.shape.iter().skip(1).map(|&d| d as usize));
-                (shape, columns.iter().copied().collect())
+                (shape, TensorData::F32(columns.iter().copied().collect()))
             })
             .collect();
         self.predict(inputs)
     }
 
-    /// Runs one batch: one FP32 tensor per input, in signature order, as (shape, values).
-    pub fn predict(&self, inputs: Vec<(Vec<usize>, Vec<f32>)>) -> Result<Vec<Output>, Error> {
+    /// Runs one batch: one tensor per input, in signature order, of the datatype the
+    /// signature declares.
+    pub fn predict(&self, inputs: Vec<ShapedTensor>) -> Result<Vec<Output>, Error> {
         if inputs.len() != self.signature.inputs.len() {
             return Err(Error::InvalidInput(format!(
                 "the model takes {} inputs; got {}",
@@ -157,7 +203,15 @@ impl OnnxModel {
                     spec.name, spec.shape
                 )));
             }
-            let tensor = Tensor::from_shape(&shape, &values).map_err(|e| Error::InvalidInput(e.to_string()))?;
+            if values.datatype() != spec.datatype {
+                return Err(Error::InvalidInput(format!(
+                    "input {:?} is {}; the model takes {}",
+                    spec.name,
+                    values.datatype(),
+                    spec.datatype
+                )));
+            }
+            let tensor = tensor(&shape, values).map_err(|e| Error::InvalidInput(e.to_string()))?;
             tensors.push(tensor.into_tvalue());
         }
         let results = self.plan.run(tensors).map_err(|e| Error::Run(format!("{e:#}")))?;
@@ -165,9 +219,8 @@ impl OnnxModel {
             .into_iter()
             .zip(&self.signature.outputs)
             .map(|(value, spec)| {
-                let view = value.to_plain_array_view::<f32>().map_err(|e| Error::Run(e.to_string()))?;
-                let values: Vec<f32> = view.iter().copied().collect();
-                Ok(Output { name: spec.name.clone(), shape: value.shape().to_vec(), data: OutputData::F32(values) })
+                let data = values(&value).map_err(|e| Error::Run(e.to_string()))?;
+                Ok(Output { name: spec.name.clone(), shape: value.shape().to_vec(), data })
             })
             .collect()
     }
@@ -179,7 +232,8 @@ fn fits(shape: &[usize], declared: &[i64]) -> bool {
 }
 
 /// Values per batch item of each input, when every input and output starts with the same
-/// symbolic dimension and every other dimension is fixed; else `None`.
+/// symbolic dimension, every other dimension is fixed and the inputs are FP32 (they stack
+/// as rows of one matrix); else `None`.
 fn batch_row_widths(model: &TypedModel) -> TractResult<Option<Vec<usize>>> {
     let facts = |outlets: &[OutletId]| -> TractResult<Vec<TypedFact>> {
         outlets.iter().map(|outlet| model.outlet_fact(*outlet).cloned()).collect()
@@ -187,7 +241,7 @@ fn batch_row_widths(model: &TypedModel) -> TractResult<Option<Vec<usize>>> {
     let inputs = facts(model.input_outlets()?)?;
     let outputs = facts(model.output_outlets()?)?;
     let Some(batch) = inputs.first().and_then(|fact| fact.shape.iter().next()) else { return Ok(None) };
-    if batch.to_i64().is_ok() {
+    if batch.to_i64().is_ok() || inputs.iter().any(|fact| fact.datum_type != DatumType::F32) {
         return Ok(None);
     }
     let batched = |fact: &TypedFact| fact.shape.iter().next().as_ref() == Some(&batch);
@@ -208,18 +262,20 @@ fn batch_row_widths(model: &TypedModel) -> TractResult<Option<Vec<usize>>> {
 #[cfg(test)]
 mod tests {
     use prost::Message;
+    use tract_onnx::pb::tensor_proto::DataType;
     use tract_onnx::pb::tensor_shape_proto::{Dimension, dimension};
-    use tract_onnx::pb::{self, type_proto};
+    use tract_onnx::pb::{self, attribute_proto::AttributeType, type_proto};
 
     use super::*;
 
     /// A dimension: a number, or a symbol (`dim_param`).
+    #[derive(Clone, Copy)]
     enum Dim {
         Fixed(i64),
         Symbol(&'static str),
     }
 
-    fn value(name: &str, dims: &[Dim]) -> pb::ValueInfoProto {
+    fn value(name: &str, elem_type: DataType, dims: &[Dim]) -> pb::ValueInfoProto {
         let dim = dims
             .iter()
             .map(|d| Dimension {
@@ -230,10 +286,7 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        let tensor = type_proto::Tensor {
-            elem_type: pb::tensor_proto::DataType::Float as i32,
-            shape: Some(pb::TensorShapeProto { dim }),
-        };
+        let tensor = type_proto::Tensor { elem_type: elem_type as i32, shape: Some(pb::TensorShapeProto { dim }) };
         pb::ValueInfoProto {
             name: name.into(),
             r#type: Some(pb::TypeProto { value: Some(type_proto::Value::TensorType(tensor)), ..Default::default() }),
@@ -241,30 +294,27 @@ mod tests {
         }
     }
 
-    /// `neg_a = -a`, `neg_b = -b`: two inputs of different widths, two outputs.
-    fn negate_both(a: &[Dim], b: &[Dim]) -> OnnxModel {
-        let node = |input: &str, output: &str| pb::NodeProto {
+    /// A node `op(input) -> output` with integer attributes.
+    fn node(op: &str, input: &str, output: &str, attributes: &[(&str, i64)]) -> pb::NodeProto {
+        pb::NodeProto {
             input: vec![input.into()],
             output: vec![output.into()],
-            op_type: "Neg".into(),
-            ..Default::default()
-        };
-        let out = |input: &[Dim]| {
-            input
+            op_type: op.into(),
+            attribute: attributes
                 .iter()
-                .map(|d| match d {
-                    Dim::Fixed(n) => Dim::Fixed(*n),
-                    Dim::Symbol(s) => Dim::Symbol(s),
+                .map(|(name, i)| pb::AttributeProto {
+                    name: (*name).into(),
+                    r#type: AttributeType::Int as i32,
+                    i: *i,
+                    ..Default::default()
                 })
-                .collect::<Vec<_>>()
-        };
-        let graph = pb::GraphProto {
-            node: vec![node("a", "neg_a"), node("b", "neg_b")],
-            name: "negate_both".into(),
-            input: vec![value("a", a), value("b", b)],
-            output: vec![value("neg_a", &out(a)), value("neg_b", &out(b))],
+                .collect(),
             ..Default::default()
-        };
+        }
+    }
+
+    fn load(node: Vec<pb::NodeProto>, input: Vec<pb::ValueInfoProto>, output: Vec<pb::ValueInfoProto>) -> OnnxModel {
+        let graph = pb::GraphProto { node, name: "test".into(), input, output, ..Default::default() };
         let model = pb::ModelProto {
             ir_version: 8,
             opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 13 }],
@@ -274,11 +324,21 @@ mod tests {
         OnnxModel::load(&model.encode_to_vec()).expect("the test graph loads")
     }
 
-    fn values(outputs: &[Output], index: usize) -> (&[usize], &[f32]) {
-        match &outputs[index].data {
-            OutputData::F32(values) => (&outputs[index].shape, values),
-            OutputData::Bytes(_) => panic!("FP32 expected"),
-        }
+    /// `neg_a = -a`, `neg_b = -b`: two FP32 inputs of different widths, two outputs.
+    fn negate_both(a: &[Dim], b: &[Dim]) -> OnnxModel {
+        load(
+            vec![node("Neg", "a", "neg_a", &[]), node("Neg", "b", "neg_b", &[])],
+            vec![value("a", DataType::Float, a), value("b", DataType::Float, b)],
+            vec![value("neg_a", DataType::Float, a), value("neg_b", DataType::Float, b)],
+        )
+    }
+
+    fn f32s(shape: &[usize], values: &[f32]) -> ShapedTensor {
+        (shape.to_vec(), TensorData::F32(values.to_vec()))
+    }
+
+    fn answer(outputs: &[Output], index: usize) -> (&[usize], &TensorData) {
+        (&outputs[index].shape, &outputs[index].data)
     }
 
     #[test]
@@ -286,26 +346,26 @@ mod tests {
         let graph = negate_both(&[Dim::Symbol("N"), Dim::Fixed(2)], &[Dim::Symbol("N"), Dim::Fixed(3)]);
         assert!(graph.batches());
         // Two requests: one of two rows, one of one row.
-        let first = [(vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]), (vec![2, 3], vec![10.0, 20.0, 30.0, 40.0, 50.0, 60.0])];
-        let second = [(vec![1, 2], vec![5.0, 6.0]), (vec![1, 3], vec![70.0, 80.0, 90.0])];
+        let first = [f32s(&[2, 2], &[1.0, 2.0, 3.0, 4.0]), f32s(&[2, 3], &[10.0, 20.0, 30.0, 40.0, 50.0, 60.0])];
+        let second = [f32s(&[1, 2], &[5.0, 6.0]), f32s(&[1, 3], &[70.0, 80.0, 90.0])];
         let rows = [graph.stack_rows(&first).expect("fits"), graph.stack_rows(&second).expect("fits")];
         assert_eq!(rows[0].row(1).to_vec(), [3.0, 4.0, 40.0, 50.0, 60.0], "batch item 1 of a, then of b");
         let batch = ndarray::concatenate(Axis(0), &[rows[0].view(), rows[1].view()]).expect("same width");
         let outputs = graph.predict_rows(batch.view()).expect("runs");
-        assert_eq!(values(&outputs, 0), (&[3, 2][..], &[-1.0, -2.0, -3.0, -4.0, -5.0, -6.0][..]));
-        assert_eq!(values(&outputs, 1).0, [3, 3]);
-        assert_eq!(values(&outputs, 1).1, [-10.0, -20.0, -30.0, -40.0, -50.0, -60.0, -70.0, -80.0, -90.0]);
+        assert_eq!(answer(&outputs, 0), (&[3, 2][..], &TensorData::F32(vec![-1.0, -2.0, -3.0, -4.0, -5.0, -6.0])));
+        let negated_b = vec![-10.0, -20.0, -30.0, -40.0, -50.0, -60.0, -70.0, -80.0, -90.0];
+        assert_eq!(answer(&outputs, 1), (&[3, 3][..], &TensorData::F32(negated_b)));
         // The same request alone gives the same answer.
         let alone = graph.predict(second.to_vec()).expect("runs");
-        assert_eq!(values(&alone, 1).1, [-70.0, -80.0, -90.0]);
+        assert_eq!(answer(&alone, 1).1, &TensorData::F32(vec![-70.0, -80.0, -90.0]));
     }
 
     #[test]
     fn inputs_that_do_not_fit_the_batch_are_left_to_run_alone() {
         let graph = negate_both(&[Dim::Symbol("N"), Dim::Fixed(2)], &[Dim::Symbol("N"), Dim::Fixed(3)]);
-        let rows_differ = [(vec![2, 2], vec![0.0; 4]), (vec![1, 3], vec![0.0; 3])];
+        let rows_differ = [f32s(&[2, 2], &[0.0; 4]), f32s(&[1, 3], &[0.0; 3])];
         assert!(graph.stack_rows(&rows_differ).is_none());
-        let too_wide = [(vec![1, 3], vec![0.0; 3]), (vec![1, 3], vec![0.0; 3])];
+        let too_wide = [f32s(&[1, 3], &[0.0; 3]), f32s(&[1, 3], &[0.0; 3])];
         assert!(graph.stack_rows(&too_wide).is_none());
         assert!(graph.stack_rows(&too_wide[..1]).is_none(), "one input missing");
         let message = graph.predict(rows_differ.to_vec()).map(|_| ()).expect_err("batch sizes differ").to_string();
@@ -320,6 +380,51 @@ mod tests {
         assert!(!two_symbols.batches(), "inputs with unrelated first dimensions");
         let ragged = negate_both(&[Dim::Symbol("N"), Dim::Symbol("L")], &[Dim::Symbol("N"), Dim::Fixed(3)]);
         assert!(!ragged.batches(), "a second symbolic dimension (say, sequence length)");
-        assert!(ragged.stack_rows(&[(vec![1, 4], vec![0.0; 4]), (vec![1, 3], vec![0.0; 3])]).is_none());
+        assert!(ragged.stack_rows(&[f32s(&[1, 4], &[0.0; 4]), f32s(&[1, 3], &[0.0; 3])]).is_none());
+    }
+
+    /// INT64 ids and BOOL flags in; INT64, FP64, BOOL and INT32 out.
+    fn typed_graph() -> OnnxModel {
+        let (n, two, one) = (Dim::Symbol("N"), Dim::Fixed(2), Dim::Fixed(1));
+        load(
+            vec![
+                node("ArgMax", "ids", "position", &[("axis", 1), ("keepdims", 0)]),
+                node("Cast", "ids", "wide", &[("to", DataType::Double as i64)]),
+                node("Cast", "ids", "nonzero", &[("to", DataType::Bool as i64)]),
+                node("Cast", "flags", "flag_ints", &[("to", DataType::Int32 as i64)]),
+            ],
+            vec![value("ids", DataType::Int64, &[n, two]), value("flags", DataType::Bool, &[n, one])],
+            vec![
+                value("position", DataType::Int64, &[n]),
+                value("wide", DataType::Double, &[n, two]),
+                value("nonzero", DataType::Bool, &[n, two]),
+                value("flag_ints", DataType::Int32, &[n, one]),
+            ],
+        )
+    }
+
+    #[test]
+    fn graphs_take_and_answer_integer_float64_and_bool_tensors() {
+        let graph = typed_graph();
+        let datatypes = |specs: &[TensorSpec]| specs.iter().map(|s| s.datatype.clone()).collect::<Vec<_>>();
+        assert_eq!(datatypes(&graph.signature().inputs), ["INT64", "BOOL"]);
+        assert_eq!(datatypes(&graph.signature().outputs), ["INT64", "FP64", "BOOL", "INT32"]);
+        assert!(!graph.batches(), "only FP32 inputs stack as rows");
+        let ids = (vec![2, 2], TensorData::I64(vec![7, 1 << 40, 0, 3]));
+        let flags = (vec![2, 1], TensorData::Bool(vec![true, false]));
+        let outputs = graph.predict(vec![ids, flags]).expect("runs");
+        assert_eq!(answer(&outputs, 0), (&[2][..], &TensorData::I64(vec![1, 1])));
+        assert_eq!(answer(&outputs, 1).1, &TensorData::F64(vec![7.0, (1u64 << 40) as f64, 0.0, 3.0]));
+        assert_eq!(answer(&outputs, 2).1, &TensorData::Bool(vec![true, true, false, true]));
+        assert_eq!(answer(&outputs, 3), (&[2, 1][..], &TensorData::I32(vec![1, 0])));
+    }
+
+    #[test]
+    fn an_input_of_another_datatype_than_the_graph_takes_is_refused() {
+        let graph = typed_graph();
+        let ids = f32s(&[1, 2], &[7.0, 1.0]);
+        let flags = (vec![1, 1], TensorData::Bool(vec![true]));
+        let message = graph.predict(vec![ids, flags]).map(|_| ()).expect_err("FP32 ids").to_string();
+        assert_eq!(message, "input \"ids\" is FP32; the model takes INT64");
     }
 }

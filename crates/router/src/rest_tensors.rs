@@ -94,10 +94,29 @@ pub(crate) fn encode_input(input: &Value, binary: &mut Bytes) -> Result<(InferIn
 
 /// Raw output bytes as a flat JSON array.
 pub(crate) fn decode_output(datatype: &str, raw: &[u8]) -> Result<Value, RestError> {
+    fn words<const N: usize, T: Into<Value>>(raw: &[u8], read: fn([u8; N]) -> T) -> Vec<Value> {
+        raw.chunks_exact(N)
+            .map(|chunk| {
+                let mut word = [0u8; N];
+                word.copy_from_slice(chunk);
+                read(word).into()
+            })
+            .collect()
+    }
     let values: Vec<Value> = match datatype {
-        "FP32" => {
-            raw.chunks_exact(4).map(|c| Value::from(f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))).collect()
-        }
+        "BOOL" => raw.iter().map(|b| Value::from(*b != 0)).collect(),
+        "INT8" => words(raw, i8::from_le_bytes),
+        "INT16" => words(raw, i16::from_le_bytes),
+        "INT32" => words(raw, i32::from_le_bytes),
+        "INT64" => words(raw, i64::from_le_bytes),
+        "UINT8" => words(raw, u8::from_le_bytes),
+        "UINT16" => words(raw, u16::from_le_bytes),
+        "UINT32" => words(raw, u32::from_le_bytes),
+        "UINT64" => words(raw, u64::from_le_bytes),
+        "FP16" => words(raw, |w| f64::from(half::f16::from_le_bytes(w).to_f32())),
+        "BF16" => words(raw, |w| f64::from(half::bf16::from_le_bytes(w).to_f32())),
+        "FP32" => words(raw, |w| f64::from(f32::from_le_bytes(w))),
+        "FP64" => words(raw, f64::from_le_bytes),
         "BYTES" => {
             let mut values = Vec::new();
             let mut rest = raw;
@@ -156,5 +175,11 @@ mod tests {
         assert_eq!(decode_output("FP32", &raw).ok().expect("fp32"), json!([1.5, -2.0]));
         let texts = [2u32.to_le_bytes().as_slice(), b"ok"].concat();
         assert_eq!(decode_output("BYTES", &texts).ok().expect("bytes"), json!(["ok"]));
+        let int64s: Vec<u8> = [-1i64, 1 << 40].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(decode_output("INT64", &int64s).ok().expect("int64"), json!([-1, 1_099_511_627_776i64]));
+        assert_eq!(decode_output("BOOL", &[1, 0]).ok().expect("bool"), json!([true, false]));
+        assert_eq!(decode_output("FP64", &0.1f64.to_le_bytes()).ok().expect("fp64"), json!([0.1]));
+        assert_eq!(decode_output("UINT16", &[1, 1]).ok().expect("uint16"), json!([257]));
+        assert_eq!(decode_output("INT8", &[255]).ok().expect("int8"), json!([-1]));
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use modelplane_model::{Output, OutputData};
+use modelplane_model::Output;
 use modelplane_store::schema::BatchingOverride;
 use ndarray::{Array2, ArrayView2, Axis};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -273,11 +273,7 @@ fn split_rows(outputs: Vec<Output>, counts: &[usize]) -> Vec<Vec<Output>> {
             if let Some(first) = shape.first_mut() {
                 *first = count;
             }
-            let data = match &output.data {
-                OutputData::F32(values) => OutputData::F32(values[range].to_vec()),
-                OutputData::Bytes(values) => OutputData::Bytes(values[range].to_vec()),
-            };
-            part.push(Output { name: output.name.clone(), shape, data });
+            part.push(Output { name: output.name.clone(), shape, data: output.data.slice(range) });
         }
     }
     parts
@@ -286,6 +282,8 @@ fn split_rows(outputs: Vec<Output>, counts: &[usize]) -> Vec<Vec<Output>> {
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
+
+    use modelplane_model::TensorData;
 
     use super::*;
 
@@ -307,7 +305,7 @@ mod tests {
             Ok(vec![Output {
                 name: "echo".into(),
                 shape: vec![rows.nrows(), rows.ncols()],
-                data: OutputData::F32(values),
+                data: TensorData::F32(values),
             }])
         });
         (compute, Gate { entered: Mutex::new(entered_rx), release: release_tx })
@@ -342,8 +340,8 @@ mod tests {
 
     fn echoed(outputs: &[Output]) -> Vec<f32> {
         match &outputs[0].data {
-            OutputData::F32(values) => values.clone(),
-            OutputData::Bytes(_) => Vec::new(),
+            TensorData::F32(values) => values.clone(),
+            _ => Vec::new(),
         }
     }
 
@@ -470,7 +468,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_model_that_does_not_answer_one_row_per_row_fails_the_batch_instead_of_mixing_rows() {
         let one_row: ComputeFn = Arc::new(|rows| {
-            Ok(vec![Output { name: "sum".into(), shape: vec![1], data: OutputData::F32(vec![rows.sum()]) }])
+            Ok(vec![Output { name: "sum".into(), shape: vec![1], data: TensorData::F32(vec![rows.sum()]) }])
         });
         let batcher = Batcher::start(one_row, policy(64, 16), "m v1".into(), Arc::default());
         match batcher.infer(Array2::zeros((2, 2)), None).await {
@@ -497,18 +495,20 @@ mod tests {
     #[test]
     fn outputs_split_back_by_row_counts() {
         let outputs = vec![
-            Output { name: "probs".into(), shape: vec![3, 2], data: OutputData::F32(vec![1., 2., 3., 4., 5., 6.]) },
+            Output { name: "probs".into(), shape: vec![3, 2], data: TensorData::F32(vec![1., 2., 3., 4., 5., 6.]) },
             Output {
                 name: "label".into(),
                 shape: vec![3],
-                data: OutputData::Bytes(vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]),
+                data: TensorData::Bytes(vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]),
             },
+            Output { name: "class".into(), shape: vec![3], data: TensorData::I64(vec![7, 8, 9]) },
         ];
         let parts = split_rows(outputs, &[1, 2]);
         assert_eq!(parts[0][0].shape, [1, 2]);
-        assert!(matches!(&parts[0][0].data, OutputData::F32(v) if v == &[1., 2.]));
+        assert!(matches!(&parts[0][0].data, TensorData::F32(v) if v == &[1., 2.]));
         assert_eq!(parts[1][0].shape, [2, 2]);
-        assert!(matches!(&parts[1][0].data, OutputData::F32(v) if v == &[3., 4., 5., 6.]));
-        assert!(matches!(&parts[1][1].data, OutputData::Bytes(v) if v == &[b"b".to_vec(), b"c".to_vec()]));
+        assert!(matches!(&parts[1][0].data, TensorData::F32(v) if v == &[3., 4., 5., 6.]));
+        assert!(matches!(&parts[1][1].data, TensorData::Bytes(v) if v == &[b"b".to_vec(), b"c".to_vec()]));
+        assert_eq!(parts[1][2].data, TensorData::I64(vec![8, 9]));
     }
 }

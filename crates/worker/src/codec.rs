@@ -4,7 +4,8 @@
 //! raw, as Triton does).
 
 use bytes::Bytes;
-use modelplane_model::{Output, OutputData, Signature};
+use modelplane_model::{Output, Signature, TensorData};
+use modelplane_onnx::ShapedTensor;
 use modelplane_proto::inference::model_infer_request::InferInputTensor;
 use modelplane_proto::inference::{
     InferTensorContents, ModelInferRequest, ModelInferResponse, model_infer_response::InferOutputTensor,
@@ -20,15 +21,14 @@ pub enum Decoded {
     Features(Array2<f32>),
     /// One text per row for a text model.
     Texts(Vec<Vec<u8>>),
-    /// One FP32 tensor (shape, values) per input, in signature order, for ONNX graphs.
-    Tensors(Vec<(Vec<usize>, Vec<f32>)>),
+    /// One tensor (shape, values) per input, in signature order and of the datatype the
+    /// signature declares, for ONNX graphs.
+    Tensors(Vec<ShapedTensor>),
 }
 
-/// A tensor as its shape and FP32 values, in row-major order.
-pub type ShapedTensor = (Vec<usize>, Vec<f32>);
-
 /// Decodes every input an ONNX graph's signature names, matched by name, converted to
-/// FP32 where lossless. Ranks and fixed dimensions are checked by the graph.
+/// the datatype the graph takes where lossless. Ranks and fixed dimensions are checked
+/// by the graph.
 pub fn decode_tensors(request: &ModelInferRequest, signature: &Signature) -> Result<Vec<ShapedTensor>, Error> {
     let expected: Vec<&str> = signature.inputs.iter().map(|s| s.name.as_str()).collect();
     if let Some(unknown) = request.inputs.iter().find(|i| !expected.contains(&i.name.as_str())) {
@@ -63,7 +63,7 @@ pub fn decode_tensors(request: &ModelInferRequest, signature: &Signature) -> Res
                 Error::InvalidArgument(format!("input {:?} shape {:?} is too large", input.name, input.shape))
             })?;
             let raw = request.raw_input_contents.get(index).map(|raw| raw.as_ref());
-            Ok((shape, to_fp32(input, raw, count)?))
+            Ok((shape, to_datatype(input, raw, count, &spec.datatype)?))
         })
         .collect()
 }
@@ -185,9 +185,9 @@ fn count_error(input: &InferInputTensor, found: usize, unit: &str, expected: usi
     ))
 }
 
-fn inexact(input: &InferInputTensor, index: usize, value: impl std::fmt::Display) -> Error {
+fn inexact(input: &InferInputTensor, index: usize, value: impl std::fmt::Display, target: &str) -> Error {
     Error::InvalidArgument(format!(
-        "input {:?} ({}) value {value} at index {index} cannot be represented exactly in FP32; send FP32",
+        "input {:?} ({}) value {value} at index {index} cannot be represented exactly in {target}; send {target}",
         input.name, input.datatype
     ))
 }
@@ -203,7 +203,8 @@ fn element_width(datatype: &str) -> Option<usize> {
     })
 }
 
-/// Values as read from the wire, before the conversion to FP32.
+/// Values as read from the wire, before the conversion to the model's datatype.
+#[derive(Clone)]
 enum Wide {
     F32(Vec<f32>),
     F64(Vec<f64>),
@@ -290,15 +291,13 @@ fn has_typed(contents: &InferTensorContents) -> bool {
         && contents.bytes_contents.is_empty())
 }
 
-/// Reads an input's `expected` values as FP32 from typed contents or its raw bytes.
-/// Every numeric V2 datatype is accepted when each value converts to FP32 exactly
-/// (integers up to 2^24 in magnitude, FP64 values that are FP32 values); else the answer
-/// is INVALID_ARGUMENT naming the first value that does not.
-fn to_fp32(input: &InferInputTensor, raw: Option<&[u8]>, expected: usize) -> Result<Vec<f32>, Error> {
+/// Reads an input's `expected` values, as sent, from typed contents or its raw bytes;
+/// `target` is the datatype the model takes (for the error naming what it accepts).
+fn read_values(input: &InferInputTensor, raw: Option<&[u8]>, expected: usize, target: &str) -> Result<Wide, Error> {
     let Some(width) = element_width(&input.datatype) else {
         return Err(Error::InvalidArgument(format!(
-            "input {:?} has datatype {}; expected FP32 (or BOOL, INT8-INT64, UINT8-UINT64, FP16, BF16 or FP64, \
-             converted when exact)",
+            "input {:?} has datatype {}; expected {target} (any of BOOL, INT8-INT64, UINT8-UINT64, FP16, BF16, FP32, \
+             FP64 is converted when exact)",
             input.name, input.datatype
         )));
     };
@@ -318,31 +317,101 @@ fn to_fp32(input: &InferInputTensor, raw: Option<&[u8]>, expected: usize) -> Res
         }
         None => read_typed(input, contents)?,
     };
-    let values: Vec<f32> = match wide {
-        Wide::F32(values) => values,
-        Wide::F64(values) => values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let narrow = *v as f32;
-                if f64::from(narrow) == *v || v.is_nan() { Ok(narrow) } else { Err(inexact(input, i, v)) }
-            })
-            .collect::<Result<_, _>>()?,
-        Wide::Signed(values) => values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| if v.abs() <= FP32_EXACT_INT { Ok(*v as f32) } else { Err(inexact(input, i, v)) })
-            .collect::<Result<_, _>>()?,
-        Wide::Unsigned(values) => values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| if *v <= FP32_EXACT_INT as u64 { Ok(*v as f32) } else { Err(inexact(input, i, v)) })
-            .collect::<Result<_, _>>()?,
+    let count = match &wide {
+        Wide::F32(values) => values.len(),
+        Wide::F64(values) => values.len(),
+        Wide::Signed(values) => values.len(),
+        Wide::Unsigned(values) => values.len(),
     };
-    if values.len() != expected {
-        return Err(count_error(input, values.len(), "values", expected));
+    if count != expected {
+        return Err(count_error(input, count, "values", expected));
     }
-    Ok(values)
+    Ok(wide)
+}
+
+/// Converts every value with `exact` (`None`: the value has no exact form in `target`),
+/// naming the first one that does not convert.
+fn convert<V: Copy + std::fmt::Display, T>(
+    input: &InferInputTensor,
+    target: &str,
+    values: Vec<V>,
+    exact: impl Fn(V) -> Option<T>,
+) -> Result<Vec<T>, Error> {
+    values.into_iter().enumerate().map(|(i, v)| exact(v).ok_or_else(|| inexact(input, i, v, target))).collect()
+}
+
+/// Reads an input's `expected` values as FP32 from typed contents or its raw bytes.
+/// Every numeric V2 datatype is accepted when each value converts to FP32 exactly
+/// (integers up to 2^24 in magnitude, FP64 values that are FP32 values); else the answer
+/// is INVALID_ARGUMENT naming the first value that does not.
+fn to_fp32(input: &InferInputTensor, raw: Option<&[u8]>, expected: usize) -> Result<Vec<f32>, Error> {
+    let target = "FP32";
+    match read_values(input, raw, expected, target)? {
+        Wide::F32(values) => Ok(values),
+        Wide::F64(values) => convert(input, target, values, |v| {
+            let narrow = v as f32;
+            (f64::from(narrow) == v || v.is_nan()).then_some(narrow)
+        }),
+        Wide::Signed(values) => {
+            convert(input, target, values, |v| (v.unsigned_abs() <= FP32_EXACT_INT as u64).then_some(v as f32))
+        }
+        Wide::Unsigned(values) => convert(input, target, values, |v| (v <= FP32_EXACT_INT as u64).then_some(v as f32)),
+    }
+}
+
+/// Largest integer every value up to which FP64 holds exactly (2^53).
+const FP64_EXACT_INT: i64 = 1 << 53;
+
+/// An integral float as an i64, when it is one.
+fn integral(value: f64) -> Option<i64> {
+    // 2^63 is exact in f64; every integral f64 in [-2^63, 2^63) converts exactly.
+    (value.fract() == 0.0 && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&value))
+        .then_some(value as i64)
+}
+
+/// Reads an input as the datatype an ONNX graph takes (FP32, FP64, INT32, INT64, BOOL),
+/// converting what the client sent when every value converts exactly (an INT32 id to
+/// INT64, 3.0 to 3, 1 to true), else INVALID_ARGUMENT naming the first value that does not.
+fn to_datatype(
+    input: &InferInputTensor,
+    raw: Option<&[u8]>,
+    expected: usize,
+    target: &str,
+) -> Result<TensorData, Error> {
+    if target == "FP32" {
+        return to_fp32(input, raw, expected).map(TensorData::F32);
+    }
+    let wide = read_values(input, raw, expected, target)?;
+    if target == "FP64" {
+        return Ok(TensorData::F64(match wide {
+            Wide::F32(values) => values.into_iter().map(f64::from).collect(),
+            Wide::F64(values) => values,
+            Wide::Signed(values) => {
+                convert(input, target, values, |v| (v.unsigned_abs() <= FP64_EXACT_INT as u64).then_some(v as f64))?
+            }
+            Wide::Unsigned(values) => {
+                convert(input, target, values, |v| (v <= FP64_EXACT_INT as u64).then_some(v as f64))?
+            }
+        }));
+    }
+    let integers = |narrow: fn(i64) -> Option<i64>| -> Result<Vec<i64>, Error> {
+        match wide.clone() {
+            Wide::F32(values) => convert(input, target, values, |v| integral(f64::from(v)).and_then(narrow)),
+            Wide::F64(values) => convert(input, target, values, |v| integral(v).and_then(narrow)),
+            Wide::Signed(values) => convert(input, target, values, narrow),
+            Wide::Unsigned(values) => convert(input, target, values, |v| i64::try_from(v).ok().and_then(narrow)),
+        }
+    };
+    Ok(match target {
+        "INT64" => TensorData::I64(integers(Some)?),
+        "INT32" => {
+            TensorData::I32(integers(|v| i32::try_from(v).ok().map(i64::from))?.into_iter().map(|v| v as i32).collect())
+        }
+        "BOOL" => {
+            TensorData::Bool(integers(|v| (v == 0 || v == 1).then_some(v))?.into_iter().map(|v| v == 1).collect())
+        }
+        other => return Err(Error::Internal(format!("the model takes {other}, which no input converts to"))),
+    })
 }
 
 /// Checks requested output names against the signature before any compute.
@@ -375,40 +444,52 @@ pub fn encode_response(
         ..Default::default()
     };
     for output in outputs.into_iter().filter(|o| wanted(&o.name)) {
-        let datatype = match output.data {
-            OutputData::F32(_) => "FP32",
-            OutputData::Bytes(_) => "BYTES",
-        };
         let mut tensor = InferOutputTensor {
             name: output.name,
-            datatype: datatype.into(),
+            datatype: output.data.datatype().into(),
             shape: output.shape.iter().map(|d| *d as i64).collect(),
             ..Default::default()
         };
-        match (output.data, raw) {
-            (OutputData::F32(values), true) => {
-                let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-                response.raw_output_contents.push(Bytes::from(bytes));
-            }
-            (OutputData::F32(values), false) => {
-                tensor.contents = Some(InferTensorContents { fp32_contents: values, ..Default::default() });
-            }
-            (OutputData::Bytes(elements), true) => {
-                // Raw BYTES: each element is a 4-byte little-endian length, then its bytes.
-                let mut bytes = Vec::with_capacity(elements.iter().map(|e| e.len() + 4).sum());
-                for element in &elements {
-                    bytes.extend_from_slice(&(element.len() as u32).to_le_bytes());
-                    bytes.extend_from_slice(element);
-                }
-                response.raw_output_contents.push(Bytes::from(bytes));
-            }
-            (OutputData::Bytes(elements), false) => {
-                tensor.contents = Some(InferTensorContents { bytes_contents: elements, ..Default::default() });
-            }
+        if raw {
+            response.raw_output_contents.push(Bytes::from(raw_bytes(output.data)));
+        } else {
+            tensor.contents = Some(typed_contents(output.data));
         }
         response.outputs.push(tensor);
     }
     response
+}
+
+/// Output values as raw contents: little-endian, BOOL one byte each, BYTES elements each
+/// after a 4-byte little-endian length.
+fn raw_bytes(data: TensorData) -> Vec<u8> {
+    match data {
+        TensorData::F32(values) => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        TensorData::F64(values) => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        TensorData::I32(values) => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        TensorData::I64(values) => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        TensorData::Bool(values) => values.iter().map(|v| u8::from(*v)).collect(),
+        TensorData::Bytes(elements) => {
+            let mut bytes = Vec::with_capacity(elements.iter().map(|e| e.len() + 4).sum());
+            for element in &elements {
+                bytes.extend_from_slice(&(element.len() as u32).to_le_bytes());
+                bytes.extend_from_slice(element);
+            }
+            bytes
+        }
+    }
+}
+
+/// Output values in the typed contents field the protocol gives their datatype.
+fn typed_contents(data: TensorData) -> InferTensorContents {
+    match data {
+        TensorData::F32(fp32_contents) => InferTensorContents { fp32_contents, ..Default::default() },
+        TensorData::F64(fp64_contents) => InferTensorContents { fp64_contents, ..Default::default() },
+        TensorData::I32(int_contents) => InferTensorContents { int_contents, ..Default::default() },
+        TensorData::I64(int64_contents) => InferTensorContents { int64_contents, ..Default::default() },
+        TensorData::Bool(bool_contents) => InferTensorContents { bool_contents, ..Default::default() },
+        TensorData::Bytes(bytes_contents) => InferTensorContents { bytes_contents, ..Default::default() },
+    }
 }
 
 #[cfg(test)]
@@ -462,8 +543,8 @@ mod tests {
         let err = decode_input(&request("BYTES", vec![1, 2], vec![1.0, 2.0], false), &signature).expect_err("dtype");
         assert_eq!(
             err.to_string(),
-            "input \"input\" has datatype BYTES; expected FP32 (or BOOL, INT8-INT64, UINT8-UINT64, FP16, BF16 or FP64, \
-             converted when exact)"
+            "input \"input\" has datatype BYTES; expected FP32 (any of BOOL, INT8-INT64, UINT8-UINT64, FP16, BF16, \
+             FP32, FP64 is converted when exact)"
         );
         let err =
             decode_input(&request("FP32", vec![1, 3], vec![1.0, 2.0, 3.0], false), &signature).expect_err("shape");
@@ -517,7 +598,75 @@ mod tests {
         second.contents = Some(InferTensorContents { fp32_contents: vec![3.0, 4.0], ..Default::default() });
         request.inputs.push(second);
         let tensors = decode_tensors(&request, &signature).expect("both");
-        assert_eq!(tensors, vec![(vec![2, 1], vec![3.0, 4.0]), (vec![1, 2], vec![1.0, 2.0])]);
+        let want = vec![(vec![2, 1], TensorData::F32(vec![3.0, 4.0])), (vec![1, 2], TensorData::F32(vec![1.0, 2.0]))];
+        assert_eq!(tensors, want);
+    }
+
+    /// Decodes one ONNX input `x` sent as `datatype` with `contents` for a graph taking `target`.
+    fn onnx_input(datatype: &str, contents: InferTensorContents, target: &str) -> Result<TensorData, Error> {
+        let spec = modelplane_model::TensorSpec { name: "x".into(), datatype: target.into(), shape: vec![-1] };
+        let signature = modelplane_model::Signature { inputs: vec![spec], outputs: Vec::new() };
+        let mut request = request(datatype, vec![2], vec![], false);
+        request.inputs[0].name = "x".into();
+        request.inputs[0].contents = Some(contents);
+        let mut tensors = decode_tensors(&request, &signature)?;
+        Ok(tensors.remove(0).1)
+    }
+
+    #[test]
+    fn onnx_inputs_convert_to_the_graphs_datatype_only_when_exact() {
+        let ints = |values: Vec<i32>| InferTensorContents { int_contents: values, ..Default::default() };
+        let int64s = |values: Vec<i64>| InferTensorContents { int64_contents: values, ..Default::default() };
+        let floats = |values: Vec<f32>| InferTensorContents { fp32_contents: values, ..Default::default() };
+        let ok = |result: Result<TensorData, Error>| result.expect("converts");
+        let refused = |result: Result<TensorData, Error>| result.expect_err("refused").to_string();
+
+        assert_eq!(ok(onnx_input("INT32", ints(vec![7, -1]), "INT64")), TensorData::I64(vec![7, -1]));
+        assert_eq!(ok(onnx_input("INT64", int64s(vec![1 << 40, 0]), "INT64")), TensorData::I64(vec![1 << 40, 0]));
+        assert_eq!(ok(onnx_input("FP32", floats(vec![3.0, -2.0]), "INT64")), TensorData::I64(vec![3, -2]));
+        let message = refused(onnx_input("FP32", floats(vec![3.0, 2.5]), "INT64"));
+        assert!(
+            message.contains("value 2.5 at index 1 cannot be represented exactly in INT64; send INT64"),
+            "{message}"
+        );
+        let message = refused(onnx_input("INT64", int64s(vec![1 << 40, 0]), "INT32"));
+        assert!(message.contains("value 1099511627776 at index 0") && message.contains("INT32"), "{message}");
+        assert_eq!(ok(onnx_input("INT64", int64s(vec![5, -5]), "INT32")), TensorData::I32(vec![5, -5]));
+        assert_eq!(ok(onnx_input("INT32", ints(vec![1, 0]), "BOOL")), TensorData::Bool(vec![true, false]));
+        assert!(refused(onnx_input("INT32", ints(vec![1, 2]), "BOOL")).contains("value 2 at index 1"));
+        assert_eq!(ok(onnx_input("FP32", floats(vec![0.5, 2.0]), "FP64")), TensorData::F64(vec![0.5, 2.0]));
+        let message = refused(onnx_input("INT64", int64s(vec![i64::MIN, 0]), "FP64"));
+        assert!(message.contains("cannot be represented exactly in FP64"), "{message}");
+        let message = refused(onnx_input("INT64", int64s(vec![i64::MIN, 0]), "FP32"));
+        assert!(message.contains("cannot be represented exactly in FP32"), "{message}");
+        let message = refused(onnx_input("STRING", InferTensorContents::default(), "INT64"));
+        assert!(message.contains("has datatype STRING; expected INT64"), "{message}");
+        let message = refused(onnx_input("INT64", int64s(vec![1]), "INT64"));
+        assert!(message.contains("has 1 values") && message.contains("needs 2"), "{message}");
+    }
+
+    #[test]
+    fn every_output_type_encodes_typed_and_raw() {
+        let outputs = vec![
+            Output { name: "i64".into(), shape: vec![2], data: TensorData::I64(vec![-1, 1 << 40]) },
+            Output { name: "i32".into(), shape: vec![1], data: TensorData::I32(vec![-7]) },
+            Output { name: "f64".into(), shape: vec![1], data: TensorData::F64(vec![0.1]) },
+            Output { name: "bool".into(), shape: vec![2], data: TensorData::Bool(vec![true, false]) },
+        ];
+        let typed = encode_response(&request("FP32", vec![1, 1], vec![1.0], false), "m", 1, outputs.clone());
+        let datatypes: Vec<&str> = typed.outputs.iter().map(|o| o.datatype.as_str()).collect();
+        assert_eq!(datatypes, ["INT64", "INT32", "FP64", "BOOL"]);
+        let contents: Vec<InferTensorContents> =
+            typed.outputs.iter().map(|o| o.contents.clone().unwrap_or_default()).collect();
+        assert_eq!(contents[0].int64_contents, [-1, 1 << 40]);
+        assert_eq!(contents[1].int_contents, [-7]);
+        assert_eq!(contents[2].fp64_contents, [0.1]);
+        assert_eq!(contents[3].bool_contents, [true, false]);
+        let raw = encode_response(&request("FP32", vec![1, 1], vec![1.0], true), "m", 1, outputs);
+        assert_eq!(raw.raw_output_contents[0].as_ref(), [(-1i64).to_le_bytes(), (1i64 << 40).to_le_bytes()].concat());
+        assert_eq!(raw.raw_output_contents[1].as_ref(), (-7i32).to_le_bytes());
+        assert_eq!(raw.raw_output_contents[2].as_ref(), 0.1f64.to_le_bytes());
+        assert_eq!(raw.raw_output_contents[3].as_ref(), [1, 0]);
     }
 
     #[test]
