@@ -577,42 +577,28 @@ pub async fn predict(args: PredictArgs, endpoints: &Endpoints) -> Result<()> {
         .map_err(|s| status_error("model metadata failed", s))?
         .into_inner();
     let input = metadata.inputs.first().context("the model declares no input")?;
-    let tensor = if input.datatype == "BYTES" {
+    let (datatype, shape, contents) = if input.datatype == "BYTES" {
         let texts: Vec<String> = serde_json::from_str(&text).context("a text model takes a JSON array of strings")?;
-        InferInputTensor {
-            name: input.name.clone(),
-            datatype: "BYTES".into(),
-            shape: vec![texts.len() as i64],
-            contents: Some(InferTensorContents {
-                bytes_contents: texts.into_iter().map(String::into_bytes).collect(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+        let shape = vec![texts.len() as i64];
+        let bytes_contents = texts.into_iter().map(String::into_bytes).collect();
+        ("BYTES", shape, InferTensorContents { bytes_contents, ..Default::default() })
     } else if input.datatype.starts_with("INT") || input.datatype.starts_with("UINT") {
         // Integer inputs (an ONNX model's token ids) travel as INT64, exact at any size;
         // the worker narrows them to the model's type when they fit.
         let rows = parse_rows(&text, "integers", serde_json::Value::as_i64)?;
         let shape = vec![rows.len() as i64, rows.first().map_or(0, Vec::len) as i64];
-        let contents = InferTensorContents { int64_contents: rows.concat(), ..Default::default() };
-        InferInputTensor {
-            name: input.name.clone(),
-            datatype: "INT64".into(),
-            shape,
-            contents: Some(contents),
-            ..Default::default()
-        }
+        ("INT64", shape, InferTensorContents { int64_contents: rows.concat(), ..Default::default() })
     } else {
         let rows = parse_rows(&text, "numbers", |x| x.as_f64().map(|f| f as f32))?;
         let shape = vec![rows.len() as i64, rows.first().map_or(0, Vec::len) as i64];
-        let contents = InferTensorContents { fp32_contents: rows.concat(), ..Default::default() };
-        InferInputTensor {
-            name: input.name.clone(),
-            datatype: "FP32".into(),
-            shape,
-            contents: Some(contents),
-            ..Default::default()
-        }
+        ("FP32", shape, InferTensorContents { fp32_contents: rows.concat(), ..Default::default() })
+    };
+    let tensor = InferInputTensor {
+        name: input.name.clone(),
+        datatype: datatype.into(),
+        shape,
+        contents: Some(contents),
+        ..Default::default()
     };
     let request = ModelInferRequest {
         model_name: args.model.clone(),

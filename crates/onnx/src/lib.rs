@@ -1,11 +1,12 @@
 //! ONNX models made elsewhere, run with tract: load and optimise once, read the
 //! signature from the graph, then run batches.
 //!
-//! Supported: FP32 inputs and outputs of any rank; dimensions the graph leaves symbolic
-//! (a `dim_param` such as the batch) are reported as `-1` and may take any size.
+//! Supported: FP32, FP64, INT32, INT64 and BOOL inputs and outputs of any rank;
+//! dimensions the graph leaves symbolic (a `dim_param` such as the batch) are reported as
+//! `-1` and may take any size.
 //!
 //! A graph whose inputs and outputs all start with one shared symbolic dimension (the
-//! batch, `[N, ...]`) and are fixed otherwise can merge requests: each request's inputs
+//! batch, `[N, ...]`), are fixed otherwise and take FP32 can merge requests: each request's inputs
 //! are laid side by side in one row per batch item ([`OnnxModel::stack_rows`]), rows of
 //! many requests stack, and [`OnnxModel::predict_rows`] runs them as one batch.
 #![forbid(unsafe_code)]
