@@ -26,6 +26,18 @@ pub enum Decoded {
     Tensors(Vec<ShapedTensor>),
 }
 
+/// Raw contents come one per input, or not at all.
+fn check_raw_count(request: &ModelInferRequest) -> Result<(), Error> {
+    if !request.raw_input_contents.is_empty() && request.raw_input_contents.len() != request.inputs.len() {
+        return Err(Error::InvalidArgument(format!(
+            "{} raw_input_contents for {} inputs; send one per input or none",
+            request.raw_input_contents.len(),
+            request.inputs.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Decodes every input an ONNX graph's signature names, matched by name, converted to
 /// the datatype the graph takes where lossless. Ranks and fixed dimensions are checked
 /// by the graph.
@@ -37,13 +49,7 @@ pub fn decode_tensors(request: &ModelInferRequest, signature: &Signature) -> Res
             unknown.name
         )));
     }
-    if !request.raw_input_contents.is_empty() && request.raw_input_contents.len() != request.inputs.len() {
-        return Err(Error::InvalidArgument(format!(
-            "{} raw_input_contents for {} inputs; send one per input or none",
-            request.raw_input_contents.len(),
-            request.inputs.len()
-        )));
-    }
+    check_raw_count(request)?;
     signature
         .inputs
         .iter()
@@ -89,13 +95,7 @@ pub fn decode_input(request: &ModelInferRequest, signature: &Signature) -> Resul
             input.name, spec.name
         )));
     }
-    if !request.raw_input_contents.is_empty() && request.raw_input_contents.len() != request.inputs.len() {
-        return Err(Error::InvalidArgument(format!(
-            "{} raw_input_contents for {} inputs; send one per input or none",
-            request.raw_input_contents.len(),
-            request.inputs.len()
-        )));
-    }
+    check_raw_count(request)?;
     if spec.datatype == "BYTES" {
         return decode_texts(input, request.raw_input_contents.first().map(|raw| raw.as_ref())).map(Decoded::Texts);
     }
@@ -111,13 +111,6 @@ pub fn decode_input(request: &ModelInferRequest, signature: &Signature) -> Resul
     let expected = rows
         .checked_mul(columns)
         .ok_or_else(|| Error::InvalidArgument(format!("input shape {:?} is too large", input.shape)))?;
-    if !request.raw_input_contents.is_empty() && request.raw_input_contents.len() != request.inputs.len() {
-        return Err(Error::InvalidArgument(format!(
-            "{} raw_input_contents for {} inputs; send one per input or none",
-            request.raw_input_contents.len(),
-            request.inputs.len()
-        )));
-    }
     let values = to_fp32(input, request.raw_input_contents.first().map(|raw| raw.as_ref()), expected)?;
     Array2::from_shape_vec((rows, columns), values)
         .map(Decoded::Features)
@@ -600,6 +593,19 @@ mod tests {
         let tensors = decode_tensors(&request, &signature).expect("both");
         let want = vec![(vec![2, 1], TensorData::F32(vec![3.0, 4.0])), (vec![1, 2], TensorData::F32(vec![1.0, 2.0]))];
         assert_eq!(tensors, want);
+    }
+
+    #[test]
+    fn raw_contents_come_one_per_input_or_not_at_all() {
+        let mut two_raw = request("FP32", vec![1, 2], vec![1.0, 2.0], true);
+        two_raw.raw_input_contents.push(Bytes::from_static(&[0; 8]));
+        let signature = Model::signature_for(Head::Identity, InputKind::Features(2), 0);
+        let err = decode_input(&two_raw, &signature).expect_err("two raw for one input");
+        assert_eq!(err.to_string(), "2 raw_input_contents for 1 inputs; send one per input or none");
+        let spec = modelplane_model::TensorSpec { name: "input".into(), datatype: "FP32".into(), shape: vec![-1, 2] };
+        let onnx = modelplane_model::Signature { inputs: vec![spec], outputs: Vec::new() };
+        let err = decode_tensors(&two_raw, &onnx).expect_err("two raw for one input");
+        assert!(err.to_string().contains("send one per input or none"), "{err}");
     }
 
     /// Decodes one ONNX input `x` sent as `datatype` with `contents` for a graph taking `target`.
