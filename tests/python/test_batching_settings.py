@@ -5,9 +5,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 import tritonclient.grpc as grpcclient
 
-from conftest import B1, B2, ROWS, W1, W2
+from conftest import B1, B2, ROWS, TYPED_W, W1, W2
 
 
 def wait_for(predicate, what, timeout=15):
@@ -78,50 +79,61 @@ def test_a_deployment_sets_the_batching_of_its_versions(cluster, cli):
         wait_for(lambda: config().get("max_batch_size") == 64, "the worker's max_batch_size 64 back")
 
 
-def test_onnx_requests_merge_into_batches_and_each_gets_its_own_rows(cluster, cli):
-    """An ONNX graph whose batch dimension is symbolic batches like a native model:
-    concurrent requests (of different row counts) run as one execution, and the answer
-    is split back so each caller gets exactly its own rows."""
+def classifier_case(rng, rows):
+    """A request to onnx-classifier (FP32 in) and the probabilities numpy expects."""
+    x = rng.normal(size=(rows, 4)).astype(np.float32)
+    logits = np.maximum(x @ W1 + B1, 0) @ W2 + B2
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return ("features", x, "FP32"), "probs", e / e.sum(axis=1, keepdims=True)
+
+
+def typed_case(rng, rows):
+    """A request to onnx-typed (INT64 ids in) and the INT64 labels numpy expects."""
+    ids = rng.integers(0, 50, size=(rows, 3)).astype(np.int64)
+    return ("ids", ids, "INT64"), "label", (ids.astype(np.float32) @ TYPED_W).argmax(axis=1)
+
+
+@pytest.mark.parametrize("model,case", [("onnx-classifier", classifier_case), ("onnx-typed", typed_case)])
+def test_onnx_requests_merge_into_batches_and_each_gets_its_own_rows(cluster, cli, model, case):
+    """An ONNX graph whose batch dimension is symbolic batches like a native model,
+    whatever its tensor types: concurrent requests (of different row counts) run as one
+    execution, and the answer is split back so each caller gets exactly its own rows."""
     router, _ = cluster
     client = grpcclient.InferenceServerClient(router)
 
     def stats():
-        return client.get_inference_statistics("onnx-classifier", as_json=True)["model_stats"][0]
+        return client.get_inference_statistics(model, as_json=True)["model_stats"][0]
 
-    def expected(x):
-        logits = np.maximum(x @ W1 + B1, 0) @ W2 + B2
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+    def max_batch_size():
+        return client.get_model_config(model, as_json=True)["config"].get("max_batch_size")
 
     rng = np.random.default_rng(7)
-    requests = [rng.normal(size=(1 + i % 3, 4)).astype(np.float32) for i in range(16)]
-    clients = [grpcclient.InferenceServerClient(router) for _ in requests]
+    cases = [case(rng, 1 + i % 3) for i in range(16)]
+    clients = [grpcclient.InferenceServerClient(router) for _ in cases]
 
     def infer(pair):
-        one, x = pair
-        tensor = grpcclient.InferInput("features", list(x.shape), "FP32")
+        one, ((name, x, datatype), output, _) = pair
+        tensor = grpcclient.InferInput(name, list(x.shape), datatype)
         tensor.set_data_from_numpy(x)
-        return one.infer("onnx-classifier", [tensor]).as_numpy("probs")
+        return one.infer(model, [tensor]).as_numpy(output)
 
     try:
-        cli("deploy", "onnx-classifier", "--version", "1", "--max-batch-size", "8", "--max-queue-delay-us", "100000")
-        wait_for(lambda: client.get_model_config("onnx-classifier", as_json=True)["config"].get("max_batch_size") == 8,
-                 "max_batch_size 8 for the ONNX model")
+        cli("deploy", model, "--version", "1", "--max-batch-size", "8", "--max-queue-delay-us", "100000")
+        wait_for(lambda: max_batch_size() == 8, f"max_batch_size 8 for {model}")
         before = stats()
         with ThreadPoolExecutor(len(clients)) as pool:
-            answers = list(pool.map(infer, zip(clients, requests)))
+            answers = list(pool.map(infer, zip(clients, cases)))
         after = stats()
-        for x, got in zip(requests, answers):
-            assert got.shape == (x.shape[0], 3)
-            np.testing.assert_allclose(got, expected(x), rtol=1e-4, atol=1e-6)
+        for (_, _, want), got in zip(cases, answers):
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
         rows = int(after["inference_count"]) - int(before.get("inference_count", 0))
         executions = int(after["execution_count"]) - int(before.get("execution_count", 0))
-        assert rows == sum(x.shape[0] for x in requests)
-        assert executions < len(requests), "requests waiting up to 100 ms together were not merged"
+        assert rows == sum(x.shape[0] for (_, x, _), _, _ in cases)
+        assert executions < len(cases), "requests waiting up to 100 ms together were not merged"
         grown = executions_by_size(before, after)
         assert sum(grown.values()) == executions and sum(s * n for s, n in grown.items()) == rows, grown
         assert max(grown) <= 8, f"a batch exceeded 8 rows: {grown}"
     finally:
-        cli("deploy", "onnx-classifier", "--version", "1")
-        wait_for(lambda: client.get_model_config("onnx-classifier", as_json=True)["config"].get("max_batch_size") == 64,
-                 "the worker's max_batch_size 64 back")
+        cli("deploy", model, "--version", "1")
+        wait_for(lambda: max_batch_size() == 64, "the worker's max_batch_size 64 back")

@@ -179,6 +179,41 @@ impl TensorData {
         }
     }
 
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            TensorData::F32(values) => values.len(),
+            TensorData::F64(values) => values.len(),
+            TensorData::I32(values) => values.len(),
+            TensorData::I64(values) => values.len(),
+            TensorData::Bool(values) => values.len(),
+            TensorData::Bytes(values) => values.len(),
+        }
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Elements of `parts` one after another, when all are of one type.
+    pub fn concat(parts: &[&TensorData]) -> Option<TensorData> {
+        let (first, rest) = parts.split_first()?;
+        let mut joined = (*first).clone();
+        for part in rest {
+            match (&mut joined, part) {
+                (TensorData::F32(all), TensorData::F32(more)) => all.extend_from_slice(more),
+                (TensorData::F64(all), TensorData::F64(more)) => all.extend_from_slice(more),
+                (TensorData::I32(all), TensorData::I32(more)) => all.extend_from_slice(more),
+                (TensorData::I64(all), TensorData::I64(more)) => all.extend_from_slice(more),
+                (TensorData::Bool(all), TensorData::Bool(more)) => all.extend_from_slice(more),
+                (TensorData::Bytes(all), TensorData::Bytes(more)) => all.extend_from_slice(more),
+                _ => return None,
+            }
+        }
+        Some(joined)
+    }
+
     /// Elements `range` (row-major) as values of the same type.
     pub fn slice(&self, range: std::ops::Range<usize>) -> TensorData {
         match self {
@@ -358,4 +393,20 @@ pub(crate) fn argmax(values: impl Iterator<Item = f32>) -> usize {
         }
     }
     best.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TensorData;
+
+    #[test]
+    fn tensor_data_concatenates_and_slices_within_one_type() {
+        let joined = TensorData::concat(&[&TensorData::I64(vec![1, 2]), &TensorData::I64(vec![3])]);
+        assert_eq!(joined, Some(TensorData::I64(vec![1, 2, 3])));
+        assert_eq!(TensorData::concat(&[&TensorData::I64(vec![1]), &TensorData::F32(vec![1.0])]), None, "mixed types");
+        assert_eq!(TensorData::concat(&[]), None);
+        let bools = TensorData::Bool(vec![true, false, true]);
+        assert_eq!(bools.slice(1..3), TensorData::Bool(vec![false, true]));
+        assert_eq!(bools.datatype(), "BOOL");
+    }
 }

@@ -6,15 +6,14 @@
 //! `-1` and may take any size.
 //!
 //! A graph whose inputs and outputs all start with one shared symbolic dimension (the
-//! batch, `[N, ...]`), are fixed otherwise and take FP32 can merge requests: each request's inputs
-//! are laid side by side in one row per batch item ([`OnnxModel::stack_rows`]), rows of
-//! many requests stack, and [`OnnxModel::predict_rows`] runs them as one batch.
+//! batch, `[N, ...]`) and are fixed otherwise can merge requests ([`OnnxModel::batches`]):
+//! the requests' tensors, concatenated input by input along that axis, run as one batch
+//! whose outputs split back by rows.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
 
 use modelplane_model::{Output, Signature, TensorData, TensorSpec};
-use ndarray::{Array2, ArrayView2, Axis, Slice};
 use tract_onnx::prelude::*;
 
 /// Errors of ONNX loading and inference.
@@ -35,8 +34,8 @@ pub enum Error {
 pub struct OnnxModel {
     plan: Arc<TypedRunnableModel>,
     signature: Signature,
-    /// Values per batch item of each input, when the graph batches (module docs).
-    row_widths: Option<Vec<usize>>,
+    /// Whether the graph batches (module docs).
+    batches: bool,
 }
 
 /// An input or output tensor: its shape and values.
@@ -57,13 +56,13 @@ fn datatype(dt: DatumType) -> Result<&'static str, Error> {
 }
 
 /// A tract tensor of `shape` holding `values`.
-fn tensor(shape: &[usize], values: TensorData) -> TractResult<Tensor> {
+fn tensor(shape: &[usize], values: &TensorData) -> TractResult<Tensor> {
     match values {
-        TensorData::F32(values) => Tensor::from_shape(shape, &values),
-        TensorData::F64(values) => Tensor::from_shape(shape, &values),
-        TensorData::I32(values) => Tensor::from_shape(shape, &values),
-        TensorData::I64(values) => Tensor::from_shape(shape, &values),
-        TensorData::Bool(values) => Tensor::from_shape(shape, &values),
+        TensorData::F32(values) => Tensor::from_shape(shape, values),
+        TensorData::F64(values) => Tensor::from_shape(shape, values),
+        TensorData::I32(values) => Tensor::from_shape(shape, values),
+        TensorData::I64(values) => Tensor::from_shape(shape, values),
+        TensorData::Bool(values) => Tensor::from_shape(shape, values),
         TensorData::Bytes(_) => Err(TractError::msg("BYTES tensors are not supported")),
     }
 }
@@ -101,9 +100,9 @@ impl OnnxModel {
         let outputs =
             model.output_outlets().map_err(load)?.iter().map(|o| spec(&model, *o)).collect::<Result<_, _>>()?;
         let signature = Signature { inputs, outputs };
-        let row_widths = batch_row_widths(&model).map_err(load)?;
+        let batches = has_batch_axis(&model).map_err(load)?;
         let plan = model.into_runnable().map_err(load)?;
-        Ok(Self { plan, signature, row_widths })
+        Ok(Self { plan, signature, batches })
     }
 
     /// Inputs and outputs as the graph declares them.
@@ -113,72 +112,27 @@ impl OnnxModel {
 
     /// Whether requests can be merged into one batch (module docs).
     pub fn batches(&self) -> bool {
-        self.row_widths.is_some()
+        self.batches
     }
 
-    /// One request's inputs (signature order, as (shape, values)) as rows of a matrix:
-    /// batch item `i` of every input, side by side, in row `i`. `None` when the graph
-    /// does not batch or the inputs do not fit it (wrong count or shape, or batch sizes
-    /// that differ between inputs): such a request runs alone through
-    /// [`OnnxModel::predict`], which says what is wrong.
-    pub fn stack_rows(&self, inputs: &[ShapedTensor]) -> Option<Array2<f32>> {
-        let widths = self.row_widths.as_ref()?;
-        if inputs.len() != widths.len() {
-            return None;
-        }
-        let rows = *inputs.first()?.0.first()?;
-        // Batching graphs take FP32 inputs only (see `batch_row_widths`).
-        let inputs: Vec<(&[usize], &[f32])> = inputs
-            .iter()
-            .map(|(shape, values)| match values {
-                TensorData::F32(values) => Some((shape.as_slice(), values.as_slice())),
-                _ => None,
+    /// Whether one request's inputs (signature order) can join a batch: the graph batches,
+    /// and every input has the declared type and shape and the same number of rows.
+    /// Others run alone through [`OnnxModel::predict`], which says what is wrong.
+    pub fn fits_batch(&self, inputs: &[ShapedTensor]) -> bool {
+        let rows = inputs.first().and_then(|(shape, _)| shape.first());
+        self.batches
+            && inputs.len() == self.signature.inputs.len()
+            && inputs.iter().zip(&self.signature.inputs).all(|((shape, values), spec)| {
+                shape.first() == rows
+                    && fits(shape, &spec.shape)
+                    && values.datatype() == spec.datatype
+                    && values.len() == shape.iter().product::<usize>()
             })
-            .collect::<Option<_>>()?;
-        let fits = inputs.iter().zip(&self.signature.inputs).all(|((shape, values), spec)| {
-            shape.first() == Some(&rows) && fits(shape, &spec.shape) && values.len() == shape.iter().product::<usize>()
-        });
-        if !fits {
-            return None;
-        }
-        let width: usize = widths.iter().sum();
-        let mut stacked = Vec::with_capacity(rows * width);
-        for row in 0..rows {
-            for ((_, values), &w) in inputs.iter().zip(widths) {
-                stacked.extend_from_slice(&values[row * w..(row + 1) * w]);
-            }
-        }
-        Array2::from_shape_vec((rows, width), stacked).ok()
-    }
-
-    /// Runs rows made by [`OnnxModel::stack_rows`] (of one or many requests) as one batch.
-    pub fn predict_rows(&self, rows: ArrayView2<'_, f32>) -> Result<Vec<Output>, Error> {
-        let widths = self.row_widths.as_ref().ok_or_else(|| Error::InvalidInput("this graph does not batch".into()))?;
-        let width: usize = widths.iter().sum();
-        if rows.ncols() != width {
-            return Err(Error::InvalidInput(format!(
-                "stacked rows have {} values; the graph takes {width}",
-                rows.ncols()
-            )));
-        }
-        let mut offset = 0;
-        let inputs = widths
-            .iter()
-            .zip(&self.signature.inputs)
-            .map(|(&w, spec)| {
-                let columns = rows.slice_axis(Axis(1), Slice::from(offset..offset + w));
-                offset += w;
-                let mut shape = vec![rows.nrows()];
-                shape.extend(spec.shape.iter().skip(1).map(|&d| d as usize));
-                (shape, TensorData::F32(columns.iter().copied().collect()))
-            })
-            .collect();
-        self.predict(inputs)
     }
 
     /// Runs one batch: one tensor per input, in signature order, of the datatype the
     /// signature declares.
-    pub fn predict(&self, inputs: Vec<ShapedTensor>) -> Result<Vec<Output>, Error> {
+    pub fn predict(&self, inputs: &[ShapedTensor]) -> Result<Vec<Output>, Error> {
         if inputs.len() != self.signature.inputs.len() {
             return Err(Error::InvalidInput(format!(
                 "the model takes {} inputs; got {}",
@@ -186,7 +140,7 @@ impl OnnxModel {
                 inputs.len()
             )));
         }
-        if self.row_widths.is_some() {
+        if self.batches {
             // Every input starts with the batch dimension, so they must agree on it.
             let sizes: Vec<usize> = inputs.iter().map(|(shape, _)| shape.first().copied().unwrap_or(0)).collect();
             if sizes.iter().any(|&size| size != sizes[0]) {
@@ -197,8 +151,8 @@ impl OnnxModel {
             }
         }
         let mut tensors = TVec::new();
-        for ((shape, values), spec) in inputs.into_iter().zip(&self.signature.inputs) {
-            if !fits(&shape, &spec.shape) {
+        for ((shape, values), spec) in inputs.iter().zip(&self.signature.inputs) {
+            if !fits(shape, &spec.shape) {
                 return Err(Error::InvalidInput(format!(
                     "input {:?} has shape {shape:?}; the model expects {:?} (-1: any size)",
                     spec.name, spec.shape
@@ -212,7 +166,7 @@ impl OnnxModel {
                     spec.datatype
                 )));
             }
-            let tensor = tensor(&shape, values).map_err(|e| Error::InvalidInput(e.to_string()))?;
+            let tensor = tensor(shape, values).map_err(|e| Error::InvalidInput(e.to_string()))?;
             tensors.push(tensor.into_tvalue());
         }
         let results = self.plan.run(tensors).map_err(|e| Error::Run(format!("{e:#}")))?;
@@ -232,32 +186,21 @@ fn fits(shape: &[usize], declared: &[i64]) -> bool {
     shape.len() == declared.len() && shape.iter().zip(declared).all(|(got, want)| *want < 0 || *got as i64 == *want)
 }
 
-/// Values per batch item of each input, when every input and output starts with the same
-/// symbolic dimension, every other dimension is fixed and the inputs are FP32 (they stack
-/// as rows of one matrix); else `None`.
-fn batch_row_widths(model: &TypedModel) -> TractResult<Option<Vec<usize>>> {
+/// Whether every input and output starts with the same symbolic dimension and every
+/// other dimension is fixed.
+fn has_batch_axis(model: &TypedModel) -> TractResult<bool> {
     let facts = |outlets: &[OutletId]| -> TractResult<Vec<TypedFact>> {
         outlets.iter().map(|outlet| model.outlet_fact(*outlet).cloned()).collect()
     };
     let inputs = facts(model.input_outlets()?)?;
     let outputs = facts(model.output_outlets()?)?;
-    let Some(batch) = inputs.first().and_then(|fact| fact.shape.iter().next()) else { return Ok(None) };
-    if batch.to_i64().is_ok() || inputs.iter().any(|fact| fact.datum_type != DatumType::F32) {
-        return Ok(None);
+    let Some(batch) = inputs.first().and_then(|fact| fact.shape.iter().next()) else { return Ok(false) };
+    if batch.to_i64().is_ok() {
+        return Ok(false);
     }
     let batched = |fact: &TypedFact| fact.shape.iter().next().as_ref() == Some(&batch);
-    if !inputs.iter().chain(&outputs).all(batched) {
-        return Ok(None);
-    }
-    let mut widths = Vec::with_capacity(inputs.len());
-    for fact in &inputs {
-        let dims: Option<Vec<i64>> = fact.shape.iter().skip(1).map(|d| d.to_i64().ok()).collect();
-        match dims {
-            Some(dims) => widths.push(dims.iter().map(|&d| d as usize).product()),
-            None => return Ok(None),
-        }
-    }
-    Ok(Some(widths))
+    let fixed_after_batch = |fact: &TypedFact| fact.shape.iter().skip(1).all(|d| d.to_i64().is_ok());
+    Ok(inputs.iter().chain(&outputs).all(batched) && inputs.iter().all(fixed_after_batch))
 }
 
 #[cfg(test)]
@@ -343,21 +286,24 @@ mod tests {
     }
 
     #[test]
-    fn requests_stack_into_one_batch_and_come_apart_by_row() {
+    fn a_batch_of_many_requests_runs_as_one_and_answers_row_by_row() {
         let graph = negate_both(&[Dim::Symbol("N"), Dim::Fixed(2)], &[Dim::Symbol("N"), Dim::Fixed(3)]);
         assert!(graph.batches());
-        // Two requests: one of two rows, one of one row.
+        // Two requests of two rows and one row, concatenated input by input (as the
+        // worker's batcher does).
         let first = [f32s(&[2, 2], &[1.0, 2.0, 3.0, 4.0]), f32s(&[2, 3], &[10.0, 20.0, 30.0, 40.0, 50.0, 60.0])];
         let second = [f32s(&[1, 2], &[5.0, 6.0]), f32s(&[1, 3], &[70.0, 80.0, 90.0])];
-        let rows = [graph.stack_rows(&first).expect("fits"), graph.stack_rows(&second).expect("fits")];
-        assert_eq!(rows[0].row(1).to_vec(), [3.0, 4.0, 40.0, 50.0, 60.0], "batch item 1 of a, then of b");
-        let batch = ndarray::concatenate(Axis(0), &[rows[0].view(), rows[1].view()]).expect("same width");
-        let outputs = graph.predict_rows(batch.view()).expect("runs");
+        assert!(graph.fits_batch(&first) && graph.fits_batch(&second));
+        let batch = [
+            f32s(&[3, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+            f32s(&[3, 3], &[10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0]),
+        ];
+        let outputs = graph.predict(&batch).expect("runs");
         assert_eq!(answer(&outputs, 0), (&[3, 2][..], &TensorData::F32(vec![-1.0, -2.0, -3.0, -4.0, -5.0, -6.0])));
         let negated_b = vec![-10.0, -20.0, -30.0, -40.0, -50.0, -60.0, -70.0, -80.0, -90.0];
         assert_eq!(answer(&outputs, 1), (&[3, 3][..], &TensorData::F32(negated_b)));
-        // The same request alone gives the same answer.
-        let alone = graph.predict(second.to_vec()).expect("runs");
+        // The second request alone gives its rows of the batch's answer.
+        let alone = graph.predict(&second).expect("runs");
         assert_eq!(answer(&alone, 1).1, &TensorData::F32(vec![-70.0, -80.0, -90.0]));
     }
 
@@ -365,11 +311,15 @@ mod tests {
     fn inputs_that_do_not_fit_the_batch_are_left_to_run_alone() {
         let graph = negate_both(&[Dim::Symbol("N"), Dim::Fixed(2)], &[Dim::Symbol("N"), Dim::Fixed(3)]);
         let rows_differ = [f32s(&[2, 2], &[0.0; 4]), f32s(&[1, 3], &[0.0; 3])];
-        assert!(graph.stack_rows(&rows_differ).is_none());
+        assert!(!graph.fits_batch(&rows_differ));
         let too_wide = [f32s(&[1, 3], &[0.0; 3]), f32s(&[1, 3], &[0.0; 3])];
-        assert!(graph.stack_rows(&too_wide).is_none());
-        assert!(graph.stack_rows(&too_wide[..1]).is_none(), "one input missing");
-        let message = graph.predict(rows_differ.to_vec()).map(|_| ()).expect_err("batch sizes differ").to_string();
+        assert!(!graph.fits_batch(&too_wide));
+        assert!(!graph.fits_batch(&too_wide[..1]), "one input missing");
+        let short = [f32s(&[1, 2], &[0.0]), f32s(&[1, 3], &[0.0; 3])];
+        assert!(!graph.fits_batch(&short), "fewer values than the shape holds");
+        let integers = [(vec![1, 2], TensorData::I64(vec![0; 2])), f32s(&[1, 3], &[0.0; 3])];
+        assert!(!graph.fits_batch(&integers), "another datatype than the graph takes");
+        let message = graph.predict(&rows_differ).map(|_| ()).expect_err("batch sizes differ").to_string();
         assert!(message.contains("batch sizes [2, 1]"), "{message}");
     }
 
@@ -381,7 +331,7 @@ mod tests {
         assert!(!two_symbols.batches(), "inputs with unrelated first dimensions");
         let ragged = negate_both(&[Dim::Symbol("N"), Dim::Symbol("L")], &[Dim::Symbol("N"), Dim::Fixed(3)]);
         assert!(!ragged.batches(), "a second symbolic dimension (say, sequence length)");
-        assert!(ragged.stack_rows(&[f32s(&[1, 4], &[0.0; 4]), f32s(&[1, 3], &[0.0; 3])]).is_none());
+        assert!(!ragged.fits_batch(&[f32s(&[1, 4], &[0.0; 4]), f32s(&[1, 3], &[0.0; 3])]));
     }
 
     /// INT64 ids and BOOL flags in; INT64, FP64, BOOL and INT32 out.
@@ -410,10 +360,11 @@ mod tests {
         let datatypes = |specs: &[TensorSpec]| specs.iter().map(|s| s.datatype.clone()).collect::<Vec<_>>();
         assert_eq!(datatypes(&graph.signature().inputs), ["INT64", "BOOL"]);
         assert_eq!(datatypes(&graph.signature().outputs), ["INT64", "FP64", "BOOL", "INT32"]);
-        assert!(!graph.batches(), "only FP32 inputs stack as rows");
+        assert!(graph.batches(), "every input and output starts with N");
         let ids = (vec![2, 2], TensorData::I64(vec![7, 1 << 40, 0, 3]));
         let flags = (vec![2, 1], TensorData::Bool(vec![true, false]));
-        let outputs = graph.predict(vec![ids, flags]).expect("runs");
+        assert!(graph.fits_batch(&[ids.clone(), flags.clone()]));
+        let outputs = graph.predict(&[ids, flags]).expect("runs");
         assert_eq!(answer(&outputs, 0), (&[2][..], &TensorData::I64(vec![1, 1])));
         assert_eq!(answer(&outputs, 1).1, &TensorData::F64(vec![7.0, (1u64 << 40) as f64, 0.0, 3.0]));
         assert_eq!(answer(&outputs, 2).1, &TensorData::Bool(vec![true, true, false, true]));
@@ -425,7 +376,8 @@ mod tests {
         let graph = typed_graph();
         let ids = f32s(&[1, 2], &[7.0, 1.0]);
         let flags = (vec![1, 1], TensorData::Bool(vec![true]));
-        let message = graph.predict(vec![ids, flags]).map(|_| ()).expect_err("FP32 ids").to_string();
+        assert!(!graph.fits_batch(&[ids.clone(), flags.clone()]));
+        let message = graph.predict(&[ids, flags]).map(|_| ()).expect_err("FP32 ids").to_string();
         assert_eq!(message, "input \"ids\" is FP32; the model takes INT64");
     }
 }

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use modelplane_model::Output;
+use modelplane_model::{Output, TensorData};
+use modelplane_onnx::ShapedTensor;
 use modelplane_store::schema::BatchingOverride;
-use ndarray::{Array2, ArrayView2, Axis};
+use ndarray::{Array2, Axis};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::Error;
@@ -81,11 +82,75 @@ impl BatchPolicy {
     }
 }
 
-/// What a batch runs: the model's predict on the merged rows.
-pub type ComputeFn = Arc<dyn Fn(ArrayView2<'_, f32>) -> Result<Vec<Output>, Error> + Send + Sync>;
+/// What one request (or a merged batch) hands the model, batched along its first axis.
+#[derive(Debug)]
+pub enum BatchInput {
+    /// Feature rows of a native model.
+    Features(Array2<f32>),
+    /// An ONNX graph's inputs, in signature order, all with the same first dimension.
+    Tensors(Vec<ShapedTensor>),
+}
+
+impl BatchInput {
+    /// Rows (batch items) it holds.
+    pub fn rows(&self) -> usize {
+        match self {
+            BatchInput::Features(rows) => rows.nrows(),
+            BatchInput::Tensors(tensors) => tensors.first().and_then(|(shape, _)| shape.first()).copied().unwrap_or(0),
+        }
+    }
+
+    /// The requests' inputs as one batch: rows after rows, input by input.
+    fn stack(parts: &[&BatchInput]) -> Result<BatchInput, Error> {
+        let mismatch = |what: String| Error::Internal(format!("requests of one version do not stack: {what}"));
+        match parts.first() {
+            Some(BatchInput::Features(_)) => {
+                let views = parts
+                    .iter()
+                    .map(|part| match part {
+                        BatchInput::Features(rows) => Ok(rows.view()),
+                        BatchInput::Tensors(_) => Err(mismatch("features and tensors".into())),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                ndarray::concatenate(Axis(0), &views).map(BatchInput::Features).map_err(|err| mismatch(err.to_string()))
+            }
+            Some(BatchInput::Tensors(first)) => {
+                let mut stacked = Vec::with_capacity(first.len());
+                for (index, (shape, _)) in first.iter().enumerate() {
+                    let mut rows = 0;
+                    let mut values = Vec::with_capacity(parts.len());
+                    for part in parts {
+                        let BatchInput::Tensors(tensors) = part else {
+                            return Err(mismatch("features and tensors".into()));
+                        };
+                        let Some((part_shape, part_values)) = tensors.get(index) else {
+                            return Err(mismatch(format!("input {index} missing")));
+                        };
+                        if part_shape.get(1..) != shape.get(1..) {
+                            return Err(mismatch(format!("shapes {part_shape:?} and {shape:?}")));
+                        }
+                        rows += part_shape.first().copied().unwrap_or(0);
+                        values.push(part_values);
+                    }
+                    let values = TensorData::concat(&values).ok_or_else(|| mismatch("datatypes differ".into()))?;
+                    let mut shape = shape.clone();
+                    if let Some(first) = shape.first_mut() {
+                        *first = rows;
+                    }
+                    stacked.push((shape, values));
+                }
+                Ok(BatchInput::Tensors(stacked))
+            }
+            None => Err(mismatch("an empty batch".into())),
+        }
+    }
+}
+
+/// What a batch runs: the model's predict on the merged input.
+pub type ComputeFn = Arc<dyn Fn(&BatchInput) -> Result<Vec<Output>, Error> + Send + Sync>;
 
 struct Pending {
-    rows: Array2<f32>,
+    input: BatchInput,
     deadline: Option<Instant>,
     enqueued: Instant,
     reply: oneshot::Sender<Result<Vec<Output>, Error>>,
@@ -140,13 +205,13 @@ impl Batcher {
         self.policy
     }
 
-    /// Queues `rows` and waits for their outputs.
-    pub async fn infer(&self, rows: Array2<f32>, deadline: Option<Instant>) -> Result<Vec<Output>, Error> {
+    /// Queues `input` and waits for its outputs.
+    pub async fn infer(&self, input: BatchInput, deadline: Option<Instant>) -> Result<Vec<Output>, Error> {
         self.outstanding.fetch_add(1, Ordering::AcqRel);
         let _outstanding = Outstanding(self.outstanding.clone());
         let (reply, answer) = oneshot::channel();
         let pending =
-            Pending { rows, deadline, enqueued: Instant::now(), reply, _in_batcher: self.stats.entered_batcher() };
+            Pending { input, deadline, enqueued: Instant::now(), reply, _in_batcher: self.stats.entered_batcher() };
         self.queue.try_send(pending).map_err(|err| match err {
             mpsc::error::TrySendError::Full(_) => Error::ResourceExhausted(format!(
                 "the queue of {} is full ({} requests waiting); retry later or add replicas",
@@ -173,7 +238,7 @@ async fn run(mut receiver: mpsc::Receiver<Pending>, compute: ComputeFn, policy: 
             },
         };
         let mut batch = vec![first];
-        let mut rows = batch[0].rows.nrows();
+        let mut rows = batch[0].input.rows();
         let flush_at = tokio::time::Instant::now() + policy.max_queue_delay;
         while rows < policy.max_batch_size {
             let next = match receiver.try_recv() {
@@ -186,11 +251,11 @@ async fn run(mut receiver: mpsc::Receiver<Pending>, compute: ComputeFn, policy: 
                     Ok(None) | Err(_) => break,
                 },
             };
-            if rows + next.rows.nrows() > policy.max_batch_size {
+            if rows + next.input.rows() > policy.max_batch_size {
                 carried = Some(next);
                 break;
             }
-            rows += next.rows.nrows();
+            rows += next.input.rows();
             batch.push(next);
         }
         let compute = compute.clone();
@@ -224,16 +289,14 @@ fn run_batch(compute: &ComputeFn, batch: Vec<Pending>, stats: &Stats) {
     if live.is_empty() {
         return;
     }
-    let views: Vec<_> = live.iter().map(|p| p.rows.view()).collect();
-    let result = if views.len() == 1 {
-        compute(views[0])
-    } else {
-        // Requests of one version share the feature count (decoding checked it).
-        ndarray::concatenate(Axis(0), &views)
-            .map_err(|err| Error::InvalidArgument(format!("rows do not stack: {err}")))
-            .and_then(|rows| compute(rows.view()))
+    let inputs: Vec<&BatchInput> = live.iter().map(|p| &p.input).collect();
+    let result = match inputs.as_slice() {
+        [alone] => compute(alone),
+        // Requests of one version share the trailing shape (decoding checked it).
+        many => BatchInput::stack(many).and_then(|batch| compute(&batch)),
     };
-    let total: usize = views.iter().map(|rows| rows.nrows()).sum();
+    let counts: Vec<usize> = inputs.iter().map(|input| input.rows()).collect();
+    let total: usize = counts.iter().sum();
     // Splitting the answer back needs one output row per input row; a model that does
     // not answer that way must not hand callers each other's rows.
     let result = result.and_then(|outputs| match outputs.iter().find(|o| o.shape.first() != Some(&total)) {
@@ -247,7 +310,6 @@ fn run_batch(compute: &ComputeFn, batch: Vec<Pending>, stats: &Stats) {
     stats.executed(rows, now.elapsed());
     match result {
         Ok(outputs) => {
-            let counts: Vec<usize> = live.iter().map(|p| p.rows.nrows()).collect();
             for (pending, outputs) in live.into_iter().zip(split_rows(outputs, &counts)) {
                 let _ = pending.reply.send(Ok(outputs));
             }
@@ -283,8 +345,6 @@ fn split_rows(outputs: Vec<Output>, counts: &[usize]) -> Vec<Vec<Output>> {
 mod tests {
     use std::sync::Mutex;
 
-    use modelplane_model::TensorData;
-
     use super::*;
 
     /// A compute function that reports each batch's row count and then blocks until the
@@ -298,7 +358,8 @@ mod tests {
         let (entered_tx, entered_rx) = std::sync::mpsc::sync_channel(64);
         let (release_tx, release_rx) = std::sync::mpsc::sync_channel::<()>(64);
         let release_rx = Mutex::new(release_rx);
-        let compute: ComputeFn = Arc::new(move |rows| {
+        let compute: ComputeFn = Arc::new(move |input| {
+            let BatchInput::Features(rows) = input else { panic!("feature rows expected") };
             let _ = entered_tx.send(rows.nrows());
             let _ = release_rx.lock().map(|r| r.recv());
             let values: Vec<f32> = rows.iter().copied().collect();
@@ -324,8 +385,8 @@ mod tests {
         BatchPolicy { max_batch_size, max_queue_delay: Duration::ZERO, queue_capacity, concurrency: 1 }
     }
 
-    fn row(value: f32) -> Array2<f32> {
-        Array2::from_elem((1, 2), value)
+    fn row(value: f32) -> BatchInput {
+        BatchInput::Features(Array2::from_elem((1, 2), value))
     }
 
     /// Sends a one-row request in its own task.
@@ -467,11 +528,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_model_that_does_not_answer_one_row_per_row_fails_the_batch_instead_of_mixing_rows() {
-        let one_row: ComputeFn = Arc::new(|rows| {
-            Ok(vec![Output { name: "sum".into(), shape: vec![1], data: TensorData::F32(vec![rows.sum()]) }])
-        });
+        let one_row: ComputeFn =
+            Arc::new(|_| Ok(vec![Output { name: "sum".into(), shape: vec![1], data: TensorData::F32(vec![0.0]) }]));
         let batcher = Batcher::start(one_row, policy(64, 16), "m v1".into(), Arc::default());
-        match batcher.infer(Array2::zeros((2, 2)), None).await {
+        match batcher.infer(BatchInput::Features(Array2::zeros((2, 2))), None).await {
             Err(Error::Internal(message)) => {
                 assert!(message.contains("\"sum\" has shape [1] for a batch of 2 rows"), "{message}")
             }
@@ -490,6 +550,33 @@ mod tests {
         let off = worker.with_override(&BatchingOverride { max_batch_size: Some(0), ..Default::default() });
         assert!(!off.enabled());
         assert!(BatchPolicy { queue_capacity: 0, ..worker }.validate().is_err());
+    }
+
+    #[test]
+    fn tensor_inputs_stack_input_by_input_along_the_first_axis() {
+        let request = |rows: usize, first: i64| {
+            BatchInput::Tensors(vec![
+                (vec![rows, 2], TensorData::I64((0..2 * rows as i64).map(|v| first + v).collect())),
+                (vec![rows], TensorData::Bool(vec![rows == 1; rows])),
+            ])
+        };
+        let (one, two) = (request(1, 10), request(2, 20));
+        match BatchInput::stack(&[&one, &two]).expect("stacks") {
+            BatchInput::Tensors(tensors) => {
+                assert_eq!(tensors[0], (vec![3, 2], TensorData::I64(vec![10, 11, 20, 21, 22, 23])));
+                assert_eq!(tensors[1], (vec![3], TensorData::Bool(vec![true, false, false])));
+            }
+            other => panic!("tensors expected, got {other:?}"),
+        }
+        assert_eq!(BatchInput::stack(&[&one, &two]).map(|b| b.rows()).ok(), Some(3));
+        let wider = BatchInput::Tensors(vec![
+            (vec![1, 3], TensorData::I64(vec![0; 3])),
+            (vec![1], TensorData::Bool(vec![true])),
+        ]);
+        let err = BatchInput::stack(&[&one, &wider]).expect_err("trailing shapes differ");
+        assert!(err.to_string().contains("shapes [1, 3] and [1, 2]"), "{err}");
+        let err = BatchInput::stack(&[&one, &row(1.0)]).expect_err("kinds differ");
+        assert!(err.to_string().contains("features and tensors"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use modelplane_store::{Catalog, Requested};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
+use crate::batcher::BatchInput;
 use crate::state::{LoadedModel, Runnable, WorkerState};
 use crate::{Error, codec};
 
@@ -260,7 +261,7 @@ async fn infer(
                 {
                     return run_inline(loaded, native, rows.view());
                 }
-                return batcher.infer(rows, deadline).await;
+                return batcher.infer(BatchInput::Features(rows), deadline).await;
             }
             codec::Decoded::Features(rows)
         }
@@ -269,11 +270,11 @@ async fn infer(
             // that whatever arrives meanwhile queues and batches.
             Some(batcher) => match batcher.claim_idle() {
                 Some(alone) => return run_blocking(loaded, codec::Decoded::Tensors(tensors), Some(alone)).await,
-                None => match graph.stack_rows(&tensors) {
-                    Some(rows) => return batcher.infer(rows, deadline).await,
-                    // Inputs that do not fit: run alone, where the graph says what is wrong.
-                    None => codec::Decoded::Tensors(tensors),
-                },
+                None if graph.fits_batch(&tensors) => {
+                    return batcher.infer(BatchInput::Tensors(tensors), deadline).await;
+                }
+                // Inputs that do not fit: run alone, where the graph says what is wrong.
+                None => codec::Decoded::Tensors(tensors),
             },
             None => codec::Decoded::Tensors(tensors),
         },
@@ -303,7 +304,7 @@ async fn run_blocking(
                 let texts: Vec<&[u8]> = texts.iter().map(Vec::as_slice).collect();
                 native.predict_texts(&texts).map_err(Error::from)
             }
-            (Runnable::Onnx(graph), codec::Decoded::Tensors(tensors)) => graph.predict(tensors).map_err(Error::from),
+            (Runnable::Onnx(graph), codec::Decoded::Tensors(tensors)) => graph.predict(&tensors).map_err(Error::from),
             _ => Err(Error::Internal("decoded input does not match the model kind".into())),
         };
         model.stats.executed(rows_of(&outputs), started.elapsed());

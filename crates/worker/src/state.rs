@@ -9,7 +9,7 @@ use modelplane_store::schema::{LoadState, LoadedVersion, VersionRecord};
 use tokio::sync::Notify;
 
 use crate::Error;
-use crate::batcher::{BatchPolicy, Batcher, ComputeFn};
+use crate::batcher::{BatchInput, BatchPolicy, Batcher, ComputeFn};
 use crate::stats::Stats;
 
 /// A loaded model of either artifact kind.
@@ -56,11 +56,17 @@ impl LoadedModel {
         let compute: Option<ComputeFn> = match &model {
             Runnable::Native(native) if policy.enabled() && native.vectorizer.is_none() => {
                 let native = native.clone();
-                Some(Arc::new(move |rows| native.predict(rows).map_err(Error::from)))
+                Some(Arc::new(move |input: &BatchInput| match input {
+                    BatchInput::Features(rows) => native.predict(rows.view()).map_err(Error::from),
+                    BatchInput::Tensors(_) => Err(Error::Internal("tensors queued for a feature model".into())),
+                }))
             }
             Runnable::Onnx(graph) if policy.enabled() && graph.batches() => {
                 let graph = graph.clone();
-                Some(Arc::new(move |rows| graph.predict_rows(rows).map_err(Error::from)))
+                Some(Arc::new(move |input: &BatchInput| match input {
+                    BatchInput::Tensors(tensors) => graph.predict(tensors).map_err(Error::from),
+                    BatchInput::Features(_) => Err(Error::Internal("feature rows queued for an ONNX graph".into())),
+                }))
             }
             _ => None,
         };
