@@ -94,3 +94,13 @@ def test_json_integer_input_and_integer_and_bool_outputs(rest):
     assert outputs["label"]["datatype"] == "INT64" and outputs["label"]["data"] == scores.argmax(axis=1).tolist()
     assert outputs["positive"]["datatype"] == "BOOL"
     assert outputs["positive"]["data"] == (scores > 0).flatten().tolist()
+    # tritonclient.http, with Triton's binary tensors and with JSON, both ways.
+    client = httpclient.InferenceServerClient(rest.removeprefix("http://"))
+    for binary in (True, False):
+        x = httpclient.InferInput("ids", [2, 3], "INT64")
+        x.set_data_from_numpy(np.array(ids, dtype=np.int64), binary_data=binary)
+        wanted = [httpclient.InferRequestedOutput(name, binary_data=binary) for name in ("label", "positive")]
+        result = client.infer("onnx-typed", [x], outputs=wanted)
+        assert result.as_numpy("label").dtype == np.int64, binary
+        assert result.as_numpy("label").tolist() == scores.argmax(axis=1).tolist(), binary
+        assert result.as_numpy("positive").tolist() == (scores > 0).tolist(), binary
