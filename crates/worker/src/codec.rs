@@ -197,7 +197,6 @@ fn element_width(datatype: &str) -> Option<usize> {
 }
 
 /// Values as read from the wire, before the conversion to the model's datatype.
-#[derive(Clone)]
 enum Wide {
     F32(Vec<f32>),
     F64(Vec<f64>),
@@ -387,8 +386,9 @@ fn to_datatype(
             }
         }));
     }
-    let integers = |narrow: fn(i64) -> Option<i64>| -> Result<Vec<i64>, Error> {
-        match wide.clone() {
+    // Called once per request; takes the values rather than copying them.
+    let integers = move |narrow: fn(i64) -> Option<i64>| -> Result<Vec<i64>, Error> {
+        match wide {
             Wide::F32(values) => convert(input, target, values, |v| integral(f64::from(v)).and_then(narrow)),
             Wide::F64(values) => convert(input, target, values, |v| integral(v).and_then(narrow)),
             Wide::Signed(values) => convert(input, target, values, narrow),
