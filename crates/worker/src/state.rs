@@ -70,8 +70,9 @@ impl LoadedModel {
             }
             _ => None,
         };
-        let label = format!("{} v{}", record.model, record.version);
-        let batcher = compute.map(|compute| Batcher::start(compute, policy, label, stats.clone()));
+        let batcher = compute.map(|compute| {
+            Batcher::start(compute, policy, format!("{} v{}", record.model, record.version), stats.clone())
+        });
         Self { record, model, batcher, policy, stats }
     }
 }
