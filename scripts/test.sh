@@ -23,6 +23,8 @@ if ! "$venv/bin/python" -c "import tritonclient.grpc, tritonclient.http, numpy, 
 fi
 
 echo "== cargo test"
+# One build, no edits between runs: incremental caches would only take disk (gigabytes).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo test --workspace --locked
 
 echo "== python interop (tritonclient against the router)"
