@@ -156,14 +156,45 @@ pub enum TensorData {
     F32(Vec<f32>),
     /// FP64.
     F64(Vec<f64>),
+    /// FP16 (half-precision graphs).
+    F16(Vec<half::f16>),
+    /// INT8.
+    I8(Vec<i8>),
+    /// INT16.
+    I16(Vec<i16>),
     /// INT32.
     I32(Vec<i32>),
     /// INT64 (class indices, say).
     I64(Vec<i64>),
+    /// UINT8 (image pixels, say).
+    U8(Vec<u8>),
+    /// UINT16.
+    U16(Vec<u16>),
+    /// UINT32.
+    U32(Vec<u32>),
+    /// UINT64.
+    U64(Vec<u64>),
     /// BOOL.
     Bool(Vec<bool>),
     /// BYTES, one element per entry.
     Bytes(Vec<Vec<u8>>),
+}
+
+/// Applies `$body` to the values of whichever variant `$data` is, bound as `$values`;
+/// `$wrap` names the variant for bodies that build one of the same kind.
+macro_rules! each_variant {
+    ($data:expr, $values:ident, $wrap:ident => $body:expr) => {
+        each_variant!(@arms $data, $values, $wrap, $body; F32 F64 F16 I8 I16 I32 I64 U8 U16 U32 U64 Bool Bytes)
+    };
+    (@arms $data:expr, $values:ident, $wrap:ident, $body:expr; $($variant:ident)*) => {
+        match $data {
+            $(TensorData::$variant($values) => {
+                #[allow(unused_imports)]
+                use TensorData::$variant as $wrap;
+                $body
+            })*
+        }
+    };
 }
 
 impl TensorData {
@@ -172,8 +203,15 @@ impl TensorData {
         match self {
             TensorData::F32(_) => "FP32",
             TensorData::F64(_) => "FP64",
+            TensorData::F16(_) => "FP16",
+            TensorData::I8(_) => "INT8",
+            TensorData::I16(_) => "INT16",
             TensorData::I32(_) => "INT32",
             TensorData::I64(_) => "INT64",
+            TensorData::U8(_) => "UINT8",
+            TensorData::U16(_) => "UINT16",
+            TensorData::U32(_) => "UINT32",
+            TensorData::U64(_) => "UINT64",
             TensorData::Bool(_) => "BOOL",
             TensorData::Bytes(_) => "BYTES",
         }
@@ -181,14 +219,7 @@ impl TensorData {
 
     /// Number of elements.
     pub fn len(&self) -> usize {
-        match self {
-            TensorData::F32(values) => values.len(),
-            TensorData::F64(values) => values.len(),
-            TensorData::I32(values) => values.len(),
-            TensorData::I64(values) => values.len(),
-            TensorData::Bool(values) => values.len(),
-            TensorData::Bytes(values) => values.len(),
-        }
+        each_variant!(self, values, Kind => values.len())
     }
 
     /// Whether there are no elements.
@@ -201,29 +232,17 @@ impl TensorData {
         let (first, rest) = parts.split_first()?;
         let mut joined = (*first).clone();
         for part in rest {
-            match (&mut joined, part) {
-                (TensorData::F32(all), TensorData::F32(more)) => all.extend_from_slice(more),
-                (TensorData::F64(all), TensorData::F64(more)) => all.extend_from_slice(more),
-                (TensorData::I32(all), TensorData::I32(more)) => all.extend_from_slice(more),
-                (TensorData::I64(all), TensorData::I64(more)) => all.extend_from_slice(more),
-                (TensorData::Bool(all), TensorData::Bool(more)) => all.extend_from_slice(more),
-                (TensorData::Bytes(all), TensorData::Bytes(more)) => all.extend_from_slice(more),
-                _ => return None,
-            }
+            each_variant!(&mut joined, all, Kind => {
+                let Kind(more) = part else { return None };
+                all.extend_from_slice(more);
+            });
         }
         Some(joined)
     }
 
     /// Elements `range` (row-major) as values of the same type.
     pub fn slice(&self, range: std::ops::Range<usize>) -> TensorData {
-        match self {
-            TensorData::F32(values) => TensorData::F32(values[range].to_vec()),
-            TensorData::F64(values) => TensorData::F64(values[range].to_vec()),
-            TensorData::I32(values) => TensorData::I32(values[range].to_vec()),
-            TensorData::I64(values) => TensorData::I64(values[range].to_vec()),
-            TensorData::Bool(values) => TensorData::Bool(values[range].to_vec()),
-            TensorData::Bytes(values) => TensorData::Bytes(values[range].to_vec()),
-        }
+        each_variant!(self, values, Kind => Kind(values[range].to_vec()))
     }
 }
 
@@ -405,6 +424,12 @@ mod tests {
         assert_eq!(joined, Some(TensorData::I64(vec![1, 2, 3])));
         assert_eq!(TensorData::concat(&[&TensorData::I64(vec![1]), &TensorData::F32(vec![1.0])]), None, "mixed types");
         assert_eq!(TensorData::concat(&[]), None);
+        let pixels = TensorData::concat(&[&TensorData::U8(vec![1]), &TensorData::U8(vec![2, 3])]);
+        assert_eq!(pixels, Some(TensorData::U8(vec![1, 2, 3])));
+        assert_eq!(TensorData::concat(&[&TensorData::U8(vec![1]), &TensorData::I8(vec![1])]), None, "signedness");
+        let halves = TensorData::F16(vec![half::f16::ONE, half::f16::ZERO, half::f16::NAN]);
+        assert_eq!(halves.slice(0..2), TensorData::F16(vec![half::f16::ONE, half::f16::ZERO]));
+        assert_eq!((halves.len(), halves.datatype()), (3, "FP16"));
         let bools = TensorData::Bool(vec![true, false, true]);
         assert_eq!(bools.slice(1..3), TensorData::Bool(vec![false, true]));
         assert_eq!(bools.datatype(), "BOOL");

@@ -1,9 +1,9 @@
 //! ONNX models made elsewhere, run with tract: load and optimise once, read the
 //! signature from the graph, then run batches.
 //!
-//! Supported: FP32, FP64, INT32, INT64 and BOOL inputs and outputs of any rank;
-//! dimensions the graph leaves symbolic (a `dim_param` such as the batch) are reported as
-//! `-1` and may take any size.
+//! Supported: FP16, FP32, FP64, INT8-INT64, UINT8-UINT64 and BOOL inputs and outputs of
+//! any rank; dimensions the graph leaves symbolic (a `dim_param` such as the batch) are
+//! reported as `-1` and may take any size.
 //!
 //! A graph whose inputs and outputs all start with one shared symbolic dimension (the
 //! batch, `[N, ...]`) and are fixed otherwise can merge requests ([`OnnxModel::batches`]):
@@ -45,12 +45,19 @@ fn datatype(dt: DatumType) -> Result<&'static str, Error> {
     match dt {
         DatumType::F32 => Ok("FP32"),
         DatumType::F64 => Ok("FP64"),
+        DatumType::F16 => Ok("FP16"),
+        DatumType::I8 => Ok("INT8"),
+        DatumType::I16 => Ok("INT16"),
         DatumType::I32 => Ok("INT32"),
         DatumType::I64 => Ok("INT64"),
+        DatumType::U8 => Ok("UINT8"),
+        DatumType::U16 => Ok("UINT16"),
+        DatumType::U32 => Ok("UINT32"),
+        DatumType::U64 => Ok("UINT64"),
         DatumType::Bool => Ok("BOOL"),
         other => Err(Error::Load(format!(
             "tensors of {other:?} are not supported; modelplane serves ONNX graphs whose inputs and outputs are \
-             FP32, FP64, INT32, INT64 or BOOL"
+             FP16, FP32, FP64, INT8-INT64, UINT8-UINT64 or BOOL"
         ))),
     }
 }
@@ -60,8 +67,15 @@ fn tensor(shape: &[usize], values: &TensorData) -> TractResult<Tensor> {
     match values {
         TensorData::F32(values) => Tensor::from_shape(shape, values),
         TensorData::F64(values) => Tensor::from_shape(shape, values),
+        TensorData::F16(values) => Tensor::from_shape(shape, values),
+        TensorData::I8(values) => Tensor::from_shape(shape, values),
+        TensorData::I16(values) => Tensor::from_shape(shape, values),
         TensorData::I32(values) => Tensor::from_shape(shape, values),
         TensorData::I64(values) => Tensor::from_shape(shape, values),
+        TensorData::U8(values) => Tensor::from_shape(shape, values),
+        TensorData::U16(values) => Tensor::from_shape(shape, values),
+        TensorData::U32(values) => Tensor::from_shape(shape, values),
+        TensorData::U64(values) => Tensor::from_shape(shape, values),
         TensorData::Bool(values) => Tensor::from_shape(shape, values),
         TensorData::Bytes(_) => Err(TractError::msg("BYTES tensors are not supported")),
     }
@@ -75,8 +89,15 @@ fn values(tensor: &Tensor) -> TractResult<TensorData> {
     Ok(match tensor.datum_type() {
         DatumType::F32 => TensorData::F32(all(tensor)?),
         DatumType::F64 => TensorData::F64(all(tensor)?),
+        DatumType::F16 => TensorData::F16(all(tensor)?),
+        DatumType::I8 => TensorData::I8(all(tensor)?),
+        DatumType::I16 => TensorData::I16(all(tensor)?),
         DatumType::I32 => TensorData::I32(all(tensor)?),
         DatumType::I64 => TensorData::I64(all(tensor)?),
+        DatumType::U8 => TensorData::U8(all(tensor)?),
+        DatumType::U16 => TensorData::U16(all(tensor)?),
+        DatumType::U32 => TensorData::U32(all(tensor)?),
+        DatumType::U64 => TensorData::U64(all(tensor)?),
         DatumType::Bool => TensorData::Bool(all(tensor)?),
         other => {
             return Err(TractError::msg(format!("the graph answered {other:?}, which its signature does not declare")));
@@ -369,6 +390,35 @@ mod tests {
         assert_eq!(answer(&outputs, 1).1, &TensorData::F64(vec![7.0, (1u64 << 40) as f64, 0.0, 3.0]));
         assert_eq!(answer(&outputs, 2).1, &TensorData::Bool(vec![true, true, false, true]));
         assert_eq!(answer(&outputs, 3), (&[2, 1][..], &TensorData::I32(vec![1, 0])));
+    }
+
+    #[test]
+    fn graphs_take_uint8_pixels_and_answer_half_precision_and_narrow_integers() {
+        let (n, three) = (Dim::Symbol("N"), Dim::Fixed(3));
+        let graph = load(
+            vec![
+                node("Cast", "pixels", "half", &[("to", DataType::Float16 as i64)]),
+                node("Cast", "pixels", "signed", &[("to", DataType::Int8 as i64)]),
+                node("Cast", "pixels", "wide", &[("to", DataType::Uint64 as i64)]),
+            ],
+            vec![value("pixels", DataType::Uint8, &[n, three])],
+            vec![
+                value("half", DataType::Float16, &[n, three]),
+                value("signed", DataType::Int8, &[n, three]),
+                value("wide", DataType::Uint64, &[n, three]),
+            ],
+        );
+        let datatypes = |specs: &[TensorSpec]| specs.iter().map(|s| s.datatype.clone()).collect::<Vec<_>>();
+        assert_eq!(datatypes(&graph.signature().inputs), ["UINT8"]);
+        assert_eq!(datatypes(&graph.signature().outputs), ["FP16", "INT8", "UINT64"]);
+        assert!(graph.batches());
+        let pixels = (vec![2, 3], TensorData::U8(vec![0, 1, 127, 128, 200, 255]));
+        let outputs = graph.predict(&[pixels]).expect("runs");
+        let halves = [0.0, 1.0, 127.0, 128.0, 200.0, 255.0].map(f16::from_f32).to_vec();
+        assert_eq!(answer(&outputs, 0), (&[2, 3][..], &TensorData::F16(halves)));
+        // ONNX's Cast wraps out-of-range integers, as C does.
+        assert_eq!(answer(&outputs, 1).1, &TensorData::I8(vec![0, 1, 127, -128, -56, -1]));
+        assert_eq!(answer(&outputs, 2).1, &TensorData::U64(vec![0, 1, 127, 128, 200, 255]));
     }
 
     #[test]

@@ -354,16 +354,50 @@ fn to_fp32(input: &InferInputTensor, raw: Option<&[u8]>, expected: usize) -> Res
 /// Largest integer every value up to which FP64 holds exactly (2^53).
 const FP64_EXACT_INT: i64 = 1 << 53;
 
-/// An integral float as an i64, when it is one.
-fn integral(value: f64) -> Option<i64> {
-    // 2^63 is exact in f64; every integral f64 in [-2^63, 2^63) converts exactly.
-    (value.fract() == 0.0 && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&value))
-        .then_some(value as i64)
+/// An integral float as an integer, when it is one.
+fn integral(value: f64) -> Option<i128> {
+    // Every finite integral f64 below 2^127 in magnitude converts exactly; larger ones fit
+    // no V2 integer type anyway.
+    (value.fract() == 0.0 && value.abs() < 1.7e38).then_some(value as i128)
 }
 
-/// Reads an input as the datatype an ONNX graph takes (FP32, FP64, INT32, INT64, BOOL),
+/// Every value as an integer narrowed by `narrow` (`None`: out of the target's range),
+/// from floats only when integral, naming the first value that does not convert.
+fn integers<T>(
+    input: &InferInputTensor,
+    target: &str,
+    wide: Wide,
+    narrow: impl Fn(i128) -> Option<T>,
+) -> Result<Vec<T>, Error> {
+    match wide {
+        Wide::F32(values) => convert(input, target, values, |v| integral(f64::from(v)).and_then(&narrow)),
+        Wide::F64(values) => convert(input, target, values, |v| integral(v).and_then(&narrow)),
+        Wide::Signed(values) => convert(input, target, values, |v| narrow(i128::from(v))),
+        Wide::Unsigned(values) => convert(input, target, values, |v| narrow(i128::from(v))),
+    }
+}
+
+/// Every value as FP16 when FP16 holds it exactly (integers up to 2048 in magnitude,
+/// floats with at most 11 significant bits in FP16's range).
+fn to_fp16(input: &InferInputTensor, target: &str, wide: Wide) -> Result<Vec<half::f16>, Error> {
+    fn exact(value: f64) -> Option<half::f16> {
+        let narrow = half::f16::from_f64(value);
+        (narrow.to_f64() == value || value.is_nan()).then_some(narrow)
+    }
+    match wide {
+        Wide::F32(values) => convert(input, target, values, |v| exact(f64::from(v))),
+        Wide::F64(values) => convert(input, target, values, exact),
+        Wide::Signed(values) => convert(input, target, values, |v| i32::try_from(v).ok().and_then(|v| exact(v.into()))),
+        Wide::Unsigned(values) => {
+            convert(input, target, values, |v| u32::try_from(v).ok().and_then(|v| exact(v.into())))
+        }
+    }
+}
+
+/// Reads an input as the datatype an ONNX graph takes (any numeric V2 type or BOOL),
 /// converting what the client sent when every value converts exactly (an INT32 id to
-/// INT64, 3.0 to 3, 1 to true), else INVALID_ARGUMENT naming the first value that does not.
+/// INT64, 3.0 to 3, 1 to true, a UINT8 pixel to FP16), else INVALID_ARGUMENT naming the
+/// first value that does not.
 fn to_datatype(
     input: &InferInputTensor,
     raw: Option<&[u8]>,
@@ -374,8 +408,11 @@ fn to_datatype(
         return to_fp32(input, raw, expected).map(TensorData::F32);
     }
     let wide = read_values(input, raw, expected, target)?;
-    if target == "FP64" {
-        return Ok(TensorData::F64(match wide {
+    fn fits<T: TryFrom<i128>>(value: i128) -> Option<T> {
+        T::try_from(value).ok()
+    }
+    Ok(match target {
+        "FP64" => TensorData::F64(match wide {
             Wide::F32(values) => values.into_iter().map(f64::from).collect(),
             Wide::F64(values) => values,
             Wide::Signed(values) => {
@@ -384,25 +421,21 @@ fn to_datatype(
             Wide::Unsigned(values) => {
                 convert(input, target, values, |v| (v <= FP64_EXACT_INT as u64).then_some(v as f64))?
             }
-        }));
-    }
-    // Called once per request; takes the values rather than copying them.
-    let integers = move |narrow: fn(i64) -> Option<i64>| -> Result<Vec<i64>, Error> {
-        match wide {
-            Wide::F32(values) => convert(input, target, values, |v| integral(f64::from(v)).and_then(narrow)),
-            Wide::F64(values) => convert(input, target, values, |v| integral(v).and_then(narrow)),
-            Wide::Signed(values) => convert(input, target, values, narrow),
-            Wide::Unsigned(values) => convert(input, target, values, |v| i64::try_from(v).ok().and_then(narrow)),
-        }
-    };
-    Ok(match target {
-        "INT64" => TensorData::I64(integers(Some)?),
-        "INT32" => {
-            TensorData::I32(integers(|v| i32::try_from(v).ok().map(i64::from))?.into_iter().map(|v| v as i32).collect())
-        }
-        "BOOL" => {
-            TensorData::Bool(integers(|v| (v == 0 || v == 1).then_some(v))?.into_iter().map(|v| v == 1).collect())
-        }
+        }),
+        "FP16" => TensorData::F16(to_fp16(input, target, wide)?),
+        "INT8" => TensorData::I8(integers(input, target, wide, fits)?),
+        "INT16" => TensorData::I16(integers(input, target, wide, fits)?),
+        "INT32" => TensorData::I32(integers(input, target, wide, fits)?),
+        "INT64" => TensorData::I64(integers(input, target, wide, fits)?),
+        "UINT8" => TensorData::U8(integers(input, target, wide, fits)?),
+        "UINT16" => TensorData::U16(integers(input, target, wide, fits)?),
+        "UINT32" => TensorData::U32(integers(input, target, wide, fits)?),
+        "UINT64" => TensorData::U64(integers(input, target, wide, fits)?),
+        "BOOL" => TensorData::Bool(integers(input, target, wide, |v| match v {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        })?),
         other => return Err(Error::Internal(format!("the model takes {other}, which no input converts to"))),
     })
 }
@@ -428,7 +461,9 @@ pub fn encode_response(
     version: u64,
     outputs: Vec<Output>,
 ) -> ModelInferResponse {
-    let raw = !request.raw_input_contents.is_empty();
+    // Raw when the request came raw, as Triton does, and whenever an output has no typed
+    // field (FP16): raw contents come for every output or for none.
+    let raw = !request.raw_input_contents.is_empty() || outputs.iter().any(|o| matches!(o.data, TensorData::F16(_)));
     let wanted = |name: &str| request.outputs.is_empty() || request.outputs.iter().any(|o| o.name == name);
     let mut response = ModelInferResponse {
         model_name: model.to_owned(),
@@ -456,12 +491,22 @@ pub fn encode_response(
 /// Output values as raw contents: little-endian, BOOL one byte each, BYTES elements each
 /// after a 4-byte little-endian length.
 fn raw_bytes(data: TensorData) -> Vec<u8> {
+    fn le<T, const N: usize>(values: Vec<T>, bytes: fn(T) -> [u8; N]) -> Vec<u8> {
+        values.into_iter().flat_map(bytes).collect()
+    }
     match data {
-        TensorData::F32(values) => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        TensorData::F64(values) => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        TensorData::I32(values) => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        TensorData::I64(values) => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        TensorData::Bool(values) => values.iter().map(|v| u8::from(*v)).collect(),
+        TensorData::F32(values) => le(values, f32::to_le_bytes),
+        TensorData::F64(values) => le(values, f64::to_le_bytes),
+        TensorData::F16(values) => le(values, half::f16::to_le_bytes),
+        TensorData::I8(values) => le(values, i8::to_le_bytes),
+        TensorData::I16(values) => le(values, i16::to_le_bytes),
+        TensorData::I32(values) => le(values, i32::to_le_bytes),
+        TensorData::I64(values) => le(values, i64::to_le_bytes),
+        TensorData::U8(values) => values,
+        TensorData::U16(values) => le(values, u16::to_le_bytes),
+        TensorData::U32(values) => le(values, u32::to_le_bytes),
+        TensorData::U64(values) => le(values, u64::to_le_bytes),
+        TensorData::Bool(values) => values.into_iter().map(u8::from).collect(),
         TensorData::Bytes(elements) => {
             let mut bytes = Vec::with_capacity(elements.iter().map(|e| e.len() + 4).sum());
             for element in &elements {
@@ -473,15 +518,29 @@ fn raw_bytes(data: TensorData) -> Vec<u8> {
     }
 }
 
-/// Output values in the typed contents field the protocol gives their datatype.
+/// Output values in the typed contents field the protocol gives their datatype (INT8 and
+/// INT16 widened into `int_contents`, UINT8–UINT16 into `uint_contents`). FP16 has no
+/// field of its own: [`encode_response`] sends it raw.
 fn typed_contents(data: TensorData) -> InferTensorContents {
+    fn widen<T, W: From<T>>(values: Vec<T>) -> Vec<W> {
+        values.into_iter().map(W::from).collect()
+    }
+    let contents = InferTensorContents::default();
     match data {
-        TensorData::F32(fp32_contents) => InferTensorContents { fp32_contents, ..Default::default() },
-        TensorData::F64(fp64_contents) => InferTensorContents { fp64_contents, ..Default::default() },
-        TensorData::I32(int_contents) => InferTensorContents { int_contents, ..Default::default() },
-        TensorData::I64(int64_contents) => InferTensorContents { int64_contents, ..Default::default() },
-        TensorData::Bool(bool_contents) => InferTensorContents { bool_contents, ..Default::default() },
-        TensorData::Bytes(bytes_contents) => InferTensorContents { bytes_contents, ..Default::default() },
+        TensorData::F32(fp32_contents) => InferTensorContents { fp32_contents, ..contents },
+        TensorData::F64(fp64_contents) => InferTensorContents { fp64_contents, ..contents },
+        // Not reached from encode_response, which sends FP16 raw; FP32 is the exact widening.
+        TensorData::F16(values) => InferTensorContents { fp32_contents: widen(values), ..contents },
+        TensorData::I8(values) => InferTensorContents { int_contents: widen(values), ..contents },
+        TensorData::I16(values) => InferTensorContents { int_contents: widen(values), ..contents },
+        TensorData::I32(int_contents) => InferTensorContents { int_contents, ..contents },
+        TensorData::I64(int64_contents) => InferTensorContents { int64_contents, ..contents },
+        TensorData::U8(values) => InferTensorContents { uint_contents: widen(values), ..contents },
+        TensorData::U16(values) => InferTensorContents { uint_contents: widen(values), ..contents },
+        TensorData::U32(uint_contents) => InferTensorContents { uint_contents, ..contents },
+        TensorData::U64(uint64_contents) => InferTensorContents { uint64_contents, ..contents },
+        TensorData::Bool(bool_contents) => InferTensorContents { bool_contents, ..contents },
+        TensorData::Bytes(bytes_contents) => InferTensorContents { bytes_contents, ..contents },
     }
 }
 
@@ -649,6 +708,80 @@ mod tests {
         assert!(message.contains("has datatype STRING; expected INT64"), "{message}");
         let message = refused(onnx_input("INT64", int64s(vec![1]), "INT64"));
         assert!(message.contains("has 1 values") && message.contains("needs 2"), "{message}");
+    }
+
+    #[test]
+    fn onnx_inputs_convert_to_narrow_integer_and_half_precision_types() {
+        let ints = |values: Vec<i32>| InferTensorContents { int_contents: values, ..Default::default() };
+        let uint64s = |values: Vec<u64>| InferTensorContents { uint64_contents: values, ..Default::default() };
+        let floats = |values: Vec<f32>| InferTensorContents { fp32_contents: values, ..Default::default() };
+        let ok = |result: Result<TensorData, Error>| result.expect("converts");
+        let refused = |result: Result<TensorData, Error>| result.expect_err("refused").to_string();
+
+        // Pixels sent as INT32 or FP32 (numpy's defaults) reach a UINT8 graph.
+        assert_eq!(ok(onnx_input("INT32", ints(vec![0, 255]), "UINT8")), TensorData::U8(vec![0, 255]));
+        assert_eq!(ok(onnx_input("FP32", floats(vec![17.0, 0.0]), "UINT8")), TensorData::U8(vec![17, 0]));
+        assert!(refused(onnx_input("INT32", ints(vec![0, 256]), "UINT8")).contains("value 256 at index 1"));
+        assert!(refused(onnx_input("INT32", ints(vec![-1, 0]), "UINT8")).contains("value -1 at index 0"));
+        assert!(refused(onnx_input("FP32", floats(vec![1.0, 0.5]), "UINT8")).contains("value 0.5 at index 1"));
+        assert_eq!(ok(onnx_input("INT32", ints(vec![-128, 127]), "INT8")), TensorData::I8(vec![-128, 127]));
+        assert!(refused(onnx_input("INT32", ints(vec![-129, 0]), "INT8")).contains("value -129"));
+        assert_eq!(ok(onnx_input("INT32", ints(vec![-1, 40_000]), "INT32")), TensorData::I32(vec![-1, 40_000]));
+        assert!(refused(onnx_input("INT32", ints(vec![40_000, 0]), "INT16")).contains("value 40000"));
+        assert_eq!(ok(onnx_input("INT32", ints(vec![65_535, 0]), "UINT16")), TensorData::U16(vec![65_535, 0]));
+        assert_eq!(ok(onnx_input("INT32", ints(vec![7, 0]), "UINT32")), TensorData::U32(vec![7, 0]));
+        // UINT64 keeps values above INT64's range; INT64 refuses them.
+        assert_eq!(ok(onnx_input("UINT64", uint64s(vec![u64::MAX, 1]), "UINT64")), TensorData::U64(vec![u64::MAX, 1]));
+        assert!(refused(onnx_input("UINT64", uint64s(vec![u64::MAX, 1]), "INT64")).contains("18446744073709551615"));
+
+        let half = |values: &[f32]| TensorData::F16(values.iter().map(|v| half::f16::from_f32(*v)).collect());
+        assert_eq!(ok(onnx_input("FP32", floats(vec![0.5, -1024.0]), "FP16")), half(&[0.5, -1024.0]));
+        assert_eq!(ok(onnx_input("INT32", ints(vec![2048, -3]), "FP16")), half(&[2048.0, -3.0]));
+        let message = refused(onnx_input("FP32", floats(vec![1.0, 0.1]), "FP16"));
+        assert!(message.contains("value 0.1 at index 1 cannot be represented exactly in FP16"), "{message}");
+        assert!(refused(onnx_input("INT32", ints(vec![2049, 0]), "FP16")).contains("value 2049"));
+        assert!(refused(onnx_input("FP32", floats(vec![1e6, 0.0]), "FP16")).contains("value 1000000"));
+
+        // FP16 sent raw reaches an FP16 graph unchanged.
+        let spec = modelplane_model::TensorSpec { name: "input".into(), datatype: "FP16".into(), shape: vec![-1] };
+        let signature = modelplane_model::Signature { inputs: vec![spec], outputs: Vec::new() };
+        let bits = [half::f16::from_f32(0.1), half::f16::NEG_INFINITY];
+        let raw = raw_request("FP16", bits.iter().flat_map(|v| v.to_le_bytes()).collect());
+        let tensors = decode_tensors(&raw, &signature).expect("raw FP16");
+        assert_eq!(tensors[0].1, TensorData::F16(bits.to_vec()));
+    }
+
+    #[test]
+    fn narrow_outputs_encode_in_their_protocol_fields_and_half_precision_goes_raw() {
+        let outputs = vec![
+            Output { name: "u8".into(), shape: vec![2], data: TensorData::U8(vec![0, 255]) },
+            Output { name: "i8".into(), shape: vec![1], data: TensorData::I8(vec![-128]) },
+            Output { name: "u64".into(), shape: vec![1], data: TensorData::U64(vec![u64::MAX]) },
+        ];
+        let typed = encode_response(&request("FP32", vec![1, 1], vec![1.0], false), "m", 1, outputs.clone());
+        assert!(typed.raw_output_contents.is_empty());
+        let datatypes: Vec<&str> = typed.outputs.iter().map(|o| o.datatype.as_str()).collect();
+        assert_eq!(datatypes, ["UINT8", "INT8", "UINT64"]);
+        let contents: Vec<InferTensorContents> =
+            typed.outputs.iter().map(|o| o.contents.clone().unwrap_or_default()).collect();
+        assert_eq!(contents[0].uint_contents, [0, 255]);
+        assert_eq!(contents[1].int_contents, [-128]);
+        assert_eq!(contents[2].uint64_contents, [u64::MAX]);
+
+        // FP16 has no typed field, so a typed request gets every output raw.
+        let mut with_half = outputs;
+        with_half.push(Output {
+            name: "f16".into(),
+            shape: vec![2],
+            data: TensorData::F16(vec![half::f16::from_f32(0.5), half::f16::from_f32(-2.0)]),
+        });
+        let answer = encode_response(&request("FP32", vec![1, 1], vec![1.0], false), "m", 1, with_half);
+        assert!(answer.outputs.iter().all(|o| o.contents.is_none()));
+        assert_eq!(answer.raw_output_contents.len(), 4);
+        assert_eq!(answer.raw_output_contents[0].as_ref(), [0, 255]);
+        assert_eq!(answer.raw_output_contents[1].as_ref(), (-128i8).to_le_bytes());
+        assert_eq!(answer.raw_output_contents[2].as_ref(), u64::MAX.to_le_bytes());
+        assert_eq!(answer.raw_output_contents[3].as_ref(), [0x00, 0x38, 0x00, 0xc0]);
     }
 
     #[test]
