@@ -1,7 +1,8 @@
 """The cluster the tritonclient tests share: `modelplane up` on free ports in a temporary
 directory with a linear model (`houses`, alias production), a text model (`tickets`) and
-an imported ONNX classifier deployed through the CLI; and the helpers that compute the
-expected answers from the artifact files themselves."""
+imported ONNX graphs (a classifier, typed, pixel, half-precision and slow ones) deployed
+through the CLI; and the helpers that compute the expected answers from the artifact
+files themselves."""
 import glob
 import json
 import os
@@ -85,6 +86,44 @@ def write_typed_onnx(path):
          helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
          helper.make_tensor_value_info("positive", TensorProto.BOOL, ["N", 2])],
         initializer=[numpy_helper.from_array(TYPED_W, "W"), numpy_helper.from_array(np.float32(0.0), "zero")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    checker.check_model(model)
+    save(model, path)
+
+
+# UINT8 pixels in; FP16 and UINT8 out: an image graph exported in half precision.
+def write_pixels_onnx(path):
+    from onnx import TensorProto, helper, numpy_helper, checker, save
+
+    nodes = [
+        helper.make_node("Cast", ["pixels"], ["as_half"], to=TensorProto.FLOAT16),
+        helper.make_node("Mul", ["as_half", "half_scale"], ["scaled"]),
+        helper.make_node("Sub", ["white", "pixels"], ["inverted"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "pixels",
+        [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["N", 4])],
+        [helper.make_tensor_value_info("scaled", TensorProto.FLOAT16, ["N", 4]),
+         helper.make_tensor_value_info("inverted", TensorProto.UINT8, ["N", 4])],
+        initializer=[numpy_helper.from_array(np.float16(0.5), "half_scale"),
+                     numpy_helper.from_array(np.uint8(255), "white")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    checker.check_model(model)
+    save(model, path)
+
+
+# FP16 in and out (doubled): a graph that takes half precision directly.
+def write_half_onnx(path):
+    from onnx import TensorProto, helper, checker, save
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "x"], ["doubled"])], "half",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["N", 3])],
+        [helper.make_tensor_value_info("doubled", TensorProto.FLOAT16, ["N", 3])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
@@ -186,6 +225,11 @@ def cluster():
     write_typed_onnx(typed_path)
     cli("models", "import", "onnx-typed", typed_path)
     cli("deploy", "onnx-typed", "--version", "1")
+    for name, writer in [("onnx-pixels", write_pixels_onnx), ("onnx-half", write_half_onnx)]:
+        graph_path = os.path.join(work, name + ".onnx")
+        writer(graph_path)
+        cli("models", "import", name, graph_path)
+        cli("deploy", name, "--version", "1")
     slow_path = os.path.join(work, "slow.onnx")
     write_slow_onnx(slow_path)
     cli("models", "import", "slow-chain", slow_path)

@@ -593,28 +593,43 @@ pub async fn predict(args: PredictArgs, endpoints: &Endpoints) -> Result<()> {
         let shape = vec![rows.len() as i64, rows.first().map_or(0, Vec::len) as i64];
         ("FP32", shape, InferTensorContents { fp32_contents: rows.concat(), ..Default::default() })
     };
-    let tensor = InferInputTensor {
+    let mut tensor = InferInputTensor {
         name: input.name.clone(),
         datatype: datatype.into(),
         shape,
         contents: Some(contents),
         ..Default::default()
     };
+    let mut raw_input_contents = Vec::new();
+    if input.datatype == "FP16" {
+        // FP16 travels raw only. The numbers are rounded to the nearest FP16, as numpy's
+        // astype(float16) does: decimal text such as 0.1 has no exact FP16 (or FP32) form.
+        let values = std::mem::take(&mut tensor.contents).map(|c| c.fp32_contents).unwrap_or_default();
+        tensor.datatype = "FP16".into();
+        raw_input_contents.push(values.into_iter().flat_map(|v| half::f16::from_f32(v).to_le_bytes()).collect());
+    }
     let request = ModelInferRequest {
         model_name: args.model.clone(),
         model_version: args.version.clone(),
         inputs: vec![tensor],
+        raw_input_contents,
         ..Default::default()
     };
     let response = client.model_infer(request).await.map_err(|s| status_error("inference failed", s))?.into_inner();
-    let outputs: Vec<serde_json::Value> = response
+    let outputs = response
         .outputs
         .iter()
-        .map(|o| {
-            let data = output_json(&o.datatype, o.contents.clone().unwrap_or_default());
-            serde_json::json!({ "name": o.name, "datatype": o.datatype, "shape": o.shape, "data": data })
+        .enumerate()
+        .map(|(index, o)| {
+            // Raw when the request was, or when an output (FP16) has no typed form.
+            let data = match response.raw_output_contents.get(index) {
+                Some(raw) => modelplane_router::raw_output_json(&o.datatype, raw)
+                    .map_err(|err| anyhow::anyhow!("output {:?}: {err}", o.name))?,
+                None => output_json(&o.datatype, o.contents.clone().unwrap_or_default()),
+            };
+            Ok(serde_json::json!({ "name": o.name, "datatype": o.datatype, "shape": o.shape, "data": data }))
         })
-        .collect();
+        .collect::<Result<Vec<serde_json::Value>>>()?;
     println!(
         "{}",
         serde_json::json!({ "model_name": response.model_name, "model_version": response.model_version, "outputs": outputs })

@@ -27,6 +27,7 @@ pub use config::RouterConfig;
 pub use error::{Error, Result};
 pub use grpc::RouterService;
 pub use limits::CLIENT_ID_METADATA;
+pub use rest_tensors::raw_output_json;
 pub use table::{Clients, LastGood, Replica, RoutingTable, Suspects, resolve};
 pub use worker_link::{WorkerLink, method};
 

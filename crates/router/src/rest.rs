@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tonic::Code;
 
 use crate::grpc::RouterService;
-use crate::rest_tensors::{decode_output, encode_input};
+use crate::rest_tensors::{encode_input, raw_output_json};
 
 /// Header naming the length of the JSON part of a binary-extension body.
 const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -223,7 +223,8 @@ async fn run_infer(
             entry["parameters"] = json!({ "binary_data_size": raw.len() });
             tail.extend_from_slice(raw);
         } else {
-            entry["data"] = decode_output(&output.datatype, raw)?;
+            entry["data"] =
+                raw_output_json(&output.datatype, raw).map_err(|err| RestError::from(tonic::Status::internal(err)))?;
         }
         outputs.push(entry);
     }

@@ -92,8 +92,9 @@ pub(crate) fn encode_input(input: &Value, binary: &mut Bytes) -> Result<(InferIn
     Ok((tensor, raw))
 }
 
-/// Raw output bytes as a flat JSON array.
-pub(crate) fn decode_output(datatype: &str, raw: &[u8]) -> Result<Value, RestError> {
+/// Raw output bytes (little-endian, BYTES length-prefixed) as a flat JSON array; the
+/// REST answer's `data`, and what `modelplane predict` prints of raw outputs.
+pub fn raw_output_json(datatype: &str, raw: &[u8]) -> Result<Value, String> {
     fn words<const N: usize, T: Into<Value>>(raw: &[u8], read: fn([u8; N]) -> T) -> Vec<Value> {
         raw.chunks_exact(N)
             .map(|chunk| {
@@ -122,19 +123,13 @@ pub(crate) fn decode_output(datatype: &str, raw: &[u8]) -> Result<Value, RestErr
             let mut rest = raw;
             while rest.len() >= 4 {
                 let length = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-                let text = rest
-                    .get(4..4 + length)
-                    .ok_or_else(|| RestError::from(tonic::Status::internal("a BYTES output element is cut short")))?;
+                let text = rest.get(4..4 + length).ok_or("a BYTES output element is cut short")?;
                 values.push(Value::from(String::from_utf8_lossy(text).into_owned()));
                 rest = &rest[4 + length..];
             }
             values
         }
-        other => {
-            return Err(RestError::from(tonic::Status::internal(format!(
-                "output datatype {other} has no JSON form here; request it with binary_data"
-            ))));
-        }
+        other => return Err(format!("output datatype {other} has no JSON form here; request it with binary_data")),
     };
     Ok(Value::Array(values))
 }
@@ -172,14 +167,17 @@ mod tests {
     #[test]
     fn outputs_decode_to_json() {
         let raw: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
-        assert_eq!(decode_output("FP32", &raw).ok().expect("fp32"), json!([1.5, -2.0]));
+        assert_eq!(raw_output_json("FP32", &raw).expect("fp32"), json!([1.5, -2.0]));
         let texts = [2u32.to_le_bytes().as_slice(), b"ok"].concat();
-        assert_eq!(decode_output("BYTES", &texts).ok().expect("bytes"), json!(["ok"]));
+        assert_eq!(raw_output_json("BYTES", &texts).expect("bytes"), json!(["ok"]));
         let int64s: Vec<u8> = [-1i64, 1 << 40].iter().flat_map(|v| v.to_le_bytes()).collect();
-        assert_eq!(decode_output("INT64", &int64s).ok().expect("int64"), json!([-1, 1_099_511_627_776i64]));
-        assert_eq!(decode_output("BOOL", &[1, 0]).ok().expect("bool"), json!([true, false]));
-        assert_eq!(decode_output("FP64", &0.1f64.to_le_bytes()).ok().expect("fp64"), json!([0.1]));
-        assert_eq!(decode_output("UINT16", &[1, 1]).ok().expect("uint16"), json!([257]));
-        assert_eq!(decode_output("INT8", &[255]).ok().expect("int8"), json!([-1]));
+        assert_eq!(raw_output_json("INT64", &int64s).expect("int64"), json!([-1, 1_099_511_627_776i64]));
+        assert_eq!(raw_output_json("BOOL", &[1, 0]).expect("bool"), json!([true, false]));
+        assert_eq!(raw_output_json("FP64", &0.1f64.to_le_bytes()).expect("fp64"), json!([0.1]));
+        assert_eq!(raw_output_json("UINT16", &[1, 1]).expect("uint16"), json!([257]));
+        assert_eq!(raw_output_json("INT8", &[255]).expect("int8"), json!([-1]));
+        assert_eq!(raw_output_json("FP16", &[0x00, 0x38, 0x00, 0xc0]).expect("fp16"), json!([0.5, -2.0]));
+        let message = raw_output_json("BYTES", &[9, 0, 0, 0, b'x']).expect_err("cut short");
+        assert_eq!(message, "a BYTES output element is cut short");
     }
 }
