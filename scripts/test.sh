@@ -22,6 +22,8 @@ if ! "$venv/bin/python" -c "import tritonclient.grpc, tritonclient.http, numpy, 
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'tritonclient[grpc,http]' numpy pytest onnx 'moto[server]' prometheus-client
 fi
 
+# A full build takes about 2 GB; CI once ran out of disk, so say what there is.
+echo "== $(df -h . | awk 'NR == 2 { print $4 }') free on the disk holding target/"
 echo "== cargo test"
 # One build, no edits between runs: incremental caches would only take disk (gigabytes).
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
