@@ -577,37 +577,32 @@ pub async fn predict(args: PredictArgs, endpoints: &Endpoints) -> Result<()> {
         .map_err(|s| status_error("model metadata failed", s))?
         .into_inner();
     let input = metadata.inputs.first().context("the model declares no input")?;
+    let mut raw_input_contents = Vec::new();
     let (datatype, shape, contents) = if input.datatype == "BYTES" {
         let texts: Vec<String> = serde_json::from_str(&text).context("a text model takes a JSON array of strings")?;
         let shape = vec![texts.len() as i64];
         let bytes_contents = texts.into_iter().map(String::into_bytes).collect();
-        ("BYTES", shape, InferTensorContents { bytes_contents, ..Default::default() })
+        ("BYTES", shape, Some(InferTensorContents { bytes_contents, ..Default::default() }))
     } else if input.datatype.starts_with("INT") || input.datatype.starts_with("UINT") {
         // Integer inputs (an ONNX model's token ids) travel as INT64, exact at any size;
         // the worker narrows them to the model's type when they fit.
         let rows = parse_rows(&text, "integers", serde_json::Value::as_i64)?;
         let shape = vec![rows.len() as i64, rows.first().map_or(0, Vec::len) as i64];
-        ("INT64", shape, InferTensorContents { int64_contents: rows.concat(), ..Default::default() })
+        ("INT64", shape, Some(InferTensorContents { int64_contents: rows.concat(), ..Default::default() }))
+    } else if input.datatype == "FP16" {
+        // FP16 travels raw only. The numbers are rounded to the nearest FP16, as numpy's
+        // float16 arrays are: decimal text such as 0.1 has no exact FP16 form.
+        let rows = parse_rows(&text, "numbers", serde_json::Value::as_f64)?;
+        let shape = vec![rows.len() as i64, rows.first().map_or(0, Vec::len) as i64];
+        raw_input_contents.push(rows.concat().into_iter().flat_map(|v| half::f16::from_f64(v).to_le_bytes()).collect());
+        ("FP16", shape, None)
     } else {
         let rows = parse_rows(&text, "numbers", |x| x.as_f64().map(|f| f as f32))?;
         let shape = vec![rows.len() as i64, rows.first().map_or(0, Vec::len) as i64];
-        ("FP32", shape, InferTensorContents { fp32_contents: rows.concat(), ..Default::default() })
+        ("FP32", shape, Some(InferTensorContents { fp32_contents: rows.concat(), ..Default::default() }))
     };
-    let mut tensor = InferInputTensor {
-        name: input.name.clone(),
-        datatype: datatype.into(),
-        shape,
-        contents: Some(contents),
-        ..Default::default()
-    };
-    let mut raw_input_contents = Vec::new();
-    if input.datatype == "FP16" {
-        // FP16 travels raw only. The numbers are rounded to the nearest FP16, as numpy's
-        // astype(float16) does: decimal text such as 0.1 has no exact FP16 (or FP32) form.
-        let values = std::mem::take(&mut tensor.contents).map(|c| c.fp32_contents).unwrap_or_default();
-        tensor.datatype = "FP16".into();
-        raw_input_contents.push(values.into_iter().flat_map(|v| half::f16::from_f32(v).to_le_bytes()).collect());
-    }
+    let tensor =
+        InferInputTensor { name: input.name.clone(), datatype: datatype.into(), shape, contents, ..Default::default() };
     let request = ModelInferRequest {
         model_name: args.model.clone(),
         model_version: args.version.clone(),

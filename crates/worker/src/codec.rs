@@ -461,10 +461,11 @@ pub fn encode_response(
     version: u64,
     outputs: Vec<Output>,
 ) -> ModelInferResponse {
-    // Raw when the request came raw, as Triton does, and whenever an output has no typed
-    // field (FP16): raw contents come for every output or for none.
-    let raw = !request.raw_input_contents.is_empty() || outputs.iter().any(|o| matches!(o.data, TensorData::F16(_)));
     let wanted = |name: &str| request.outputs.is_empty() || request.outputs.iter().any(|o| o.name == name);
+    // Raw when the request came raw, as Triton does, and whenever an answered output has
+    // no typed field (FP16): raw contents come for every output or for none.
+    let raw = !request.raw_input_contents.is_empty()
+        || outputs.iter().any(|o| wanted(&o.name) && matches!(o.data, TensorData::F16(_)));
     let mut response = ModelInferResponse {
         model_name: model.to_owned(),
         model_version: version.to_string(),
@@ -768,13 +769,21 @@ mod tests {
         assert_eq!(contents[1].int_contents, [-128]);
         assert_eq!(contents[2].uint64_contents, [u64::MAX]);
 
-        // FP16 has no typed field, so a typed request gets every output raw.
+        // FP16 has no typed field, so a typed request gets every output raw, unless the
+        // FP16 output is not among those it asked for.
         let mut with_half = outputs;
         with_half.push(Output {
             name: "f16".into(),
             shape: vec![2],
             data: TensorData::F16(vec![half::f16::from_f32(0.5), half::f16::from_f32(-2.0)]),
         });
+        let mut only_u8 = request("FP32", vec![1, 1], vec![1.0], false);
+        only_u8.outputs.push(Default::default());
+        only_u8.outputs[0].name = "u8".into();
+        let answer = encode_response(&only_u8, "m", 1, with_half.clone());
+        assert!(answer.raw_output_contents.is_empty());
+        assert_eq!(answer.outputs.len(), 1);
+        assert_eq!(answer.outputs[0].contents.clone().unwrap_or_default().uint_contents, [0, 255]);
         let answer = encode_response(&request("FP32", vec![1, 1], vec![1.0], false), "m", 1, with_half);
         assert!(answer.outputs.iter().all(|o| o.contents.is_none()));
         assert_eq!(answer.raw_output_contents.len(), 4);
