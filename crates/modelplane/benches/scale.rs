@@ -69,6 +69,8 @@ async fn populate(store: Arc<dyn KvStore>) {
             }],
             replicas: 0,
             batching: Default::default(),
+            resources: Default::default(),
+            created_unix_ms: 0,
         };
         writes.push((schema::deployment_key(&name), schema::encode(&deployment)));
     }
@@ -86,6 +88,7 @@ async fn populate(store: Arc<dyn KvStore>) {
             addr: format!("127.0.0.1:{}", 20_000 + w),
             loaded,
             accepting: true,
+            memory_capacity_bytes: None,
         };
         writes.push((schema::worker_key(&worker.id), schema::encode(&worker)));
     }
@@ -167,7 +170,7 @@ async fn main() {
     let catalog = Arc::new(Catalog::build(&models.current(), &deployments.current()));
     let live = modelplane_store::workers(&workers.current()).expect("workers");
     let clients = modelplane_router::Clients::default();
-    let table = modelplane_router::RoutingTable::build(catalog, &live, &clients);
+    let table = modelplane_router::RoutingTable::build(catalog, live, &clients);
     let built = started.elapsed();
     let after = rss_bytes();
     assert_eq!(table.replicas("model-0999", VERSIONS).len(), WORKERS);

@@ -133,9 +133,13 @@ pub struct DeployArgs {
     /// show only in its statistics (repeat for several shadows).
     #[arg(long)]
     pub shadow: Vec<u64>,
-    /// Workers that load it (0: every worker).
+    /// Workers that load it (0: every worker with room for it).
     #[arg(long, default_value_t = 0)]
     pub replicas: u32,
+    /// Memory one replica takes, all its versions together (`512MiB`, `2GiB`); workers
+    /// place it within their --memory-capacity (default: twice the artifacts' size).
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<bytesize::ByteSize>,
     /// Most rows merged into one batch for this model's versions, 0 or 1: batching off
     /// (default: each worker's --max-batch-size).
     #[arg(long)]
@@ -499,6 +503,7 @@ pub async fn deploy(args: DeployArgs, endpoints: &Endpoints) -> Result<()> {
         targets,
         replicas: args.replicas,
         batching: (batching != pb::Batching::default()).then_some(batching),
+        resources: args.memory.map(|memory| pb::Resources { memory_bytes: Some(memory.as_u64()) }),
     };
     registry(endpoints)?
         .set_deployment(as_user(pb::SetDeploymentRequest { deployment: Some(deployment) }))

@@ -89,6 +89,8 @@ pub struct UpArgs {
     #[command(flatten)]
     pub batching: BatchArgs,
     #[command(flatten)]
+    pub memory: MemoryArgs,
+    #[command(flatten)]
     pub limits: LimitArgs,
 }
 
@@ -166,6 +168,18 @@ pub struct WorkerArgs {
     pub cache_dir: PathBuf,
     #[command(flatten)]
     pub batching: BatchArgs,
+    #[command(flatten)]
+    pub memory: MemoryArgs,
+}
+
+/// The memory a worker offers for loaded versions.
+#[derive(Args, Clone, Debug)]
+pub struct MemoryArgs {
+    /// Memory the versions this worker loads may take: a size (`8GiB`), `unlimited`, or
+    /// `auto` (80 % of the container's memory limit, else of the machine's memory).
+    /// Deployments are placed on workers with room; one that fits no worker is refused.
+    #[arg(long, env = "MODELPLANE_MEMORY_CAPACITY", default_value = "auto", value_name = "SIZE|auto|unlimited")]
+    pub memory_capacity: modelplane_worker::MemoryCapacity,
 }
 
 /// Dynamic batching, per loaded version.
@@ -324,6 +338,7 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
         registry_addr: args.registry,
         cache_dir: args.cache_dir,
         batching: args.batching.policy(),
+        memory_capacity: args.memory.memory_capacity,
         ..Default::default()
     };
     config.validate().map_err(anyhow::Error::msg)?;
@@ -366,6 +381,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
         id: "worker-local".into(),
         cache_dir: args.data_dir.join("cache"),
         batching: args.batching.policy(),
+        memory_capacity: args.memory.memory_capacity,
         ..Default::default()
     };
     registry_config.validate().map_err(anyhow::Error::msg)?;

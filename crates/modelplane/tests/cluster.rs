@@ -53,12 +53,13 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
         &env,
     )
     .expect("trainer starts");
-    // Every worker serves Prometheus metrics on an address of its own.
+    // Every worker serves Prometheus metrics on an address of its own, and offers 1 GiB
+    // to the versions it loads.
     let spawn_worker = |id: &str| {
         let cache = dir.path().join(format!("cache-{id}")).display().to_string();
         let role = ["worker", "--etcd", &store, "--listen", "127.0.0.1:0", "--registry", &registry_addr, "--id", id];
-        let role: Vec<&str> =
-            role.iter().copied().chain(["--cache-dir", cache.as_str(), "--metrics-listen", "127.0.0.1:0"]).collect();
+        let options = ["--cache-dir", cache.as_str(), "--metrics-listen", "127.0.0.1:0", "--memory-capacity", "1GiB"];
+        let role: Vec<&str> = role.iter().copied().chain(options).collect();
         Process::spawn_with_env(bin, id, &args(&role), &["worker", "metrics"], logs, &env).expect("worker starts")
     };
     let mut worker = spawn_worker("worker-a");
@@ -249,6 +250,8 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     };
     registry_client.set_deployment(pb::SetDeploymentRequest { deployment: Some(production) }).await.expect("deploy");
 
+    memory_placement(&mut registry_client, &endpoints.router).await;
+
     // kill -9 of one of two workers under concurrent load: no request fails.
     let load = (0..4).map(|_| {
         let (router, rows) = (endpoints.router.clone(), rows.clone());
@@ -357,4 +360,67 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
             && s.attributes.contains_key("version")),
         "worker ModelInfer spans carry no model/version fields"
     );
+}
+
+/// Workers place deployments within their memory (1 GiB each here): a replica larger
+/// than every worker is refused, and one that no worker has room left for is not served,
+/// with the reason in the router's answer.
+async fn memory_placement(registry: &mut pb::registry_client::RegistryClient<tonic::transport::Channel>, router: &str) {
+    let with_memory = |model: &str, memory_bytes: Option<u64>| pb::SetDeploymentRequest {
+        deployment: Some(pb::Deployment {
+            model: model.into(),
+            targets: vec![pb::DeploymentTarget { version: 1, weight: 1, ..Default::default() }],
+            resources: memory_bytes.map(|bytes| pb::Resources { memory_bytes: Some(bytes) }),
+            ..Default::default()
+        }),
+    };
+    let get = pb::GetDeploymentRequest { model: "churn".into() };
+    let before = registry.get_deployment(get.clone()).await.expect("churn is deployed").into_inner();
+    let refused = registry.set_deployment(with_memory("churn", Some(2 << 30))).await.expect_err("2 GiB > 1 GiB");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("needs 2.0 GiB (as stated)") && refused.message().contains("has 1.0 GiB"),
+        "{refused:?}"
+    );
+    let after = registry.get_deployment(get).await.expect("still deployed").into_inner();
+    assert_eq!(after, before, "a refused deployment changes nothing");
+    let zero = registry.set_deployment(with_memory("churn", Some(0))).await.expect_err("0 bytes");
+    assert_eq!(zero.code(), tonic::Code::InvalidArgument, "{zero:?}");
+
+    // churn takes 700 MiB of each worker; tickets fits a worker but no longer has room.
+    registry.set_deployment(with_memory("churn", Some(700 << 20))).await.expect("700 MiB fits 1 GiB");
+    registry.set_deployment(with_memory("tickets", Some(700 << 20))).await.expect("accepted: it fits an empty worker");
+    let texts = modelplane_tests::text_request("tickets", &["my parcel never arrived"], false);
+    let mut client = modelplane_tests::inference(router).await.expect("client");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // Until the router sees the workers' records without tickets, a worker that already
+    // unloaded it may answer that it is not loaded there.
+    let unplaced = loop {
+        match client.model_infer(texts.clone()).await {
+            Err(status) if status.message().starts_with("no ready replica of tickets") => break status,
+            outcome => assert!(Instant::now() < deadline, "tickets is still served: {outcome:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(unplaced.code(), tonic::Code::Unavailable, "{unplaced:?}");
+    // Triton's repository index gives the same reason.
+    let index = client
+        .repository_index(modelplane_proto::inference::RepositoryIndexRequest::default())
+        .await
+        .expect("index")
+        .into_inner();
+    let tickets = index.models.iter().find(|m| m.name == "tickets").expect("tickets is listed");
+    assert_eq!(tickets.state, "UNAVAILABLE", "{tickets:?}");
+    assert!(tickets.reason.starts_with("tickets: no worker holds it; a replica needs 700.0 MiB"), "{tickets:?}");
+    let message = unplaced.message();
+    assert!(
+        message.starts_with("no ready replica of tickets v1: tickets: no worker holds it; a replica needs 700.0 MiB")
+            && message.contains("the most any worker has left is 324.0 MiB"),
+        "{message}"
+    );
+    // Back to the estimate: both are served again.
+    registry.set_deployment(with_memory("churn", None)).await.expect("deploy churn");
+    registry.set_deployment(with_memory("tickets", None)).await.expect("deploy tickets");
+    modelplane_tests::wait_ready(router, "tickets", "", Duration::from_secs(30)).await.expect("tickets ready");
+    client.model_infer(texts).await.expect("tickets is served again");
 }

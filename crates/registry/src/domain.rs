@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use modelplane_model::Model;
-use modelplane_store::KvStore;
 use modelplane_store::schema::{
-    self, AuditRecord, DatasetRecord, DeploymentRecord, Lineage, ModelRecord, ModelsKey, VersionRecord,
+    self, AuditRecord, DatasetRecord, DeploymentRecord, Lineage, ModelRecord, ModelsKey, VersionRecord, WorkerRecord,
 };
+use modelplane_store::{KvStore, placement};
 use sha2::{Digest, Sha256};
 
 use crate::{BlobStore, Error, RegistryConfig, Result};
@@ -381,17 +381,23 @@ impl Registry {
                 "a deployment needs at least one target that is not a shadow (shadows only get copies)".into(),
             ));
         }
+        // Every version a replica loads, with its artifact size.
+        let mut artifacts = BTreeMap::new();
         for (index, target) in deployment.targets.iter().enumerate() {
             match (&target.version, &target.alias) {
                 (Some(version), None) => {
-                    if self.get_version(&model, &version.to_string()).await?.archived {
+                    let record = self.get_version(&model, &version.to_string()).await?;
+                    if record.archived {
                         return Err(Error::FailedPrecondition(format!(
                             "{model} v{version} is archived; it cannot be deployed"
                         )));
                     }
+                    artifacts.insert(record.version, record.size_bytes);
                 }
                 (None, Some(alias)) => {
-                    self.get_alias(&model, alias).await?;
+                    let version = self.get_alias(&model, alias).await?;
+                    let record = self.get_version(&model, &version.to_string()).await?;
+                    artifacts.insert(record.version, record.size_bytes);
                 }
                 _ => {
                     return Err(Error::InvalidArgument(format!(
@@ -407,13 +413,58 @@ impl Registry {
             .batching
             .validate()
             .map_err(|err| Error::InvalidArgument(format!("deployment of {model}: batching: {err}")))?;
+        deployment
+            .resources
+            .validate()
+            .map_err(|err| Error::InvalidArgument(format!("deployment of {model}: {err}")))?;
+        let need = placement::stated_or_estimated(deployment.resources.memory_bytes, artifacts.into_values());
+        self.check_some_worker_fits(&model, need, deployment.resources.memory_bytes.is_some()).await?;
         let before = self.get_deployment_opt(&model).await?;
+        let mut deployment = deployment;
+        deployment.created_unix_ms = before.as_ref().map_or_else(schema::now_unix_ms, |before| before.created_unix_ms);
         self.store.put(&schema::deployment_key(&model), schema::encode(&deployment), None).await?;
         tracing::info!(model = %model, targets = deployment.targets.len(), "deployment set");
         let text = |d: &DeploymentRecord| String::from_utf8_lossy(&schema::encode(d)).into_owned();
         self.audit("set_deployment", &model, "", before.as_ref().map(text).unwrap_or_default(), text(&deployment), "")
             .await;
         Ok(deployment)
+    }
+
+    /// Refuses a deployment whose replica is larger than every live worker's memory
+    /// capacity: no worker would ever load it. With no live worker, or one without a
+    /// limit, anything may fit.
+    async fn check_some_worker_fits(&self, model: &str, need: u64, stated: bool) -> Result<()> {
+        let snapshot = self.store.range(schema::WORKERS).await?;
+        let mut largest: Option<(u64, String)> = None;
+        for kv in &snapshot.kvs {
+            let worker: WorkerRecord = match schema::decode(&kv.key, &kv.value) {
+                Ok(worker) => worker,
+                Err(err) => {
+                    tracing::warn!(error = %err, "skipping corrupt worker record");
+                    continue;
+                }
+            };
+            if !worker.accepting {
+                continue;
+            }
+            let Some(capacity) = worker.memory_capacity_bytes else { return Ok(()) };
+            if largest.as_ref().is_none_or(|(most, _)| capacity > *most) {
+                largest = Some((capacity, worker.id));
+            }
+        }
+        match largest {
+            Some((capacity, worker)) if capacity < need => {
+                let how = if stated { "as stated" } else { "estimated as twice its artifacts" };
+                Err(Error::FailedPrecondition(format!(
+                    "a replica of {model} needs {} ({how}), more than any live worker can hold \
+                     (the largest, {worker}, has {}); start workers with a larger --memory-capacity \
+                     or state the replica's memory",
+                    placement::human_bytes(need),
+                    placement::human_bytes(capacity)
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     pub(crate) async fn get_deployment_opt(&self, model: &str) -> Result<Option<DeploymentRecord>> {

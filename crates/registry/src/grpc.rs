@@ -9,7 +9,7 @@ use modelplane_model::{Signature, TensorSpec};
 use modelplane_proto::MAX_CHUNK_BYTES;
 use modelplane_proto::registry as pb;
 use modelplane_store::schema::{
-    BatchingOverride, DatasetRecord, DeploymentRecord, DeploymentTarget, Lineage, ModelRecord, VersionRecord,
+    BatchingOverride, DatasetRecord, DeploymentRecord, DeploymentTarget, Lineage, ModelRecord, Resources, VersionRecord,
 };
 use tonic::{Request, Response, Status, Streaming};
 
@@ -369,6 +369,9 @@ impl pb::registry_server::Registry for RegistryService {
                     queue_capacity: b.queue_capacity,
                 })
                 .unwrap_or_default(),
+            resources: Resources { memory_bytes: deployment.resources.and_then(|r| r.memory_bytes) },
+            // Set by the registry: kept from the first deployment of the model.
+            created_unix_ms: 0,
         };
         Ok(Response::new(deployment_to_pb(registry.set_deployment(record).await?)))
     }
@@ -525,6 +528,8 @@ fn deployment_to_pb(record: DeploymentRecord) -> pb::Deployment {
             max_queue_delay_us: record.batching.max_queue_delay_us,
             queue_capacity: record.batching.queue_capacity,
         }),
+        resources: (!record.resources.is_empty())
+            .then_some(pb::Resources { memory_bytes: record.resources.memory_bytes }),
     }
 }
 

@@ -48,10 +48,11 @@ impl RouterService {
             span.record("version", number);
             let replicas = table.candidates(model, number, &self.suspects);
             if replicas.is_empty() {
-                return Err(Error::Unavailable(format!(
-                    "no ready replica of {model} v{number}; it may still be loading"
-                ))
-                .into());
+                let why = match table.shortfall(model) {
+                    Some(shortfall) => format!("no ready replica of {model} v{number}: {shortfall}"),
+                    None => format!("no ready replica of {model} v{number}; it may still be loading"),
+                };
+                return Err(Error::Unavailable(why).into());
             }
             let attempts = match self.config.max_attempts {
                 0 => replicas.len(),

@@ -49,7 +49,7 @@ pub async fn serve(
     let deployments = Mirror::start(store.clone(), schema::DEPLOYMENTS);
     let workers = Mirror::start(store.clone(), schema::WORKERS);
     let clients = Arc::new(Clients::new(config.in_process.clone()));
-    let empty = RoutingTable::build(Arc::new(Catalog::default()), &Default::default(), &clients);
+    let empty = RoutingTable::build(Arc::new(Catalog::default()), Default::default(), &clients);
     let (table_tx, table_rx) = watch::channel(Arc::new(empty));
     let (synced_tx, synced_rx) = watch::channel(false);
 
@@ -65,7 +65,7 @@ pub async fn serve(
                     tracing::warn!(error = %err, "corrupt worker record; routing around it");
                     Default::default()
                 });
-                table_tx.send_replace(Arc::new(RoutingTable::build(catalog, &live, &clients)));
+                table_tx.send_replace(Arc::new(RoutingTable::build(catalog, live, &clients)));
                 synced_tx.send_replace(m.synced && d.synced && w.synced);
                 tokio::select! {
                     _ = shutdown.cancelled() => return,

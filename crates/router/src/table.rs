@@ -3,11 +3,11 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use modelplane_store::schema::{LoadState, WorkerRecord};
-use modelplane_store::{Catalog, Requested, ResolvedTarget};
+use modelplane_store::{Catalog, Placement, Requested, ResolvedTarget};
 use rand::Rng;
 
 use modelplane_service::InProcessServers;
@@ -73,6 +73,10 @@ pub struct RoutingTable {
     /// Models, versions, aliases, deployments.
     pub catalog: Arc<Catalog>,
     replicas: HashMap<(String, u64), Vec<Replica>>,
+    workers: HashMap<String, WorkerRecord>,
+    /// Where the workers place each deployment; worked out only to explain a deployment
+    /// without replicas, so a table rebuild does not pay for it.
+    placement: OnceLock<Placement>,
 }
 
 /// Clients per worker address, reused across table rebuilds.
@@ -112,7 +116,7 @@ impl Clients {
 
 impl RoutingTable {
     /// Builds the table from the catalog and the live workers' records.
-    pub fn build(catalog: Arc<Catalog>, workers: &HashMap<String, WorkerRecord>, clients: &Clients) -> Self {
+    pub fn build(catalog: Arc<Catalog>, workers: HashMap<String, WorkerRecord>, clients: &Clients) -> Self {
         let mut replicas: HashMap<(String, u64), Vec<Replica>> = HashMap::new();
         let mut ids: Vec<&String> = workers.keys().collect();
         ids.sort();
@@ -132,7 +136,13 @@ impl RoutingTable {
                 });
             }
         }
-        Self { catalog, replicas }
+        Self { catalog, replicas, workers, placement: OnceLock::new() }
+    }
+
+    /// Why `model`'s deployment is short of replicas, when the workers' capacities or
+    /// numbers are the reason (see [`Placement`]).
+    pub fn shortfall(&self, model: &str) -> Option<&str> {
+        self.placement.get_or_init(|| Placement::compute(&self.catalog, &self.workers)).shortfall(model)
     }
 
     /// Ready replicas of a version.

@@ -47,7 +47,8 @@ impl RouterService {
         Ok(pb::ModelStatisticsResponse { model_stats: merged.into_values().collect() })
     }
 
-    /// Each deployed target version: READY with a ready replica, else UNAVAILABLE.
+    /// Each deployed target version: READY with a ready replica, else UNAVAILABLE with
+    /// the reason (no worker has room for it, or it is still loading).
     pub(crate) fn index(&self, ready_only: bool) -> pb::RepositoryIndexResponse {
         let table = self.table.borrow().clone();
         let mut models = Vec::new();
@@ -61,7 +62,11 @@ impl RouterService {
                     name: deployment.model.clone(),
                     version: target.version.to_string(),
                     state: if ready { "READY" } else { "UNAVAILABLE" }.into(),
-                    reason: if ready { String::new() } else { "no worker reports it ready yet".into() },
+                    reason: match (ready, table.shortfall(&deployment.model)) {
+                        (true, _) => String::new(),
+                        (false, Some(shortfall)) => shortfall.to_owned(),
+                        (false, None) => "no worker reports it ready yet".into(),
+                    },
                 });
             }
         }

@@ -236,6 +236,8 @@ mod tests {
             targets: vec![DeploymentTarget { version: None, alias: Some("prod".into()), weight: 1, shadow: false }],
             replicas: 0,
             batching: Default::default(),
+            resources: Default::default(),
+            created_unix_ms: 0,
         };
         let deployments = MirrorState {
             entries: [(schema::deployment_key("m"), schema::encode(&deployment))].into(),

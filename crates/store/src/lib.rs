@@ -14,6 +14,7 @@ mod error;
 mod etcd;
 mod lease;
 mod mirror;
+pub mod placement;
 pub mod schema;
 
 use std::pin::Pin;
@@ -28,6 +29,7 @@ pub use error::{Error, Result};
 pub use etcd::EtcdStore;
 pub use lease::LeaseKeeper;
 pub use mirror::{Mirror, MirrorState};
+pub use placement::Placement;
 
 /// A store revision: every write gets a higher one.
 pub type Revision = i64;

@@ -220,6 +220,41 @@ pub struct DeploymentRecord {
     /// Batching of the versions this deployment loads, over the workers' own settings.
     #[serde(default, skip_serializing_if = "BatchingOverride::is_empty")]
     pub batching: BatchingOverride,
+    /// What one replica needs from a worker; unset, it is estimated.
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub resources: Resources,
+    /// When the model was first deployed (kept across redeploys), ms since the Unix
+    /// epoch; 0 for deployments made before it was recorded. Older deployments are
+    /// placed first, so a new one never pushes an existing one off a full worker.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub created_unix_ms: i64,
+}
+
+fn is_zero(value: &i64) -> bool {
+    *value == 0
+}
+
+/// What one replica of a deployment (every version it loads) needs from a worker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// Memory in bytes; unset: estimated from the artifacts (see `placement`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+}
+
+impl Resources {
+    /// Whether everything is left to the estimate.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Checks the settings that are given; the message says what is expected.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.memory_bytes == Some(0) {
+            return Err("memory per replica is 0 bytes; expected a size such as 512MiB, or none to estimate it".into());
+        }
+        Ok(())
+    }
 }
 
 /// The longest a batch may wait for more requests.
@@ -296,6 +331,9 @@ pub struct WorkerRecord {
     pub loaded: Vec<LoadedVersion>,
     /// False while draining for shutdown.
     pub accepting: bool,
+    /// Memory its loaded versions may take, in bytes; `None`: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_capacity_bytes: Option<u64>,
 }
 
 /// `/datasets/{name}/{sha256}`.

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::BatchPolicy;
+use crate::{BatchPolicy, MemoryCapacity};
 
 /// Worker settings.
 #[derive(Clone, Debug)]
@@ -21,6 +21,8 @@ pub struct WorkerConfig {
     pub unload_grace: Duration,
     /// Dynamic batching of every version this worker loads.
     pub batching: BatchPolicy,
+    /// Memory the versions it loads may take; deployments are placed within it.
+    pub memory_capacity: MemoryCapacity,
     /// Where the worker also registers its inference service under its advertised
     /// address, so a router in the same process (`modelplane up`) calls it directly.
     pub in_process: modelplane_service::InProcessServers,
@@ -36,6 +38,7 @@ impl Default for WorkerConfig {
             lease_ttl: Duration::from_secs(5),
             unload_grace: Duration::from_secs(2),
             batching: BatchPolicy::default(),
+            memory_capacity: MemoryCapacity::Auto,
             in_process: Default::default(),
         }
     }
@@ -50,6 +53,11 @@ impl WorkerConfig {
         }
         if self.lease_ttl < Duration::from_secs(1) {
             return Err(format!("lease TTL {:?} is too short; expected at least 1s", self.lease_ttl));
+        }
+        if self.memory_capacity == MemoryCapacity::Bytes(0) {
+            return Err("memory capacity 0 B leaves no room for any model; expected a size such as 4GiB, \
+                        `auto` or `unlimited`"
+                .into());
         }
         self.batching.validate()
     }

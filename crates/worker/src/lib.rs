@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod batcher;
+mod capacity;
 mod codec;
 mod config;
 mod error;
@@ -19,11 +20,12 @@ use modelplane_proto::inference::grpc_inference_service_server::GrpcInferenceSer
 use modelplane_proto::registry::registry_client::RegistryClient;
 use modelplane_service::Shutdown;
 use modelplane_store::schema::{self, LoadState};
-use modelplane_store::{Catalog, KvStore, LeaseKeeper, Mirror};
+use modelplane_store::{Catalog, KvStore, LeaseKeeper, Mirror, placement};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use batcher::BatchPolicy;
+pub use capacity::{AUTO_SHARE_PERCENT, MemoryCapacity};
 pub use config::WorkerConfig;
 pub use error::{Error, Result};
 pub use grpc::{InferenceService, PLATFORM, server_metadata};
@@ -59,16 +61,23 @@ pub async fn serve(
     let (catalog_tx, catalog_rx) = watch::channel(Arc::new(Catalog::default()));
     let (ready_tx, ready_rx) = watch::channel(false);
 
+    let memory_capacity = config.memory_capacity.resolve();
+    match memory_capacity {
+        Some(bytes) => tracing::info!(capacity = %placement::human_bytes(bytes), "memory for loaded versions"),
+        None => tracing::info!("no memory limit for loaded versions"),
+    }
     let loader = loader::Loader {
         state: state.clone(),
         config: config.clone(),
         registry: RegistryClient::new(registry).max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES),
+        memory_capacity,
+        shortfalls: Default::default(),
     };
-    publish_or_warn(&*store, &lease, &state, &config.id, &addr, true).await;
+    let identity = Identity { id: config.id.clone(), addr: addr.clone(), memory_capacity };
+    publish_or_warn(&*store, &lease, &state, &identity, true).await;
 
     let reconcile = {
-        let (store, state, id, addr, shutdown) =
-            (store.clone(), state.clone(), config.id.clone(), addr.clone(), shutdown.clone());
+        let (store, state, shutdown) = (store.clone(), state.clone(), shutdown.clone());
         let mut lease_changes = lease.changes();
         let lease = Arc::new(lease);
         let lease_for_loop = lease.clone();
@@ -94,8 +103,7 @@ pub async fn serve(
                 let (models_state, deployments_state) = (models.current(), deployments.current());
                 let synced = models_state.synced && deployments_state.synced;
                 let catalog = Arc::new(Catalog::build(&models_state, &deployments_state));
-                let live =
-                    modelplane_store::workers(&workers.current()).map(|w| loader::live_ids(&w)).unwrap_or_default();
+                let live = modelplane_store::workers(&workers.current()).unwrap_or_default();
                 if synced && loader.reconcile(&catalog, &live) {
                     republish = true;
                 }
@@ -106,11 +114,11 @@ pub async fn serve(
                     std::mem::replace(ready, now) != now
                 });
                 if republish || dirty {
-                    dirty = !publish_or_warn(&*store, &lease, &state, &id, &addr, true).await;
+                    dirty = !publish_or_warn(&*store, &lease, &state, &identity, true).await;
                 }
             }
             // Withdraw: routers stop picking this worker before connections close.
-            publish_or_warn(&*store, &lease, &state, &id, &addr, false).await;
+            publish_or_warn(&*store, &lease, &state, &identity, false).await;
         });
         (handle, lease)
     };
@@ -135,15 +143,22 @@ pub async fn serve(
     served.map_err(|err| Error::Internal(format!("worker server: {err}")))
 }
 
+/// What the worker record says about the worker itself.
+struct Identity {
+    id: String,
+    addr: String,
+    memory_capacity: Option<u64>,
+}
+
 async fn publish_or_warn(
     store: &dyn KvStore,
     lease: &LeaseKeeper,
     state: &WorkerState,
-    id: &str,
-    addr: &str,
+    identity: &Identity,
     accepting: bool,
 ) -> bool {
-    match loader::publish(store, lease, state, id, addr, accepting).await {
+    let Identity { id, addr, memory_capacity } = identity;
+    match loader::publish(store, lease, state, id, addr, accepting, *memory_capacity).await {
         Ok(()) => true,
         Err(err) => {
             tracing::warn!(error = %err, "publishing the worker record failed; retrying");

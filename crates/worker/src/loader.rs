@@ -2,9 +2,9 @@
 //! versions (downloaded by sha256, verified, cached), unloads versions no longer
 //! deployed once their replacements are ready, and publishes the worker record.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use modelplane_model::Model;
@@ -13,7 +13,7 @@ use modelplane_proto::registry::{
 };
 use modelplane_service::TracedChannel;
 use modelplane_store::schema::{self, LoadState, VersionRecord, WorkerRecord};
-use modelplane_store::{Catalog, KvStore, LeaseKeeper};
+use modelplane_store::{Catalog, KvStore, LeaseKeeper, Placement};
 use sha2::{Digest, Sha256};
 
 use crate::state::{LoadedModel, Runnable, Slot, WorkerState};
@@ -22,21 +22,30 @@ use crate::{BatchPolicy, Error, WorkerConfig};
 const RETRY_FAILED_AFTER: Duration = Duration::from_secs(5);
 const TICK: Duration = Duration::from_millis(250);
 
-/// The versions this worker should hold: every resolved target of every deployment,
-/// except deployments with `replicas > 0`, which go to the `replicas` live workers that
-/// rank highest for that model (rendezvous hashing, so every worker agrees).
-pub(crate) fn desired(catalog: &Catalog, live_workers: &BTreeSet<String>, me: &str) -> BTreeSet<(String, u64)> {
+/// The versions this worker should hold: every resolved target and shadow of the
+/// deployments [`Placement`] gives it. The worker counts itself live (with its own
+/// capacity) even before its record is published or while it drains.
+pub(crate) fn desired(
+    catalog: &Catalog,
+    workers: &HashMap<String, WorkerRecord>,
+    me: &str,
+    memory_capacity: Option<u64>,
+) -> (BTreeSet<(String, u64)>, Placement) {
+    let mut workers = workers.clone();
+    let record = workers.entry(me.to_owned()).or_insert_with(|| WorkerRecord {
+        id: me.to_owned(),
+        addr: String::new(),
+        loaded: Vec::new(),
+        accepting: true,
+        memory_capacity_bytes: memory_capacity,
+    });
+    record.accepting = true;
+    record.memory_capacity_bytes = memory_capacity;
+    let placement = Placement::compute(catalog, &workers);
     let mut wanted = BTreeSet::new();
     for deployment in catalog.deployments() {
-        if deployment.replicas > 0 {
-            let mut candidates: Vec<&str> = live_workers.iter().map(String::as_str).collect();
-            if !live_workers.contains(me) {
-                candidates.push(me);
-            }
-            candidates.sort_by_key(|worker| std::cmp::Reverse(rendezvous(&deployment.model, worker)));
-            if !candidates.iter().take(deployment.replicas as usize).any(|w| *w == me) {
-                continue;
-            }
+        if !placement.holds(me, &deployment.model) {
+            continue;
         }
         // Shadows are loaded like any target: they answer copies of the traffic.
         let targets = catalog.resolved_targets(&deployment.model);
@@ -44,29 +53,24 @@ pub(crate) fn desired(catalog: &Catalog, live_workers: &BTreeSet<String>, me: &s
             wanted.insert((deployment.model.clone(), target.version));
         }
     }
-    wanted
-}
-
-fn rendezvous(model: &str, worker: &str) -> u64 {
-    // FNV-1a: stable across processes and builds, unlike std's hasher.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in model.bytes().chain([0]).chain(worker.bytes()) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
+    (wanted, placement)
 }
 
 pub(crate) struct Loader {
     pub state: Arc<WorkerState>,
     pub config: WorkerConfig,
     pub registry: RegistryClient<TracedChannel>,
+    /// The capacity `config.memory_capacity` resolved to at start-up.
+    pub memory_capacity: Option<u64>,
+    /// Deployments short of replicas, as last logged, so each shortfall is logged once.
+    pub shortfalls: Mutex<BTreeMap<String, String>>,
 }
 
 impl Loader {
     /// One reconcile pass; returns whether anything the record reports changed.
-    pub fn reconcile(&self, catalog: &Catalog, live_workers: &BTreeSet<String>) -> bool {
-        let wanted = desired(catalog, live_workers, &self.config.id);
+    pub fn reconcile(&self, catalog: &Catalog, workers: &HashMap<String, WorkerRecord>) -> bool {
+        let (wanted, placement) = desired(catalog, workers, &self.config.id, self.memory_capacity);
+        self.log_shortfalls(catalog, &placement);
         let now = Instant::now();
         let mut changed = false;
         let mut slots = self.state.write();
@@ -121,6 +125,21 @@ impl Loader {
             changed = true;
         }
         changed
+    }
+
+    /// Logs each deployment that is short of replicas when its reason first appears.
+    fn log_shortfalls(&self, catalog: &Catalog, placement: &Placement) {
+        let now: BTreeMap<String, String> = catalog
+            .deployments()
+            .filter_map(|d| placement.shortfall(&d.model).map(|why| (d.model.clone(), why.to_owned())))
+            .collect();
+        let Ok(mut logged) = self.shortfalls.lock() else { return };
+        for (model, why) in &now {
+            if logged.get(model) != Some(why) {
+                tracing::warn!(model = %model, "deployment short of replicas: {why}");
+            }
+        }
+        *logged = now;
     }
 
     /// The worker's batching settings with the model's deployment's overrides.
@@ -243,15 +262,17 @@ pub(crate) async fn publish(
     id: &str,
     addr: &str,
     accepting: bool,
+    memory_capacity_bytes: Option<u64>,
 ) -> Result<(), modelplane_store::Error> {
-    let record = WorkerRecord { id: id.to_owned(), addr: addr.to_owned(), loaded: state.loaded(), accepting };
+    let record = WorkerRecord {
+        id: id.to_owned(),
+        addr: addr.to_owned(),
+        loaded: state.loaded(),
+        accepting,
+        memory_capacity_bytes,
+    };
     store.put(&schema::worker_key(id), schema::encode(&record), Some(lease.current())).await?;
     Ok(())
-}
-
-/// Live worker ids from a decoded workers map.
-pub(crate) fn live_ids(workers: &HashMap<String, WorkerRecord>) -> BTreeSet<String> {
-    workers.values().filter(|w| w.accepting).map(|w| w.id.clone()).collect()
 }
 
 pub(crate) const LOADER_TICK: Duration = TICK;
