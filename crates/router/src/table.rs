@@ -204,12 +204,23 @@ impl Suspects {
     }
 }
 
-/// The last version each alias (or deployment target) resolved to that had ready
-/// replicas. While a flip is loading, requests keep going to that version instead of
+/// The last versions each alias (or deployment target) resolved to that had ready
+/// replicas. While a flip is loading, requests keep going to such a version instead of
 /// failing; once the new version has replicas they move over.
+///
+/// Two are kept because requests hold table snapshots of different ages: once one
+/// request on a new table has moved the alias to v2, another still holding the table
+/// from before v2 was ready must find v1, not fail for want of v2.
 #[derive(Default)]
 pub struct LastGood {
-    versions: Mutex<HashMap<(String, String), u64>>,
+    versions: Mutex<HashMap<(String, String), GoodVersions>>,
+}
+
+/// The newest version that had ready replicas, and the one before it.
+#[derive(Clone, Copy, Debug)]
+struct GoodVersions {
+    latest: u64,
+    before: Option<u64>,
 }
 
 impl LastGood {
@@ -217,13 +228,18 @@ impl LastGood {
         let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
         let key = (model.to_owned(), alias.to_owned());
         if table.has_live_replicas(model, current, suspects) {
-            versions.insert(key, current);
+            let good = versions.entry(key).or_insert(GoodVersions { latest: current, before: None });
+            if good.latest != current {
+                *good = GoodVersions { latest: current, before: Some(good.latest) };
+            }
             return current;
         }
-        match versions.get(&key) {
-            Some(previous) if table.has_live_replicas(model, *previous, suspects) => *previous,
-            _ => current,
-        }
+        let Some(good) = versions.get(&key) else { return current };
+        [Some(good.latest), good.before]
+            .into_iter()
+            .flatten()
+            .find(|version| table.has_live_replicas(model, *version, suspects))
+            .unwrap_or(current)
     }
 }
 
@@ -275,6 +291,65 @@ mod tests {
             client: Arc::new(WorkerLink::new("127.0.0.1:1", Default::default()).expect("link")),
             pending: Arc::new(AtomicUsize::new(pending)),
         }
+    }
+
+    /// Model `m` with versions 1 and 2 and alias `prod` on `alias`, served by one worker
+    /// that has `ready` loaded.
+    fn table(alias: u64, ready: &[u64], clients: &Clients) -> RoutingTable {
+        use modelplane_store::MirrorState;
+        use modelplane_store::schema::{self, LoadedVersion, ModelRecord, VersionRecord};
+        let mut entries = std::collections::BTreeMap::new();
+        entries.insert(schema::model_key("m"), schema::encode(&ModelRecord { name: "m".into(), ..Default::default() }));
+        for version in [1, 2] {
+            let record = VersionRecord {
+                model: "m".into(),
+                version,
+                sha256: String::new(),
+                size_bytes: 0,
+                kind: "linear".into(),
+                signature: Default::default(),
+                metrics: Default::default(),
+                labels: Vec::new(),
+                confusion_matrix: Vec::new(),
+                lineage: Default::default(),
+                created_unix_ms: 0,
+                archived: false,
+            };
+            entries.insert(schema::version_key("m", version), schema::encode(&record));
+        }
+        entries.insert(schema::alias_key("m", "prod"), alias.to_string().into_bytes());
+        let models = MirrorState { entries, revision: 1, synced: true };
+        let catalog = Arc::new(Catalog::build(&models, &MirrorState::default()));
+        let loaded = ready
+            .iter()
+            .map(|&version| LoadedVersion { model: "m".into(), version, state: LoadState::Ready, error: String::new() })
+            .collect();
+        let worker = WorkerRecord {
+            id: "w".into(),
+            addr: "127.0.0.1:1".into(),
+            loaded,
+            accepting: true,
+            memory_capacity_bytes: None,
+        };
+        RoutingTable::build(catalog, [("w".to_owned(), worker)].into(), clients)
+    }
+
+    #[tokio::test]
+    async fn a_request_on_an_older_table_keeps_the_version_that_table_can_serve() {
+        let clients = Clients::default();
+        let (before_flip, loading_v2, with_v2) =
+            (table(1, &[1], &clients), table(2, &[1], &clients), table(2, &[1, 2], &clients));
+        let (last_good, suspects) = (LastGood::default(), Suspects::default());
+        let resolve = |table: &RoutingTable| resolve(table, &last_good, &suspects, "m", "prod").expect("resolves");
+        assert_eq!(resolve(&before_flip), 1);
+        // The alias now points at v2, which is still loading: requests stay on v1.
+        assert_eq!(resolve(&loading_v2), 1);
+        // v2 is ready in the newer table: requests move to it.
+        assert_eq!(resolve(&with_v2), 2);
+        // A request that took its table before v2 was ready still finds v1.
+        assert_eq!(resolve(&loading_v2), 1);
+        // With neither version served, the answer is the alias's own version.
+        assert_eq!(resolve(&table(2, &[], &clients)), 2);
     }
 
     #[tokio::test]
