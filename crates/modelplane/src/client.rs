@@ -8,7 +8,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use modelplane_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use modelplane_proto::inference::model_infer_request::InferInputTensor;
-use modelplane_proto::inference::{InferTensorContents, ModelInferRequest, ModelMetadataRequest, ModelReadyRequest};
+use modelplane_proto::inference::{
+    InferTensorContents, ModelInferRequest, ModelMetadataRequest, ModelReadyRequest, RepositoryIndexRequest,
+};
 use modelplane_proto::registry::{self as pb, registry_client::RegistryClient};
 use modelplane_proto::trainer::{self as tpb, trainer_client::TrainerClient};
 use modelplane_service::TracedChannel;
@@ -524,7 +526,14 @@ pub async fn deploy(args: DeployArgs, endpoints: &Endpoints) -> Result<()> {
             return Ok(());
         }
         if std::time::Instant::now() > deadline {
-            bail!("deployed {}, but it was not ready within {} s; check the workers", args.model, args.wait);
+            // The router's repository index says why, when placement is the reason.
+            let index = router.repository_index(RepositoryIndexRequest::default()).await.ok();
+            let reason = index
+                .into_iter()
+                .flat_map(|index| index.into_inner().models)
+                .find(|m| m.name == args.model && !m.reason.is_empty())
+                .map_or_else(|| "check the workers".to_owned(), |m| m.reason);
+            bail!("deployed {}, but it was not ready within {} s: {reason}", args.model, args.wait);
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }

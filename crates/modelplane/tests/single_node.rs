@@ -9,6 +9,10 @@ use modelplane_tests::Process;
 use modelplane_tests::scenario::{self, Endpoints};
 
 fn start_up(dir: &Path) -> Process {
+    start_up_with(dir, &[])
+}
+
+fn start_up_with(dir: &Path, extra: &[&str]) -> Process {
     let args: Vec<String> = [
         "up",
         "--data-dir",
@@ -25,6 +29,7 @@ fn start_up(dir: &Path) -> Process {
         "0",
     ]
     .iter()
+    .chain(extra)
     .map(|s| (*s).to_owned())
     .collect();
     Process::spawn(
@@ -46,6 +51,47 @@ async fn up_on_embedded_store_passes_the_cluster_scenario() {
     println!("alias flip took {flip:?} to show in predictions");
     assert!(flip < Duration::from_secs(2), "alias flip took {flip:?}; expected under 2 s");
     assert!(up.terminate(Duration::from_secs(15)).expect("stops"), "up did not exit cleanly on SIGTERM");
+}
+
+/// `up` with 64 KiB for models: the CLI's deploy is refused for a replica larger than
+/// that, times out naming the reason when the room is taken, and fits on the estimate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_places_deployments_within_its_memory_capacity() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let up = start_up_with(dir.path(), &["--memory-capacity", "64KiB"]);
+    let (registry, trainer) = (up.addr("registry"), up.addr("trainer"));
+    for (model, kind, csv, target) in [
+        ("houses", "linear", modelplane_tests::houses_csv(200), "price"),
+        ("churn", "logistic", modelplane_tests::churn_csv(200), "churned"),
+    ] {
+        modelplane_tests::upload_dataset(&registry, model, &csv).await.expect("upload");
+        modelplane_tests::train(&trainer, model, kind, model, target, &[("epochs", "2")]).await.expect("train");
+    }
+    let cli = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_modelplane"))
+            .args(args)
+            .env("MODELPLANE_REGISTRY", &registry)
+            .env("MODELPLANE_ROUTER", up.addr("router"))
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.success(), stderr)
+    };
+    let (ok, stderr) = cli(&["deploy", "houses", "--version", "1", "--memory", "1MiB"]);
+    assert!(!ok && stderr.contains("needs 1.0 MiB (as stated)") && stderr.contains("has 64.0 KiB"), "{stderr}");
+    let (ok, stderr) = cli(&["deploy", "houses", "--version", "1", "--memory", "40KiB", "--wait", "30"]);
+    assert!(ok, "{stderr}");
+    let (ok, stderr) = cli(&["deploy", "churn", "--version", "1", "--memory", "40KiB", "--wait", "2"]);
+    assert!(!ok, "churn cannot have room beside houses");
+    assert!(
+        stderr.contains(
+            "not ready within 2 s: churn: no worker holds it; a replica needs 40.0 KiB (as its deployment states) \
+             and the most any worker has left is 24.0 KiB (worker-local)"
+        ),
+        "{stderr}"
+    );
+    let (ok, stderr) = cli(&["deploy", "churn", "--version", "1", "--wait", "30"]);
+    assert!(ok, "twice churn's artifact fits in the 24 KiB left: {stderr}");
 }
 
 fn repo_root() -> PathBuf {
