@@ -301,20 +301,7 @@ mod tests {
         let mut entries = std::collections::BTreeMap::new();
         entries.insert(schema::model_key("m"), schema::encode(&ModelRecord { name: "m".into(), ..Default::default() }));
         for version in [1, 2] {
-            let record = VersionRecord {
-                model: "m".into(),
-                version,
-                sha256: String::new(),
-                size_bytes: 0,
-                kind: "linear".into(),
-                signature: Default::default(),
-                metrics: Default::default(),
-                labels: Vec::new(),
-                confusion_matrix: Vec::new(),
-                lineage: Default::default(),
-                created_unix_ms: 0,
-                archived: false,
-            };
+            let record = VersionRecord { model: "m".into(), version, kind: "linear".into(), ..Default::default() };
             entries.insert(schema::version_key("m", version), schema::encode(&record));
         }
         entries.insert(schema::alias_key("m", "prod"), alias.to_string().into_bytes());

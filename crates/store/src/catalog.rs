@@ -207,20 +207,7 @@ mod tests {
     use crate::schema::{DeploymentTarget, ModelRecord};
 
     fn catalog() -> Catalog {
-        let version = VersionRecord {
-            model: "m".into(),
-            version: 2,
-            sha256: String::new(),
-            size_bytes: 0,
-            kind: "linear".into(),
-            signature: Default::default(),
-            metrics: Default::default(),
-            labels: Vec::new(),
-            confusion_matrix: Vec::new(),
-            lineage: Default::default(),
-            created_unix_ms: 0,
-            archived: false,
-        };
+        let version = VersionRecord { model: "m".into(), version: 2, kind: "linear".into(), ..Default::default() };
         let models = MirrorState {
             entries: [
                 (schema::model_key("m"), schema::encode(&ModelRecord { name: "m".into(), ..Default::default() })),

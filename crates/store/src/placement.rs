@@ -169,20 +169,8 @@ mod tests {
         let mut entries = BTreeMap::new();
         let mut deployments = BTreeMap::new();
         for (index, &(name, size_bytes, replicas, memory_bytes)) in models.iter().enumerate() {
-            let version = VersionRecord {
-                model: name.into(),
-                version: 1,
-                sha256: String::new(),
-                size_bytes,
-                kind: "mlp".into(),
-                signature: Default::default(),
-                metrics: Default::default(),
-                labels: Vec::new(),
-                confusion_matrix: Vec::new(),
-                lineage: Default::default(),
-                created_unix_ms: 0,
-                archived: false,
-            };
+            let version =
+                VersionRecord { model: name.into(), version: 1, size_bytes, kind: "mlp".into(), ..Default::default() };
             entries.insert(
                 schema::model_key(name),
                 schema::encode(&ModelRecord { name: name.into(), ..Default::default() }),

@@ -162,7 +162,7 @@ pub struct Lineage {
 }
 
 /// `/models/{model}/versions/{n}`: an immutable version.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct VersionRecord {
     /// Model name.
     pub model: String,
