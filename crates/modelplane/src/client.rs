@@ -78,9 +78,9 @@ pub enum AliasCommand {
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum OutputFormat {
-    /// Progress bar and a summary.
+    /// For people: progress bars, summaries, one block per item.
     Text,
-    /// One JSON object per event.
+    /// One JSON object per line: per event of a job, per item of a list.
     Json,
 }
 
@@ -176,7 +176,7 @@ fn channel(addr: &str) -> Result<TracedChannel> {
     modelplane_service::connect_lazy(addr).with_context(|| format!("bad endpoint {addr:?}"))
 }
 
-fn registry(endpoints: &Endpoints) -> Result<RegistryClient<TracedChannel>> {
+pub(crate) fn registry(endpoints: &Endpoints) -> Result<RegistryClient<TracedChannel>> {
     Ok(RegistryClient::new(channel(&endpoints.registry)?)
         .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES))
 }
@@ -191,7 +191,7 @@ fn as_user<T>(message: T) -> tonic::Request<T> {
     request
 }
 
-fn status_error(what: &str, status: tonic::Status) -> anyhow::Error {
+pub(crate) fn status_error(what: &str, status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{what}: {} ({:?})", status.message(), status.code())
 }
 

@@ -4,6 +4,7 @@ mod bench;
 mod client;
 mod config_file;
 mod roles;
+mod workers;
 
 use std::path::PathBuf;
 
@@ -67,6 +68,13 @@ enum Command {
     Deploy {
         #[command(flatten)]
         args: client::DeployArgs,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// List the live workers: memory capacity, memory placed on them, versions held.
+    Workers {
+        #[command(flatten)]
+        args: workers::WorkersArgs,
         #[command(flatten)]
         endpoints: Endpoints,
     },
@@ -134,6 +142,7 @@ fn main() -> std::process::ExitCode {
             Command::Models { command, endpoints } => client::models(command, &endpoints).await,
             Command::Alias { command, endpoints } => client::alias(command, &endpoints).await,
             Command::Deploy { args, endpoints } => client::deploy(args, &endpoints).await,
+            Command::Workers { args, endpoints } => workers::workers(args, &endpoints).await,
             Command::Predict { args, endpoints } => client::predict(args, &endpoints).await,
             Command::Bench(args) => bench::bench(args).await,
             Command::BenchEcho(args) => bench::echo(args).await,

@@ -418,6 +418,14 @@ async fn memory_placement(registry: &mut pb::registry_client::RegistryClient<ton
             && message.contains("the most any worker has left is 324.0 MiB"),
         "{message}"
     );
+    // ListWorkers shows each worker's 1 GiB with churn's 700 MiB placed on it.
+    let workers = registry.list_workers(pb::ListWorkersRequest {}).await.expect("workers").into_inner().workers;
+    assert_eq!(workers.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(), ["worker-a", "worker-b"]);
+    for worker in &workers {
+        assert_eq!(worker.memory_capacity_bytes, Some(1 << 30), "{worker:?}");
+        assert!((700 << 20..(700 << 20) + (1 << 20)).contains(&worker.memory_placed_bytes), "{worker:?}");
+        assert!(worker.loaded.iter().any(|v| v.model == "churn" && v.state == "ready"), "{worker:?}");
+    }
     // Back to the estimate: both are served again.
     registry.set_deployment(with_memory("churn", None)).await.expect("deploy churn");
     registry.set_deployment(with_memory("tickets", None)).await.expect("deploy tickets");

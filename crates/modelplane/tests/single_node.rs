@@ -74,8 +74,8 @@ async fn up_places_deployments_within_its_memory_capacity() {
             .env("MODELPLANE_ROUTER", up.addr("router"))
             .output()
             .expect("runs");
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        (output.status.success(), stderr)
+        let text = if output.status.success() { &output.stdout } else { &output.stderr };
+        (output.status.success(), String::from_utf8_lossy(text).into_owned())
     };
     let (ok, stderr) = cli(&["deploy", "houses", "--version", "1", "--memory", "1MiB"]);
     assert!(!ok && stderr.contains("needs 1.0 MiB (as stated)") && stderr.contains("has 64.0 KiB"), "{stderr}");
@@ -92,6 +92,19 @@ async fn up_places_deployments_within_its_memory_capacity() {
     );
     let (ok, stderr) = cli(&["deploy", "churn", "--version", "1", "--wait", "30"]);
     assert!(ok, "twice churn's artifact fits in the 24 KiB left: {stderr}");
+    // `workers` shows the one worker, its capacity, what is placed on it and what it holds.
+    let (ok, listing) = cli(&["workers"]);
+    assert!(ok, "{listing}");
+    let mut lines = listing.lines();
+    let header = lines.next().unwrap_or_default();
+    assert!(header.starts_with("worker-local\t127.0.0.1:") && header.ends_with("KiB of 64.0 KiB placed"), "{listing}");
+    let held: Vec<&str> = lines.collect();
+    assert_eq!(held, ["  churn v1\tready", "  houses v1\tready"], "{listing}");
+    let (ok, json) = cli(&["workers", "--output", "json"]);
+    let worker: serde_json::Value = serde_json::from_str(json.trim()).expect("one JSON object");
+    assert!(ok && worker["memory_capacity_bytes"] == 64 * 1024, "{json}");
+    let placed = worker["memory_placed_bytes"].as_u64().expect("placed");
+    assert!(placed > 40 * 1024 && placed <= 64 * 1024, "houses' 40 KiB and churn's estimate: {json}");
 }
 
 fn repo_root() -> PathBuf {

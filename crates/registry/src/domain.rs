@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use modelplane_model::Model;
 use modelplane_store::schema::{
-    self, AuditRecord, DatasetRecord, DeploymentRecord, Lineage, ModelRecord, ModelsKey, VersionRecord, WorkerRecord,
+    self, AuditRecord, DatasetRecord, DeploymentRecord, Lineage, ModelRecord, ModelsKey, VersionRecord,
 };
 use modelplane_store::{KvStore, placement};
 use sha2::{Digest, Sha256};
@@ -428,43 +428,6 @@ impl Registry {
         self.audit("set_deployment", &model, "", before.as_ref().map(text).unwrap_or_default(), text(&deployment), "")
             .await;
         Ok(deployment)
-    }
-
-    /// Refuses a deployment whose replica is larger than every live worker's memory
-    /// capacity: no worker would ever load it. With no live worker, or one without a
-    /// limit, anything may fit.
-    async fn check_some_worker_fits(&self, model: &str, need: u64, stated: bool) -> Result<()> {
-        let snapshot = self.store.range(schema::WORKERS).await?;
-        let mut largest: Option<(u64, String)> = None;
-        for kv in &snapshot.kvs {
-            let worker: WorkerRecord = match schema::decode(&kv.key, &kv.value) {
-                Ok(worker) => worker,
-                Err(err) => {
-                    tracing::warn!(error = %err, "skipping corrupt worker record");
-                    continue;
-                }
-            };
-            if !worker.accepting {
-                continue;
-            }
-            let Some(capacity) = worker.memory_capacity_bytes else { return Ok(()) };
-            if largest.as_ref().is_none_or(|(most, _)| capacity > *most) {
-                largest = Some((capacity, worker.id));
-            }
-        }
-        match largest {
-            Some((capacity, worker)) if capacity < need => {
-                let how = if stated { "as stated" } else { "estimated as twice its artifacts" };
-                Err(Error::FailedPrecondition(format!(
-                    "a replica of {model} needs {} ({how}), more than any live worker can hold \
-                     (the largest, {worker}, has {}); start workers with a larger --memory-capacity \
-                     or state the replica's memory",
-                    placement::human_bytes(need),
-                    placement::human_bytes(capacity)
-                )))
-            }
-            _ => Ok(()),
-        }
     }
 
     pub(crate) async fn get_deployment_opt(&self, model: &str) -> Result<Option<DeploymentRecord>> {

@@ -9,11 +9,12 @@ use modelplane_model::{Signature, TensorSpec};
 use modelplane_proto::MAX_CHUNK_BYTES;
 use modelplane_proto::registry as pb;
 use modelplane_store::schema::{
-    BatchingOverride, DatasetRecord, DeploymentRecord, DeploymentTarget, Lineage, ModelRecord, Resources, VersionRecord,
+    BatchingOverride, DatasetRecord, DeploymentRecord, DeploymentTarget, Lineage, LoadState, ModelRecord, Resources,
+    VersionRecord,
 };
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{DatasetUpload, Registry, VersionUpload};
+use crate::{DatasetUpload, Registry, VersionUpload, WorkerView};
 
 /// The gRPC face of the registry.
 pub struct RegistryService {
@@ -211,6 +212,14 @@ impl pb::registry_server::Registry for RegistryService {
         record_span(&request.model, "");
         registry.delete_deployment(required("model", &request.model)?).await?;
         Ok(Response::new(pb::DeleteDeploymentResponse {}))
+    }
+
+    async fn list_workers(
+        &self,
+        _: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        let workers = self.registry.list_workers().await?;
+        Ok(Response::new(pb::ListWorkersResponse { workers: workers.into_iter().map(worker_to_pb).collect() }))
     }
 
     async fn get_dataset(&self, request: Request<pb::GetDatasetRequest>) -> Result<Response<pb::Dataset>, Status> {
@@ -530,6 +539,32 @@ fn deployment_to_pb(record: DeploymentRecord) -> pb::Deployment {
         }),
         resources: (!record.resources.is_empty())
             .then_some(pb::Resources { memory_bytes: record.resources.memory_bytes }),
+    }
+}
+
+fn worker_to_pb(view: WorkerView) -> pb::Worker {
+    let WorkerView { record, placed_bytes } = view;
+    pb::Worker {
+        id: record.id,
+        addr: record.addr,
+        accepting: record.accepting,
+        memory_capacity_bytes: record.memory_capacity_bytes,
+        memory_placed_bytes: placed_bytes,
+        loaded: record
+            .loaded
+            .into_iter()
+            .map(|loaded| pb::WorkerVersion {
+                model: loaded.model,
+                version: loaded.version,
+                state: match loaded.state {
+                    LoadState::Loading => "loading",
+                    LoadState::Ready => "ready",
+                    LoadState::Failed => "failed",
+                }
+                .into(),
+                error: loaded.error,
+            })
+            .collect(),
     }
 }
 

@@ -14,6 +14,7 @@ mod error;
 pub mod grpc;
 mod lifecycle;
 mod paging;
+mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,7 @@ pub use config::{BlobLocation, RegistryConfig};
 pub use domain::{DatasetUpload, Registry, VersionUpload};
 pub use error::{Error, Result};
 pub use paging::Page;
+pub use workers::WorkerView;
 
 /// Serves the registry API (plus health and reflection) on `listener` until `shutdown`.
 pub async fn serve(

@@ -53,6 +53,8 @@ pub fn human_bytes(bytes: u64) -> String {
 pub struct Placement {
     holders: BTreeMap<String, Vec<String>>,
     shortfalls: BTreeMap<String, String>,
+    /// Memory of the replicas placed on each worker.
+    placed: BTreeMap<String, u64>,
 }
 
 impl Placement {
@@ -85,6 +87,8 @@ impl Placement {
                     _ => continue,
                 }
                 holders.push((*worker).to_owned());
+                let placed = placement.placed.entry((*worker).to_owned()).or_default();
+                *placed = placed.saturating_add(need);
             }
             let short = if deployment.replicas == 0 { holders.is_empty() } else { holders.len() < wanted };
             if short && !ranked.is_empty() {
@@ -105,6 +109,11 @@ impl Placement {
     /// The workers that should hold `model`'s deployment, best-ranked first.
     pub fn holders(&self, model: &str) -> &[String] {
         self.holders.get(model).map_or(&[], Vec::as_slice)
+    }
+
+    /// Memory the replicas placed on `worker` need, together.
+    pub fn placed_bytes(&self, worker: &str) -> u64 {
+        self.placed.get(worker).copied().unwrap_or(0)
     }
 
     /// Why `model`'s deployment has fewer replicas than it asks for (none at all, for a
@@ -224,6 +233,8 @@ mod tests {
         let placement = Placement::compute(&catalog, &workers(&[("w1", Some(30 * MIB)), ("w2", Some(40 * MIB))]));
         assert!(placement.holds("w2", "a") && placement.holds("w2", "b"), "{placement:?}");
         assert!(placement.holds("w1", "a") ^ placement.holds("w1", "b"), "w1 holds exactly one: {placement:?}");
+        assert_eq!((placement.placed_bytes("w1"), placement.placed_bytes("w2")), (20 * MIB, 40 * MIB));
+        assert_eq!(placement.placed_bytes("w3"), 0, "an unknown worker holds nothing");
         assert_eq!(placement.shortfall("a"), None, "a deployment on every worker only needs one with room");
         assert_eq!(placement.shortfall("b"), None);
     }

@@ -1,0 +1,81 @@
+//! What the registry knows of the workers: their records under `/workers/`, and where
+//! the placement every worker computes puts the deployments.
+
+use std::collections::HashMap;
+
+use modelplane_store::schema::{self, WorkerRecord};
+use modelplane_store::{Catalog, MirrorState, Placement, placement};
+
+use crate::{Error, Registry, Result};
+
+/// A live worker as `ListWorkers` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerView {
+    /// Its record: address, capacity, loaded versions.
+    pub record: WorkerRecord,
+    /// Memory the deployments placed on it need.
+    pub placed_bytes: u64,
+}
+
+impl Registry {
+    /// Live workers by id, with the memory placed on each (the same placement the workers
+    /// compute, from the store as it is now).
+    pub async fn list_workers(&self) -> Result<Vec<WorkerView>> {
+        let workers = self.worker_records().await?;
+        let state = |snapshot: modelplane_store::Snapshot| MirrorState {
+            entries: snapshot.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect(),
+            revision: snapshot.revision,
+            synced: true,
+        };
+        let models = state(self.store.range(schema::MODELS).await?);
+        let deployments = state(self.store.range(schema::DEPLOYMENTS).await?);
+        let placement = Placement::compute(&Catalog::build(&models, &deployments), &workers);
+        let mut views: Vec<WorkerView> = workers
+            .into_values()
+            .map(|record| WorkerView { placed_bytes: placement.placed_bytes(&record.id), record })
+            .collect();
+        views.sort_by(|a, b| a.record.id.cmp(&b.record.id));
+        Ok(views)
+    }
+
+    /// Refuses a deployment whose replica is larger than every live worker's memory
+    /// capacity: no worker would ever load it. With no live worker, or one without a
+    /// limit, anything may fit.
+    pub(crate) async fn check_some_worker_fits(&self, model: &str, need: u64, stated: bool) -> Result<()> {
+        let mut largest: Option<(u64, String)> = None;
+        for worker in self.worker_records().await?.into_values().filter(|w| w.accepting) {
+            let Some(capacity) = worker.memory_capacity_bytes else { return Ok(()) };
+            if largest.as_ref().is_none_or(|(most, id)| (capacity, &worker.id) > (*most, id)) {
+                largest = Some((capacity, worker.id));
+            }
+        }
+        match largest {
+            Some((capacity, worker)) if capacity < need => {
+                let how = if stated { "as stated" } else { "estimated as twice its artifacts" };
+                Err(Error::FailedPrecondition(format!(
+                    "a replica of {model} needs {} ({how}), more than any live worker can hold \
+                     (the largest, {worker}, has {}); start workers with a larger --memory-capacity \
+                     or state the replica's memory",
+                    placement::human_bytes(need),
+                    placement::human_bytes(capacity)
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Every worker record; a corrupt one is skipped with a warning.
+    async fn worker_records(&self) -> Result<HashMap<String, WorkerRecord>> {
+        let snapshot = self.store.range(schema::WORKERS).await?;
+        let mut workers = HashMap::new();
+        for kv in &snapshot.kvs {
+            match schema::decode::<WorkerRecord>(&kv.key, &kv.value) {
+                Ok(worker) => {
+                    workers.insert(worker.id.clone(), worker);
+                }
+                Err(err) => tracing::warn!(error = %err, "skipping corrupt worker record"),
+            }
+        }
+        Ok(workers)
+    }
+}
