@@ -92,6 +92,17 @@ async fn up_places_deployments_within_its_memory_capacity() {
     );
     let (ok, stderr) = cli(&["deploy", "churn", "--version", "1", "--wait", "30"]);
     assert!(ok, "twice churn's artifact fits in the 24 KiB left: {stderr}");
+    // An alias flip the deployment follows must fit too: an MLP of 2 x 128 hidden units
+    // (~70 KB of weights) would need more than the whole worker.
+    let params = [("hidden", "128,128"), ("epochs", "1")];
+    modelplane_tests::train(&trainer, "churn", "mlp", "churn", "churned", &params).await.expect("train v2");
+    for step in [&["alias", "set", "churn", "production", "1"][..], &["deploy", "churn", "--alias", "production"]] {
+        let (ok, out) = cli(step);
+        assert!(ok, "{step:?}: {out}");
+    }
+    let (ok, stderr) = cli(&["alias", "set", "churn", "production", "2"]);
+    assert!(!ok && stderr.contains("churn:production stays where it is"), "{stderr}");
+    assert!(stderr.contains("with v2 a replica of churn needs") && stderr.contains("has 64.0 KiB"), "{stderr}");
     // `workers` shows the one worker, its capacity, what is placed on it and what it holds.
     let (ok, listing) = cli(&["workers"]);
     assert!(ok, "{listing}");

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use modelplane_model::Model;
+use modelplane_store::KvStore;
 use modelplane_store::schema::{
     self, AuditRecord, DatasetRecord, DeploymentRecord, Lineage, ModelRecord, ModelsKey, VersionRecord,
 };
-use modelplane_store::{KvStore, placement};
 use sha2::{Digest, Sha256};
 
 use crate::{BlobStore, Error, RegistryConfig, Result};
@@ -331,6 +331,20 @@ impl Registry {
                 "{model} v{version} is archived; an alias cannot point at it"
             )));
         }
+        if let Some(deployment) = self.get_deployment_opt(model).await?
+            && deployment.targets.iter().any(|t| t.alias.as_deref() == Some(alias))
+        {
+            // The deployment follows the alias: its replicas must still fit a worker.
+            let need = self.replica_need(&deployment, Some((alias, version))).await?;
+            self.check_some_worker_fits(model, need, deployment.resources.memory_bytes.is_some()).await.map_err(
+                |err| match err {
+                    Error::FailedPrecondition(why) => Error::FailedPrecondition(format!(
+                        "{model}:{alias} stays where it is: the deployment follows it, and with v{version} {why}"
+                    )),
+                    other => other,
+                },
+            )?;
+        }
         let key = schema::alias_key(model, alias);
         let previous = match self.store.get(&key).await? {
             Some(kv) => parse_alias(&key, &kv.value)?,
@@ -381,23 +395,17 @@ impl Registry {
                 "a deployment needs at least one target that is not a shadow (shadows only get copies)".into(),
             ));
         }
-        // Every version a replica loads, with its artifact size.
-        let mut artifacts = BTreeMap::new();
         for (index, target) in deployment.targets.iter().enumerate() {
             match (&target.version, &target.alias) {
                 (Some(version), None) => {
-                    let record = self.get_version(&model, &version.to_string()).await?;
-                    if record.archived {
+                    if self.get_version(&model, &version.to_string()).await?.archived {
                         return Err(Error::FailedPrecondition(format!(
                             "{model} v{version} is archived; it cannot be deployed"
                         )));
                     }
-                    artifacts.insert(record.version, record.size_bytes);
                 }
                 (None, Some(alias)) => {
-                    let version = self.get_alias(&model, alias).await?;
-                    let record = self.get_version(&model, &version.to_string()).await?;
-                    artifacts.insert(record.version, record.size_bytes);
+                    self.get_alias(&model, alias).await?;
                 }
                 _ => {
                     return Err(Error::InvalidArgument(format!(
@@ -417,7 +425,7 @@ impl Registry {
             .resources
             .validate()
             .map_err(|err| Error::InvalidArgument(format!("deployment of {model}: {err}")))?;
-        let need = placement::stated_or_estimated(deployment.resources.memory_bytes, artifacts.into_values());
+        let need = self.replica_need(&deployment, None).await?;
         self.check_some_worker_fits(&model, need, deployment.resources.memory_bytes.is_some()).await?;
         let before = self.get_deployment_opt(&model).await?;
         let mut deployment = deployment;

@@ -1,9 +1,9 @@
 //! What the registry knows of the workers: their records under `/workers/`, and where
 //! the placement every worker computes puts the deployments.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use modelplane_store::schema::{self, WorkerRecord};
+use modelplane_store::schema::{self, DeploymentRecord, WorkerRecord};
 use modelplane_store::{Catalog, MirrorState, Placement, placement};
 
 use crate::{Error, Registry, Result};
@@ -62,6 +62,27 @@ impl Registry {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Memory one replica of `deployment` needs: as stated, else twice the artifacts of
+    /// the versions its targets resolve to — with `flip`'s alias taken to point at its
+    /// version, to check an alias change before it is made.
+    pub(crate) async fn replica_need(&self, deployment: &DeploymentRecord, flip: Option<(&str, u64)>) -> Result<u64> {
+        let model = &deployment.model;
+        let mut artifacts = BTreeMap::new();
+        for target in &deployment.targets {
+            let version = match (target.version, target.alias.as_deref()) {
+                (Some(version), _) => version,
+                (None, Some(alias)) => match flip {
+                    Some((flipped, version)) if flipped == alias => version,
+                    _ => self.get_alias(model, alias).await?,
+                },
+                (None, None) => continue,
+            };
+            let record = self.get_version(model, &version.to_string()).await?;
+            artifacts.insert(version, record.size_bytes);
+        }
+        Ok(placement::stated_or_estimated(deployment.resources.memory_bytes, artifacts.into_values()))
     }
 
     /// Every worker record; a corrupt one is skipped with a warning.
