@@ -103,6 +103,24 @@ async fn up_places_deployments_within_its_memory_capacity() {
     let (ok, stderr) = cli(&["alias", "set", "churn", "production", "2"]);
     assert!(!ok && stderr.contains("churn:production stays where it is"), "{stderr}");
     assert!(stderr.contains("with v2 a replica of churn needs") && stderr.contains("has 64.0 KiB"), "{stderr}");
+    // v3 (2 x 64 hidden units) fits the worker but not the 24 KiB houses leaves, and
+    // houses was deployed first: the flip would leave churn nowhere, so it is refused too.
+    let params = [("hidden", "64,64"), ("epochs", "1")];
+    let v3 = modelplane_tests::train(&trainer, "churn", "mlp", "churn", "churned", &params).await.expect("train v3");
+    let size = modelplane_tests::registry(&registry)
+        .await
+        .expect("client")
+        .get_version(modelplane_proto::registry::GetVersionRequest { model: "churn".into(), version: "3".into() })
+        .await
+        .expect("v3")
+        .into_inner()
+        .size_bytes;
+    assert!((12 * 1024..32 * 1024).contains(&size), "v3 is {size} bytes; the test needs 12-32 KiB (job {})", v3.id);
+    let (ok, stderr) = cli(&["alias", "set", "churn", "production", "3"]);
+    assert!(
+        !ok && stderr.contains("with v3 its deployment would lose every worker (churn: no worker holds it"),
+        "{stderr}"
+    );
     // `workers` shows the one worker, its capacity, what is placed on it and what it holds.
     let (ok, listing) = cli(&["workers"]);
     assert!(ok, "{listing}");

@@ -344,6 +344,7 @@ impl Registry {
                     other => other,
                 },
             )?;
+            self.check_flip_keeps_replicas(model, alias, version).await?;
         }
         let key = schema::alias_key(model, alias);
         let previous = match self.store.get(&key).await? {

@@ -22,14 +22,7 @@ impl Registry {
     /// compute, from the store as it is now).
     pub async fn list_workers(&self) -> Result<Vec<WorkerView>> {
         let workers = self.worker_records().await?;
-        let state = |snapshot: modelplane_store::Snapshot| MirrorState {
-            entries: snapshot.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect(),
-            revision: snapshot.revision,
-            synced: true,
-        };
-        let models = state(self.store.range(schema::MODELS).await?);
-        let deployments = state(self.store.range(schema::DEPLOYMENTS).await?);
-        let placement = Placement::compute(&Catalog::build(&models, &deployments), &workers);
+        let placement = self.placement(&workers, None).await?;
         let mut views: Vec<WorkerView> = workers
             .into_values()
             .map(|record| WorkerView { placed_bytes: placement.placed_bytes(&record.id), record })
@@ -83,6 +76,45 @@ impl Registry {
             artifacts.insert(version, record.size_bytes);
         }
         Ok(placement::stated_or_estimated(deployment.resources.memory_bytes, artifacts.into_values()))
+    }
+
+    /// Refuses an alias flip that would leave a deployment following it, placed now,
+    /// with no worker (older deployments took the room its new version needs): the
+    /// workers would unload the version still serving.
+    pub(crate) async fn check_flip_keeps_replicas(&self, model: &str, alias: &str, version: u64) -> Result<()> {
+        let workers = self.worker_records().await?;
+        let now = self.placement(&workers, None).await?;
+        if now.holders(model).is_empty() {
+            return Ok(());
+        }
+        let after = self.placement(&workers, Some((model, alias, version))).await?;
+        match after.shortfall(model) {
+            Some(why) if after.holders(model).is_empty() => Err(Error::FailedPrecondition(format!(
+                "{model}:{alias} stays where it is: with v{version} its deployment would lose every worker \
+                 ({why})"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The placement the workers compute from the store as it is, or as it would be with
+    /// `flip`'s alias (model, alias, version) moved.
+    async fn placement(
+        &self,
+        workers: &HashMap<String, WorkerRecord>,
+        flip: Option<(&str, &str, u64)>,
+    ) -> Result<Placement> {
+        let state = |snapshot: modelplane_store::Snapshot| MirrorState {
+            entries: snapshot.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect(),
+            revision: snapshot.revision,
+            synced: true,
+        };
+        let mut models = state(self.store.range(schema::MODELS).await?);
+        if let Some((model, alias, version)) = flip {
+            models.entries.insert(schema::alias_key(model, alias), version.to_string().into_bytes());
+        }
+        let deployments = state(self.store.range(schema::DEPLOYMENTS).await?);
+        Ok(Placement::compute(&Catalog::build(&models, &deployments), workers))
     }
 
     /// Every worker record; a corrupt one is skipped with a warning.
