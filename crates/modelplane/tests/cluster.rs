@@ -387,8 +387,14 @@ async fn memory_placement(registry: &mut pb::registry_client::RegistryClient<ton
     let zero = registry.set_deployment(with_memory("churn", Some(0))).await.expect_err("0 bytes");
     assert_eq!(zero.code(), tonic::Code::InvalidArgument, "{zero:?}");
 
-    // churn takes 700 MiB of each worker; tickets fits a worker but no longer has room.
+    // churn takes 700 MiB of each worker. Redeploying tickets, placed now, at 700 MiB
+    // would leave it no worker, so it is refused; deployed anew, it is accepted (it fits
+    // an empty worker) and waits for room.
     registry.set_deployment(with_memory("churn", Some(700 << 20))).await.expect("700 MiB fits 1 GiB");
+    let kept = registry.set_deployment(with_memory("tickets", Some(700 << 20))).await.expect_err("would lose workers");
+    assert_eq!(kept.code(), tonic::Code::FailedPrecondition, "{kept:?}");
+    assert!(kept.message().starts_with("the deployment of tickets stays as it is: "), "{kept:?}");
+    registry.delete_deployment(pb::DeleteDeploymentRequest { model: "tickets".into() }).await.expect("undeploy");
     registry.set_deployment(with_memory("tickets", Some(700 << 20))).await.expect("accepted: it fits an empty worker");
     let texts = modelplane_tests::text_request("tickets", &["my parcel never arrived"], false);
     let mut client = modelplane_tests::inference(router).await.expect("client");

@@ -117,10 +117,11 @@ async fn up_places_deployments_within_its_memory_capacity() {
         .size_bytes;
     assert!((12 * 1024..32 * 1024).contains(&size), "v3 is {size} bytes; the test needs 12-32 KiB (job {})", v3.id);
     let (ok, stderr) = cli(&["alias", "set", "churn", "production", "3"]);
-    assert!(
-        !ok && stderr.contains("with v3 its deployment would lose every worker (churn: no worker holds it"),
-        "{stderr}"
-    );
+    let lost = "the deployment of churn would lose every worker (churn: no worker holds it";
+    assert!(!ok && stderr.contains("churn:production stays where it is: ") && stderr.contains(lost), "{stderr}");
+    // So is a redeploy that adds v3 as a shadow: the replica would need v1 and v3.
+    let (ok, stderr) = cli(&["deploy", "churn", "--alias", "production", "--shadow", "3"]);
+    assert!(!ok && stderr.contains("the deployment of churn stays as it is: ") && stderr.contains(lost), "{stderr}");
     // `workers` shows the one worker, its capacity, what is placed on it and what it holds.
     let (ok, listing) = cli(&["workers"]);
     assert!(ok, "{listing}");

@@ -11,6 +11,7 @@ use modelplane_store::schema::{
 };
 use sha2::{Digest, Sha256};
 
+use crate::workers::Change;
 use crate::{BlobStore, Error, RegistryConfig, Result};
 
 const ARTIFACTS: &str = "artifacts";
@@ -344,7 +345,8 @@ impl Registry {
                     other => other,
                 },
             )?;
-            self.check_flip_keeps_replicas(model, alias, version).await?;
+            let flip = Change::Alias { model, alias, version };
+            self.check_keeps_replicas(model, flip, &format!("{model}:{alias} stays where it is")).await?;
         }
         let key = schema::alias_key(model, alias);
         let previous = match self.store.get(&key).await? {
@@ -431,6 +433,10 @@ impl Registry {
         let before = self.get_deployment_opt(&model).await?;
         let mut deployment = deployment;
         deployment.created_unix_ms = before.as_ref().map_or_else(schema::now_unix_ms, |before| before.created_unix_ms);
+        if before.is_some() {
+            let what = format!("the deployment of {model} stays as it is");
+            self.check_keeps_replicas(&model, Change::Deployment(&deployment), &what).await?;
+        }
         self.store.put(&schema::deployment_key(&model), schema::encode(&deployment), None).await?;
         tracing::info!(model = %model, targets = deployment.targets.len(), "deployment set");
         let text = |d: &DeploymentRecord| String::from_utf8_lossy(&schema::encode(d)).into_owned();

@@ -8,6 +8,15 @@ use modelplane_store::{Catalog, MirrorState, Placement, placement};
 
 use crate::{Error, Registry, Result};
 
+/// A change not yet made, to place as if it were.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Change<'a> {
+    /// An alias moved to another version.
+    Alias { model: &'a str, alias: &'a str, version: u64 },
+    /// A deployment set (created or replaced).
+    Deployment(&'a DeploymentRecord),
+}
+
 /// A live worker as `ListWorkers` reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkerView {
@@ -78,31 +87,29 @@ impl Registry {
         Ok(placement::stated_or_estimated(deployment.resources.memory_bytes, artifacts.into_values()))
     }
 
-    /// Refuses an alias flip that would leave a deployment following it, placed now,
-    /// with no worker (older deployments took the room its new version needs): the
-    /// workers would unload the version still serving.
-    pub(crate) async fn check_flip_keeps_replicas(&self, model: &str, alias: &str, version: u64) -> Result<()> {
+    /// Refuses a change that would leave `model`'s deployment, placed now, with no
+    /// worker (older deployments took the room it would need): the workers would unload
+    /// the versions still serving. `what` names the change in the message.
+    pub(crate) async fn check_keeps_replicas(&self, model: &str, change: Change<'_>, what: &str) -> Result<()> {
         let workers = self.worker_records().await?;
-        let now = self.placement(&workers, None).await?;
-        if now.holders(model).is_empty() {
+        if self.placement(&workers, None).await?.holders(model).is_empty() {
             return Ok(());
         }
-        let after = self.placement(&workers, Some((model, alias, version))).await?;
+        let after = self.placement(&workers, Some(change)).await?;
         match after.shortfall(model) {
             Some(why) if after.holders(model).is_empty() => Err(Error::FailedPrecondition(format!(
-                "{model}:{alias} stays where it is: with v{version} its deployment would lose every worker \
-                 ({why})"
+                "{what}: the deployment of {model} would lose every worker ({why})"
             ))),
             _ => Ok(()),
         }
     }
 
-    /// The placement the workers compute from the store as it is, or as it would be with
-    /// `flip`'s alias (model, alias, version) moved.
+    /// The placement the workers compute from the store as it is, or as it would be
+    /// after `change`.
     async fn placement(
         &self,
         workers: &HashMap<String, WorkerRecord>,
-        flip: Option<(&str, &str, u64)>,
+        change: Option<Change<'_>>,
     ) -> Result<Placement> {
         let state = |snapshot: modelplane_store::Snapshot| MirrorState {
             entries: snapshot.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect(),
@@ -110,10 +117,16 @@ impl Registry {
             synced: true,
         };
         let mut models = state(self.store.range(schema::MODELS).await?);
-        if let Some((model, alias, version)) = flip {
-            models.entries.insert(schema::alias_key(model, alias), version.to_string().into_bytes());
+        let mut deployments = state(self.store.range(schema::DEPLOYMENTS).await?);
+        match change {
+            Some(Change::Alias { model, alias, version }) => {
+                models.entries.insert(schema::alias_key(model, alias), version.to_string().into_bytes());
+            }
+            Some(Change::Deployment(deployment)) => {
+                deployments.entries.insert(schema::deployment_key(&deployment.model), schema::encode(deployment));
+            }
+            None => {}
         }
-        let deployments = state(self.store.range(schema::DEPLOYMENTS).await?);
         Ok(Placement::compute(&Catalog::build(&models, &deployments), workers))
     }
 
