@@ -31,7 +31,8 @@ impl Registry {
     /// compute, from the store as it is now).
     pub async fn list_workers(&self) -> Result<Vec<WorkerView>> {
         let workers = self.worker_records().await?;
-        let placement = self.placement(&workers, None).await?;
+        let (models, deployments) = self.placement_inputs().await?;
+        let placement = Placement::compute(&Catalog::build(&models, &deployments), &workers);
         let mut views: Vec<WorkerView> = workers
             .into_values()
             .map(|record| WorkerView { placed_bytes: placement.placed_bytes(&record.id), record })
@@ -92,10 +93,23 @@ impl Registry {
     /// the versions still serving. `what` names the change in the message.
     pub(crate) async fn check_keeps_replicas(&self, model: &str, change: Change<'_>, what: &str) -> Result<()> {
         let workers = self.worker_records().await?;
-        if self.placement(&workers, None).await?.holders(model).is_empty() {
+        if workers.is_empty() {
             return Ok(());
         }
-        let after = self.placement(&workers, Some(change)).await?;
+        let (models, deployments) = self.placement_inputs().await?;
+        if Placement::compute(&Catalog::build(&models, &deployments), &workers).holders(model).is_empty() {
+            return Ok(());
+        }
+        let (mut models, mut deployments) = (models, deployments);
+        match change {
+            Change::Alias { model, alias, version } => {
+                models.entries.insert(schema::alias_key(model, alias), version.to_string().into_bytes());
+            }
+            Change::Deployment(deployment) => {
+                deployments.entries.insert(schema::deployment_key(&deployment.model), schema::encode(deployment));
+            }
+        }
+        let after = Placement::compute(&Catalog::build(&models, &deployments), &workers);
         match after.shortfall(model) {
             Some(why) if after.holders(model).is_empty() => Err(Error::FailedPrecondition(format!(
                 "{what}: the deployment of {model} would lose every worker ({why})"
@@ -104,30 +118,15 @@ impl Registry {
         }
     }
 
-    /// The placement the workers compute from the store as it is, or as it would be
-    /// after `change`.
-    async fn placement(
-        &self,
-        workers: &HashMap<String, WorkerRecord>,
-        change: Option<Change<'_>>,
-    ) -> Result<Placement> {
+    /// The models and deployments as the workers' mirrors hold them, read now.
+    async fn placement_inputs(&self) -> Result<(MirrorState, MirrorState)> {
         let state = |snapshot: modelplane_store::Snapshot| MirrorState {
             entries: snapshot.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect(),
             revision: snapshot.revision,
             synced: true,
         };
-        let mut models = state(self.store.range(schema::MODELS).await?);
-        let mut deployments = state(self.store.range(schema::DEPLOYMENTS).await?);
-        match change {
-            Some(Change::Alias { model, alias, version }) => {
-                models.entries.insert(schema::alias_key(model, alias), version.to_string().into_bytes());
-            }
-            Some(Change::Deployment(deployment)) => {
-                deployments.entries.insert(schema::deployment_key(&deployment.model), schema::encode(deployment));
-            }
-            None => {}
-        }
-        Ok(Placement::compute(&Catalog::build(&models, &deployments), workers))
+        let models = state(self.store.range(schema::MODELS).await?);
+        Ok((models, state(self.store.range(schema::DEPLOYMENTS).await?)))
     }
 
     /// Every worker record; a corrupt one is skipped with a warning.
