@@ -272,6 +272,25 @@ pub struct Model {
     pub layers: Vec<Dense>,
 }
 
+impl Model {
+    /// Bytes its parameters take in memory: scaler, PCA, IDF weights, every layer's
+    /// weights and biases, and the packed copies serving multiplies with.
+    pub fn memory_bytes(&self) -> u64 {
+        let f32s = |len: usize| (len * std::mem::size_of::<f32>()) as u64;
+        let layers: u64 = self
+            .layers
+            .iter()
+            .map(|layer| {
+                f32s(layer.weight.len() + layer.bias.len())
+                    + layer.packed.as_ref().map_or(0, |packed| packed.memory_bytes() as u64)
+            })
+            .sum();
+        let idf = self.vectorizer.as_ref().and_then(|v| v.idf.as_ref()).map_or(0, |idf| f32s(idf.len()));
+        let pca = self.pca.as_ref().map_or(0, |pca| f32s(pca.len()));
+        layers + idf + pca + f32s(self.scaler.mean.len() + self.scaler.scale.len())
+    }
+}
+
 /// Name of the numeric input tensor.
 pub const INPUT_NAME: &str = "input";
 /// Name of the text input tensor.

@@ -57,6 +57,11 @@ impl PackedWeights {
         Self { panels, inputs, outputs }
     }
 
+    /// Bytes the packed panels take (padding included).
+    pub fn memory_bytes(&self) -> usize {
+        self.panels.len() * std::mem::size_of::<f32>()
+    }
+
     /// `x · weight` for `x` of shape `[rows, inputs]`; `None` when `x` has another number
     /// of columns.
     pub fn product(&self, x: ArrayView2<'_, f32>) -> Option<Array2<f32>> {

@@ -499,6 +499,9 @@ pub(crate) mod tests {
             &[("hidden", "32"), ("epochs", "400"), ("learning_rate", "0.01"), ("batch_size", "32")],
         );
         assert!(model.manifest.metrics["r2"] > 0.9, "{:?}", model.manifest.metrics);
+        // 2 -> 32 -> 1: weights and biases (64 + 32 + 32 + 1), the packed copies (2 x 32
+        // and 32 x 1, each padded to 16 columns: 64 + 512) and the scaler (2 + 2), as f32.
+        assert_eq!(model.memory_bytes(), (129 + 576 + 4) * 4);
     }
 
     #[test]

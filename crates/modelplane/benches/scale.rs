@@ -81,6 +81,7 @@ async fn populate(store: Arc<dyn KvStore>) {
                 version: VERSIONS,
                 state: LoadState::Ready,
                 error: String::new(),
+                memory_bytes: Some(4096),
             })
             .collect();
         let worker = WorkerRecord {

@@ -44,7 +44,9 @@ fn print_worker(worker: &pb::Worker) {
     println!("{}\t{}\t{memory}{draining}", worker.id, worker.addr);
     for loaded in &worker.loaded {
         let error = if loaded.error.is_empty() { String::new() } else { format!(": {}", loaded.error) };
-        println!("  {} v{}\t{}{error}", loaded.model, loaded.version, loaded.state);
+        let measured =
+            loaded.memory_bytes.map(|bytes| format!("\t{}", ByteSize(bytes).display().iec())).unwrap_or_default();
+        println!("  {} v{}\t{}{measured}{error}", loaded.model, loaded.version, loaded.state);
     }
 }
 
@@ -52,7 +54,15 @@ fn worker_json(worker: &pb::Worker) -> serde_json::Value {
     let loaded: Vec<serde_json::Value> = worker
         .loaded
         .iter()
-        .map(|l| serde_json::json!({"model": l.model, "version": l.version, "state": l.state, "error": l.error}))
+        .map(|l| {
+            serde_json::json!({
+                "model": l.model,
+                "version": l.version,
+                "state": l.state,
+                "error": l.error,
+                "memory_bytes": l.memory_bytes,
+            })
+        })
         .collect();
     serde_json::json!({
         "id": worker.id,

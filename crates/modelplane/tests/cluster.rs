@@ -430,7 +430,8 @@ async fn memory_placement(registry: &mut pb::registry_client::RegistryClient<ton
     for worker in &workers {
         assert_eq!(worker.memory_capacity_bytes, Some(1 << 30), "{worker:?}");
         assert!((700 << 20..(700 << 20) + (1 << 20)).contains(&worker.memory_placed_bytes), "{worker:?}");
-        assert!(worker.loaded.iter().any(|v| v.model == "churn" && v.state == "ready"), "{worker:?}");
+        let churn = worker.loaded.iter().find(|v| v.model == "churn" && v.state == "ready").expect("churn is held");
+        assert!(churn.memory_bytes.is_some_and(|bytes| bytes > 0), "measured once loaded: {churn:?}");
     }
     // Back to the estimate: both are served again.
     registry.set_deployment(with_memory("churn", None)).await.expect("deploy churn");

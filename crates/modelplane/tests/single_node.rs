@@ -128,11 +128,18 @@ async fn up_places_deployments_within_its_memory_capacity() {
     let mut lines = listing.lines();
     let header = lines.next().unwrap_or_default();
     assert!(header.starts_with("worker-local\t127.0.0.1:") && header.ends_with("KiB of 64.0 KiB placed"), "{listing}");
-    let held: Vec<&str> = lines.collect();
-    assert_eq!(held, ["  churn v1\tready", "  houses v1\tready"], "{listing}");
+    // Each version with the memory its parameters took once loaded.
+    let held: Vec<Vec<&str>> = lines.map(|line| line.split('\t').collect()).collect();
+    assert_eq!(
+        held.iter().map(|fields| &fields[..2]).collect::<Vec<_>>(),
+        [["  churn v1", "ready"], ["  houses v1", "ready"]]
+    );
+    assert!(held.iter().all(|fields| fields.len() == 3 && fields[2].ends_with(" B")), "{listing}");
     let (ok, json) = cli(&["workers", "--output", "json"]);
     let worker: serde_json::Value = serde_json::from_str(json.trim()).expect("one JSON object");
     assert!(ok && worker["memory_capacity_bytes"] == 64 * 1024, "{json}");
+    let measured = worker["loaded"][0]["memory_bytes"].as_u64().expect("measured");
+    assert!(measured > 0 && measured < 1024, "a 3-feature logistic model's parameters: {json}");
     let placed = worker["memory_placed_bytes"].as_u64().expect("placed");
     assert!(placed > 40 * 1024 && placed <= 64 * 1024, "houses' 40 KiB and churn's estimate: {json}");
 }

@@ -563,6 +563,7 @@ fn worker_to_pb(view: WorkerView) -> pb::Worker {
                 }
                 .into(),
                 error: loaded.error,
+                memory_bytes: loaded.memory_bytes,
             })
             .collect(),
     }

@@ -309,7 +309,13 @@ mod tests {
         let catalog = Arc::new(Catalog::build(&models, &MirrorState::default()));
         let loaded = ready
             .iter()
-            .map(|&version| LoadedVersion { model: "m".into(), version, state: LoadState::Ready, error: String::new() })
+            .map(|&version| LoadedVersion {
+                model: "m".into(),
+                version,
+                state: LoadState::Ready,
+                error: String::new(),
+                memory_bytes: None,
+            })
             .collect();
         let worker = WorkerRecord {
             id: "w".into(),

@@ -318,6 +318,9 @@ pub struct LoadedVersion {
     /// Why loading failed.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error: String,
+    /// Bytes its parameters take once loaded, measured (native models; not ONNX graphs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
 }
 
 /// `/workers/{id}`: a live worker, bound to its lease.

@@ -162,6 +162,10 @@ impl WorkerState {
                 version: *version,
                 state: slot.state,
                 error: slot.error.clone(),
+                memory_bytes: slot.model.as_ref().and_then(|loaded| match &loaded.model {
+                    Runnable::Native(model) => Some(model.memory_bytes()),
+                    Runnable::Onnx(_) => None,
+                }),
             })
             .collect()
     }
