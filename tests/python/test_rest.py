@@ -1,6 +1,7 @@
 """KServe v2 REST on the router: plain JSON as curl sends it, and tritonclient.http
 (which uses Triton's binary tensor extension by default)."""
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -104,3 +105,54 @@ def test_json_integer_input_and_integer_and_bool_outputs(rest):
         assert result.as_numpy("label").dtype == np.int64, binary
         assert result.as_numpy("label").tolist() == scores.argmax(axis=1).tolist(), binary
         assert result.as_numpy("positive").tolist() == (scores > 0).tolist(), binary
+
+
+def test_triton_http_extensions_as_tritonclient_uses_them(rest):
+    """Model configuration, statistics and the model repository over HTTP, in the JSON
+    Triton's HTTP server answers with."""
+    client = httpclient.InferenceServerClient(rest.removeprefix("http://"))
+    config = client.get_model_config("houses")
+    assert config["name"] == "houses" and config["platform"] == "modelplane_ndarray"
+    assert config["max_batch_size"] == 64 and "dynamic_batching" in config
+    assert config["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": [3]}]
+    assert client.get_model_config("houses", "1") == config
+
+    def houses_v1():
+        (stats,) = [s for s in client.get_inference_statistics("houses")["model_stats"] if s["version"] == "1"]
+        return stats
+
+    before = houses_v1()
+    x = httpclient.InferInput("input", list(ROWS.shape), "FP32")
+    x.set_data_from_numpy(ROWS)
+    client.infer("houses", [x])
+    after = houses_v1()
+    assert after["inference_count"] - before["inference_count"] == len(ROWS)
+    assert after["inference_stats"]["success"]["count"] - before["inference_stats"]["success"]["count"] == 1
+    assert after["inference_stats"]["success"]["ns"] > 0 and after["batch_stats"], after
+    everything = client.get_inference_statistics()["model_stats"]
+    assert {"houses", "tickets"} <= {s["name"] for s in everything}
+
+    index = client.get_model_repository_index()
+    assert {"name": "houses", "version": "1", "state": "READY", "reason": ""} in index
+    status, ready_only = call(f"{rest}/v2/repository/index", {"ready": True})
+    assert status == 200 and all(m["state"] == "READY" for m in ready_only) and ready_only
+    status, error = call(f"{rest}/v2/repository/index", {"ready": "yes"})
+    assert status == 400 and "expected true or false" in error["error"]
+
+    client.unload_model("onnx-typed")
+    deadline = time.time() + 20
+    while any(m["name"] == "onnx-typed" for m in client.get_model_repository_index()):
+        assert time.time() < deadline, "the router still lists the unloaded model"
+        time.sleep(0.1)
+    client.load_model("onnx-typed")
+    deadline = time.time() + 30
+    while not client.is_model_ready("onnx-typed"):
+        assert time.time() < deadline, "the reloaded model never became ready"
+        time.sleep(0.1)
+    try:
+        client.load_model("no-such-model")
+        raise AssertionError("loading an unknown model succeeded")
+    except httpclient.InferenceServerException as err:
+        assert err.status() == "404" and "not found" in err.message()
+    status, error = call(f"{rest}/v2/models/no-such-model/config")
+    assert status == 404 and "not found" in error["error"]

@@ -172,14 +172,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
         &self,
         request: Request<pb::ModelConfigRequest>,
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
-        let request = request.into_inner();
-        let (response, _) = self
-            .forward(&request.name, &request.version, |client, number| {
-                let request = pb::ModelConfigRequest { name: request.name.clone(), version: number.to_string() };
-                async move { client.unary(method::MODEL_CONFIG, &request, None).await }
-            })
-            .await?;
-        Ok(Response::new(response))
+        Ok(Response::new(self.config(request.into_inner()).await?))
     }
 
     async fn model_statistics(
@@ -214,6 +207,17 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
 }
 
 impl RouterService {
+    /// A ready replica's configuration of the resolved version.
+    pub(crate) async fn config(&self, request: pb::ModelConfigRequest) -> Result<pb::ModelConfigResponse, Status> {
+        let (response, _) = self
+            .forward(&request.name, &request.version, |client, number| {
+                let request = pb::ModelConfigRequest { name: request.name.clone(), version: number.to_string() };
+                async move { client.unary(method::MODEL_CONFIG, &request, None).await }
+            })
+            .await?;
+        Ok(response)
+    }
+
     /// Synced with the store and every deployed target has a ready replica.
     pub(crate) fn server_is_ready(&self) -> bool {
         *self.synced.borrow() && self.table.borrow().all_deployments_ready()

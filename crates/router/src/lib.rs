@@ -9,6 +9,7 @@ mod limits;
 mod metrics;
 mod rest;
 mod rest_tensors;
+mod rest_triton;
 mod table;
 mod triton;
 mod worker_link;

@@ -54,7 +54,7 @@ impl IntoResponse for RestError {
     }
 }
 
-type RestResult<T> = Result<T, RestError>;
+pub(crate) type RestResult<T> = Result<T, RestError>;
 
 /// The REST routes over `service`.
 pub fn routes(service: RouterService) -> Router {
@@ -68,6 +68,7 @@ pub fn routes(service: RouterService) -> Router {
         .route("/v2/models/{model}/versions/{version}/ready", get(version_ready))
         .route("/v2/models/{model}/infer", post(infer))
         .route("/v2/models/{model}/versions/{version}/infer", post(version_infer))
+        .merge(crate::rest_triton::routes())
         .merge(modelplane_service::metrics::routes())
         .with_state(service)
 }
