@@ -251,3 +251,19 @@ def expected(artifact, rows=ROWS):
     assert manifest["head"] == "identity" and manifest["activations"] == ["identity"]
     z = ((rows - t["scaler.mean"]) / t["scaler.scale"]) @ t["layers.0.weight"] + t["layers.0.bias"]
     return z.astype(np.float32)
+
+
+def unload_and_reload(client, model, listed):
+    """Unloads `model` through a tritonclient (gRPC or HTTP), waits until `listed()`
+    (the names in the repository index) leaves it out, loads it again and waits until
+    it is ready."""
+    client.unload_model(model)
+    deadline = time.time() + 20
+    while model in listed():
+        assert time.time() < deadline, f"the router still lists the unloaded {model}"
+        time.sleep(0.1)
+    client.load_model(model)
+    deadline = time.time() + 30
+    while not client.is_model_ready(model):
+        assert time.time() < deadline, f"the reloaded {model} never became ready"
+        time.sleep(0.1)

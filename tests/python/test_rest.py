@@ -1,14 +1,13 @@
 """KServe v2 REST on the router: plain JSON as curl sends it, and tritonclient.http
 (which uses Triton's binary tensor extension by default)."""
 import json
-import time
 import urllib.error
 import urllib.request
 
 import numpy as np
 import tritonclient.http as httpclient
 
-from conftest import ROWS, TYPED_W, expected
+from conftest import ROWS, TYPED_W, expected, unload_and_reload
 
 
 def call(url, body=None):
@@ -139,16 +138,7 @@ def test_triton_http_extensions_as_tritonclient_uses_them(rest):
     status, error = call(f"{rest}/v2/repository/index", {"ready": "yes"})
     assert status == 400 and "expected true or false" in error["error"]
 
-    client.unload_model("onnx-typed")
-    deadline = time.time() + 20
-    while any(m["name"] == "onnx-typed" for m in client.get_model_repository_index()):
-        assert time.time() < deadline, "the router still lists the unloaded model"
-        time.sleep(0.1)
-    client.load_model("onnx-typed")
-    deadline = time.time() + 30
-    while not client.is_model_ready("onnx-typed"):
-        assert time.time() < deadline, "the reloaded model never became ready"
-        time.sleep(0.1)
+    unload_and_reload(client, "onnx-typed", lambda: {m["name"] for m in client.get_model_repository_index()})
     try:
         client.load_model("no-such-model")
         raise AssertionError("loading an unknown model succeeded")

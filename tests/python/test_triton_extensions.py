@@ -7,7 +7,7 @@ import time
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from conftest import ROWS, expected
+from conftest import ROWS, expected, unload_and_reload
 
 
 def test_server_metadata_lists_the_extensions(cluster):
@@ -66,16 +66,8 @@ def test_repository_index_lists_deployed_versions(cluster):
 def test_unload_and_load_undeploy_and_redeploy(cluster):
     router, _ = cluster
     client = grpcclient.InferenceServerClient(router)
-    client.unload_model("onnx-classifier")
-    deadline = time.time() + 20
-    while any(m["name"] == "onnx-classifier" for m in client.get_model_repository_index(as_json=True)["models"]):
-        assert time.time() < deadline, "the router still lists the unloaded model"
-        time.sleep(0.1)
-    client.load_model("onnx-classifier")
-    deadline = time.time() + 30
-    while not client.is_model_ready("onnx-classifier"):
-        assert time.time() < deadline, "the reloaded model never became ready"
-        time.sleep(0.1)
+    index = lambda: {m["name"] for m in client.get_model_repository_index(as_json=True)["models"]}  # noqa: E731
+    unload_and_reload(client, "onnx-classifier", index)
     try:
         client.load_model("no-such-model")
         raise AssertionError("loading an unknown model succeeded")
