@@ -54,11 +54,15 @@ impl Registry {
         }
         match largest {
             Some((capacity, worker)) if capacity < need => {
-                let how = if stated { "as stated" } else { "estimated as twice its artifacts" };
+                let (how, or) = if stated {
+                    ("as stated", "state less if the model needs less")
+                } else {
+                    ("estimated as twice its artifacts", "state the replica's real need (deploy --memory)")
+                };
                 Err(Error::FailedPrecondition(format!(
                     "a replica of {model} needs {} ({how}), more than any live worker can hold \
-                     (the largest, {worker}, has {}); start workers with a larger --memory-capacity \
-                     or state the replica's memory",
+                     (the largest, {worker}, has {}); start workers with a larger --memory-capacity, \
+                     or {or}",
                     placement::human_bytes(need),
                     placement::human_bytes(capacity)
                 )))
