@@ -18,8 +18,9 @@ use crate::schema::{DeploymentRecord, WorkerRecord};
 
 /// A replica's memory when its deployment does not state it: this many times the
 /// artifacts of the versions it loads. A native model keeps its weights twice once
-/// loaded (as stored, and packed for the serving product), and an ONNX graph is held as
-/// tract's optimized plan beside its constants.
+/// loaded (as stored, and packed for the serving product; workers report the measured
+/// figure); for an ONNX graph, held as tract's optimized plan, it is a rough allowance,
+/// not measured — state the memory of large graphs.
 pub const ESTIMATE_FACTOR: u64 = 2;
 
 /// Memory one replica of `deployment` takes: its stated `resources.memory_bytes`, else
