@@ -133,25 +133,31 @@ fn shortfall(
     room: &BTreeMap<&str, Option<u64>>,
 ) -> String {
     let model = &deployment.model;
+    let count = placed;
     let placed = match deployment.replicas {
         0 => "no worker holds it".to_owned(),
         n => format!("{placed} of its {n} replicas are placed"),
     };
-    if deployment.replicas as usize > ranked.len() && ranked.iter().all(|w| room.get(w).is_some_and(Option::is_none)) {
-        return format!("{model}: {placed}; there are only {} live workers", ranked.len());
+    let mut reasons = Vec::new();
+    if deployment.replicas as usize > ranked.len() {
+        reasons.push(format!("there are only {} live workers", ranked.len()));
     }
-    let how = if deployment.resources.memory_bytes.is_some() { "as its deployment states" } else { "estimated" };
-    let most = room
-        .iter()
-        .filter_map(|(worker, free)| free.map(|free| (free, *worker)))
-        .max()
-        .map(|(free, worker)| format!("the most any worker has left is {} ({worker})", human_bytes(free)))
-        .unwrap_or_default();
-    format!(
-        "{model}: {placed}; a replica needs {} ({how}) and {most}; give workers more --memory-capacity, \
-         add workers, or deploy fewer versions",
-        human_bytes(need)
-    )
+    // Every live worker that does not hold it was passed over for want of room.
+    if count < ranked.len() {
+        let how = if deployment.resources.memory_bytes.is_some() { "as its deployment states" } else { "estimated" };
+        let most = room
+            .iter()
+            .filter_map(|(worker, free)| free.map(|free| (free, *worker)))
+            .max()
+            .map(|(free, worker)| format!(" and the most any worker has left is {} ({worker})", human_bytes(free)))
+            .unwrap_or_default();
+        reasons.push(format!(
+            "a replica needs {} ({how}){most}; give workers more --memory-capacity, add workers, or deploy \
+             fewer versions",
+            human_bytes(need)
+        ));
+    }
+    format!("{model}: {placed}; {}", reasons.join("; "))
 }
 
 /// A worker's rank for a model: FNV-1a of both, stable across processes and builds
@@ -297,6 +303,18 @@ mod tests {
         all.get_mut("w1").expect("listed").accepting = false;
         let placement = Placement::compute(&catalog, &all);
         assert_eq!(placement.holders("a"), ["w2".to_owned()]);
+        // Too few workers, and one of them without room: both reasons.
+        let mixed = workers(&[("w1", None), ("w2", Some(MIB))]);
+        let placement = Placement::compute(&catalog, &mixed);
+        assert_eq!(placement.holders("a"), ["w1".to_owned()]);
+        assert_eq!(
+            placement.shortfall("a"),
+            Some(
+                "a: 1 of its 3 replicas are placed; there are only 2 live workers; a replica needs 2.0 MiB \
+                 (estimated) and the most any worker has left is 1.0 MiB (w2); give workers more \
+                 --memory-capacity, add workers, or deploy fewer versions"
+            )
+        );
         // No live worker at all: nothing to explain beyond "no replica".
         let placement = Placement::compute(&catalog, &HashMap::new());
         assert_eq!((placement.holders("a").len(), placement.shortfall("a")), (0, None));
