@@ -39,6 +39,10 @@ pub struct BenchArgs {
     /// Rows per request.
     #[arg(long, default_value_t = 1)]
     pub rows: usize,
+    /// Send each loop's requests on one ModelStreamInfer stream (Triton's streaming
+    /// extension), one in flight at a time, instead of as unary ModelInfer calls.
+    #[arg(long)]
+    pub stream: bool,
     /// Label for the result rows (default: the target).
     #[arg(long)]
     pub label: Option<String>,
@@ -128,34 +132,76 @@ struct RunResult {
     elapsed: Duration,
 }
 
+/// How one loop sends its requests.
+enum Caller {
+    Unary(GrpcInferenceServiceClient<Channel>),
+    /// The sending half of an open ModelStreamInfer call, and its answers.
+    Stream(tokio::sync::mpsc::Sender<pb::ModelInferRequest>, tonic::Streaming<pb::ModelStreamInferResponse>),
+}
+
+impl Caller {
+    async fn open(mut client: GrpcInferenceServiceClient<Channel>, stream: bool) -> Result<Self, String> {
+        if !stream {
+            return Ok(Self::Unary(client));
+        }
+        let (sender, requests) = tokio::sync::mpsc::channel(1);
+        let answers = client
+            .model_stream_infer(tokio_stream::wrappers::ReceiverStream::new(requests))
+            .await
+            .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?;
+        Ok(Self::Stream(sender, answers.into_inner()))
+    }
+
+    async fn call(&mut self, request: pb::ModelInferRequest) -> Result<(), String> {
+        match self {
+            Self::Unary(client) => {
+                client.model_infer(request).await.map(drop).map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+            }
+            Self::Stream(sender, answers) => {
+                sender.send(request).await.map_err(|_| "the stream closed".to_owned())?;
+                match answers.message().await {
+                    Ok(Some(answer)) if answer.error_message.is_empty() => Ok(()),
+                    Ok(Some(answer)) => Err(answer.error_message),
+                    Ok(None) => Err("the stream ended".to_owned()),
+                    Err(status) => Err(format!("{:?}: {}", status.code(), status.message())),
+                }
+            }
+        }
+    }
+}
+
 /// `concurrency` loops, each sending the next request when the last answered.
 async fn run(
     client: GrpcInferenceServiceClient<Channel>,
     template: pb::ModelInferRequest,
-    concurrency: usize,
+    (concurrency, stream): (usize, bool),
     warmup: Duration,
     measure: Duration,
 ) -> RunResult {
     let start = Instant::now();
     let (measure_from, stop_at) = (start + warmup, start + warmup + measure);
     let loops = (0..concurrency).map(|_| {
-        let (mut client, template) = (client.clone(), template.clone());
+        let (client, template) = (client.clone(), template.clone());
         tokio::spawn(async move {
             let (mut latencies, mut errors, mut first_error) = (Vec::new(), 0u64, None);
+            let mut caller = match Caller::open(client, stream).await {
+                Ok(caller) => caller,
+                Err(error) => return (latencies, 1, Some(error)),
+            };
             loop {
                 let sent = Instant::now();
                 if sent >= stop_at {
                     break;
                 }
-                let outcome = client.model_infer(template.clone()).await;
+                let outcome = caller.call(template.clone()).await;
                 if sent < measure_from {
                     continue;
                 }
                 match outcome {
-                    Ok(_) => latencies.push(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX)),
-                    Err(status) => {
+                    Ok(()) => latencies.push(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX)),
+                    Err(error) => {
                         errors += 1;
-                        first_error.get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
+                        first_error.get_or_insert(error);
                     }
                 }
             }
@@ -202,7 +248,7 @@ pub async fn bench(args: BenchArgs) -> Result<()> {
     for &concurrency in &args.concurrency {
         let warmup = Duration::from_secs_f64(args.warmup_secs);
         let measure = Duration::from_secs_f64(args.duration_secs);
-        let result = run(client.clone(), template.clone(), concurrency, warmup, measure).await;
+        let result = run(client.clone(), template.clone(), (concurrency, args.stream), warmup, measure).await;
         let throughput = result.latencies_us.len() as f64 / result.elapsed.as_secs_f64();
         let (p50, p99) = (percentile(&result.latencies_us, 0.50), percentile(&result.latencies_us, 0.99));
         match args.format {
@@ -226,6 +272,28 @@ pub async fn bench(args: BenchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The request's inputs as its outputs.
+fn echoed(request: pb::ModelInferRequest) -> pb::ModelInferResponse {
+    let outputs = request
+        .inputs
+        .iter()
+        .map(|input| pb::model_infer_response::InferOutputTensor {
+            name: "output".into(),
+            datatype: input.datatype.clone(),
+            shape: input.shape.clone(),
+            ..Default::default()
+        })
+        .collect();
+    pb::ModelInferResponse {
+        model_name: request.model_name,
+        model_version: "1".into(),
+        id: request.id,
+        outputs,
+        raw_output_contents: request.raw_input_contents,
+        ..Default::default()
+    }
 }
 
 /// Answers ModelInfer with its input as the output: what serving costs without a model.
@@ -289,33 +357,25 @@ impl GrpcInferenceService for Echo {
             let answer = link.unary(method::MODEL_INFER, &request, timeout.as_ref()).await?;
             return Ok(Response::new(answer));
         }
-        let outputs = request
-            .inputs
-            .iter()
-            .map(|input| pb::model_infer_response::InferOutputTensor {
-                name: "output".into(),
-                datatype: input.datatype.clone(),
-                shape: input.shape.clone(),
-                ..Default::default()
-            })
-            .collect();
-        Ok(Response::new(pb::ModelInferResponse {
-            model_name: request.model_name,
-            model_version: "1".into(),
-            id: request.id,
-            outputs,
-            raw_output_contents: request.raw_input_contents,
-            ..Default::default()
-        }))
+        Ok(Response::new(echoed(request)))
     }
 
     type ModelStreamInferStream = modelplane_worker::triton::ResponseStream;
 
+    /// Echoes each request of the stream, as the worker answers a stream.
     async fn model_stream_infer(
         &self,
-        _: Request<tonic::Streaming<pb::ModelInferRequest>>,
+        request: Request<tonic::Streaming<pb::ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
-        Err(not_echoed())
+        if self.forward_to.is_some() {
+            return Err(not_echoed());
+        }
+        let responses =
+            modelplane_worker::triton::stream_responses(
+                request.into_inner(),
+                |request| async move { Ok(echoed(request)) },
+            );
+        Ok(Response::new(responses))
     }
 
     async fn model_config(

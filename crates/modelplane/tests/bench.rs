@@ -10,11 +10,13 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_modelplane"))
 }
 
-/// One short closed-loop run at concurrency 2; the JSON line `bench` prints.
-fn bench(target: &str) -> serde_json::Value {
+/// One short closed-loop run at concurrency 2 (unary calls, or `--stream`); the JSON
+/// line `bench` prints.
+fn bench(target: &str, extra: &[&str]) -> serde_json::Value {
     let output = Command::new(bin())
         .args(["bench", "--target", target, "--model", "echoed", "--concurrency", "2"])
         .args(["--duration-secs", "0.5", "--warmup-secs", "0.1", "--rows", "3", "--format", "json"])
+        .args(extra)
         .output()
         .expect("bench runs");
     assert!(output.status.success(), "bench failed: {}", String::from_utf8_lossy(&output.stderr));
@@ -33,8 +35,10 @@ fn bench_measures_the_echo_server_directly_and_through_the_forwarding_proxy() {
     let proxy = Process::spawn(bin(), "proxy", &[&forward[..], &listen[..]].concat(), &["echo"], logs.path())
         .expect("proxy starts");
 
-    for target in [echo.addr("echo"), proxy.addr("echo")] {
-        let result = bench(&target);
+    // Unary calls to both; one ModelStreamInfer stream per loop to the echo server.
+    for (target, extra) in [(echo.addr("echo"), &[][..]), (proxy.addr("echo"), &[]), (echo.addr("echo"), &["--stream"])]
+    {
+        let result = bench(&target, extra);
         assert_eq!(result["errors"], 0, "{target}: {result}");
         assert_eq!(result["rows"], 3, "{result}");
         assert!(result["requests_per_sec"].as_f64().is_some_and(|rate| rate > 0.0), "{target}: {result}");
@@ -43,7 +47,10 @@ fn bench_measures_the_echo_server_directly_and_through_the_forwarding_proxy() {
 
     // The proxy answers nothing itself: with the echo server gone every call fails.
     echo.kill();
-    let result = bench(&proxy.addr("echo"));
+    let result = bench(&proxy.addr("echo"), &[]);
     assert!(result["errors"].as_u64().is_some_and(|errors| errors > 0), "{result}");
     assert_eq!(result["requests_per_sec"], 0.0, "{result}");
+    // The proxy forwards unary calls only: a stream is refused, and counted as failed.
+    let result = bench(&proxy.addr("echo"), &["--stream"]);
+    assert!(result["errors"].as_u64().is_some_and(|errors| errors > 0), "{result}");
 }
