@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use batcher::BatchPolicy;
-pub use capacity::{AUTO_SHARE_PERCENT, MemoryCapacity};
+pub use capacity::MemoryCapacity;
 pub use config::WorkerConfig;
 pub use error::{Error, Result};
 pub use grpc::{InferenceService, PLATFORM, server_metadata};
