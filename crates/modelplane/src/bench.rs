@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use modelplane_proto::inference as pb;
-use modelplane_router::{WorkerLink, method};
+use modelplane_router::WorkerLink;
 use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 use tonic::transport::{Channel, Endpoint};
@@ -348,14 +348,13 @@ impl GrpcInferenceService for Echo {
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let timeout = request
-            .metadata()
-            .get("grpc-timeout")
-            .and_then(|value| http::HeaderValue::from_bytes(value.as_encoded_bytes()).ok());
+        let timeout = request.metadata().get("grpc-timeout").and_then(|value| value.to_str().ok());
+        let deadline = timeout
+            .and_then(modelplane_service::parse_grpc_timeout)
+            .and_then(|timeout| std::time::Instant::now().checked_add(timeout));
         let request = request.into_inner();
         if let Some(link) = &self.forward_to {
-            let answer = link.unary(method::MODEL_INFER, &request, timeout.as_ref()).await?;
-            return Ok(Response::new(answer));
+            return Ok(Response::new(link.infer(request, deadline).await?));
         }
         Ok(Response::new(echoed(request)))
     }
@@ -370,11 +369,11 @@ impl GrpcInferenceService for Echo {
         if self.forward_to.is_some() {
             return Err(not_echoed());
         }
-        let responses =
-            modelplane_worker::triton::stream_responses(
-                request.into_inner(),
-                |request| async move { Ok(echoed(request)) },
-            );
+        let responses = modelplane_worker::triton::stream_responses(
+            request.into_inner(),
+            std::future::pending(),
+            |request| async move { Ok(echoed(request)) },
+        );
         Ok(Response::new(responses))
     }
 

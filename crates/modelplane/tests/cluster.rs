@@ -77,7 +77,7 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     let router_metrics = router.addr("router-http");
 
     let endpoints =
-        Endpoints { registry: registry_addr, trainer: trainer.addr("trainer"), router: router.addr("router") };
+        Endpoints { registry: registry_addr.clone(), trainer: trainer.addr("trainer"), router: router.addr("router") };
     assert!(modelplane_tests::health_serving(&worker.addr("worker")).await.expect("worker health"));
     let flip = scenario::run(&endpoints).await.expect("scenario passes");
     println!("alias flip took {flip:?} to show in predictions");
@@ -252,28 +252,35 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
 
     memory_placement(&mut registry_client, &endpoints.router).await;
 
+    // SIGTERM of a worker under load: it withdraws, answers what it took, ends the
+    // streams the router keeps open to it and exits; no request fails.
+    let mut worker_c = spawn_worker("worker-c");
+    let worker_c_metrics = worker_c.addr("metrics");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        modelplane_tests::predict(&endpoints.router, "houses", "production", &rows, false).await.expect("infer");
+        let text = scrape(&worker_c_metrics).await.expect("worker-c metrics");
+        let answered = [("model", "houses"), ("outcome", "success")];
+        if metric(&text, "modelplane_worker_requests_total", &answered).is_some_and(|n| n > 0.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the router never sent worker-c a request");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stop = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::task::spawn_blocking(move || worker_c.terminate(Duration::from_secs(10))).await.expect("join")
+    };
+    let (served, stopped) = tokio::join!(steady_load(&endpoints.router, &rows, "a worker drained"), stop);
+    assert!(stopped.expect("worker-c exits after SIGTERM"), "worker-c's exit status was not success");
+    assert!(served > 100, "only {served} requests in 4 s");
+
     // kill -9 of one of two workers under concurrent load: no request fails.
-    let load = (0..4).map(|_| {
-        let (router, rows) = (endpoints.router.clone(), rows.clone());
-        tokio::spawn(async move {
-            let deadline = Instant::now() + Duration::from_secs(4);
-            let mut served = 0u32;
-            while Instant::now() < deadline {
-                modelplane_tests::predict(&router, "houses", "production", &rows, false)
-                    .await
-                    .expect("a request failed while a worker died");
-                served += 1;
-            }
-            served
-        })
-    });
-    let load = futures::future::join_all(load);
     let kill = async {
         tokio::time::sleep(Duration::from_secs(1)).await;
         worker_b.kill();
     };
-    let (served, ()) = tokio::join!(load, kill);
-    let served: u32 = served.into_iter().map(|r| r.expect("load task")).sum();
+    let (served, ()) = tokio::join!(steady_load(&endpoints.router, &rows, "a worker died"), kill);
     assert!(served > 100, "only {served} requests in 4 s");
 
     // etcd down for 10 s under load: routers and workers serve from their last state,
@@ -360,6 +367,27 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
             && s.attributes.contains_key("version")),
         "worker ModelInfer spans carry no model/version fields"
     );
+}
+
+/// Four clients sending `rows` to the production alias back to back for 4 s; any
+/// failed request fails the test (`during` says what was happening). Returns how many
+/// were served.
+async fn steady_load(router: &str, rows: &[Vec<f32>], during: &'static str) -> u32 {
+    let load = (0..4).map(|_| {
+        let (router, rows) = (router.to_owned(), rows.to_vec());
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(4);
+            let mut served = 0u32;
+            while Instant::now() < deadline {
+                if let Err(err) = modelplane_tests::predict(&router, "houses", "production", &rows, false).await {
+                    panic!("a request failed while {during}: {err:?}");
+                }
+                served += 1;
+            }
+            served
+        })
+    });
+    futures::future::join_all(load).await.into_iter().map(|r| r.expect("load task")).sum()
 }
 
 /// Workers place deployments within their memory (1 GiB each here): a replica larger

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use modelplane_proto::inference as pb;
 use tokio::sync::watch;
@@ -27,6 +28,8 @@ pub struct RouterService {
     /// Shadow copies in flight; when none is left a copy is dropped, never queued, so a
     /// slow shadow cannot slow the real traffic down.
     pub(crate) shadow_slots: Arc<tokio::sync::Semaphore>,
+    /// Cancelled when the router drains: client streams then stop taking requests.
+    pub(crate) draining: modelplane_service::Shutdown,
 }
 
 impl RouterService {
@@ -144,12 +147,11 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let timeout = request
-            .metadata()
-            .get("grpc-timeout")
-            .and_then(|value| http::HeaderValue::from_bytes(value.as_encoded_bytes()).ok());
+        let timeout = request.metadata().get("grpc-timeout").and_then(|value| value.to_str().ok());
+        let deadline =
+            timeout.and_then(modelplane_service::parse_grpc_timeout).and_then(|t| Instant::now().checked_add(t));
         let _slot = self.client_limits.enter(&client_of(&request))?;
-        Ok(Response::new(self.infer(request.into_inner(), timeout).await?))
+        Ok(Response::new(self.infer(request.into_inner(), deadline).await?))
     }
 
     type ModelStreamInferStream = modelplane_worker::triton::ResponseStream;
@@ -159,7 +161,9 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
         request: Request<tonic::Streaming<pb::ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
         let (service, client) = (self.clone(), client_of(&request));
-        Ok(Response::new(modelplane_worker::triton::stream_responses(request.into_inner(), move |request| {
+        let draining = self.draining.clone().cancelled_owned();
+        let requests = request.into_inner();
+        Ok(Response::new(modelplane_worker::triton::stream_infer_calls("router", requests, draining, move |request| {
             let (service, client) = (service.clone(), client.clone());
             async move {
                 let _slot = service.client_limits.enter(&client)?;
@@ -244,20 +248,26 @@ impl RouterService {
         Ok(response)
     }
 
-    /// Forwards one inference request (with the caller's deadline) to a replica, and a
+    /// Forwards one inference request (with the caller's deadline: `deadline` from the
+    /// call, or the request's `timeout` parameter if that is sooner) to a replica, and a
     /// copy to each shadow target when the request goes to the deployment; counts the
     /// outcome in the router's metrics.
     pub(crate) async fn infer(
         &self,
         request: pb::ModelInferRequest,
-        timeout: Option<http::HeaderValue>,
+        deadline: Option<Instant>,
     ) -> Result<pb::ModelInferResponse, Status> {
         check_elements(&request, self.config.max_tensor_elements)?;
+        let asked = modelplane_service::timeout_parameter(&request.parameters).map_err(Status::invalid_argument)?;
+        let deadline = match asked.and_then(|timeout| Instant::now().checked_add(timeout)) {
+            Some(asked) => Some(deadline.map_or(asked, |deadline| deadline.min(asked))),
+            None => deadline,
+        };
         if request.model_version.is_empty() {
             self.copy_to_shadows(&request);
         }
         let model = request.model_name.clone();
-        let outcome = self.forward_infer(request, timeout).await;
+        let outcome = self.forward_infer(request, deadline).await;
         let catalog = self.table.borrow().catalog.clone();
         match &outcome {
             Ok((_, version)) => crate::metrics::request_ended(&catalog, &model, Some(*version), Code::Ok),
@@ -294,15 +304,14 @@ impl RouterService {
     async fn forward_infer(
         &self,
         request: pb::ModelInferRequest,
-        timeout: Option<http::HeaderValue>,
+        deadline: Option<Instant>,
     ) -> Result<(pb::ModelInferResponse, u64), Status> {
         let model = request.model_name.clone();
         let version = request.model_version.clone();
         self.forward(&model, &version, |client, number| {
             let forwarded = pb::ModelInferRequest { model_version: number.to_string(), ..request.clone() };
             // The caller's deadline travels on to the worker.
-            let timeout = timeout.clone();
-            async move { client.unary(method::MODEL_INFER, &forwarded, timeout.as_ref()).await }
+            async move { client.infer(forwarded, deadline).await }
         })
         .await
     }

@@ -85,6 +85,7 @@ pub async fn serve(
         suspects: Arc::new(Suspects::default()),
         client_limits: Arc::new(limits::ClientLimits::new(config.max_requests_per_client)),
         shadow_slots: Arc::new(tokio::sync::Semaphore::new(SHADOW_COPIES_IN_FLIGHT)),
+        draining: shutdown.clone(),
         config,
     };
     let http = http_listener.map(|http_listener| {

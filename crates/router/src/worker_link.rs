@@ -13,13 +13,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use h2::client::SendRequest;
+use h2::SendStream;
+use h2::client::{ResponseFuture, SendRequest};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use modelplane_service::{InProcessServers, InProcessService};
 use tonic::{Code, Status};
 use tower::ServiceExt;
+
+mod stream;
 
 /// How long connecting to a worker may take before the call fails as UNAVAILABLE.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -35,6 +38,7 @@ const CONNECTION_WINDOW: u32 = 5 << 20;
 /// gRPC method paths on the worker.
 pub mod method {
     pub const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
+    pub const MODEL_STREAM_INFER: &str = "/inference.GRPCInferenceService/ModelStreamInfer";
     pub const MODEL_METADATA: &str = "/inference.GRPCInferenceService/ModelMetadata";
     pub const MODEL_CONFIG: &str = "/inference.GRPCInferenceService/ModelConfig";
     pub const MODEL_STATISTICS: &str = "/inference.GRPCInferenceService/ModelStatistics";
@@ -45,6 +49,8 @@ pub struct WorkerLink {
     addr: String,
     authority: Authority,
     current: Mutex<Option<Connection>>,
+    /// Open ModelStreamInfer calls waiting for the next request (see [`stream`]).
+    idle_streams: stream::IdleStreams,
     /// Held while connecting, so concurrent callers share one new connection.
     connecting: tokio::sync::Mutex<()>,
     /// Consulted on every call: while the worker is registered here (it runs in this
@@ -82,6 +88,7 @@ impl WorkerLink {
             addr: host_port.to_owned(),
             authority,
             current: Mutex::new(None),
+            idle_streams: Default::default(),
             connecting: tokio::sync::Mutex::new(()),
             in_process,
         })
@@ -119,19 +126,7 @@ impl WorkerLink {
 
     /// Sends the request on this worker's HTTP/2 connection; returns the answer's frames.
     async fn call_over_h2(&self, path: &'static str, headers: HeaderMap, frame: Bytes) -> Result<Vec<Bytes>, Status> {
-        let sender = self.sender().await?;
-        let mut sender = sender.ready().await.map_err(|err| self.transport_error(err))?;
-        let uri = http::Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(self.authority.clone())
-            .path_and_query(PathAndQuery::from_static(path))
-            .build()
-            .map_err(|err| Status::internal(format!("worker uri: {err}")))?;
-        let mut request =
-            http::Request::post(uri).body(()).map_err(|err| Status::internal(format!("worker request: {err}")))?;
-        *request.headers_mut() = headers;
-
-        let (response, mut body) = sender.send_request(request, false).map_err(|err| self.transport_error(err))?;
+        let (response, mut body) = self.start_call(path, headers).await?.0;
         body.send_data(frame, true).map_err(|err| self.transport_error(err))?;
         let response = response.await.map_err(|err| self.transport_error(err))?;
         let (parts, mut body) = response.into_parts();
@@ -144,6 +139,28 @@ impl WorkerLink {
         }
         let trailers = body.trailers().await.map_err(|err| self.transport_error(err))?;
         answer.finish(trailers.as_ref())
+    }
+
+    /// Opens a call of `path` on this worker's connection (connecting first if needed);
+    /// the caller sends the request body. Also returns whether the connection is alive.
+    async fn start_call(
+        &self,
+        path: &'static str,
+        headers: HeaderMap,
+    ) -> Result<((ResponseFuture, SendStream<Bytes>), Arc<AtomicBool>), Status> {
+        let (sender, alive) = self.sender().await?;
+        let mut sender = sender.ready().await.map_err(|err| self.transport_error(err))?;
+        let uri = http::Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(self.authority.clone())
+            .path_and_query(PathAndQuery::from_static(path))
+            .build()
+            .map_err(|err| Status::internal(format!("worker uri: {err}")))?;
+        let mut request =
+            http::Request::post(uri).body(()).map_err(|err| Status::internal(format!("worker request: {err}")))?;
+        *request.headers_mut() = headers;
+        let call = sender.send_request(request, false).map_err(|err| self.transport_error(err))?;
+        Ok((call, alive))
     }
 
     /// Calls the worker's service in this process (see [`InProcessServers`]); the same
@@ -174,7 +191,7 @@ impl WorkerLink {
     }
 
     /// The current connection, or a new one when there is none or it ended.
-    async fn sender(&self) -> Result<SendRequest<Bytes>, Status> {
+    async fn sender(&self) -> Result<(SendRequest<Bytes>, Arc<AtomicBool>), Status> {
         if let Some(sender) = self.live_sender() {
             return Ok(sender);
         }
@@ -183,14 +200,14 @@ impl WorkerLink {
             return Ok(sender);
         }
         let connection = self.connect().await?;
-        let sender = connection.sender.clone();
+        let sender = (connection.sender.clone(), connection.alive.clone());
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(connection);
         Ok(sender)
     }
 
-    fn live_sender(&self) -> Option<SendRequest<Bytes>> {
+    fn live_sender(&self) -> Option<(SendRequest<Bytes>, Arc<AtomicBool>)> {
         let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        current.as_ref().filter(|c| c.alive.load(Ordering::Acquire)).map(|c| c.sender.clone())
+        current.as_ref().filter(|c| c.alive.load(Ordering::Acquire)).map(|c| (c.sender.clone(), c.alive.clone()))
     }
 
     async fn connect(&self) -> Result<Connection, Status> {

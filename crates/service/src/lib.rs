@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod deadline;
 mod in_process;
 pub mod metrics;
 mod metrics_layer;
@@ -15,10 +16,15 @@ mod telemetry;
 mod trace_layer;
 
 pub use client::{TracedChannel, connect_lazy};
+pub use deadline::{
+    TIMEOUT_PARAMETER, grpc_timeout_value, parse_grpc_timeout, set_timeout_parameter, timeout_parameter,
+};
 pub use in_process::{InProcessServers, InProcessService, Registration};
-pub use metrics_layer::{REQUEST_DURATION_SECONDS, REQUESTS_TOTAL, RpcMetrics, RpcMetricsLayer};
-pub use propagation::{TraceContextInterceptor, extract_context, inject_context};
+pub use metrics_layer::{REQUEST_DURATION_SECONDS, REQUESTS_TOTAL, RpcMetrics, RpcMetricsLayer, record_call};
+pub use propagation::{
+    TraceContextInterceptor, extract_context, inject_context, inject_context_parameters, take_context_parameters,
+};
 pub use server::{MAX_MESSAGE_BYTES, grpc_server, health_service, incoming, reflection_service, serve_grpc};
 pub use shutdown::{Shutdown, termination_signal};
 pub use telemetry::{TelemetryGuard, init};
-pub use trace_layer::{RpcTrace, RpcTraceLayer};
+pub use trace_layer::{RpcTrace, RpcTraceLayer, rpc_span};

@@ -8,7 +8,7 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http_body::{Body, Frame};
 use tonic::Code;
@@ -94,11 +94,17 @@ impl CallRecord {
         }
         let code = self.code.unwrap_or(ended_without_status);
         let method = method_label(std::mem::take(&mut self.path), code);
-        metrics::counter!(REQUESTS_TOTAL, "role" => self.role, "method" => method.clone(), "code" => crate::metrics::code_name(code))
-            .increment(1);
-        metrics::histogram!(REQUEST_DURATION_SECONDS, "role" => self.role, "method" => method)
-            .record(self.started.elapsed().as_secs_f64());
+        record_call(self.role, method, code, self.started.elapsed());
     }
+}
+
+/// Counts and times one call of `method` as the per-RPC metrics do; also used for each
+/// request on a stream, which is one call to the caller though not one RPC.
+pub fn record_call(role: &'static str, method: impl Into<metrics::SharedString>, code: Code, elapsed: Duration) {
+    let method = method.into();
+    metrics::counter!(REQUESTS_TOTAL, "role" => role, "method" => method.clone(), "code" => crate::metrics::code_name(code))
+        .increment(1);
+    metrics::histogram!(REQUEST_DURATION_SECONDS, "role" => role, "method" => method).record(elapsed.as_secs_f64());
 }
 
 impl Drop for CallRecord {

@@ -65,3 +65,39 @@ impl tonic::service::Interceptor for TraceContextInterceptor {
         Ok(request)
     }
 }
+
+/// Request parameters of one message, where a message on a stream carries what a call
+/// carries in its headers.
+type Parameters = std::collections::HashMap<String, modelplane_proto::inference::InferParameter>;
+
+/// Adds the current span's trace context (`traceparent`, `tracestate`) to a message's
+/// parameters: a stream has headers only once, and its messages belong to many traces.
+pub fn inject_context_parameters(parameters: &mut Parameters) {
+    let mut headers = http::HeaderMap::new();
+    inject_context(&mut headers);
+    for (name, value) in &headers {
+        if let Ok(value) = value.to_str() {
+            let choice = modelplane_proto::inference::infer_parameter::ParameterChoice::StringParam(value.to_owned());
+            let parameter = modelplane_proto::inference::InferParameter { parameter_choice: Some(choice) };
+            parameters.insert(name.as_str().to_owned(), parameter);
+        }
+    }
+}
+
+/// Removes the trace context [`inject_context_parameters`] added and returns it, or
+/// None when the message carries none.
+pub fn take_context_parameters(parameters: &mut Parameters) -> Option<Context> {
+    use modelplane_proto::inference::infer_parameter::ParameterChoice;
+    let fields: Vec<String> =
+        opentelemetry::global::get_text_map_propagator(|propagator| propagator.fields().map(str::to_owned).collect());
+    let mut headers = http::HeaderMap::new();
+    for field in fields {
+        if let Some(parameter) = parameters.remove(&field)
+            && let Some(ParameterChoice::StringParam(value)) = parameter.parameter_choice
+            && let (Ok(name), Ok(value)) = (http::HeaderName::try_from(field), http::HeaderValue::try_from(value))
+        {
+            headers.insert(name, value);
+        }
+    }
+    (!headers.is_empty()).then(|| extract_context(&headers))
+}

@@ -40,15 +40,25 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let span = tracing::info_span!(
-            "rpc",
-            otel.name = %request.uri().path(),
-            rpc.method = %request.uri().path(),
-            model = tracing::field::Empty,
-            version = tracing::field::Empty,
-        );
-        // Without an OpenTelemetry layer there is no trace to join; that is not an error.
-        let _ = span.set_parent(extract_context(request.headers()));
+        let span = rpc_span(request.uri().path(), Some(extract_context(request.headers())));
         self.inner.call(request).instrument(span)
     }
+}
+
+/// The span of one call of `method`: child of `parent` when that carries a trace, of
+/// the current span when `parent` is None. Also opened for each request on a stream,
+/// which is one call to the caller.
+pub fn rpc_span(method: &str, parent: Option<opentelemetry::Context>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "rpc",
+        otel.name = %method,
+        rpc.method = %method,
+        model = tracing::field::Empty,
+        version = tracing::field::Empty,
+    );
+    if let Some(parent) = parent {
+        // Without an OpenTelemetry layer there is no trace to join; that is not an error.
+        let _ = span.set_parent(parent);
+    }
+    span
 }

@@ -2,7 +2,7 @@
 //! versions this worker holds.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use modelplane_proto::inference as pb;
 use modelplane_store::{Catalog, Requested};
@@ -25,6 +25,8 @@ pub struct InferenceService {
     pub(crate) catalog: watch::Receiver<Arc<Catalog>>,
     /// True once the first catalog arrived and every deployed version finished loading.
     pub(crate) ready: watch::Receiver<bool>,
+    /// Cancelled when the worker drains: streams then stop taking requests.
+    pub(crate) draining: modelplane_service::Shutdown,
 }
 
 impl InferenceService {
@@ -126,18 +128,29 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceServic
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let deadline = request_deadline(request.metadata());
+        let deadline = request.metadata().get("grpc-timeout").and_then(|value| value.to_str().ok());
+        let deadline =
+            deadline.and_then(modelplane_service::parse_grpc_timeout).and_then(|t| Instant::now().checked_add(t));
         Ok(Response::new(self.infer_one(request.into_inner(), deadline).await?))
     }
 
     type ModelStreamInferStream = crate::triton::ResponseStream;
 
+    /// The router sends all its inference this way; see [`crate::triton::stream_infer_calls`].
     async fn model_stream_infer(
         &self,
         request: Request<tonic::Streaming<pb::ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
         let service = self.clone();
-        Ok(Response::new(crate::triton::stream_responses(request.into_inner(), move |request| {
+        let draining = {
+            let shutdown = self.draining.clone();
+            async move {
+                shutdown.cancelled().await;
+                // As long as the server itself lingers: routers may still send meanwhile.
+                tokio::time::sleep(crate::WITHDRAW_DELAY).await;
+            }
+        };
+        Ok(Response::new(crate::triton::stream_infer_calls("worker", request.into_inner(), draining, move |request| {
             let service = service.clone();
             async move { service.infer_one(request, None).await.map_err(Status::from) }
         })))
@@ -215,6 +228,7 @@ impl InferenceService {
         deadline: Option<Instant>,
     ) -> Result<pb::ModelInferResponse, Error> {
         let started = Instant::now();
+        let deadline = earliest(deadline, parameter_deadline(&request)?);
         let span = tracing::Span::current();
         span.record("model", request.model_name.as_str());
         let loaded = self.resolve(&request.model_name, &request.model_version)?;
@@ -331,20 +345,15 @@ fn rows_of(outputs: &Result<Vec<modelplane_model::Output>, Error>) -> usize {
     outputs.as_ref().ok().and_then(|o| o.first()).and_then(|o| o.shape.first()).copied().unwrap_or(0)
 }
 
-/// When the caller gives up, from the `grpc-timeout` header the router forwards
-/// (`<digits><H|M|S|m|u|n>`, the gRPC wire format).
-fn request_deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Instant> {
-    let text = metadata.get("grpc-timeout")?.to_str().ok()?;
-    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
-    let amount: u64 = digits.parse().ok()?;
-    let timeout = match unit {
-        "H" => Duration::from_secs(amount.saturating_mul(3600)),
-        "M" => Duration::from_secs(amount.saturating_mul(60)),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
-        _ => return None,
-    };
-    Instant::now().checked_add(timeout)
+/// When the caller gives up by the request's `timeout` parameter.
+fn parameter_deadline(request: &pb::ModelInferRequest) -> Result<Option<Instant>, Error> {
+    let timeout = modelplane_service::timeout_parameter(&request.parameters).map_err(Error::InvalidArgument)?;
+    Ok(timeout.and_then(|timeout| Instant::now().checked_add(timeout)))
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }

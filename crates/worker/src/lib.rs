@@ -34,7 +34,7 @@ pub use stats::Stats;
 
 /// How long a draining worker waits after withdrawing itself before it stops accepting
 /// connections, so routers see the withdrawal first.
-const WITHDRAW_DELAY: Duration = Duration::from_millis(500);
+pub(crate) const WITHDRAW_DELAY: Duration = Duration::from_millis(500);
 
 /// Serves inference on `listener` until `shutdown`; then withdraws from the routing
 /// table, drains in-flight requests and revokes its lease.
@@ -123,7 +123,8 @@ pub async fn serve(
         (handle, lease)
     };
 
-    let service = InferenceService { state: state.clone(), catalog: catalog_rx, ready: ready_rx };
+    let service =
+        InferenceService { state: state.clone(), catalog: catalog_rx, ready: ready_rx, draining: shutdown.clone() };
     tracing::info!(id = %config.id, %addr, "worker serving");
     let service = GrpcInferenceServiceServer::new(service)
         .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)

@@ -10,6 +10,7 @@ use modelplane_model::TensorSpec;
 use modelplane_proto::inference as pb;
 use modelplane_store::schema::LoadState;
 use tonic::Status;
+use tracing::Instrument;
 
 use crate::grpc::{ONNX_PLATFORM, PLATFORM};
 use crate::state::LoadedModel;
@@ -26,13 +27,20 @@ pub type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferR
 
 /// Answers each request of `requests` with `infer`, in order, up to 16 at a time. A
 /// failed request becomes an `error_message` on the stream (as Triton does) and the
-/// stream goes on; a broken request stream ends it.
-pub fn stream_responses<F, Fut>(requests: tonic::Streaming<pb::ModelInferRequest>, infer: F) -> ResponseStream
+/// stream goes on; a broken request stream ends it. Once `draining` resolves no further
+/// request is read: those already read are answered and the stream ends, so a server
+/// can drain while its callers keep streams open.
+pub fn stream_responses<F, Fut>(
+    requests: tonic::Streaming<pb::ModelInferRequest>,
+    draining: impl Future<Output = ()> + Send + 'static,
+    infer: F,
+) -> ResponseStream
 where
     F: Fn(pb::ModelInferRequest) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<pb::ModelInferResponse, Status>> + Send + 'static,
 {
     let responses = requests
+        .take_until(draining)
         .map(move |request| {
             let answer = request.map(&infer);
             async move {
@@ -53,6 +61,69 @@ where
         })
         .buffered(STREAM_CONCURRENCY);
     Box::pin(responses)
+}
+
+/// The method an inference request is counted and traced as, alone or on a stream.
+pub const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
+
+/// [`stream_responses`] where each request is one ModelInfer call to whoever sent it
+/// (the router forwards all inference this way): it has its own span, child of the
+/// trace context in its parameters (else of the stream's span), and is counted and
+/// timed in `role`'s per-RPC metrics as a ModelInfer.
+pub fn stream_infer_calls<F, Fut>(
+    role: &'static str,
+    requests: tonic::Streaming<pb::ModelInferRequest>,
+    draining: impl Future<Output = ()> + Send + 'static,
+    infer: F,
+) -> ResponseStream
+where
+    F: Fn(pb::ModelInferRequest) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<pb::ModelInferResponse, Status>> + Send + 'static,
+{
+    let stream_span = tracing::Span::current();
+    stream_responses(requests, draining, move |mut request| {
+        let parent = modelplane_service::take_context_parameters(&mut request.parameters);
+        let span = stream_span.in_scope(|| modelplane_service::rpc_span(MODEL_INFER, parent));
+        let answer = infer(request);
+        async move {
+            let started = std::time::Instant::now();
+            let answer = answer.await;
+            let code = answer.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
+            modelplane_service::record_call(role, MODEL_INFER, code, started.elapsed());
+            answer
+        }
+        .instrument(span)
+    })
+}
+
+/// The status a stream's `error_message` (`CODE: message`, as [`stream_responses`] writes
+/// it) stands for; a message without a known code name is UNKNOWN.
+pub fn status_from_error_message(error_message: &str) -> Status {
+    use tonic::Code::*;
+    const CODES: [tonic::Code; 16] = [
+        Cancelled,
+        Unknown,
+        InvalidArgument,
+        DeadlineExceeded,
+        NotFound,
+        AlreadyExists,
+        PermissionDenied,
+        ResourceExhausted,
+        FailedPrecondition,
+        Aborted,
+        OutOfRange,
+        Unimplemented,
+        Internal,
+        Unavailable,
+        DataLoss,
+        Unauthenticated,
+    ];
+    error_message
+        .split_once(": ")
+        .and_then(|(name, message)| {
+            CODES.into_iter().find(|&code| code_name(code) == name).map(|code| Status::new(code, message))
+        })
+        .unwrap_or_else(|| Status::unknown(error_message))
 }
 
 /// The gRPC status name (`INVALID_ARGUMENT`), as clients print it.
@@ -153,5 +224,21 @@ pub fn index_entry(
         version: version.to_string(),
         state: state.into(),
         reason: error.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_message_gives_back_the_status_it_was_written_from() {
+        for code in [tonic::Code::Unavailable, tonic::Code::InvalidArgument, tonic::Code::DeadlineExceeded] {
+            let written = format!("{}: queue of m/1: full: 1024 waiting", code_name(code));
+            let status = status_from_error_message(&written);
+            assert_eq!((status.code(), status.message()), (code, "queue of m/1: full: 1024 waiting"));
+        }
+        let unnamed = status_from_error_message("something broke: badly");
+        assert_eq!((unnamed.code(), unnamed.message()), (tonic::Code::Unknown, "something broke: badly"));
     }
 }
