@@ -3,7 +3,8 @@
 # front of it, for a 30-feature logistic model and a 64-input MLP, at concurrency 1, 16
 # and 64; the router again with its worker reached over loopback gRPC as in a cluster
 # (`up --router-via-network`) rather than in process, and the echo server behind a bare
-# proxy (the floor of that extra hop); then MLPs of growing width at
+# proxy (the floor of that extra hop); router and worker as separate processes on etcd
+# (when etcd is installed); then MLPs of growing width at
 # concurrency 64 with dynamic batching on and off, and the same for an imported ONNX MLP
 # (when a Python with `onnx` is at hand: the interop venv `./scripts/test.sh` makes, or
 # the system's). Release build, `modelplane up` on the embedded store; every number comes
@@ -144,3 +145,41 @@ start_up unbatched --max-batch-size 0
 for model in $batching_models; do
   run 64 --target "$WORKER" --model "$model" --label "worker, batching off"
 done
+
+# Router and worker as separate processes on a real etcd, as a cluster runs them (when
+# etcd is installed: `./scripts/test.sh` installs it): worker and router at concurrency 1.
+if command -v etcd >/dev/null; then
+  kill "$UP_PID"; wait "$UP_PID" 2>/dev/null || true
+  free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+  client_port=$(free_port)
+  client="http://127.0.0.1:$client_port" peer="http://127.0.0.1:$(free_port)"
+  ETCD_UNSUPPORTED_ARCH="$(uname -m)" etcd --name bench --data-dir "$work/etcd" \
+    --listen-client-urls "$client" --advertise-client-urls "$client" --listen-peer-urls "$peer" \
+    --initial-advertise-peer-urls "$peer" --initial-cluster "bench=$peer" >/dev/null 2>"$work/etcd.log" &
+  pids+=($!)
+  for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$client_port") 2>/dev/null && break; sleep 0.1; done
+  # spawn ROLE ARGS...: starts one role; prints its address.
+  spawn() {
+    local role="$1"; shift
+    "$bin" "$role" --listen 127.0.0.1:0 "$@" >"$work/$role.out" 2>"$work/$role.log" &
+    pids+=($!)
+    wait_listening "$work/$role.out" 1 | cut -d' ' -f2
+  }
+  REGISTRY=$(spawn registry --store "$client" --blob-dir "$work/blobs")
+  TRAINER=$(spawn trainer --etcd "$client" --registry "$REGISTRY" --id bench-trainer)
+  WORKER=$(spawn worker --etcd "$client" --registry "$REGISTRY" --id bench-worker --cache-dir "$work/cache")
+  ROUTER=$(spawn router --store "$client" --http-listen "")
+  export MODELPLANE_REGISTRY=$REGISTRY MODELPLANE_TRAINER=$TRAINER MODELPLANE_ROUTER=$ROUTER
+  "$bin" datasets upload wide.csv >/dev/null
+  "$bin" datasets upload mlp.csv >/dev/null
+  "$bin" train logistic30 --dataset wide --target label --kind logistic --epochs 5 --output json >/dev/null
+  "$bin" train mlp64 --dataset mlp --target label --kind mlp --param hidden=256,256 --epochs 3 --output json >/dev/null
+  "$bin" deploy logistic30 --version 1 --wait 60 >/dev/null
+  "$bin" deploy mlp64 --version 1 --wait 60 >/dev/null
+  for model in logistic30 mlp64; do
+    run 1 --target "$WORKER" --model "$model" --label "worker process"
+    run 1 --target "$ROUTER" --model "$model" --label "router process"
+  done
+else
+  echo "no etcd on PATH: router and worker as separate processes left out (./scripts/test.sh installs it)" >&2
+fi
