@@ -1,5 +1,6 @@
-//! The router's connection to one worker: unary gRPC calls over one HTTP/2 connection,
-//! written with the `h2` crate directly.
+//! The router's connection to one worker: unary gRPC calls, and inference on open
+//! ModelStreamInfer streams ([`stream`]), over one HTTP/2 connection, written with the
+//! `h2` crate directly.
 //!
 //! Why not tonic's `Channel`: a call through it passes tower's buffer task, hyper's
 //! dispatch task and a per-request body-pipe task before h2's connection task writes it
