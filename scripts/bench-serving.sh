@@ -61,14 +61,19 @@ with open(f"{sys.argv[1]}/mlp.csv", "w") as f:
         f.write(",".join(f"{x:.4f}" for x in xs) + f",{int(xs[0] * xs[1] > 0) + 2 * int(xs[2] > 0)}\n")
 EOF
 
+# Uploads the data sets, trains and deploys logistic30 and mlp64 on the current cluster.
+train_and_deploy_base_models() {
+  "$bin" datasets upload wide.csv >/dev/null
+  "$bin" datasets upload mlp.csv >/dev/null
+  "$bin" train logistic30 --dataset wide --target label --kind logistic --epochs 5 --output json >/dev/null
+  "$bin" train mlp64 --dataset mlp --target label --kind mlp --param hidden=256,256 --epochs 3 --output json >/dev/null
+  "$bin" deploy logistic30 --version 1 --wait 60 >/dev/null
+  "$bin" deploy mlp64 --version 1 --wait 60 >/dev/null
+}
+
 start_up batching
 cd "$work"
-"$bin" datasets upload wide.csv >/dev/null
-"$bin" datasets upload mlp.csv >/dev/null
-"$bin" train logistic30 --dataset wide --target label --kind logistic --epochs 5 --output json >/dev/null
-"$bin" train mlp64 --dataset mlp --target label --kind mlp --param hidden=256,256 --epochs 3 --output json >/dev/null
-"$bin" deploy logistic30 --version 1 --wait 60 >/dev/null
-"$bin" deploy mlp64 --version 1 --wait 60 >/dev/null
+train_and_deploy_base_models
 # Wider hidden layers for the batching comparison: compute grows with the square of the
 # width, the per-request gRPC cost does not.
 batching_models="mlp64 mlp64w512 mlp64w1024 mlp64w2048"
@@ -158,24 +163,20 @@ if command -v etcd >/dev/null; then
     --initial-advertise-peer-urls "$peer" --initial-cluster "bench=$peer" >/dev/null 2>"$work/etcd.log" &
   pids+=($!)
   for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$client_port") 2>/dev/null && break; sleep 0.1; done
-  # spawn ROLE ARGS...: starts one role; prints its address.
+  # spawn VAR ROLE ARGS...: starts one role (not in a subshell, so cleanup knows its pid)
+  # and sets VAR to its address.
   spawn() {
-    local role="$1"; shift
+    local var="$1" role="$2"; shift 2
     "$bin" "$role" --listen 127.0.0.1:0 "$@" >"$work/$role.out" 2>"$work/$role.log" &
     pids+=($!)
-    wait_listening "$work/$role.out" 1 | cut -d' ' -f2
+    printf -v "$var" '%s' "$(wait_listening "$work/$role.out" 1 | cut -d' ' -f2)"
   }
-  REGISTRY=$(spawn registry --store "$client" --blob-dir "$work/blobs")
-  TRAINER=$(spawn trainer --etcd "$client" --registry "$REGISTRY" --id bench-trainer)
-  WORKER=$(spawn worker --etcd "$client" --registry "$REGISTRY" --id bench-worker --cache-dir "$work/cache")
-  ROUTER=$(spawn router --store "$client" --http-listen "")
+  spawn REGISTRY registry --store "$client" --blob-dir "$work/blobs"
+  spawn TRAINER trainer --etcd "$client" --registry "$REGISTRY" --id bench-trainer
+  spawn WORKER worker --etcd "$client" --registry "$REGISTRY" --id bench-worker --cache-dir "$work/cache"
+  spawn ROUTER router --store "$client" --http-listen ""
   export MODELPLANE_REGISTRY=$REGISTRY MODELPLANE_TRAINER=$TRAINER MODELPLANE_ROUTER=$ROUTER
-  "$bin" datasets upload wide.csv >/dev/null
-  "$bin" datasets upload mlp.csv >/dev/null
-  "$bin" train logistic30 --dataset wide --target label --kind logistic --epochs 5 --output json >/dev/null
-  "$bin" train mlp64 --dataset mlp --target label --kind mlp --param hidden=256,256 --epochs 3 --output json >/dev/null
-  "$bin" deploy logistic30 --version 1 --wait 60 >/dev/null
-  "$bin" deploy mlp64 --version 1 --wait 60 >/dev/null
+  train_and_deploy_base_models
   for model in logistic30 mlp64; do
     run 1 --target "$WORKER" --model "$model" --label "worker process"
     run 1 --target "$ROUTER" --model "$model" --label "router process"
