@@ -1,7 +1,8 @@
 """Cancellation travels client -> router -> worker: when a caller gives up on a call, the
 router gives up its call to the worker (drops the in-process call in `up`, resets the
 HTTP/2 stream over the network), and the worker drops the request — it never answers it
-and never counts it as served."""
+and never counts it as served. Deadlines travel too, including Triton's `timeout`
+request parameter."""
 import os
 import subprocess
 import tempfile
@@ -11,6 +12,7 @@ import time
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 from conftest import BIN, SLOW_ROWS, SLOW_WIDTH, start_modelplane, write_slow_onnx
 
@@ -85,3 +87,21 @@ def check_cancellation(router):
     # wait past the time the computation takes, then it must not have been served.
     time.sleep(compute * 2 + 0.5)
     assert served(client) == (before[0] + 1, before[1]), "the worker answered a call its caller had cancelled"
+
+
+@pytest.mark.parametrize("path", ["in_process", "over_the_network"])
+def test_tritons_timeout_parameter_is_the_requests_deadline(path, request):
+    router = request.getfixturevalue("cluster")[0] if path == "in_process" else \
+        request.getfixturevalue("router_over_the_network")
+    client = grpcclient.InferenceServerClient(router)
+    before = served(client)
+    with pytest.raises(InferenceServerException) as late:
+        client.infer(MODEL, [slow_input()], timeout=1)  # microseconds, as Triton reads it
+    assert "DEADLINE_EXCEEDED" in str(late.value.status()), late.value
+    with pytest.raises(InferenceServerException) as negative:
+        client.infer(MODEL, [slow_input()], timeout=-5)
+    assert "INVALID_ARGUMENT" in str(negative.value.status()), negative.value
+    assert "microseconds" in negative.value.message(), negative.value.message()
+    assert served(client) == before, "a request refused for its timeout reached the model"
+    client.infer(MODEL, [slow_input()], timeout=60_000_000)
+    assert served(client) == (before[0] + 1, before[1]), "a request within its timeout is served"
