@@ -82,6 +82,27 @@ def test_tritonclient_http_binary_and_json(rest, cluster):
     np.testing.assert_allclose(client.infer("houses", [x]).as_numpy("predictions"), expected(artifact), rtol=1e-4)
 
 
+def test_the_timeout_parameter_is_the_requests_deadline_as_tritonclient_http_sends_it(rest, cluster):
+    _, artifact = cluster
+    client = httpclient.InferenceServerClient(rest.removeprefix("http://"))
+    x = httpclient.InferInput("input", list(ROWS.shape), "FP32")
+    x.set_data_from_numpy(ROWS)
+    try:
+        client.infer("houses", [x], timeout=1)  # microseconds: gone before a worker is reached
+        raise AssertionError("a request with a 1 µs timeout was answered")
+    except httpclient.InferenceServerException as err:
+        assert "deadline" in err.message(), err.message()
+    result = client.infer("houses", [x], timeout=30_000_000)
+    np.testing.assert_allclose(result.as_numpy("predictions"), expected(artifact), rtol=1e-4)
+    body = {"parameters": {"timeout": "soon"},
+            "inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
+    status, error = call(f"{rest}/v2/models/houses/infer", body)
+    assert status == 400 and "microseconds" in error["error"], error
+    body["parameters"]["timeout"] = 1
+    status, error = call(f"{rest}/v2/models/houses/infer", body)
+    assert status == 504 and "deadline" in error["error"], (status, error)
+
+
 def test_json_integer_input_and_integer_and_bool_outputs(rest):
     """An ONNX model taking INT64 and answering INT64 and BOOL: JSON carries them as
     numbers and true/false."""

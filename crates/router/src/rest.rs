@@ -200,6 +200,18 @@ async fn run_infer(
     if !binary.is_empty() {
         return Err(RestError::bad_request(format!("{} bytes of binary data follow the last input", binary.len())));
     }
+    if let Some(timeout) = header.get("parameters").and_then(|p| p.get(modelplane_service::TIMEOUT_PARAMETER)) {
+        // Triton's HTTP clients send the request's deadline here, in microseconds.
+        let micros = timeout.as_u64().ok_or_else(|| {
+            RestError::bad_request(format!(
+                "parameters.{} must be a non-negative integer of microseconds, got {timeout}",
+                modelplane_service::TIMEOUT_PARAMETER
+            ))
+        })?;
+        let parameter =
+            pb::InferParameter { parameter_choice: Some(pb::infer_parameter::ParameterChoice::Uint64Param(micros)) };
+        request.parameters.insert(modelplane_service::TIMEOUT_PARAMETER.to_owned(), parameter);
+    }
     let binary_default = parameter_bool(header.get("parameters"), "binary_data_output");
     let mut binary_outputs = std::collections::HashSet::new();
     for output in header.get("outputs").and_then(Value::as_array).into_iter().flatten() {
