@@ -114,6 +114,20 @@ impl Clients {
     }
 }
 
+impl Clients {
+    /// Forgets the links to addresses `keep` rejects, and with them their connections and
+    /// idle streams (requests in flight hold their own reference). Workers come and go
+    /// at new addresses; without this every address ever seen would keep a link.
+    fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.by_addr.lock().unwrap_or_else(|p| p.into_inner()).retain(|addr, _| keep(addr));
+    }
+
+    #[cfg(test)]
+    fn addresses(&self) -> Vec<String> {
+        self.by_addr.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+    }
+}
+
 impl RoutingTable {
     /// Builds the table from the catalog and the live workers' records.
     pub fn build(catalog: Arc<Catalog>, workers: HashMap<String, WorkerRecord>, clients: &Clients) -> Self {
@@ -136,6 +150,8 @@ impl RoutingTable {
                 });
             }
         }
+        let named: std::collections::HashSet<&str> = workers.values().map(|w| w.addr.as_str()).collect();
+        clients.retain(|addr| named.contains(addr));
         Self { catalog, replicas, workers, placement: OnceLock::new() }
     }
 
@@ -325,6 +341,20 @@ mod tests {
             memory_capacity_bytes: None,
         };
         RoutingTable::build(catalog, [("w".to_owned(), worker)].into(), clients)
+    }
+
+    #[test]
+    fn links_to_workers_that_left_are_dropped() {
+        let clients = Clients::default();
+        let served = table(1, &[1], &clients);
+        assert_eq!(clients.addresses(), ["127.0.0.1:1"]);
+        let (held, _) = clients.get("127.0.0.1:1").expect("link");
+        let empty = RoutingTable::build(served.catalog.clone(), HashMap::new(), &clients);
+        assert!(clients.addresses().is_empty(), "the link outlived its worker: {:?}", clients.addresses());
+        assert!(empty.replicas("m", 1).is_empty());
+        drop(held);
+        table(1, &[1], &clients);
+        assert_eq!(clients.addresses(), ["127.0.0.1:1"], "a worker that returns gets a new link");
     }
 
     #[tokio::test]
