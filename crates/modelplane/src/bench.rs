@@ -348,10 +348,7 @@ impl GrpcInferenceService for Echo {
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let timeout = request.metadata().get("grpc-timeout").and_then(|value| value.to_str().ok());
-        let deadline = timeout
-            .and_then(modelplane_service::parse_grpc_timeout)
-            .and_then(|timeout| std::time::Instant::now().checked_add(timeout));
+        let deadline = modelplane_service::call_deadline(request.metadata());
         let request = request.into_inner();
         if let Some(link) = &self.forward_to {
             return Ok(Response::new(link.infer(request, deadline).await?));

@@ -147,9 +147,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let timeout = request.metadata().get("grpc-timeout").and_then(|value| value.to_str().ok());
-        let deadline =
-            timeout.and_then(modelplane_service::parse_grpc_timeout).and_then(|t| Instant::now().checked_add(t));
+        let deadline = modelplane_service::call_deadline(request.metadata());
         let _slot = self.client_limits.enter(&client_of(&request))?;
         Ok(Response::new(self.infer(request.into_inner(), deadline).await?))
     }
@@ -258,11 +256,8 @@ impl RouterService {
         deadline: Option<Instant>,
     ) -> Result<pb::ModelInferResponse, Status> {
         check_elements(&request, self.config.max_tensor_elements)?;
-        let asked = modelplane_service::timeout_parameter(&request.parameters).map_err(Status::invalid_argument)?;
-        let deadline = match asked.and_then(|timeout| Instant::now().checked_add(timeout)) {
-            Some(asked) => Some(deadline.map_or(asked, |deadline| deadline.min(asked))),
-            None => deadline,
-        };
+        let deadline =
+            modelplane_service::request_deadline(deadline, &request.parameters).map_err(Status::invalid_argument)?;
         if request.model_version.is_empty() {
             self.copy_to_shadows(&request);
         }

@@ -2,7 +2,7 @@
 //! Triton's `timeout` request parameter (microseconds) on a message of a stream, where
 //! there are no per-message headers.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The request parameter that carries a message's remaining time in microseconds, as
 /// Triton's clients send it.
@@ -10,7 +10,7 @@ pub const TIMEOUT_PARAMETER: &str = "timeout";
 
 /// The duration of a `grpc-timeout` value (`250m`, `3S`, `100u`…), or None when it is
 /// malformed.
-pub fn parse_grpc_timeout(text: &str) -> Option<Duration> {
+fn parse_grpc_timeout(text: &str) -> Option<Duration> {
     let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
     let amount: u64 = digits.parse().ok()?;
     Some(match unit {
@@ -67,6 +67,22 @@ pub fn timeout_parameter(parameters: &Parameters) -> Result<Option<Duration>, St
     }
 }
 
+/// When a call's caller gives up, from its `grpc-timeout` header; None without one (or
+/// with a malformed one, which tonic's own server ignores too).
+pub fn call_deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Instant> {
+    let timeout = parse_grpc_timeout(metadata.get("grpc-timeout")?.to_str().ok()?)?;
+    Instant::now().checked_add(timeout)
+}
+
+/// A request's deadline: the sooner of its call's (`call`) and its `timeout` parameter.
+pub fn request_deadline(call: Option<Instant>, parameters: &Parameters) -> Result<Option<Instant>, String> {
+    let asked = timeout_parameter(parameters)?.and_then(|timeout| Instant::now().checked_add(timeout));
+    Ok(match (call, asked) {
+        (Some(call), Some(asked)) => Some(call.min(asked)),
+        (call, asked) => call.or(asked),
+    })
+}
+
 /// Sets the `timeout` parameter to `timeout`, rounded up to whole microseconds (at least
 /// one, since 0 would mean none).
 pub fn set_timeout_parameter(parameters: &mut Parameters, timeout: Duration) {
@@ -110,6 +126,13 @@ mod tests {
         let negative = timeout_parameter(&with(ParameterChoice::Int64Param(-1))).expect_err("negative");
         assert!(negative.contains("non-negative integer of microseconds"), "{negative}");
         assert!(timeout_parameter(&with(ParameterChoice::StringParam("1s".into()))).is_err());
+
+        let call = Instant::now() + Duration::from_secs(5);
+        assert_eq!(request_deadline(Some(call), &Parameters::new()), Ok(Some(call)));
+        let sooner =
+            request_deadline(Some(call), &with(ParameterChoice::Int64Param(1000))).expect("valid").expect("set");
+        assert!(sooner < call, "the parameter's deadline is sooner and wins");
+        assert!(request_deadline(None, &with(ParameterChoice::Int64Param(-3))).is_err());
 
         let mut parameters = Parameters::new();
         set_timeout_parameter(&mut parameters, Duration::from_nanos(1));

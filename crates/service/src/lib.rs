@@ -17,7 +17,7 @@ mod trace_layer;
 
 pub use client::{TracedChannel, connect_lazy};
 pub use deadline::{
-    TIMEOUT_PARAMETER, grpc_timeout_value, parse_grpc_timeout, set_timeout_parameter, timeout_parameter,
+    TIMEOUT_PARAMETER, call_deadline, grpc_timeout_value, request_deadline, set_timeout_parameter, timeout_parameter,
 };
 pub use in_process::{InProcessServers, InProcessService, Registration};
 pub use metrics_layer::{REQUEST_DURATION_SECONDS, REQUESTS_TOTAL, RpcMetrics, RpcMetricsLayer, record_call};

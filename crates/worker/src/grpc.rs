@@ -128,9 +128,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceServic
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let deadline = request.metadata().get("grpc-timeout").and_then(|value| value.to_str().ok());
-        let deadline =
-            deadline.and_then(modelplane_service::parse_grpc_timeout).and_then(|t| Instant::now().checked_add(t));
+        let deadline = modelplane_service::call_deadline(request.metadata());
         Ok(Response::new(self.infer_one(request.into_inner(), deadline).await?))
     }
 
@@ -228,7 +226,8 @@ impl InferenceService {
         deadline: Option<Instant>,
     ) -> Result<pb::ModelInferResponse, Error> {
         let started = Instant::now();
-        let deadline = earliest(deadline, parameter_deadline(&request)?);
+        let deadline =
+            modelplane_service::request_deadline(deadline, &request.parameters).map_err(Error::InvalidArgument)?;
         let span = tracing::Span::current();
         span.record("model", request.model_name.as_str());
         let loaded = self.resolve(&request.model_name, &request.model_version)?;
@@ -343,17 +342,4 @@ fn run_inline(
 /// Rows an execution answered: the first dimension of its first output (0 on failure).
 fn rows_of(outputs: &Result<Vec<modelplane_model::Output>, Error>) -> usize {
     outputs.as_ref().ok().and_then(|o| o.first()).and_then(|o| o.shape.first()).copied().unwrap_or(0)
-}
-
-/// When the caller gives up by the request's `timeout` parameter.
-fn parameter_deadline(request: &pb::ModelInferRequest) -> Result<Option<Instant>, Error> {
-    let timeout = modelplane_service::timeout_parameter(&request.parameters).map_err(Error::InvalidArgument)?;
-    Ok(timeout.and_then(|timeout| Instant::now().checked_add(timeout)))
-}
-
-fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
 }
