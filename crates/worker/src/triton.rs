@@ -8,6 +8,7 @@ use std::pin::Pin;
 use futures::{Stream, StreamExt};
 use modelplane_model::TensorSpec;
 use modelplane_proto::inference as pb;
+use modelplane_service::metrics::code_name;
 use modelplane_store::schema::LoadState;
 use tonic::Status;
 use tracing::Instrument;
@@ -99,55 +100,13 @@ where
 /// The status a stream's `error_message` (`CODE: message`, as [`stream_responses`] writes
 /// it) stands for; a message without a known code name is UNKNOWN.
 pub fn status_from_error_message(error_message: &str) -> Status {
-    use tonic::Code::*;
-    const CODES: [tonic::Code; 16] = [
-        Cancelled,
-        Unknown,
-        InvalidArgument,
-        DeadlineExceeded,
-        NotFound,
-        AlreadyExists,
-        PermissionDenied,
-        ResourceExhausted,
-        FailedPrecondition,
-        Aborted,
-        OutOfRange,
-        Unimplemented,
-        Internal,
-        Unavailable,
-        DataLoss,
-        Unauthenticated,
-    ];
     error_message
         .split_once(": ")
         .and_then(|(name, message)| {
-            CODES.into_iter().find(|&code| code_name(code) == name).map(|code| Status::new(code, message))
+            let code = (1..=16).map(tonic::Code::from_i32).find(|&code| code_name(code) == name)?;
+            Some(Status::new(code, message))
         })
         .unwrap_or_else(|| Status::unknown(error_message))
-}
-
-/// The gRPC status name (`INVALID_ARGUMENT`), as clients print it.
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
-    }
 }
 
 /// Triton's enum for a V2 datatype name.
