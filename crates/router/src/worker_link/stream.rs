@@ -79,6 +79,13 @@ struct Failure {
     stream_only: bool,
 }
 
+/// A status the worker sent, or one about its answer: another stream would fare no better.
+impl From<Status> for Failure {
+    fn from(status: Status) -> Self {
+        Self { status, stream_only: false }
+    }
+}
+
 impl WorkerLink {
     /// Forwards one inference request with the caller's deadline and trace context, on
     /// an open stream when the worker is across the network.
@@ -153,12 +160,11 @@ impl InferStream {
         self.send.send_data(frame, false).map_err(transport)?;
         if let Some(response) = self.response.take() {
             let (parts, body) = response.await.map_err(transport)?.into_parts();
-            check_head(&parts).map_err(|status| Failure { status, stream_only: false })?;
+            check_head(&parts)?;
             self.body = Some(body);
         }
         let Some(body) = self.body.as_mut() else {
-            let status = Status::internal(format!("stream to worker {} has no answer body", link.addr));
-            return Err(Failure { status, stream_only: false });
+            return Err(Status::internal(format!("stream to worker {} has no answer body", link.addr)).into());
         };
         let mut answer = Answer::new(&link.addr);
         let mut expected = None;
@@ -167,15 +173,14 @@ impl InferStream {
                 && answer.received >= expected
             {
                 if answer.received > expected {
-                    let status = Status::internal(format!("worker {} answered one request twice", link.addr));
-                    return Err(Failure { status, stream_only: false });
+                    return Err(Status::internal(format!("worker {} answered one request twice", link.addr)).into());
                 }
                 break;
             }
             match body.data().await {
                 Some(Ok(chunk)) => {
                     let _ = body.flow_control().release_capacity(chunk.len());
-                    answer.push(chunk).map_err(|status| Failure { status, stream_only: false })?;
+                    answer.push(chunk)?;
                     if expected.is_none() {
                         expected = message_len(&answer.chunks).map(|len| len + 5);
                     }
@@ -184,8 +189,7 @@ impl InferStream {
                 None => return Err(ended(body, link).await),
             }
         }
-        let message = decode(std::mem::take(&mut answer.chunks), &link.addr)
-            .map_err(|status| Failure { status, stream_only: false })?;
+        let message = decode(std::mem::take(&mut answer.chunks), &link.addr)?;
         Ok((message, self))
     }
 }
@@ -195,7 +199,7 @@ impl InferStream {
 async fn ended(body: &mut RecvStream, link: &WorkerLink) -> Failure {
     match body.trailers().await {
         Ok(trailers) => match trailers.as_ref().and_then(Status::from_header_map) {
-            Some(status) if status.code() != tonic::Code::Ok => Failure { status, stream_only: false },
+            Some(status) if status.code() != tonic::Code::Ok => status.into(),
             _ => {
                 let detail = format!("worker {} ended the stream before answering", link.addr);
                 let mut status = Status::unavailable(detail.clone());
