@@ -66,11 +66,23 @@ pub(crate) struct Loader {
     pub shortfalls: Mutex<BTreeMap<String, String>>,
 }
 
+/// Whether worker `id` is the one that logs the cluster's placement shortfalls: every
+/// worker computes the same placement, so one of them (the first id among the live
+/// workers and itself) says what is short instead of all of them saying it.
+fn reports_for_the_cluster(id: &str, workers: &HashMap<String, WorkerRecord>) -> bool {
+    workers.keys().all(|other| id <= other.as_str())
+}
+
 impl Loader {
     /// One reconcile pass; returns whether anything the record reports changed.
     pub fn reconcile(&self, catalog: &Catalog, workers: &HashMap<String, WorkerRecord>) -> bool {
         let (wanted, placement) = desired(catalog, workers, &self.config.id, self.memory_capacity);
-        self.log_shortfalls(catalog, &placement);
+        if reports_for_the_cluster(&self.config.id, workers) {
+            self.log_shortfalls(catalog, &placement);
+        } else if let Ok(mut logged) = self.shortfalls.lock() {
+            // Should this worker report again later, it logs what is short then.
+            logged.clear();
+        }
         let now = Instant::now();
         let mut changed = false;
         let mut slots = self.state.write();
@@ -285,4 +297,28 @@ fn warm_up(model: &Model) -> Result<(), modelplane_model::Error> {
         return model.predict_texts(&[b"warm up".as_slice()]).map(drop);
     }
     model.predict(ndarray::Array2::<f32>::zeros((1, model.features())).view()).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_worker_reports_the_clusters_shortfalls() {
+        let workers = |ids: &[&str]| -> HashMap<String, WorkerRecord> {
+            let record = |id: &str| WorkerRecord {
+                id: id.into(),
+                addr: String::new(),
+                loaded: Vec::new(),
+                accepting: true,
+                memory_capacity_bytes: None,
+            };
+            ids.iter().map(|id| (id.to_string(), record(id))).collect()
+        };
+        assert!(reports_for_the_cluster("worker-a", &workers(&["worker-a", "worker-b"])));
+        assert!(!reports_for_the_cluster("worker-b", &workers(&["worker-a", "worker-b"])));
+        assert!(reports_for_the_cluster("worker-b", &workers(&["worker-b", "worker-c"])), "the first one left");
+        assert!(reports_for_the_cluster("worker-a", &workers(&["worker-b"])), "its own record not published yet");
+        assert!(reports_for_the_cluster("worker-a", &workers(&[])));
+    }
 }
