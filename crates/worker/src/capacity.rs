@@ -10,7 +10,7 @@ pub const AUTO_SHARE_PERCENT: u64 = 80;
 /// `--memory-capacity`: `auto`, `unlimited`, or a size (`4GiB`, `512 MiB`, `1000000`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MemoryCapacity {
-    /// [`AUTO_SHARE_PERCENT`] of the container's memory limit, else of the machine's
+    /// 80 % (`AUTO_SHARE_PERCENT`) of the container's memory limit, else of the machine's
     /// memory; no limit when neither can be read.
     Auto,
     /// Load whatever is deployed.
