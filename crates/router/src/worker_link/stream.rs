@@ -27,8 +27,8 @@ use tonic::Status;
 use super::{Answer, WorkerLink, check_head, decode, encode, method};
 
 /// Streams kept open per worker beyond those in use; more are closed when returned.
-/// Each open stream counts against the worker's HTTP/2 stream limit (hyper's default
-/// is 200), which unary calls to the worker share.
+/// Our servers advertise no HTTP/2 stream limit (tonic sets none); one that did would
+/// count idle streams against it, alongside unary calls to the worker.
 const MAX_IDLE_STREAMS: usize = 64;
 
 /// The idle streams of one worker link.
