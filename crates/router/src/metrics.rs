@@ -6,6 +6,10 @@
 //! Model labels come from requests; a name the catalog does not know is counted as
 //! `other`, so clients cannot grow the metrics without bound.
 
+use std::sync::LazyLock;
+
+use metrics::Counter;
+use modelplane_service::HandleCache;
 use modelplane_store::Catalog;
 use tonic::Code;
 
@@ -43,14 +47,18 @@ pub(crate) enum ShadowOutcome {
 /// One inference request ended with `code`; `version` is the one that answered, or
 /// `None` when none did.
 pub(crate) fn request_ended(catalog: &Catalog, model: &str, version: Option<u64>, code: Code) {
-    let version = version.map(|v| v.to_string()).unwrap_or_default();
-    metrics::counter!(REQUESTS_TOTAL, "model" => known(catalog, model), "version" => version, "code" => modelplane_service::metrics::code_name(code))
-        .increment(1);
+    static COUNTERS: LazyLock<HandleCache<(Option<u64>, Code), Counter>> = LazyLock::new(Default::default);
+    let model = known(catalog, model);
+    let counter = COUNTERS.get(model, (version, code), || {
+        let version = version.map(|v| v.to_string()).unwrap_or_default();
+        metrics::counter!(REQUESTS_TOTAL, "model" => model.to_owned(), "version" => version, "code" => modelplane_service::metrics::code_name(code))
+    });
+    counter.increment(1);
 }
 
 /// A call to `model` is being sent again to another replica.
 pub(crate) fn retried(catalog: &Catalog, model: &str) {
-    metrics::counter!(RETRIES_TOTAL, "model" => known(catalog, model)).increment(1);
+    metrics::counter!(RETRIES_TOTAL, "model" => known(catalog, model).to_owned()).increment(1);
 }
 
 /// A shadow copy of a `model` request to `version` ended as `outcome`.
@@ -65,6 +73,6 @@ pub(crate) fn shadow_copy(model: &str, version: u64, outcome: ShadowOutcome) {
         .increment(1);
 }
 
-fn known(catalog: &Catalog, model: &str) -> String {
-    if catalog.has_model(model) { model.to_owned() } else { "other".to_owned() }
+fn known<'a>(catalog: &Catalog, model: &'a str) -> &'a str {
+    if catalog.has_model(model) { model } else { "other" }
 }

@@ -7,6 +7,7 @@
 mod client;
 mod deadline;
 mod in_process;
+mod metric_handles;
 pub mod metrics;
 mod metrics_layer;
 mod propagation;
@@ -20,6 +21,7 @@ pub use deadline::{
     TIMEOUT_PARAMETER, call_deadline, grpc_timeout_value, request_deadline, set_timeout_parameter, timeout_parameter,
 };
 pub use in_process::{InProcessServers, InProcessService, Registration};
+pub use metric_handles::HandleCache;
 pub use metrics_layer::{REQUEST_DURATION_SECONDS, REQUESTS_TOTAL, RpcMetrics, RpcMetricsLayer, record_call};
 pub use propagation::{
     TraceContextInterceptor, extract_context, inject_context, inject_context_parameters, take_context_parameters,

@@ -60,6 +60,11 @@ pub fn install() -> bool {
         .is_some()
 }
 
+/// Whether [`install`] installed this process's recorder.
+pub fn installed() -> bool {
+    HANDLE.get().is_some_and(Option::is_some)
+}
+
 /// The current metrics in Prometheus' text format; empty without [`install`].
 pub fn render() -> String {
     match HANDLE.get() {

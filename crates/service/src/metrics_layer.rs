@@ -7,12 +7,16 @@
 //! client goes away first, as CANCELLED.
 
 use std::pin::Pin;
+use std::sync::LazyLock;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use http_body::{Body, Frame};
+use metrics::{Counter, Histogram};
 use tonic::Code;
 use tower::{Layer, Service};
+
+use crate::HandleCache;
 
 /// Calls per role, method and gRPC code.
 pub const REQUESTS_TOTAL: &str = "modelplane_grpc_requests_total";
@@ -93,18 +97,26 @@ impl CallRecord {
             return;
         }
         let code = self.code.unwrap_or(ended_without_status);
-        let method = method_label(std::mem::take(&mut self.path), code);
-        record_call(self.role, method, code, self.started.elapsed());
+        record_call(self.role, method_label(&self.path, code), code, self.started.elapsed());
     }
 }
 
+/// A call's count and duration, by method, then role and code.
+type CallHandles = HandleCache<(&'static str, Code), (Counter, Histogram)>;
+static CALL_HANDLES: LazyLock<CallHandles> = LazyLock::new(Default::default);
+
 /// Counts and times one call of `method` as the per-RPC metrics do; also used for each
 /// request on a stream, which is one call to the caller though not one RPC.
-pub fn record_call(role: &'static str, method: impl Into<metrics::SharedString>, code: Code, elapsed: Duration) {
-    let method = method.into();
-    metrics::counter!(REQUESTS_TOTAL, "role" => role, "method" => method.clone(), "code" => crate::metrics::code_name(code))
-        .increment(1);
-    metrics::histogram!(REQUEST_DURATION_SECONDS, "role" => role, "method" => method).record(elapsed.as_secs_f64());
+pub fn record_call(role: &'static str, method: &str, code: Code, elapsed: Duration) {
+    let (calls, seconds) = CALL_HANDLES.get(method, (role, code), || {
+        let method = method.to_owned();
+        (
+            metrics::counter!(REQUESTS_TOTAL, "role" => role, "method" => method.clone(), "code" => crate::metrics::code_name(code)),
+            metrics::histogram!(REQUEST_DURATION_SECONDS, "role" => role, "method" => method),
+        )
+    });
+    calls.increment(1);
+    seconds.record(elapsed.as_secs_f64());
 }
 
 impl Drop for CallRecord {
@@ -162,12 +174,12 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
 /// Methods of our own services and the standard ones keep their path; anything else a
 /// client may invent (unknown services or methods, answered UNIMPLEMENTED) shares one
 /// label, so a scanner cannot grow the metrics without bound.
-fn method_label(path: String, code: Code) -> metrics::SharedString {
+fn method_label(path: &str, code: Code) -> &str {
     const KNOWN_SERVICES: [&str; 4] = ["/inference.", "/modelplane.", "/grpc.health.", "/grpc.reflection."];
     if code != Code::Unimplemented && KNOWN_SERVICES.iter().any(|prefix| path.starts_with(prefix)) {
-        path.into()
+        path
     } else {
-        metrics::SharedString::const_str("other")
+        "other"
     }
 }
 
