@@ -88,6 +88,13 @@ pub fn inject_context_parameters(parameters: &mut Parameters) {
 /// None when the message carries none.
 pub fn take_context_parameters(parameters: &mut Parameters) -> Option<Context> {
     use modelplane_proto::inference::infer_parameter::ParameterChoice;
+    // Most messages carry none (callers without tracing): look before allocating.
+    let carries_context = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.fields().any(|field| parameters.contains_key(field))
+    });
+    if !carries_context {
+        return None;
+    }
     let fields: Vec<String> =
         opentelemetry::global::get_text_map_propagator(|propagator| propagator.fields().map(str::to_owned).collect());
     let mut headers = http::HeaderMap::new();
