@@ -148,7 +148,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let deadline = modelplane_service::call_deadline(request.metadata());
-        let _slot = self.client_limits.enter(&client_of(&request))?;
+        let _slot = self.client_limits.enter(client_of(&request))?;
         Ok(Response::new(self.infer(request.into_inner(), deadline).await?))
     }
 
@@ -164,7 +164,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
         Ok(Response::new(modelplane_worker::triton::stream_infer_calls("router", requests, draining, move |request| {
             let (service, client) = (service.clone(), client.clone());
             async move {
-                let _slot = service.client_limits.enter(&client)?;
+                let _slot = service.client_limits.enter(client.clone())?;
                 service.infer(request, None).await
             }
         })))

@@ -3,6 +3,7 @@
 //! flight (RESOURCE_EXHAUSTED), so one caller cannot take every worker slot.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use modelplane_proto::inference as pb;
@@ -12,17 +13,36 @@ use crate::Error;
 /// Metadata a client may send to name itself; else its IP address identifies it.
 pub const CLIENT_ID_METADATA: &str = "x-modelplane-client";
 
+/// Who a request comes from: the name it gave, else its peer's address (kept as an
+/// address: formatting it for every request cost more than the limit's bookkeeping).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ClientId {
+    Named(String),
+    Peer(IpAddr),
+    Unknown,
+}
+
+impl std::fmt::Display for ClientId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientId::Named(name) => f.write_str(name),
+            ClientId::Peer(ip) => ip.fmt(f),
+            ClientId::Unknown => f.write_str("unknown"),
+        }
+    }
+}
+
 /// Requests in flight per client.
 #[derive(Default)]
 pub struct ClientLimits {
     limit: usize,
-    in_flight: Arc<Mutex<HashMap<String, usize>>>,
+    in_flight: Arc<Mutex<HashMap<ClientId, usize>>>,
 }
 
 /// Holds one of a client's slots until dropped.
 pub struct ClientSlot {
-    client: String,
-    in_flight: Arc<Mutex<HashMap<String, usize>>>,
+    client: ClientId,
+    in_flight: Arc<Mutex<HashMap<ClientId, usize>>>,
 }
 
 impl ClientLimits {
@@ -32,12 +52,12 @@ impl ClientLimits {
     }
 
     /// Takes a slot for `client`, or says why not.
-    pub fn enter(&self, client: &str) -> Result<Option<ClientSlot>, Error> {
+    pub fn enter(&self, client: ClientId) -> Result<Option<ClientSlot>, Error> {
         if self.limit == 0 {
             return Ok(None);
         }
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        let count = in_flight.entry(client.to_owned()).or_default();
+        let count = in_flight.entry(client.clone()).or_default();
         if *count >= self.limit {
             return Err(Error::ResourceExhausted(format!(
                 "client {client} already has {} requests in flight, the most this router allows per client; \
@@ -46,7 +66,7 @@ impl ClientLimits {
             )));
         }
         *count += 1;
-        Ok(Some(ClientSlot { client: client.to_owned(), in_flight: self.in_flight.clone() }))
+        Ok(Some(ClientSlot { client, in_flight: self.in_flight.clone() }))
     }
 }
 
@@ -63,11 +83,11 @@ impl Drop for ClientSlot {
 }
 
 /// Who sent `request`: its `x-modelplane-client` metadata, else its peer IP.
-pub fn client_of<T>(request: &tonic::Request<T>) -> String {
+pub fn client_of<T>(request: &tonic::Request<T>) -> ClientId {
     if let Some(id) = request.metadata().get(CLIENT_ID_METADATA).and_then(|v| v.to_str().ok()) {
-        return id.to_owned();
+        return ClientId::Named(id.to_owned());
     }
-    request.remote_addr().map(|addr| addr.ip().to_string()).unwrap_or_else(|| "unknown".into())
+    request.remote_addr().map_or(ClientId::Unknown, |addr| ClientId::Peer(addr.ip()))
 }
 
 /// Refuses a request whose inputs hold more than `limit` elements (0: no limit).
@@ -94,17 +114,21 @@ pub fn check_elements(request: &pb::ModelInferRequest, limit: u64) -> Result<(),
 mod tests {
     use super::*;
 
+    fn named(name: &str) -> ClientId {
+        ClientId::Named(name.into())
+    }
+
     #[test]
     fn a_client_gets_its_slots_back_when_answers_drop() {
         let limits = ClientLimits::new(2);
-        let first = limits.enter("a").expect("first");
-        let _second = limits.enter("a").expect("second");
-        let refused = limits.enter("a").err().expect("third is over the limit");
+        let first = limits.enter(named("a")).expect("first");
+        let _second = limits.enter(named("a")).expect("second");
+        let refused = limits.enter(named("a")).err().expect("third is over the limit");
         assert!(refused.to_string().contains("client a already has 2 requests in flight"), "{refused}");
-        assert!(limits.enter("b").is_ok(), "another client has its own slots");
+        assert!(limits.enter(named("b")).is_ok(), "another client has its own slots");
         drop(first);
-        assert!(limits.enter("a").is_ok(), "a slot came back");
-        assert!(ClientLimits::new(0).enter("a").expect("unlimited").is_none());
+        assert!(limits.enter(named("a")).is_ok(), "a slot came back");
+        assert!(ClientLimits::new(0).enter(named("a")).expect("unlimited").is_none());
     }
 
     #[test]

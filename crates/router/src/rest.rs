@@ -136,7 +136,7 @@ async fn infer(
     headers: HeaderMap,
     body: Bytes,
 ) -> RestResult<Response> {
-    let _slot = service.client_limits.enter(&client_of_http(&headers, peer)).map_err(tonic::Status::from)?;
+    let _slot = service.client_limits.enter(client_of_http(&headers, peer)).map_err(tonic::Status::from)?;
     run_infer(service, model, String::new(), &headers, body).await
 }
 
@@ -147,15 +147,15 @@ async fn version_infer(
     headers: HeaderMap,
     body: Bytes,
 ) -> RestResult<Response> {
-    let _slot = service.client_limits.enter(&client_of_http(&headers, peer)).map_err(tonic::Status::from)?;
+    let _slot = service.client_limits.enter(client_of_http(&headers, peer)).map_err(tonic::Status::from)?;
     run_infer(service, model, version, &headers, body).await
 }
 
 /// The REST caller's identity for per-client limits, as on the gRPC port.
-fn client_of_http(headers: &HeaderMap, peer: SocketAddr) -> String {
+fn client_of_http(headers: &HeaderMap, peer: SocketAddr) -> crate::limits::ClientId {
     match headers.get(crate::limits::CLIENT_ID_METADATA).and_then(|v| v.to_str().ok()) {
-        Some(id) => id.to_owned(),
-        None => peer.ip().to_string(),
+        Some(id) => crate::limits::ClientId::Named(id.to_owned()),
+        None => crate::limits::ClientId::Peer(peer.ip()),
     }
 }
 
