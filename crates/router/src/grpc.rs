@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use modelplane_proto::inference as pb;
 use tokio::sync::watch;
 use tonic::{Code, Request, Response, Status};
@@ -147,9 +148,9 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let deadline = modelplane_service::call_deadline(request.metadata());
-        let _slot = self.client_limits.enter(client_of(&request))?;
-        Ok(Response::new(self.infer(request.into_inner(), deadline).await?))
+        // The router's server answers ModelInfer with the worker's bytes instead
+        // (`crate::grpc_server`); this is the same call for anyone using the service typed.
+        self.model_infer_as(request).await
     }
 
     type ModelStreamInferStream = modelplane_worker::triton::ResponseStream;
@@ -250,11 +251,11 @@ impl RouterService {
     /// call, or the request's `timeout` parameter if that is sooner) to a replica, and a
     /// copy to each shadow target when the request goes to the deployment; counts the
     /// outcome in the router's metrics.
-    pub(crate) async fn infer(
+    pub(crate) async fn infer<A: InferAnswer>(
         &self,
         request: pb::ModelInferRequest,
         deadline: Option<Instant>,
-    ) -> Result<pb::ModelInferResponse, Status> {
+    ) -> Result<A, Status> {
         check_elements(&request, self.config.max_tensor_elements)?;
         let deadline =
             modelplane_service::request_deadline(deadline, &request.parameters).map_err(Status::invalid_argument)?;
@@ -284,7 +285,7 @@ impl RouterService {
             tokio::spawn(async move {
                 let _slot = slot;
                 let model = copy.model_name.clone();
-                let outcome = match service.forward_infer(copy, None).await {
+                let outcome = match service.forward_infer::<Bytes>(copy, None).await {
                     Ok(_) => ShadowOutcome::Answered,
                     Err(status) => {
                         tracing::debug!(version = shadow.version, error = %status.message(), "shadow copy failed");
@@ -296,18 +297,59 @@ impl RouterService {
         }
     }
 
-    async fn forward_infer(
+    async fn forward_infer<A: InferAnswer>(
         &self,
         request: pb::ModelInferRequest,
         deadline: Option<Instant>,
-    ) -> Result<(pb::ModelInferResponse, u64), Status> {
+    ) -> Result<(A, u64), Status> {
         let model = request.model_name.clone();
         let version = request.model_version.clone();
         self.forward(&model, &version, |client, number| {
             let forwarded = pb::ModelInferRequest { model_version: number.to_string(), ..request.clone() };
             // The caller's deadline travels on to the worker.
-            async move { client.infer(forwarded, deadline).await }
+            A::fetch(client, forwarded, deadline)
         })
         .await
+    }
+
+    /// ModelInfer: the caller's deadline and per-client limit, then [`Self::infer`].
+    pub(crate) async fn model_infer_as<A: InferAnswer>(
+        &self,
+        request: Request<pb::ModelInferRequest>,
+    ) -> Result<Response<A>, Status> {
+        let deadline = modelplane_service::call_deadline(request.metadata());
+        let _slot = self.client_limits.enter(client_of(&request))?;
+        Ok(Response::new(self.infer(request.into_inner(), deadline).await?))
+    }
+}
+
+/// How a worker's answer to an inference request comes back: decoded, for REST and
+/// streams, or as the protobuf bytes it arrived in, for a gRPC client (which would
+/// get exactly those bytes again) and for shadow copies (whose answers are dropped).
+pub(crate) trait InferAnswer: Sized + Send + 'static {
+    fn fetch(
+        link: Arc<WorkerLink>,
+        request: pb::ModelInferRequest,
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = Result<Self, Status>> + Send;
+}
+
+impl InferAnswer for pb::ModelInferResponse {
+    async fn fetch(
+        link: Arc<WorkerLink>,
+        request: pb::ModelInferRequest,
+        deadline: Option<Instant>,
+    ) -> Result<Self, Status> {
+        link.infer(request, deadline).await
+    }
+}
+
+impl InferAnswer for Bytes {
+    async fn fetch(
+        link: Arc<WorkerLink>,
+        request: pb::ModelInferRequest,
+        deadline: Option<Instant>,
+    ) -> Result<Self, Status> {
+        link.infer_encoded(request, deadline).await
     }
 }

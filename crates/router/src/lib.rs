@@ -5,6 +5,7 @@
 mod config;
 mod error;
 mod grpc;
+mod grpc_server;
 mod limits;
 mod metrics;
 mod rest;
@@ -17,7 +18,6 @@ mod worker_link;
 use std::sync::Arc;
 use std::time::Duration;
 
-use modelplane_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use modelplane_service::Shutdown;
 use modelplane_store::schema;
 use modelplane_store::{Catalog, KvStore, Mirror};
@@ -100,9 +100,7 @@ pub async fn serve(
         })
     });
     tracing::info!(addr = ?listener.local_addr().ok(), "router serving");
-    let service = GrpcInferenceServiceServer::new(service)
-        .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES);
+    let service = grpc_server::InferenceServer::new(service);
     let served = modelplane_service::serve_grpc("router", service, listener, shutdown, Duration::ZERO).await;
     follow.abort();
     if let Some(http) = http {

@@ -226,7 +226,7 @@ async fn run_infer(
             .outputs
             .push(pb::model_infer_request::InferRequestedOutputTensor { name: name.to_owned(), ..Default::default() });
     }
-    let response = service.infer(request, None).await?;
+    let response: pb::ModelInferResponse = service.infer(request, None).await?;
     let mut outputs = Vec::new();
     let mut tail: Vec<u8> = Vec::new();
     for (index, output) in response.outputs.iter().enumerate() {

@@ -110,6 +110,17 @@ impl WorkerLink {
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
+        let answer = self.unary_encoded(path, message, timeout).await?;
+        Resp::decode(answer).map_err(|err| malformed(&self.addr, &err.to_string()))
+    }
+
+    /// [`WorkerLink::unary`] returning the answer's protobuf bytes undecoded.
+    async fn unary_encoded(
+        &self,
+        path: &'static str,
+        message: &impl prost::Message,
+        timeout: Option<&HeaderValue>,
+    ) -> Result<Bytes, Status> {
         let frame = encode(message)?;
         let mut headers = HeaderMap::with_capacity(4);
         headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
@@ -122,7 +133,7 @@ impl WorkerLink {
             Some(service) => self.call_in_process(service, path, headers, frame).await?,
             None => self.call_over_h2(path, headers, frame).await?,
         };
-        decode(chunks, &self.addr)
+        message_bytes(chunks, &self.addr)
     }
 
     /// Sends the request on this worker's HTTP/2 connection; returns the answer's frames.
@@ -285,23 +296,31 @@ fn encode(message: &impl prost::Message) -> Result<Bytes, Status> {
 }
 
 fn decode<M: prost::Message + Default>(chunks: Vec<Bytes>, addr: &str) -> Result<M, Status> {
+    M::decode(message_bytes(chunks, addr)?).map_err(|err| malformed(addr, &err.to_string()))
+}
+
+/// The protobuf bytes of a gRPC message frame arrived in `chunks`, still encoded.
+fn message_bytes(chunks: Vec<Bytes>, addr: &str) -> Result<Bytes, Status> {
     let mut frame: Bytes = match chunks.len() {
         1 => chunks.into_iter().next().unwrap_or_default(),
         _ => chunks.concat().into(),
     };
-    let malformed = |what: &str| Status::internal(format!("worker {addr} sent a malformed gRPC message: {what}"));
     if frame.len() < 5 {
-        return Err(malformed("shorter than its 5-byte prefix"));
+        return Err(malformed(addr, "shorter than its 5-byte prefix"));
     }
     let compressed = frame.get_u8();
     let len = frame.get_u32() as usize;
     if compressed != 0 {
-        return Err(malformed("compressed, but the router asked for none"));
+        return Err(malformed(addr, "compressed, but the router asked for none"));
     }
     if len != frame.len() {
-        return Err(malformed(&format!("prefix says {len} bytes, {} arrived", frame.len())));
+        return Err(malformed(addr, &format!("prefix says {len} bytes, {} arrived", frame.len())));
     }
-    M::decode(frame).map_err(|err| malformed(&err.to_string()))
+    Ok(frame)
+}
+
+fn malformed(addr: &str, what: &str) -> Status {
+    Status::internal(format!("worker {addr} sent a malformed gRPC message: {what}"))
 }
 
 /// The gRPC code for an HTTP status without a grpc-status, as the gRPC spec maps them.

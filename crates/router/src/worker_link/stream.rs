@@ -22,9 +22,10 @@ use h2::client::ResponseFuture;
 use h2::{RecvStream, SendStream};
 use http::{HeaderMap, HeaderValue};
 use modelplane_proto::inference as pb;
+use prost::Message as _;
 use tonic::Status;
 
-use super::{Answer, WorkerLink, check_head, decode, encode, method};
+use super::{Answer, WorkerLink, check_head, decode, encode, malformed, method};
 
 /// Streams kept open per worker beyond those in use; more are closed when returned.
 /// Our servers advertise no HTTP/2 stream limit (tonic sets none); one that did would
@@ -71,6 +72,17 @@ struct InferStream {
     alive: Arc<AtomicBool>,
 }
 
+/// A worker's ModelStreamInferResponse with its `infer_response` left encoded: the
+/// router hands a gRPC client the worker's bytes as they came (the same wire format:
+/// a message field is length-delimited bytes), without decoding and encoding them again.
+#[derive(Clone, PartialEq, prost::Message)]
+struct EncodedStreamAnswer {
+    #[prost(string, tag = "1")]
+    error_message: String,
+    #[prost(bytes = "bytes", optional, tag = "2")]
+    infer_response: Option<Bytes>,
+}
+
 /// Why a message got no answer on its stream.
 struct Failure {
     status: Status,
@@ -94,9 +106,19 @@ impl WorkerLink {
     /// no answer is UNAVAILABLE with the transport error as its source.
     pub async fn infer(
         &self,
-        mut request: pb::ModelInferRequest,
+        request: pb::ModelInferRequest,
         deadline: Option<Instant>,
     ) -> Result<pb::ModelInferResponse, Status> {
+        let answer = self.infer_encoded(request, deadline).await?;
+        pb::ModelInferResponse::decode(answer).map_err(|err| malformed(&self.addr, &err.to_string()))
+    }
+
+    /// [`WorkerLink::infer`] returning the worker's ModelInferResponse as protobuf bytes.
+    pub async fn infer_encoded(
+        &self,
+        mut request: pb::ModelInferRequest,
+        deadline: Option<Instant>,
+    ) -> Result<Bytes, Status> {
         let remaining = match deadline {
             None => None,
             Some(deadline) => match deadline.checked_duration_since(Instant::now()).filter(|left| !left.is_zero()) {
@@ -108,7 +130,7 @@ impl WorkerLink {
         };
         if self.in_process.get(&self.addr).is_some() {
             let timeout = remaining.map(modelplane_service::grpc_timeout_value);
-            return self.unary(method::MODEL_INFER, &request, timeout.as_ref()).await;
+            return self.unary_encoded(method::MODEL_INFER, &request, timeout.as_ref()).await;
         }
         if let Some(remaining) = remaining {
             modelplane_service::set_timeout_parameter(&mut request.parameters, remaining);
@@ -152,7 +174,7 @@ impl InferStream {
         mut self,
         frame: Bytes,
         link: &WorkerLink,
-    ) -> Result<(pb::ModelStreamInferResponse, InferStream), Failure> {
+    ) -> Result<(EncodedStreamAnswer, InferStream), Failure> {
         let transport = |err: h2::Error| Failure {
             stream_only: err.is_reset() && !err.is_go_away(),
             status: link.transport_error(err),
@@ -227,11 +249,56 @@ fn message_len(chunks: &[Bytes]) -> Option<usize> {
 }
 
 /// The answer to one request: its response, or the status its `error_message` names.
-fn into_result(answer: pb::ModelStreamInferResponse, addr: &str) -> Result<pb::ModelInferResponse, Status> {
+fn into_result(answer: EncodedStreamAnswer, addr: &str) -> Result<Bytes, Status> {
     if !answer.error_message.is_empty() {
         return Err(modelplane_worker::triton::status_from_error_message(&answer.error_message));
     }
     answer
         .infer_response
         .ok_or_else(|| Status::internal(format!("worker {addr} answered with neither a response nor an error")))
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    fn response() -> pb::ModelInferResponse {
+        pb::ModelInferResponse {
+            model_name: "m".into(),
+            model_version: "3".into(),
+            id: "req-1".into(),
+            raw_output_contents: vec![Bytes::from_static(&[0, 0, 128, 63])],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_encoded_answer_reads_a_workers_stream_response_and_keeps_its_bytes() {
+        let sent = pb::ModelStreamInferResponse { error_message: String::new(), infer_response: Some(response()) };
+        let answer = EncodedStreamAnswer::decode(sent.encode_to_vec().as_slice()).expect("same wire format");
+        let bytes = into_result(answer, "w").expect("a response");
+        assert_eq!(bytes, response().encode_to_vec(), "the response's own encoding, untouched");
+        assert_eq!(pb::ModelInferResponse::decode(bytes).expect("decodes"), response());
+
+        let empty =
+            pb::ModelStreamInferResponse { error_message: String::new(), infer_response: Some(Default::default()) };
+        let answer = EncodedStreamAnswer::decode(empty.encode_to_vec().as_slice()).expect("decodes");
+        assert_eq!(into_result(answer, "w").expect("an empty response is a response"), Bytes::new());
+    }
+
+    #[test]
+    fn an_encoded_answer_keeps_errors_and_refuses_an_answer_with_neither() {
+        let failed =
+            pb::ModelStreamInferResponse { error_message: "NOT_FOUND: no model m".into(), infer_response: None };
+        let answer = EncodedStreamAnswer::decode(failed.encode_to_vec().as_slice()).expect("decodes");
+        let status = into_result(answer, "w").expect_err("an error");
+        assert_eq!((status.code(), status.message()), (tonic::Code::NotFound, "no model m"));
+
+        let neither = pb::ModelStreamInferResponse::default();
+        let answer = EncodedStreamAnswer::decode(neither.encode_to_vec().as_slice()).expect("decodes");
+        let status = into_result(answer, "w").expect_err("neither");
+        assert_eq!(status.code(), tonic::Code::Internal);
+    }
 }
