@@ -155,14 +155,9 @@ done
 # etcd is installed: `./scripts/test.sh` installs it): worker and router at concurrency 1.
 if command -v etcd >/dev/null; then
   kill "$UP_PID"; wait "$UP_PID" 2>/dev/null || true
-  free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-  client_port=$(free_port)
-  client="http://127.0.0.1:$client_port" peer="http://127.0.0.1:$(free_port)"
-  ETCD_UNSUPPORTED_ARCH="$(uname -m)" etcd --name bench --data-dir "$work/etcd" \
-    --listen-client-urls "$client" --advertise-client-urls "$client" --listen-peer-urls "$peer" \
-    --initial-advertise-peer-urls "$peer" --initial-cluster "bench=$peer" >/dev/null 2>"$work/etcd.log" &
-  pids+=($!)
-  for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$client_port") 2>/dev/null && break; sleep 0.1; done
+  source "$repo/scripts/lib/etcd.sh"
+  start_etcd "$work/etcd"
+  client=$ETCD_CLIENT
   # spawn VAR ROLE ARGS...: starts one role (not in a subshell, so cleanup knows its pid)
   # and sets VAR to its address.
   spawn() {

@@ -44,15 +44,9 @@ addr_of() {
   done
   echo "timed out waiting for $1" >&2; cat "$1" "${1%.out}.log" >&2; return 1
 }
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
-client_port=$(free_port)
-client="http://127.0.0.1:$client_port" peer="http://127.0.0.1:$(free_port)"
-ETCD_UNSUPPORTED_ARCH="$(uname -m)" etcd --name count --data-dir "$work/etcd" \
-  --listen-client-urls "$client" --advertise-client-urls "$client" --listen-peer-urls "$peer" \
-  --initial-advertise-peer-urls "$peer" --initial-cluster "count=$peer" >/dev/null 2>"$work/etcd.log" &
-pids+=($!)
-for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$client_port") 2>/dev/null && break; sleep 0.1; done
+source scripts/lib/etcd.sh
+start_etcd "$work/etcd"
+client=$ETCD_CLIENT
 
 # start NAME [callgrind] ARGS...: starts one process (under callgrind when asked), sets
 # NAME_ADDR to its address and NAME_PID to its pid.
