@@ -17,21 +17,7 @@ repo="$PWD"
 seconds="${1:-5}"
 cargo build --release --quiet -p modelplane
 bin="$PWD/target/release/modelplane"
-work="$(mktemp -d)"
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-# Waits until $1 (a log file) has $2 "listening on" lines; prints "role addr" pairs.
-wait_listening() {
-  for _ in $(seq 1 300); do
-    if [ "$(grep -c ' listening on ' "$1" || true)" -ge "$2" ]; then
-      sed -n 's/^modelplane: \(.*\) listening on \(.*\)$/\1 \2/p' "$1"; return 0
-    fi
-    sleep 0.1
-  done
-  echo "timed out waiting for $1" >&2; cat "$1" >&2; return 1
-}
+source scripts/lib/processes.sh
 
 # start_up NAME [worker flags...]: runs `modelplane up`, sets REGISTRY TRAINER WORKER ROUTER.
 start_up() {
@@ -155,7 +141,6 @@ done
 # etcd is installed: `./scripts/test.sh` installs it): worker and router at concurrency 1.
 if command -v etcd >/dev/null; then
   kill "$UP_PID"; wait "$UP_PID" 2>/dev/null || true
-  source "$repo/scripts/lib/etcd.sh"
   start_etcd "$work/etcd"
   client=$ETCD_CLIENT
   # spawn VAR ROLE ARGS...: starts one role (not in a subshell, so cleanup knows its pid)

@@ -29,22 +29,7 @@ else
   cargo build --release --quiet -p modelplane
   bin="$PWD/target/release/modelplane"
 fi
-work="$(mktemp -d)"
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-# addr_of LOG: the address the process writing LOG listens on, once it says so.
-addr_of() {
-  for _ in $(seq 1 600); do
-    local addr
-    addr=$(sed -n 's/^modelplane: .* listening on \(.*\)$/\1/p' "$1" | head -1)
-    [ -n "$addr" ] && { echo "$addr"; return 0; }
-    sleep 0.1
-  done
-  echo "timed out waiting for $1" >&2; cat "$1" "${1%.out}.log" >&2; return 1
-}
-source scripts/lib/etcd.sh
+source scripts/lib/processes.sh
 start_etcd "$work/etcd"
 client=$ETCD_CLIENT
 
@@ -60,7 +45,7 @@ start() {
   "${wrap[@]}" "$bin" "$@" >"$work/$name.out" 2>"$work/$name.log" &
   pids+=($!)
   printf -v "${name}_PID" '%s' "$!"
-  printf -v "${name}_ADDR" '%s' "$(addr_of "$work/$name.out")"
+  printf -v "${name}_ADDR" '%s' "$(wait_listening "$work/$name.out" 1 | cut -d' ' -f2)"
 }
 
 # count LABEL PID TARGET: instructions per request of PID while TARGET is benchmarked.
