@@ -1,7 +1,7 @@
 //! The router's `inference.GRPCInferenceService` server: tonic's generated server for
 //! every method but ModelInfer, which answers with the worker's response bytes as they
-//! arrived instead of decoding them into a message only to encode it again (~7k of the
-//! ~110k instructions the router spent per request, docs/benchmarks.md).
+//! arrived instead of decoding them into a message only to encode it again (8k of the
+//! 107k instructions the router spent per request, docs/benchmarks.md).
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Metric handles registered once and then reused. Each `metrics::counter!` call builds,
 //! hashes and looks up a labelled key in the recorder; on the inference path those
-//! lookups were a tenth of the router's instructions per request (callgrind, see
+//! lookups were ~5 % of the router's instructions per request (callgrind, see
 //! docs/benchmarks.md). A hot path keeps its handles here instead.
 
 use std::collections::HashMap;
