@@ -229,7 +229,26 @@ impl Suspects {
 /// from before v2 was ready must find v1, not fail for want of v2.
 #[derive(Default)]
 pub struct LastGood {
-    versions: Mutex<HashMap<(String, String), GoodVersions>>,
+    /// By model. Looked up by `&str` on every request: nothing is allocated unless a
+    /// name is new.
+    models: Mutex<HashMap<String, ModelGood>>,
+}
+
+/// What a last-good version is kept for: an alias a request named, or a deployment
+/// target, by its alias or else its version.
+#[derive(Clone, Copy, Debug)]
+enum Named<'a> {
+    Alias(&'a str),
+    TargetAlias(&'a str),
+    TargetVersion(u64),
+}
+
+/// One model's last-good versions, by what they are kept for.
+#[derive(Default)]
+struct ModelGood {
+    aliases: HashMap<String, GoodVersions>,
+    target_aliases: HashMap<String, GoodVersions>,
+    target_versions: HashMap<u64, GoodVersions>,
 }
 
 /// The newest version that had ready replicas, and the one before it.
@@ -239,18 +258,51 @@ struct GoodVersions {
     before: Option<u64>,
 }
 
+impl GoodVersions {
+    fn now(&mut self, current: u64) {
+        if self.latest != current {
+            *self = GoodVersions { latest: current, before: Some(self.latest) };
+        }
+    }
+}
+
+impl ModelGood {
+    fn get(&self, named: Named<'_>) -> Option<&GoodVersions> {
+        match named {
+            Named::Alias(alias) => self.aliases.get(alias),
+            Named::TargetAlias(alias) => self.target_aliases.get(alias),
+            Named::TargetVersion(version) => self.target_versions.get(&version),
+        }
+    }
+
+    /// `current` has live replicas: it becomes the latest good version for `named`.
+    fn remember(&mut self, named: Named<'_>, current: u64) {
+        let fresh = GoodVersions { latest: current, before: None };
+        let by_name = |map: &mut HashMap<String, GoodVersions>, name: &str| match map.get_mut(name) {
+            Some(good) => good.now(current),
+            None => {
+                map.insert(name.to_owned(), fresh);
+            }
+        };
+        match named {
+            Named::Alias(alias) => by_name(&mut self.aliases, alias),
+            Named::TargetAlias(alias) => by_name(&mut self.target_aliases, alias),
+            Named::TargetVersion(version) => self.target_versions.entry(version).or_insert(fresh).now(current),
+        }
+    }
+}
+
 impl LastGood {
-    fn pick(&self, table: &RoutingTable, suspects: &Suspects, model: &str, alias: &str, current: u64) -> u64 {
-        let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (model.to_owned(), alias.to_owned());
+    fn pick(&self, table: &RoutingTable, suspects: &Suspects, model: &str, named: Named<'_>, current: u64) -> u64 {
+        let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
         if table.has_live_replicas(model, current, suspects) {
-            let good = versions.entry(key).or_insert(GoodVersions { latest: current, before: None });
-            if good.latest != current {
-                *good = GoodVersions { latest: current, before: Some(good.latest) };
+            match models.get_mut(model) {
+                Some(good) => good.remember(named, current),
+                None => models.entry(model.to_owned()).or_default().remember(named, current),
             }
             return current;
         }
-        let Some(good) = versions.get(&key) else { return current };
+        let Some(good) = models.get(model).and_then(|good| good.get(named)) else { return current };
         [Some(good.latest), good.before]
             .into_iter()
             .flatten()
@@ -272,11 +324,14 @@ pub fn resolve(
     }
     Ok(match table.catalog.lookup(model, version).map_err(Error::NotFound)? {
         Requested::Number(number) => number,
-        Requested::Alias(alias, number) => last_good.pick(table, suspects, model, &alias, number),
+        Requested::Alias(alias, number) => last_good.pick(table, suspects, model, Named::Alias(&alias), number),
         Requested::Targets(targets) => {
             let target = pick_weighted(&targets);
-            let label = target.alias.clone().unwrap_or_else(|| format!("#{}", target.version));
-            last_good.pick(table, suspects, model, &format!("deployment:{label}"), target.version)
+            let named = match &target.alias {
+                Some(alias) => Named::TargetAlias(alias),
+                None => Named::TargetVersion(target.version),
+            };
+            last_good.pick(table, suspects, model, named, target.version)
         }
     })
 }
@@ -373,6 +428,22 @@ mod tests {
         assert_eq!(resolve(&loading_v2), 1);
         // With neither version served, the answer is the alias's own version.
         assert_eq!(resolve(&table(2, &[], &clients)), 2);
+    }
+
+    #[test]
+    fn last_good_versions_are_kept_apart_by_what_they_were_named_by() {
+        let mut good = ModelGood::default();
+        good.remember(Named::Alias("prod"), 1);
+        good.remember(Named::TargetAlias("prod"), 7);
+        good.remember(Named::TargetVersion(3), 3);
+        good.remember(Named::Alias("prod"), 2);
+        good.remember(Named::Alias("prod"), 2);
+        let prod = good.get(Named::Alias("prod")).expect("kept");
+        assert_eq!((prod.latest, prod.before), (2, Some(1)), "the same version twice is no flip");
+        let target = good.get(Named::TargetAlias("prod")).expect("kept");
+        assert_eq!((target.latest, target.before), (7, None), "a deployment's alias target is its own entry");
+        assert!(good.get(Named::TargetVersion(3)).is_some() && good.get(Named::TargetVersion(2)).is_none());
+        assert!(good.get(Named::Alias("staging")).is_none());
     }
 
     #[tokio::test]
