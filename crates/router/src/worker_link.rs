@@ -111,7 +111,7 @@ impl WorkerLink {
         Resp: prost::Message + Default,
     {
         let answer = self.unary_encoded(path, message, timeout).await?;
-        Resp::decode(answer).map_err(|err| malformed(&self.addr, &err.to_string()))
+        decode_message(answer, &self.addr)
     }
 
     /// [`WorkerLink::unary`] returning the answer's protobuf bytes undecoded.
@@ -296,7 +296,12 @@ fn encode(message: &impl prost::Message) -> Result<Bytes, Status> {
 }
 
 fn decode<M: prost::Message + Default>(chunks: Vec<Bytes>, addr: &str) -> Result<M, Status> {
-    M::decode(message_bytes(chunks, addr)?).map_err(|err| malformed(addr, &err.to_string()))
+    decode_message(message_bytes(chunks, addr)?, addr)
+}
+
+/// A message's protobuf bytes, from the worker at `addr`, decoded.
+fn decode_message<M: prost::Message + Default>(bytes: Bytes, addr: &str) -> Result<M, Status> {
+    M::decode(bytes).map_err(|err| malformed(addr, &err.to_string()))
 }
 
 /// The protobuf bytes of a gRPC message frame arrived in `chunks`, still encoded.

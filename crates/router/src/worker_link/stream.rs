@@ -22,10 +22,9 @@ use h2::client::ResponseFuture;
 use h2::{RecvStream, SendStream};
 use http::{HeaderMap, HeaderValue};
 use modelplane_proto::inference as pb;
-use prost::Message as _;
 use tonic::Status;
 
-use super::{Answer, WorkerLink, check_head, decode, encode, malformed, method};
+use super::{Answer, WorkerLink, check_head, decode, decode_message, encode, method};
 
 /// Streams kept open per worker beyond those in use; more are closed when returned.
 /// Our servers advertise no HTTP/2 stream limit (tonic sets none); one that did would
@@ -110,7 +109,7 @@ impl WorkerLink {
         deadline: Option<Instant>,
     ) -> Result<pb::ModelInferResponse, Status> {
         let answer = self.infer_encoded(request, deadline).await?;
-        pb::ModelInferResponse::decode(answer).map_err(|err| malformed(&self.addr, &err.to_string()))
+        decode_message(answer, &self.addr)
     }
 
     /// [`WorkerLink::infer`] returning the worker's ModelInferResponse as protobuf bytes.
