@@ -7,10 +7,15 @@
 //! panels of [`PANEL`] output columns with each input's [`PANEL`] weights contiguous, and
 //! each panel is streamed once per [`ROW_TILE`] rows with the accumulators in registers.
 //! `pulp` picks the widest SIMD the CPU has (AVX2+FMA, SSE, NEON) at run time; the
-//! multiply-add is fused only where the CPU has FMA, never emulated.
+//! multiply-add is fused only where the CPU has FMA, never emulated. A big product is
+//! split by panels over rayon's threads, so one batch (or one row of a wide layer, which
+//! is bound by streaming the weights) uses every core and each core streams only its share.
+
+use std::ops::Range;
 
 use ndarray::{Array2, ArrayView2};
 use pulp::{Simd, WithSimd};
+use rayon::prelude::*;
 
 /// Output columns per panel: two AVX2 vectors of f32.
 const PANEL: usize = 16;
@@ -63,24 +68,79 @@ impl PackedWeights {
     }
 
     /// `x · weight` for `x` of shape `[rows, inputs]`; `None` when `x` has another number
-    /// of columns.
+    /// of columns. A product of at least [`PARALLEL_MULTIPLY_ADDS`] is split by panels
+    /// over rayon's threads: each streams only its share of the weights, so one big
+    /// batch (or one row of a wide layer, bound by memory) uses every core.
     pub fn product(&self, x: ArrayView2<'_, f32>) -> Option<Array2<f32>> {
         if x.ncols() != self.inputs {
             return None;
         }
         let x = x.as_standard_layout();
-        let mut z = Array2::<f32>::zeros((x.nrows(), self.outputs));
+        let rows = x.nrows();
+        let mut z = Array2::<f32>::zeros((rows, self.outputs));
         // Both are in standard layout, so both slices exist.
         let (Some(x), Some(z_values)) = (x.as_slice(), z.as_slice_mut()) else { return None };
-        pulp::Arch::new().dispatch(Product { x, packed: self, z: z_values });
+        let panels = self.outputs.div_ceil(PANEL);
+        let threads = rayon::current_num_threads().min(panels);
+        if threads <= 1 || rows * self.inputs * self.outputs < PARALLEL_MULTIPLY_ADDS {
+            self.block(0..panels).multiply(x, z_values);
+            return Some(z);
+        }
+        let per_thread = panels.div_ceil(threads);
+        let mut blocks: Vec<(Block<'_>, Vec<f32>)> = (0..panels)
+            .step_by(per_thread)
+            .map(|first| {
+                let block = self.block(first..panels.min(first + per_thread));
+                let values = vec![0.0; rows * block.columns];
+                (block, values)
+            })
+            .collect();
+        blocks.par_iter_mut().for_each(|(block, values)| block.multiply(x, values));
+        // Each block wrote its columns row by row; put them in place in `z`.
+        for (block, values) in &blocks {
+            for (z_row, block_row) in z_values.chunks_exact_mut(self.outputs).zip(values.chunks_exact(block.columns)) {
+                z_row[block.first_column..block.first_column + block.columns].copy_from_slice(block_row);
+            }
+        }
         Some(z)
+    }
+
+    /// The panels `range`, as a product of its own.
+    fn block(&self, range: Range<usize>) -> Block<'_> {
+        let first_column = range.start * PANEL;
+        Block {
+            panels: &self.panels[range.start * self.inputs * PANEL..range.end * self.inputs * PANEL],
+            inputs: self.inputs,
+            first_column,
+            columns: (range.end * PANEL).min(self.outputs) - first_column,
+        }
+    }
+}
+
+/// Multiply-adds (rows × inputs × outputs) from which a product is split over threads:
+/// half a million take ~20 µs on one core, where handing work to another thread and
+/// back costs a few.
+pub const PARALLEL_MULTIPLY_ADDS: usize = 1 << 19;
+
+/// Consecutive panels of packed weights: output columns `first_column..+columns`.
+struct Block<'a> {
+    panels: &'a [f32],
+    inputs: usize,
+    first_column: usize,
+    columns: usize,
+}
+
+impl Block<'_> {
+    /// `z = x · block`, `z` of shape `[rows, columns]`.
+    fn multiply(&self, x: &[f32], z: &mut [f32]) {
+        pulp::Arch::new().dispatch(Product { x, block: self, z });
     }
 }
 
 /// One product, run by `pulp` with the CPU's SIMD.
 struct Product<'a> {
     x: &'a [f32],
-    packed: &'a PackedWeights,
+    block: &'a Block<'a>,
     z: &'a mut [f32],
 }
 
@@ -89,13 +149,13 @@ impl WithSimd for Product<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let Product { x, packed, z } = self;
-        let (inputs, outputs) = (packed.inputs, packed.outputs);
+        let Product { x, block, z } = self;
+        let (inputs, outputs) = (block.inputs, block.columns);
         if inputs == 0 || outputs == 0 {
             return;
         }
         let rows = x.len() / inputs;
-        for (p, panel) in packed.panels.chunks_exact(inputs * PANEL).enumerate() {
+        for (p, panel) in block.panels.chunks_exact(inputs * PANEL).enumerate() {
             let first_column = p * PANEL;
             let mut row = 0;
             for size in tile_sizes(rows) {
@@ -209,7 +269,8 @@ mod tests {
         fn with<S: Simd>(simd: S, x: &Array2<f32>, packed: &PackedWeights) -> Array2<f32> {
             let mut z = Array2::<f32>::zeros((x.nrows(), packed.outputs));
             let (Some(x), Some(z_values)) = (x.as_slice(), z.as_slice_mut()) else { panic!("standard layout") };
-            Product { x, packed, z: z_values }.with_simd(simd);
+            let block = packed.block(0..packed.outputs.div_ceil(PANEL));
+            Product { x, block: &block, z: z_values }.with_simd(simd);
             z
         }
         let weight = matrix(37, 21, 5);
@@ -220,6 +281,23 @@ mod tests {
             for got in [with(pulp::Scalar128b, &x, &packed), with(pulp::Scalar::new(), &x, &packed)] {
                 assert!(got.iter().zip(&want).all(|(g, w)| (g - w).abs() <= 1e-4 * (1.0 + w.abs())), "{rows} rows");
             }
+        }
+    }
+
+    /// A product big enough to be split over threads gives the same answer, with blocks of
+    /// unequal size (7 panels over 3 threads: 3, 3 and 1, the last one padded).
+    #[test]
+    fn a_product_split_over_threads_matches_ndarray() {
+        let (inputs, outputs, rows) = (300, 100, 20);
+        assert!(rows * inputs * outputs >= PARALLEL_MULTIPLY_ADDS, "big enough to be split");
+        let weight = matrix(inputs, outputs, 7);
+        let x = matrix(rows, inputs, 8);
+        let want = x.dot(&weight);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().expect("a pool");
+        let got = pool.install(|| PackedWeights::pack(weight.view()).product(x.view())).expect("fits");
+        assert_eq!(got.dim(), want.dim());
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-3 * (1.0 + w.abs()), "{g} vs {w}");
         }
     }
 
