@@ -273,14 +273,23 @@ impl RouterService {
     }
 
     fn copy_to_shadows(&self, request: &pb::ModelInferRequest) {
-        let shadows = self.table.borrow().catalog.shadow_targets(&request.model_name);
-        for shadow in shadows {
+        // Versions only, so the table is not borrowed while copies are spawned; a model
+        // without shadows allocates nothing here.
+        let versions: Vec<u64> = self
+            .table
+            .borrow()
+            .catalog
+            .shadow_targets(&request.model_name)
+            .iter()
+            .map(|shadow| shadow.version)
+            .collect();
+        for version in versions {
             let Ok(slot) = self.shadow_slots.clone().try_acquire_owned() else {
-                tracing::warn!(model = %request.model_name, version = shadow.version, "shadow copy dropped: too many in flight");
-                crate::metrics::shadow_copy(&request.model_name, shadow.version, ShadowOutcome::Dropped);
+                tracing::warn!(model = %request.model_name, version = version, "shadow copy dropped: too many in flight");
+                crate::metrics::shadow_copy(&request.model_name, version, ShadowOutcome::Dropped);
                 continue;
             };
-            let copy = pb::ModelInferRequest { model_version: shadow.version.to_string(), ..request.clone() };
+            let copy = pb::ModelInferRequest { model_version: version.to_string(), ..request.clone() };
             let service = self.clone();
             tokio::spawn(async move {
                 let _slot = slot;
@@ -288,11 +297,11 @@ impl RouterService {
                 let outcome = match service.forward_infer::<Bytes>(copy, None).await {
                     Ok(_) => ShadowOutcome::Answered,
                     Err(status) => {
-                        tracing::debug!(version = shadow.version, error = %status.message(), "shadow copy failed");
+                        tracing::debug!(version = version, error = %status.message(), "shadow copy failed");
                         ShadowOutcome::Failed
                     }
                 };
-                crate::metrics::shadow_copy(&model, shadow.version, outcome);
+                crate::metrics::shadow_copy(&model, version, outcome);
             });
         }
     }

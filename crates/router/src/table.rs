@@ -324,9 +324,9 @@ pub fn resolve(
     }
     Ok(match table.catalog.lookup(model, version).map_err(Error::NotFound)? {
         Requested::Number(number) => number,
-        Requested::Alias(alias, number) => last_good.pick(table, suspects, model, Named::Alias(&alias), number),
+        Requested::Alias(alias, number) => last_good.pick(table, suspects, model, Named::Alias(alias), number),
         Requested::Targets(targets) => {
-            let target = pick_weighted(&targets);
+            let target = pick_weighted(targets);
             let named = match &target.alias {
                 Some(alias) => Named::TargetAlias(alias),
                 None => Named::TargetVersion(target.version),

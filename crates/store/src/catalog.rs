@@ -19,13 +19,13 @@ pub struct ResolvedTarget {
 
 /// What a requested version (a number, an alias, or empty) names.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Requested {
+pub enum Requested<'a> {
     /// Empty: the deployment's weighted targets (never empty).
-    Targets(Vec<ResolvedTarget>),
+    Targets(&'a [ResolvedTarget]),
     /// A version number that exists.
     Number(u64),
     /// An alias and the existing version it points at.
-    Alias(String, u64),
+    Alias(&'a str, u64),
 }
 
 /// Models, versions, aliases and deployments, decoded.
@@ -33,6 +33,16 @@ pub enum Requested {
 pub struct Catalog {
     models: BTreeMap<String, ModelEntry>,
     deployments: BTreeMap<String, DeploymentRecord>,
+    /// Each deployment's targets resolved once when the catalog is built: requests that
+    /// name no version look them up on every call.
+    targets: HashMap<String, DeploymentTargets>,
+}
+
+/// A deployment's targets resolved to version numbers.
+#[derive(Debug, Default)]
+struct DeploymentTargets {
+    serving: Vec<ResolvedTarget>,
+    shadows: Vec<ResolvedTarget>,
 }
 
 #[derive(Debug, Default)]
@@ -81,12 +91,23 @@ impl Catalog {
                 Err(err) => tracing::warn!(error = %err, "skipping corrupt deployment"),
             }
         }
+        catalog.targets = catalog
+            .deployments
+            .keys()
+            .map(|model| {
+                let targets = DeploymentTargets {
+                    serving: catalog.targets_where(model, false),
+                    shadows: catalog.targets_where(model, true),
+                };
+                (model.clone(), targets)
+            })
+            .collect();
         catalog
     }
 
     /// Resolves `version` of `model` against the catalog; the error is the not-found
     /// message (unknown model, no deployment, alias or version).
-    pub fn lookup(&self, model: &str, version: &str) -> std::result::Result<Requested, String> {
+    pub fn lookup<'a>(&'a self, model: &str, version: &'a str) -> std::result::Result<Requested<'a>, String> {
         if !self.has_model(model) {
             return Err(format!("model {model:?} not found"));
         }
@@ -103,7 +124,7 @@ impl Catalog {
             Err(_) => {
                 let number =
                     self.alias(model, version).ok_or_else(|| format!("model {model:?} has no alias {version:?}"))?;
-                (Requested::Alias(version.to_owned(), number), number)
+                (Requested::Alias(version, number), number)
             }
         };
         if self.version(model, number).is_none() {
@@ -144,13 +165,13 @@ impl Catalog {
 
     /// A model's deployment targets (not shadows) resolved to version numbers; targets
     /// whose alias no longer exists are left out.
-    pub fn resolved_targets(&self, model: &str) -> Vec<ResolvedTarget> {
-        self.targets_where(model, false)
+    pub fn resolved_targets(&self, model: &str) -> &[ResolvedTarget] {
+        self.targets.get(model).map(|targets| targets.serving.as_slice()).unwrap_or_default()
     }
 
     /// A model's shadow targets, resolved like [`Self::resolved_targets`].
-    pub fn shadow_targets(&self, model: &str) -> Vec<ResolvedTarget> {
-        self.targets_where(model, true)
+    pub fn shadow_targets(&self, model: &str) -> &[ResolvedTarget] {
+        self.targets.get(model).map(|targets| targets.shadows.as_slice()).unwrap_or_default()
     }
 
     fn targets_where(&self, model: &str, shadow: bool) -> Vec<ResolvedTarget> {
@@ -238,9 +259,9 @@ mod tests {
     fn lookup_resolves_numbers_aliases_and_deployments() {
         let catalog = catalog();
         assert_eq!(catalog.lookup("m", "2"), Ok(Requested::Number(2)));
-        assert_eq!(catalog.lookup("m", "prod"), Ok(Requested::Alias("prod".into(), 2)));
-        let targets = vec![ResolvedTarget { version: 2, weight: 1, alias: Some("prod".into()) }];
-        assert_eq!(catalog.lookup("m", ""), Ok(Requested::Targets(targets)));
+        assert_eq!(catalog.lookup("m", "prod"), Ok(Requested::Alias("prod", 2)));
+        let targets = [ResolvedTarget { version: 2, weight: 1, alias: Some("prod".into()) }];
+        assert_eq!(catalog.lookup("m", ""), Ok(Requested::Targets(&targets)));
         assert_eq!(catalog.lookup("x", ""), Err("model \"x\" not found".into()));
         assert_eq!(catalog.lookup("m", "3"), Err("model \"m\" has no version 3".into()));
         assert_eq!(catalog.lookup("m", "dev"), Err("model \"m\" has no alias \"dev\"".into()));

@@ -29,7 +29,7 @@ pub fn replica_memory(catalog: &Catalog, deployment: &DeploymentRecord) -> u64 {
     let model = &deployment.model;
     let versions: BTreeSet<u64> = catalog
         .resolved_targets(model)
-        .into_iter()
+        .iter()
         .chain(catalog.shadow_targets(model))
         .map(|target| target.version)
         .collect();

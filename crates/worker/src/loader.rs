@@ -49,7 +49,7 @@ pub(crate) fn desired(
         }
         // Shadows are loaded like any target: they answer copies of the traffic.
         let targets = catalog.resolved_targets(&deployment.model);
-        for target in targets.into_iter().chain(catalog.shadow_targets(&deployment.model)) {
+        for target in targets.iter().chain(catalog.shadow_targets(&deployment.model)) {
             wanted.insert((deployment.model.clone(), target.version));
         }
     }
