@@ -68,7 +68,7 @@ impl PackedWeights {
     }
 
     /// `x · weight` for `x` of shape `[rows, inputs]`; `None` when `x` has another number
-    /// of columns. A product of at least [`PARALLEL_MULTIPLY_ADDS`] is split by panels
+    /// of columns. A product of half a million multiply-adds or more is split by panels
     /// over rayon's threads: each streams only its share of the weights, so one big
     /// batch (or one row of a wide layer, bound by memory) uses every core.
     pub fn product(&self, x: ArrayView2<'_, f32>) -> Option<Array2<f32>> {
@@ -120,7 +120,7 @@ impl PackedWeights {
 /// Multiply-adds (rows × inputs × outputs) from which a product is split over threads:
 /// half a million take ~20 µs on one core, where handing work to another thread and
 /// back costs a few.
-pub const PARALLEL_MULTIPLY_ADDS: usize = 1 << 19;
+const PARALLEL_MULTIPLY_ADDS: usize = 1 << 19;
 
 /// Consecutive panels of packed weights: output columns `first_column..+columns`.
 struct Block<'a> {
