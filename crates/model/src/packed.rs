@@ -68,7 +68,7 @@ impl PackedWeights {
     }
 
     /// `x · weight` for `x` of shape `[rows, inputs]`; `None` when `x` has another number
-    /// of columns. A product of half a million multiply-adds or more is split by panels
+    /// of columns. A product of a million multiply-adds or more is split by panels
     /// over rayon's threads: each streams only its share of the weights, so one big
     /// batch (or one row of a wide layer, bound by memory) uses every core.
     pub fn product(&self, x: ArrayView2<'_, f32>) -> Option<Array2<f32>> {
@@ -118,9 +118,11 @@ impl PackedWeights {
 }
 
 /// Multiply-adds (rows × inputs × outputs) from which a product is split over threads:
-/// half a million take ~20 µs on one core, where handing work to another thread and
-/// back costs a few.
-const PARALLEL_MULTIPLY_ADDS: usize = 1 << 19;
+/// one row of a 1024x1024 layer (1.6x faster split, `benches/dense_product.rs`). Below
+/// it the gain is within noise or a loss (13 rows of a 256x256 layer, 0.85 million,
+/// ~40 µs: 0.03–0.06 ms on one thread, 0.04–0.05 split), as waking another thread and
+/// waiting for it costs what the split saves.
+const PARALLEL_MULTIPLY_ADDS: usize = 1 << 20;
 
 /// Consecutive panels of packed weights: output columns `first_column..+columns`.
 struct Block<'a> {
@@ -288,7 +290,7 @@ mod tests {
     /// unequal size (7 panels over 3 threads: 3, 3 and 1, the last one padded).
     #[test]
     fn a_product_split_over_threads_matches_ndarray() {
-        let (inputs, outputs, rows) = (300, 100, 20);
+        let (inputs, outputs, rows) = (300, 100, 40);
         assert!(rows * inputs * outputs >= PARALLEL_MULTIPLY_ADDS, "big enough to be split");
         let weight = matrix(inputs, outputs, 7);
         let x = matrix(rows, inputs, 8);
