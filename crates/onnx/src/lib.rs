@@ -14,6 +14,7 @@
 use std::sync::Arc;
 
 use modelplane_model::{Output, Signature, TensorData, TensorSpec};
+use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::*;
 
 /// Errors of ONNX loading and inference.
@@ -190,7 +191,10 @@ impl OnnxModel {
             let tensor = tensor(shape, values).map_err(|e| Error::InvalidInput(e.to_string()))?;
             tensors.push(tensor.into_tvalue());
         }
-        let results = self.plan.run(tensors).map_err(|e| Error::Run(format!("{e:#}")))?;
+        // tract splits big matrix products over rayon's global pool (shared with the
+        // native models' packed product); small ones it keeps on this thread.
+        let results = multithread_tract_scope(Executor::RayonGlobal, || self.plan.run(tensors))
+            .map_err(|e| Error::Run(format!("{e:#}")))?;
         results
             .into_iter()
             .zip(&self.signature.outputs)
