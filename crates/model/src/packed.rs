@@ -77,14 +77,14 @@ impl PackedWeights {
         }
         let x = x.as_standard_layout();
         let rows = x.nrows();
-        let mut z = Array2::<f32>::zeros((rows, self.outputs));
-        // Both are in standard layout, so both slices exist.
-        let (Some(x), Some(z_values)) = (x.as_slice(), z.as_slice_mut()) else { return None };
+        // Standard layout, so the slice exists.
+        let x = x.as_slice()?;
         let panels = self.outputs.div_ceil(PANEL);
         let threads = rayon::current_num_threads().min(panels);
         if threads <= 1 || rows * self.inputs * self.outputs < PARALLEL_MULTIPLY_ADDS {
-            self.block(0..panels).multiply(x, z_values);
-            return Some(z);
+            let mut z = vec![0.0; rows * self.outputs];
+            self.block(0..panels).multiply(x, &mut z);
+            return Array2::from_shape_vec((rows, self.outputs), z).ok();
         }
         let per_thread = panels.div_ceil(threads);
         let mut blocks: Vec<(Block<'_>, Vec<f32>)> = (0..panels)
@@ -96,23 +96,22 @@ impl PackedWeights {
             })
             .collect();
         blocks.par_iter_mut().for_each(|(block, values)| block.multiply(x, values));
-        // Each block wrote its columns row by row; put them in place in `z`.
-        for (block, values) in &blocks {
-            for (z_row, block_row) in z_values.chunks_exact_mut(self.outputs).zip(values.chunks_exact(block.columns)) {
-                z_row[block.first_column..block.first_column + block.columns].copy_from_slice(block_row);
+        // Each block holds its columns row by row; lay them side by side, row by row.
+        let mut z = Vec::with_capacity(rows * self.outputs);
+        for row in 0..rows {
+            for (block, values) in &blocks {
+                z.extend_from_slice(&values[row * block.columns..(row + 1) * block.columns]);
             }
         }
-        Some(z)
+        Array2::from_shape_vec((rows, self.outputs), z).ok()
     }
 
     /// The panels `range`, as a product of its own.
     fn block(&self, range: Range<usize>) -> Block<'_> {
-        let first_column = range.start * PANEL;
         Block {
             panels: &self.panels[range.start * self.inputs * PANEL..range.end * self.inputs * PANEL],
             inputs: self.inputs,
-            first_column,
-            columns: (range.end * PANEL).min(self.outputs) - first_column,
+            columns: (range.end * PANEL).min(self.outputs) - range.start * PANEL,
         }
     }
 }
@@ -124,11 +123,10 @@ impl PackedWeights {
 /// waiting for it costs what the split saves.
 const PARALLEL_MULTIPLY_ADDS: usize = 1 << 20;
 
-/// Consecutive panels of packed weights: output columns `first_column..+columns`.
+/// Consecutive panels of packed weights: `columns` consecutive output columns.
 struct Block<'a> {
     panels: &'a [f32],
     inputs: usize,
-    first_column: usize,
     columns: usize,
 }
 

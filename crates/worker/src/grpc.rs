@@ -246,6 +246,8 @@ const INLINE_MULTIPLY_ADDS: usize = 16_384;
 /// to this cost, ~50 µs of arithmetic (a 256x256 MLP row, 83k, measured 33 µs): there
 /// is nothing to batch it with. Anything
 /// larger, or anything arriving while others wait, is batched on the blocking pool.
+/// Both limits stay well under the million multiply-adds from which a product is split
+/// over rayon's threads, so a runtime thread never waits on that pool.
 const INLINE_WHEN_IDLE_MULTIPLY_ADDS: usize = 131_072;
 
 /// Decodes, runs (through the batcher when the version has one) and returns the outputs.
