@@ -6,6 +6,8 @@
 //! compaction). Leases live in memory; keys bound to a lease of an earlier process are
 //! deleted at open, because that process and its leases are gone.
 
+mod leases;
+
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -16,6 +18,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 
+use self::leases::Leases;
 use crate::{Error, EventKind, KeyValue, KvStore, LeaseId, Result, Revision, Snapshot, WatchEvent, WatchStream};
 
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
@@ -23,7 +26,6 @@ const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
 const REVISION_KEY: &str = "revision";
 /// Changes kept for watches that start in the past.
 const HISTORY: usize = 16_384;
-const EXPIRY_TICK: Duration = Duration::from_millis(200);
 
 /// A redb-backed store; cheap to clone.
 #[derive(Clone)]
@@ -33,7 +35,10 @@ pub struct EmbeddedStore {
 
 struct Inner {
     db: Database,
+    /// Held by writes across their commit. Lock order: `state`, then `leases`.
     state: Mutex<State>,
+    /// Never held across a commit, so keep-alives answer while a write syncs.
+    leases: Mutex<Leases>,
     events: broadcast::Sender<WatchEvent>,
 }
 
@@ -42,14 +47,8 @@ struct State {
     /// Oldest revision a watch can start from.
     history_floor: Revision,
     history: VecDeque<WatchEvent>,
-    leases: HashMap<LeaseId, Lease>,
-    next_lease: LeaseId,
-}
-
-struct Lease {
-    ttl: Duration,
-    expires: Instant,
-    keys: BTreeSet<String>,
+    /// Keys bound to each lease, deleted when it ends.
+    lease_keys: HashMap<LeaseId, BTreeSet<String>>,
 }
 
 /// A stored entry: mod revision, lease (0 for none), then the value.
@@ -96,9 +95,9 @@ impl EmbeddedStore {
                 revision,
                 history_floor: revision + 1,
                 history: VecDeque::new(),
-                leases: HashMap::new(),
-                next_lease: seed << 16,
+                lease_keys: HashMap::new(),
             }),
+            leases: Mutex::new(Leases::new(seed << 16, Instant::now())),
             events,
         });
         tokio::spawn(expire_leases(Arc::downgrade(&inner)));
@@ -147,13 +146,17 @@ impl Inner {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn leases(&self) -> MutexGuard<'_, Leases> {
+        self.leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Applies one change under the write lock. Returns the new revision, or `None` when
     /// a compare failed or a delete found nothing.
     fn apply(&self, key: &str, change: Change) -> Result<Option<Revision>> {
         let mut state = self.lock();
         if let Change::Put { lease, .. } = &change
             && *lease != 0
-            && !state.leases.contains_key(lease)
+            && !self.leases().is_live(*lease)
         {
             return Err(Error::LeaseNotFound(*lease));
         }
@@ -192,14 +195,14 @@ impl Inner {
 
         let (new_lease, event) = event;
         if previous_lease != 0
-            && let Some(lease) = state.leases.get_mut(&previous_lease)
+            && let Some(keys) = state.lease_keys.get_mut(&previous_lease)
         {
-            lease.keys.remove(key);
+            keys.remove(key);
         }
-        if new_lease != 0
-            && let Some(lease) = state.leases.get_mut(&new_lease)
-        {
-            lease.keys.insert(key.to_owned());
+        if new_lease != 0 {
+            // Even if the lease ended since the check above: its revoke then waits for
+            // this lock and finds the key here.
+            state.lease_keys.entry(new_lease).or_default().insert(key.to_owned());
         }
         state.revision = revision;
         state.history.push_back(event.clone());
@@ -235,8 +238,10 @@ impl Inner {
         Ok(Snapshot { kvs, revision, more })
     }
 
-    fn revoke(&self, lease: LeaseId) -> Result<()> {
-        let keys = self.lock().leases.remove(&lease).map(|l| l.keys).unwrap_or_default();
+    /// Deletes the keys of a lease that is no longer live (removed from `leases` first,
+    /// so no write can bind another key to it).
+    fn delete_lease_keys(&self, lease: LeaseId) -> Result<()> {
+        let keys = self.lock().lease_keys.remove(&lease).unwrap_or_default();
         for key in keys {
             self.apply(&key, Change::Delete)?;
         }
@@ -245,18 +250,18 @@ impl Inner {
 }
 
 async fn expire_leases(inner: Weak<Inner>) {
-    let mut tick = tokio::time::interval(EXPIRY_TICK);
+    let mut tick = tokio::time::interval(leases::EXPIRY_TICK);
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
-        let now = Instant::now();
-        let expired: Vec<LeaseId> =
-            inner.lock().leases.iter().filter(|(_, lease)| lease.expires <= now).map(|(id, _)| *id).collect();
+        let expired = inner.leases().sweep(Instant::now());
         if expired.is_empty() {
             continue;
         }
-        let result =
-            tokio::task::spawn_blocking(move || expired.into_iter().try_for_each(|lease| inner.revoke(lease))).await;
+        let result = tokio::task::spawn_blocking(move || {
+            expired.into_iter().try_for_each(|lease| inner.delete_lease_keys(lease))
+        })
+        .await;
         if let Ok(Err(err)) = result {
             tracing::warn!(error = %err, "expiring leases failed");
         }
@@ -351,21 +356,40 @@ impl KvStore for EmbeddedStore {
     }
 
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
-        let mut state = self.inner.lock();
-        state.next_lease += 1;
-        let id = state.next_lease;
-        state.leases.insert(id, Lease { ttl, expires: Instant::now() + ttl, keys: BTreeSet::new() });
-        Ok(id)
+        Ok(self.inner.leases().grant(ttl, Instant::now()))
     }
 
     async fn lease_keep_alive(&self, lease: LeaseId) -> Result<()> {
-        let mut state = self.inner.lock();
-        let entry = state.leases.get_mut(&lease).ok_or(Error::LeaseNotFound(lease))?;
-        entry.expires = Instant::now() + entry.ttl;
-        Ok(())
+        if self.inner.leases().keep_alive(lease, Instant::now()) { Ok(()) } else { Err(Error::LeaseNotFound(lease)) }
     }
 
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
-        self.blocking(move |inner| inner.revoke(lease)).await
+        self.inner.leases().remove(lease);
+        self.blocking(move |inner| inner.delete_lease_keys(lease)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_keep_alive_does_not_wait_for_a_write_in_progress() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = EmbeddedStore::open(dir.path().join("store.redb")).expect("open");
+        let lease = store.lease_grant(Duration::from_secs(5)).await.expect("grant");
+        store.put("/t/leased", b"v".to_vec(), Some(lease)).await.expect("put");
+        // A write holds this lock across its commit, which may wait seconds on a slow disk.
+        let writing = store.inner.lock();
+        let (answer, answered) = std::sync::mpsc::channel();
+        let refresher = store.clone();
+        std::thread::spawn(move || {
+            let _ = answer.send(futures::executor::block_on(refresher.lease_keep_alive(lease)));
+        });
+        let refreshed = answered.recv_timeout(Duration::from_secs(5));
+        drop(writing);
+        assert!(matches!(refreshed, Ok(Ok(()))), "the keep-alive waited for the write: {refreshed:?}");
+        store.lease_revoke(lease).await.expect("revoke");
+        assert!(store.get("/t/leased").await.expect("get").is_none(), "a revoked lease's key survived");
     }
 }
