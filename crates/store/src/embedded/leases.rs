@@ -49,9 +49,9 @@ impl Leases {
         self.live.contains_key(&lease)
     }
 
-    /// Ends the lease; false when it was not live.
-    pub(super) fn remove(&mut self, lease: LeaseId) -> bool {
-        self.live.remove(&lease).is_some()
+    /// Ends the lease (nothing happens if it was not live).
+    pub(super) fn remove(&mut self, lease: LeaseId) {
+        self.live.remove(&lease);
     }
 
     /// The leases whose time ran out by `now`, no longer live. A sweep that comes more
