@@ -116,6 +116,10 @@ pub struct RegistryArgs {
     /// At start-up, blobs no record references are removed once older than this.
     #[arg(long, env = "MODELPLANE_ORPHAN_GRACE_SECS", default_value_t = 600)]
     pub orphan_grace_secs: u64,
+    /// While no worker is live (a restart, a lapsed lease), deployments are checked
+    /// against the workers last seen serving for this long; 0 lets anything through.
+    #[arg(long, env = "MODELPLANE_WORKER_ABSENCE_GRACE_SECS", default_value_t = 600)]
+    pub worker_absence_grace_secs: u64,
 }
 
 #[derive(Args, Debug)]
@@ -302,6 +306,7 @@ pub async fn registry(args: RegistryArgs) -> Result<()> {
         max_artifact_bytes: args.max_artifact_bytes,
         max_dataset_bytes: args.max_dataset_bytes,
         orphan_grace: std::time::Duration::from_secs(args.orphan_grace_secs),
+        worker_absence_grace: std::time::Duration::from_secs(args.worker_absence_grace_secs),
     };
     config.validate().map_err(anyhow::Error::msg)?;
     check_blob_store(&config).await?;

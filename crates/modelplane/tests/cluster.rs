@@ -330,8 +330,13 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // A clean stop: every role drains and exits 0 on SIGTERM.
-    for process in [&mut router, &mut worker, &mut trainer, &mut registry] {
+    // A clean stop: every role drains and exits 0 on SIGTERM. Between the last worker's
+    // exit and the registry's, the registry still judges deployments by that worker.
+    for process in [&mut router, &mut worker] {
+        assert!(process.terminate(Duration::from_secs(15)).expect("stops"), "exit status not success");
+    }
+    placement_without_live_workers(&endpoints.registry).await;
+    for process in [&mut trainer, &mut registry] {
         assert!(process.terminate(Duration::from_secs(15)).expect("stops"), "exit status not success");
     }
 
@@ -388,6 +393,40 @@ async fn steady_load(router: &str, rows: &[Vec<f32>], during: &'static str) -> u
         })
     });
     futures::future::join_all(load).await.into_iter().map(|r| r.expect("load task")).sum()
+}
+
+/// With every worker gone (one drained and left, the other killed earlier and its lease
+/// lapsed), a replica larger than the workers last seen serving is still refused, and
+/// one they could hold is accepted.
+async fn placement_without_live_workers(registry_addr: &str) {
+    let mut registry = modelplane_tests::registry(registry_addr).await.expect("client");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let workers = registry.list_workers(pb::ListWorkersRequest {}).await.expect("workers").into_inner().workers;
+        if workers.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the killed worker's lease never lapsed: {workers:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let churn = |memory_bytes: u64| pb::SetDeploymentRequest {
+        deployment: Some(pb::Deployment {
+            model: "churn".into(),
+            targets: vec![pb::DeploymentTarget { version: 1, weight: 1, ..Default::default() }],
+            resources: Some(pb::Resources { memory_bytes: Some(memory_bytes) }),
+            ..Default::default()
+        }),
+    };
+    let refused = registry.set_deployment(churn(2 << 30)).await.expect_err("2 GiB > the 1 GiB last seen");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    let message = refused.message();
+    assert!(
+        message.contains("needs 2.0 GiB (as stated), more than any worker seen serving ")
+            && message.contains(" ago (none is live now) can hold")
+            && message.contains("has 1.0 GiB"),
+        "{message}"
+    );
+    registry.set_deployment(churn(512 << 20)).await.expect("512 MiB fits the workers last seen");
 }
 
 /// Workers place deployments within their memory (1 GiB each here): a replica larger

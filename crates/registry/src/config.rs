@@ -58,6 +58,10 @@ pub struct RegistryConfig {
     pub max_dataset_bytes: u64,
     /// Unreferenced blobs older than this are removed at start-up.
     pub orphan_grace: std::time::Duration,
+    /// While no worker is live, placement checks judge by the workers last seen serving
+    /// for this long after they were seen (a restart, a lapsed lease); after it, or
+    /// before any worker was seen, anything may be deployed.
+    pub worker_absence_grace: std::time::Duration,
 }
 
 impl Default for RegistryConfig {
@@ -67,6 +71,7 @@ impl Default for RegistryConfig {
             max_artifact_bytes: 1 << 30,
             max_dataset_bytes: 1 << 30,
             orphan_grace: std::time::Duration::from_secs(600),
+            worker_absence_grace: std::time::Duration::from_secs(600),
         }
     }
 }

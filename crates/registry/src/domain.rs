@@ -55,6 +55,8 @@ pub struct Registry {
     pub(crate) store: Arc<dyn KvStore>,
     blobs: BlobStore,
     config: RegistryConfig,
+    /// The workers last seen serving, for the placement checks while none is live.
+    pub(crate) known_workers: crate::known_workers::KnownWorkers,
     /// Who the mutations made through this handle are recorded as.
     actor: Arc<str>,
 }
@@ -70,7 +72,7 @@ fn check_name(what: &str, name: &str) -> Result<()> {
 impl Registry {
     /// A registry over `store` and `blobs`.
     pub fn new(store: Arc<dyn KvStore>, blobs: BlobStore, config: RegistryConfig) -> Self {
-        Self { store, blobs, config, actor: Arc::from(crate::audit::ANONYMOUS) }
+        Self { store, blobs, config, known_workers: Default::default(), actor: Arc::from(crate::audit::ANONYMOUS) }
     }
 
     /// The same registry, recording its mutations as made by `actor`.

@@ -12,6 +12,7 @@ mod config;
 mod domain;
 mod error;
 pub mod grpc;
+mod known_workers;
 mod lifecycle;
 mod paging;
 mod workers;
@@ -46,6 +47,10 @@ pub async fn serve(
         Ok(_) => {}
         Err(err) => tracing::warn!(error = %err, "orphan sweep failed; will try at the next start"),
     }
+    tokio::spawn({
+        let (registry, shutdown) = (registry.clone(), shutdown.clone());
+        async move { registry.remember_workers(shutdown).await }
+    });
     let service = RegistryServer::new(grpc::RegistryService::new(registry))
         .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES);

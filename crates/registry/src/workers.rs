@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use modelplane_store::schema::{self, DeploymentRecord, WorkerRecord};
-use modelplane_store::{Catalog, MirrorState, Placement, placement};
+use modelplane_store::{Catalog, Mirror, MirrorState, Placement, placement};
 
 use crate::{Error, Registry, Result};
 
@@ -41,12 +41,14 @@ impl Registry {
         Ok(views)
     }
 
-    /// Refuses a deployment whose replica is larger than every live worker's memory
-    /// capacity: no worker would ever load it. With no live worker, or one without a
-    /// limit, anything may fit.
+    /// Refuses a deployment whose replica is larger than every worker's memory capacity:
+    /// no worker would ever load it. The workers are the live ones, or while none is, the
+    /// ones last seen serving (see [`crate::known_workers`]); with neither, or one
+    /// without a limit, anything may fit.
     pub(crate) async fn check_some_worker_fits(&self, model: &str, need: u64, stated: bool) -> Result<()> {
+        let judged = self.judging_workers().await?;
         let mut largest: Option<(u64, String)> = None;
-        for worker in self.worker_records().await?.into_values().filter(|w| w.accepting) {
+        for worker in judged.records.into_values().filter(|w| w.accepting) {
             let Some(capacity) = worker.memory_capacity_bytes else { return Ok(()) };
             if largest.as_ref().is_none_or(|(most, id)| (capacity, &worker.id) > (*most, id)) {
                 largest = Some((capacity, worker.id));
@@ -59,8 +61,12 @@ impl Registry {
                 } else {
                     ("estimated as twice its artifacts", "state the replica's real need (deploy --memory)")
                 };
+                let which = match judged.absent_for {
+                    None => "any live worker".to_owned(),
+                    Some(ago) => format!("any worker seen serving {} ago (none is live now)", seconds(ago)),
+                };
                 Err(Error::FailedPrecondition(format!(
-                    "a replica of {model} needs {} ({how}), more than any live worker can hold \
+                    "a replica of {model} needs {} ({how}), more than {which} can hold \
                      (the largest, {worker}, has {}); start workers with a larger --memory-capacity, \
                      or {or}",
                     placement::human_bytes(need),
@@ -96,7 +102,7 @@ impl Registry {
     /// worker (older deployments took the room it would need): the workers would unload
     /// the versions still serving. `what` names the change in the message.
     pub(crate) async fn check_keeps_replicas(&self, model: &str, change: Change<'_>, what: &str) -> Result<()> {
-        let workers = self.worker_records().await?;
+        let JudgedWorkers { records: workers, absent_for } = self.judging_workers().await?;
         if workers.is_empty() {
             return Ok(());
         }
@@ -115,9 +121,15 @@ impl Registry {
         }
         let after = Placement::compute(&Catalog::build(&models, &deployments), &workers);
         match after.shortfall(model) {
-            Some(why) if after.holders(model).is_empty() => Err(Error::FailedPrecondition(format!(
-                "{what}: the deployment of {model} would lose every worker ({why})"
-            ))),
+            Some(why) if after.holders(model).is_empty() => {
+                let on = match absent_for {
+                    None => String::new(),
+                    Some(ago) => format!("; placed on the workers seen serving {} ago, none is live now", seconds(ago)),
+                };
+                Err(Error::FailedPrecondition(format!(
+                    "{what}: the deployment of {model} would lose every worker ({why}{on})"
+                )))
+            }
             _ => Ok(()),
         }
     }
@@ -133,18 +145,70 @@ impl Registry {
         Ok((models, state(self.store.range(schema::DEPLOYMENTS).await?)))
     }
 
+    /// The workers placement checks judge by: the live ones while any accepts work,
+    /// else those last seen serving within the configured grace, else the live ones (none,
+    /// or only draining ones: a cluster being set up or emptied long ago).
+    async fn judging_workers(&self) -> Result<JudgedWorkers> {
+        let live = self.worker_records().await?;
+        self.known_workers.observe(&live);
+        if !live.values().any(|worker| worker.accepting)
+            && let Some(remembered) = self.known_workers.within(self.config().worker_absence_grace)
+        {
+            return Ok(JudgedWorkers { records: remembered.workers, absent_for: Some(remembered.ago) });
+        }
+        Ok(JudgedWorkers { records: live, absent_for: None })
+    }
+
     /// Every worker record; a corrupt one is skipped with a warning.
     async fn worker_records(&self) -> Result<HashMap<String, WorkerRecord>> {
         let snapshot = self.store.range(schema::WORKERS).await?;
-        let mut workers = HashMap::new();
-        for kv in &snapshot.kvs {
-            match schema::decode::<WorkerRecord>(&kv.key, &kv.value) {
-                Ok(worker) => {
-                    workers.insert(worker.id.clone(), worker);
-                }
-                Err(err) => tracing::warn!(error = %err, "skipping corrupt worker record"),
+        Ok(decode_workers(&snapshot.kvs))
+    }
+
+    /// Follows the worker records until `shutdown`, so the workers seen serving are known
+    /// even when no placement check ran while they were live.
+    pub(crate) async fn remember_workers(&self, shutdown: modelplane_service::Shutdown) {
+        let mirror = Mirror::start(self.store.clone(), schema::WORKERS);
+        let mut changes = mirror.subscribe();
+        loop {
+            let listed = decode_workers_from(&changes.borrow_and_update().entries);
+            self.known_workers.observe(&listed);
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                () = shutdown.cancelled() => return,
             }
         }
-        Ok(workers)
     }
+}
+
+/// The workers a placement check judges by.
+struct JudgedWorkers {
+    records: HashMap<String, WorkerRecord>,
+    /// Set when they are remembered, not live: how long ago they were seen.
+    absent_for: Option<std::time::Duration>,
+}
+
+/// Whole seconds, for messages.
+fn seconds(duration: std::time::Duration) -> String {
+    format!("{} s", duration.as_secs())
+}
+
+fn decode_workers(kvs: &[modelplane_store::KeyValue]) -> HashMap<String, WorkerRecord> {
+    decode_workers_from(kvs.iter().map(|kv| (&kv.key, &kv.value)))
+}
+
+/// Worker records by id; a corrupt one is skipped with a warning.
+fn decode_workers_from<'a>(
+    entries: impl IntoIterator<Item = (&'a String, &'a Vec<u8>)>,
+) -> HashMap<String, WorkerRecord> {
+    let mut workers = HashMap::new();
+    for (key, value) in entries {
+        match schema::decode::<WorkerRecord>(key, value) {
+            Ok(worker) => {
+                workers.insert(worker.id.clone(), worker);
+            }
+            Err(err) => tracing::warn!(error = %err, "skipping corrupt worker record"),
+        }
+    }
+    workers
 }
