@@ -135,8 +135,15 @@ impl EmbeddedStore {
 }
 
 enum Change {
-    Put { value: Vec<u8>, lease: LeaseId, expected: Option<Revision> },
+    Put {
+        value: Vec<u8>,
+        lease: LeaseId,
+        expected: Option<Revision>,
+    },
     Delete,
+    /// Deletes the key only while it is still bound to this lease: a key put again under
+    /// another lease after its old lease ended belongs to the new one.
+    DeleteOfLease(LeaseId),
 }
 
 impl Inner {
@@ -180,8 +187,9 @@ impl Inner {
                     kv.insert(key, encode(revision, lease, &value).as_slice())?;
                     (lease, WatchEvent { kind: EventKind::Put, key: key.to_owned(), value, revision })
                 }
-                Change::Delete => {
-                    if previous.is_none() {
+                delete @ (Change::Delete | Change::DeleteOfLease(_)) => {
+                    let bound_elsewhere = matches!(delete, Change::DeleteOfLease(ended) if ended != previous_lease);
+                    if previous.is_none() || bound_elsewhere {
                         return Ok(None);
                     }
                     kv.remove(key)?;
@@ -243,7 +251,7 @@ impl Inner {
     fn delete_lease_keys(&self, lease: LeaseId) -> Result<()> {
         let keys = self.lock().lease_keys.remove(&lease).unwrap_or_default();
         for key in keys {
-            self.apply(&key, Change::Delete)?;
+            self.apply(&key, Change::DeleteOfLease(lease))?;
         }
         Ok(())
     }
@@ -391,5 +399,25 @@ mod tests {
         assert!(matches!(refreshed, Ok(Ok(()))), "the keep-alive waited for the write: {refreshed:?}");
         store.lease_revoke(lease).await.expect("revoke");
         assert!(store.get("/t/leased").await.expect("get").is_none(), "a revoked lease's key survived");
+    }
+
+    /// An ended lease's keys are listed, then deleted one by one; a key put again under a
+    /// new lease in between (a worker back under the same id) must survive that delete.
+    #[tokio::test]
+    async fn a_key_put_again_under_a_new_lease_outlives_the_old_lease() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = EmbeddedStore::open(dir.path().join("store.redb")).expect("open");
+        let old = store.lease_grant(Duration::from_secs(5)).await.expect("grant");
+        store.put("/workers/w", b"old".to_vec(), Some(old)).await.expect("put");
+        let listed = store.inner.lock().lease_keys.remove(&old).unwrap_or_default();
+        assert_eq!(listed.iter().collect::<Vec<_>>(), ["/workers/w"]);
+        let new = store.lease_grant(Duration::from_secs(5)).await.expect("grant");
+        store.put("/workers/w", b"new".to_vec(), Some(new)).await.expect("put again");
+        let deleted = store.inner.apply("/workers/w", Change::DeleteOfLease(old)).expect("apply");
+        assert_eq!(deleted, None, "the key belongs to the new lease now");
+        let kept = store.get("/workers/w").await.expect("get").expect("kept");
+        assert_eq!(kept.value, b"new");
+        store.lease_revoke(new).await.expect("revoke");
+        assert!(store.get("/workers/w").await.expect("get").is_none(), "the new lease's key outlived it");
     }
 }
