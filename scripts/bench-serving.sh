@@ -4,7 +4,8 @@
 # and 64; the router again with its worker reached over loopback gRPC as in a cluster
 # (`up --router-via-network`) rather than in process, and the echo server behind a bare
 # proxy (the floor of that extra hop); router and worker as separate processes on etcd
-# (when etcd is installed); then MLPs of growing width at
+# (when etcd is installed), with a bare proxy in front of that worker beside the router;
+# then MLPs of growing width at
 # concurrency 64 with dynamic batching on and off, and the same for an imported ONNX MLP
 # (when a Python with `onnx` is at hand: the interop venv `./scripts/test.sh` makes, or
 # the system's). Release build, `modelplane up` on the embedded store; every number comes
@@ -147,18 +148,24 @@ if command -v etcd >/dev/null; then
   # and sets VAR to its address.
   spawn() {
     local var="$1" role="$2"; shift 2
-    "$bin" "$role" --listen 127.0.0.1:0 "$@" >"$work/$role.out" 2>"$work/$role.log" &
+    "$bin" "$role" --listen 127.0.0.1:0 "$@" >"$work/$var.out" 2>"$work/$var.log" &
     pids+=($!)
-    printf -v "$var" '%s' "$(wait_listening "$work/$role.out" 1 | cut -d' ' -f2)"
+    printf -v "$var" '%s' "$(wait_listening "$work/$var.out" 1 | cut -d' ' -f2)"
   }
   spawn REGISTRY registry --store "$client" --blob-dir "$work/blobs"
   spawn TRAINER trainer --etcd "$client" --registry "$REGISTRY" --id bench-trainer
   spawn WORKER worker --etcd "$client" --registry "$REGISTRY" --id bench-worker --cache-dir "$work/cache"
   spawn ROUTER router --store "$client" --http-listen ""
+  # The floor of the router's hop, exactly: a bare proxy in front of the same worker
+  # (one per model, since the proxy's metadata states the input's width).
+  spawn WORKER_PROXY_logistic30 bench-echo --features 30 --forward-to "$WORKER"
+  spawn WORKER_PROXY_mlp64 bench-echo --features 64 --forward-to "$WORKER"
   export MODELPLANE_REGISTRY=$REGISTRY MODELPLANE_TRAINER=$TRAINER MODELPLANE_ROUTER=$ROUTER
   train_and_deploy_base_models
   for model in logistic30 mlp64; do
     run 1 --target "$WORKER" --model "$model" --label "worker process"
+    proxy="WORKER_PROXY_$model"
+    run 1 --target "${!proxy}" --model "$model" --label "bare proxy in front of the worker process"
     run 1 --target "$ROUTER" --model "$model" --label "router process"
   done
 else
