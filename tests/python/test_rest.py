@@ -82,6 +82,28 @@ def test_tritonclient_http_binary_and_json(rest, cluster):
     np.testing.assert_allclose(client.infer("houses", [x]).as_numpy("predictions"), expected(artifact), rtol=1e-4)
 
 
+def test_batches_up_to_the_grpc_message_limit(rest, cluster):
+    """REST takes bodies as large as the gRPC port's messages (64 MiB), not axum's default
+    2 MB; a larger body is refused with a KServe error body."""
+    _, artifact = cluster
+    client = httpclient.InferenceServerClient(rest.removeprefix("http://"))
+    repeats = 100_000  # 300,000 rows of 3 FP32 features: 3.6 MB of tensor data
+    rows = np.tile(ROWS, (repeats, 1))
+    x = httpclient.InferInput("input", list(rows.shape), "FP32")
+    x.set_data_from_numpy(rows)
+    out = httpclient.InferRequestedOutput("predictions", binary_data=True)
+    result = client.infer("houses", [x], outputs=[out]).as_numpy("predictions")
+    np.testing.assert_allclose(result, np.tile(expected(artifact), (repeats, 1)), rtol=1e-4)
+    request = urllib.request.Request(f"{rest}/v2/models/houses/infer", data=b" " * ((64 << 20) + 1),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(request, timeout=60)
+        raise AssertionError("a body over 64 MiB was taken")
+    except urllib.error.HTTPError as err:
+        assert err.code == 413, err.code
+        assert "larger than the 64 MiB the router accepts" in json.loads(err.read())["error"]
+
+
 def test_the_timeout_parameter_is_the_requests_deadline_as_tritonclient_http_sends_it(rest, cluster):
     _, artifact = cluster
     client = httpclient.InferenceServerClient(rest.removeprefix("http://"))

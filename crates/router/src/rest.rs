@@ -8,7 +8,7 @@ use axum::Router;
 use axum::body::Bytes;
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -54,6 +54,32 @@ impl IntoResponse for RestError {
     }
 }
 
+/// Largest request body: the gRPC port's message limit (axum's default, 2 MB, would
+/// refuse batches the gRPC port takes).
+const BODY_LIMIT: usize = modelplane_service::MAX_MESSAGE_BYTES;
+
+/// A request's body, at most [`BODY_LIMIT`] bytes; a larger one, or one that breaks off,
+/// is refused with a KServe error body like every other refusal.
+pub(crate) struct RequestBody(pub(crate) Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RequestBody {
+    type Rejection = RestError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, RestError> {
+        match Bytes::from_request(request, state).await {
+            Ok(body) => Ok(Self(body)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(RestError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body is larger than the {} MiB the router accepts; send the batch in smaller requests",
+                    BODY_LIMIT >> 20
+                ),
+            )),
+            Err(rejection) => Err(RestError(rejection.status(), rejection.body_text())),
+        }
+    }
+}
+
 pub(crate) type RestResult<T> = Result<T, RestError>;
 
 /// The REST routes over `service`.
@@ -70,6 +96,7 @@ pub fn routes(service: RouterService) -> Router {
         .route("/v2/models/{model}/versions/{version}/infer", post(version_infer))
         .merge(crate::rest_triton::routes())
         .merge(modelplane_service::metrics::routes())
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(service)
 }
 
@@ -134,7 +161,7 @@ async fn infer(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(model): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> RestResult<Response> {
     let _slot = service.client_limits.enter(client_of_http(&headers, peer)).map_err(tonic::Status::from)?;
     run_infer(service, model, String::new(), &headers, body).await
@@ -145,7 +172,7 @@ async fn version_infer(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((model, version)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> RestResult<Response> {
     let _slot = service.client_limits.enter(client_of_http(&headers, peer)).map_err(tonic::Status::from)?;
     run_infer(service, model, version, &headers, body).await

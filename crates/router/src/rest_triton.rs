@@ -4,13 +4,12 @@
 //! same call as on the gRPC port.
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use modelplane_proto::inference as pb;
 use serde_json::{Value, json};
 
 use crate::grpc::RouterService;
-use crate::rest::{RestError, RestResult};
+use crate::rest::{RequestBody, RestError, RestResult};
 
 /// The extension routes over `service`.
 pub(crate) fn routes() -> Router<RouterService> {
@@ -27,7 +26,7 @@ pub(crate) fn routes() -> Router<RouterService> {
 }
 
 /// `{"ready": true}` (optional) lists only versions ready for inference.
-async fn index(State(service): State<RouterService>, body: Bytes) -> RestResult<axum::Json<Value>> {
+async fn index(State(service): State<RouterService>, RequestBody(body): RequestBody) -> RestResult<axum::Json<Value>> {
     let ready = if body.iter().all(u8::is_ascii_whitespace) {
         false
     } else {
