@@ -162,17 +162,29 @@ impl Registry {
     /// Every worker record; a corrupt one is skipped with a warning.
     async fn worker_records(&self) -> Result<HashMap<String, WorkerRecord>> {
         let snapshot = self.store.range(schema::WORKERS).await?;
-        Ok(decode_workers(&snapshot.kvs))
+        let mut workers = HashMap::new();
+        for kv in &snapshot.kvs {
+            match schema::decode::<WorkerRecord>(&kv.key, &kv.value) {
+                Ok(worker) => {
+                    workers.insert(worker.id.clone(), worker);
+                }
+                Err(err) => tracing::warn!(error = %err, "skipping corrupt worker record"),
+            }
+        }
+        Ok(workers)
     }
 
     /// Follows the worker records until `shutdown`, so the workers seen serving are known
-    /// even when no placement check ran while they were live.
+    /// even when no placement check ran while they were live. (A listing with a corrupt
+    /// record is left out here; the checks' own reads skip just that record.)
     pub(crate) async fn remember_workers(&self, shutdown: modelplane_service::Shutdown) {
         let mirror = Mirror::start(self.store.clone(), schema::WORKERS);
         let mut changes = mirror.subscribe();
         loop {
-            let listed = decode_workers_from(&changes.borrow_and_update().entries);
-            self.known_workers.observe(&listed);
+            let listed = modelplane_store::workers(&changes.borrow_and_update());
+            if let Ok(listed) = listed {
+                self.known_workers.observe(&listed);
+            }
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { return },
                 () = shutdown.cancelled() => return,
@@ -191,24 +203,4 @@ struct JudgedWorkers {
 /// Whole seconds, for messages.
 fn seconds(duration: std::time::Duration) -> String {
     format!("{} s", duration.as_secs())
-}
-
-fn decode_workers(kvs: &[modelplane_store::KeyValue]) -> HashMap<String, WorkerRecord> {
-    decode_workers_from(kvs.iter().map(|kv| (&kv.key, &kv.value)))
-}
-
-/// Worker records by id; a corrupt one is skipped with a warning.
-fn decode_workers_from<'a>(
-    entries: impl IntoIterator<Item = (&'a String, &'a Vec<u8>)>,
-) -> HashMap<String, WorkerRecord> {
-    let mut workers = HashMap::new();
-    for (key, value) in entries {
-        match schema::decode::<WorkerRecord>(key, value) {
-            Ok(worker) => {
-                workers.insert(worker.id.clone(), worker);
-            }
-            Err(err) => tracing::warn!(error = %err, "skipping corrupt worker record"),
-        }
-    }
-    workers
 }
