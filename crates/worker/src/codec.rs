@@ -102,7 +102,8 @@ pub fn decode_input(request: &ModelInferRequest, signature: &Signature) -> Resul
     let shape_ok = input.shape.len() == 2 && input.shape[0] >= 0 && (features < 0 || input.shape[1] == features);
     if !shape_ok {
         return Err(Error::InvalidArgument(format!(
-            "input {:?} has shape {:?}; expected [-1, {features}] (rows, features)",
+            "input {:?} has shape {:?}; expected [rows, {features}] with rows 0 or more \
+             (the model's metadata writes it [-1, {features}])",
             input.name, input.shape
         )));
     }
@@ -601,7 +602,11 @@ mod tests {
         );
         let err =
             decode_input(&request("FP32", vec![1, 3], vec![1.0, 2.0, 3.0], false), &signature).expect_err("shape");
-        assert_eq!(err.to_string(), "input \"input\" has shape [1, 3]; expected [-1, 2] (rows, features)");
+        assert_eq!(
+            err.to_string(),
+            "input \"input\" has shape [1, 3]; expected [rows, 2] with rows 0 or more \
+             (the model's metadata writes it [-1, 2])"
+        );
         let err = decode_input(&request("FP32", vec![2, 2], vec![1.0, 2.0], false), &signature).expect_err("count");
         assert!(err.to_string().contains("needs 4"), "{err}");
     }
