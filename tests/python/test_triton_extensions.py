@@ -4,8 +4,10 @@ undeploy through the registry) and streaming inference."""
 import queue
 import time
 
+import grpc
 import numpy as np
 import tritonclient.grpc as grpcclient
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from conftest import ROWS, expected, unload_and_reload
 
@@ -98,6 +100,26 @@ def test_stream_infer_answers_every_request_in_order(cluster):
         np.testing.assert_allclose(result.as_numpy("predictions"), want[i : i + 1], rtol=1e-4)
     result, error = answers[-1]
     assert result is None and "INVALID_ARGUMENT" in str(error), "a bad request is an error on the stream"
+
+
+def test_a_stream_error_names_the_request_it_answers(cluster):
+    """As Triton does, an error on a stream carries the failed request's model, version
+    and id (tritonclient's callback hides them; other clients read them)."""
+    router, _ = cluster
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(router))
+
+    def request(request_id, width):
+        message = service_pb2.ModelInferRequest(model_name="houses", model_version="1", id=request_id)
+        tensor = message.inputs.add(name="input", datatype="FP32", shape=[1, width])
+        tensor.contents.fp32_contents.extend([1.0] * width)
+        return message
+
+    answers = list(stub.ModelStreamInfer(iter([request("good", 3), request("bad", 2)]), timeout=20))
+    assert [a.error_message == "" for a in answers] == [True, False], answers
+    failed = answers[1]
+    assert failed.error_message.startswith("INVALID_ARGUMENT: "), failed.error_message
+    assert (failed.infer_response.model_name, failed.infer_response.model_version) == ("houses", "1")
+    assert failed.infer_response.id == "bad"
 
 
 def test_concurrent_large_requests_are_batched_and_answered_separately(cluster):

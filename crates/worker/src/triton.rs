@@ -27,8 +27,9 @@ const STREAM_CONCURRENCY: usize = 16;
 pub type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send>>;
 
 /// Answers each request of `requests` with `infer`, in order, up to 16 at a time. A
-/// failed request becomes an `error_message` on the stream (as Triton does) and the
-/// stream goes on; a broken request stream ends it. Once `draining` resolves no further
+/// failed request becomes an `error_message` on the stream and the stream goes on; as
+/// Triton does, that answer still names the request's model, version and id, so a caller
+/// with many requests in flight knows which one failed. A broken request stream ends it. Once `draining` resolves no further
 /// request is read: those already read are answered and the stream ends, so a server
 /// can drain while its callers keep streams open.
 pub fn stream_responses<F, Fut>(
@@ -43,17 +44,25 @@ where
     let responses = requests
         .take_until(draining)
         .map(move |request| {
-            let answer = request.map(&infer);
+            let answer = request.map(|request| {
+                let named = pb::ModelInferResponse {
+                    model_name: request.model_name.clone(),
+                    model_version: request.model_version.clone(),
+                    id: request.id.clone(),
+                    ..Default::default()
+                };
+                (named, infer(request))
+            });
             async move {
                 match answer {
-                    Ok(pending) => Ok(match pending.await {
+                    Ok((named, pending)) => Ok(match pending.await {
                         Ok(response) => pb::ModelStreamInferResponse {
                             error_message: String::new(),
                             infer_response: Some(response),
                         },
                         Err(status) => pb::ModelStreamInferResponse {
                             error_message: format!("{}: {}", code_name(status.code()), status.message()),
-                            infer_response: None,
+                            infer_response: Some(named),
                         },
                     }),
                     Err(status) => Err(status),
