@@ -21,6 +21,7 @@ fn pack(datatype: &str, value: &Value, out: &mut Vec<u8>) -> Result<(), String> 
     let uint = || value.as_u64().ok_or_else(|| format!("{value} is not a non-negative integer"));
     let float = || value.as_f64().ok_or_else(|| format!("{value} is not a number"));
     let overflow = |_| format!("{value} does not fit {datatype}");
+    let fits = |finite: bool| if finite { Ok(()) } else { Err(format!("{value} does not fit {datatype}")) };
     match datatype {
         "BOOL" => out.push(u8::from(value.as_bool().ok_or_else(|| format!("{value} is not true or false"))?)),
         "INT8" => out.extend(i8::try_from(int()?).map_err(overflow)?.to_le_bytes()),
@@ -31,9 +32,23 @@ fn pack(datatype: &str, value: &Value, out: &mut Vec<u8>) -> Result<(), String> 
         "UINT16" => out.extend(u16::try_from(uint()?).map_err(overflow)?.to_le_bytes()),
         "UINT32" => out.extend(u32::try_from(uint()?).map_err(overflow)?.to_le_bytes()),
         "UINT64" => out.extend(uint()?.to_le_bytes()),
-        "FP16" => out.extend(half::f16::from_f64(float()?).to_le_bytes()),
-        "BF16" => out.extend(half::bf16::from_f64(float()?).to_le_bytes()),
-        "FP32" => out.extend((float()? as f32).to_le_bytes()),
+        // JSON numbers are finite; one that becomes infinite in the narrower type does
+        // not fit it (rounding to the nearest value that does is the usual conversion).
+        "FP16" => {
+            let narrowed = half::f16::from_f64(float()?);
+            fits(narrowed.is_finite())?;
+            out.extend(narrowed.to_le_bytes());
+        }
+        "BF16" => {
+            let narrowed = half::bf16::from_f64(float()?);
+            fits(narrowed.is_finite())?;
+            out.extend(narrowed.to_le_bytes());
+        }
+        "FP32" => {
+            let narrowed = float()? as f32;
+            fits(narrowed.is_finite())?;
+            out.extend(narrowed.to_le_bytes());
+        }
         "FP64" => out.extend(float()?.to_le_bytes()),
         "BYTES" => {
             let text = value.as_str().ok_or_else(|| format!("{value} is not a string"))?;
@@ -148,6 +163,12 @@ mod tests {
         assert_eq!(raw.as_ref(), [1, 0, 254, 255, 44, 1, 4, 0]);
         let too_big = json!({ "name": "x", "datatype": "UINT8", "shape": [1], "data": [256] });
         assert!(encode_input(&too_big, &mut Bytes::new()).is_err());
+        for (datatype, largest) in [("FP32", 3.4e38), ("FP16", 65504.0), ("BF16", 3.38e38)] {
+            let fits = json!({ "name": "x", "datatype": datatype, "shape": [1], "data": [largest] });
+            assert!(encode_input(&fits, &mut Bytes::new()).is_ok(), "{datatype} holds {largest}");
+            let err = pack(datatype, &json!(-1e40), &mut Vec::new()).expect_err("refused");
+            assert_eq!(err, format!("-1e+40 does not fit {datatype}"));
+        }
         let text = json!({ "name": "t", "datatype": "BYTES", "shape": [1], "data": ["hé"] });
         let (_, raw) = encode_input(&text, &mut Bytes::new()).ok().expect("packs");
         assert_eq!(raw.as_ref(), [3, 0, 0, 0, b'h', 0xC3, 0xA9]);
