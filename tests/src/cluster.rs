@@ -160,6 +160,15 @@ impl Process {
         let _ = self.child.wait();
     }
 
+    /// SIGSTOP: the process stops answering but keeps its sockets open, as a hung one does.
+    pub fn freeze(&self) -> Result<()> {
+        let status = Command::new("kill").args(["-STOP", &self.child.id().to_string()]).status()?;
+        if !status.success() {
+            bail!("kill -STOP failed");
+        }
+        Ok(())
+    }
+
     /// SIGTERM, then waits for a clean exit; returns whether it exited successfully.
     pub fn terminate(&mut self, timeout: Duration) -> Result<bool> {
         let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;

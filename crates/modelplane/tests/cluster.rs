@@ -255,18 +255,7 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     // SIGTERM of a worker under load: it withdraws, answers what it took, ends the
     // streams the router keeps open to it and exits; no request fails.
     let mut worker_c = spawn_worker("worker-c");
-    let worker_c_metrics = worker_c.addr("metrics");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        modelplane_tests::predict(&endpoints.router, "houses", "production", &rows, false).await.expect("infer");
-        let text = scrape(&worker_c_metrics).await.expect("worker-c metrics");
-        let answered = [("model", "houses"), ("outcome", "success")];
-        if metric(&text, "modelplane_worker_requests_total", &answered).is_some_and(|n| n > 0.0) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the router never sent worker-c a request");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_served_by(&endpoints.router, &rows, &worker_c.addr("metrics")).await;
     let stop = async {
         tokio::time::sleep(Duration::from_secs(1)).await;
         tokio::task::spawn_blocking(move || worker_c.terminate(Duration::from_secs(10))).await.expect("join")
@@ -274,6 +263,24 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     let (served, stopped) = tokio::join!(steady_load(&endpoints.router, &rows, "a worker drained"), stop);
     assert!(stopped.expect("worker-c exits after SIGTERM"), "worker-c's exit status was not success");
     assert!(served > 100, "only {served} requests in 4 s");
+
+    // A worker that freezes (SIGSTOP: no crash, no closed connection) under load: the
+    // router's keepalive ping finds it within seconds and its requests in flight are
+    // answered by the other worker; no request fails or waits for the freeze to end.
+    let mut worker_d = spawn_worker("worker-d");
+    wait_until_served_by(&endpoints.router, &rows, &worker_d.addr("metrics")).await;
+    let freeze = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        worker_d.freeze().expect("SIGSTOP");
+    };
+    let during = "a worker froze";
+    let ((served, slowest), ()) =
+        tokio::join!(steady_load_for(&endpoints.router, &rows, during, Duration::from_secs(12)), freeze);
+    assert!(served > 100, "only {served} requests in 12 s");
+    // The keepalive pings every 2 s and gives up after 4; the old 10 + 20 s let requests
+    // wait ~27 s.
+    assert!(slowest < Duration::from_secs(9), "a request waited {slowest:?} on the frozen worker");
+    worker_d.kill();
 
     // kill -9 of one of two workers under concurrent load: no request fails.
     let kill = async {
@@ -374,25 +381,51 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     );
 }
 
+/// Sends requests until the worker whose metrics are at `metrics` has answered one.
+async fn wait_until_served_by(router: &str, rows: &[Vec<f32>], metrics: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        modelplane_tests::predict(router, "houses", "production", rows, false).await.expect("infer");
+        let text = scrape(metrics).await.expect("worker metrics");
+        let answered = [("model", "houses"), ("outcome", "success")];
+        if metric(&text, "modelplane_worker_requests_total", &answered).is_some_and(|n| n > 0.0) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the router never sent the new worker a request");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Four clients sending `rows` to the production alias back to back for 4 s; any
 /// failed request fails the test (`during` says what was happening). Returns how many
 /// were served.
 async fn steady_load(router: &str, rows: &[Vec<f32>], during: &'static str) -> u32 {
+    steady_load_for(router, rows, during, Duration::from_secs(4)).await.0
+}
+
+/// [`steady_load`] for `time`; also returns the longest any request took.
+async fn steady_load_for(router: &str, rows: &[Vec<f32>], during: &'static str, time: Duration) -> (u32, Duration) {
     let load = (0..4).map(|_| {
         let (router, rows) = (router.to_owned(), rows.to_vec());
         tokio::spawn(async move {
-            let deadline = Instant::now() + Duration::from_secs(4);
-            let mut served = 0u32;
+            let deadline = Instant::now() + time;
+            let (mut served, mut slowest) = (0u32, Duration::ZERO);
             while Instant::now() < deadline {
+                let started = Instant::now();
                 if let Err(err) = modelplane_tests::predict(&router, "houses", "production", &rows, false).await {
                     panic!("a request failed while {during}: {err:?}");
                 }
                 served += 1;
+                slowest = slowest.max(started.elapsed());
             }
-            served
+            (served, slowest)
         })
     });
-    futures::future::join_all(load).await.into_iter().map(|r| r.expect("load task")).sum()
+    futures::future::join_all(load)
+        .await
+        .into_iter()
+        .map(|r| r.expect("load task"))
+        .fold((0, Duration::ZERO), |(served, slowest), (n, t)| (served + n, slowest.max(t)))
 }
 
 /// With every worker gone (one drained and left, the other killed earlier and its lease

@@ -27,10 +27,13 @@ mod stream;
 
 /// How long connecting to a worker may take before the call fails as UNAVAILABLE.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// A ping this often finds a worker that vanished without closing the connection.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// A ping this often finds a worker that hangs, or vanished without closing the
+/// connection: its requests in flight then go to another replica within seconds rather
+/// than waiting on it. (A ping is answered by the worker's connection task, whatever its
+/// models are computing, so only a stopped process or a broken network misses it.)
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
 /// A connection whose ping is not answered in this time is dropped.
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Flow-control windows, as hyper's defaults: large enough that a 64 MiB tensor is not
 /// throttled by round trips on a fast network.
 const STREAM_WINDOW: u32 = 2 << 20;
