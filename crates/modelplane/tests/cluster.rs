@@ -1,6 +1,8 @@
 //! The four roles as separate processes against a real etcd, driven over gRPC.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use modelplane_proto::registry as pb;
@@ -282,6 +284,25 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     assert!(slowest < Duration::from_secs(9), "a request waited {slowest:?} on the frozen worker");
     worker_d.kill();
 
+    // A rolling restart under load: each worker in turn drains and exits, comes back
+    // under its own id and serves again before the next one goes; no request fails.
+    let restarting = Arc::new(AtomicBool::new(true));
+    let going = restarting.clone();
+    let load = steady_load_while(&endpoints.router, &rows, "the workers restarted one by one", move || {
+        going.load(Ordering::Acquire)
+    });
+    let restart = async {
+        for (process, id) in [(&mut worker, "worker-a"), (&mut worker_b, "worker-b")] {
+            let stopped = tokio::task::block_in_place(|| process.terminate(Duration::from_secs(15)));
+            assert!(stopped.expect("stops"), "{id} did not exit cleanly on SIGTERM");
+            *process = tokio::task::block_in_place(|| spawn_worker(id));
+            wait_until_served_by(&endpoints.router, &rows, &process.addr("metrics")).await;
+        }
+        restarting.store(false, Ordering::Release);
+    };
+    let ((served, _), ()) = tokio::join!(load, restart);
+    assert!(served > 100, "only {served} requests during the rolling restart");
+
     // kill -9 of one of two workers under concurrent load: no request fails.
     let kill = async {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -405,12 +426,22 @@ async fn steady_load(router: &str, rows: &[Vec<f32>], during: &'static str) -> u
 
 /// [`steady_load`] for `time`; also returns the longest any request took.
 async fn steady_load_for(router: &str, rows: &[Vec<f32>], during: &'static str, time: Duration) -> (u32, Duration) {
+    let deadline = Instant::now() + time;
+    steady_load_while(router, rows, during, move || Instant::now() < deadline).await
+}
+
+/// [`steady_load`] for as long as `going` says; also returns the longest any request took.
+async fn steady_load_while(
+    router: &str,
+    rows: &[Vec<f32>],
+    during: &'static str,
+    going: impl Fn() -> bool + Clone + Send + 'static,
+) -> (u32, Duration) {
     let load = (0..4).map(|_| {
-        let (router, rows) = (router.to_owned(), rows.to_vec());
+        let (router, rows, going) = (router.to_owned(), rows.to_vec(), going.clone());
         tokio::spawn(async move {
-            let deadline = Instant::now() + time;
             let (mut served, mut slowest) = (0u32, Duration::ZERO);
-            while Instant::now() < deadline {
+            while going() {
                 let started = Instant::now();
                 if let Err(err) = modelplane_tests::predict(&router, "houses", "production", &rows, false).await {
                     panic!("a request failed while {during}: {err:?}");
