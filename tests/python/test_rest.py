@@ -65,6 +65,10 @@ def test_bad_requests_get_precise_statuses(rest):
     assert status == 400 and "inputs" in error["error"]
     status, error = call(f"{rest}/v2/models/no-such-model/infer", wrong_shape)
     assert status == 404
+    # Python's json writes NaN as a bare token, which is not JSON: the error says so.
+    with_nan = {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, float("nan"), 3]}]}
+    status, error = call(f"{rest}/v2/models/houses/infer", with_nan)
+    assert status == 400 and "NaN and Infinity are not JSON numbers" in error["error"], error
 
 
 def test_tritonclient_http_binary_and_json(rest, cluster):

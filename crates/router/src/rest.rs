@@ -178,6 +178,16 @@ async fn version_infer(
     run_infer(service, model, version, &headers, body).await
 }
 
+/// Why a request body is not JSON. Python's `json.dumps` writes NaN and infinities as
+/// bare `NaN` and `Infinity`, which JSON has no tokens for; such a body is told how to
+/// send those values instead.
+fn not_json(text: &[u8], err: &serde_json::Error) -> String {
+    let non_finite = [&b"NaN"[..], b"Infinity"].iter().any(|token| text.windows(token.len()).any(|w| w == *token));
+    let hint =
+        if non_finite { " (NaN and Infinity are not JSON numbers; send such values as binary data)" } else { "" };
+    format!("request body is not valid JSON: {err}{hint}")
+}
+
 /// The REST caller's identity for per-client limits, as on the gRPC port.
 fn client_of_http(headers: &HeaderMap, peer: SocketAddr) -> crate::limits::ClientId {
     match headers.get(crate::limits::CLIENT_ID_METADATA).and_then(|v| v.to_str().ok()) {
@@ -207,7 +217,7 @@ async fn run_infer(
             .ok_or_else(|| RestError::bad_request(format!("{HEADER_LENGTH} is not a length within the body")))?,
     };
     let header: Value = serde_json::from_slice(&body[..json_length])
-        .map_err(|err| RestError::bad_request(format!("request body is not valid JSON: {err}")))?;
+        .map_err(|err| RestError::bad_request(not_json(&body[..json_length], &err)))?;
     let mut binary = body.slice(json_length..);
     let inputs = header
         .get("inputs")
