@@ -6,7 +6,8 @@
 # proxy (the floor of that extra hop); router and worker as separate processes on etcd
 # (when etcd is installed), with a bare proxy in front of that worker beside the router;
 # then MLPs of growing width at
-# concurrency 64 with dynamic batching on and off, and the same for an imported ONNX MLP
+# concurrency 64 with dynamic batching on and off (in separate `up`s, and taking turns
+# in one `up` by redeploying with batching off), and the same for an imported ONNX MLP
 # (when a Python with `onnx` is at hand: the interop venv `./scripts/test.sh` makes, or
 # the system's). Release build, `modelplane up` on the embedded store; every number comes
 # from `modelplane bench`.
@@ -116,6 +117,17 @@ run 1,16,64 --target "$ROUTER" --model mlp64 --label router
 
 for model in $batching_models; do
   run 64 --target "$WORKER" --model "$model" --label "worker, batching on"
+done
+# Batching off and on taking turns in this same `up` (a deployment's own batching
+# settings), so both sides of each ratio run in the same phase of the VM; the sections
+# above and below compare runs minutes apart.
+for model in $batching_models; do
+  for round in 1 2; do
+    "$bin" deploy "$model" --version 1 --max-batch-size 0 --wait 60 >/dev/null
+    run 64 --target "$WORKER" --model "$model" --label "worker, batching off, taking turns ($round)"
+    "$bin" deploy "$model" --version 1 --wait 60 >/dev/null
+    run 64 --target "$WORKER" --model "$model" --label "worker, batching on, taking turns ($round)"
+  done
 done
 
 # The router with its worker behind loopback HTTP/2, as in a cluster: a fresh `up` on
