@@ -381,12 +381,19 @@ impl KvStore for EmbeddedStore {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_keep_alive_does_not_wait_for_a_write_in_progress() {
+    /// A fresh store (kept open as long as the returned directory) with `key` put under a
+    /// new 5-second lease.
+    async fn store_with_leased(key: &str, value: &[u8]) -> (tempfile::TempDir, EmbeddedStore, LeaseId) {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = EmbeddedStore::open(dir.path().join("store.redb")).expect("open");
         let lease = store.lease_grant(Duration::from_secs(5)).await.expect("grant");
-        store.put("/t/leased", b"v".to_vec(), Some(lease)).await.expect("put");
+        store.put(key, value.to_vec(), Some(lease)).await.expect("put");
+        (dir, store, lease)
+    }
+
+    #[tokio::test]
+    async fn a_keep_alive_does_not_wait_for_a_write_in_progress() {
+        let (_dir, store, lease) = store_with_leased("/t/leased", b"v").await;
         // A write holds this lock across its commit, which may wait seconds on a slow disk.
         let writing = store.inner.lock();
         let (answer, answered) = std::sync::mpsc::channel();
@@ -405,10 +412,7 @@ mod tests {
     /// new lease in between (a worker back under the same id) must survive that delete.
     #[tokio::test]
     async fn a_key_put_again_under_a_new_lease_outlives_the_old_lease() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = EmbeddedStore::open(dir.path().join("store.redb")).expect("open");
-        let old = store.lease_grant(Duration::from_secs(5)).await.expect("grant");
-        store.put("/workers/w", b"old".to_vec(), Some(old)).await.expect("put");
+        let (_dir, store, old) = store_with_leased("/workers/w", b"old").await;
         let listed = store.inner.lock().lease_keys.remove(&old).unwrap_or_default();
         assert_eq!(listed.iter().collect::<Vec<_>>(), ["/workers/w"]);
         let new = store.lease_grant(Duration::from_secs(5)).await.expect("grant");

@@ -29,9 +29,9 @@ pub type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferR
 /// Answers each request of `requests` with `infer`, in order, up to 16 at a time. A
 /// failed request becomes an `error_message` on the stream and the stream goes on; as
 /// Triton does, that answer still names the request's model, version and id, so a caller
-/// with many requests in flight knows which one failed. A broken request stream ends it. Once `draining` resolves no further
-/// request is read: those already read are answered and the stream ends, so a server
-/// can drain while its callers keep streams open.
+/// with many requests in flight knows which one failed. A broken request stream ends it.
+/// Once `draining` resolves no further request is read: those already read are answered
+/// and the stream ends, so a server can drain while its callers keep streams open.
 pub fn stream_responses<F, Fut>(
     requests: tonic::Streaming<pb::ModelInferRequest>,
     draining: impl Future<Output = ()> + Send + 'static,
