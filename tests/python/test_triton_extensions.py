@@ -15,7 +15,7 @@ from conftest import ROWS, expected, unload_and_reload
 def test_server_metadata_lists_the_extensions(cluster):
     router, _ = cluster
     server = grpcclient.InferenceServerClient(router).get_server_metadata(as_json=True)
-    assert {"model_configuration", "statistics", "model_repository"} <= set(server["extensions"])
+    assert {"classification", "model_configuration", "statistics", "model_repository"} <= set(server["extensions"])
 
 
 def test_model_config_reports_batching_and_signature(cluster):

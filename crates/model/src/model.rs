@@ -289,10 +289,21 @@ impl Model {
         let pca = self.pca.as_ref().map_or(0, |pca| f32s(pca.len()));
         layers + idf + pca + f32s(self.scaler.mean.len() + self.scaler.scale.len())
     }
+
+    /// The classes an output's columns stand for, by index: a classifier's labels for its
+    /// probabilities, nothing for any other output.
+    pub fn labels_of(&self, output: &str) -> &[String] {
+        match self.manifest.head {
+            Head::Sigmoid | Head::Softmax if output == PROBABILITIES_OUTPUT => &self.manifest.labels,
+            _ => &[],
+        }
+    }
 }
 
 /// Name of the numeric input tensor.
 pub const INPUT_NAME: &str = "input";
+/// Name of a classifier's output with one probability per class.
+pub const PROBABILITIES_OUTPUT: &str = "probabilities";
 /// Name of the text input tensor.
 pub const TEXT_INPUT_NAME: &str = "text";
 
@@ -315,7 +326,7 @@ impl Model {
         let outputs = match head {
             Head::Identity => vec![fp32("predictions", vec![-1, 1])],
             Head::Sigmoid | Head::Softmax => vec![
-                fp32("probabilities", vec![-1, classes as i64]),
+                fp32(PROBABILITIES_OUTPUT, vec![-1, classes as i64]),
                 TensorSpec { name: "label".into(), datatype: "BYTES".into(), shape: vec![-1] },
             ],
         };
@@ -416,7 +427,11 @@ impl Model {
 
     fn class_outputs(&self, rows: usize, classes: usize, probabilities: Vec<f32>, labels: Vec<Vec<u8>>) -> Vec<Output> {
         vec![
-            Output { name: "probabilities".into(), shape: vec![rows, classes], data: TensorData::F32(probabilities) },
+            Output {
+                name: PROBABILITIES_OUTPUT.into(),
+                shape: vec![rows, classes],
+                data: TensorData::F32(probabilities),
+            },
             Output { name: "label".into(), shape: vec![rows], data: TensorData::Bytes(labels) },
         ]
     }

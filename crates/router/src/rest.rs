@@ -6,6 +6,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, State};
@@ -200,6 +201,36 @@ fn parameter_bool(parameters: Option<&Value>, name: &str) -> bool {
     parameters.and_then(|p| p.get(name)).and_then(Value::as_bool).unwrap_or(false)
 }
 
+/// A requested output's parameters as the worker takes them (`classification`, say),
+/// all but `binary_data`, which only shapes the REST answer.
+fn output_parameters(output: &str, parameters: Option<&Value>) -> RestResult<HashMap<String, pb::InferParameter>> {
+    use pb::infer_parameter::ParameterChoice;
+    let mut converted = HashMap::new();
+    let Some(parameters) = parameters else { return Ok(converted) };
+    let parameters = parameters.as_object().ok_or_else(|| {
+        RestError::bad_request(format!("the parameters of output {output:?} must be an object, got {parameters}"))
+    })?;
+    for (name, value) in parameters.iter().filter(|(name, _)| *name != "binary_data") {
+        let choice = match value {
+            Value::Bool(flag) => ParameterChoice::BoolParam(*flag),
+            Value::String(text) => ParameterChoice::StringParam(text.clone()),
+            Value::Number(number) => match (number.as_i64(), number.as_u64()) {
+                (Some(integer), _) => ParameterChoice::Int64Param(integer),
+                (None, Some(integer)) => ParameterChoice::Uint64Param(integer),
+                // Every JSON number that is not an integer reads as an f64.
+                (None, None) => ParameterChoice::DoubleParam(number.as_f64().unwrap_or(f64::NAN)),
+            },
+            other => {
+                return Err(RestError::bad_request(format!(
+                    "parameter {name:?} of output {output:?} must be a boolean, number or string, got {other}"
+                )));
+            }
+        };
+        converted.insert(name.clone(), pb::InferParameter { parameter_choice: Some(choice) });
+    }
+    Ok(converted)
+}
+
 async fn run_infer(
     service: RouterService,
     model: String,
@@ -250,7 +281,7 @@ async fn run_infer(
         request.parameters.insert(modelplane_service::TIMEOUT_PARAMETER.to_owned(), parameter);
     }
     let binary_default = parameter_bool(header.get("parameters"), "binary_data_output");
-    let mut binary_outputs = std::collections::HashSet::new();
+    let mut binary_outputs = HashSet::new();
     for output in header.get("outputs").and_then(Value::as_array).into_iter().flatten() {
         let name = output
             .get("name")
@@ -259,9 +290,10 @@ async fn run_infer(
         if parameter_bool(output.get("parameters"), "binary_data") || binary_default {
             binary_outputs.insert(name.to_owned());
         }
-        request
-            .outputs
-            .push(pb::model_infer_request::InferRequestedOutputTensor { name: name.to_owned(), ..Default::default() });
+        request.outputs.push(pb::model_infer_request::InferRequestedOutputTensor {
+            name: name.to_owned(),
+            parameters: output_parameters(name, output.get("parameters"))?,
+        });
     }
     let response: pb::ModelInferResponse = service.infer(request, None).await?;
     let mut outputs = Vec::new();

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::batcher::BatchInput;
 use crate::state::{LoadedModel, Runnable, WorkerState};
-use crate::{Error, codec};
+use crate::{Error, classification, codec};
 
 /// Platform name reported in model metadata.
 pub const PLATFORM: &str = "modelplane_ndarray";
@@ -78,7 +78,9 @@ pub fn server_metadata() -> pb::ServerMetadataResponse {
     pb::ServerMetadataResponse {
         name: "modelplane".into(),
         version: env!("CARGO_PKG_VERSION").into(),
-        extensions: ["model_configuration", "statistics", "model_repository"].map(String::from).to_vec(),
+        extensions: ["classification", "model_configuration", "statistics", "model_repository"]
+            .map(String::from)
+            .to_vec(),
     }
 }
 
@@ -232,7 +234,14 @@ impl InferenceService {
         span.record("model", request.model_name.as_str());
         let loaded = self.resolve(&request.model_name, &request.model_version)?;
         span.record("version", loaded.record.version);
-        let outputs = infer(&loaded, &request, deadline).await;
+        let outputs = async {
+            let signature = &loaded.record.signature;
+            codec::check_requested_outputs(&request, signature)?;
+            let classifications = classification::requested(&request, signature)?;
+            let outputs = infer(&loaded, &request, deadline).await?;
+            classification::apply(outputs, &classifications, |output| loaded.labels_of(output))
+        }
+        .await;
         loaded.stats.record(outputs.is_ok(), started.elapsed(), rows_of(&outputs) as u64);
         Ok(codec::encode_response(&request, &loaded.record.model, loaded.record.version, outputs?))
     }
@@ -261,7 +270,6 @@ async fn infer(
         Runnable::Native(_) => codec::decode_input(request, signature)?,
         Runnable::Onnx(_) => codec::Decoded::Tensors(codec::decode_tensors(request, signature)?),
     };
-    codec::check_requested_outputs(request, signature)?;
     let input = match (&loaded.model, input) {
         (Runnable::Native(native), codec::Decoded::Features(rows)) => {
             let cost = rows.nrows().saturating_mul(native.multiply_adds_per_row());

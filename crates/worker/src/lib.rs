@@ -4,6 +4,7 @@
 
 mod batcher;
 mod capacity;
+mod classification;
 mod codec;
 mod config;
 mod error;

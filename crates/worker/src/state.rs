@@ -37,6 +37,14 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
+    /// The classes an output's columns stand for, by index (none for ONNX graphs).
+    pub fn labels_of(&self, output: &str) -> &[String] {
+        match &self.model {
+            Runnable::Native(model) => model.labels_of(output),
+            Runnable::Onnx(_) => &[],
+        }
+    }
+
     /// A loaded version; starts its batching loop when `policy` enables batching and the
     /// model can merge requests: a feature model, or an ONNX graph whose inputs and
     /// outputs share a symbolic batch dimension. Text models and other graphs run one
