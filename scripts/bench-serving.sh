@@ -88,6 +88,7 @@ fi
 for features in 30 64; do
   "$bin" bench-echo --features "$features" >"$work/echo$features.out" 2>/dev/null &
   pids+=($!)
+  printf -v "ECHO${features}_PID" '%s' "$!"
 done
 ECHO30=$(wait_listening "$work/echo30.out" 1 | cut -d' ' -f2)
 ECHO64=$(wait_listening "$work/echo64.out" 1 | cut -d' ' -f2)
@@ -106,6 +107,32 @@ run() {
   local concurrency="$1"; shift
   "$bin" bench --duration-secs "$seconds" --warmup-secs 1 --concurrency "$concurrency" "$@" | tail -n +3
 }
+# cpu_ticks PID: user + system clock ticks the process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# run_counting_cpu SERVER_PID CONCURRENCY [bench flags...]: as `run`, and appends to
+# $cpu_table the CPU time per request of the server process and of the client, counted
+# from /proc over the middle of the measured seconds.
+run_counting_cpu() {
+  local server="$1" concurrency="$2"; shift 2
+  "$bin" bench --duration-secs "$seconds" --warmup-secs 1 --concurrency "$concurrency" "$@" >"$work/counted.out" &
+  local client=$!
+  sleep 1.2
+  local server_before client_before started
+  server_before=$(cpu_ticks "$server"); client_before=$(cpu_ticks "$client"); started=$(date +%s.%N)
+  sleep "$(awk -v s="$seconds" 'BEGIN { print (s > 1 ? s - 0.5 : 0.5) }')"
+  local server_after client_after ended
+  server_after=$(cpu_ticks "$server"); client_after=$(cpu_ticks "$client"); ended=$(date +%s.%N)
+  wait "$client"
+  local row; row=$(tail -n +3 "$work/counted.out")
+  echo "$row"
+  awk -F'|' -v tick="$(getconf CLK_TCK)" -v cores="$(nproc)" -v elapsed="$(awk -v a="$started" -v b="$ended" 'BEGIN { print b - a }')" \
+    -v server="$((server_after - server_before))" -v client="$((client_after - client_before))" '{
+      per_second = $5; server_cores = server / tick / elapsed; client_cores = client / tick / elapsed
+      printf "| %s | %s | %s | %.0f | %.0f | %.0f |\n", $2, $3, $5, server_cores / per_second * 1e6,
+        client_cores / per_second * 1e6, 100 * (server_cores + client_cores) / cores
+    }' <<<"$row" | sed 's/|  */| /g; s/  *|/ |/g' >>"$cpu_table"
+}
+
 echo "| target | model | concurrency | requests/s | p50 µs | p99 µs | errors |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
 run 1,16,64 --target "$ECHO30" --model logistic30 --label echo
@@ -121,14 +148,20 @@ done
 # Batching off and on taking turns in this same `up` (a deployment's own batching
 # settings), so both sides of each ratio run in the same phase of the VM; the sections
 # above and below compare runs minutes apart.
+# Each of these runs also reports the CPU it cost per request, server (`up`) and client
+# (`modelplane bench`) apart, in a second table printed at the end: what bounds the
+# ratio when both share the 2 cores.
+cpu_table="$work/cpu.md"
 for model in $batching_models; do
   for round in 1 2; do
     "$bin" deploy "$model" --version 1 --max-batch-size 0 --wait 60 >/dev/null
-    run 64 --target "$WORKER" --model "$model" --label "worker, batching off, taking turns ($round)"
+    run_counting_cpu "$UP_PID" 64 --target "$WORKER" --model "$model" --label "worker, batching off, taking turns ($round)"
     "$bin" deploy "$model" --version 1 --wait 60 >/dev/null
-    run 64 --target "$WORKER" --model "$model" --label "worker, batching on, taking turns ($round)"
+    run_counting_cpu "$UP_PID" 64 --target "$WORKER" --model "$model" --label "worker, batching on, taking turns ($round)"
   done
 done
+# The protocol's own cost per request: the echo server answering the same client.
+run_counting_cpu "$ECHO64_PID" 64 --target "$ECHO64" --model mlp64 --label "echo, CPU counted"
 
 # The router with its worker behind loopback HTTP/2, as in a cluster: a fresh `up` on
 # the same data directory.
@@ -183,3 +216,10 @@ if command -v etcd >/dev/null; then
 else
   echo "no etcd on PATH: router and worker as separate processes left out (./scripts/test.sh installs it)" >&2
 fi
+
+echo
+echo "CPU per request at concurrency 64 (batching taking turns, and the echo server):"
+echo
+echo "| target | model | requests/s | server CPU µs per request | client CPU µs per request | both cores busy % |"
+echo "| --- | --- | --- | --- | --- | --- |"
+cat "$cpu_table"
