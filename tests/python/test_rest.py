@@ -63,6 +63,12 @@ def test_bad_requests_get_precise_statuses(rest):
     assert status == 400 and "300 does not fit UINT8" in error["error"]
     status, error = call(f"{rest}/v2/models/houses/infer", {"nothing": True})
     assert status == 400 and "inputs" in error["error"]
+    too_few = {"inputs": [{"name": "input", "shape": [2, 3], "datatype": "FP32", "data": [1, 2, 3, 4, 5]}]}
+    status, error = call(f"{rest}/v2/models/houses/infer", too_few)
+    assert status == 400 and 'has 5 values in "data"; shape [2, 3] needs 6' in error["error"], error
+    one_row = {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
+    status, error = call(f"{rest}/v2/models/houses/infer", dict(one_row, outputs="predictions"))
+    assert status == 400 and '"outputs" must be an array' in error["error"], error
     status, error = call(f"{rest}/v2/models/no-such-model/infer", wrong_shape)
     assert status == 404
     # Python's json writes NaN as a bare token, which is not JSON: the error says so.

@@ -282,7 +282,16 @@ async fn run_infer(
     }
     let binary_default = parameter_bool(header.get("parameters"), "binary_data_output");
     let mut binary_outputs = HashSet::new();
-    for output in header.get("outputs").and_then(Value::as_array).into_iter().flatten() {
+    let requested_outputs = match header.get("outputs") {
+        None => &[][..],
+        Some(Value::Array(outputs)) => outputs.as_slice(),
+        Some(other) => {
+            return Err(RestError::bad_request(format!(
+                "\"outputs\" must be an array of {{\"name\": …}} objects, got {other}"
+            )));
+        }
+    };
+    for output in requested_outputs {
         let name = output
             .get("name")
             .and_then(Value::as_str)

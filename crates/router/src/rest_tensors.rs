@@ -90,6 +90,14 @@ pub(crate) fn encode_input(input: &Value, binary: &mut Bytes) -> Result<(InferIn
         (None, Some(data)) => {
             let mut values = Vec::new();
             flatten(data, &mut values);
+            // Said here in the caller's terms (values, not the raw bytes they become).
+            let needed = shape.iter().try_fold(1u64, |acc, d| u64::try_from(*d).ok().and_then(|d| acc.checked_mul(d)));
+            if let Some(needed) = needed.filter(|needed| *needed != values.len() as u64) {
+                return Err(RestError::bad_request(format!(
+                    "input {name:?} has {} values in \"data\"; shape {shape:?} needs {needed}",
+                    values.len()
+                )));
+            }
             let mut packed = Vec::with_capacity(values.len() * 4);
             for (index, value) in values.iter().enumerate() {
                 pack(datatype, value, &mut packed)

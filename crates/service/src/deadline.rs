@@ -61,9 +61,23 @@ pub fn timeout_parameter(parameters: &Parameters) -> Result<Option<Duration>, St
         Some(0) => Ok(None),
         Some(micros) => Ok(Some(Duration::from_micros(micros))),
         None => Err(format!(
-            "parameter {TIMEOUT_PARAMETER:?} must be a non-negative integer of microseconds, got {:?}",
-            parameter.parameter_choice
+            "parameter {TIMEOUT_PARAMETER:?} must be a non-negative integer of microseconds, got {}",
+            describe_parameter(parameter)
         )),
+    }
+}
+
+/// A request parameter's value as error messages show it, in the protocol's own terms
+/// (`int64_param -3`, `string_param "x"`).
+pub fn describe_parameter(parameter: &modelplane_proto::inference::InferParameter) -> String {
+    use modelplane_proto::inference::infer_parameter::ParameterChoice;
+    match &parameter.parameter_choice {
+        Some(ParameterChoice::BoolParam(value)) => format!("bool_param {value}"),
+        Some(ParameterChoice::Int64Param(value)) => format!("int64_param {value}"),
+        Some(ParameterChoice::Uint64Param(value)) => format!("uint64_param {value}"),
+        Some(ParameterChoice::DoubleParam(value)) => format!("double_param {value}"),
+        Some(ParameterChoice::StringParam(value)) => format!("string_param {value:?}"),
+        None => "no value".into(),
     }
 }
 
@@ -124,8 +138,9 @@ mod tests {
         assert_eq!(timeout_parameter(&with(ParameterChoice::Int64Param(2500))), Ok(Some(Duration::from_micros(2500))));
         assert_eq!(timeout_parameter(&with(ParameterChoice::Uint64Param(7))), Ok(Some(Duration::from_micros(7))));
         let negative = timeout_parameter(&with(ParameterChoice::Int64Param(-1))).expect_err("negative");
-        assert!(negative.contains("non-negative integer of microseconds"), "{negative}");
-        assert!(timeout_parameter(&with(ParameterChoice::StringParam("1s".into()))).is_err());
+        assert!(negative.contains("non-negative integer of microseconds, got int64_param -1"), "{negative}");
+        let text = timeout_parameter(&with(ParameterChoice::StringParam("1s".into()))).expect_err("text");
+        assert!(text.ends_with("got string_param \"1s\""), "{text}");
 
         let call = Instant::now() + Duration::from_secs(5);
         assert_eq!(request_deadline(Some(call), &Parameters::new()), Ok(Some(call)));

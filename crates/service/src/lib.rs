@@ -18,7 +18,8 @@ mod trace_layer;
 
 pub use client::{TracedChannel, connect_lazy};
 pub use deadline::{
-    TIMEOUT_PARAMETER, call_deadline, grpc_timeout_value, request_deadline, set_timeout_parameter, timeout_parameter,
+    TIMEOUT_PARAMETER, call_deadline, describe_parameter, grpc_timeout_value, request_deadline, set_timeout_parameter,
+    timeout_parameter,
 };
 pub use in_process::{InProcessServers, InProcessService, Registration};
 pub use metric_handles::HandleCache;

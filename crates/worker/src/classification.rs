@@ -10,8 +10,8 @@ use std::cmp::Ordering;
 use std::fmt::Display;
 
 use modelplane_model::{Output, Signature, TensorData};
+use modelplane_proto::inference::ModelInferRequest;
 use modelplane_proto::inference::infer_parameter::ParameterChoice;
-use modelplane_proto::inference::{InferParameter, ModelInferRequest};
 
 use crate::Error;
 
@@ -49,7 +49,7 @@ pub fn requested(request: &ModelInferRequest, signature: &Signature) -> Result<V
             Error::InvalidArgument(format!(
                 "parameter {PARAMETER:?} of output {:?} must be an integer count of classes, 1 or more; got {}",
                 output.name,
-                describe(parameter)
+                modelplane_service::describe_parameter(parameter)
             ))
         })?;
         let Some(spec) = signature.outputs.iter().find(|spec| spec.name == output.name) else { continue };
@@ -62,18 +62,6 @@ pub fn requested(request: &ModelInferRequest, signature: &Signature) -> Result<V
         wanted.push(Classification { output: output.name.clone(), count, batched: spec.shape.first() == Some(&-1) });
     }
     Ok(wanted)
-}
-
-/// A parameter's value as an error message shows it.
-fn describe(parameter: &InferParameter) -> String {
-    match &parameter.parameter_choice {
-        Some(ParameterChoice::BoolParam(value)) => format!("bool_param {value}"),
-        Some(ParameterChoice::Int64Param(value)) => format!("int64_param {value}"),
-        Some(ParameterChoice::Uint64Param(value)) => format!("uint64_param {value}"),
-        Some(ParameterChoice::DoubleParam(value)) => format!("double_param {value}"),
-        Some(ParameterChoice::StringParam(value)) => format!("string_param {value:?}"),
-        None => "no value".into(),
-    }
 }
 
 /// `outputs` with each output in `wanted` replaced by its top classes. `labels` names
@@ -194,6 +182,7 @@ ranked_floats!(f32 f64);
 #[cfg(test)]
 mod tests {
     use modelplane_model::TensorSpec;
+    use modelplane_proto::inference::InferParameter;
     use modelplane_proto::inference::model_infer_request::InferRequestedOutputTensor;
 
     use super::*;
