@@ -171,7 +171,7 @@ def start_modelplane(args, env, roles, log_path):
     return proc, addrs
 
 
-# The router's REST address, filled in by `cluster`.
+# The router's REST address and the worker's gRPC one, filled in by `cluster`.
 HTTP = {}
 # The CLI's environment and working directory, filled in by `cluster`.
 CLI = {}
@@ -235,6 +235,7 @@ def cluster():
     cli("models", "import", "slow-chain", slow_path)
     cli("deploy", "slow-chain", "--version", "1")
     HTTP["url"] = "http://" + addrs["router-http"]
+    HTTP["worker"] = addrs["worker"]
     CLI.update(env=env, cwd=work)
     yield addrs["router"], artifacts[0]
     proc.terminate()

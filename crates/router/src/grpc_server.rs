@@ -27,9 +27,12 @@ pub(crate) struct InferenceServer {
 
 impl InferenceServer {
     pub(crate) fn new(router: RouterService) -> Self {
-        let typed = GrpcInferenceServiceServer::new(router.clone())
-            .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES);
+        let typed = modelplane_service::ACCEPTED_COMPRESSIONS.into_iter().fold(
+            GrpcInferenceServiceServer::new(router.clone())
+                .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES),
+            |server, encoding| server.accept_compressed(encoding),
+        );
         Self { typed, router: Arc::new(router) }
     }
 }
@@ -57,6 +60,9 @@ impl tower::Service<http::Request<tonic::body::Body>> for InferenceServer {
                 Some(modelplane_service::MAX_MESSAGE_BYTES),
                 Some(modelplane_service::MAX_MESSAGE_BYTES),
             );
+            for encoding in modelplane_service::ACCEPTED_COMPRESSIONS {
+                grpc = grpc.accept_compressed(encoding);
+            }
             Ok(grpc.unary(ModelInfer(router), request).await)
         })
     }

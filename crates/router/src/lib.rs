@@ -9,6 +9,7 @@ mod grpc_server;
 mod limits;
 mod metrics;
 mod rest;
+mod rest_body;
 mod rest_tensors;
 mod rest_triton;
 mod table;

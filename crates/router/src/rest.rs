@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,13 +18,14 @@ use serde_json::{Value, json};
 use tonic::Code;
 
 use crate::grpc::RouterService;
+use crate::rest_body::{BODY_LIMIT, RequestBody};
 use crate::rest_tensors::{encode_input, raw_output_json};
 
 /// Header naming the length of the JSON part of a binary-extension body.
 const HEADER_LENGTH: &str = "inference-header-content-length";
 
 /// An error as KServe's REST protocol answers it: `{"error": "..."}` with a status.
-pub(crate) struct RestError(StatusCode, String);
+pub(crate) struct RestError(pub(crate) StatusCode, pub(crate) String);
 
 impl RestError {
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
@@ -52,32 +53,6 @@ impl From<tonic::Status> for RestError {
 impl IntoResponse for RestError {
     fn into_response(self) -> Response {
         (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
-    }
-}
-
-/// Largest request body: the gRPC port's message limit (axum's default, 2 MB, would
-/// refuse batches the gRPC port takes).
-const BODY_LIMIT: usize = modelplane_service::MAX_MESSAGE_BYTES;
-
-/// A request's body, at most [`BODY_LIMIT`] bytes; a larger one, or one that breaks off,
-/// is refused with a KServe error body like every other refusal.
-pub(crate) struct RequestBody(pub(crate) Bytes);
-
-impl<S: Send + Sync> FromRequest<S> for RequestBody {
-    type Rejection = RestError;
-
-    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, RestError> {
-        match Bytes::from_request(request, state).await {
-            Ok(body) => Ok(Self(body)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(RestError(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the request body is larger than the {} MiB the router accepts; send the batch in smaller requests",
-                    BODY_LIMIT >> 20
-                ),
-            )),
-            Err(rejection) => Err(RestError(rejection.status(), rejection.body_text())),
-        }
     }
 }
 

@@ -9,7 +9,8 @@ use modelplane_proto::inference as pb;
 use serde_json::{Value, json};
 
 use crate::grpc::RouterService;
-use crate::rest::{RequestBody, RestError, RestResult};
+use crate::rest::{RestError, RestResult};
+use crate::rest_body::RequestBody;
 
 /// The extension routes over `service`.
 pub(crate) fn routes() -> Router<RouterService> {

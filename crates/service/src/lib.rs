@@ -27,7 +27,9 @@ pub use metrics_layer::{REQUEST_DURATION_SECONDS, REQUESTS_TOTAL, RpcMetrics, Rp
 pub use propagation::{
     TraceContextInterceptor, extract_context, inject_context, inject_context_parameters, take_context_parameters,
 };
-pub use server::{MAX_MESSAGE_BYTES, grpc_server, health_service, incoming, reflection_service, serve_grpc};
+pub use server::{
+    ACCEPTED_COMPRESSIONS, MAX_MESSAGE_BYTES, grpc_server, health_service, incoming, reflection_service, serve_grpc,
+};
 pub use shutdown::{Shutdown, termination_signal};
 pub use telemetry::{TelemetryGuard, init};
 pub use trace_layer::{RpcTrace, RpcTraceLayer, rpc_span};

@@ -10,6 +10,12 @@ use crate::{RpcMetricsLayer, RpcTraceLayer};
 /// inference batches may be larger).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
+/// Request compressions the inference services take, as Triton's gRPC server does
+/// (tritonclient's `compression_algorithm`). Answers go uncompressed: clients advertise
+/// gzip whether or not they want it, and compressing tensors costs more CPU than it saves.
+pub const ACCEPTED_COMPRESSIONS: [tonic::codec::CompressionEncoding; 2] =
+    [tonic::codec::CompressionEncoding::Gzip, tonic::codec::CompressionEncoding::Deflate];
+
 /// A tonic server with the shared tower stack (per-RPC trace span, then per-RPC metrics
 /// labelled `role`) and HTTP/2 settings.
 pub fn grpc_server(role: &'static str) -> Server<Stack<RpcMetricsLayer, Stack<RpcTraceLayer, Identity>>> {

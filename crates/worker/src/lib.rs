@@ -127,9 +127,12 @@ pub async fn serve(
     let service =
         InferenceService { state: state.clone(), catalog: catalog_rx, ready: ready_rx, draining: shutdown.clone() };
     tracing::info!(id = %config.id, %addr, "worker serving");
-    let service = GrpcInferenceServiceServer::new(service)
-        .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES);
+    let service = modelplane_service::ACCEPTED_COMPRESSIONS.into_iter().fold(
+        GrpcInferenceServiceServer::new(service)
+            .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES),
+        |server, encoding| server.accept_compressed(encoding),
+    );
     let in_process = config.in_process.register(&addr, "worker", service.clone());
     // The linger lets routers see the withdrawn record before connections close.
     let served = modelplane_service::serve_grpc("worker", service, listener, shutdown.clone(), WITHDRAW_DELAY).await;
