@@ -9,7 +9,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from conftest import ROWS, expected, unload_and_reload
+from conftest import HTTP, ROWS, expected, unload_and_reload
 
 
 def test_server_metadata_lists_the_extensions(cluster):
@@ -100,6 +100,41 @@ def test_stream_infer_answers_every_request_in_order(cluster):
         np.testing.assert_allclose(result.as_numpy("predictions"), want[i : i + 1], rtol=1e-4)
     result, error = answers[-1]
     assert result is None and "INVALID_ARGUMENT" in str(error), "a bad request is an error on the stream"
+
+
+def test_a_stream_marks_each_answer_final_when_asked(cluster):
+    """tritonclient's enable_empty_final_response: streaming clients read until an answer
+    says triton_final_response. Each request here has one answer, which says so, on
+    router and worker alike; without the flag answers carry no marker, as in Triton."""
+    router, artifact = cluster
+    for server in (router, HTTP["worker"]):
+        client = grpcclient.InferenceServerClient(server)
+        results = queue.Queue()
+        client.start_stream(callback=lambda result, error: results.put((result, error)))
+        try:
+            x = grpcclient.InferInput("input", [1, 3], "FP32")
+            x.set_data_from_numpy(ROWS[:1])
+            client.async_stream_infer("houses", [x], request_id="marked", enable_empty_final_response=True)
+            client.async_stream_infer("houses", [x], request_id="plain")
+            answers = [results.get(timeout=20) for _ in range(2)]
+        finally:
+            client.stop_stream()
+        (marked, error), (plain, _) = answers
+        assert error is None, error
+        final = marked.get_response().parameters["triton_final_response"]
+        assert final.WhichOneof("parameter_choice") == "bool_param" and final.bool_param, server
+        np.testing.assert_allclose(marked.as_numpy("predictions"), expected(artifact)[:1], rtol=1e-4)
+        assert "triton_final_response" not in plain.get_response().parameters, server
+
+        # tritonclient only ever sends the flag as a bool; other clients may not.
+        odd = service_pb2.ModelInferRequest(model_name="houses", id="odd")
+        odd.inputs.add(name="input", datatype="FP32", shape=[1, 3]).contents.fp32_contents.extend([1.0] * 3)
+        odd.parameters["triton_enable_empty_final_response"].int64_param = 1
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(server))
+        (answer,) = list(stub.ModelStreamInfer(iter([odd]), timeout=20))
+        assert answer.error_message.startswith("INVALID_ARGUMENT: ") and "must be a bool_param, got int64_param 1" \
+            in answer.error_message, answer
+        assert answer.infer_response.id == "odd"
 
 
 def test_a_stream_error_names_the_request_it_answers(cluster):

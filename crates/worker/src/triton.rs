@@ -8,6 +8,7 @@ use std::pin::Pin;
 use futures::{Stream, StreamExt};
 use modelplane_model::TensorSpec;
 use modelplane_proto::inference as pb;
+use modelplane_proto::inference::infer_parameter::ParameterChoice;
 use modelplane_service::metrics::code_name;
 use modelplane_store::schema::LoadState;
 use tonic::Status;
@@ -30,7 +31,8 @@ pub type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferR
 /// failed request becomes an `error_message` on the stream and the stream goes on; as
 /// Triton does, that answer still names the request's model, version and id, so a caller
 /// with many requests in flight knows which one failed. A broken request stream ends it.
-/// Once `draining` resolves no further request is read: those already read are answered
+/// A request with `triton_enable_empty_final_response` gets its answer marked final
+/// ([`ENABLE_FINAL_RESPONSE`]). Once `draining` resolves no further request is read: those already read are answered
 /// and the stream ends, so a server can drain while its callers keep streams open.
 pub fn stream_responses<F, Fut>(
     requests: tonic::Streaming<pb::ModelInferRequest>,
@@ -51,26 +53,51 @@ where
                     id: request.id.clone(),
                     ..Default::default()
                 };
-                (named, infer(request))
+                let pending = marks_final(&request).map(|mark| (mark, infer(request)));
+                (named, pending)
             });
             async move {
-                match answer {
-                    Ok((named, pending)) => Ok(match pending.await {
-                        Ok(response) => pb::ModelStreamInferResponse {
-                            error_message: String::new(),
-                            infer_response: Some(response),
-                        },
-                        Err(status) => pb::ModelStreamInferResponse {
-                            error_message: format!("{}: {}", code_name(status.code()), status.message()),
-                            infer_response: Some(named),
-                        },
-                    }),
-                    Err(status) => Err(status),
+                let (named, pending) = answer?;
+                let (mark, outcome) = match pending {
+                    Ok((mark, pending)) => (mark, pending.await),
+                    Err(status) => (false, Err(status)),
+                };
+                let (error_message, mut response) = match outcome {
+                    Ok(response) => (String::new(), response),
+                    Err(status) => (format!("{}: {}", code_name(status.code()), status.message()), named),
+                };
+                if mark {
+                    // Every request gets exactly one answer here: that answer is final.
+                    let final_flag = pb::InferParameter { parameter_choice: Some(ParameterChoice::BoolParam(true)) };
+                    response.parameters.insert(FINAL_RESPONSE.to_owned(), final_flag);
                 }
+                Ok(pb::ModelStreamInferResponse { error_message, infer_response: Some(response) })
             }
         })
         .buffered(STREAM_CONCURRENCY);
     Box::pin(responses)
+}
+
+/// The request parameter asking that stream answers say which answer is a request's
+/// last (tritonclient's `enable_empty_final_response`), and the answer parameter saying
+/// so, as Triton names them. A model here answers each request once, so that answer is
+/// marked final and no empty one follows (as Triton does for models that are not
+/// decoupled).
+pub const ENABLE_FINAL_RESPONSE: &str = "triton_enable_empty_final_response";
+/// See [`ENABLE_FINAL_RESPONSE`].
+pub const FINAL_RESPONSE: &str = "triton_final_response";
+
+/// Whether `request` asks for its answer to be marked final; a flag that is not a bool
+/// is refused, as Triton does.
+fn marks_final(request: &pb::ModelInferRequest) -> Result<bool, Status> {
+    let Some(parameter) = request.parameters.get(ENABLE_FINAL_RESPONSE) else { return Ok(false) };
+    match parameter.parameter_choice {
+        Some(ParameterChoice::BoolParam(flag)) => Ok(flag),
+        _ => Err(Status::invalid_argument(format!(
+            "parameter {ENABLE_FINAL_RESPONSE:?} must be a bool_param, got {}",
+            modelplane_service::describe_parameter(parameter)
+        ))),
+    }
 }
 
 /// The method an inference request is counted and traced as, alone or on a stream.
