@@ -32,8 +32,9 @@ pub type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferR
 /// Triton does, that answer still names the request's model, version and id, so a caller
 /// with many requests in flight knows which one failed. A broken request stream ends it.
 /// A request with `triton_enable_empty_final_response` gets its answer marked final
-/// ([`ENABLE_FINAL_RESPONSE`]). Once `draining` resolves no further request is read: those already read are answered
-/// and the stream ends, so a server can drain while its callers keep streams open.
+/// ([`ENABLE_FINAL_RESPONSE`]). Once `draining` resolves no further request is read:
+/// those already read are answered and the stream ends, so a server can drain while its
+/// callers keep streams open.
 pub fn stream_responses<F, Fut>(
     requests: tonic::Streaming<pb::ModelInferRequest>,
     draining: impl Future<Output = ()> + Send + 'static,
