@@ -2,12 +2,54 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// A command that starts from a clean environment: only PATH and HOME of the caller's
+/// (and RAYON_NUM_THREADS, the knob for trying the suite with one compute thread),
+/// loopback exempt from any proxy, and what the test sets. Whatever else the developer's
+/// shell exports (`MODELPLANE_*`, `OTEL_EXPORTER_OTLP_ENDPOINT`, `HTTP_PROXY`,
+/// `RUST_LOG`…) must not change what a test sees.
+pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new(program);
+    command.env_clear();
+    for name in ["PATH", "HOME", "RAYON_NUM_THREADS"] {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    for name in ["NO_PROXY", "no_proxy"] {
+        command.env(name, "127.0.0.1,localhost,::1");
+    }
+    command
+}
+
+/// Sends `signal` to a child process.
+fn signal(child: &Child, signal: Signal) -> Result<()> {
+    let pid = i32::try_from(child.id()).context("pid out of range")?;
+    kill(Pid::from_raw(pid), signal).with_context(|| format!("cannot send {signal} to process {pid}"))
+}
+
+/// Polls `child` until it exits or `timeout` passes.
+fn wait_exit(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 /// A port that was free a moment ago (only for etcd, which cannot report its own).
 pub fn free_port() -> Result<u16> {
@@ -65,7 +107,7 @@ impl Etcd {
         let client = format!("http://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.dir.path().join("etcd.log"))?;
-        let child = Command::new("etcd")
+        let child = clean_command("etcd")
             .args(["--name", "test", "--data-dir"])
             .arg(self.dir.path().join("data"))
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
@@ -113,7 +155,7 @@ impl Process {
         env: &[(&str, &str)],
     ) -> Result<Self> {
         let log = log_dir.join(format!("{name}.log"));
-        let mut child = Command::new(bin)
+        let mut child = clean_command(bin)
             .args(args)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
@@ -154,35 +196,32 @@ impl Process {
         self.addrs.get(role).cloned().unwrap_or_default()
     }
 
-    /// SIGKILL: no chance to clean up.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGSTOP: the process stops answering but keeps its sockets open, as a hung one does.
-    pub fn freeze(&self) -> Result<()> {
-        let status = Command::new("kill").args(["-STOP", &self.child.id().to_string()]).status()?;
-        if !status.success() {
-            bail!("kill -STOP failed");
+    /// SIGKILL: no chance to clean up. Fails unless the process was running and died of
+    /// that signal, so a kill -9 test cannot pass without a kill.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} had already exited ({status}) before kill -9", self.name);
+        }
+        signal(&self.child, Signal::SIGKILL)?;
+        let status = self.child.wait()?;
+        if status.signal() != Some(Signal::SIGKILL as i32) {
+            bail!("{} ended with {status}, not by kill -9", self.name);
         }
         Ok(())
     }
 
+    /// SIGSTOP: the process stops answering but keeps its sockets open, as a hung one does.
+    pub fn freeze(&self) -> Result<()> {
+        signal(&self.child, Signal::SIGSTOP)
+    }
+
     /// SIGTERM, then waits for a clean exit; returns whether it exited successfully.
     pub fn terminate(&mut self, timeout: Duration) -> Result<bool> {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
-        if !status.success() {
-            bail!("kill -TERM failed");
+        signal(&self.child, Signal::SIGTERM)?;
+        match wait_exit(&mut self.child, timeout)? {
+            Some(status) => Ok(status.success()),
+            None => bail!("{} did not exit within {timeout:?} of SIGTERM", self.name),
         }
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status.success());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        bail!("{} did not exit within {timeout:?} of SIGTERM", self.name)
     }
 
     /// The last lines of its log.

@@ -8,11 +8,13 @@
 mod cluster;
 mod data;
 mod flow;
+mod load;
 pub mod metrics;
 mod otlp;
 pub mod scenario;
 
-pub use cluster::{Etcd, Process, free_port};
+pub use cluster::{Etcd, Process, clean_command, free_port};
 pub use data::{churn_csv, houses_csv, topics_csv};
 pub use flow::*;
+pub use load::{Load, LoadSpec, LoadTally};
 pub use otlp::{CollectedSpan, Collector};
