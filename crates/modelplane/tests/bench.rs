@@ -2,9 +2,8 @@
 //! forwarding proxy the serving benchmark uses as the floor of one more gRPC hop.
 
 use std::path::Path;
-use std::process::Command;
 
-use modelplane_tests::Process;
+use modelplane_tests::{Process, clean_command};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_modelplane"))
@@ -13,7 +12,7 @@ fn bin() -> &'static Path {
 /// One short closed-loop run at concurrency 2 (unary calls, or `--stream`); the JSON
 /// line `bench` prints.
 fn bench(target: &str, extra: &[&str]) -> serde_json::Value {
-    let output = Command::new(bin())
+    let output = clean_command(bin())
         .args(["bench", "--target", target, "--model", "echoed", "--concurrency", "2"])
         .args(["--duration-secs", "0.5", "--warmup-secs", "0.1", "--rows", "3", "--format", "json"])
         .args(extra)
@@ -42,11 +41,12 @@ fn bench_measures_the_echo_server_directly_and_through_the_forwarding_proxy() {
         assert_eq!(result["errors"], 0, "{target}: {result}");
         assert_eq!(result["rows"], 3, "{result}");
         assert!(result["requests_per_sec"].as_f64().is_some_and(|rate| rate > 0.0), "{target}: {result}");
-        assert!(result["p99_us"].as_u64() >= result["p50_us"].as_u64(), "{result}");
+        let (p50, p99) = (result["p50_us"].as_u64(), result["p99_us"].as_u64());
+        assert!(p50.is_some_and(|p50| p50 > 0) && p99 >= p50, "percentiles in µs, p99 >= p50: {result}");
     }
 
     // The proxy answers nothing itself: with the echo server gone every call fails.
-    echo.kill();
+    echo.kill().expect("kill -9 of the echo server");
     let result = bench(&proxy.addr("echo"), &[]);
     assert!(result["errors"].as_u64().is_some_and(|errors| errors > 0), "{result}");
     assert_eq!(result["requests_per_sec"], 0.0, "{result}");

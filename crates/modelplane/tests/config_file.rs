@@ -2,9 +2,8 @@
 //! process with one clear line before any port is bound.
 
 use std::path::Path;
-use std::process::Command;
 
-use modelplane_tests::Process;
+use modelplane_tests::{Process, clean_command};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_modelplane"))
@@ -12,7 +11,7 @@ fn bin() -> &'static Path {
 
 /// Runs `modelplane ARGS`, expecting failure; returns stderr and stdout.
 fn fails(args: &[&str]) -> (String, String) {
-    let output = Command::new(bin()).args(args).output().expect("runs");
+    let output = clean_command(bin()).args(args).output().expect("runs");
     assert!(!output.status.success(), "{args:?} should fail");
     (String::from_utf8_lossy(&output.stderr).into_owned(), String::from_utf8_lossy(&output.stdout).into_owned())
 }

@@ -34,7 +34,7 @@ async fn refused(client: &TrainerClient<tonic::transport::Channel>, spec: tpb::J
 /// Trains to the end and returns the finished job.
 async fn run_job(client: &mut TrainerClient<tonic::transport::Channel>, spec: tpb::JobSpec) -> tpb::Job {
     let job = client.submit_job(tpb::SubmitJobRequest { spec: Some(spec) }).await.expect("submit").into_inner();
-    wait_for(client, &job.id, Duration::from_secs(60), |j| {
+    wait_for(client, &job.id, Duration::from_secs(300), |j| {
         !matches!(state(j), tpb::JobState::Queued | tpb::JobState::Running)
     })
     .await
@@ -97,8 +97,8 @@ async fn trainers_share_a_queue_survive_kill_9_and_cancel() {
                     &registry_addr,
                     "--id",
                     id,
-                    "--lease-ttl-secs",
-                    "2",
+                    // The default lease (5 s): a shorter one can lapse on a starved
+                    // machine while its trainer still runs the job.
                     "--max-dataset-bytes",
                     "200000",
                 ]),
@@ -143,7 +143,7 @@ async fn trainers_share_a_queue_survive_kill_9_and_cancel() {
         .await
         .expect("submit")
         .into_inner();
-    let job = wait_for(&mut client, &job.id, Duration::from_secs(30), |j| state(j) == tpb::JobState::Failed).await;
+    let job = wait_for(&mut client, &job.id, Duration::from_secs(120), |j| state(j) == tpb::JobState::Failed).await;
     assert!(job.error.contains("row 3, column \"rooms\": \"many\" is not a number"), "{}", job.error);
 
     // kill -9 of the trainer running a job: the other trainer claims it and completes it.
@@ -155,17 +155,23 @@ async fn trainers_share_a_queue_survive_kill_9_and_cancel() {
         &[("hidden", "128,128"), ("epochs", "25"), ("batch_size", "32")],
     );
     let job = client.submit_job(tpb::SubmitJobRequest { spec: Some(long) }).await.expect("submit").into_inner();
-    let running = wait_for(&mut client, &job.id, Duration::from_secs(30), |j| {
+    let running = wait_for(&mut client, &job.id, Duration::from_secs(120), |j| {
         state(j) == tpb::JobState::Running && j.progress.as_ref().is_some_and(|p| p.epoch >= 1)
     })
     .await;
     let first = running.claimed_by.clone();
     let victim = trainers.iter().position(|(id, _)| *id == first).expect("claimed by a known trainer");
     let (_, mut killed) = trainers.remove(victim);
-    killed.kill();
     let survivor = trainers[0].0.clone();
     let mut client = TrainerClient::new(channel(&trainers[0].1.addr("trainer")).await.expect("channel"));
-    let done = wait_for(&mut client, &job.id, Duration::from_secs(90), |j| {
+    // Frozen first, so that however fast this machine trains, the job cannot finish
+    // between seeing it run and the kill: it must still be running, unfinished, then.
+    killed.freeze().expect("SIGSTOP of the claiming trainer");
+    let frozen = get(&mut client, &job.id).await;
+    assert_eq!(state(&frozen), tpb::JobState::Running, "the job ended before its trainer froze: {frozen:?}");
+    assert_eq!(frozen.claimed_by, first, "{frozen:?}");
+    killed.kill().expect("kill -9 of the claiming trainer");
+    let done = wait_for(&mut client, &job.id, Duration::from_secs(300), |j| {
         !matches!(state(j), tpb::JobState::Queued | tpb::JobState::Running)
     })
     .await;
@@ -192,14 +198,20 @@ async fn trainers_share_a_queue_survive_kill_9_and_cancel() {
     let endless = spec("cancelled", "mlp_regressor", "big", "price", &[("hidden", "64"), ("epochs", "100000")]);
     let running =
         client.submit_job(tpb::SubmitJobRequest { spec: Some(endless.clone()) }).await.expect("submit").into_inner();
-    wait_for(&mut client, &running.id, Duration::from_secs(30), |j| state(j) == tpb::JobState::Running).await;
+    wait_for(&mut client, &running.id, Duration::from_secs(120), |j| state(j) == tpb::JobState::Running).await;
     let queued = client.submit_job(tpb::SubmitJobRequest { spec: Some(endless) }).await.expect("submit").into_inner();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The only trainer left gets two whole epochs of the running job to claim the queued
+    // one: time measured in its own work, not in seconds.
+    let epoch = get(&mut client, &running.id).await.progress.map_or(0, |p| p.epoch);
+    wait_for(&mut client, &running.id, Duration::from_secs(120), |j| {
+        j.progress.as_ref().is_some_and(|p| p.epoch >= epoch + 2)
+    })
+    .await;
     assert_eq!(state(&get(&mut client, &queued.id).await), tpb::JobState::Queued, "one trainer runs one job at a time");
     let cancelled =
         client.cancel_job(tpb::CancelJobRequest { id: queued.id.clone() }).await.expect("cancel").into_inner();
     assert_eq!(state(&cancelled), tpb::JobState::Cancelled);
-    let progress = wait_for(&mut client, &running.id, Duration::from_secs(30), |j| {
+    let progress = wait_for(&mut client, &running.id, Duration::from_secs(120), |j| {
         j.progress.as_ref().is_some_and(|p| p.epoch >= 2)
     })
     .await;
@@ -214,7 +226,7 @@ async fn trainers_share_a_queue_survive_kill_9_and_cancel() {
         client.watch_job(tpb::WatchJobRequest { id: running.id.clone() }).await.expect("watch").into_inner();
     let mut last = None;
     while let Some(update) =
-        tokio::time::timeout(Duration::from_secs(30), watch.message()).await.expect("watch ends").expect("watch")
+        tokio::time::timeout(Duration::from_secs(120), watch.message()).await.expect("watch ends").expect("watch")
     {
         last = Some(update);
     }

