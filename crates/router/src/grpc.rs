@@ -263,13 +263,29 @@ impl RouterService {
             self.copy_to_shadows(&request);
         }
         let model = request.model_name.clone();
-        let outcome = self.forward_infer(request, deadline).await;
+        let outcome = self.forward_within_deadline(request, deadline).await;
         let catalog = self.table.borrow().catalog.clone();
         match &outcome {
             Ok((_, version)) => crate::metrics::request_ended(&catalog, &model, Some(*version), Code::Ok),
             Err(status) => crate::metrics::request_ended(&catalog, &model, None, status.code()),
         }
         outcome.map(|(response, _)| response)
+    }
+
+    /// [`Self::forward_infer`], answered at the deadline whatever the worker is doing:
+    /// the call to the worker is dropped then, and with it the request there.
+    async fn forward_within_deadline<A: InferAnswer>(
+        &self,
+        request: pb::ModelInferRequest,
+        deadline: Option<Instant>,
+    ) -> Result<(A, u64), Status> {
+        let Some(deadline) = deadline else { return self.forward_infer(request, None).await };
+        match tokio::time::timeout_at(deadline.into(), self.forward_infer(request, Some(deadline))).await {
+            // An in-process worker's own timer may end the call in the same instant.
+            Ok(Err(status)) if status.code() == Code::Cancelled && deadline <= Instant::now() => Err(deadline_passed()),
+            Ok(outcome) => outcome,
+            Err(_) => Err(deadline_passed()),
+        }
     }
 
     fn copy_to_shadows(&self, request: &pb::ModelInferRequest) {
@@ -330,6 +346,11 @@ impl RouterService {
         let _slot = self.client_limits.enter(client_of(&request))?;
         Ok(Response::new(self.infer(request.into_inner(), deadline).await?))
     }
+}
+
+/// The answer to a request whose deadline passed before a worker answered it.
+fn deadline_passed() -> Status {
+    Status::deadline_exceeded("the deadline passed before a worker answered; the request was abandoned")
 }
 
 /// How a worker's answer to an inference request comes back: decoded, for REST and

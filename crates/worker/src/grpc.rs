@@ -270,6 +270,9 @@ async fn infer(
         Runnable::Native(_) => codec::decode_input(request, signature)?,
         Runnable::Onnx(_) => codec::Decoded::Tensors(codec::decode_tensors(request, signature)?),
     };
+    // Every path checks the deadline before it computes: the batcher when a batch forms,
+    // the others here (and the blocking pool again when it starts the work).
+    check_deadline(deadline, "before it was computed")?;
     let input = match (&loaded.model, input) {
         (Runnable::Native(native), codec::Decoded::Features(rows)) => {
             let cost = rows.nrows().saturating_mul(native.multiply_adds_per_row());
@@ -292,7 +295,9 @@ async fn infer(
             // Alone on an idle version it runs at once (below), holding the version so
             // that whatever arrives meanwhile queues and batches.
             Some(batcher) => match batcher.claim_idle() {
-                Some(alone) => return run_blocking(loaded, codec::Decoded::Tensors(tensors), Some(alone)).await,
+                Some(alone) => {
+                    return run_blocking(loaded, codec::Decoded::Tensors(tensors), deadline, Some(alone)).await;
+                }
                 None if graph.fits_batch(&tensors) => {
                     return batcher.infer(BatchInput::Tensors(tensors), deadline).await;
                 }
@@ -303,7 +308,17 @@ async fn infer(
         },
         (_, other) => other,
     };
-    run_blocking(loaded, input, None).await
+    run_blocking(loaded, input, deadline, None).await
+}
+
+/// DEADLINE_EXCEEDED once `deadline` has passed; `when` says at which step.
+fn check_deadline(deadline: Option<Instant>, when: &str) -> Result<(), Error> {
+    match deadline {
+        Some(deadline) if deadline <= Instant::now() => {
+            Err(Error::DeadlineExceeded(format!("the deadline passed {when}; the request was not computed")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Runs one request on the blocking pool; `claim` (the version held while alone, see
@@ -312,12 +327,15 @@ async fn infer(
 async fn run_blocking(
     loaded: &Arc<LoadedModel>,
     input: codec::Decoded,
+    deadline: Option<Instant>,
     claim: Option<crate::batcher::Outstanding>,
 ) -> Result<Vec<modelplane_model::Output>, Error> {
     let model = loaded.clone();
     // Inference is CPU work: keep it off the async runtime.
     tokio::task::spawn_blocking(move || {
         let _claim = claim;
+        // The blocking pool may have been busy: the deadline may have passed meanwhile.
+        check_deadline(deadline, "while it waited for a compute thread")?;
         let started = Instant::now();
         let outputs = match (&model.model, input) {
             (Runnable::Native(native), codec::Decoded::Features(rows)) => {
@@ -352,4 +370,24 @@ fn run_inline(
 /// Rows an execution answered: the first dimension of its first output (0 on failure).
 fn rows_of(outputs: &Result<Vec<modelplane_model::Output>, Error>) -> usize {
     outputs.as_ref().ok().and_then(|o| o.first()).and_then(|o| o.shape.first()).copied().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_request_past_its_deadline_is_refused_before_it_computes_on_every_path() {
+        let passed = Instant::now();
+        match check_deadline(Some(passed), "before it was computed") {
+            Err(Error::DeadlineExceeded(message)) => {
+                assert_eq!(message, "the deadline passed before it was computed; the request was not computed")
+            }
+            other => panic!("expected DEADLINE_EXCEEDED, got {other:?}"),
+        }
+        assert!(check_deadline(Some(Instant::now() + Duration::from_secs(3600)), "").is_ok(), "an hour left");
+        assert!(check_deadline(None, "").is_ok(), "no deadline");
+    }
 }
