@@ -381,12 +381,15 @@ impl KvStore for EmbeddedStore {
 mod tests {
     use super::*;
 
+    /// A lease no test outlives, however slow the machine.
+    const LONG_LEASE: Duration = Duration::from_secs(600);
+
     /// A fresh store (kept open as long as the returned directory) with `key` put under a
-    /// new 5-second lease.
+    /// new lease.
     async fn store_with_leased(key: &str, value: &[u8]) -> (tempfile::TempDir, EmbeddedStore, LeaseId) {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = EmbeddedStore::open(dir.path().join("store.redb")).expect("open");
-        let lease = store.lease_grant(Duration::from_secs(5)).await.expect("grant");
+        let lease = store.lease_grant(LONG_LEASE).await.expect("grant");
         store.put(key, value.to_vec(), Some(lease)).await.expect("put");
         (dir, store, lease)
     }
@@ -401,7 +404,9 @@ mod tests {
         std::thread::spawn(move || {
             let _ = answer.send(futures::executor::block_on(refresher.lease_keep_alive(lease)));
         });
-        let refreshed = answered.recv_timeout(Duration::from_secs(5));
+        // A keep-alive that waited for the write would wait until after this (the lock is
+        // held until then); the timeout only bounds that wait.
+        let refreshed = answered.recv_timeout(Duration::from_secs(60));
         drop(writing);
         assert!(matches!(refreshed, Ok(Ok(()))), "the keep-alive waited for the write: {refreshed:?}");
         store.lease_revoke(lease).await.expect("revoke");
@@ -415,7 +420,7 @@ mod tests {
         let (_dir, store, old) = store_with_leased("/workers/w", b"old").await;
         let listed = store.inner.lock().lease_keys.remove(&old).unwrap_or_default();
         assert_eq!(listed.iter().collect::<Vec<_>>(), ["/workers/w"]);
-        let new = store.lease_grant(Duration::from_secs(5)).await.expect("grant");
+        let new = store.lease_grant(LONG_LEASE).await.expect("grant");
         store.put("/workers/w", b"new".to_vec(), Some(new)).await.expect("put again");
         let deleted = store.inner.apply("/workers/w", Change::DeleteOfLease(old)).expect("apply");
         assert_eq!(deleted, None, "the key belongs to the new lease now");

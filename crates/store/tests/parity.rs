@@ -75,13 +75,17 @@ async fn suite(store: Arc<dyn KvStore>) {
     store.lease_revoke(lease).await.expect("revoke");
     assert!(store.get("/t/l/revoked").await.expect("get").is_none());
 
-    let kept = store.lease_grant(Duration::from_secs(2)).await.expect("grant");
+    // Kept alive every 200 ms for twice its TTL, so only the keep-alives can have kept it;
+    // a stall of the machine would have to last a whole TTL (4 s) to lose it.
+    let kept_ttl = Duration::from_secs(4);
+    let kept = store.lease_grant(kept_ttl).await.expect("grant");
     let expiring = store.lease_grant(Duration::from_secs(2)).await.expect("grant");
     store.put("/t/l/kept", b"k".to_vec(), Some(kept)).await.expect("put");
     store.put("/t/l/expiring", b"e".to_vec(), Some(expiring)).await.expect("put");
     let started = Instant::now();
-    while store.get("/t/l/expiring").await.expect("get").is_some() {
-        assert!(started.elapsed() < Duration::from_secs(10), "leased key outlived its lease");
+    while store.get("/t/l/expiring").await.expect("get").is_some() || started.elapsed() < 2 * kept_ttl {
+        // Bounds a hang only.
+        assert!(started.elapsed() < Duration::from_secs(60), "leased key outlived its lease");
         store.lease_keep_alive(kept).await.expect("keep alive");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -116,8 +120,16 @@ async fn embedded_store_survives_a_restart_but_not_its_leases() {
         let lease = store.lease_grant(Duration::from_secs(60)).await.expect("grant");
         store.put("/t/leased", b"l".to_vec(), Some(lease)).await.expect("put");
     }
-    tokio::time::sleep(Duration::from_millis(300)).await; // the expiry task lets go of the file
-    let store = EmbeddedStore::open(&path).expect("reopen");
+    // The dropped store's expiry task lets go of the file soon after; until then it is
+    // still open. Retry until it is free (the deadline only bounds a hang).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let store = loop {
+        match EmbeddedStore::open(&path) {
+            Ok(store) => break store,
+            Err(err) => assert!(std::time::Instant::now() < deadline, "the store file was never let go: {err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(store.get("/t/durable").await.expect("get").expect("kept").value, b"d");
     assert!(store.get("/t/leased").await.expect("get").is_none(), "a dead process's leased key survived");
 }

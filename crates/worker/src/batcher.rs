@@ -376,7 +376,7 @@ mod tests {
         /// Waits (off the runtime) until a batch entered compute; returns its rows.
         async fn next_batch(&self) -> usize {
             let entered = &self.entered;
-            tokio::task::block_in_place(|| entered.lock().expect("lock").recv_timeout(Duration::from_secs(5)))
+            tokio::task::block_in_place(|| entered.lock().expect("lock").recv_timeout(PATIENCE))
                 .expect("a batch entered compute")
         }
     }
@@ -406,8 +406,29 @@ mod tests {
         }
     }
 
-    async fn settle() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    /// Bounds a hang only: what a test waits for is a condition, never a time.
+    const PATIENCE: Duration = Duration::from_secs(30);
+
+    /// Awaits `future`, failing the test if it hangs.
+    async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+        tokio::time::timeout(PATIENCE, future).await.unwrap_or_else(|_| panic!("{what} did not finish in {PATIENCE:?}"))
+    }
+
+    /// A spawned request's answer.
+    async fn answer(task: tokio::task::JoinHandle<Result<Vec<Output>, Error>>) -> Result<Vec<Output>, Error> {
+        within("a request", task).await.expect("task")
+    }
+
+    /// Waits until exactly `requests` wait in the queue (the one computing is not counted).
+    async fn wait_queued(batcher: &Batcher, requests: usize) {
+        let queued = || batcher.queue.max_capacity() - batcher.queue.capacity();
+        within("the queue filling", async {
+            while queued() < requests {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert_eq!(queued(), requests, "requests in the queue");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,7 +442,7 @@ mod tests {
         assert_eq!(gate.next_batch().await, 1);
         assert!(batcher.claim_idle().is_none(), "a request computing in a batch makes the version busy");
         gate.release.send(()).expect("release");
-        queued.await.expect("task").expect("answer");
+        answer(queued).await.expect("answer");
         assert!(batcher.claim_idle().is_some(), "idle again once every request was answered");
 
         let waiting = BatchPolicy { max_queue_delay: Duration::from_millis(5), ..policy(64, 16) };
@@ -437,14 +458,14 @@ mod tests {
         let first = send(&batcher, 0.0, None);
         assert_eq!(gate.next_batch().await, 1);
         let waiting: Vec<_> = (1..=3).map(|i| send(&batcher, i as f32, None)).collect();
-        settle().await;
+        wait_queued(&batcher, 3).await;
         for _ in 0..2 {
             gate.release.send(()).expect("release");
         }
         assert_eq!(gate.next_batch().await, 3, "the three waiting requests form one batch");
-        assert_eq!(echoed(&first.await.expect("task").expect("answer")), [0.0, 0.0]);
+        assert_eq!(echoed(&answer(first).await.expect("answer")), [0.0, 0.0]);
         for (i, task) in waiting.into_iter().enumerate() {
-            let outputs = task.await.expect("task").expect("answer");
+            let outputs = answer(task).await.expect("answer");
             assert_eq!(outputs[0].shape, [1, 2]);
             assert_eq!(echoed(&outputs), [(i + 1) as f32; 2], "request {} got its own row back", i + 1);
         }
@@ -462,7 +483,7 @@ mod tests {
         }
         assert!(sizes.iter().all(|&n| n <= 2), "batch sizes {sizes:?}");
         for task in tasks {
-            task.await.expect("task").expect("answer");
+            answer(task).await.expect("answer");
         }
     }
 
@@ -473,8 +494,8 @@ mod tests {
         let busy = send(&batcher, 0.0, None);
         assert_eq!(gate.next_batch().await, 1);
         let queued: Vec<_> = (0..2).map(|_| send(&batcher, 1.0, None)).collect();
-        settle().await;
-        match batcher.infer(row(2.0), None).await {
+        wait_queued(&batcher, 2).await;
+        match within("a refusal", batcher.infer(row(2.0), None)).await {
             Err(Error::ResourceExhausted(message)) => {
                 assert!(message.contains("churn v3") && message.contains("2 requests"), "{message}")
             }
@@ -483,9 +504,9 @@ mod tests {
         for _ in 0..2 {
             gate.release.send(()).expect("release");
         }
-        busy.await.expect("task").expect("answer");
+        answer(busy).await.expect("answer");
         for task in queued {
-            task.await.expect("task").expect("queued requests are still answered");
+            answer(task).await.expect("queued requests are still answered");
         }
     }
 
@@ -497,15 +518,18 @@ mod tests {
         assert_eq!(gate.next_batch().await, 1);
         let cancelled = send(&batcher, 1.0, None);
         let kept = send(&batcher, 2.0, None);
-        settle().await;
+        wait_queued(&batcher, 2).await;
+        // Aborted while it waits in the queue: its task ends without an answer, which
+        // drops the request's side of the reply channel.
         cancelled.abort();
-        settle().await;
+        let aborted = within("the aborted request", cancelled).await;
+        assert!(aborted.is_err_and(|err| err.is_cancelled()), "the request was cancelled, not answered");
         for _ in 0..2 {
             gate.release.send(()).expect("release");
         }
-        busy.await.expect("task").expect("answer");
+        answer(busy).await.expect("answer");
         assert_eq!(gate.next_batch().await, 1, "the cancelled request is left out of the batch");
-        assert_eq!(echoed(&kept.await.expect("task").expect("answer")), [2.0, 2.0]);
+        assert_eq!(echoed(&answer(kept).await.expect("answer")), [2.0, 2.0]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -514,16 +538,19 @@ mod tests {
         let batcher = Arc::new(Batcher::start(compute, policy(64, 16), "m v1".into(), Arc::default()));
         let busy = send(&batcher, 0.0, None);
         assert_eq!(gate.next_batch().await, 1);
-        let expiring = send(&batcher, 1.0, Some(Instant::now() + Duration::from_millis(10)));
+        let deadline = Instant::now() + Duration::from_millis(10);
+        let expiring = send(&batcher, 1.0, Some(deadline));
         let patient = send(&batcher, 2.0, None);
-        settle().await;
+        wait_queued(&batcher, 2).await;
+        // The deadline passes while both wait behind the busy batch.
+        tokio::time::sleep_until(deadline.into()).await;
         for _ in 0..2 {
             gate.release.send(()).expect("release");
         }
-        busy.await.expect("task").expect("answer");
+        answer(busy).await.expect("answer");
         assert_eq!(gate.next_batch().await, 1, "only the request still within its deadline is computed");
-        assert!(matches!(expiring.await.expect("task"), Err(Error::DeadlineExceeded(_))));
-        assert_eq!(echoed(&patient.await.expect("task").expect("answer")), [2.0, 2.0]);
+        assert!(matches!(answer(expiring).await, Err(Error::DeadlineExceeded(_))));
+        assert_eq!(echoed(&answer(patient).await.expect("answer")), [2.0, 2.0]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -531,7 +558,7 @@ mod tests {
         let one_row: ComputeFn =
             Arc::new(|_| Ok(vec![Output { name: "sum".into(), shape: vec![1], data: TensorData::F32(vec![0.0]) }]));
         let batcher = Batcher::start(one_row, policy(64, 16), "m v1".into(), Arc::default());
-        match batcher.infer(BatchInput::Features(Array2::zeros((2, 2))), None).await {
+        match within("the batch", batcher.infer(BatchInput::Features(Array2::zeros((2, 2))), None)).await {
             Err(Error::Internal(message)) => {
                 assert!(message.contains("\"sum\" has shape [1] for a batch of 2 rows"), "{message}")
             }
