@@ -6,6 +6,7 @@ files themselves."""
 import glob
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -18,6 +19,31 @@ import pytest
 BIN = os.environ.get("MODELPLANE_BIN", "target/debug/modelplane")
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+
+# Loopback never goes through a proxy, for the test's own clients (urllib, gRPC) as for
+# the processes it starts.
+LOOPBACK = "127.0.0.1,localhost,::1"
+os.environ["NO_PROXY"] = os.environ["no_proxy"] = LOOPBACK
+
+
+def clean_env(**extra):
+    """The environment of a process a test starts: PATH and HOME of the caller's (and
+    RAYON_NUM_THREADS, the knob for trying the suite with one compute thread), no proxy
+    for loopback, and `extra`. Whatever else the developer's shell exports (MODELPLANE_*,
+    OTEL_EXPORTER_OTLP_ENDPOINT, HTTP_PROXY, RUST_LOG...) stays out."""
+    env = {name: os.environ[name] for name in ("PATH", "HOME", "RAYON_NUM_THREADS") if name in os.environ}
+    env.update(NO_PROXY=LOOPBACK, no_proxy=LOOPBACK)
+    env.update(extra)
+    return env
+
+
+def work_dir(prefix):
+    """A temporary directory that `remove_work_dir` deletes at the end."""
+    return tempfile.mkdtemp(prefix=prefix)
+
+
+def remove_work_dir(path):
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def read_safetensors(path):
@@ -131,9 +157,12 @@ def write_half_onnx(path):
     save(model, path)
 
 
-# A deliberately slow ONNX model: SLOW_DEPTH chained 256x256 MatMuls, so a request of
-# SLOW_ROWS rows computes for a second or more (for the cancellation test).
-SLOW_WIDTH, SLOW_DEPTH, SLOW_ROWS = 256, 64, 4096
+# A deliberately slow ONNX model: SLOW_DEPTH chained 256x256 MatMuls (33.5 MFLOP a row),
+# for the tests that need a call still computing when they act on it. How many rows take
+# long enough depends on the machine, so `slow_rows` measures it where the tests run.
+SLOW_WIDTH, SLOW_DEPTH = 256, 256
+SLOW_ENOUGH = 1.0  # seconds a slow call computes at least
+SLOW_MAX_ROWS = 32768  # 32 MiB of FP32, under the 64 MiB message limit
 
 
 def write_slow_onnx(path):
@@ -154,20 +183,68 @@ def write_slow_onnx(path):
     save(model, path)
 
 
+_SLOW_ROWS = {}
+
+
+def slow_rows(router, model="slow-chain"):
+    """(rows, seconds): a request of `rows` rows to `model` through `router` computes for
+    SLOW_ENOUGH seconds or more here, measured by trying (once per router)."""
+    import tritonclient.grpc as grpcclient
+
+    if router not in _SLOW_ROWS:
+        client = grpcclient.InferenceServerClient(router)
+
+        def timed(rows):
+            x = grpcclient.InferInput("x", [rows, SLOW_WIDTH], "FP32")
+            x.set_data_from_numpy(np.ones((rows, SLOW_WIDTH), dtype=np.float32))
+            started = time.monotonic()
+            client.infer(model, [x])
+            return time.monotonic() - started
+
+        rows = 16
+        timed(rows)  # the first call warms caches up: not a measure
+        while True:
+            took = timed(rows)
+            if took >= SLOW_ENOUGH:
+                break
+            assert rows < SLOW_MAX_ROWS, f"even {rows} rows of {model} compute in only {took:.2f}s"
+            # Straight to the estimate (with a margin), at least doubling.
+            rows = min(SLOW_MAX_ROWS, max(2 * rows, int(rows * 1.5 * SLOW_ENOUGH / max(took, 1e-3))))
+        _SLOW_ROWS[router] = rows, took
+        print(f"{model} computes {rows} rows in {took:.2f}s through {router}")
+    return _SLOW_ROWS[router]
+
+
 def start_modelplane(args, env, roles, log_path):
     """Starts `modelplane ARGS`; returns the process and the `roles` addresses it printed
     as `modelplane: ROLE listening on ADDR`."""
+    import queue
+    import threading
+
     proc = subprocess.Popen([BIN, *args], stdout=subprocess.PIPE, stderr=open(log_path, "w"), text=True, env=env)
+    lines = queue.Queue()
+
+    def read():  # keeps draining stdout, so the process never blocks on it
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
     addrs = {}
-    deadline = time.time() + 60
-    while len(addrs) < roles and time.time() < deadline:
-        line = proc.stdout.readline()
-        if not line:
+    deadline = time.monotonic() + 120  # bounds a hang only
+    while len(addrs) < roles:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if line is None:
             break
         if line.startswith("modelplane: ") and " listening on " in line:
             role, addr = line[len("modelplane: "):].strip().split(" listening on ")
             addrs[role] = addr
-    assert len(addrs) == roles, f"modelplane {args[0]} did not start: {open(log_path).read()[-2000:]}"
+    if len(addrs) < roles:
+        proc.kill()
+        raise AssertionError(f"modelplane {args[0]} did not start: {open(log_path).read()[-2000:]}")
     return proc, addrs
 
 
@@ -185,28 +262,28 @@ def rest(cluster):
 
 @pytest.fixture(scope="session")
 def cli(cluster):
-    """Runs `modelplane ARGS` against the cluster; returns the finished process (its
-    output as text). `check=False` lets a test look at a failure."""
+    """Runs `modelplane ARGS` against the cluster (in a clean environment); returns the
+    finished process (its output as text). `check=False` lets a test look at a failure."""
     def run(*args, check=True):
-        return subprocess.run([BIN, *args], check=check, capture_output=True, text=True, **CLI)
+        return subprocess.run([BIN, *args], check=check, capture_output=True, text=True, timeout=600, **CLI)
     return run
 
 
 @pytest.fixture(scope="session")
 def cluster():
-    work = tempfile.mkdtemp(prefix="modelplane-interop-")
+    work = work_dir("modelplane-interop-")
     proc, addrs = start_modelplane(
         ["up", "--data-dir", os.path.join(work, "data"), "--grpc-port", "0", "--http-port", "0",
          "--registry-port", "0", "--trainer-port", "0", "--worker-port", "0"],
-        os.environ, 5, os.path.join(work, "up.log"))
-    env = dict(os.environ, MODELPLANE_REGISTRY=addrs["registry"], MODELPLANE_TRAINER=addrs["trainer"],
-               MODELPLANE_ROUTER=addrs["router"])
+        clean_env(), 5, os.path.join(work, "up.log"))
+    env = clean_env(MODELPLANE_REGISTRY=addrs["registry"], MODELPLANE_TRAINER=addrs["trainer"],
+                    MODELPLANE_ROUTER=addrs["router"])
 
     def cli(*args):
-        subprocess.run([BIN, *args], check=True, env=env, cwd=work, stdout=subprocess.PIPE)
+        subprocess.run([BIN, *args], check=True, env=env, cwd=work, stdout=subprocess.PIPE, timeout=600)
 
     subprocess.run([sys.executable, os.path.join(REPO, "examples", "make-data.py"), work], check=True,
-                   stdout=subprocess.PIPE)
+                   stdout=subprocess.PIPE, timeout=600)
     cli("datasets", "upload", "houses.csv")
     cli("train", "houses", "--dataset", "houses", "--target", "price", "--kind", "linear", "--epochs", "30")
     cli("alias", "set", "houses", "production", "1")
@@ -239,7 +316,10 @@ def cluster():
     CLI.update(env=env, cwd=work)
     yield addrs["router"], artifacts[0]
     proc.terminate()
-    assert proc.wait(timeout=20) == 0, "modelplane up did not exit cleanly on SIGTERM"
+    try:
+        assert proc.wait(timeout=30) == 0, "modelplane up did not exit cleanly on SIGTERM"
+    finally:
+        remove_work_dir(work)
 
 
 ROWS = np.array([[120, 3, 10], [60, 1, 45], [200, 5, 2.5]], dtype=np.float32)
@@ -259,12 +339,12 @@ def unload_and_reload(client, model, listed):
     (the names in the repository index) leaves it out, loads it again and waits until
     it is ready."""
     client.unload_model(model)
-    deadline = time.time() + 20
+    deadline = time.time() + 60
     while model in listed():
         assert time.time() < deadline, f"the router still lists the unloaded {model}"
         time.sleep(0.1)
     client.load_model(model)
-    deadline = time.time() + 30
+    deadline = time.time() + 60
     while not client.is_model_ready(model):
         assert time.time() < deadline, f"the reloaded {model} never became ready"
         time.sleep(0.1)

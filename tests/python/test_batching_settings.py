@@ -1,6 +1,7 @@
 """Dynamic batching per deployment: `modelplane deploy --max-batch-size/--max-queue-delay-us`
 puts the loaded versions under new batching settings without reloading them, Triton's
 ModelConfig shows them, batches stay within them, and bad settings are refused."""
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,7 +12,25 @@ import tritonclient.grpc as grpcclient
 from conftest import B1, B2, ROWS, TYPED_W, W1, W2
 
 
-def wait_for(predicate, what, timeout=15):
+# The longest queue delay a deployment may set (1 s): requests that must merge get it, so
+# that they need to arrive within a second of each other, not within a tuned window.
+# They start together (`together`), so only a machine stalled for a second could miss it.
+MERGE_DELAY_US = "1000000"
+
+
+def together(count, send):
+    """`send(i)` for i in range(count), from `count` threads released at once."""
+    start = threading.Barrier(count, timeout=60)
+
+    def run(i):
+        start.wait()
+        return send(i)
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(run, range(count)))
+
+
+def wait_for(predicate, what, timeout=60):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if predicate():
@@ -40,9 +59,10 @@ def test_a_deployment_sets_the_batching_of_its_versions(cluster, cli):
 
     try:
         # A long wait makes concurrent one-row requests merge; the size caps the merge.
-        cli("deploy", "houses", "--alias", "production", "--max-batch-size", "4", "--max-queue-delay-us", "100000")
+        cli("deploy", "houses", "--alias", "production", "--max-batch-size", "4", "--max-queue-delay-us",
+            MERGE_DELAY_US)
         wait_for(lambda: config().get("max_batch_size") == 4, "max_batch_size 4 in ModelConfig")
-        assert int(config()["dynamic_batching"]["max_queue_delay_microseconds"]) == 100000
+        assert int(config()["dynamic_batching"]["max_queue_delay_microseconds"]) == int(MERGE_DELAY_US)
 
         row = ROWS[:1]
         clients = [grpcclient.InferenceServerClient(router) for _ in range(16)]
@@ -53,15 +73,14 @@ def test_a_deployment_sets_the_batching_of_its_versions(cluster, cli):
             return one.infer("houses", [x]).as_numpy("predictions")
 
         before = stats()
-        with ThreadPoolExecutor(len(clients)) as pool:
-            answers = list(pool.map(infer, clients))
+        answers = together(len(clients), lambda i: infer(clients[i]))
         after = stats()
         assert all(np.array_equal(a, answers[0]) for a in answers)
         rows = int(after["inference_count"]) - int(before.get("inference_count", 0))
         executions = int(after["execution_count"]) - int(before.get("execution_count", 0))
         assert rows == 16
         assert executions >= 4, f"{executions} executions for 16 rows: a batch was larger than 4 rows"
-        assert executions < 16, "requests waiting up to 100 ms together were not merged"
+        assert executions < 16, "requests waiting up to 1 s together were not merged"
         # Triton's batch_stats say the same, execution by execution.
         grown = executions_by_size(before, after)
         assert sum(grown.values()) == executions, grown
@@ -118,11 +137,10 @@ def test_onnx_requests_merge_into_batches_and_each_gets_its_own_rows(cluster, cl
         return one.infer(model, [tensor]).as_numpy(output)
 
     try:
-        cli("deploy", model, "--version", "1", "--max-batch-size", "8", "--max-queue-delay-us", "100000")
+        cli("deploy", model, "--version", "1", "--max-batch-size", "8", "--max-queue-delay-us", MERGE_DELAY_US)
         wait_for(lambda: max_batch_size() == 8, f"max_batch_size 8 for {model}")
         before = stats()
-        with ThreadPoolExecutor(len(clients)) as pool:
-            answers = list(pool.map(infer, zip(clients, cases)))
+        answers = together(len(clients), lambda i: infer((clients[i], cases[i])))
         after = stats()
         for (_, _, want), got in zip(cases, answers):
             assert got.shape == want.shape
@@ -130,7 +148,7 @@ def test_onnx_requests_merge_into_batches_and_each_gets_its_own_rows(cluster, cl
         rows = int(after["inference_count"]) - int(before.get("inference_count", 0))
         executions = int(after["execution_count"]) - int(before.get("execution_count", 0))
         assert rows == sum(x.shape[0] for (_, x, _), _, _ in cases)
-        assert executions < len(cases), "requests waiting up to 100 ms together were not merged"
+        assert executions < len(cases), "requests waiting up to 1 s together were not merged"
         grown = executions_by_size(before, after)
         assert sum(grown.values()) == executions and sum(s * n for s, n in grown.items()) == rows, grown
         assert max(grown) <= 8, f"a batch exceeded 8 rows: {grown}"

@@ -7,7 +7,7 @@ import urllib.request
 import numpy as np
 import tritonclient.http as httpclient
 
-from conftest import ROWS, TYPED_W, expected, unload_and_reload
+from conftest import ROWS, SLOW_WIDTH, TYPED_W, expected, slow_rows, unload_and_reload
 
 
 def call(url, body=None):
@@ -115,23 +115,30 @@ def test_batches_up_to_the_grpc_message_limit(rest, cluster):
 
 
 def test_the_timeout_parameter_is_the_requests_deadline_as_tritonclient_http_sends_it(rest, cluster):
-    _, artifact = cluster
+    router, artifact = cluster
     client = httpclient.InferenceServerClient(rest.removeprefix("http://"))
-    x = httpclient.InferInput("input", list(ROWS.shape), "FP32")
-    x.set_data_from_numpy(ROWS)
+    # The slow model, with a timeout of a quarter of the time it computes here: the
+    # deadline passes while it runs, on any machine.
+    rows, compute = slow_rows(router)
+    quarter = int(compute / 4 * 1e6)  # microseconds, as Triton reads it
+    slow = httpclient.InferInput("x", [rows, SLOW_WIDTH], "FP32")
+    slow.set_data_from_numpy(np.ones((rows, SLOW_WIDTH), dtype=np.float32), binary_data=True)
     try:
-        client.infer("houses", [x], timeout=1)  # microseconds: gone before a worker is reached
-        raise AssertionError("a request with a 1 µs timeout was answered")
+        client.infer("slow-chain", [slow], timeout=quarter)
+        raise AssertionError(f"a request with a {quarter} µs timeout, computing for {compute:.2f}s, was answered")
     except httpclient.InferenceServerException as err:
         assert "deadline" in err.message(), err.message()
-    result = client.infer("houses", [x], timeout=30_000_000)
+    x = httpclient.InferInput("input", list(ROWS.shape), "FP32")
+    x.set_data_from_numpy(ROWS)
+    result = client.infer("houses", [x], timeout=600_000_000)
     np.testing.assert_allclose(result.as_numpy("predictions"), expected(artifact), rtol=1e-4)
     body = {"parameters": {"timeout": "soon"},
             "inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
     status, error = call(f"{rest}/v2/models/houses/infer", body)
     assert status == 400 and "microseconds" in error["error"], error
-    body["parameters"]["timeout"] = 1
-    status, error = call(f"{rest}/v2/models/houses/infer", body)
+    body = {"parameters": {"timeout": quarter},
+            "inputs": [{"name": "x", "shape": [rows, SLOW_WIDTH], "datatype": "FP32", "data": [1.0] * (rows * SLOW_WIDTH)}]}
+    status, error = call(f"{rest}/v2/models/slow-chain/infer", body)
     assert status == 504 and "deadline" in error["error"], (status, error)
 
 

@@ -18,9 +18,18 @@ def test_server_metadata_lists_the_extensions(cluster):
     assert {"classification", "model_configuration", "statistics", "model_repository"} <= set(server["extensions"])
 
 
-def test_model_config_reports_batching_and_signature(cluster):
+def test_model_config_reports_batching_and_signature(cluster, cli):
     router, _ = cluster
     client = grpcclient.InferenceServerClient(router)
+    # The deployment as the cluster made it, whatever another test set before: this test
+    # reads the worker's own batching settings.
+    cli("deploy", "houses", "--alias", "production")
+    cli("deploy", "onnx-classifier", "--version", "1")
+    deadline = time.time() + 60
+    while client.get_model_config("houses", as_json=True)["config"].get("max_batch_size") != 64 or \
+            client.get_model_config("onnx-classifier", as_json=True)["config"].get("max_batch_size") != 64:
+        assert time.time() < deadline, "the deployments never went back to the worker's batching settings"
+        time.sleep(0.05)
     config = client.get_model_config("houses", as_json=True)["config"]
     assert config["name"] == "houses" and config["platform"] == "modelplane_ndarray"
     assert config["max_batch_size"] == 64, "dynamic batching is on by default"
