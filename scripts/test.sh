@@ -1,25 +1,41 @@
 #!/usr/bin/env bash
 # The one command that runs every test. It installs what a fresh machine lacks:
-# etcd-server (Debian package, for the cluster tests) and a Python venv with tritonclient
-# and onnx (for the interop test, which also builds the ONNX model it imports) and moto's
-# S3 server (for the S3 blob store test). protoc is not needed: see tools/protoc.
+# etcd-server (Debian package, for the cluster tests), python3-venv where the system splits
+# it out, and a Python venv pinned by tests/python/requirements.txt with tritonclient and
+# onnx (for the interop test, which also builds the ONNX model it imports) and moto's S3
+# server (for the S3 blob store test). protoc is not needed: see tools/protoc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_updated=
+apt_install() {
+  if [ -z "$apt_updated" ]; then as_root apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
 
 if ! command -v etcd >/dev/null 2>&1; then
   echo "== installing etcd-server (apt-get)"
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq etcd-server >/dev/null
+  apt_install etcd-server
+fi
+# Debian and Ubuntu ship `python3 -m venv` in a package of its own.
+if ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then
+  echo "== installing python3-venv (apt-get)"
+  apt_install python3-venv
 fi
 
+# The venv is made anew whenever the pinned requirements change.
 venv=target/interop-venv
-if ! "$venv/bin/python" -c "import tritonclient.grpc, tritonclient.http, numpy, pytest, onnx, moto.server, boto3, prometheus_client" >/dev/null 2>&1; then
-  echo "== creating the interop venv ($venv)"
+requirements=tests/python/requirements.txt
+stamp="$venv/requirements.sha256"
+wanted="$(sha256sum "$requirements" | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! "$venv/bin/python" -c "import tritonclient.grpc" >/dev/null 2>&1; then
+  echo "== creating the interop venv ($venv) from $requirements"
+  rm -rf "$venv"
   mkdir -p target
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check 'tritonclient[grpc,http]' numpy pytest onnx 'moto[server]' prometheus-client
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  echo "$wanted" > "$stamp"
 fi
 
 # A full build takes about 2 GB; CI once ran out of disk, so say what there is.
