@@ -181,15 +181,6 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     assert_eq!(answered_by(&after, "2") - answered_by(&before, "2"), f64::from(10_000 - first), "v2 in the metrics");
     // Production (v2) with v1 as a shadow: every answer comes from v2, and v1's
     // statistics count a copy of each request.
-    let shadowed = pb::Deployment {
-        model: "houses".into(),
-        targets: vec![
-            pb::DeploymentTarget { alias: "production".into(), weight: 1, ..Default::default() },
-            pb::DeploymentTarget { version: 1, shadow: true, ..Default::default() },
-        ],
-        ..Default::default()
-    };
-    registry_client.set_deployment(pb::SetDeploymentRequest { deployment: Some(shadowed) }).await.expect("shadow");
     let v1_successes = |stats: modelplane_proto::inference::ModelStatisticsResponse| {
         stats
             .model_stats
@@ -202,29 +193,61 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     let mut inference = modelplane_tests::inference(&endpoints.router).await.expect("client");
     let stats_request =
         modelplane_proto::inference::ModelStatisticsRequest { name: "houses".into(), version: String::new() };
+    // Requests so far went one at a time, so v1's count is settled.
     let before = v1_successes(inference.model_statistics(stats_request.clone()).await.expect("stats").into_inner());
+    let shadowed = pb::Deployment {
+        model: "houses".into(),
+        targets: vec![
+            pb::DeploymentTarget { alias: "production".into(), weight: 1, ..Default::default() },
+            pb::DeploymentTarget { version: 1, shadow: true, ..Default::default() },
+        ],
+        ..Default::default()
+    };
+    registry_client.set_deployment(pb::SetDeploymentRequest { deployment: Some(shadowed) }).await.expect("shadow");
+    // Until the router applies the new deployment (both targets at once), the canary may
+    // still answer from v1: wait for 20 answers from v2 in a row (1e-20 under the canary).
+    let (mut in_a_row, mut direct_v1, mut warm_up_v2) = (0, 0u64, 0u64);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while in_a_row < 20 {
+        let (_, version) =
+            modelplane_tests::predict(&endpoints.router, "houses", "", &rows, false).await.expect("infer");
+        if version == "2" {
+            in_a_row += 1;
+            warm_up_v2 += 1;
+        } else {
+            (in_a_row, direct_v1) = (0, direct_v1 + 1);
+        }
+        assert!(Instant::now() < deadline, "the router never applied the shadowed deployment");
+    }
     for _ in 0..40 {
         let (_, version) =
             modelplane_tests::predict(&endpoints.router, "houses", "", &rows, false).await.expect("infer");
         assert_eq!(version, "2", "a shadow never answers");
     }
+    // Every one of the 40 was copied (and perhaps the warm-up's answers from v2): v1 saw
+    // that many copies, and the router counted each one answered.
+    let answered = |text: &str| {
+        let labels = [("model", "houses"), ("version", "1"), ("outcome", "answered")];
+        metric(text, "modelplane_router_shadow_copies_total", &labels).unwrap_or(0.0)
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let copies = v1_successes(inference.model_statistics(stats_request.clone()).await.expect("stats").into_inner());
-        if copies - before == 40 {
-            break;
+    let copies = loop {
+        let stats = inference.model_statistics(stats_request.clone()).await.expect("stats").into_inner();
+        let copies = v1_successes(stats).saturating_sub(before + direct_v1);
+        let counted = answered(&scrape(&router_metrics).await.expect("router metrics"));
+        if copies >= 40 && counted == copies as f64 {
+            break copies;
         }
-        assert!(copies - before < 40, "v1 answered {} copies for 40 requests", copies - before);
-        assert!(Instant::now() < deadline, "only {} of 40 copies reached the shadow", copies - before);
+        assert!(Instant::now() < deadline, "{copies} copies reached the shadow, {counted} counted, for 40 requests");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
+    assert!(copies <= 40 + warm_up_v2, "v1 answered {copies} copies for {} requests", 40 + warm_up_v2);
     // The shadow's answers show in the router's metrics, and no copy was dropped.
     let text = scrape(&router_metrics).await.expect("router metrics");
     let shadow = |outcome: &str| {
         let labels = [("model", "houses"), ("version", "1"), ("outcome", outcome)];
         metric(&text, "modelplane_router_shadow_copies_total", &labels)
     };
-    assert_eq!(shadow("answered"), Some(40.0), "{text}");
     assert_eq!((shadow("failed"), shadow("dropped")), (None, None), "{text}");
     // An unknown model is counted without its name; every RPC also counts per method.
     let refused = [("model", "other"), ("code", "NOT_FOUND")];
