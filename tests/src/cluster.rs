@@ -1,10 +1,10 @@
 //! Processes under test: etcd and the modelplane binary per role.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,28 @@ pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
 fn signal(child: &Child, signal: Signal) -> Result<()> {
     let pid = i32::try_from(child.id()).context("pid out of range")?;
     kill(Pid::from_raw(pid), signal).with_context(|| format!("cannot send {signal} to process {pid}"))
+}
+
+/// Runs `command` to its end (stdin closed) and returns its output; kills it and fails
+/// after `timeout`, which only bounds a hang.
+pub fn output_within(command: &mut Command, timeout: Duration) -> Result<Output> {
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    }
+    let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let Some(status) = wait_exit(&mut child, timeout)? else {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("{command:?} did not finish within {timeout:?}");
+    };
+    Ok(Output { status, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default() })
 }
 
 /// Polls `child` until it exits or `timeout` passes.

@@ -13,7 +13,7 @@ pub mod metrics;
 mod otlp;
 pub mod scenario;
 
-pub use cluster::{Etcd, Process, clean_command, free_port};
+pub use cluster::{Etcd, Process, clean_command, free_port, output_within};
 pub use data::{churn_csv, houses_csv, topics_csv};
 pub use flow::*;
 pub use load::{Load, LoadSpec, LoadTally};

@@ -2,8 +2,9 @@
 //! forwarding proxy the serving benchmark uses as the floor of one more gRPC hop.
 
 use std::path::Path;
+use std::time::Duration;
 
-use modelplane_tests::{Process, clean_command};
+use modelplane_tests::{Process, clean_command, output_within};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_modelplane"))
@@ -12,12 +13,14 @@ fn bin() -> &'static Path {
 /// One short closed-loop run at concurrency 2 (unary calls, or `--stream`); the JSON
 /// line `bench` prints.
 fn bench(target: &str, extra: &[&str]) -> serde_json::Value {
-    let output = clean_command(bin())
-        .args(["bench", "--target", target, "--model", "echoed", "--concurrency", "2"])
-        .args(["--duration-secs", "0.5", "--warmup-secs", "0.1", "--rows", "3", "--format", "json"])
-        .args(extra)
-        .output()
-        .expect("bench runs");
+    let output = output_within(
+        clean_command(bin())
+            .args(["bench", "--target", target, "--model", "echoed", "--concurrency", "2"])
+            .args(["--duration-secs", "0.5", "--warmup-secs", "0.1", "--rows", "3", "--format", "json"])
+            .args(extra),
+        Duration::from_secs(300),
+    )
+    .expect("bench runs");
     assert!(output.status.success(), "bench failed: {}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8_lossy(&output.stdout);
     serde_json::from_str(stdout.lines().last().expect("a result line")).expect("bench prints JSON")

@@ -2,8 +2,9 @@
 //! process with one clear line before any port is bound.
 
 use std::path::Path;
+use std::time::Duration;
 
-use modelplane_tests::{Process, clean_command};
+use modelplane_tests::{Process, clean_command, output_within};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_modelplane"))
@@ -11,7 +12,7 @@ fn bin() -> &'static Path {
 
 /// Runs `modelplane ARGS`, expecting failure; returns stderr and stdout.
 fn fails(args: &[&str]) -> (String, String) {
-    let output = clean_command(bin()).args(args).output().expect("runs");
+    let output = output_within(clean_command(bin()).args(args), Duration::from_secs(300)).expect("runs");
     assert!(!output.status.success(), "{args:?} should fail");
     (String::from_utf8_lossy(&output.stderr).into_owned(), String::from_utf8_lossy(&output.stdout).into_owned())
 }

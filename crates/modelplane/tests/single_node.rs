@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use modelplane_tests::scenario::{self, Endpoints};
-use modelplane_tests::{Process, clean_command};
+use modelplane_tests::{Process, clean_command, output_within};
 
 fn start_up(dir: &Path) -> Process {
     start_up_with(dir, &[])
@@ -67,12 +67,14 @@ async fn up_places_deployments_within_its_memory_capacity() {
         modelplane_tests::train(&trainer, model, kind, model, target, &[("epochs", "2")]).await.expect("train");
     }
     let cli = |args: &[&str]| {
-        let output = clean_command(env!("CARGO_BIN_EXE_modelplane"))
-            .args(args)
-            .env("MODELPLANE_REGISTRY", &registry)
-            .env("MODELPLANE_ROUTER", up.addr("router"))
-            .output()
-            .expect("runs");
+        let output = output_within(
+            clean_command(env!("CARGO_BIN_EXE_modelplane"))
+                .args(args)
+                .env("MODELPLANE_REGISTRY", &registry)
+                .env("MODELPLANE_ROUTER", up.addr("router")),
+            Duration::from_secs(300),
+        )
+        .expect("runs");
         let text = if output.status.success() { &output.stdout } else { &output.stderr };
         (output.status.success(), String::from_utf8_lossy(text).into_owned())
     };
@@ -171,17 +173,19 @@ fn readme_walkthrough_runs_as_written() {
     let lines = walkthrough_lines();
     assert!(lines.iter().any(|l| l.starts_with("modelplane predict")), "walkthrough has no predict step: {lines:?}");
     for line in &lines {
-        let output = clean_command("sh")
-            .arg("-c")
-            .arg(line)
-            .current_dir(&work)
-            .env("PATH", &path)
-            .env("MODELPLANE_REPO", repo_root())
-            .env("MODELPLANE_REGISTRY", up.addr("registry"))
-            .env("MODELPLANE_TRAINER", up.addr("trainer"))
-            .env("MODELPLANE_ROUTER", up.addr("router"))
-            .output()
-            .expect("runs");
+        let output = output_within(
+            clean_command("sh")
+                .arg("-c")
+                .arg(line)
+                .current_dir(&work)
+                .env("PATH", &path)
+                .env("MODELPLANE_REPO", repo_root())
+                .env("MODELPLANE_REGISTRY", up.addr("registry"))
+                .env("MODELPLANE_TRAINER", up.addr("trainer"))
+                .env("MODELPLANE_ROUTER", up.addr("router")),
+            Duration::from_secs(600),
+        )
+        .expect("runs");
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         assert!(output.status.success(), "`{line}` failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
         outputs.push((line.clone(), stdout));
