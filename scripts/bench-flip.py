@@ -28,7 +28,7 @@ import tritonclient.grpc as grpcclient
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(REPO, "tests", "python"))
-from conftest import clean_env, start_modelplane  # noqa: E402
+from conftest import make_data, start_up  # noqa: E402
 
 BIN = os.environ.get("MODELPLANE_BIN", os.path.join(REPO, "target", "release", "modelplane"))
 ROW = np.array([[120, 3, 10]], dtype=np.float32)
@@ -77,18 +77,12 @@ def main():
         subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "modelplane"], cwd=REPO, check=True)
     work = tempfile.mkdtemp(prefix="modelplane-flip-")
     try:
-        proc, addrs = start_modelplane(
-            ["up", "--data-dir", os.path.join(work, "data"), "--grpc-port", "0", "--http-port", "0",
-             "--registry-port", "0", "--trainer-port", "0", "--worker-port", "0"],
-            clean_env(), 5, os.path.join(work, "up.log"))
-        env = clean_env(MODELPLANE_REGISTRY=addrs["registry"], MODELPLANE_TRAINER=addrs["trainer"],
-                        MODELPLANE_ROUTER=addrs["router"])
+        proc, addrs, env = start_up(work, bin=BIN)
 
         def cli(*args):
             subprocess.run([BIN, *args], check=True, env=env, cwd=work, stdout=subprocess.DEVNULL, timeout=600)
 
-        subprocess.run([sys.executable, os.path.join(REPO, "examples", "make-data.py"), work], check=True,
-                       stdout=subprocess.DEVNULL)
+        make_data(work)
         cli("datasets", "upload", "houses.csv")
         for epochs in ("30", "2"):
             cli("train", "houses", "--dataset", "houses", "--target", "price", "--kind", "linear", "--epochs", epochs)

@@ -215,13 +215,13 @@ def slow_rows(router, model="slow-chain"):
     return _SLOW_ROWS[router]
 
 
-def start_modelplane(args, env, roles, log_path):
+def start_modelplane(args, env, roles, log_path, bin=BIN):
     """Starts `modelplane ARGS`; returns the process and the `roles` addresses it printed
     as `modelplane: ROLE listening on ADDR`."""
     import queue
     import threading
 
-    proc = subprocess.Popen([BIN, *args], stdout=subprocess.PIPE, stderr=open(log_path, "w"), text=True, env=env)
+    proc = subprocess.Popen([bin, *args], stdout=subprocess.PIPE, stderr=open(log_path, "w"), text=True, env=env)
     lines = queue.Queue()
 
     def read():  # keeps draining stdout, so the process never blocks on it
@@ -248,6 +248,25 @@ def start_modelplane(args, env, roles, log_path):
     return proc, addrs
 
 
+def start_up(work, extra_args=(), env=None, bin=BIN):
+    """`modelplane up` on free ports with its data in `work`; returns the process, the
+    addresses of its roles and the environment a CLI pointed at it runs in."""
+    env = env if env is not None else clean_env()
+    proc, addrs = start_modelplane(
+        ["up", *extra_args, "--data-dir", os.path.join(work, "data"), "--grpc-port", "0", "--http-port", "0",
+         "--registry-port", "0", "--trainer-port", "0", "--worker-port", "0"],
+        env, 5, os.path.join(work, "up.log"), bin)
+    cli_env = dict(env, MODELPLANE_REGISTRY=addrs["registry"], MODELPLANE_TRAINER=addrs["trainer"],
+                   MODELPLANE_ROUTER=addrs["router"])
+    return proc, addrs, cli_env
+
+
+def make_data(work):
+    """The walkthrough's example CSVs (houses, churn, tickets) in `work`."""
+    subprocess.run([sys.executable, os.path.join(REPO, "examples", "make-data.py"), work], check=True,
+                   stdout=subprocess.DEVNULL, timeout=600)
+
+
 # The router's REST address and the worker's gRPC one, filled in by `cluster`.
 HTTP = {}
 # The CLI's environment and working directory, filled in by `cluster`.
@@ -272,18 +291,12 @@ def cli(cluster):
 @pytest.fixture(scope="session")
 def cluster():
     work = work_dir("modelplane-interop-")
-    proc, addrs = start_modelplane(
-        ["up", "--data-dir", os.path.join(work, "data"), "--grpc-port", "0", "--http-port", "0",
-         "--registry-port", "0", "--trainer-port", "0", "--worker-port", "0"],
-        clean_env(), 5, os.path.join(work, "up.log"))
-    env = clean_env(MODELPLANE_REGISTRY=addrs["registry"], MODELPLANE_TRAINER=addrs["trainer"],
-                    MODELPLANE_ROUTER=addrs["router"])
+    proc, addrs, env = start_up(work)
 
     def cli(*args):
         subprocess.run([BIN, *args], check=True, env=env, cwd=work, stdout=subprocess.PIPE, timeout=600)
 
-    subprocess.run([sys.executable, os.path.join(REPO, "examples", "make-data.py"), work], check=True,
-                   stdout=subprocess.PIPE, timeout=600)
+    make_data(work)
     cli("datasets", "upload", "houses.csv")
     cli("train", "houses", "--dataset", "houses", "--target", "price", "--kind", "linear", "--epochs", "30")
     cli("alias", "set", "houses", "production", "1")

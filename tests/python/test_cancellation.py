@@ -14,8 +14,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import (BIN, SLOW_WIDTH, clean_env, remove_work_dir, slow_rows, start_modelplane, work_dir,
-                      write_slow_onnx)
+from conftest import BIN, SLOW_WIDTH, remove_work_dir, slow_rows, start_up, work_dir, write_slow_onnx
 
 MODEL = "slow-chain"
 
@@ -57,11 +56,7 @@ def router_over_the_network():
     """A second `up` whose router reaches its worker over loopback HTTP/2, as in a
     cluster, with the slow model deployed; yields the router's address."""
     work = work_dir("modelplane-network-")
-    proc, addrs = start_modelplane(
-        ["up", "--router-via-network", "--data-dir", os.path.join(work, "data"), "--grpc-port", "0",
-         "--http-port", "0", "--registry-port", "0", "--trainer-port", "0", "--worker-port", "0"],
-        clean_env(), 5, os.path.join(work, "up.log"))
-    env = clean_env(MODELPLANE_REGISTRY=addrs["registry"], MODELPLANE_ROUTER=addrs["router"])
+    proc, addrs, env = start_up(work, ["--router-via-network"])
     slow_path = os.path.join(work, "slow.onnx")
     write_slow_onnx(slow_path)
     for args in (["models", "import", MODEL, slow_path], ["deploy", MODEL, "--version", "1"]):

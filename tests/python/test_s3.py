@@ -21,7 +21,7 @@ import boto3
 import numpy as np
 import pytest
 
-from conftest import BIN, REPO, clean_env, expected, remove_work_dir, start_modelplane, work_dir
+from conftest import BIN, clean_env, expected, make_data, remove_work_dir, start_modelplane, start_up, work_dir
 
 BUCKET = "models"
 PREFIX = "team-a/blobs"
@@ -84,20 +84,13 @@ def start_trained(s3, prefix):
     _, env, top = s3
     work = os.path.join(top, prefix.replace("/", "-"))
     os.makedirs(work)
-    data = os.path.join(work, "data")
-    proc, addrs = start_modelplane(["up", "--data-dir", data, "--blob-store", f"s3://{BUCKET}/{prefix}",
-                                    "--grpc-port", "0", "--http-port", "0", "--registry-port", "0",
-                                    "--trainer-port", "0", "--worker-port", "0"],
-                                   env, 5, os.path.join(work, "up.log"))
-    cli_env = dict(env, MODELPLANE_REGISTRY=addrs["registry"], MODELPLANE_TRAINER=addrs["trainer"],
-                   MODELPLANE_ROUTER=addrs["router"])
+    proc, _, cli_env = start_up(work, ["--blob-store", f"s3://{BUCKET}/{prefix}"], env)
 
     def cli(*args, check=True):
         return subprocess.run([BIN, *args], check=check, env=cli_env, cwd=work, capture_output=True, text=True,
                               timeout=600)
 
-    subprocess.run([sys.executable, os.path.join(REPO, "examples", "make-data.py"), work], check=True,
-                   stdout=subprocess.PIPE, timeout=600)
+    make_data(work)
     cli("datasets", "upload", "houses.csv")
     cli("train", "houses", "--dataset", "houses", "--target", "price", "--kind", "linear", "--epochs", "30")
     cli("deploy", "houses", "--version", "1")
