@@ -57,13 +57,6 @@ pub struct LoadTally {
     pub slowest: Duration,
 }
 
-impl LoadTally {
-    /// Requests answered.
-    pub fn served(&self) -> u64 {
-        self.by_version.values().sum()
-    }
-}
-
 impl Load {
     /// Starts the clients; `during` says what happens meanwhile, for failure messages.
     pub fn start(spec: &LoadSpec, during: &str) -> Self {
@@ -131,10 +124,10 @@ impl Load {
     }
 
     /// Stops the clients and returns what they saw; fails if any request failed.
-    pub async fn stop(self) -> Result<LoadTally> {
+    pub async fn stop(mut self) -> Result<LoadTally> {
         self.stop.store(true, Ordering::Release);
         let mut total = LoadTally::default();
-        for task in self.tasks {
+        for task in std::mem::take(&mut self.tasks) {
             let tally = tokio::time::timeout(Duration::from_secs(120), task)
                 .await
                 .map_err(|_| anyhow!("a load client did not stop within 120 s while {}", self.during))??;
@@ -143,7 +136,7 @@ impl Load {
             }
             total.slowest = total.slowest.max(tally.slowest);
         }
-        match self.failure.lock().ok().and_then(|f| f.clone()) {
+        match self.failed() {
             Some(failure) => bail!(failure),
             None => Ok(total),
         }
