@@ -24,10 +24,9 @@ mod train;
 pub use artifact::{FORMAT_VERSION, MANIFEST_METADATA_KEY};
 pub use data::{Dataset, Target};
 pub use error::{Error, Result};
-pub use model::{
-    INPUT_NAME, InputKind, Manifest, Model, ModelKind, Output, Signature, StandardScaler, Step, TEXT_INPUT_NAME,
-    TensorData, TensorSpec,
-};
+pub use model::{INPUT_NAME, InputKind, Manifest, Model, ModelKind, StandardScaler, Step, TEXT_INPUT_NAME};
+// The protocol's tensor types, re-exported: models take and answer them.
+pub use modelplane_kserve::{Datatype, Output, Signature, TensorData, TensorSpec};
 pub use network::{Activation, Dense, Head};
 pub use packed::PackedWeights;
 pub use params::{Optimizer, Schedule, TrainParams};

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::network::{self, Dense, Head};
 use crate::text::HashingVectorizer;
 use crate::{Error, Result};
+use modelplane_kserve::{Datatype, Output, Signature, TensorData, TensorSpec};
 
 /// What a model computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,26 +64,6 @@ impl ModelKind {
     pub fn is_mlp(self) -> bool {
         matches!(self, Self::MlpClassifier | Self::MlpRegressor)
     }
-}
-
-/// One named tensor of a signature; `-1` marks a variable dimension.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TensorSpec {
-    /// Tensor name as used in inference requests.
-    pub name: String,
-    /// KServe v2 datatype name (FP32, INT64, BYTES…).
-    pub datatype: String,
-    /// Dimensions; -1 is variable.
-    pub shape: Vec<i64>,
-}
-
-/// Inputs and outputs of a model.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct Signature {
-    /// Inputs, in order.
-    pub inputs: Vec<TensorSpec>,
-    /// Outputs, in order.
-    pub outputs: Vec<TensorSpec>,
 }
 
 /// Standardises each feature: `(x - mean) / scale`.
@@ -148,115 +129,6 @@ pub struct Manifest {
     pub params: BTreeMap<String, String>,
 }
 
-/// Values of a tensor, row-major. Native models answer FP32 and BYTES; ONNX graphs may
-/// also take and answer the other types.
-#[derive(Clone, Debug, PartialEq)]
-pub enum TensorData {
-    /// FP32.
-    F32(Vec<f32>),
-    /// FP64.
-    F64(Vec<f64>),
-    /// FP16 (half-precision graphs).
-    F16(Vec<half::f16>),
-    /// INT8.
-    I8(Vec<i8>),
-    /// INT16.
-    I16(Vec<i16>),
-    /// INT32.
-    I32(Vec<i32>),
-    /// INT64 (class indices, say).
-    I64(Vec<i64>),
-    /// UINT8 (image pixels, say).
-    U8(Vec<u8>),
-    /// UINT16.
-    U16(Vec<u16>),
-    /// UINT32.
-    U32(Vec<u32>),
-    /// UINT64.
-    U64(Vec<u64>),
-    /// BOOL.
-    Bool(Vec<bool>),
-    /// BYTES, one element per entry.
-    Bytes(Vec<Vec<u8>>),
-}
-
-/// Applies `$body` to the values of whichever variant `$data` is, bound as `$values`;
-/// `$wrap` names the variant for bodies that build one of the same kind.
-macro_rules! each_variant {
-    ($data:expr, $values:ident, $wrap:ident => $body:expr) => {
-        each_variant!(@arms $data, $values, $wrap, $body; F32 F64 F16 I8 I16 I32 I64 U8 U16 U32 U64 Bool Bytes)
-    };
-    (@arms $data:expr, $values:ident, $wrap:ident, $body:expr; $($variant:ident)*) => {
-        match $data {
-            $(TensorData::$variant($values) => {
-                #[allow(unused_imports)]
-                use TensorData::$variant as $wrap;
-                $body
-            })*
-        }
-    };
-}
-
-impl TensorData {
-    /// The KServe v2 datatype.
-    pub fn datatype(&self) -> &'static str {
-        match self {
-            TensorData::F32(_) => "FP32",
-            TensorData::F64(_) => "FP64",
-            TensorData::F16(_) => "FP16",
-            TensorData::I8(_) => "INT8",
-            TensorData::I16(_) => "INT16",
-            TensorData::I32(_) => "INT32",
-            TensorData::I64(_) => "INT64",
-            TensorData::U8(_) => "UINT8",
-            TensorData::U16(_) => "UINT16",
-            TensorData::U32(_) => "UINT32",
-            TensorData::U64(_) => "UINT64",
-            TensorData::Bool(_) => "BOOL",
-            TensorData::Bytes(_) => "BYTES",
-        }
-    }
-
-    /// Number of elements.
-    pub fn len(&self) -> usize {
-        each_variant!(self, values, Kind => values.len())
-    }
-
-    /// Whether there are no elements.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Elements of `parts` one after another, when all are of one type.
-    pub fn concat(parts: &[&TensorData]) -> Option<TensorData> {
-        let (first, rest) = parts.split_first()?;
-        let mut joined = (*first).clone();
-        for part in rest {
-            each_variant!(&mut joined, all, Kind => {
-                let Kind(more) = part else { return None };
-                all.extend_from_slice(more);
-            });
-        }
-        Some(joined)
-    }
-
-    /// Elements `range` (row-major) as values of the same type.
-    pub fn slice(&self, range: std::ops::Range<usize>) -> TensorData {
-        each_variant!(self, values, Kind => Kind(values[range].to_vec()))
-    }
-}
-
-/// A model's output tensor with its shape.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Output {
-    /// Output name from the signature.
-    pub name: String,
-    /// Dimensions.
-    pub shape: Vec<usize>,
-    /// Values.
-    pub data: TensorData,
-}
-
 /// A trained model: preprocessing, dense layers and an output head.
 #[derive(Clone, Debug)]
 pub struct Model {
@@ -317,7 +189,7 @@ pub enum InputKind {
 }
 
 fn fp32(name: &str, shape: Vec<i64>) -> TensorSpec {
-    TensorSpec { name: name.into(), datatype: "FP32".into(), shape }
+    TensorSpec { name: name.into(), datatype: Datatype::Fp32, shape }
 }
 
 impl Model {
@@ -327,12 +199,12 @@ impl Model {
             Head::Identity => vec![fp32("predictions", vec![-1, 1])],
             Head::Sigmoid | Head::Softmax => vec![
                 fp32(PROBABILITIES_OUTPUT, vec![-1, classes as i64]),
-                TensorSpec { name: "label".into(), datatype: "BYTES".into(), shape: vec![-1] },
+                TensorSpec { name: "label".into(), datatype: Datatype::Bytes, shape: vec![-1] },
             ],
         };
         let input = match input {
             InputKind::Features(features) => fp32(INPUT_NAME, vec![-1, features as i64]),
-            InputKind::Text => TensorSpec { name: TEXT_INPUT_NAME.into(), datatype: "BYTES".into(), shape: vec![-1] },
+            InputKind::Text => TensorSpec { name: TEXT_INPUT_NAME.into(), datatype: Datatype::Bytes, shape: vec![-1] },
         };
         Signature { inputs: vec![input], outputs }
     }
@@ -446,26 +318,4 @@ pub(crate) fn argmax(values: impl Iterator<Item = f32>) -> usize {
         }
     }
     best.0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::TensorData;
-
-    #[test]
-    fn tensor_data_concatenates_and_slices_within_one_type() {
-        let joined = TensorData::concat(&[&TensorData::I64(vec![1, 2]), &TensorData::I64(vec![3])]);
-        assert_eq!(joined, Some(TensorData::I64(vec![1, 2, 3])));
-        assert_eq!(TensorData::concat(&[&TensorData::I64(vec![1]), &TensorData::F32(vec![1.0])]), None, "mixed types");
-        assert_eq!(TensorData::concat(&[]), None);
-        let pixels = TensorData::concat(&[&TensorData::U8(vec![1]), &TensorData::U8(vec![2, 3])]);
-        assert_eq!(pixels, Some(TensorData::U8(vec![1, 2, 3])));
-        assert_eq!(TensorData::concat(&[&TensorData::U8(vec![1]), &TensorData::I8(vec![1])]), None, "signedness");
-        let halves = TensorData::F16(vec![half::f16::ONE, half::f16::ZERO, half::f16::NAN]);
-        assert_eq!(halves.slice(0..2), TensorData::F16(vec![half::f16::ONE, half::f16::ZERO]));
-        assert_eq!((halves.len(), halves.datatype()), (3, "FP16"));
-        let bools = TensorData::Bool(vec![true, false, true]);
-        assert_eq!(bools.slice(1..3), TensorData::Bool(vec![false, true]));
-        assert_eq!(bools.datatype(), "BOOL");
-    }
 }

@@ -596,7 +596,7 @@ pub(crate) mod tests {
                 train(ModelKind::SoftmaxRegression, &data, &params(ModelKind::SoftmaxRegression, &pairs), |_| true)
                     .expect("trains");
             assert!(model.manifest.metrics["accuracy"] >= 0.95, "{pairs:?}: {:?}", model.manifest.metrics);
-            assert_eq!(model.manifest.signature.inputs[0].datatype, "BYTES");
+            assert_eq!(model.manifest.signature.inputs[0].datatype, crate::Datatype::Bytes);
             let outputs = model.predict_texts(&[b"a storm and wind today", b"the coach saw a goal"]).expect("predicts");
             assert_eq!(outputs[1].data, crate::TensorData::Bytes(vec![b"weather".to_vec(), b"sports".to_vec()]));
             assert!(model.predict(ndarray::Array2::zeros((1, 1)).view()).is_err(), "a text model refuses numbers");

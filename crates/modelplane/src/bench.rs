@@ -3,6 +3,7 @@
 //! and `modelplane bench-echo`: a bare tonic unary server that answers ModelInfer with
 //! its input, the floor any V2 server is measured against.
 
+use modelplane_kserve::Datatype;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -101,7 +102,7 @@ async fn input_of(client: &mut GrpcInferenceServiceClient<Channel>, args: &Bench
         client.model_metadata(request).await.map_err(|s| anyhow::anyhow!("model metadata: {}", s.message()))?;
     let metadata = metadata.into_inner();
     let Some(input) = metadata.inputs.first() else { bail!("{} declares no inputs", args.model) };
-    if input.datatype != "FP32" {
+    if input.datatype != Datatype::Fp32.name() {
         bail!("{} takes {} input {:?}; the bench sends FP32 rows", args.model, input.datatype, input.name);
     }
     let features = input.shape.last().copied().filter(|d| *d > 0).context("the input's last dimension is not fixed")?;
@@ -116,7 +117,7 @@ fn request(args: &BenchArgs, input: &str, features: usize) -> pb::ModelInferRequ
         model_version: args.version.clone(),
         inputs: vec![pb::model_infer_request::InferInputTensor {
             name: input.to_owned(),
-            datatype: "FP32".into(),
+            datatype: Datatype::Fp32.name().into(),
             shape: vec![args.rows as i64, features as i64],
             ..Default::default()
         }],
@@ -332,7 +333,7 @@ impl GrpcInferenceService for Echo {
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
         let tensor = |name: &str| pb::model_metadata_response::TensorMetadata {
             name: name.into(),
-            datatype: "FP32".into(),
+            datatype: Datatype::Fp32.name().into(),
             shape: vec![-1, self.features],
         };
         Ok(Response::new(pb::ModelMetadataResponse {
@@ -356,7 +357,7 @@ impl GrpcInferenceService for Echo {
         Ok(Response::new(echoed(request)))
     }
 
-    type ModelStreamInferStream = modelplane_worker::triton::ResponseStream;
+    type ModelStreamInferStream = modelplane_kserve::grpc::ResponseStream;
 
     /// Echoes each request of the stream, as the worker answers a stream.
     async fn model_stream_infer(
@@ -366,7 +367,7 @@ impl GrpcInferenceService for Echo {
         if self.forward_to.is_some() {
             return Err(not_echoed());
         }
-        let responses = modelplane_worker::triton::stream_responses(
+        let responses = modelplane_kserve::grpc::stream_responses(
             request.into_inner(),
             std::future::pending(),
             |request| async move { Ok(echoed(request)) },

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use modelplane_kserve::Datatype;
 use modelplane_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use modelplane_proto::inference::model_infer_request::InferInputTensor;
 use modelplane_proto::inference::{
@@ -14,6 +15,7 @@ use modelplane_proto::inference::{
 use modelplane_proto::registry::{self as pb, registry_client::RegistryClient};
 use modelplane_proto::trainer::{self as tpb, trainer_client::TrainerClient};
 use modelplane_service::TracedChannel;
+use modelplane_store::schema::ArtifactFormat;
 use sha2::{Digest, Sha256};
 
 use crate::Endpoints;
@@ -368,7 +370,7 @@ pub async fn models(command: ModelsCommand, endpoints: &Endpoints) -> Result<()>
                 size_bytes: bytes.len() as u64,
                 lineage: None,
                 create_model: true,
-                format: "onnx".into(),
+                format: ArtifactFormat::Onnx.name().into(),
             };
             let mut messages =
                 vec![pb::UploadVersionRequest { part: Some(pb::upload_version_request::Part::Manifest(manifest)) }];
@@ -439,7 +441,7 @@ pub async fn models(command: ModelsCommand, endpoints: &Endpoints) -> Result<()>
                 token = page.next_page_token;
             }
             for v in versions {
-                if v.kind == "onnx" {
+                if ArtifactFormat::of_kind(&v.kind) == ArtifactFormat::Onnx {
                     println!("v{}\tonnx\tsha256={}", v.version, &v.sha256[..12.min(v.sha256.len())]);
                     continue;
                 }
@@ -564,22 +566,6 @@ fn parse_rows<T>(text: &str, what: &str, read: impl Fn(&serde_json::Value) -> Op
     Ok(rows)
 }
 
-/// An output's values as JSON, from the typed contents field of its datatype.
-fn output_json(datatype: &str, contents: InferTensorContents) -> serde_json::Value {
-    match datatype {
-        "BYTES" => serde_json::json!(
-            contents.bytes_contents.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect::<Vec<_>>()
-        ),
-        "BOOL" => serde_json::json!(contents.bool_contents),
-        "INT8" | "INT16" | "INT32" => serde_json::json!(contents.int_contents),
-        "INT64" => serde_json::json!(contents.int64_contents),
-        "UINT8" | "UINT16" | "UINT32" => serde_json::json!(contents.uint_contents),
-        "UINT64" => serde_json::json!(contents.uint64_contents),
-        "FP64" => serde_json::json!(contents.fp64_contents),
-        _ => serde_json::json!(contents.fp32_contents),
-    }
-}
-
 pub async fn predict(args: PredictArgs, endpoints: &Endpoints) -> Result<()> {
     let text = tokio::fs::read_to_string(&args.input)
         .await
@@ -592,31 +578,37 @@ pub async fn predict(args: PredictArgs, endpoints: &Endpoints) -> Result<()> {
         .into_inner();
     let input = metadata.inputs.first().context("the model declares no input")?;
     let mut raw_input_contents = Vec::new();
-    let (datatype, shape, contents) = if input.datatype == "BYTES" {
+    let declared: Datatype = input.datatype.parse().context("the model's metadata names an unknown input datatype")?;
+    let (datatype, shape, contents) = if declared == Datatype::Bytes {
         let texts: Vec<String> = serde_json::from_str(&text).context("a text model takes a JSON array of strings")?;
         let shape = vec![texts.len() as i64];
         let bytes_contents = texts.into_iter().map(String::into_bytes).collect();
-        ("BYTES", shape, Some(InferTensorContents { bytes_contents, ..Default::default() }))
-    } else if input.datatype.starts_with("INT") || input.datatype.starts_with("UINT") {
+        (Datatype::Bytes, shape, Some(InferTensorContents { bytes_contents, ..Default::default() }))
+    } else if declared.is_integer() {
         // Integer inputs (an ONNX model's token ids) travel as INT64, exact at any size;
         // the worker narrows them to the model's type when they fit.
         let rows = parse_rows(&text, "integers", serde_json::Value::as_i64)?;
         let shape = vec![rows.len() as i64, rows.first().map_or(0, Vec::len) as i64];
-        ("INT64", shape, Some(InferTensorContents { int64_contents: rows.concat(), ..Default::default() }))
-    } else if input.datatype == "FP16" {
+        (Datatype::Int64, shape, Some(InferTensorContents { int64_contents: rows.concat(), ..Default::default() }))
+    } else if declared == Datatype::Fp16 {
         // FP16 travels raw only. The numbers are rounded to the nearest FP16, as numpy's
         // float16 arrays are: decimal text such as 0.1 has no exact FP16 form.
         let rows = parse_rows(&text, "numbers", serde_json::Value::as_f64)?;
         let shape = vec![rows.len() as i64, rows.first().map_or(0, Vec::len) as i64];
         raw_input_contents.push(rows.concat().into_iter().flat_map(|v| half::f16::from_f64(v).to_le_bytes()).collect());
-        ("FP16", shape, None)
+        (Datatype::Fp16, shape, None)
     } else {
         let rows = parse_rows(&text, "numbers", |x| x.as_f64().map(|f| f as f32))?;
         let shape = vec![rows.len() as i64, rows.first().map_or(0, Vec::len) as i64];
-        ("FP32", shape, Some(InferTensorContents { fp32_contents: rows.concat(), ..Default::default() }))
+        (Datatype::Fp32, shape, Some(InferTensorContents { fp32_contents: rows.concat(), ..Default::default() }))
     };
-    let tensor =
-        InferInputTensor { name: input.name.clone(), datatype: datatype.into(), shape, contents, ..Default::default() };
+    let tensor = InferInputTensor {
+        name: input.name.clone(),
+        datatype: datatype.name().into(),
+        shape,
+        contents,
+        ..Default::default()
+    };
     let request = ModelInferRequest {
         model_name: args.model.clone(),
         model_version: args.version.clone(),
@@ -632,9 +624,9 @@ pub async fn predict(args: PredictArgs, endpoints: &Endpoints) -> Result<()> {
         .map(|(index, o)| {
             // Raw when the request was, or when an output (FP16) has no typed form.
             let data = match response.raw_output_contents.get(index) {
-                Some(raw) => modelplane_router::raw_output_json(&o.datatype, raw)
+                Some(raw) => modelplane_kserve::json::raw_output_json(&o.datatype, raw)
                     .map_err(|err| anyhow::anyhow!("output {:?}: {err}", o.name))?,
-                None => output_json(&o.datatype, o.contents.clone().unwrap_or_default()),
+                None => modelplane_kserve::json::typed_output_json(&o.datatype, o.contents.clone().unwrap_or_default()),
             };
             Ok(serde_json::json!({ "name": o.name, "datatype": o.datatype, "shape": o.shape, "data": data }))
         })

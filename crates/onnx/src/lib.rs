@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use modelplane_model::{Output, Signature, TensorData, TensorSpec};
+use modelplane_kserve::{Datatype, Output, Signature, TensorData, TensorSpec};
 use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::*;
 
@@ -39,23 +39,22 @@ pub struct OnnxModel {
     batches: bool,
 }
 
-/// An input or output tensor: its shape and values.
-pub type ShapedTensor = (Vec<usize>, TensorData);
+pub use modelplane_kserve::ShapedTensor;
 
-fn datatype(dt: DatumType) -> Result<&'static str, Error> {
+fn datatype(dt: DatumType) -> Result<Datatype, Error> {
     match dt {
-        DatumType::F32 => Ok("FP32"),
-        DatumType::F64 => Ok("FP64"),
-        DatumType::F16 => Ok("FP16"),
-        DatumType::I8 => Ok("INT8"),
-        DatumType::I16 => Ok("INT16"),
-        DatumType::I32 => Ok("INT32"),
-        DatumType::I64 => Ok("INT64"),
-        DatumType::U8 => Ok("UINT8"),
-        DatumType::U16 => Ok("UINT16"),
-        DatumType::U32 => Ok("UINT32"),
-        DatumType::U64 => Ok("UINT64"),
-        DatumType::Bool => Ok("BOOL"),
+        DatumType::F32 => Ok(Datatype::Fp32),
+        DatumType::F64 => Ok(Datatype::Fp64),
+        DatumType::F16 => Ok(Datatype::Fp16),
+        DatumType::I8 => Ok(Datatype::Int8),
+        DatumType::I16 => Ok(Datatype::Int16),
+        DatumType::I32 => Ok(Datatype::Int32),
+        DatumType::I64 => Ok(Datatype::Int64),
+        DatumType::U8 => Ok(Datatype::Uint8),
+        DatumType::U16 => Ok(Datatype::Uint16),
+        DatumType::U32 => Ok(Datatype::Uint32),
+        DatumType::U64 => Ok(Datatype::Uint64),
+        DatumType::Bool => Ok(Datatype::Bool),
         other => Err(Error::Load(format!(
             "tensors of {other:?} are not supported; modelplane serves ONNX graphs whose inputs and outputs are \
              FP16, FP32, FP64, INT8-INT64, UINT8-UINT64 or BOOL"
@@ -110,7 +109,7 @@ fn spec(model: &TypedModel, outlet: OutletId) -> Result<TensorSpec, Error> {
     let fact = model.outlet_fact(outlet).map_err(|e| Error::Load(e.to_string()))?;
     let name = model.outlet_label(outlet).map(str::to_owned).unwrap_or_else(|| model.node(outlet.node).name.clone());
     let shape = fact.shape.iter().map(|dim| dim.as_i64().unwrap_or(-1)).collect();
-    Ok(TensorSpec { name, datatype: datatype(fact.datum_type)?.to_owned(), shape })
+    Ok(TensorSpec { name, datatype: datatype(fact.datum_type)?, shape })
 }
 
 impl OnnxModel {
@@ -382,7 +381,7 @@ mod tests {
     #[test]
     fn graphs_take_and_answer_integer_float64_and_bool_tensors() {
         let graph = typed_graph();
-        let datatypes = |specs: &[TensorSpec]| specs.iter().map(|s| s.datatype.clone()).collect::<Vec<_>>();
+        let datatypes = |specs: &[TensorSpec]| specs.iter().map(|s| s.datatype.name()).collect::<Vec<_>>();
         assert_eq!(datatypes(&graph.signature().inputs), ["INT64", "BOOL"]);
         assert_eq!(datatypes(&graph.signature().outputs), ["INT64", "FP64", "BOOL", "INT32"]);
         assert!(graph.batches(), "every input and output starts with N");
@@ -412,7 +411,7 @@ mod tests {
                 value("wide", DataType::Uint64, &[n, three]),
             ],
         );
-        let datatypes = |specs: &[TensorSpec]| specs.iter().map(|s| s.datatype.clone()).collect::<Vec<_>>();
+        let datatypes = |specs: &[TensorSpec]| specs.iter().map(|s| s.datatype.name()).collect::<Vec<_>>();
         assert_eq!(datatypes(&graph.signature().inputs), ["UINT8"]);
         assert_eq!(datatypes(&graph.signature().outputs), ["FP16", "INT8", "UINT64"]);
         assert!(graph.batches());

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use modelplane_model::Model;
 use modelplane_store::KvStore;
 use modelplane_store::schema::{
-    self, AuditRecord, DatasetRecord, DeploymentRecord, Lineage, ModelRecord, ModelsKey, VersionRecord,
+    self, ArtifactFormat, AuditRecord, DatasetRecord, DeploymentRecord, Lineage, ModelRecord, ModelsKey, VersionRecord,
 };
 use sha2::{Digest, Sha256};
 
@@ -32,8 +32,8 @@ pub struct VersionUpload {
     pub lineage: Lineage,
     /// Create the model if it does not exist.
     pub create_model: bool,
-    /// `""`/`"modelplane"` for a modelplane artifact, `"onnx"` for an ONNX graph.
-    pub format: String,
+    /// What the artifact is.
+    pub format: ArtifactFormat,
     /// The artifact.
     pub bytes: Bytes,
 }
@@ -205,8 +205,8 @@ impl Registry {
             )));
         }
         let bytes = upload.bytes.clone();
-        let format = upload.format.clone();
-        let described = tokio::task::spawn_blocking(move || describe(&format, &bytes))
+        let format = upload.format;
+        let described = tokio::task::spawn_blocking(move || describe(format, &bytes))
             .await
             .map_err(|err| Error::Internal(err.to_string()))??;
 
@@ -535,16 +535,16 @@ fn csv_shape(bytes: &[u8]) -> Result<(Vec<String>, u64)> {
 /// What the registry records about an artifact, read by loading it.
 struct Described {
     kind: String,
-    signature: modelplane_model::Signature,
+    signature: modelplane_kserve::Signature,
     metrics: BTreeMap<String, f64>,
     labels: Vec<String>,
     confusion_matrix: Vec<Vec<u64>>,
 }
 
 /// Loads an artifact of `format` to check it and read its kind, signature and metrics.
-fn describe(format: &str, bytes: &[u8]) -> Result<Described> {
+fn describe(format: ArtifactFormat, bytes: &[u8]) -> Result<Described> {
     match format {
-        "" | "modelplane" => {
+        ArtifactFormat::Modelplane => {
             let model = Model::from_artifact(bytes)
                 .map_err(|err| Error::InvalidArgument(format!("not a loadable modelplane artifact: {err}")))?;
             Ok(Described {
@@ -555,19 +555,16 @@ fn describe(format: &str, bytes: &[u8]) -> Result<Described> {
                 confusion_matrix: model.manifest.confusion_matrix,
             })
         }
-        "onnx" => {
+        ArtifactFormat::Onnx => {
             let model =
                 modelplane_onnx::OnnxModel::load(bytes).map_err(|err| Error::InvalidArgument(err.to_string()))?;
             Ok(Described {
-                kind: "onnx".into(),
+                kind: ArtifactFormat::Onnx.name().into(),
                 signature: model.signature().clone(),
                 metrics: BTreeMap::new(),
                 labels: Vec::new(),
                 confusion_matrix: Vec::new(),
             })
-        }
-        other => {
-            Err(Error::InvalidArgument(format!("artifact format {other:?} is unknown; expected modelplane or onnx")))
         }
     }
 }

@@ -5,12 +5,12 @@ use std::pin::Pin;
 
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
-use modelplane_model::{Signature, TensorSpec};
+use modelplane_kserve::{Signature, TensorSpec};
 use modelplane_proto::MAX_CHUNK_BYTES;
 use modelplane_proto::registry as pb;
 use modelplane_store::schema::{
-    BatchingOverride, DatasetRecord, DeploymentRecord, DeploymentTarget, Lineage, LoadState, ModelRecord, Resources,
-    VersionRecord,
+    ArtifactFormat, BatchingOverride, DatasetRecord, DeploymentRecord, DeploymentTarget, Lineage, LoadState,
+    ModelRecord, Resources, VersionRecord,
 };
 use tonic::{Request, Response, Status, Streaming};
 
@@ -252,6 +252,12 @@ impl pb::registry_server::Registry for RegistryService {
             .await?;
         record_span(&manifest.model, "");
         required("manifest.model", &manifest.model)?;
+        let format = ArtifactFormat::parse(&manifest.format).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "artifact format {:?} is unknown; expected modelplane or onnx",
+                manifest.format
+            ))
+        })?;
         let record = registry
             .upload_version(VersionUpload {
                 model: manifest.model,
@@ -259,7 +265,7 @@ impl pb::registry_server::Registry for RegistryService {
                 size_bytes: manifest.size_bytes,
                 lineage: manifest.lineage.map(lineage_from_pb).unwrap_or_default(),
                 create_model: manifest.create_model,
-                format: manifest.format,
+                format,
                 bytes,
             })
             .await?;
@@ -473,7 +479,7 @@ fn model_to_pb(record: ModelRecord, aliases: std::collections::BTreeMap<String, 
 }
 
 fn tensor_to_pb(spec: TensorSpec) -> pb::TensorSpec {
-    pb::TensorSpec { name: spec.name, datatype: spec.datatype, shape: spec.shape }
+    pb::TensorSpec { name: spec.name, datatype: spec.datatype.name().into(), shape: spec.shape }
 }
 
 fn signature_to_pb(signature: Signature) -> pb::Signature {

@@ -134,7 +134,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
         &self,
         _: Request<pb::ServerMetadataRequest>,
     ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
-        Ok(Response::new(modelplane_worker::server_metadata()))
+        Ok(Response::new(modelplane_kserve::grpc::server_metadata()))
     }
 
     async fn model_metadata(
@@ -153,7 +153,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
         self.model_infer_as(request).await
     }
 
-    type ModelStreamInferStream = modelplane_worker::triton::ResponseStream;
+    type ModelStreamInferStream = modelplane_kserve::grpc::ResponseStream;
 
     async fn model_stream_infer(
         &self,
@@ -162,7 +162,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
         let (service, client) = (self.clone(), client_of(&request));
         let draining = self.draining.clone().cancelled_owned();
         let requests = request.into_inner();
-        Ok(Response::new(modelplane_worker::triton::stream_infer_calls("router", requests, draining, move |request| {
+        Ok(Response::new(modelplane_kserve::grpc::stream_infer_calls("router", requests, draining, move |request| {
             let (service, client) = (service.clone(), client.clone());
             async move {
                 let _slot = service.client_limits.enter(client.clone())?;

@@ -10,7 +10,6 @@ mod limits;
 mod metrics;
 mod rest;
 mod rest_body;
-mod rest_tensors;
 mod rest_triton;
 mod table;
 mod triton;
@@ -29,7 +28,6 @@ pub use config::RouterConfig;
 pub use error::{Error, Result};
 pub use grpc::RouterService;
 pub use limits::CLIENT_ID_METADATA;
-pub use rest_tensors::raw_output_json;
 pub use table::{Clients, LastGood, Replica, RoutingTable, Suspects, resolve};
 pub use worker_link::{WorkerLink, method};
 

@@ -19,7 +19,7 @@ use tonic::Code;
 
 use crate::grpc::RouterService;
 use crate::rest_body::{BODY_LIMIT, RequestBody};
-use crate::rest_tensors::{encode_input, raw_output_json};
+use modelplane_kserve::json::{input_tensor, raw_output_json};
 
 /// Header naming the length of the JSON part of a binary-extension body.
 const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -81,7 +81,7 @@ fn status_only(ok: bool) -> StatusCode {
 }
 
 async fn server_metadata() -> axum::Json<Value> {
-    let metadata = modelplane_worker::server_metadata();
+    let metadata = modelplane_kserve::grpc::server_metadata();
     axum::Json(json!({ "name": metadata.name, "version": metadata.version, "extensions": metadata.extensions }))
 }
 
@@ -236,7 +236,7 @@ async fn run_infer(
         ..Default::default()
     };
     for input in inputs {
-        let (tensor, raw) = encode_input(input, &mut binary)?;
+        let (tensor, raw) = input_tensor(input, &mut binary).map_err(|err| RestError::bad_request(err.to_string()))?;
         request.inputs.push(tensor);
         request.raw_input_contents.push(raw);
     }

@@ -60,7 +60,7 @@ macro_rules! stream_only_service {
 
 stream_only_service! {
     StreamServer {
-    type ModelStreamInferStream = modelplane_worker::triton::ResponseStream;
+    type ModelStreamInferStream = modelplane_kserve::grpc::ResponseStream;
 
     async fn model_stream_infer(
         &self,
@@ -69,7 +69,7 @@ stream_only_service! {
         self.streams_opened.fetch_add(1, Ordering::SeqCst);
         let ends = self.generation.lock().expect("lock").clone().cancelled_owned();
         let server = self.clone();
-        let answers = modelplane_worker::triton::stream_infer_calls("worker", request.into_inner(), ends, move |request| {
+        let answers = modelplane_kserve::grpc::stream_infer_calls("worker", request.into_inner(), ends, move |request| {
             server.received.lock().expect("lock").push(request.clone());
             let slow_dropped = server.slow_dropped.clone();
             async move {

@@ -12,6 +12,7 @@ mod catalog;
 mod embedded;
 mod error;
 mod etcd;
+mod format;
 mod lease;
 mod mirror;
 pub mod placement;

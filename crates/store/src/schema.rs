@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use modelplane_model::Signature;
+use modelplane_kserve::Signature;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+pub use crate::format::ArtifactFormat;
 use crate::{Error, Result};
 
 /// Root of every modelplane key.
@@ -172,7 +173,7 @@ pub struct VersionRecord {
     pub sha256: String,
     /// Artifact size.
     pub size_bytes: u64,
-    /// Model kind (linear, logistic…).
+    /// Model kind (linear, logistic…), or `onnx` for an ONNX graph ([`VersionRecord::format`]).
     pub kind: String,
     /// Inputs and outputs.
     pub signature: Signature,
@@ -190,6 +191,13 @@ pub struct VersionRecord {
     /// Hidden from listings, new aliases and new deployments.
     #[serde(default)]
     pub archived: bool,
+}
+
+impl VersionRecord {
+    /// The format of the version's artifact.
+    pub fn format(&self) -> ArtifactFormat {
+        ArtifactFormat::of_kind(&self.kind)
+    }
 }
 
 /// One weighted target of a deployment: a version number or an alias.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use modelplane_model::{Output, TensorData};
+use modelplane_kserve::{Output, TensorData};
 use modelplane_onnx::ShapedTensor;
 use modelplane_store::schema::BatchingOverride;
 use ndarray::{Array2, Axis};

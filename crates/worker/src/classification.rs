@@ -9,7 +9,7 @@
 use std::cmp::Ordering;
 use std::fmt::Display;
 
-use modelplane_model::{Output, Signature, TensorData};
+use modelplane_kserve::{Datatype, Output, Signature, TensorData};
 use modelplane_proto::inference::ModelInferRequest;
 use modelplane_proto::inference::infer_parameter::ParameterChoice;
 
@@ -19,8 +19,9 @@ use crate::Error;
 pub const PARAMETER: &str = "classification";
 
 /// Datatypes whose values rank (Triton's list).
-const RANKED_DATATYPES: [&str; 10] =
-    ["UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP32", "FP64"];
+fn ranks(datatype: Datatype) -> bool {
+    datatype.is_integer() || matches!(datatype, Datatype::Fp32 | Datatype::Fp64)
+}
 
 /// One output to answer with its top classes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,7 +54,7 @@ pub fn requested(request: &ModelInferRequest, signature: &Signature) -> Result<V
             ))
         })?;
         let Some(spec) = signature.outputs.iter().find(|spec| spec.name == output.name) else { continue };
-        if !RANKED_DATATYPES.contains(&spec.datatype.as_str()) {
+        if !ranks(spec.datatype) {
             return Err(Error::InvalidArgument(format!(
                 "output {:?} is {}, which does not rank; {PARAMETER:?} needs an integer, FP32 or FP64 output",
                 output.name, spec.datatype
@@ -181,7 +182,7 @@ ranked_floats!(f32 f64);
 
 #[cfg(test)]
 mod tests {
-    use modelplane_model::TensorSpec;
+    use modelplane_kserve::TensorSpec;
     use modelplane_proto::inference::InferParameter;
     use modelplane_proto::inference::model_infer_request::InferRequestedOutputTensor;
 
@@ -190,7 +191,7 @@ mod tests {
     fn signature() -> Signature {
         let spec = |name: &str, datatype: &str, shape: Vec<i64>| TensorSpec {
             name: name.into(),
-            datatype: datatype.into(),
+            datatype: Datatype::parse(datatype).expect("a datatype"),
             shape,
         };
         Signature {

@@ -1,15 +1,13 @@
-//! KServe v2 tensors ⇄ ndarray: decodes a request's input against a model's signature
-//! (FP32, or any other numeric V2 datatype converted when exact; BYTES texts for text
-//! models; typed or raw) and encodes outputs, typed or raw (raw when the request came
-//! raw, as Triton does).
+//! A request's input as the worker's models take it: FP32 rows (`Array2`) for a native
+//! numeric model, texts for a text model, shaped tensors for an ONNX graph. The protocol
+//! itself (datatypes, raw and typed contents, exact conversions, the response) is
+//! `modelplane_kserve::codec`'s.
 
-use bytes::Bytes;
-use modelplane_model::{Output, Signature, TensorData};
-use modelplane_onnx::ShapedTensor;
-use modelplane_proto::inference::model_infer_request::InferInputTensor;
-use modelplane_proto::inference::{
-    InferTensorContents, ModelInferRequest, ModelInferResponse, model_infer_response::InferOutputTensor,
-};
+use modelplane_kserve::Datatype;
+use modelplane_kserve::codec::{check_raw_count, decode_texts, to_fp32};
+pub use modelplane_kserve::codec::{check_requested_outputs, decode_tensors, encode_response};
+use modelplane_kserve::{ShapedTensor, Signature};
+use modelplane_proto::inference::ModelInferRequest;
 use ndarray::Array2;
 
 use crate::Error;
@@ -24,54 +22,6 @@ pub enum Decoded {
     /// One tensor (shape, values) per input, in signature order and of the datatype the
     /// signature declares, for ONNX graphs.
     Tensors(Vec<ShapedTensor>),
-}
-
-/// Raw contents come one per input, or not at all.
-fn check_raw_count(request: &ModelInferRequest) -> Result<(), Error> {
-    if !request.raw_input_contents.is_empty() && request.raw_input_contents.len() != request.inputs.len() {
-        return Err(Error::InvalidArgument(format!(
-            "{} raw_input_contents for {} inputs; send one per input or none",
-            request.raw_input_contents.len(),
-            request.inputs.len()
-        )));
-    }
-    Ok(())
-}
-
-/// Decodes every input an ONNX graph's signature names, matched by name, converted to
-/// the datatype the graph takes where lossless. Ranks and fixed dimensions are checked
-/// by the graph.
-pub fn decode_tensors(request: &ModelInferRequest, signature: &Signature) -> Result<Vec<ShapedTensor>, Error> {
-    let expected: Vec<&str> = signature.inputs.iter().map(|s| s.name.as_str()).collect();
-    if let Some(unknown) = request.inputs.iter().find(|i| !expected.contains(&i.name.as_str())) {
-        return Err(Error::InvalidArgument(format!(
-            "unexpected input {:?}; model inputs are {expected:?}",
-            unknown.name
-        )));
-    }
-    check_raw_count(request)?;
-    signature
-        .inputs
-        .iter()
-        .map(|spec| {
-            let index = request.inputs.iter().position(|i| i.name == spec.name).ok_or_else(|| {
-                Error::InvalidArgument(format!("missing input {:?}; model inputs are {expected:?}", spec.name))
-            })?;
-            let input = &request.inputs[index];
-            if input.shape.iter().any(|d| *d < 0) {
-                return Err(Error::InvalidArgument(format!(
-                    "input {:?} has negative dimensions {:?}",
-                    input.name, input.shape
-                )));
-            }
-            let shape: Vec<usize> = input.shape.iter().map(|d| *d as usize).collect();
-            let count = shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d)).ok_or_else(|| {
-                Error::InvalidArgument(format!("input {:?} shape {:?} is too large", input.name, input.shape))
-            })?;
-            let raw = request.raw_input_contents.get(index).map(|raw| raw.as_ref());
-            Ok((shape, to_datatype(input, raw, count, &spec.datatype)?))
-        })
-        .collect()
 }
 
 /// Decodes the single input a model's signature asks for: FP32 `[rows, features]` (or a
@@ -96,8 +46,8 @@ pub fn decode_input(request: &ModelInferRequest, signature: &Signature) -> Resul
         )));
     }
     check_raw_count(request)?;
-    if spec.datatype == "BYTES" {
-        return decode_texts(input, request.raw_input_contents.first().map(|raw| raw.as_ref())).map(Decoded::Texts);
+    if spec.datatype == Datatype::Bytes {
+        return Ok(Decoded::Texts(decode_texts(input, request.raw_input_contents.first().map(|raw| raw.as_ref()))?));
     }
     let shape_ok = input.shape.len() == 2 && input.shape[0] >= 0 && (features < 0 || input.shape[1] == features);
     if !shape_ok {
@@ -118,438 +68,14 @@ pub fn decode_input(request: &ModelInferRequest, signature: &Signature) -> Resul
         .map_err(|err| Error::Internal(err.to_string()))
 }
 
-/// BYTES elements of a text input: typed `bytes_contents`, or raw elements each
-/// prefixed by a 4-byte little-endian length.
-fn decode_texts(input: &InferInputTensor, raw: Option<&[u8]>) -> Result<Vec<Vec<u8>>, Error> {
-    if input.datatype != "BYTES" {
-        return Err(Error::InvalidArgument(format!(
-            "input {:?} has datatype {}; expected BYTES (one text per row)",
-            input.name, input.datatype
-        )));
-    }
-    let rows = match input.shape.as_slice() {
-        [rows] | [rows, 1] if *rows >= 0 => *rows as usize,
-        _ => {
-            return Err(Error::InvalidArgument(format!(
-                "input {:?} has shape {:?}; expected [-1] or [-1, 1] (one text per row)",
-                input.name, input.shape
-            )));
-        }
-    };
-    let texts = match raw {
-        Some(mut raw) => {
-            let mut texts = Vec::with_capacity(rows);
-            while !raw.is_empty() {
-                let Some((length, rest)) = raw.split_first_chunk::<4>() else {
-                    return Err(Error::InvalidArgument(format!(
-                        "raw BYTES input {:?} ends inside a length prefix after {} elements",
-                        input.name,
-                        texts.len()
-                    )));
-                };
-                let length = u32::from_le_bytes(*length) as usize;
-                if rest.len() < length {
-                    return Err(Error::InvalidArgument(format!(
-                        "raw BYTES element {} of input {:?} declares {length} bytes but {} remain",
-                        texts.len(),
-                        input.name,
-                        rest.len()
-                    )));
-                }
-                texts.push(rest[..length].to_vec());
-                raw = &rest[length..];
-            }
-            texts
-        }
-        None => input.contents.as_ref().map(|c| c.bytes_contents.clone()).unwrap_or_default(),
-    };
-    if texts.len() != rows {
-        return Err(count_error(input, texts.len(), "texts", rows));
-    }
-    Ok(texts)
-}
-
-/// Largest integer every value up to which FP32 holds exactly (2^24).
-const FP32_EXACT_INT: i64 = 1 << 24;
-
-fn count_error(input: &InferInputTensor, found: usize, unit: &str, expected: usize) -> Error {
-    Error::InvalidArgument(format!(
-        "input {:?} has {found} {unit}; shape {:?} of {} needs {expected}",
-        input.name, input.shape, input.datatype
-    ))
-}
-
-fn inexact(input: &InferInputTensor, index: usize, value: impl std::fmt::Display, target: &str) -> Error {
-    Error::InvalidArgument(format!(
-        "input {:?} ({}) value {value} at index {index} cannot be represented exactly in {target}; send {target}",
-        input.name, input.datatype
-    ))
-}
-
-/// Bytes per element of a numeric V2 datatype on the wire (raw contents).
-fn element_width(datatype: &str) -> Option<usize> {
-    Some(match datatype {
-        "BOOL" | "INT8" | "UINT8" => 1,
-        "INT16" | "UINT16" | "FP16" | "BF16" => 2,
-        "INT32" | "UINT32" | "FP32" => 4,
-        "INT64" | "UINT64" | "FP64" => 8,
-        _ => return None,
-    })
-}
-
-/// Values as read from the wire, before the conversion to the model's datatype.
-enum Wide {
-    F32(Vec<f32>),
-    F64(Vec<f64>),
-    Signed(Vec<i64>),
-    Unsigned(Vec<u64>),
-}
-
-fn read_raw(datatype: &str, raw: &[u8]) -> Wide {
-    fn words<const N: usize>(raw: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
-        raw.chunks_exact(N).map(|chunk| {
-            let mut word = [0u8; N];
-            word.copy_from_slice(chunk);
-            word
-        })
-    }
-    match datatype {
-        "BOOL" | "UINT8" => Wide::Unsigned(raw.iter().map(|b| u64::from(*b)).collect()),
-        "INT8" => Wide::Signed(raw.iter().map(|b| i64::from(*b as i8)).collect()),
-        "INT16" => Wide::Signed(words::<2>(raw).map(|w| i64::from(i16::from_le_bytes(w))).collect()),
-        "UINT16" => Wide::Unsigned(words::<2>(raw).map(|w| u64::from(u16::from_le_bytes(w))).collect()),
-        "INT32" => Wide::Signed(words::<4>(raw).map(|w| i64::from(i32::from_le_bytes(w))).collect()),
-        "UINT32" => Wide::Unsigned(words::<4>(raw).map(|w| u64::from(u32::from_le_bytes(w))).collect()),
-        "INT64" => Wide::Signed(words::<8>(raw).map(i64::from_le_bytes).collect()),
-        "UINT64" => Wide::Unsigned(words::<8>(raw).map(u64::from_le_bytes).collect()),
-        "FP16" => Wide::F32(words::<2>(raw).map(|w| half::f16::from_le_bytes(w).to_f32()).collect()),
-        "BF16" => Wide::F32(words::<2>(raw).map(|w| half::bf16::from_le_bytes(w).to_f32()).collect()),
-        "FP64" => Wide::F64(words::<8>(raw).map(f64::from_le_bytes).collect()),
-        _ => Wide::F32(words::<4>(raw).map(f32::from_le_bytes).collect()),
-    }
-}
-
-/// Typed contents of `input`, checked against the range of its declared datatype (the
-/// protocol carries INT8/INT16 in `int_contents` and UINT8/UINT16 in `uint_contents`).
-fn read_typed(input: &InferInputTensor, contents: InferTensorContents) -> Result<Wide, Error> {
-    let out_of_range = |value: i128| {
-        Error::InvalidArgument(format!("input {:?} value {value} does not fit {}", input.name, input.datatype))
-    };
-    let check = |value: i128, low: i128, high: i128| {
-        if (low..=high).contains(&value) { Ok(()) } else { Err(out_of_range(value)) }
-    };
-    Ok(match input.datatype.as_str() {
-        "BOOL" => Wide::Unsigned(contents.bool_contents.into_iter().map(u64::from).collect()),
-        "INT8" | "INT16" => {
-            let (low, high) = if input.datatype == "INT8" {
-                (i8::MIN.into(), i8::MAX.into())
-            } else {
-                (i16::MIN.into(), i16::MAX.into())
-            };
-            for value in &contents.int_contents {
-                check(i128::from(*value), low, high)?;
-            }
-            Wide::Signed(contents.int_contents.into_iter().map(i64::from).collect())
-        }
-        "INT32" => Wide::Signed(contents.int_contents.into_iter().map(i64::from).collect()),
-        "INT64" => Wide::Signed(contents.int64_contents),
-        "UINT8" | "UINT16" => {
-            let high = if input.datatype == "UINT8" { u8::MAX.into() } else { u16::MAX.into() };
-            for value in &contents.uint_contents {
-                check(i128::from(*value), 0, high)?;
-            }
-            Wide::Unsigned(contents.uint_contents.into_iter().map(u64::from).collect())
-        }
-        "UINT32" => Wide::Unsigned(contents.uint_contents.into_iter().map(u64::from).collect()),
-        "UINT64" => Wide::Unsigned(contents.uint64_contents),
-        "FP16" | "BF16" => {
-            return Err(Error::InvalidArgument(format!(
-                "input {:?} is {}, which the protocol carries only in raw_input_contents (2 bytes per value)",
-                input.name, input.datatype
-            )));
-        }
-        "FP64" => Wide::F64(contents.fp64_contents),
-        _ => Wide::F32(contents.fp32_contents),
-    })
-}
-
-fn has_typed(contents: &InferTensorContents) -> bool {
-    !(contents.bool_contents.is_empty()
-        && contents.int_contents.is_empty()
-        && contents.int64_contents.is_empty()
-        && contents.uint_contents.is_empty()
-        && contents.uint64_contents.is_empty()
-        && contents.fp32_contents.is_empty()
-        && contents.fp64_contents.is_empty()
-        && contents.bytes_contents.is_empty())
-}
-
-/// Reads an input's `expected` values, as sent, from typed contents or its raw bytes;
-/// `target` is the datatype the model takes (for the error naming what it accepts).
-fn read_values(input: &InferInputTensor, raw: Option<&[u8]>, expected: usize, target: &str) -> Result<Wide, Error> {
-    let Some(width) = element_width(&input.datatype) else {
-        return Err(Error::InvalidArgument(format!(
-            "input {:?} has datatype {}; expected {target} (any of BOOL, INT8-INT64, UINT8-UINT64, FP16, BF16, FP32, \
-             FP64 is converted when exact)",
-            input.name, input.datatype
-        )));
-    };
-    let contents = input.contents.clone().unwrap_or_default();
-    let wide = match raw {
-        Some(raw) => {
-            if has_typed(&contents) {
-                return Err(Error::InvalidArgument(format!(
-                    "input {:?} carries both typed contents and raw_input_contents; send one",
-                    input.name
-                )));
-            }
-            if raw.len() != expected * width {
-                return Err(count_error(input, raw.len(), "raw bytes", expected * width));
-            }
-            read_raw(&input.datatype, raw)
-        }
-        None => read_typed(input, contents)?,
-    };
-    let count = match &wide {
-        Wide::F32(values) => values.len(),
-        Wide::F64(values) => values.len(),
-        Wide::Signed(values) => values.len(),
-        Wide::Unsigned(values) => values.len(),
-    };
-    if count != expected {
-        return Err(count_error(input, count, "values", expected));
-    }
-    Ok(wide)
-}
-
-/// Converts every value with `exact` (`None`: the value has no exact form in `target`),
-/// naming the first one that does not convert.
-fn convert<V: Copy + std::fmt::Display, T>(
-    input: &InferInputTensor,
-    target: &str,
-    values: Vec<V>,
-    exact: impl Fn(V) -> Option<T>,
-) -> Result<Vec<T>, Error> {
-    values.into_iter().enumerate().map(|(i, v)| exact(v).ok_or_else(|| inexact(input, i, v, target))).collect()
-}
-
-/// Reads an input's `expected` values as FP32 from typed contents or its raw bytes.
-/// Every numeric V2 datatype is accepted when each value converts to FP32 exactly
-/// (integers up to 2^24 in magnitude, FP64 values that are FP32 values); else the answer
-/// is INVALID_ARGUMENT naming the first value that does not.
-fn to_fp32(input: &InferInputTensor, raw: Option<&[u8]>, expected: usize) -> Result<Vec<f32>, Error> {
-    let target = "FP32";
-    match read_values(input, raw, expected, target)? {
-        Wide::F32(values) => Ok(values),
-        Wide::F64(values) => convert(input, target, values, |v| {
-            let narrow = v as f32;
-            (f64::from(narrow) == v || v.is_nan()).then_some(narrow)
-        }),
-        Wide::Signed(values) => {
-            convert(input, target, values, |v| (v.unsigned_abs() <= FP32_EXACT_INT as u64).then_some(v as f32))
-        }
-        Wide::Unsigned(values) => convert(input, target, values, |v| (v <= FP32_EXACT_INT as u64).then_some(v as f32)),
-    }
-}
-
-/// Largest integer every value up to which FP64 holds exactly (2^53).
-const FP64_EXACT_INT: i64 = 1 << 53;
-
-/// An integral float as an integer, when it is one.
-fn integral(value: f64) -> Option<i128> {
-    // Every finite integral f64 below 2^127 in magnitude converts exactly; larger ones fit
-    // no V2 integer type anyway.
-    (value.fract() == 0.0 && value.abs() < 1.7e38).then_some(value as i128)
-}
-
-/// Every value as an integer narrowed by `narrow` (`None`: out of the target's range),
-/// from floats only when integral, naming the first value that does not convert.
-fn integers<T>(
-    input: &InferInputTensor,
-    target: &str,
-    wide: Wide,
-    narrow: impl Fn(i128) -> Option<T>,
-) -> Result<Vec<T>, Error> {
-    match wide {
-        Wide::F32(values) => convert(input, target, values, |v| integral(f64::from(v)).and_then(&narrow)),
-        Wide::F64(values) => convert(input, target, values, |v| integral(v).and_then(&narrow)),
-        Wide::Signed(values) => convert(input, target, values, |v| narrow(i128::from(v))),
-        Wide::Unsigned(values) => convert(input, target, values, |v| narrow(i128::from(v))),
-    }
-}
-
-/// Every value as FP16 when FP16 holds it exactly (integers up to 2048 in magnitude,
-/// floats with at most 11 significant bits in FP16's range).
-fn to_fp16(input: &InferInputTensor, target: &str, wide: Wide) -> Result<Vec<half::f16>, Error> {
-    fn exact(value: f64) -> Option<half::f16> {
-        let narrow = half::f16::from_f64(value);
-        (narrow.to_f64() == value || value.is_nan()).then_some(narrow)
-    }
-    match wide {
-        Wide::F32(values) => convert(input, target, values, |v| exact(f64::from(v))),
-        Wide::F64(values) => convert(input, target, values, exact),
-        Wide::Signed(values) => convert(input, target, values, |v| i32::try_from(v).ok().and_then(|v| exact(v.into()))),
-        Wide::Unsigned(values) => {
-            convert(input, target, values, |v| u32::try_from(v).ok().and_then(|v| exact(v.into())))
-        }
-    }
-}
-
-/// Reads an input as the datatype an ONNX graph takes (any numeric V2 type or BOOL),
-/// converting what the client sent when every value converts exactly (an INT32 id to
-/// INT64, 3.0 to 3, 1 to true, a UINT8 pixel to FP16), else INVALID_ARGUMENT naming the
-/// first value that does not.
-fn to_datatype(
-    input: &InferInputTensor,
-    raw: Option<&[u8]>,
-    expected: usize,
-    target: &str,
-) -> Result<TensorData, Error> {
-    if target == "FP32" {
-        return to_fp32(input, raw, expected).map(TensorData::F32);
-    }
-    let wide = read_values(input, raw, expected, target)?;
-    fn fits<T: TryFrom<i128>>(value: i128) -> Option<T> {
-        T::try_from(value).ok()
-    }
-    Ok(match target {
-        "FP64" => TensorData::F64(match wide {
-            Wide::F32(values) => values.into_iter().map(f64::from).collect(),
-            Wide::F64(values) => values,
-            Wide::Signed(values) => {
-                convert(input, target, values, |v| (v.unsigned_abs() <= FP64_EXACT_INT as u64).then_some(v as f64))?
-            }
-            Wide::Unsigned(values) => {
-                convert(input, target, values, |v| (v <= FP64_EXACT_INT as u64).then_some(v as f64))?
-            }
-        }),
-        "FP16" => TensorData::F16(to_fp16(input, target, wide)?),
-        "INT8" => TensorData::I8(integers(input, target, wide, fits)?),
-        "INT16" => TensorData::I16(integers(input, target, wide, fits)?),
-        "INT32" => TensorData::I32(integers(input, target, wide, fits)?),
-        "INT64" => TensorData::I64(integers(input, target, wide, fits)?),
-        "UINT8" => TensorData::U8(integers(input, target, wide, fits)?),
-        "UINT16" => TensorData::U16(integers(input, target, wide, fits)?),
-        "UINT32" => TensorData::U32(integers(input, target, wide, fits)?),
-        "UINT64" => TensorData::U64(integers(input, target, wide, fits)?),
-        "BOOL" => TensorData::Bool(integers(input, target, wide, |v| match v {
-            0 => Some(false),
-            1 => Some(true),
-            _ => None,
-        })?),
-        other => return Err(Error::Internal(format!("the model takes {other}, which no input converts to"))),
-    })
-}
-
-/// Checks requested output names against the signature before any compute.
-pub fn check_requested_outputs(request: &ModelInferRequest, signature: &Signature) -> Result<(), Error> {
-    for requested in &request.outputs {
-        if !signature.outputs.iter().any(|o| o.name == requested.name) {
-            let known: Vec<&str> = signature.outputs.iter().map(|o| o.name.as_str()).collect();
-            return Err(Error::InvalidArgument(format!(
-                "unknown output {:?}; model outputs are {known:?}",
-                requested.name
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Builds the response: the requested outputs (all when none were named).
-pub fn encode_response(
-    request: &ModelInferRequest,
-    model: &str,
-    version: u64,
-    outputs: Vec<Output>,
-) -> ModelInferResponse {
-    let wanted = |name: &str| request.outputs.is_empty() || request.outputs.iter().any(|o| o.name == name);
-    // Raw when the request came raw, as Triton does, and whenever an answered output has
-    // no typed field (FP16): raw contents come for every output or for none.
-    let raw = !request.raw_input_contents.is_empty()
-        || outputs.iter().any(|o| wanted(&o.name) && matches!(o.data, TensorData::F16(_)));
-    let mut response = ModelInferResponse {
-        model_name: model.to_owned(),
-        model_version: version.to_string(),
-        id: request.id.clone(),
-        ..Default::default()
-    };
-    for output in outputs.into_iter().filter(|o| wanted(&o.name)) {
-        let mut tensor = InferOutputTensor {
-            name: output.name,
-            datatype: output.data.datatype().into(),
-            shape: output.shape.iter().map(|d| *d as i64).collect(),
-            ..Default::default()
-        };
-        if raw {
-            response.raw_output_contents.push(Bytes::from(raw_bytes(output.data)));
-        } else {
-            tensor.contents = Some(typed_contents(output.data));
-        }
-        response.outputs.push(tensor);
-    }
-    response
-}
-
-/// Output values as raw contents: little-endian, BOOL one byte each, BYTES elements each
-/// after a 4-byte little-endian length.
-fn raw_bytes(data: TensorData) -> Vec<u8> {
-    fn le<T, const N: usize>(values: Vec<T>, bytes: fn(T) -> [u8; N]) -> Vec<u8> {
-        values.into_iter().flat_map(bytes).collect()
-    }
-    match data {
-        TensorData::F32(values) => le(values, f32::to_le_bytes),
-        TensorData::F64(values) => le(values, f64::to_le_bytes),
-        TensorData::F16(values) => le(values, half::f16::to_le_bytes),
-        TensorData::I8(values) => le(values, i8::to_le_bytes),
-        TensorData::I16(values) => le(values, i16::to_le_bytes),
-        TensorData::I32(values) => le(values, i32::to_le_bytes),
-        TensorData::I64(values) => le(values, i64::to_le_bytes),
-        TensorData::U8(values) => values,
-        TensorData::U16(values) => le(values, u16::to_le_bytes),
-        TensorData::U32(values) => le(values, u32::to_le_bytes),
-        TensorData::U64(values) => le(values, u64::to_le_bytes),
-        TensorData::Bool(values) => values.into_iter().map(u8::from).collect(),
-        TensorData::Bytes(elements) => {
-            let mut bytes = Vec::with_capacity(elements.iter().map(|e| e.len() + 4).sum());
-            for element in &elements {
-                bytes.extend_from_slice(&(element.len() as u32).to_le_bytes());
-                bytes.extend_from_slice(element);
-            }
-            bytes
-        }
-    }
-}
-
-/// Output values in the typed contents field the protocol gives their datatype (INT8 and
-/// INT16 widened into `int_contents`, UINT8–UINT16 into `uint_contents`). FP16 has no
-/// field of its own: [`encode_response`] sends it raw.
-fn typed_contents(data: TensorData) -> InferTensorContents {
-    fn widen<T, W: From<T>>(values: Vec<T>) -> Vec<W> {
-        values.into_iter().map(W::from).collect()
-    }
-    let contents = InferTensorContents::default();
-    match data {
-        TensorData::F32(fp32_contents) => InferTensorContents { fp32_contents, ..contents },
-        TensorData::F64(fp64_contents) => InferTensorContents { fp64_contents, ..contents },
-        // Not reached from encode_response, which sends FP16 raw; FP32 is the exact widening.
-        TensorData::F16(values) => InferTensorContents { fp32_contents: widen(values), ..contents },
-        TensorData::I8(values) => InferTensorContents { int_contents: widen(values), ..contents },
-        TensorData::I16(values) => InferTensorContents { int_contents: widen(values), ..contents },
-        TensorData::I32(int_contents) => InferTensorContents { int_contents, ..contents },
-        TensorData::I64(int64_contents) => InferTensorContents { int64_contents, ..contents },
-        TensorData::U8(values) => InferTensorContents { uint_contents: widen(values), ..contents },
-        TensorData::U16(values) => InferTensorContents { uint_contents: widen(values), ..contents },
-        TensorData::U32(uint_contents) => InferTensorContents { uint_contents, ..contents },
-        TensorData::U64(uint64_contents) => InferTensorContents { uint64_contents, ..contents },
-        TensorData::Bool(bool_contents) => InferTensorContents { bool_contents, ..contents },
-        TensorData::Bytes(bytes_contents) => InferTensorContents { bytes_contents, ..contents },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use modelplane_kserve::{Output, TensorData};
     use modelplane_model::{Head, InputKind, Model};
+    use modelplane_proto::inference::InferTensorContents;
+    use modelplane_proto::inference::model_infer_request::InferInputTensor;
 
     fn features(decoded: Decoded) -> Array2<f32> {
         match decoded {
@@ -640,12 +166,12 @@ mod tests {
 
     #[test]
     fn onnx_inputs_match_by_name_and_keep_their_shape() {
-        let spec = |name: &str| modelplane_model::TensorSpec {
+        let spec = |name: &str| modelplane_kserve::TensorSpec {
             name: name.into(),
-            datatype: "FP32".into(),
+            datatype: Datatype::Fp32,
             shape: vec![-1, 2],
         };
-        let signature = modelplane_model::Signature { inputs: vec![spec("a"), spec("b")], outputs: Vec::new() };
+        let signature = modelplane_kserve::Signature { inputs: vec![spec("a"), spec("b")], outputs: Vec::new() };
         let mut request = request("FP32", vec![1, 2], vec![1.0, 2.0], false);
         request.inputs[0].name = "b".into();
         let err = decode_tensors(&request, &signature).expect_err("a is missing");
@@ -667,16 +193,20 @@ mod tests {
         let signature = Model::signature_for(Head::Identity, InputKind::Features(2), 0);
         let err = decode_input(&two_raw, &signature).expect_err("two raw for one input");
         assert_eq!(err.to_string(), "2 raw_input_contents for 1 inputs; send one per input or none");
-        let spec = modelplane_model::TensorSpec { name: "input".into(), datatype: "FP32".into(), shape: vec![-1, 2] };
-        let onnx = modelplane_model::Signature { inputs: vec![spec], outputs: Vec::new() };
+        let spec = modelplane_kserve::TensorSpec { name: "input".into(), datatype: Datatype::Fp32, shape: vec![-1, 2] };
+        let onnx = modelplane_kserve::Signature { inputs: vec![spec], outputs: Vec::new() };
         let err = decode_tensors(&two_raw, &onnx).expect_err("two raw for one input");
         assert!(err.to_string().contains("send one per input or none"), "{err}");
     }
 
     /// Decodes one ONNX input `x` sent as `datatype` with `contents` for a graph taking `target`.
     fn onnx_input(datatype: &str, contents: InferTensorContents, target: &str) -> Result<TensorData, Error> {
-        let spec = modelplane_model::TensorSpec { name: "x".into(), datatype: target.into(), shape: vec![-1] };
-        let signature = modelplane_model::Signature { inputs: vec![spec], outputs: Vec::new() };
+        let spec = modelplane_kserve::TensorSpec {
+            name: "x".into(),
+            datatype: Datatype::parse(target).expect("a datatype"),
+            shape: vec![-1],
+        };
+        let signature = modelplane_kserve::Signature { inputs: vec![spec], outputs: Vec::new() };
         let mut request = request(datatype, vec![2], vec![], false);
         request.inputs[0].name = "x".into();
         request.inputs[0].contents = Some(contents);
@@ -749,8 +279,8 @@ mod tests {
         assert!(refused(onnx_input("FP32", floats(vec![1e6, 0.0]), "FP16")).contains("value 1000000"));
 
         // FP16 sent raw reaches an FP16 graph unchanged.
-        let spec = modelplane_model::TensorSpec { name: "input".into(), datatype: "FP16".into(), shape: vec![-1] };
-        let signature = modelplane_model::Signature { inputs: vec![spec], outputs: Vec::new() };
+        let spec = modelplane_kserve::TensorSpec { name: "input".into(), datatype: Datatype::Fp16, shape: vec![-1] };
+        let signature = modelplane_kserve::Signature { inputs: vec![spec], outputs: Vec::new() };
         let bits = [half::f16::from_f32(0.1), half::f16::NEG_INFINITY];
         let raw = raw_request("FP16", bits.iter().flat_map(|v| v.to_le_bytes()).collect());
         let tensors = decode_tensors(&raw, &signature).expect("raw FP16");

@@ -35,6 +35,15 @@ impl From<modelplane_model::Error> for Error {
     }
 }
 
+impl From<modelplane_kserve::Error> for Error {
+    fn from(err: modelplane_kserve::Error) -> Self {
+        match err {
+            modelplane_kserve::Error::InvalidArgument(message) => Error::InvalidArgument(message),
+            modelplane_kserve::Error::Internal(message) => Error::Internal(message),
+        }
+    }
+}
+
 impl From<modelplane_onnx::Error> for Error {
     fn from(err: modelplane_onnx::Error) -> Self {
         match err {

@@ -13,11 +13,6 @@ use crate::batcher::BatchInput;
 use crate::state::{LoadedModel, Runnable, WorkerState};
 use crate::{Error, classification, codec};
 
-/// Platform name reported in model metadata.
-pub const PLATFORM: &str = "modelplane_ndarray";
-/// Platform name of ONNX graphs (run with tract).
-pub const ONNX_PLATFORM: &str = "tract_onnx";
-
 /// The inference service of a worker.
 #[derive(Clone)]
 pub struct InferenceService {
@@ -53,10 +48,10 @@ impl InferenceService {
     }
 }
 
-fn tensor_metadata(spec: &modelplane_model::TensorSpec) -> pb::model_metadata_response::TensorMetadata {
+fn tensor_metadata(spec: &modelplane_kserve::TensorSpec) -> pb::model_metadata_response::TensorMetadata {
     pb::model_metadata_response::TensorMetadata {
         name: spec.name.clone(),
-        datatype: spec.datatype.clone(),
+        datatype: spec.datatype.name().into(),
         shape: spec.shape.clone(),
     }
 }
@@ -67,20 +62,9 @@ pub(crate) fn model_metadata(loaded: &LoadedModel, versions: Vec<u64>) -> pb::Mo
     pb::ModelMetadataResponse {
         name: loaded.record.model.clone(),
         versions: versions.into_iter().map(|v| v.to_string()).collect(),
-        platform: if loaded.record.kind == "onnx" { ONNX_PLATFORM } else { PLATFORM }.into(),
+        platform: loaded.record.format().platform().into(),
         inputs: signature.inputs.iter().map(tensor_metadata).collect(),
         outputs: signature.outputs.iter().map(tensor_metadata).collect(),
-    }
-}
-
-/// The server metadata every modelplane inference endpoint reports.
-pub fn server_metadata() -> pb::ServerMetadataResponse {
-    pb::ServerMetadataResponse {
-        name: "modelplane".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        extensions: ["classification", "model_configuration", "statistics", "model_repository"]
-            .map(String::from)
-            .to_vec(),
     }
 }
 
@@ -114,7 +98,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceServic
         &self,
         _: Request<pb::ServerMetadataRequest>,
     ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
-        Ok(Response::new(server_metadata()))
+        Ok(Response::new(modelplane_kserve::grpc::server_metadata()))
     }
 
     async fn model_metadata(
@@ -134,9 +118,9 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceServic
         Ok(Response::new(self.infer_one(request.into_inner(), deadline).await?))
     }
 
-    type ModelStreamInferStream = crate::triton::ResponseStream;
+    type ModelStreamInferStream = modelplane_kserve::grpc::ResponseStream;
 
-    /// The router sends all its inference this way; see [`crate::triton::stream_infer_calls`].
+    /// The router sends all its inference this way; see [`modelplane_kserve::grpc::stream_infer_calls`].
     async fn model_stream_infer(
         &self,
         request: Request<tonic::Streaming<pb::ModelInferRequest>>,
@@ -150,10 +134,15 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceServic
                 tokio::time::sleep(crate::WITHDRAW_DELAY).await;
             }
         };
-        Ok(Response::new(crate::triton::stream_infer_calls("worker", request.into_inner(), draining, move |request| {
-            let service = service.clone();
-            async move { service.infer_one(request, None).await.map_err(Status::from) }
-        })))
+        Ok(Response::new(modelplane_kserve::grpc::stream_infer_calls(
+            "worker",
+            request.into_inner(),
+            draining,
+            move |request| {
+                let service = service.clone();
+                async move { service.infer_one(request, None).await.map_err(Status::from) }
+            },
+        )))
     }
 
     async fn model_config(
@@ -264,7 +253,7 @@ async fn infer(
     loaded: &Arc<LoadedModel>,
     request: &pb::ModelInferRequest,
     deadline: Option<Instant>,
-) -> Result<Vec<modelplane_model::Output>, Error> {
+) -> Result<Vec<modelplane_kserve::Output>, Error> {
     let signature = &loaded.record.signature;
     let input = match &loaded.model {
         Runnable::Native(_) => codec::decode_input(request, signature)?,
@@ -329,7 +318,7 @@ async fn run_blocking(
     input: codec::Decoded,
     deadline: Option<Instant>,
     claim: Option<crate::batcher::Outstanding>,
-) -> Result<Vec<modelplane_model::Output>, Error> {
+) -> Result<Vec<modelplane_kserve::Output>, Error> {
     let model = loaded.clone();
     // Inference is CPU work: keep it off the async runtime.
     tokio::task::spawn_blocking(move || {
@@ -360,7 +349,7 @@ fn run_inline(
     loaded: &LoadedModel,
     native: &modelplane_model::Model,
     rows: ndarray::ArrayView2<'_, f32>,
-) -> Result<Vec<modelplane_model::Output>, Error> {
+) -> Result<Vec<modelplane_kserve::Output>, Error> {
     let started = Instant::now();
     let outputs = native.predict(rows).map_err(Error::from);
     loaded.stats.executed(rows_of(&outputs), started.elapsed());
@@ -368,7 +357,7 @@ fn run_inline(
 }
 
 /// Rows an execution answered: the first dimension of its first output (0 on failure).
-fn rows_of(outputs: &Result<Vec<modelplane_model::Output>, Error>) -> usize {
+fn rows_of(outputs: &Result<Vec<modelplane_kserve::Output>, Error>) -> usize {
     outputs.as_ref().ok().and_then(|o| o.first()).and_then(|o| o.shape.first()).copied().unwrap_or(0)
 }
 

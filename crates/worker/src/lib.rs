@@ -29,7 +29,7 @@ pub use batcher::BatchPolicy;
 pub use capacity::MemoryCapacity;
 pub use config::WorkerConfig;
 pub use error::{Error, Result};
-pub use grpc::{InferenceService, PLATFORM, server_metadata};
+pub use grpc::InferenceService;
 pub use state::{LoadedModel, WorkerState};
 pub use stats::Stats;
 

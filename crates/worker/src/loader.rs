@@ -12,7 +12,7 @@ use modelplane_proto::registry::{
     DownloadArtifactRequest, download_artifact_response::Part, registry_client::RegistryClient,
 };
 use modelplane_service::TracedChannel;
-use modelplane_store::schema::{self, LoadState, VersionRecord, WorkerRecord};
+use modelplane_store::schema::{self, ArtifactFormat, LoadState, VersionRecord, WorkerRecord};
 use modelplane_store::{Catalog, KvStore, LeaseKeeper, Placement};
 use sha2::{Digest, Sha256};
 
@@ -196,8 +196,8 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-fn cache_path(cache_dir: &Path, sha256: &str) -> PathBuf {
-    cache_dir.join(format!("{sha256}.safetensors"))
+fn cache_path(cache_dir: &Path, record: &VersionRecord) -> PathBuf {
+    cache_dir.join(format!("{}.{}", record.sha256, record.format().file_extension()))
 }
 
 /// Artifact bytes from the cache when they verify, else from the registry (then cached).
@@ -206,7 +206,7 @@ async fn fetch(
     cache_dir: &Path,
     mut registry: RegistryClient<TracedChannel>,
 ) -> Result<Vec<u8>, Error> {
-    let path = cache_path(cache_dir, &record.sha256);
+    let path = cache_path(cache_dir, record);
     if let Ok(bytes) = tokio::fs::read(&path).await {
         if sha256_hex(&bytes) == record.sha256 {
             return Ok(bytes);
@@ -249,7 +249,7 @@ async fn load(
     registry: RegistryClient<TracedChannel>,
 ) -> Result<Runnable, Error> {
     let bytes = fetch(record, cache_dir, registry).await?;
-    let onnx = record.kind == "onnx";
+    let onnx = record.format() == ArtifactFormat::Onnx;
     tokio::task::spawn_blocking(move || {
         if onnx {
             modelplane_onnx::OnnxModel::load(&bytes)

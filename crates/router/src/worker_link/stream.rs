@@ -250,7 +250,7 @@ fn message_len(chunks: &[Bytes]) -> Option<usize> {
 /// The answer to one request: its response, or the status its `error_message` names.
 fn into_result(answer: EncodedStreamAnswer, addr: &str) -> Result<Bytes, Status> {
     if !answer.error_message.is_empty() {
-        return Err(modelplane_worker::triton::status_from_error_message(&answer.error_message));
+        return Err(modelplane_kserve::grpc::status_from_error_message(&answer.error_message));
     }
     answer
         .infer_response

@@ -1,12 +1,14 @@
-//! JSON tensors ⇄ the raw little-endian bytes the gRPC path carries. Every REST input
-//! becomes raw contents (JSON `data`, flat or nested, is checked against the datatype's
-//! range and packed), so the worker sees one shape of request whatever the client sent.
+//! The V2 JSON view of tensors (REST, and what the CLI prints) ⇄ the raw little-endian
+//! bytes the gRPC path carries. Every JSON input becomes raw contents (its `data`, flat
+//! or nested, is checked against the datatype's range and packed), so a worker sees one
+//! shape of request whatever the client sent.
 
-use axum::body::Bytes;
+use bytes::Bytes;
+use modelplane_proto::inference::InferTensorContents;
 use modelplane_proto::inference::model_infer_request::InferInputTensor;
 use serde_json::Value;
 
-use crate::rest::RestError;
+use crate::{Datatype, Error};
 
 fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
     match value {
@@ -16,71 +18,74 @@ fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
 }
 
 /// Packs one JSON element as `datatype`, refusing values the type cannot hold.
-fn pack(datatype: &str, value: &Value, out: &mut Vec<u8>) -> Result<(), String> {
+fn pack(datatype: Datatype, value: &Value, out: &mut Vec<u8>) -> Result<(), String> {
     let int = || value.as_i64().ok_or_else(|| format!("{value} is not an integer"));
     let uint = || value.as_u64().ok_or_else(|| format!("{value} is not a non-negative integer"));
     let float = || value.as_f64().ok_or_else(|| format!("{value} is not a number"));
     let overflow = |_| format!("{value} does not fit {datatype}");
     let fits = |finite: bool| if finite { Ok(()) } else { Err(format!("{value} does not fit {datatype}")) };
     match datatype {
-        "BOOL" => out.push(u8::from(value.as_bool().ok_or_else(|| format!("{value} is not true or false"))?)),
-        "INT8" => out.extend(i8::try_from(int()?).map_err(overflow)?.to_le_bytes()),
-        "INT16" => out.extend(i16::try_from(int()?).map_err(overflow)?.to_le_bytes()),
-        "INT32" => out.extend(i32::try_from(int()?).map_err(overflow)?.to_le_bytes()),
-        "INT64" => out.extend(int()?.to_le_bytes()),
-        "UINT8" => out.extend(u8::try_from(uint()?).map_err(overflow)?.to_le_bytes()),
-        "UINT16" => out.extend(u16::try_from(uint()?).map_err(overflow)?.to_le_bytes()),
-        "UINT32" => out.extend(u32::try_from(uint()?).map_err(overflow)?.to_le_bytes()),
-        "UINT64" => out.extend(uint()?.to_le_bytes()),
+        Datatype::Bool => out.push(u8::from(value.as_bool().ok_or_else(|| format!("{value} is not true or false"))?)),
+        Datatype::Int8 => out.extend(i8::try_from(int()?).map_err(overflow)?.to_le_bytes()),
+        Datatype::Int16 => out.extend(i16::try_from(int()?).map_err(overflow)?.to_le_bytes()),
+        Datatype::Int32 => out.extend(i32::try_from(int()?).map_err(overflow)?.to_le_bytes()),
+        Datatype::Int64 => out.extend(int()?.to_le_bytes()),
+        Datatype::Uint8 => out.extend(u8::try_from(uint()?).map_err(overflow)?.to_le_bytes()),
+        Datatype::Uint16 => out.extend(u16::try_from(uint()?).map_err(overflow)?.to_le_bytes()),
+        Datatype::Uint32 => out.extend(u32::try_from(uint()?).map_err(overflow)?.to_le_bytes()),
+        Datatype::Uint64 => out.extend(uint()?.to_le_bytes()),
         // JSON numbers are finite; one that becomes infinite in the narrower type does
         // not fit it (rounding to the nearest value that does is the usual conversion).
-        "FP16" => {
+        Datatype::Fp16 => {
             let narrowed = half::f16::from_f64(float()?);
             fits(narrowed.is_finite())?;
             out.extend(narrowed.to_le_bytes());
         }
-        "BF16" => {
+        Datatype::Bf16 => {
             let narrowed = half::bf16::from_f64(float()?);
             fits(narrowed.is_finite())?;
             out.extend(narrowed.to_le_bytes());
         }
-        "FP32" => {
+        Datatype::Fp32 => {
             let narrowed = float()? as f32;
             fits(narrowed.is_finite())?;
             out.extend(narrowed.to_le_bytes());
         }
-        "FP64" => out.extend(float()?.to_le_bytes()),
-        "BYTES" => {
+        Datatype::Fp64 => out.extend(float()?.to_le_bytes()),
+        Datatype::Bytes => {
             let text = value.as_str().ok_or_else(|| format!("{value} is not a string"))?;
             let length = u32::try_from(text.len()).map_err(|_| "a string is longer than 4 GiB".to_owned())?;
             out.extend(length.to_le_bytes());
             out.extend(text.as_bytes());
         }
-        other => return Err(format!("datatype {other} is not a KServe v2 datatype")),
     }
     Ok(())
 }
 
+fn bad_request(message: impl Into<String>) -> Error {
+    Error::InvalidArgument(message.into())
+}
+
 /// One JSON input as a gRPC tensor and its raw bytes: its `data`, or (binary
 /// extension) the next `binary_data_size` bytes of `binary`.
-pub(crate) fn encode_input(input: &Value, binary: &mut Bytes) -> Result<(InferInputTensor, Bytes), RestError> {
-    let name =
-        input.get("name").and_then(Value::as_str).ok_or_else(|| RestError::bad_request("an input has no name"))?;
+pub fn input_tensor(input: &Value, binary: &mut Bytes) -> Result<(InferInputTensor, Bytes), Error> {
+    let name = input.get("name").and_then(Value::as_str).ok_or_else(|| bad_request("an input has no name"))?;
     let datatype = input
         .get("datatype")
         .and_then(Value::as_str)
-        .ok_or_else(|| RestError::bad_request(format!("input {name:?} has no datatype")))?;
+        .ok_or_else(|| bad_request(format!("input {name:?} has no datatype")))?;
+    let datatype: Datatype = datatype.parse().map_err(|err| bad_request(format!("input {name:?}: {err}")))?;
     let shape: Vec<i64> = input
         .get("shape")
         .and_then(Value::as_array)
         .and_then(|dims| dims.iter().map(Value::as_i64).collect())
-        .ok_or_else(|| RestError::bad_request(format!("input {name:?} needs a shape of integers")))?;
+        .ok_or_else(|| bad_request(format!("input {name:?} needs a shape of integers")))?;
     let binary_size = input.get("parameters").and_then(|p| p.get("binary_data_size")).and_then(Value::as_u64);
     let raw = match (binary_size, input.get("data")) {
         (Some(size), _) => {
             let size = usize::try_from(size).unwrap_or(usize::MAX);
             if size > binary.len() {
-                return Err(RestError::bad_request(format!(
+                return Err(bad_request(format!(
                     "input {name:?} declares {size} bytes of binary data; only {} follow",
                     binary.len()
                 )));
@@ -93,7 +98,7 @@ pub(crate) fn encode_input(input: &Value, binary: &mut Bytes) -> Result<(InferIn
             // Said here in the caller's terms (values, not the raw bytes they become).
             let needed = shape.iter().try_fold(1u64, |acc, d| u64::try_from(*d).ok().and_then(|d| acc.checked_mul(d)));
             if let Some(needed) = needed.filter(|needed| *needed != values.len() as u64) {
-                return Err(RestError::bad_request(format!(
+                return Err(bad_request(format!(
                     "input {name:?} has {} values in \"data\"; shape {shape:?} needs {needed}",
                     values.len()
                 )));
@@ -101,17 +106,16 @@ pub(crate) fn encode_input(input: &Value, binary: &mut Bytes) -> Result<(InferIn
             let mut packed = Vec::with_capacity(values.len() * 4);
             for (index, value) in values.iter().enumerate() {
                 pack(datatype, value, &mut packed)
-                    .map_err(|err| RestError::bad_request(format!("input {name:?} element {index}: {err}")))?;
+                    .map_err(|err| bad_request(format!("input {name:?} element {index}: {err}")))?;
             }
             Bytes::from(packed)
         }
         (None, None) => {
-            return Err(RestError::bad_request(format!(
-                "input {name:?} has neither \"data\" nor parameters.binary_data_size"
-            )));
+            return Err(bad_request(format!("input {name:?} has neither \"data\" nor parameters.binary_data_size")));
         }
     };
-    let tensor = InferInputTensor { name: name.to_owned(), datatype: datatype.to_owned(), shape, ..Default::default() };
+    let tensor =
+        InferInputTensor { name: name.to_owned(), datatype: datatype.name().into(), shape, ..Default::default() };
     Ok((tensor, raw))
 }
 
@@ -127,21 +131,24 @@ pub fn raw_output_json(datatype: &str, raw: &[u8]) -> Result<Value, String> {
             })
             .collect()
     }
+    let Some(datatype) = Datatype::parse(datatype) else {
+        return Err(format!("output datatype {datatype} has no JSON form here; request it with binary_data"));
+    };
     let values: Vec<Value> = match datatype {
-        "BOOL" => raw.iter().map(|b| Value::from(*b != 0)).collect(),
-        "INT8" => words(raw, i8::from_le_bytes),
-        "INT16" => words(raw, i16::from_le_bytes),
-        "INT32" => words(raw, i32::from_le_bytes),
-        "INT64" => words(raw, i64::from_le_bytes),
-        "UINT8" => words(raw, u8::from_le_bytes),
-        "UINT16" => words(raw, u16::from_le_bytes),
-        "UINT32" => words(raw, u32::from_le_bytes),
-        "UINT64" => words(raw, u64::from_le_bytes),
-        "FP16" => words(raw, |w| f64::from(half::f16::from_le_bytes(w).to_f32())),
-        "BF16" => words(raw, |w| f64::from(half::bf16::from_le_bytes(w).to_f32())),
-        "FP32" => words(raw, |w| f64::from(f32::from_le_bytes(w))),
-        "FP64" => words(raw, f64::from_le_bytes),
-        "BYTES" => {
+        Datatype::Bool => raw.iter().map(|b| Value::from(*b != 0)).collect(),
+        Datatype::Int8 => words(raw, i8::from_le_bytes),
+        Datatype::Int16 => words(raw, i16::from_le_bytes),
+        Datatype::Int32 => words(raw, i32::from_le_bytes),
+        Datatype::Int64 => words(raw, i64::from_le_bytes),
+        Datatype::Uint8 => words(raw, u8::from_le_bytes),
+        Datatype::Uint16 => words(raw, u16::from_le_bytes),
+        Datatype::Uint32 => words(raw, u32::from_le_bytes),
+        Datatype::Uint64 => words(raw, u64::from_le_bytes),
+        Datatype::Fp16 => words(raw, |w| f64::from(half::f16::from_le_bytes(w).to_f32())),
+        Datatype::Bf16 => words(raw, |w| f64::from(half::bf16::from_le_bytes(w).to_f32())),
+        Datatype::Fp32 => words(raw, |w| f64::from(f32::from_le_bytes(w))),
+        Datatype::Fp64 => words(raw, f64::from_le_bytes),
+        Datatype::Bytes => {
             let mut values = Vec::new();
             let mut rest = raw;
             while rest.len() >= 4 {
@@ -152,9 +159,26 @@ pub fn raw_output_json(datatype: &str, raw: &[u8]) -> Result<Value, String> {
             }
             values
         }
-        other => return Err(format!("output datatype {other} has no JSON form here; request it with binary_data")),
     };
     Ok(Value::Array(values))
+}
+
+/// An output's values as JSON from the typed contents field of its datatype (what
+/// `modelplane predict` prints of typed outputs); an unknown datatype reads as FP32.
+pub fn typed_output_json(datatype: &str, contents: InferTensorContents) -> Value {
+    match Datatype::parse(datatype).unwrap_or(Datatype::Fp32) {
+        Datatype::Bytes => Value::from(
+            contents.bytes_contents.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect::<Vec<_>>(),
+        ),
+        Datatype::Bool => Value::from(contents.bool_contents),
+        Datatype::Int8 | Datatype::Int16 | Datatype::Int32 => Value::from(contents.int_contents),
+        Datatype::Int64 => Value::from(contents.int64_contents),
+        Datatype::Uint8 | Datatype::Uint16 | Datatype::Uint32 => Value::from(contents.uint_contents),
+        Datatype::Uint64 => Value::from(contents.uint64_contents),
+        Datatype::Fp64 => Value::from(contents.fp64_contents),
+        // FP16 and BF16 travel raw only; FP32 is the field left.
+        Datatype::Fp16 | Datatype::Bf16 | Datatype::Fp32 => Value::from(contents.fp32_contents),
+    }
 }
 
 #[cfg(test)]
@@ -166,19 +190,20 @@ mod tests {
     #[test]
     fn nested_json_data_packs_by_datatype_and_ranges_are_checked() {
         let input = json!({ "name": "x", "datatype": "INT16", "shape": [2, 2], "data": [[1, -2], [300, 4]] });
-        let (tensor, raw) = encode_input(&input, &mut Bytes::new()).ok().expect("packs");
+        let (tensor, raw) = input_tensor(&input, &mut Bytes::new()).ok().expect("packs");
         assert_eq!(tensor.shape, [2, 2]);
         assert_eq!(raw.as_ref(), [1, 0, 254, 255, 44, 1, 4, 0]);
         let too_big = json!({ "name": "x", "datatype": "UINT8", "shape": [1], "data": [256] });
-        assert!(encode_input(&too_big, &mut Bytes::new()).is_err());
+        assert!(input_tensor(&too_big, &mut Bytes::new()).is_err());
         for (datatype, largest) in [("FP32", 3.4e38), ("FP16", 65504.0), ("BF16", 3.38e38)] {
             let fits = json!({ "name": "x", "datatype": datatype, "shape": [1], "data": [largest] });
-            assert!(encode_input(&fits, &mut Bytes::new()).is_ok(), "{datatype} holds {largest}");
-            let err = pack(datatype, &json!(-1e40), &mut Vec::new()).expect_err("refused");
+            assert!(input_tensor(&fits, &mut Bytes::new()).is_ok(), "{datatype} holds {largest}");
+            let err = pack(Datatype::parse(datatype).expect("a datatype"), &json!(-1e40), &mut Vec::new())
+                .expect_err("refused");
             assert_eq!(err, format!("-1e+40 does not fit {datatype}"));
         }
         let text = json!({ "name": "t", "datatype": "BYTES", "shape": [1], "data": ["hé"] });
-        let (_, raw) = encode_input(&text, &mut Bytes::new()).ok().expect("packs");
+        let (_, raw) = input_tensor(&text, &mut Bytes::new()).ok().expect("packs");
         assert_eq!(raw.as_ref(), [3, 0, 0, 0, b'h', 0xC3, 0xA9]);
     }
 
@@ -186,11 +211,11 @@ mod tests {
     fn binary_inputs_take_their_declared_bytes_in_order() {
         let mut binary = Bytes::from_static(&[1, 2, 3, 4, 5, 6, 7, 8, 9]);
         let first = json!({ "name": "a", "datatype": "FP32", "shape": [1], "parameters": { "binary_data_size": 4 } });
-        let (_, raw) = encode_input(&first, &mut binary).ok().expect("first");
+        let (_, raw) = input_tensor(&first, &mut binary).ok().expect("first");
         assert_eq!(raw.as_ref(), [1, 2, 3, 4]);
         let too_long =
             json!({ "name": "b", "datatype": "FP32", "shape": [2], "parameters": { "binary_data_size": 8 } });
-        assert!(encode_input(&too_long, &mut binary).is_err(), "only 5 bytes are left");
+        assert!(input_tensor(&too_long, &mut binary).is_err(), "only 5 bytes are left");
     }
 
     #[test]
