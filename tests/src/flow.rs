@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
 use modelplane_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use modelplane_proto::inference::model_infer_request::InferInputTensor;
@@ -40,26 +40,81 @@ pub async fn health_serving(addr: &str) -> Result<bool> {
     Ok(response.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
 }
 
-/// The services a server advertises through gRPC server reflection (v1).
+/// The services a server advertises through gRPC server reflection, asked in both
+/// versions clients use (`v1`, and `v1alpha` as older grpcurl and evans ask); fails
+/// unless both answer the same list.
 pub async fn reflected_services(addr: &str) -> Result<Vec<String>> {
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    let mut client = ServerReflectionClient::new(channel(addr).await?);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut stream = client.server_reflection_info(futures::stream::iter([request])).await?.into_inner();
-    while let Some(response) = stream.message().await? {
-        if let Some(MessageResponse::ListServicesResponse(list)) = response.message_response {
-            let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-            names.sort();
-            return Ok(names);
+    let v1 = reflected_services_v1(addr).await?;
+    let v1alpha = reflected_services_v1alpha(addr).await?;
+    ensure!(v1 == v1alpha, "{addr} reflects {v1:?} through v1 but {v1alpha:?} through v1alpha");
+    Ok(v1)
+}
+
+/// Lists services through `grpc.reflection.$version`; sorted names.
+macro_rules! list_services {
+    ($version:ident, $addr:expr) => {{
+        use tonic_reflection::pb::$version::ServerReflectionRequest;
+        use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+        let addr: &str = $addr;
+        let mut client = ServerReflectionClient::new(channel(addr).await?);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = client.server_reflection_info(futures::stream::iter([request])).await?.into_inner();
+        let mut listed = None;
+        while let Some(response) = stream.message().await? {
+            if let Some(MessageResponse::ListServicesResponse(list)) = response.message_response {
+                let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+                names.sort();
+                listed = Some(names);
+                break;
+            }
         }
-    }
-    bail!("{addr} answered no service list")
+        listed.with_context(|| format!("{addr} answered no service list ({})", stringify!($version)))
+    }};
+}
+
+async fn reflected_services_v1(addr: &str) -> Result<Vec<String>> {
+    list_services!(v1, addr)
+}
+
+async fn reflected_services_v1alpha(addr: &str) -> Result<Vec<String>> {
+    list_services!(v1alpha, addr)
+}
+
+/// What a role answers to one message just over the 64 MiB limit: a ModelInfer to an
+/// inference endpoint (`registry` false), or one dataset chunk to a registry's upload
+/// stream (`registry` true).
+pub async fn oversized_message_status(addr: &str, registry: bool) -> Result<tonic::Status> {
+    // modelplane_service::MAX_MESSAGE_BYTES, the limit every role applies.
+    let over = (64 << 20) + 1;
+    let answer = if registry {
+        let manifest = pb::DatasetManifest { name: "oversized".into(), sha256: "0".repeat(64) };
+        let messages = [
+            pb::UploadDatasetRequest { part: Some(pb::upload_dataset_request::Part::Manifest(manifest)) },
+            pb::UploadDatasetRequest { part: Some(pb::upload_dataset_request::Part::Chunk(vec![b'1'; over])) },
+        ];
+        let mut client = RegistryClient::new(channel(addr).await?).max_encoding_message_size(usize::MAX);
+        client.upload_dataset(futures::stream::iter(messages)).await.map(|_| ())
+    } else {
+        let request = ModelInferRequest {
+            model_name: "houses".into(),
+            inputs: vec![InferInputTensor {
+                name: "input".into(),
+                datatype: "FP32".into(),
+                shape: vec![i64::try_from(over / 12)?, 3],
+                ..Default::default()
+            }],
+            raw_input_contents: vec![Bytes::from(vec![0u8; over])],
+            ..Default::default()
+        };
+        let mut client = GrpcInferenceServiceClient::new(channel(addr).await?).max_encoding_message_size(usize::MAX);
+        client.model_infer(request).await.map(|_| ())
+    };
+    answer.err().context("a message over the limit was accepted")
 }
 
 /// Uploads a CSV dataset in 1 MiB chunks.

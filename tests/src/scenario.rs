@@ -57,7 +57,12 @@ pub async fn run(endpoints: &Endpoints) -> Result<Duration> {
     ] {
         ensure!(health_serving(addr).await?, "{addr} is not SERVING");
         let services = reflected_services(addr).await?;
-        let mut expected = vec!["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", service];
+        let mut expected = vec![
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+            service,
+        ];
         expected.sort_unstable();
         ensure!(services == expected, "{addr} reflects {services:?}; expected {expected:?}");
     }

@@ -79,6 +79,25 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     let endpoints =
         Endpoints { registry: registry_addr.clone(), trainer: trainer.addr("trainer"), router: router.addr("router") };
     assert!(modelplane_tests::health_serving(&worker.addr("worker")).await.expect("worker health"));
+    // The fourth role answers reflection in both versions too (the scenario asks the others).
+    let reflected = modelplane_tests::reflected_services(&worker.addr("worker")).await.expect("worker reflection");
+    assert_eq!(
+        reflected,
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+            "inference.GRPCInferenceService"
+        ]
+    );
+    // A message over the 64 MiB limit is RESOURCE_EXHAUSTED (gRPC's and Triton's code, not
+    // tonic's OUT_OF_RANGE): a unary call to the router (its pass-on path) and to a worker,
+    // and a chunk on the registry's upload stream.
+    for (addr, registry) in [(&router.addr("router"), false), (&worker.addr("worker"), false), (&registry_addr, true)] {
+        let status = modelplane_tests::oversized_message_status(addr, registry).await.expect("refused");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{addr}: {status:?}");
+        assert!(status.message().contains("too large"), "{addr}: {status:?}");
+    }
     // How long the flip took is printed, not judged: speed belongs in benchmarks.
     let flip = scenario::run(&endpoints).await.expect("scenario passes");
     println!("alias flip took {flip:?} to show in predictions");

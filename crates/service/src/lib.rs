@@ -10,6 +10,7 @@ mod in_process;
 mod metric_handles;
 pub mod metrics;
 mod metrics_layer;
+mod oversize_layer;
 mod propagation;
 mod server;
 mod shutdown;
@@ -24,11 +25,13 @@ pub use deadline::{
 pub use in_process::{InProcessServers, InProcessService, Registration};
 pub use metric_handles::HandleCache;
 pub use metrics_layer::{REQUEST_DURATION_SECONDS, REQUESTS_TOTAL, RpcMetrics, RpcMetricsLayer, record_call};
+pub use oversize_layer::{OversizeStatus, OversizeStatusLayer};
 pub use propagation::{
     TraceContextInterceptor, extract_context, inject_context, inject_context_parameters, take_context_parameters,
 };
 pub use server::{
-    ACCEPTED_COMPRESSIONS, MAX_MESSAGE_BYTES, grpc_server, health_service, incoming, reflection_service, serve_grpc,
+    ACCEPTED_COMPRESSIONS, MAX_MESSAGE_BYTES, REFLECTION_SERVICES, grpc_server, health_service, incoming,
+    reflection_service, reflection_service_v1alpha, serve_grpc,
 };
 pub use shutdown::{Shutdown, termination_signal};
 pub use telemetry::{TelemetryGuard, init};

@@ -4,7 +4,7 @@
 use tonic::transport::Server;
 use tower::layer::util::{Identity, Stack};
 
-use crate::{RpcMetricsLayer, RpcTraceLayer};
+use crate::{OversizeStatusLayer, RpcMetricsLayer, RpcTraceLayer};
 
 /// Largest gRPC message a service accepts or sends (artifacts stream in 1 MiB chunks;
 /// inference batches may be larger).
@@ -16,14 +16,19 @@ pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 pub const ACCEPTED_COMPRESSIONS: [tonic::codec::CompressionEncoding; 2] =
     [tonic::codec::CompressionEncoding::Gzip, tonic::codec::CompressionEncoding::Deflate];
 
-/// A tonic server with the shared tower stack (per-RPC trace span, then per-RPC metrics
-/// labelled `role`) and HTTP/2 settings.
-pub fn grpc_server(role: &'static str) -> Server<Stack<RpcMetricsLayer, Stack<RpcTraceLayer, Identity>>> {
+/// The shared tower stack (tonic applies the last layer added innermost).
+type Layers = Stack<OversizeStatusLayer, Stack<RpcMetricsLayer, Stack<RpcTraceLayer, Identity>>>;
+
+/// A tonic server with the shared tower stack (per-RPC trace span, per-RPC metrics
+/// labelled `role`, then RESOURCE_EXHAUSTED for oversized messages, which the metrics
+/// count as such) and HTTP/2 settings.
+pub fn grpc_server(role: &'static str) -> Server<Layers> {
     Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .layer(RpcTraceLayer)
         .layer(RpcMetricsLayer::new(role))
+        .layer(OversizeStatusLayer)
 }
 
 /// Accepted connections of `listener` with Nagle off: the server's `tcp_nodelay` only
@@ -41,22 +46,40 @@ pub fn health_service() -> (
     tonic_health::server::health_reporter()
 }
 
-/// Server reflection advertising `services` (full names, e.g. `inference.GRPCInferenceService`)
-/// plus health and reflection themselves; every modelplane proto is available for lookup.
-pub fn reflection_service(
-    services: &[&str],
-) -> tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection> {
+/// The reflection services every server advertises beside its own.
+pub const REFLECTION_SERVICES: [&str; 2] =
+    ["grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"];
+
+/// A reflection builder advertising `services` (full names, e.g.
+/// `inference.GRPCInferenceService`) plus health and both reflection versions; every
+/// modelplane proto is available for lookup.
+fn reflection(services: &[&str]) -> tonic_reflection::server::Builder<'static> {
     let builder = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(modelplane_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name("grpc.health.v1.Health")
-        .with_service_name("grpc.reflection.v1.ServerReflection");
-    services
-        .iter()
-        .fold(builder, |builder, name| builder.with_service_name(*name))
-        .build_v1()
-        // Our descriptor sets are compiled in; failing here is a build defect.
-        .expect("reflection descriptors are valid")
+        // Both reflection protos, so either version can describe the other.
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+        .include_reflection_service(false)
+        .with_service_name("grpc.health.v1.Health");
+    REFLECTION_SERVICES.iter().chain(services).fold(builder, |builder, name| builder.with_service_name(*name))
+}
+
+/// Server reflection (`grpc.reflection.v1`) advertising `services`; see [`reflection`].
+pub fn reflection_service(
+    services: &[&str],
+) -> tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection> {
+    // Our descriptor sets are compiled in; failing here is a build defect.
+    reflection(services).build_v1().expect("reflection descriptors are valid")
+}
+
+/// The same reflection as `grpc.reflection.v1alpha`, which grpcurl before 1.8.8, evans
+/// and many GUI clients ask for.
+pub fn reflection_service_v1alpha(
+    services: &[&str],
+) -> tonic_reflection::server::v1alpha::ServerReflectionServer<impl tonic_reflection::server::v1alpha::ServerReflection>
+{
+    reflection(services).build_v1alpha().expect("reflection descriptors are valid")
 }
 
 /// Serves one gRPC service (plus health and reflection) of `role` on `listener` until `shutdown`
@@ -87,6 +110,7 @@ where
     grpc_server(role)
         .add_service(health_service)
         .add_service(reflection_service(&[S::NAME]))
+        .add_service(reflection_service_v1alpha(&[S::NAME]))
         .add_service(service)
         .serve_with_incoming_shutdown(incoming(listener), async move {
             shutdown.cancelled().await;
