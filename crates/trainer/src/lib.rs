@@ -8,6 +8,7 @@ mod config;
 mod error;
 mod grpc;
 pub mod jobs;
+mod promotion;
 mod runner;
 
 use std::sync::Arc;

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use crate::promotion::{self, Current, Verdict};
 use crate::{Error, Result, TrainerConfig};
 
 /// Minimum time between two progress writes to the store.
@@ -249,42 +250,21 @@ impl Runner {
     /// Applies a promote_if rule to a freshly registered version; returns what was
     /// decided and why (also the reason recorded in the audit log).
     async fn promote(&self, rule: &PromoteRule, version: &pb::ModelVersion) -> Result<String> {
-        let Some(new_value) = version.metrics.get(&rule.metric).copied() else {
-            let known: Vec<&String> = version.metrics.keys().collect();
-            return Ok(format!(
-                "not promoted: v{} has no metric {:?} (it has {known:?})",
-                version.version, rule.metric
-            ));
-        };
         let mut registry = self.registry.clone();
-        let current = registry
+        let current = match registry
             .get_version(pb::GetVersionRequest { model: version.model.clone(), version: rule.alias.clone() })
-            .await;
-        let reason = match current {
-            Ok(current) => {
-                let current = current.into_inner();
-                let Some(old_value) = current.metrics.get(&rule.metric).copied() else {
-                    return Ok(format!(
-                        "not promoted: {} v{} has no metric {:?} to compare",
-                        rule.alias, current.version, rule.metric
-                    ));
-                };
-                let better = if rule.lower_is_better { new_value < old_value } else { new_value > old_value };
-                if !better {
-                    return Ok(format!(
-                        "kept {} at v{}: {} {new_value:.6} does not beat {old_value:.6}",
-                        rule.alias, current.version, rule.metric
-                    ));
-                }
-                let sign = if rule.lower_is_better { "<" } else { ">" };
-                format!("{} {new_value:.6} {sign} {old_value:.6} of v{}", rule.metric, current.version)
-            }
-            Err(status) if status.code() == tonic::Code::NotFound => {
-                format!("{} {new_value:.6}; {} did not exist", rule.metric, rule.alias)
-            }
+            .await
+        {
+            Ok(current) => Some(current.into_inner()),
+            Err(status) if status.code() == tonic::Code::NotFound => None,
             Err(status) => {
                 return Err(Error::Unavailable(format!("reading alias {}: {}", rule.alias, status.message())));
             }
+        };
+        let current = current.as_ref().map(|current| Current { version: current.version, metrics: &current.metrics });
+        let reason = match promotion::decide(rule, version.version, &version.metrics, current) {
+            Verdict::Promote(reason) => reason,
+            Verdict::Keep(outcome) => return Ok(outcome),
         };
         let mut request = tonic::Request::new(pb::SetAliasRequest {
             model: version.model.clone(),
