@@ -4,18 +4,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use modelplane_model::Model;
 use modelplane_store::KvStore;
-use modelplane_store::schema::{
-    self, ArtifactFormat, AuditRecord, DatasetRecord, DeploymentRecord, Lineage, ModelRecord, ModelsKey, VersionRecord,
-};
+use modelplane_store::schema::{self, ArtifactFormat, AuditRecord, Lineage, ModelRecord, ModelsKey, VersionRecord};
 use sha2::{Digest, Sha256};
 
+use crate::describe::describe;
 use crate::workers::Change;
 use crate::{BlobStore, Error, RegistryConfig, Result};
 
 const ARTIFACTS: &str = "artifacts";
-const DATASETS: &str = "datasets";
+pub(crate) const DATASETS: &str = "datasets";
 /// Attempts at the version-number compare-and-swap before giving up under contention.
 const CAS_ATTEMPTS: usize = 64;
 
@@ -38,34 +36,23 @@ pub struct VersionUpload {
     pub bytes: Bytes,
 }
 
-/// A complete dataset upload.
-#[derive(Debug)]
-pub struct DatasetUpload {
-    /// Dataset name.
-    pub name: String,
-    /// Expected sha256, or empty.
-    pub sha256: String,
-    /// The CSV.
-    pub bytes: Bytes,
-}
-
 /// The registry over a KvStore and a blob store.
 #[derive(Clone)]
 pub struct Registry {
     pub(crate) store: Arc<dyn KvStore>,
-    blobs: BlobStore,
-    config: RegistryConfig,
+    pub(crate) blobs: BlobStore,
+    pub(crate) config: RegistryConfig,
     /// The workers last seen serving, for the placement checks while none is live.
     pub(crate) known_workers: crate::known_workers::KnownWorkers,
     /// Who the mutations made through this handle are recorded as.
     actor: Arc<str>,
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-fn check_name(what: &str, name: &str) -> Result<()> {
+pub(crate) fn check_name(what: &str, name: &str) -> Result<()> {
     schema::validate_name(what, name).map_err(Error::InvalidArgument)
 }
 
@@ -389,183 +376,6 @@ impl Registry {
         }
         self.audit("delete_alias", model, alias, previous.to_string(), String::new(), "").await;
         Ok(())
-    }
-
-    /// Creates or replaces a model's deployment after checking every target exists.
-    pub async fn set_deployment(&self, deployment: DeploymentRecord) -> Result<DeploymentRecord> {
-        let model = deployment.model.clone();
-        self.get_model(&model).await?;
-        if deployment.targets.iter().all(|t| t.shadow) {
-            return Err(Error::InvalidArgument(
-                "a deployment needs at least one target that is not a shadow (shadows only get copies)".into(),
-            ));
-        }
-        for (index, target) in deployment.targets.iter().enumerate() {
-            match (&target.version, &target.alias) {
-                (Some(version), None) => {
-                    if self.get_version(&model, &version.to_string()).await?.archived {
-                        return Err(Error::FailedPrecondition(format!(
-                            "{model} v{version} is archived; it cannot be deployed"
-                        )));
-                    }
-                }
-                (None, Some(alias)) => {
-                    self.get_alias(&model, alias).await?;
-                }
-                _ => {
-                    return Err(Error::InvalidArgument(format!(
-                        "target {index} must name exactly one of a version number or an alias"
-                    )));
-                }
-            }
-            if target.weight == 0 && !target.shadow {
-                return Err(Error::InvalidArgument(format!("target {index} has weight 0; expected at least 1")));
-            }
-        }
-        deployment
-            .batching
-            .validate()
-            .map_err(|err| Error::InvalidArgument(format!("deployment of {model}: batching: {err}")))?;
-        deployment
-            .resources
-            .validate()
-            .map_err(|err| Error::InvalidArgument(format!("deployment of {model}: {err}")))?;
-        let need = self.replica_need(&deployment, None).await?;
-        self.check_some_worker_fits(&model, need, deployment.resources.memory_bytes.is_some()).await?;
-        let before = self.get_deployment_opt(&model).await?;
-        let mut deployment = deployment;
-        deployment.created_unix_ms = before.as_ref().map_or_else(schema::now_unix_ms, |before| before.created_unix_ms);
-        if before.is_some() {
-            let what = format!("the deployment of {model} stays as it is");
-            self.check_keeps_replicas(&model, Change::Deployment(&deployment), &what).await?;
-        }
-        self.store.put(&schema::deployment_key(&model), schema::encode(&deployment), None).await?;
-        tracing::info!(model = %model, targets = deployment.targets.len(), "deployment set");
-        let text = |d: &DeploymentRecord| String::from_utf8_lossy(&schema::encode(d)).into_owned();
-        self.audit("set_deployment", &model, "", before.as_ref().map(text).unwrap_or_default(), text(&deployment), "")
-            .await;
-        Ok(deployment)
-    }
-
-    pub(crate) async fn get_deployment_opt(&self, model: &str) -> Result<Option<DeploymentRecord>> {
-        let key = schema::deployment_key(model);
-        match self.store.get(&key).await? {
-            Some(kv) => Ok(Some(schema::decode(&key, &kv.value)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// A model's deployment.
-    pub async fn get_deployment(&self, model: &str) -> Result<DeploymentRecord> {
-        self.get_deployment_opt(model)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("model {model:?} has no deployment")))
-    }
-
-    /// Every deployment.
-    pub async fn list_deployments(&self) -> Result<Vec<DeploymentRecord>> {
-        let snapshot = self.store.range(schema::DEPLOYMENTS).await?;
-        Ok(snapshot.kvs.iter().map(|kv| schema::decode(&kv.key, &kv.value)).collect::<Result<_, _>>()?)
-    }
-
-    /// Stores a CSV dataset under its sha256 and records its columns and row count.
-    pub async fn upload_dataset(&self, upload: DatasetUpload) -> Result<DatasetRecord> {
-        check_name("dataset name", &upload.name)?;
-        let sha256 = sha256_hex(&upload.bytes);
-        if !upload.sha256.is_empty() && !upload.sha256.eq_ignore_ascii_case(&sha256) {
-            return Err(Error::InvalidArgument(format!(
-                "dataset sha256 mismatch: declared {}, received bytes hash to {sha256}; nothing was stored",
-                upload.sha256
-            )));
-        }
-        let (columns, rows) = csv_shape(&upload.bytes)?;
-        self.blobs.put(DATASETS, &sha256, upload.bytes.clone()).await?;
-        let record = DatasetRecord {
-            name: upload.name.clone(),
-            sha256: sha256.clone(),
-            size_bytes: upload.bytes.len() as u64,
-            columns,
-            rows,
-            created_unix_ms: schema::now_unix_ms(),
-        };
-        self.store.put(&schema::dataset_key(&upload.name, &sha256), schema::encode(&record), None).await?;
-        let after = format!("sha256 {sha256}, {} rows", record.rows);
-        self.audit("upload_dataset", "", &upload.name, String::new(), after, "").await;
-        Ok(record)
-    }
-
-    /// Every dataset upload.
-    pub async fn list_datasets(&self) -> Result<Vec<DatasetRecord>> {
-        let snapshot = self.store.range(schema::DATASETS).await?;
-        Ok(snapshot.kvs.iter().map(|kv| schema::decode(&kv.key, &kv.value)).collect::<Result<_, _>>()?)
-    }
-
-    /// A dataset record and its bytes; empty `sha256` means the newest upload of `name`.
-    pub async fn download_dataset(&self, name: &str, sha256: &str) -> Result<(DatasetRecord, Bytes)> {
-        let record = self.get_dataset(name, sha256).await?;
-        let bytes = self.blobs.get(DATASETS, &record.sha256).await?;
-        Ok((record, bytes))
-    }
-}
-
-/// Header columns and record count of a CSV, refusing malformed ones at upload (RFC 4180
-/// quoting: fields may hold commas and newlines).
-fn csv_shape(bytes: &[u8]) -> Result<(Vec<String>, u64)> {
-    if std::str::from_utf8(bytes).is_err() {
-        return Err(Error::InvalidArgument("dataset is not UTF-8 text; expected a CSV".into()));
-    }
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(bytes);
-    let columns: Vec<String> = reader
-        .headers()
-        .map_err(|err| Error::InvalidArgument(format!("dataset header is not valid CSV: {err}")))?
-        .iter()
-        .map(str::to_owned)
-        .collect();
-    if columns.iter().all(String::is_empty) {
-        return Err(Error::InvalidArgument("dataset is empty; expected a CSV header row".into()));
-    }
-    let mut rows = 0u64;
-    for record in reader.records() {
-        record.map_err(|err| Error::InvalidArgument(format!("dataset row {}: {err}", rows + 1)))?;
-        rows += 1;
-    }
-    Ok((columns, rows))
-}
-
-/// What the registry records about an artifact, read by loading it.
-struct Described {
-    kind: String,
-    signature: modelplane_kserve::Signature,
-    metrics: BTreeMap<String, f64>,
-    labels: Vec<String>,
-    confusion_matrix: Vec<Vec<u64>>,
-}
-
-/// Loads an artifact of `format` to check it and read its kind, signature and metrics.
-fn describe(format: ArtifactFormat, bytes: &[u8]) -> Result<Described> {
-    match format {
-        ArtifactFormat::Modelplane => {
-            let model = Model::from_artifact(bytes)
-                .map_err(|err| Error::InvalidArgument(format!("not a loadable modelplane artifact: {err}")))?;
-            Ok(Described {
-                kind: model.manifest.kind.name().to_owned(),
-                signature: model.manifest.signature,
-                metrics: model.manifest.metrics,
-                labels: model.manifest.labels,
-                confusion_matrix: model.manifest.confusion_matrix,
-            })
-        }
-        ArtifactFormat::Onnx => {
-            let model =
-                modelplane_onnx::OnnxModel::load(bytes).map_err(|err| Error::InvalidArgument(err.to_string()))?;
-            Ok(Described {
-                kind: ArtifactFormat::Onnx.name().into(),
-                signature: model.signature().clone(),
-                metrics: BTreeMap::new(),
-                labels: Vec::new(),
-                confusion_matrix: Vec::new(),
-            })
-        }
     }
 }
 

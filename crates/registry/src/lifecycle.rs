@@ -1,9 +1,9 @@
 //! Changing and removing what the registry holds: model labels and description,
-//! deletions that refuse while something still uses the thing, archiving, datasets.
+//! deletions that refuse while something still uses the thing, archiving.
 
 use std::collections::BTreeMap;
 
-use modelplane_store::schema::{self, DatasetRecord, ModelRecord, VersionRecord};
+use modelplane_store::schema::{self, ModelRecord, VersionRecord};
 
 use crate::{Error, Registry, Result};
 
@@ -132,48 +132,6 @@ impl Registry {
             "",
         )
         .await;
-        Ok(())
-    }
-
-    /// Removes a model's deployment: workers unload it, the router stops serving it.
-    pub async fn delete_deployment(&self, model: &str) -> Result<()> {
-        let before = self.get_deployment(model).await?;
-        self.store.delete(&schema::deployment_key(model)).await?;
-        let text = String::from_utf8_lossy(&schema::encode(&before)).into_owned();
-        self.audit("delete_deployment", model, "", text, String::new(), "").await;
-        Ok(())
-    }
-
-    /// A dataset record; empty `sha256` means the newest upload of `name`.
-    pub async fn get_dataset(&self, name: &str, sha256: &str) -> Result<DatasetRecord> {
-        modelplane_store::find_dataset(&*self.store, name, sha256).await?.ok_or_else(|| match sha256 {
-            "" => Error::NotFound(format!("dataset {name:?} not found; upload it first")),
-            sha => Error::NotFound(format!("dataset {name:?} has no upload with sha256 {sha}")),
-        })
-    }
-
-    /// Deletes a dataset upload; refused while a version's lineage names it.
-    pub async fn delete_dataset(&self, name: &str, sha256: &str) -> Result<()> {
-        let record = self.get_dataset(name, sha256).await?;
-        let models = self.store.range(schema::MODELS).await?;
-        let mut users = Vec::new();
-        for kv in &models.kvs {
-            if let Some(schema::ModelsKey::Version(model, number)) = schema::parse_models_key(&kv.key) {
-                let version: VersionRecord = schema::decode(&kv.key, &kv.value)?;
-                if version.lineage.dataset_sha256 == record.sha256 {
-                    users.push(format!("{model} v{number}"));
-                }
-            }
-        }
-        if !users.is_empty() {
-            return Err(Error::FailedPrecondition(format!(
-                "dataset {name:?} ({}) is the lineage of {}; delete those versions first",
-                record.sha256,
-                users.join(", ")
-            )));
-        }
-        self.store.delete(&schema::dataset_key(name, &record.sha256)).await?;
-        self.audit("delete_dataset", "", name, format!("sha256 {}", record.sha256), String::new(), "").await;
         Ok(())
     }
 }
