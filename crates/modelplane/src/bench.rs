@@ -102,7 +102,7 @@ async fn input_of(client: &mut GrpcInferenceServiceClient<Channel>, args: &Bench
         client.model_metadata(request).await.map_err(|s| anyhow::anyhow!("model metadata: {}", s.message()))?;
     let metadata = metadata.into_inner();
     let Some(input) = metadata.inputs.first() else { bail!("{} declares no inputs", args.model) };
-    if input.datatype != Datatype::Fp32.name() {
+    if Datatype::parse(&input.datatype) != Some(Datatype::Fp32) {
         bail!("{} takes {} input {:?}; the bench sends FP32 rows", args.model, input.datatype, input.name);
     }
     let features = input.shape.last().copied().filter(|d| *d > 0).context("the input's last dimension is not fixed")?;

@@ -1,0 +1,53 @@
+//! Client commands: thin wrappers over the registry, trainer and router gRPC APIs, one
+//! module per subcommand group. What they share is here: the output format, channels
+//! and how a failed call is told to the user.
+
+use anyhow::{Context, Result};
+use clap::ValueEnum;
+use modelplane_proto::registry::registry_client::RegistryClient;
+use modelplane_service::TracedChannel;
+
+use crate::Endpoints;
+
+mod datasets;
+mod deploy;
+mod models;
+mod predict;
+mod train;
+
+pub use datasets::{DatasetsCommand, datasets};
+pub use deploy::{AliasCommand, DeployArgs, alias, deploy};
+pub use models::{ModelsCommand, models};
+pub use predict::{PredictArgs, predict};
+pub use train::{TrainArgs, train};
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// For people: progress bars, summaries, one block per item.
+    Text,
+    /// One JSON object per line: per event of a job, per item of a list.
+    Json,
+}
+
+pub(crate) fn channel(addr: &str) -> Result<TracedChannel> {
+    modelplane_service::connect_lazy(addr).with_context(|| format!("bad endpoint {addr:?}"))
+}
+
+pub(crate) fn registry(endpoints: &Endpoints) -> Result<RegistryClient<TracedChannel>> {
+    Ok(RegistryClient::new(channel(&endpoints.registry)?)
+        .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES))
+}
+
+/// A request that names the user (`MODELPLANE_ACTOR`, else `USER`) for the audit log.
+pub(crate) fn as_user<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let user = std::env::var("MODELPLANE_ACTOR").or_else(|_| std::env::var("USER")).unwrap_or_default();
+    if let Ok(actor) = format!("cli/{user}").parse() {
+        request.metadata_mut().insert("x-modelplane-actor", actor);
+    }
+    request
+}
+
+pub(crate) fn status_error(what: &str, status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{what}: {} ({:?})", status.message(), status.code())
+}
