@@ -4,15 +4,15 @@
 
 mod config;
 mod error;
-mod grpc;
-mod grpc_server;
 mod limits;
 mod metrics;
+mod pass_on_server;
 mod rest;
 mod rest_body;
-mod rest_triton;
+mod rest_extensions;
+mod service;
 mod table;
-mod triton;
+mod triton_extensions;
 mod worker_link;
 
 use std::sync::Arc;
@@ -26,8 +26,8 @@ use tokio::sync::watch;
 
 pub use config::RouterConfig;
 pub use error::{Error, Result};
-pub use grpc::RouterService;
 pub use limits::CLIENT_ID_METADATA;
+pub use service::RouterService;
 pub use table::{Clients, LastGood, Replica, RoutingTable, Suspects, resolve};
 pub use worker_link::{WorkerLink, method};
 
@@ -99,7 +99,7 @@ pub async fn serve(
         })
     });
     tracing::info!(addr = ?listener.local_addr().ok(), "router serving");
-    let service = grpc_server::InferenceServer::new(service);
+    let service = pass_on_server::InferenceServer::new(service);
     let served = modelplane_service::serve_grpc("router", service, listener, shutdown, Duration::ZERO).await;
     follow.abort();
     if let Some(http) = http {

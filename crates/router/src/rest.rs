@@ -17,8 +17,9 @@ use modelplane_proto::inference as pb;
 use serde_json::{Value, json};
 use tonic::Code;
 
-use crate::grpc::RouterService;
+use crate::Error;
 use crate::rest_body::{BODY_LIMIT, RequestBody};
+use crate::service::RouterService;
 use modelplane_kserve::json::{input_tensor, raw_output_json};
 
 /// Header naming the length of the JSON part of a binary-extension body.
@@ -33,20 +34,36 @@ impl RestError {
     }
 }
 
-impl From<tonic::Status> for RestError {
-    fn from(status: tonic::Status) -> Self {
-        let code = match status.code() {
-            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => StatusCode::BAD_REQUEST,
-            Code::NotFound => StatusCode::NOT_FOUND,
-            Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-            Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Code::PermissionDenied => StatusCode::FORBIDDEN,
-            Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
+/// The router's one Error → HTTP mapping. A passed-on answer maps by its gRPC code, as
+/// KServe's and Triton's HTTP servers do.
+impl From<Error> for RestError {
+    fn from(err: Error) -> Self {
+        let code = match &err {
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::InvalidArgument(_) | Error::FailedPrecondition(_) => StatusCode::BAD_REQUEST,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Passed(status) => match status.code() {
+                Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => StatusCode::BAD_REQUEST,
+                Code::NotFound => StatusCode::NOT_FOUND,
+                Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+                Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+                Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+                Code::PermissionDenied => StatusCode::FORBIDDEN,
+                Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+                Code::Ok
+                | Code::Cancelled
+                | Code::Unknown
+                | Code::AlreadyExists
+                | Code::Aborted
+                | Code::Internal
+                | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+            },
         };
-        Self(code, status.message().to_owned())
+        Self(code, err.to_string())
     }
 }
 
@@ -70,7 +87,7 @@ pub fn routes(service: RouterService) -> Router {
         .route("/v2/models/{model}/versions/{version}/ready", get(version_ready))
         .route("/v2/models/{model}/infer", post(infer))
         .route("/v2/models/{model}/versions/{version}/infer", post(version_infer))
-        .merge(crate::rest_triton::routes())
+        .merge(crate::rest_extensions::routes())
         .merge(modelplane_service::metrics::routes())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(service)
@@ -139,7 +156,7 @@ async fn infer(
     headers: HeaderMap,
     RequestBody(body): RequestBody,
 ) -> RestResult<Response> {
-    let _slot = service.client_limits.enter(client_of_http(&headers, peer)).map_err(tonic::Status::from)?;
+    let _slot = service.client_limits.enter(client_of_http(&headers, peer))?;
     run_infer(service, model, String::new(), &headers, body).await
 }
 
@@ -150,7 +167,7 @@ async fn version_infer(
     headers: HeaderMap,
     RequestBody(body): RequestBody,
 ) -> RestResult<Response> {
-    let _slot = service.client_limits.enter(client_of_http(&headers, peer)).map_err(tonic::Status::from)?;
+    let _slot = service.client_limits.enter(client_of_http(&headers, peer))?;
     run_infer(service, model, version, &headers, body).await
 }
 
@@ -290,7 +307,7 @@ async fn run_infer(
             tail.extend_from_slice(raw);
         } else {
             entry["data"] =
-                raw_output_json(&output.datatype, raw).map_err(|err| RestError::from(tonic::Status::internal(err)))?;
+                raw_output_json(&output.datatype, raw).map_err(|err| RestError::from(Error::Internal(err)))?;
         }
         outputs.push(entry);
     }

@@ -8,9 +8,9 @@ use axum::extract::{Path, State};
 use modelplane_proto::inference as pb;
 use serde_json::{Value, json};
 
-use crate::grpc::RouterService;
 use crate::rest::{RestError, RestResult};
 use crate::rest_body::RequestBody;
+use crate::service::RouterService;
 
 /// The extension routes over `service`.
 pub(crate) fn routes() -> Router<RouterService> {

@@ -36,7 +36,7 @@ pub struct RouterService {
 impl RouterService {
     /// Sends `call` to ready replicas of the resolved version until one answers with
     /// something other than UNAVAILABLE.
-    async fn forward<T, F, Fut>(&self, model: &str, version: &str, call: F) -> Result<(T, u64), Status>
+    async fn forward<T, F, Fut>(&self, model: &str, version: &str, call: F) -> Result<(T, u64), Error>
     where
         F: Fn(Arc<WorkerLink>, u64) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
@@ -56,7 +56,7 @@ impl RouterService {
                     Some(shortfall) => format!("no ready replica of {model} v{number}: {shortfall}"),
                     None => format!("no ready replica of {model} v{number}; it may still be loading"),
                 };
-                return Err(Error::Unavailable(why).into());
+                return Err(Error::Unavailable(why));
             }
             let attempts = match self.config.max_attempts {
                 0 => replicas.len(),
@@ -86,14 +86,14 @@ impl RouterService {
                         tracing::debug!(worker = %replica.worker, error = %status.message(), "replica failed; trying the next");
                         last = Some(status);
                     }
-                    Err(status) => return Err(status),
+                    Err(status) => return Err(Error::Passed(status)),
                 }
             }
             if !found_dead {
                 break;
             }
         }
-        Err(last.unwrap_or_else(|| Status::unavailable(format!("no replica of {model} answered"))))
+        Err(last.map_or_else(|| Error::Unavailable(format!("no replica of {model} answered")), Error::Passed))
     }
 }
 
@@ -149,7 +149,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         // The router's server answers ModelInfer with the worker's bytes instead
-        // (`crate::grpc_server`); this is the same call for anyone using the service typed.
+        // (`crate::pass_on_server`); this is the same call for anyone using the service typed.
         self.model_infer_as(request).await
     }
 
@@ -166,7 +166,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
             let (service, client) = (service.clone(), client.clone());
             async move {
                 let _slot = service.client_limits.enter(client.clone())?;
-                service.infer(request, None).await
+                service.infer(request, None).await.map_err(Status::from)
             }
         })))
     }
@@ -211,7 +211,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
 
 impl RouterService {
     /// A ready replica's configuration of the resolved version.
-    pub(crate) async fn config(&self, request: pb::ModelConfigRequest) -> Result<pb::ModelConfigResponse, Status> {
+    pub(crate) async fn config(&self, request: pb::ModelConfigRequest) -> Result<pb::ModelConfigResponse, Error> {
         let (response, _) = self
             .forward(&request.name, &request.version, |client, number| {
                 let request = pb::ModelConfigRequest { name: request.name.clone(), version: number.to_string() };
@@ -227,17 +227,14 @@ impl RouterService {
     }
 
     /// Whether the requested version has a ready replica.
-    pub(crate) fn model_is_ready(&self, model: &str, version: &str) -> Result<bool, Status> {
+    pub(crate) fn model_is_ready(&self, model: &str, version: &str) -> Result<bool, Error> {
         let table = self.table.borrow().clone();
         let number = resolve(&table, &self.last_good, &self.suspects, model, version)?;
         Ok(!table.replicas(model, number).is_empty())
     }
 
     /// Metadata from a replica of the requested version.
-    pub(crate) async fn metadata(
-        &self,
-        request: pb::ModelMetadataRequest,
-    ) -> Result<pb::ModelMetadataResponse, Status> {
+    pub(crate) async fn metadata(&self, request: pb::ModelMetadataRequest) -> Result<pb::ModelMetadataResponse, Error> {
         let (response, _) = self
             .forward(&request.name, &request.version, |client, number| {
                 let request = pb::ModelMetadataRequest { name: request.name.clone(), version: number.to_string() };
@@ -255,10 +252,10 @@ impl RouterService {
         &self,
         request: pb::ModelInferRequest,
         deadline: Option<Instant>,
-    ) -> Result<A, Status> {
+    ) -> Result<A, Error> {
         check_elements(&request, self.config.max_tensor_elements)?;
         let deadline =
-            modelplane_service::request_deadline(deadline, &request.parameters).map_err(Status::invalid_argument)?;
+            modelplane_service::request_deadline(deadline, &request.parameters).map_err(Error::InvalidArgument)?;
         if request.model_version.is_empty() {
             self.copy_to_shadows(&request);
         }
@@ -267,7 +264,7 @@ impl RouterService {
         let catalog = self.table.borrow().catalog.clone();
         match &outcome {
             Ok((_, version)) => crate::metrics::request_ended(&catalog, &model, Some(*version), Code::Ok),
-            Err(status) => crate::metrics::request_ended(&catalog, &model, None, status.code()),
+            Err(err) => crate::metrics::request_ended(&catalog, &model, None, err.code()),
         }
         outcome.map(|(response, _)| response)
     }
@@ -278,11 +275,11 @@ impl RouterService {
         &self,
         request: pb::ModelInferRequest,
         deadline: Option<Instant>,
-    ) -> Result<(A, u64), Status> {
+    ) -> Result<(A, u64), Error> {
         let Some(deadline) = deadline else { return self.forward_infer(request, None).await };
         match tokio::time::timeout_at(deadline.into(), self.forward_infer(request, Some(deadline))).await {
             // An in-process worker's own timer may end the call in the same instant.
-            Ok(Err(status)) if status.code() == Code::Cancelled && deadline <= Instant::now() => Err(deadline_passed()),
+            Ok(Err(err)) if err.code() == Code::Cancelled && deadline <= Instant::now() => Err(deadline_passed()),
             Ok(outcome) => outcome,
             Err(_) => Err(deadline_passed()),
         }
@@ -312,8 +309,8 @@ impl RouterService {
                 let model = copy.model_name.clone();
                 let outcome = match service.forward_infer::<Bytes>(copy, None).await {
                     Ok(_) => ShadowOutcome::Answered,
-                    Err(status) => {
-                        tracing::debug!(version = version, error = %status.message(), "shadow copy failed");
+                    Err(err) => {
+                        tracing::debug!(version = version, error = %err, "shadow copy failed");
                         ShadowOutcome::Failed
                     }
                 };
@@ -326,7 +323,7 @@ impl RouterService {
         &self,
         request: pb::ModelInferRequest,
         deadline: Option<Instant>,
-    ) -> Result<(A, u64), Status> {
+    ) -> Result<(A, u64), Error> {
         let model = request.model_name.clone();
         let version = request.model_version.clone();
         self.forward(&model, &version, |client, number| {
@@ -349,8 +346,8 @@ impl RouterService {
 }
 
 /// The answer to a request whose deadline passed before a worker answered it.
-fn deadline_passed() -> Status {
-    Status::deadline_exceeded("the deadline passed before a worker answered; the request was abandoned")
+fn deadline_passed() -> Error {
+    Error::DeadlineExceeded("the deadline passed before a worker answered; the request was abandoned".into())
 }
 
 /// How a worker's answer to an inference request comes back: decoded, for REST and

@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use modelplane_proto::inference as pb;
 use modelplane_proto::registry as rpb;
 use modelplane_proto::registry::registry_client::RegistryClient;
-use tonic::{Request, Status};
+use tonic::Request;
 
-use crate::grpc::RouterService;
+use crate::Error;
+use crate::service::RouterService;
 use crate::worker_link::method;
 
 /// Who RepositoryModelLoad/Unload are recorded as in the audit log.
@@ -20,10 +21,10 @@ impl RouterService {
     pub(crate) async fn statistics(
         &self,
         request: pb::ModelStatisticsRequest,
-    ) -> Result<pb::ModelStatisticsResponse, Status> {
+    ) -> Result<pb::ModelStatisticsResponse, Error> {
         let table = self.table.borrow().clone();
         if !request.name.is_empty() && !table.catalog.has_model(&request.name) {
-            return Err(Status::not_found(format!("model {:?} not found", request.name)));
+            return Err(Error::NotFound(format!("model {:?} not found", request.name)));
         }
         let calls = table.workers().into_iter().map(|replica| {
             let (client, request) = (replica.client.clone(), request.clone());
@@ -73,23 +74,23 @@ impl RouterService {
         pb::RepositoryIndexResponse { models }
     }
 
-    fn registry(&self) -> Result<RegistryClient<modelplane_service::TracedChannel>, Status> {
+    fn registry(&self) -> Result<RegistryClient<modelplane_service::TracedChannel>, Error> {
         let addr = self.config.registry_addr.as_deref().ok_or_else(|| {
-            Status::failed_precondition(
-                "this router has no registry address (--registry); deploy with `modelplane deploy`",
+            Error::FailedPrecondition(
+                "this router has no registry address (--registry); deploy with `modelplane deploy`".into(),
             )
         })?;
         let channel = modelplane_service::connect_lazy(addr)
-            .map_err(|err| Status::internal(format!("registry address {addr:?}: {err}")))?;
+            .map_err(|err| Error::Internal(format!("registry address {addr:?}: {err}")))?;
         Ok(RegistryClient::new(channel))
     }
 
     /// Deploys `model` unless it already is: to its `production` alias when it has
     /// one, else its latest version.
-    pub(crate) async fn load(&self, model: &str) -> Result<(), Status> {
+    pub(crate) async fn load(&self, model: &str) -> Result<(), Error> {
         let table = self.table.borrow().clone();
         if !table.catalog.has_model(model) {
-            return Err(Status::not_found(format!("model {model:?} not found in the registry")));
+            return Err(Error::NotFound(format!("model {model:?} not found in the registry")));
         }
         if !table.catalog.resolved_targets(model).is_empty() {
             return Ok(());
@@ -98,7 +99,7 @@ impl RouterService {
             rpb::DeploymentTarget { alias: "production".into(), weight: 100, ..Default::default() }
         } else {
             let version = table.catalog.latest_version(model).ok_or_else(|| {
-                Status::failed_precondition(format!("model {model:?} has no version that is not archived"))
+                Error::FailedPrecondition(format!("model {model:?} has no version that is not archived"))
             })?;
             rpb::DeploymentTarget { version, weight: 100, ..Default::default() }
         };
@@ -108,7 +109,7 @@ impl RouterService {
     }
 
     /// Removes `model`'s deployment.
-    pub(crate) async fn unload(&self, model: &str) -> Result<(), Status> {
+    pub(crate) async fn unload(&self, model: &str) -> Result<(), Error> {
         self.registry()?.delete_deployment(acting(rpb::DeleteDeploymentRequest { model: model.to_owned() })).await?;
         Ok(())
     }

@@ -151,7 +151,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceServic
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
         let request = request.into_inner();
         let loaded = self.resolve(&request.name, &request.version)?;
-        Ok(Response::new(pb::ModelConfigResponse { config: Some(crate::triton::model_config(&loaded)) }))
+        Ok(Response::new(pb::ModelConfigResponse { config: Some(crate::model_config::model_config(&loaded)) }))
     }
 
     async fn model_statistics(
@@ -188,7 +188,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceServic
             .state
             .loaded()
             .into_iter()
-            .map(|l| crate::triton::index_entry(&l.model, l.version, l.state, &l.error))
+            .map(|l| crate::model_config::index_entry(&l.model, l.version, l.state, &l.error))
             .filter(|entry| !ready_only || entry.state == "READY")
             .collect();
         Ok(Response::new(pb::RepositoryIndexResponse { models }))
@@ -198,14 +198,14 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceServic
         &self,
         _: Request<pb::RepositoryModelLoadRequest>,
     ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
-        Err(Status::failed_precondition(crate::triton::WORKER_FOLLOWS_DEPLOYMENTS))
+        Err(Status::failed_precondition(crate::model_config::WORKER_FOLLOWS_DEPLOYMENTS))
     }
 
     async fn repository_model_unload(
         &self,
         _: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
-        Err(Status::failed_precondition(crate::triton::WORKER_FOLLOWS_DEPLOYMENTS))
+        Err(Status::failed_precondition(crate::model_config::WORKER_FOLLOWS_DEPLOYMENTS))
     }
 }
 

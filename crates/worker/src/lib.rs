@@ -10,9 +10,9 @@ mod config;
 mod error;
 mod grpc;
 mod loader;
+pub mod model_config;
 mod state;
 mod stats;
-pub mod triton;
 
 use std::sync::Arc;
 use std::time::Duration;
