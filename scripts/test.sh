@@ -40,6 +40,14 @@ fi
 
 # A full build takes about 2 GB; CI once ran out of disk, so say what there is.
 echo "== $(df -h . | awk 'NR == 2 { print $4 }') free on the disk holding target/"
+echo "== structure: no unused dependencies; the router serves no model code"
+python3 scripts/check-deps.py
+# The router forwards bytes: it must not link tract, ndarray or the worker (issue 21).
+if cargo tree --locked -p modelplane-router -e normal --prefix none | grep -E '^(tract-|ndarray |modelplane-(worker|model|onnx) )'; then
+  echo "modelplane-router depends on the crates above; it must need only proto, service, store and kserve" >&2
+  exit 1
+fi
+
 echo "== cargo test"
 # One build, no edits between runs: incremental caches would only take disk (gigabytes).
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
