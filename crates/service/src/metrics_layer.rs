@@ -51,10 +51,11 @@ pub struct RpcMetrics<S> {
     role: &'static str,
 }
 
-impl<S, B> Service<http::Request<B>> for RpcMetrics<S>
+impl<S, B, ResBody> Service<http::Request<B>> for RpcMetrics<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S: Service<http::Request<B>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
+    ResBody: Body<Data = bytes::Bytes, Error = tonic::Status> + Unpin + Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
     type Error = S::Error;
@@ -127,12 +128,12 @@ impl Drop for CallRecord {
 }
 
 /// The answer's body, unchanged, watched for its trailers and its end.
-struct MeteredBody {
-    inner: tonic::body::Body,
+struct MeteredBody<B> {
+    inner: B,
     call: CallRecord,
 }
 
-impl Body for MeteredBody {
+impl<B: Body<Data = bytes::Bytes, Error = tonic::Status> + Unpin> Body for MeteredBody<B> {
     type Data = bytes::Bytes;
     type Error = tonic::Status;
 
@@ -167,8 +168,10 @@ impl Body for MeteredBody {
     }
 }
 
+/// The code in `headers`' `grpc-status`, read as tonic reads it (a malformed one is
+/// UNKNOWN) without decoding the rest of the status.
 fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
-    tonic::Status::from_header_map(headers).map(|status| status.code())
+    headers.get("grpc-status").map(|code| Code::from_bytes(code.as_bytes()))
 }
 
 /// Methods of our own services and the standard ones keep their path; anything else a

@@ -7,6 +7,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use futures::FutureExt;
 use http::HeaderMap;
 use http_body::{Body, Frame};
 use tower::{Layer, Service};
@@ -31,46 +32,59 @@ pub struct OversizeStatus<S> {
     inner: S,
 }
 
-impl<S, B> Service<http::Request<B>> for OversizeStatus<S>
+/// What the inner service's answer becomes; a plain function, so the future is not boxed.
+type Rewrite<ResBody, E> = fn(Result<http::Response<ResBody>, E>) -> Result<http::Response<OversizeBody<ResBody>>, E>;
+
+impl<S, B, ResBody> Service<http::Request<B>> for OversizeStatus<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
+    S: Service<http::Request<B>, Response = http::Response<ResBody>>,
 {
-    type Response = http::Response<tonic::body::Body>;
+    type Response = http::Response<OversizeBody<ResBody>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = futures::future::Map<S::Future, Rewrite<ResBody, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let answer = self.inner.call(request);
-        Box::pin(async move {
-            let mut response = answer.await?;
-            rewrite(response.headers_mut());
-            Ok(response.map(|inner| tonic::body::Body::new(OversizeBody { inner })))
-        })
+        self.inner.call(request).map(rewrite_answer as Rewrite<ResBody, S::Error>)
     }
+}
+
+fn rewrite_answer<ResBody, E>(
+    answer: Result<http::Response<ResBody>, E>,
+) -> Result<http::Response<OversizeBody<ResBody>>, E> {
+    answer.map(|mut response| {
+        rewrite(response.headers_mut());
+        response.map(|inner| OversizeBody { inner })
+    })
 }
 
 /// Rewrites an oversize OUT_OF_RANGE status in `headers` (headers or trailers).
 fn rewrite(headers: &mut HeaderMap) {
+    // Nearly every answer is something else: one header lookup decides, and only an
+    // OUT_OF_RANGE is decoded (its message is percent-encoded).
+    if headers.get("grpc-status").is_none_or(|code| tonic::Code::from_bytes(code.as_bytes()) != tonic::Code::OutOfRange)
+    {
+        return;
+    }
     let Some(status) = tonic::Status::from_header_map(headers) else { return };
-    if status.code() == tonic::Code::OutOfRange && status.message().contains(TONIC_OVERSIZE) {
+    if status.message().contains(TONIC_OVERSIZE) {
         let exhausted = tonic::Status::resource_exhausted(status.message().to_owned());
         // Writing a status' own headers cannot fail for a message tonic wrote.
         let _ = exhausted.add_header(headers);
     }
 }
 
-struct OversizeBody {
-    inner: tonic::body::Body,
+/// The answer's body, with an oversize status in its trailers rewritten.
+pub struct OversizeBody<B> {
+    inner: B,
 }
 
-impl Body for OversizeBody {
-    type Data = bytes::Bytes;
-    type Error = tonic::Status;
+impl<B: Body + Unpin> Body for OversizeBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
