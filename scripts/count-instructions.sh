@@ -9,7 +9,8 @@
 # while `modelplane bench` sends logistic30 requests at concurrency 1; the counts are
 # zeroed after a warm-up and divided by the requests measured. Prints one markdown row
 # per measurement: the router, the bare proxy, and the worker answering unary calls
-# (a client directly) and a stream (the router's worker link, through the proxy).
+# (a client directly) and a stream (the router's worker link, through the proxy). What
+# the process spends while idle for as long is subtracted (last column).
 #
 #   scripts/count-instructions.sh [SECONDS]      (default 5; needs etcd and valgrind)
 #
@@ -58,12 +59,26 @@ count() {
     --model logistic30 --label "$label" | tail -n 1)
   callgrind_control --dump "$pid" >/dev/null 2>&1
   sleep 1
-  local dump total rate requests
-  dump=$(ls -t "$work"/*.callgrind* | head -1)
-  total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
+  local total idle rate requests
+  total=$(dumped_total)
+  # What the process spends while idle for as long (lease keep-alives, watches, timers)
+  # is not the requests': subtracted, so a slower run (fewer requests in the window)
+  # does not look costlier per request.
+  callgrind_control --zero "$pid" >/dev/null 2>&1
+  sleep "$seconds"
+  callgrind_control --dump "$pid" >/dev/null 2>&1
+  sleep 1
+  idle=$(dumped_total)
   rate=$(echo "$row" | awk -F'|' '{ gsub(" ", "", $5); print $5 }')
   requests=$((rate * seconds))
-  echo "| $label | $requests | $((total / requests)) |"
+  echo "| $label | $requests | $(((total - idle) / requests)) | $((idle / seconds)) |"
+}
+
+# The instruction total of the newest callgrind dump, which is then removed.
+dumped_total() {
+  local dump
+  dump=$(ls -t "$work"/*.callgrind* | head -1)
+  callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }'
   rm -f "$work"/*.callgrind*
 }
 
@@ -88,8 +103,8 @@ EOF
 "$bin" train logistic30 --dataset wide --target label --kind logistic --epochs 2 --output json >/dev/null
 "$bin" deploy logistic30 --version 1 --wait 120 >/dev/null
 
-echo "| process (logistic30, concurrency 1) | requests counted | instructions per request |"
-echo "| --- | --- | --- |"
+echo "| process (logistic30, concurrency 1) | requests counted | instructions per request | idle instructions per second |"
+echo "| --- | --- | --- | --- |"
 count "router" "$ROUTER_PID" "$ROUTER_ADDR"
 count "bare proxy" "$PROXY_PID" "$PROXY_ADDR"
 count "worker, unary calls" "$WORKER_PID" "$WORKER_ADDR"
