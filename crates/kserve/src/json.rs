@@ -190,7 +190,7 @@ mod tests {
     #[test]
     fn nested_json_data_packs_by_datatype_and_ranges_are_checked() {
         let input = json!({ "name": "x", "datatype": "INT16", "shape": [2, 2], "data": [[1, -2], [300, 4]] });
-        let (tensor, raw) = input_tensor(&input, &mut Bytes::new()).ok().expect("packs");
+        let (tensor, raw) = input_tensor(&input, &mut Bytes::new()).expect("packs");
         assert_eq!(tensor.shape, [2, 2]);
         assert_eq!(raw.as_ref(), [1, 0, 254, 255, 44, 1, 4, 0]);
         let too_big = json!({ "name": "x", "datatype": "UINT8", "shape": [1], "data": [256] });
@@ -203,7 +203,7 @@ mod tests {
             assert_eq!(err, format!("-1e+40 does not fit {datatype}"));
         }
         let text = json!({ "name": "t", "datatype": "BYTES", "shape": [1], "data": ["hé"] });
-        let (_, raw) = input_tensor(&text, &mut Bytes::new()).ok().expect("packs");
+        let (_, raw) = input_tensor(&text, &mut Bytes::new()).expect("packs");
         assert_eq!(raw.as_ref(), [3, 0, 0, 0, b'h', 0xC3, 0xA9]);
     }
 
@@ -211,7 +211,7 @@ mod tests {
     fn binary_inputs_take_their_declared_bytes_in_order() {
         let mut binary = Bytes::from_static(&[1, 2, 3, 4, 5, 6, 7, 8, 9]);
         let first = json!({ "name": "a", "datatype": "FP32", "shape": [1], "parameters": { "binary_data_size": 4 } });
-        let (_, raw) = input_tensor(&first, &mut binary).ok().expect("first");
+        let (_, raw) = input_tensor(&first, &mut binary).expect("first");
         assert_eq!(raw.as_ref(), [1, 2, 3, 4]);
         let too_long =
             json!({ "name": "b", "datatype": "FP32", "shape": [2], "parameters": { "binary_data_size": 8 } });
