@@ -1,7 +1,7 @@
 //! The protocol's gRPC side shared by every inference endpoint (worker, router, the
 //! bench's echo server): the server metadata, Triton's ModelStreamInfer adapter (one
 //! answer per request, in order, errors as `error_message`), reading a status back from
-//! such a message, and the method path inference is counted and traced as.
+//! such a message, and the paths of the methods modelplane calls and counts.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -104,8 +104,22 @@ fn marks_final(request: &pb::ModelInferRequest) -> Result<bool, Status> {
     }
 }
 
-/// The method an inference request is counted and traced as, alone or on a stream.
-pub const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
+/// The paths of the inference service's methods that modelplane calls or counts.
+pub mod method {
+    /// ModelInfer: the method an inference request is counted and traced as, alone or
+    /// on a stream.
+    pub const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
+    /// ModelStreamInfer.
+    pub const MODEL_STREAM_INFER: &str = "/inference.GRPCInferenceService/ModelStreamInfer";
+    /// ModelMetadata.
+    pub const MODEL_METADATA: &str = "/inference.GRPCInferenceService/ModelMetadata";
+    /// ModelConfig (Triton's extension).
+    pub const MODEL_CONFIG: &str = "/inference.GRPCInferenceService/ModelConfig";
+    /// ModelStatistics (Triton's extension).
+    pub const MODEL_STATISTICS: &str = "/inference.GRPCInferenceService/ModelStatistics";
+}
+
+use method::MODEL_INFER;
 
 /// [`stream_responses`] where each request is one ModelInfer call to whoever sent it
 /// (the router forwards all inference this way): it has its own span, child of the

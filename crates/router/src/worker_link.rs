@@ -39,14 +39,7 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(4);
 const STREAM_WINDOW: u32 = 2 << 20;
 const CONNECTION_WINDOW: u32 = 5 << 20;
 
-/// gRPC method paths on the worker.
-pub mod method {
-    pub const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
-    pub const MODEL_STREAM_INFER: &str = "/inference.GRPCInferenceService/ModelStreamInfer";
-    pub const MODEL_METADATA: &str = "/inference.GRPCInferenceService/ModelMetadata";
-    pub const MODEL_CONFIG: &str = "/inference.GRPCInferenceService/ModelConfig";
-    pub const MODEL_STATISTICS: &str = "/inference.GRPCInferenceService/ModelStatistics";
-}
+pub use modelplane_kserve::grpc::method;
 
 /// A lazily connected, self-healing HTTP/2 connection to one worker.
 pub struct WorkerLink {
