@@ -1,5 +1,5 @@
 //! What a protocol check says back: the request was wrong (the caller's to fix), or a
-//! model's own signature is (ours).
+//! model's signature or answer is (ours). Each service maps it into its own error.
 
 /// An error reading or writing protocol values.
 #[derive(Debug, thiserror::Error)]
@@ -14,12 +14,3 @@ pub enum Error {
 
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl From<Error> for tonic::Status {
-    fn from(err: Error) -> Self {
-        match err {
-            Error::InvalidArgument(message) => tonic::Status::invalid_argument(message),
-            Error::Internal(message) => tonic::Status::internal(message),
-        }
-    }
-}

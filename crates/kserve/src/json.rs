@@ -121,7 +121,7 @@ pub fn input_tensor(input: &Value, binary: &mut Bytes) -> Result<(InferInputTens
 
 /// Raw output bytes (little-endian, BYTES length-prefixed) as a flat JSON array; the
 /// REST answer's `data`, and what `modelplane predict` prints of raw outputs.
-pub fn raw_output_json(datatype: &str, raw: &[u8]) -> Result<Value, String> {
+pub fn raw_output_json(datatype: &str, raw: &[u8]) -> Result<Value, Error> {
     fn words<const N: usize, T: Into<Value>>(raw: &[u8], read: fn([u8; N]) -> T) -> Vec<Value> {
         raw.chunks_exact(N)
             .map(|chunk| {
@@ -132,7 +132,9 @@ pub fn raw_output_json(datatype: &str, raw: &[u8]) -> Result<Value, String> {
             .collect()
     }
     let Some(datatype) = Datatype::parse(datatype) else {
-        return Err(format!("output datatype {datatype} has no JSON form here; request it with binary_data"));
+        return Err(Error::Internal(format!(
+            "output datatype {datatype} has no JSON form here; request it with binary_data"
+        )));
     };
     let values: Vec<Value> = match datatype {
         Datatype::Bool => raw.iter().map(|b| Value::from(*b != 0)).collect(),
@@ -153,7 +155,9 @@ pub fn raw_output_json(datatype: &str, raw: &[u8]) -> Result<Value, String> {
             let mut rest = raw;
             while rest.len() >= 4 {
                 let length = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-                let text = rest.get(4..4 + length).ok_or("a BYTES output element is cut short")?;
+                let text = rest
+                    .get(4..4 + length)
+                    .ok_or_else(|| Error::Internal("a BYTES output element is cut short".into()))?;
                 values.push(Value::from(String::from_utf8_lossy(text).into_owned()));
                 rest = &rest[4 + length..];
             }
@@ -232,6 +236,6 @@ mod tests {
         assert_eq!(raw_output_json("INT8", &[255]).expect("int8"), json!([-1]));
         assert_eq!(raw_output_json("FP16", &[0x00, 0x38, 0x00, 0xc0]).expect("fp16"), json!([0.5, -2.0]));
         let message = raw_output_json("BYTES", &[9, 0, 0, 0, b'x']).expect_err("cut short");
-        assert_eq!(message, "a BYTES output element is cut short");
+        assert_eq!(message.to_string(), "a BYTES output element is cut short");
     }
 }

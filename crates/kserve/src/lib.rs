@@ -17,6 +17,6 @@ pub mod grpc;
 pub mod json;
 mod tensor;
 
-pub use datatype::Datatype;
+pub use datatype::{Datatype, UnknownDatatype};
 pub use error::{Error, Result};
 pub use tensor::{Output, ShapedTensor, Signature, TensorData, TensorSpec};

@@ -34,34 +34,27 @@ impl RestError {
     }
 }
 
-/// The router's one Error → HTTP mapping. A passed-on answer maps by its gRPC code, as
-/// KServe's and Triton's HTTP servers do.
+/// The router's one Error → HTTP mapping, by the gRPC code the same error has on the
+/// gRPC port (a passed-on answer keeps its own), as KServe's and Triton's HTTP servers
+/// map codes.
 impl From<Error> for RestError {
     fn from(err: Error) -> Self {
-        let code = match &err {
-            Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::InvalidArgument(_) | Error::FailedPrecondition(_) => StatusCode::BAD_REQUEST,
-            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Error::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
-            Error::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
-            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Error::Passed(status) => match status.code() {
-                Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => StatusCode::BAD_REQUEST,
-                Code::NotFound => StatusCode::NOT_FOUND,
-                Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-                Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-                Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-                Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-                Code::PermissionDenied => StatusCode::FORBIDDEN,
-                Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-                Code::Ok
-                | Code::Cancelled
-                | Code::Unknown
-                | Code::AlreadyExists
-                | Code::Aborted
-                | Code::Internal
-                | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
-            },
+        let code = match err.code() {
+            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => StatusCode::BAD_REQUEST,
+            Code::NotFound => StatusCode::NOT_FOUND,
+            Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+            Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Code::PermissionDenied => StatusCode::FORBIDDEN,
+            Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+            Code::Ok
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::AlreadyExists
+            | Code::Aborted
+            | Code::Internal
+            | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self(code, err.to_string())
     }
@@ -306,8 +299,8 @@ async fn run_infer(
             entry["parameters"] = json!({ "binary_data_size": raw.len() });
             tail.extend_from_slice(raw);
         } else {
-            entry["data"] =
-                raw_output_json(&output.datatype, raw).map_err(|err| RestError::from(Error::Internal(err)))?;
+            entry["data"] = raw_output_json(&output.datatype, raw)
+                .map_err(|err| RestError::from(Error::Internal(err.to_string())))?;
         }
         outputs.push(entry);
     }

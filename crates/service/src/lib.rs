@@ -30,8 +30,8 @@ pub use propagation::{
     TraceContextInterceptor, extract_context, inject_context, inject_context_parameters, take_context_parameters,
 };
 pub use server::{
-    ACCEPTED_COMPRESSIONS, MAX_MESSAGE_BYTES, REFLECTION_SERVICES, grpc_server, health_service, incoming,
-    reflection_service, reflection_service_v1alpha, serve_grpc,
+    ACCEPTED_COMPRESSIONS, MAX_MESSAGE_BYTES, grpc_server, health_service, incoming, reflection_service,
+    reflection_service_v1alpha, serve_grpc,
 };
 pub use shutdown::{Shutdown, termination_signal};
 pub use telemetry::{TelemetryGuard, init};

@@ -47,7 +47,7 @@ pub fn health_service() -> (
 }
 
 /// The reflection services every server advertises beside its own.
-pub const REFLECTION_SERVICES: [&str; 2] =
+const REFLECTION_SERVICES: [&str; 2] =
     ["grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"];
 
 /// A reflection builder advertising `services` (full names, e.g.
