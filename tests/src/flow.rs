@@ -92,7 +92,7 @@ pub async fn oversized_message_status(addr: &str, registry: bool) -> Result<toni
     // modelplane_service::MAX_MESSAGE_BYTES, the limit every role applies.
     let over = (64 << 20) + 1;
     let answer = if registry {
-        let manifest = pb::DatasetManifest { name: "oversized".into(), sha256: "0".repeat(64) };
+        let manifest = pb::DatasetManifest { name: "oversized".into(), sha256: "0".repeat(64), size_bytes: 0 };
         let messages = [
             pb::UploadDatasetRequest { part: Some(pb::upload_dataset_request::Part::Manifest(manifest)) },
             pb::UploadDatasetRequest { part: Some(pb::upload_dataset_request::Part::Chunk(vec![b'1'; over])) },
@@ -119,7 +119,8 @@ pub async fn oversized_message_status(addr: &str, registry: bool) -> Result<toni
 
 /// Uploads a CSV dataset in 1 MiB chunks.
 pub async fn upload_dataset(registry_addr: &str, name: &str, csv: &str) -> Result<pb::Dataset> {
-    let manifest = pb::DatasetManifest { name: name.into(), sha256: hex::encode(Sha256::digest(csv.as_bytes())) };
+    let sha256 = hex::encode(Sha256::digest(csv.as_bytes()));
+    let manifest = pb::DatasetManifest { name: name.into(), sha256, size_bytes: csv.len() as u64 };
     let mut messages =
         vec![pb::UploadDatasetRequest { part: Some(pb::upload_dataset_request::Part::Manifest(manifest)) }];
     messages.extend(
@@ -144,6 +145,7 @@ pub async fn upload_artifact(
         lineage: None,
         create_model: true,
         format: String::new(),
+        skip_validation: false,
     };
     let mut messages =
         vec![pb::UploadVersionRequest { part: Some(pb::upload_version_request::Part::Manifest(manifest)) }];
@@ -301,7 +303,7 @@ pub async fn predict(
 
 /// Downloads a version's artifact bytes.
 pub async fn download_artifact(registry_addr: &str, model: &str, version: &str) -> Result<Vec<u8>> {
-    let request = pb::DownloadArtifactRequest { model: model.into(), version: version.into() };
+    let request = pb::DownloadArtifactRequest { model: model.into(), version: version.into(), offset: 0 };
     let mut stream = registry(registry_addr).await?.download_artifact(request).await?.into_inner();
     let mut bytes = Vec::new();
     while let Some(message) = stream.message().await? {

@@ -59,7 +59,21 @@ impl Dataset {
     /// column's text is the only input; otherwise every other column is a numeric feature.
     /// Errors name the row (data rows count from 1) and column of a bad value.
     pub fn from_csv_with_text(csv: &str, target: &str, classes: bool, text_column: Option<&str>) -> Result<Self> {
-        let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(csv.as_bytes());
+        Self::from_csv_reader(csv.as_bytes(), target, classes, text_column, 0)
+    }
+
+    /// Parses a CSV as it is read (as [`Dataset::from_csv_with_text`]), so the text is
+    /// never held whole: only the parsed table is kept. `rows_hint` (0 when unknown)
+    /// sizes the table up front, so it is not regrown (and briefly held twice) as rows
+    /// arrive.
+    pub fn from_csv_reader<R: std::io::Read>(
+        csv: R,
+        target: &str,
+        classes: bool,
+        text_column: Option<&str>,
+        rows_hint: usize,
+    ) -> Result<Self> {
+        let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(csv);
         let columns: Vec<String> = reader
             .headers()
             .map_err(|err| Error::Dataset(format!("cannot read the header row: {err}")))?
@@ -85,13 +99,18 @@ impl Dataset {
             return Err(Error::Dataset("expected at least one feature column beside the target".into()));
         }
 
-        let mut values = Vec::new();
+        let mut values = Vec::with_capacity(rows_hint.saturating_mul(feature_indexes.len()));
         let mut texts = Vec::new();
-        let mut numeric_targets = Vec::new();
-        let mut text_targets = Vec::new();
-        for (index, record) in reader.records().enumerate() {
-            let row = index + 1;
-            let record = record.map_err(|err| Error::Dataset(format!("row {row}: {err}")))?;
+        let mut numeric_targets = Vec::with_capacity(if classes { 0 } else { rows_hint });
+        // Labels are interned as they are read: one index per row, each label once.
+        let mut seen_labels: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        let mut label_of_row: Vec<usize> = Vec::with_capacity(if classes { rows_hint } else { 0 });
+        let mut record = csv::StringRecord::new();
+        for row in 1.. {
+            let more = reader.read_record(&mut record).map_err(|err| Error::Dataset(format!("row {row}: {err}")))?;
+            if !more {
+                break;
+            }
             let cell = |column: usize| record.get(column).unwrap_or_default();
             let number = |column: usize| -> Result<f32> {
                 let text = cell(column);
@@ -119,20 +138,33 @@ impl Dataset {
                 if cell(target_index).is_empty() {
                     return Err(Error::Dataset(format!("row {row}, column {target:?}: the label is missing")));
                 }
-                text_targets.push(cell(target_index).to_owned());
+                let next = seen_labels.len();
+                let label = cell(target_index);
+                let index = match seen_labels.get(label) {
+                    Some(index) => *index,
+                    None => *seen_labels.entry(label.to_owned()).or_insert(next),
+                };
+                label_of_row.push(index);
             } else {
                 numeric_targets.push(number(target_index)?);
             }
         }
-        let rows = if classes { text_targets.len() } else { numeric_targets.len() };
+        let rows = if classes { label_of_row.len() } else { numeric_targets.len() };
         if rows == 0 {
             return Err(Error::Dataset("the CSV has a header but no rows".into()));
         }
         let features = Array2::from_shape_vec((rows, feature_indexes.len()), values)
             .map_err(|err| Error::Dataset(err.to_string()))?;
         let target_values = if classes {
-            let labels = sorted_labels(&text_targets);
-            let index = text_targets.iter().map(|label| labels.iter().position(|l| l == label).unwrap_or(0)).collect();
+            let first_seen: Vec<String> = {
+                let mut by_index: Vec<(usize, String)> = seen_labels.into_iter().map(|(l, i)| (i, l)).collect();
+                by_index.sort_unstable();
+                by_index.into_iter().map(|(_, label)| label).collect()
+            };
+            let labels = sorted_labels(&first_seen);
+            let sorted_position: Vec<usize> =
+                first_seen.iter().map(|label| labels.iter().position(|l| l == label).unwrap_or(0)).collect();
+            let index = label_of_row.into_iter().map(|seen| sorted_position[seen]).collect();
             Target::Classes { index, labels }
         } else {
             Target::Values(Array1::from(numeric_targets))

@@ -94,6 +94,14 @@ pub struct UpArgs {
     pub limits: LimitArgs,
 }
 
+/// A size flag: a byte count or a size with a unit (`64GiB`, `500MB`).
+fn parse_size(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|err| format!("{text:?} is not a size ({err}); expected bytes or e.g. 64GiB"))
+}
+
 #[derive(Args, Debug)]
 pub struct RegistryArgs {
     #[command(flatten)]
@@ -107,11 +115,12 @@ pub struct RegistryArgs {
     /// with the endpoint, region and credentials in the standard `AWS_*` variables.
     #[arg(long, visible_alias = "blob-dir", env = "MODELPLANE_BLOB_STORE", default_value = "modelplane-data/blobs")]
     pub blob_store: modelplane_registry::BlobLocation,
-    /// Largest artifact accepted, in bytes.
-    #[arg(long, env = "MODELPLANE_MAX_ARTIFACT_BYTES", default_value_t = 1 << 30)]
+    /// Largest artifact accepted (bytes, or a size such as `8GiB`); uploads stream to
+    /// the blob store, so this is policy, not memory.
+    #[arg(long, env = "MODELPLANE_MAX_ARTIFACT_BYTES", default_value = "64GiB", value_parser = parse_size)]
     pub max_artifact_bytes: u64,
-    /// Largest dataset accepted, in bytes.
-    #[arg(long, env = "MODELPLANE_MAX_DATASET_BYTES", default_value_t = 1 << 30)]
+    /// Largest dataset accepted (bytes, or a size such as `8GiB`).
+    #[arg(long, env = "MODELPLANE_MAX_DATASET_BYTES", default_value = "64GiB", value_parser = parse_size)]
     pub max_dataset_bytes: u64,
     /// At start-up, blobs no record references are removed once older than this.
     #[arg(long, env = "MODELPLANE_ORPHAN_GRACE_SECS", default_value_t = 600)]
@@ -143,8 +152,9 @@ pub struct TrainerArgs {
     /// Seconds without a heartbeat after which another trainer takes over this one's jobs.
     #[arg(long, env = "MODELPLANE_LEASE_TTL_SECS", default_value_t = 5)]
     pub lease_ttl_secs: u64,
-    /// Largest dataset a job may train on, in bytes.
-    #[arg(long, env = "MODELPLANE_MAX_DATASET_BYTES", default_value_t = 256 << 20)]
+    /// Largest dataset a job may train on (bytes, or a size such as `4GiB`): the trainer
+    /// holds the parsed table in memory, about as large as the CSV.
+    #[arg(long, env = "MODELPLANE_MAX_DATASET_BYTES", default_value = "16GiB", value_parser = parse_size)]
     pub max_dataset_bytes: u64,
 }
 

@@ -10,6 +10,9 @@ use modelplane_proto::registry as pb;
 use modelplane_tests::{Etcd, Process, houses_csv, registry, upload_artifact};
 use sha2::{Digest, Sha256};
 use tonic::Code;
+use transfers::{staged, transfers};
+
+mod transfers;
 
 fn registry_process(bin: &Path, etcd: &Etcd, blobs: &Path, logs: &Path, name: &str) -> Process {
     let args: Vec<String> = [
@@ -81,6 +84,7 @@ async fn registries_share_etcd_without_duplicate_versions_and_survive_crashes() 
         lineage: None,
         create_model: true,
         format: String::new(),
+        skip_validation: false,
     };
     sender
         .send(pb::UploadVersionRequest { part: Some(pb::upload_version_request::Part::Manifest(manifest)) })
@@ -121,6 +125,7 @@ async fn registries_share_etcd_without_duplicate_versions_and_survive_crashes() 
     // The sweep runs before the server answers; a health check waits for it.
     assert!(modelplane_tests::health_serving(&c).await.expect("health"));
     assert!(!orphan.exists() && !half.exists(), "orphans survived the restart sweep");
+    assert_eq!(staged(&blobs), Vec::<String>::new(), "the upload cut off by kill -9 left its staging file");
     assert!(blobs.join("artifacts").join(&sha).exists(), "the sweep removed a referenced blob");
     let download = modelplane_tests::download_artifact(&c, "race", "24").await.expect("download");
     assert_eq!(download, bytes);
@@ -130,12 +135,26 @@ async fn registries_share_etcd_without_duplicate_versions_and_survive_crashes() 
     let unique_sha = hex::encode(Sha256::digest(&unique));
     let version = upload_artifact(&c, "fragile", &unique_sha, &unique).await.expect("upload").version;
     std::fs::write(blobs.join("artifacts").join(&unique_sha), b"bit rot").expect("corrupt");
-    let request = pb::DownloadArtifactRequest { model: "fragile".into(), version: version.to_string() };
-    let status = registry(&c).await.expect("client").download_artifact(request).await.expect_err("corrupt blob");
+    // Bytes stream as they are read, so the verdict ends the stream: a raw client sees
+    // DATA_LOSS before the stream would have ended OK; the typed client refuses too.
+    let request = pb::DownloadArtifactRequest { model: "fragile".into(), version: version.to_string(), offset: 0 };
+    let mut stream = registry(&c).await.expect("client").download_artifact(request).await.expect("stream").into_inner();
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("a corrupt blob's download ended OK"),
+            Err(status) => break status,
+        }
+    };
     assert_eq!(status.code(), Code::DataLoss, "{status:?}");
     assert!(status.message().contains("corrupt"), "{}", status.message());
+    let typed = modelplane_client::Registry::connect(&c).expect("client");
+    let mut sink = Vec::new();
+    let refused = typed.download_artifact("fragile", &version.to_string(), &mut sink, &modelplane_client::Silent).await;
+    assert_eq!(refused.expect_err("corrupt blob").code(), Code::DataLoss);
 
     lifecycle(&c, &bytes, &sha).await;
+    transfers(bin, &etcd, dir.path(), &c, &blobs).await;
 }
 
 /// Paging, filtering, updates, archive and the deletions that must refuse while in use.
@@ -297,6 +316,7 @@ async fn lifecycle(addr: &str, bytes: &[u8], sha: &str) {
         }),
         create_model: true,
         format: String::new(),
+        skip_validation: false,
     };
     let messages = vec![
         pb::UploadVersionRequest { part: Some(pb::upload_version_request::Part::Manifest(manifest)) },

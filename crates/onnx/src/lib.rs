@@ -13,6 +13,10 @@
 
 use std::sync::Arc;
 
+mod external;
+
+pub use external::external_data_locations;
+
 use modelplane_kserve::{Datatype, Output, Signature, TensorData, TensorSpec};
 use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::*;
@@ -105,6 +109,10 @@ fn values(tensor: &Tensor) -> TractResult<TensorData> {
     })
 }
 
+fn load_error(e: TractError) -> Error {
+    Error::Load(format!("{e:#}"))
+}
+
 fn spec(model: &TypedModel, outlet: OutletId) -> Result<TensorSpec, Error> {
     let fact = model.outlet_fact(outlet).map_err(|e| Error::Load(e.to_string()))?;
     let name = model.outlet_label(outlet).map(str::to_owned).unwrap_or_else(|| model.node(outlet.node).name.clone());
@@ -113,10 +121,24 @@ fn spec(model: &TypedModel, outlet: OutletId) -> Result<TensorSpec, Error> {
 }
 
 impl OnnxModel {
-    /// Parses, checks and optimises an ONNX file.
+    /// Parses, checks and optimises an ONNX graph held in memory (its tensors inside it).
     pub fn load(bytes: &[u8]) -> Result<Self, Error> {
-        let load = |e: TractError| Error::Load(format!("{e:#}"));
-        let model = tract_onnx::onnx().model_for_read(&mut &*bytes).map_err(load)?.into_optimized().map_err(load)?;
+        let model = tract_onnx::onnx().model_for_read(&mut &*bytes).map_err(load_error)?;
+        Self::optimise(model)
+    }
+
+    /// Parses, checks and optimises an ONNX file read from disk (tract maps it rather
+    /// than reading it into a buffer first). Tensors kept outside the graph (ONNX
+    /// external data, for graphs past protobuf's 2 GB) are read from the files the graph
+    /// names, relative to the graph's folder.
+    pub fn load_file(path: &std::path::Path) -> Result<Self, Error> {
+        let model = tract_onnx::onnx().model_for_path(path).map_err(load_error)?;
+        Self::optimise(model)
+    }
+
+    fn optimise(model: InferenceModel) -> Result<Self, Error> {
+        let load = load_error;
+        let model = model.into_optimized().map_err(load)?;
         let inputs = model.input_outlets().map_err(load)?.iter().map(|o| spec(&model, *o)).collect::<Result<_, _>>()?;
         let outputs =
             model.output_outlets().map_err(load)?.iter().map(|o| spec(&model, *o)).collect::<Result<_, _>>()?;

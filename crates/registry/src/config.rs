@@ -47,6 +47,10 @@ impl std::fmt::Display for BlobLocation {
     }
 }
 
+/// Default limit of one artifact or dataset: a policy, not a memory bound (uploads
+/// stream to the blob store).
+pub const DEFAULT_MAX_BLOB_BYTES: u64 = 64 << 30;
+
 /// Registry settings.
 #[derive(Clone, Debug)]
 pub struct RegistryConfig {
@@ -68,8 +72,8 @@ impl Default for RegistryConfig {
     fn default() -> Self {
         Self {
             blob_store: BlobLocation::Local(PathBuf::from("modelplane-data/blobs")),
-            max_artifact_bytes: 1 << 30,
-            max_dataset_bytes: 1 << 30,
+            max_artifact_bytes: DEFAULT_MAX_BLOB_BYTES,
+            max_dataset_bytes: DEFAULT_MAX_BLOB_BYTES,
             orphan_grace: std::time::Duration::from_secs(600),
             worker_absence_grace: std::time::Duration::from_secs(600),
         }

@@ -1,40 +1,61 @@
 //! Datasets: CSV uploads stored under their sha256, with the columns and row count read
 //! (and malformed files refused) at upload; listing, download and deletion.
 
-use bytes::Bytes;
+use futures::Stream;
 use modelplane_store::schema::{self, DatasetRecord, VersionRecord};
 
-use crate::domain::{DATASETS, check_name, sha256_hex};
-use crate::{Error, Registry, Result};
+use crate::blobs::BlobStream;
+use crate::domain::{DATASETS, check_name};
+use crate::upload::{Declared, UploadPart};
+use crate::{Error, Registry, Result, StagedBlob};
 
-/// A complete dataset upload.
+/// A dataset upload's manifest; its bytes follow as [`UploadPart`]s.
 #[derive(Debug)]
 pub struct DatasetUpload {
     /// Dataset name.
     pub name: String,
     /// Expected sha256, or empty.
     pub sha256: String,
-    /// The CSV.
-    pub bytes: Bytes,
+    /// Expected size, or 0.
+    pub size_bytes: u64,
 }
 
 impl Registry {
-    /// Stores a CSV dataset under its sha256 and records its columns and row count.
-    pub async fn upload_dataset(&self, upload: DatasetUpload) -> Result<DatasetRecord> {
+    /// Streams a CSV dataset into the blob store, reads its columns and row count from
+    /// the stored file (refusing a malformed one), then publishes it under its sha256.
+    pub async fn upload_dataset<S>(&self, upload: DatasetUpload, parts: S) -> Result<DatasetRecord>
+    where
+        S: Stream<Item = Result<UploadPart>> + Send + Unpin,
+    {
         check_name("dataset name", &upload.name)?;
-        let sha256 = sha256_hex(&upload.bytes);
-        if !upload.sha256.is_empty() && !upload.sha256.eq_ignore_ascii_case(&sha256) {
-            return Err(Error::InvalidArgument(format!(
-                "dataset sha256 mismatch: declared {}, received bytes hash to {sha256}; nothing was stored",
-                upload.sha256
-            )));
+        let declared = Declared {
+            what: "dataset",
+            sha256: &upload.sha256,
+            size_bytes: upload.size_bytes,
+            sha256_required: false,
+            limit: self.config.max_dataset_bytes,
+        };
+        let staged = crate::upload::receive(&self.blobs, declared, parts).await?;
+        match self.register_dataset(upload, &staged).await {
+            Ok(record) => Ok(record),
+            Err(err) => {
+                self.blobs.discard(&staged).await;
+                Err(err)
+            }
         }
-        let (columns, rows) = csv_shape(&upload.bytes)?;
-        self.blobs.put(DATASETS, &sha256, upload.bytes.clone()).await?;
+    }
+
+    async fn register_dataset(&self, upload: DatasetUpload, staged: &StagedBlob) -> Result<DatasetRecord> {
+        let file = self.blobs.local_file(staged).await?;
+        let (columns, rows) = tokio::task::spawn_blocking(move || csv_shape(&file.path))
+            .await
+            .map_err(|err| Error::Internal(err.to_string()))??;
+        self.blobs.publish(staged, DATASETS).await?;
+        let sha256 = staged.sha256.clone();
         let record = DatasetRecord {
             name: upload.name.clone(),
             sha256: sha256.clone(),
-            size_bytes: upload.bytes.len() as u64,
+            size_bytes: staged.size,
             columns,
             rows,
             created_unix_ms: schema::now_unix_ms(),
@@ -51,10 +72,11 @@ impl Registry {
         Ok(snapshot.kvs.iter().map(|kv| schema::decode(&kv.key, &kv.value)).collect::<Result<_, _>>()?)
     }
 
-    /// A dataset record and its bytes; empty `sha256` means the newest upload of `name`.
-    pub async fn download_dataset(&self, name: &str, sha256: &str) -> Result<(DatasetRecord, Bytes)> {
+    /// A dataset record and its bytes from `offset` (see [`Registry::download`]); empty
+    /// `sha256` means the newest upload of `name`.
+    pub async fn download_dataset(&self, name: &str, sha256: &str, offset: u64) -> Result<(DatasetRecord, BlobStream)> {
         let record = self.get_dataset(name, sha256).await?;
-        let bytes = self.blobs.get(DATASETS, &record.sha256).await?;
+        let bytes = self.blobs.read(DATASETS, &record.sha256, offset).await?;
         Ok((record, bytes))
     }
 
@@ -92,16 +114,18 @@ impl Registry {
     }
 }
 
-/// Header columns and record count of a CSV, refusing malformed ones at upload (RFC 4180
-/// quoting: fields may hold commas and newlines).
-fn csv_shape(bytes: &[u8]) -> Result<(Vec<String>, u64)> {
-    if std::str::from_utf8(bytes).is_err() {
-        return Err(Error::InvalidArgument("dataset is not UTF-8 text; expected a CSV".into()));
-    }
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(bytes);
+/// Header columns and record count of a stored CSV, read as a stream, refusing
+/// malformed ones at upload (RFC 4180 quoting: fields may hold commas and newlines).
+fn csv_shape(path: &std::path::Path) -> Result<(Vec<String>, u64)> {
+    let file = std::fs::File::open(path).map_err(|err| Error::Blob(format!("reading the staged dataset: {err}")))?;
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(std::io::BufReader::new(file));
+    let not_text = |err: &csv::Error| matches!(err.kind(), csv::ErrorKind::Utf8 { .. });
     let columns: Vec<String> = reader
         .headers()
-        .map_err(|err| Error::InvalidArgument(format!("dataset header is not valid CSV: {err}")))?
+        .map_err(|err| match not_text(&err) {
+            true => Error::InvalidArgument("dataset is not UTF-8 text; expected a CSV".into()),
+            false => Error::InvalidArgument(format!("dataset header is not valid CSV: {err}")),
+        })?
         .iter()
         .map(str::to_owned)
         .collect();
@@ -109,9 +133,19 @@ fn csv_shape(bytes: &[u8]) -> Result<(Vec<String>, u64)> {
         return Err(Error::InvalidArgument("dataset is empty; expected a CSV header row".into()));
     }
     let mut rows = 0u64;
-    for record in reader.records() {
-        record.map_err(|err| Error::InvalidArgument(format!("dataset row {}: {err}", rows + 1)))?;
-        rows += 1;
+    let mut record = csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(true) => rows += 1,
+            Ok(false) => break,
+            Err(err) if not_text(&err) => {
+                return Err(Error::InvalidArgument(format!(
+                    "dataset row {} is not UTF-8 text; expected a CSV",
+                    rows + 1
+                )));
+            }
+            Err(err) => return Err(Error::InvalidArgument(format!("dataset row {}: {err}", rows + 1))),
+        }
     }
     Ok((columns, rows))
 }

@@ -3,26 +3,27 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use futures::Stream;
 use modelplane_store::KvStore;
 use modelplane_store::schema::{self, ArtifactFormat, AuditRecord, Lineage, ModelRecord, ModelsKey, VersionRecord};
-use sha2::{Digest, Sha256};
 
-use crate::describe::describe;
+use crate::blobs::BlobStream;
+use crate::describe::{Described, describe};
+use crate::upload::{Declared, UploadPart};
 use crate::workers::Change;
-use crate::{BlobStore, Error, RegistryConfig, Result};
+use crate::{BlobStore, Error, RegistryConfig, Result, StagedBlob};
 
-const ARTIFACTS: &str = "artifacts";
+pub(crate) const ARTIFACTS: &str = "artifacts";
 pub(crate) const DATASETS: &str = "datasets";
 /// Attempts at the version-number compare-and-swap before giving up under contention.
 const CAS_ATTEMPTS: usize = 64;
 
-/// A complete artifact upload, its bytes already received.
+/// An artifact upload's manifest; its bytes follow as [`UploadPart`]s.
 #[derive(Debug)]
 pub struct VersionUpload {
     /// Model to add the version to.
     pub model: String,
-    /// Declared sha256 (lowercase hex).
+    /// Declared sha256 (lowercase hex); empty when a final commit declares it.
     pub sha256: String,
     /// Declared size; 0 when not declared.
     pub size_bytes: u64,
@@ -32,8 +33,8 @@ pub struct VersionUpload {
     pub create_model: bool,
     /// What the artifact is.
     pub format: ArtifactFormat,
-    /// The artifact.
-    pub bytes: Bytes,
+    /// Register without loading the artifact (the worker's load checks it).
+    pub skip_validation: bool,
 }
 
 /// The registry over a KvStore and a blob store.
@@ -46,10 +47,6 @@ pub struct Registry {
     pub(crate) known_workers: crate::known_workers::KnownWorkers,
     /// Who the mutations made through this handle are recorded as.
     actor: Arc<str>,
-}
-
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 pub(crate) fn check_name(what: &str, name: &str) -> Result<()> {
@@ -102,6 +99,8 @@ impl Registry {
         let datasets = self.list_datasets().await?.into_iter().map(|d| d.sha256).collect();
         let mut removed = self.blobs.sweep(ARTIFACTS, artifacts, grace).await?;
         removed.extend(self.blobs.sweep(DATASETS, datasets, grace).await?);
+        // Staging objects are uploads in flight, or left by a registry killed mid-upload.
+        removed.extend(self.blobs.sweep(crate::blobs::STAGING, Default::default(), grace).await?);
         if !removed.is_empty() {
             tracing::warn!(count = removed.len(), blobs = ?removed, "removed orphaned blobs");
         }
@@ -165,38 +164,49 @@ impl Registry {
             .collect()
     }
 
-    /// Verifies and stores an artifact, then registers it as the model's next version.
-    /// Nothing becomes visible unless the bytes match the declared sha256 and size and
-    /// load as a modelplane artifact.
-    pub async fn upload_version(&self, upload: VersionUpload) -> Result<VersionRecord> {
+    /// Streams an artifact into the blob store, verifies it, then registers it as the
+    /// model's next version. Nothing becomes visible unless the bytes match the declared
+    /// sha256 and size and load as the format they claim (unless `skip_validation`).
+    pub async fn upload_version<S>(&self, upload: VersionUpload, parts: S) -> Result<VersionRecord>
+    where
+        S: Stream<Item = Result<UploadPart>> + Send + Unpin,
+    {
         check_name("model name", &upload.model)?;
-        let declared = upload.sha256.to_ascii_lowercase();
-        if declared.len() != 64 || !declared.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(Error::InvalidArgument(format!(
-                "declared sha256 {:?} is invalid; expected 64 hex characters",
-                upload.sha256
-            )));
+        if upload.skip_validation && upload.format == ArtifactFormat::Modelplane {
+            return Err(Error::InvalidArgument(
+                "skip_validation applies to ONNX graphs; a modelplane artifact is always read at upload".into(),
+            ));
         }
-        let actual = sha256_hex(&upload.bytes);
-        if actual != declared {
-            return Err(Error::InvalidArgument(format!(
-                "artifact sha256 mismatch: declared {declared}, received {} bytes hashing to {actual}; nothing was registered",
-                upload.bytes.len()
-            )));
+        if !upload.create_model && self.store.get(&schema::model_key(&upload.model)).await?.is_none() {
+            return Err(not_found_model(&upload.model));
         }
-        if upload.size_bytes != 0 && upload.size_bytes != upload.bytes.len() as u64 {
-            return Err(Error::InvalidArgument(format!(
-                "artifact size mismatch: declared {} bytes, received {}; nothing was registered",
-                upload.size_bytes,
-                upload.bytes.len()
-            )));
+        let declared = Declared {
+            what: "artifact",
+            sha256: &upload.sha256,
+            size_bytes: upload.size_bytes,
+            sha256_required: true,
+            limit: self.config.max_artifact_bytes,
+        };
+        let staged = crate::upload::receive(&self.blobs, declared, parts).await?;
+        match self.register(upload, &staged).await {
+            Ok(record) => Ok(record),
+            Err(err) => {
+                self.blobs.discard(&staged).await;
+                Err(err)
+            }
         }
-        let bytes = upload.bytes.clone();
-        let format = upload.format;
-        let described = tokio::task::spawn_blocking(move || describe(format, &bytes))
-            .await
-            .map_err(|err| Error::Internal(err.to_string()))??;
+    }
 
+    async fn register(&self, upload: VersionUpload, staged: &StagedBlob) -> Result<VersionRecord> {
+        let described = if upload.skip_validation {
+            Described::unchecked(upload.format)
+        } else {
+            let file = self.blobs.local_file(staged).await?;
+            let format = upload.format;
+            tokio::task::spawn_blocking(move || describe(format, &file.path))
+                .await
+                .map_err(|err| Error::Internal(err.to_string()))??
+        };
         if self.store.get(&schema::model_key(&upload.model)).await?.is_none() {
             if !upload.create_model {
                 return Err(not_found_model(&upload.model));
@@ -207,13 +217,13 @@ impl Registry {
             }
         }
         // The blob goes first: a version record never points at a missing blob.
-        self.blobs.put(ARTIFACTS, &actual, upload.bytes.clone()).await?;
+        self.blobs.publish(staged, ARTIFACTS).await?;
         let version = self.allocate_version(&upload.model).await?;
         let record = VersionRecord {
             model: upload.model.clone(),
             version,
-            sha256: actual,
-            size_bytes: upload.bytes.len() as u64,
+            sha256: staged.sha256.clone(),
+            size_bytes: staged.size,
             kind: described.kind,
             signature: described.signature,
             metrics: described.metrics,
@@ -295,17 +305,12 @@ impl Registry {
         Ok(versions)
     }
 
-    /// A version's record and its artifact bytes, verified against its sha256.
-    pub async fn download(&self, model: &str, version: &str) -> Result<(VersionRecord, Bytes)> {
+    /// A version's record and its artifact bytes from `offset`, read as they are sent;
+    /// read from the start, a blob that does not hash to the record's sha256 ends the
+    /// stream with DATA_LOSS.
+    pub async fn download(&self, model: &str, version: &str, offset: u64) -> Result<(VersionRecord, BlobStream)> {
         let record = self.get_version(model, version).await?;
-        let bytes = self.blobs.get(ARTIFACTS, &record.sha256).await?;
-        let actual = sha256_hex(&bytes);
-        if actual != record.sha256 {
-            return Err(Error::DataLoss(format!(
-                "stored artifact of {model} v{} is corrupt: sha256 {actual}, expected {}",
-                record.version, record.sha256
-            )));
-        }
+        let bytes = self.blobs.read(ARTIFACTS, &record.sha256, offset).await?;
         Ok((record, bytes))
     }
 

@@ -18,6 +18,9 @@ pub enum Error {
     /// A size limit was exceeded.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// The caller's stream broke off.
+    #[error("{0}")]
+    Aborted(String),
     /// A stored blob no longer matches its sha256.
     #[error("{0}")]
     DataLoss(String),
@@ -44,6 +47,7 @@ impl From<Error> for tonic::Status {
             Error::InvalidArgument(_) => tonic::Status::invalid_argument(message),
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
+            Error::Aborted(_) => tonic::Status::aborted(message),
             Error::DataLoss(_) => {
                 tracing::error!(error = %message, "stored blob is corrupt");
                 tonic::Status::data_loss(message)

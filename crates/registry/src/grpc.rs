@@ -1,12 +1,11 @@
 //! `modelplane.registry.v1.Registry` over the domain [`Registry`]: validate, delegate,
-//! convert. Streams are chunked to at most 1 MiB.
+//! convert. Uploads and downloads stream through [`crate::transfer`].
 
 use std::pin::Pin;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::Stream;
 use modelplane_kserve::{Signature, TensorSpec};
-use modelplane_proto::MAX_CHUNK_BYTES;
 use modelplane_proto::registry as pb;
 use modelplane_store::schema::{
     ArtifactFormat, BatchingOverride, DatasetRecord, DeploymentRecord, DeploymentTarget, Lineage, LoadState,
@@ -14,6 +13,7 @@ use modelplane_store::schema::{
 };
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::transfer::{self, Part};
 use crate::{DatasetUpload, Registry, VersionUpload, WorkerView};
 
 /// The gRPC face of the registry.
@@ -50,58 +50,6 @@ fn record_span(model: &str, version: &str) {
     if !version.is_empty() {
         span.record("version", version);
     }
-}
-
-/// Reads a client stream whose first message is a manifest and the rest byte chunks,
-/// refusing more than `limit` bytes.
-async fn collect_upload<M, T>(
-    mut stream: Streaming<T>,
-    limit: u64,
-    split: impl Fn(T) -> Option<Result<M, Bytes>>,
-) -> Result<(M, Bytes), Status>
-where
-    T: Send + 'static,
-{
-    let first = stream
-        .message()
-        .await?
-        .ok_or_else(|| Status::invalid_argument("empty upload; expected a manifest message first"))?;
-    let manifest = match split(first) {
-        Some(Ok(manifest)) => manifest,
-        _ => {
-            return Err(Status::invalid_argument("the first upload message must carry the manifest"));
-        }
-    };
-    let mut buffer = BytesMut::new();
-    while let Some(message) = stream.message().await? {
-        match split(message) {
-            Some(Err(chunk)) => {
-                if buffer.len() as u64 + chunk.len() as u64 > limit {
-                    return Err(Status::resource_exhausted(format!(
-                        "upload exceeds the limit of {limit} bytes; nothing was stored"
-                    )));
-                }
-                buffer.extend_from_slice(&chunk);
-            }
-            Some(Ok(_)) => {
-                return Err(Status::invalid_argument("only the first upload message may carry a manifest"));
-            }
-            None => {
-                return Err(Status::invalid_argument("upload message carries neither manifest nor chunk"));
-            }
-        }
-    }
-    Ok((manifest, buffer.freeze()))
-}
-
-fn chunked<T: Send + 'static>(head: T, bytes: Bytes, wrap: fn(Bytes) -> T) -> ResponseStream<T> {
-    let chunks: Vec<Result<T, Status>> = std::iter::once(Ok(head))
-        .chain((0..bytes.len()).step_by(MAX_CHUNK_BYTES).map(move |start| {
-            let end = (start + MAX_CHUNK_BYTES).min(bytes.len());
-            Ok(wrap(bytes.slice(start..end)))
-        }))
-        .collect();
-    Box::pin(futures::stream::iter(chunks))
 }
 
 #[tonic::async_trait]
@@ -242,33 +190,31 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         request: Request<Streaming<pb::UploadVersionRequest>>,
     ) -> Result<Response<pb::ModelVersion>, Status> {
-        let limit = self.registry.config().max_artifact_bytes;
         let registry = self.as_caller(request.metadata());
-        let (manifest, bytes) =
-            collect_upload(request.into_inner(), limit, |message: pb::UploadVersionRequest| match message.part? {
-                pb::upload_version_request::Part::Manifest(manifest) => Some(Ok(manifest)),
-                pb::upload_version_request::Part::Chunk(chunk) => Some(Err(Bytes::from(chunk))),
-            })
-            .await?;
+        let (manifest, parts) = transfer::manifest_then_parts(request.into_inner(), |message| match message.part? {
+            pb::upload_version_request::Part::Manifest(manifest) => Some(Part::Manifest(manifest)),
+            pb::upload_version_request::Part::Chunk(chunk) => Some(Part::Chunk(Bytes::from(chunk))),
+            pb::upload_version_request::Part::Commit(commit) => Some(Part::Commit(commit)),
+        })
+        .await?;
         record_span(&manifest.model, "");
         required("manifest.model", &manifest.model)?;
         let format = ArtifactFormat::parse(&manifest.format).ok_or_else(|| {
             Status::invalid_argument(format!(
-                "artifact format {:?} is unknown; expected modelplane or onnx",
+                "artifact format {:?} is unknown; expected modelplane, onnx or onnx_archive",
                 manifest.format
             ))
         })?;
-        let record = registry
-            .upload_version(VersionUpload {
-                model: manifest.model,
-                sha256: manifest.sha256,
-                size_bytes: manifest.size_bytes,
-                lineage: manifest.lineage.map(lineage_from_pb).unwrap_or_default(),
-                create_model: manifest.create_model,
-                format,
-                bytes,
-            })
-            .await?;
+        let upload = VersionUpload {
+            model: manifest.model,
+            sha256: manifest.sha256,
+            size_bytes: manifest.size_bytes,
+            lineage: manifest.lineage.map(lineage_from_pb).unwrap_or_default(),
+            create_model: manifest.create_model,
+            format,
+            skip_validation: manifest.skip_validation,
+        };
+        let record = registry.upload_version(upload, parts).await?;
         Ok(Response::new(version_to_pb(record)))
     }
 
@@ -308,11 +254,12 @@ impl pb::registry_server::Registry for RegistryService {
     ) -> Result<Response<Self::DownloadArtifactStream>, Status> {
         let request = request.into_inner();
         record_span(&request.model, &request.version);
-        let (record, bytes) = self.registry.download(required("model", &request.model)?, &request.version).await?;
+        let model = required("model", &request.model)?;
+        let (record, bytes) = self.registry.download(model, &request.version, request.offset).await?;
         let head = pb::DownloadArtifactResponse {
             part: Some(pb::download_artifact_response::Part::Version(version_to_pb(record))),
         };
-        Ok(Response::new(chunked(head, bytes, |chunk| pb::DownloadArtifactResponse {
+        Ok(Response::new(transfer::head_then_chunks(head, bytes, |chunk| pb::DownloadArtifactResponse {
             part: Some(pb::download_artifact_response::Part::Chunk(chunk.to_vec())),
         })))
     }
@@ -414,18 +361,16 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         request: Request<Streaming<pb::UploadDatasetRequest>>,
     ) -> Result<Response<pb::Dataset>, Status> {
-        let limit = self.registry.config().max_dataset_bytes;
         let registry = self.as_caller(request.metadata());
-        let (manifest, bytes) =
-            collect_upload(request.into_inner(), limit, |message: pb::UploadDatasetRequest| match message.part? {
-                pb::upload_dataset_request::Part::Manifest(manifest) => Some(Ok(manifest)),
-                pb::upload_dataset_request::Part::Chunk(chunk) => Some(Err(Bytes::from(chunk))),
-            })
-            .await?;
+        let (manifest, parts) = transfer::manifest_then_parts(request.into_inner(), |message| match message.part? {
+            pb::upload_dataset_request::Part::Manifest(manifest) => Some(Part::Manifest(manifest)),
+            pb::upload_dataset_request::Part::Chunk(chunk) => Some(Part::Chunk(Bytes::from(chunk))),
+            pb::upload_dataset_request::Part::Commit(commit) => Some(Part::Commit(commit)),
+        })
+        .await?;
         required("manifest.name", &manifest.name)?;
-        let record =
-            registry.upload_dataset(DatasetUpload { name: manifest.name, sha256: manifest.sha256, bytes }).await?;
-        Ok(Response::new(dataset_to_pb(record)))
+        let upload = DatasetUpload { name: manifest.name, sha256: manifest.sha256, size_bytes: manifest.size_bytes };
+        Ok(Response::new(dataset_to_pb(registry.upload_dataset(upload, parts).await?)))
     }
 
     async fn list_datasets(
@@ -443,11 +388,12 @@ impl pb::registry_server::Registry for RegistryService {
         request: Request<pb::DownloadDatasetRequest>,
     ) -> Result<Response<Self::DownloadDatasetStream>, Status> {
         let request = request.into_inner();
-        let (record, bytes) = self.registry.download_dataset(required("name", &request.name)?, &request.sha256).await?;
+        let name = required("name", &request.name)?;
+        let (record, bytes) = self.registry.download_dataset(name, &request.sha256, request.offset).await?;
         let head = pb::DownloadDatasetResponse {
             part: Some(pb::download_dataset_response::Part::Dataset(dataset_to_pb(record))),
         };
-        Ok(Response::new(chunked(head, bytes, |chunk| pb::DownloadDatasetResponse {
+        Ok(Response::new(transfer::head_then_chunks(head, bytes, |chunk| pb::DownloadDatasetResponse {
             part: Some(pb::download_dataset_response::Part::Chunk(chunk.to_vec())),
         })))
     }

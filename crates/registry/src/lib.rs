@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod blob_upload;
 mod blobs;
 mod config;
 mod datasets;
@@ -18,6 +19,8 @@ pub mod grpc;
 mod known_workers;
 mod lifecycle;
 mod paging;
+mod transfer;
+mod upload;
 mod workers;
 
 use std::sync::Arc;
@@ -29,12 +32,14 @@ use modelplane_store::KvStore;
 use tokio::net::TcpListener;
 
 pub use audit::{ACTOR_METADATA, ANONYMOUS};
-pub use blobs::BlobStore;
-pub use config::{BlobLocation, RegistryConfig};
+pub use blob_upload::{BlobWriter, StagedBlob};
+pub use blobs::{BlobStore, BlobStream};
+pub use config::{BlobLocation, DEFAULT_MAX_BLOB_BYTES, RegistryConfig};
 pub use datasets::DatasetUpload;
 pub use domain::{Registry, VersionUpload};
 pub use error::{Error, Result};
 pub use paging::Page;
+pub use upload::UploadPart;
 pub use workers::WorkerView;
 
 /// Serves the registry API (plus health and reflection) on `listener` until `shutdown`.

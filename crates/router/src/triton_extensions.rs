@@ -80,9 +80,8 @@ impl RouterService {
                 "this router has no registry address (--registry); deploy with `modelplane deploy`".into(),
             )
         })?;
-        let channel = modelplane_service::connect_lazy(addr)
-            .map_err(|err| Error::Internal(format!("registry address {addr:?}: {err}")))?;
-        Ok(RegistryClient::new(channel))
+        let registry = modelplane_client::Registry::connect(addr).map_err(|err| Error::Internal(err.to_string()))?;
+        Ok(registry.grpc())
     }
 
     /// Deploys `model` unless it already is: to its `production` alias when it has

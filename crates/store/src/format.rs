@@ -12,7 +12,14 @@ pub enum ArtifactFormat {
     Modelplane,
     /// An ONNX graph made elsewhere, served with tract.
     Onnx,
+    /// An ONNX graph with its tensors in side files (ONNX external data, the way past
+    /// protobuf's 2 GB): an uncompressed tar holding the graph as `model.onnx` and each
+    /// data file at the relative path the graph names.
+    OnnxArchive,
 }
+
+/// Where an [`ArtifactFormat::OnnxArchive`] keeps its graph.
+pub const ARCHIVE_GRAPH: &str = "model.onnx";
 
 impl ArtifactFormat {
     /// The format's name in import requests (`ImportVersion.format`) and, for ONNX, in
@@ -21,7 +28,13 @@ impl ArtifactFormat {
         match self {
             Self::Modelplane => "modelplane",
             Self::Onnx => "onnx",
+            Self::OnnxArchive => "onnx_archive",
         }
+    }
+
+    /// Whether it is served by tract (either ONNX form).
+    pub const fn is_onnx(self) -> bool {
+        matches!(self, Self::Onnx | Self::OnnxArchive)
     }
 
     /// The format an import request names: empty is modelplane's own.
@@ -29,6 +42,7 @@ impl ArtifactFormat {
         match name {
             "" | "modelplane" => Some(Self::Modelplane),
             "onnx" => Some(Self::Onnx),
+            "onnx_archive" => Some(Self::OnnxArchive),
             _ => None,
         }
     }
@@ -36,7 +50,11 @@ impl ArtifactFormat {
     /// The format of a version recorded with `kind` (a native kind such as `linear`, or
     /// `onnx`).
     pub fn of_kind(kind: &str) -> Self {
-        if kind == Self::Onnx.name() { Self::Onnx } else { Self::Modelplane }
+        match kind {
+            "onnx" => Self::Onnx,
+            "onnx_archive" => Self::OnnxArchive,
+            _ => Self::Modelplane,
+        }
     }
 
     /// The platform a model configuration and model metadata report, as Triton's
@@ -44,7 +62,7 @@ impl ArtifactFormat {
     pub const fn platform(self) -> &'static str {
         match self {
             Self::Modelplane => "modelplane_ndarray",
-            Self::Onnx => "tract_onnx",
+            Self::Onnx | Self::OnnxArchive => "tract_onnx",
         }
     }
 
@@ -52,7 +70,7 @@ impl ArtifactFormat {
     pub const fn backend(self) -> &'static str {
         match self {
             Self::Modelplane => "modelplane",
-            Self::Onnx => "tract",
+            Self::Onnx | Self::OnnxArchive => "tract",
         }
     }
 
@@ -61,6 +79,7 @@ impl ArtifactFormat {
         match self {
             Self::Modelplane => "safetensors",
             Self::Onnx => "onnx",
+            Self::OnnxArchive => "onnx.tar",
         }
     }
 }
@@ -77,12 +96,13 @@ mod tests {
 
     #[test]
     fn names_parse_back_and_kinds_say_the_format() {
-        for format in [ArtifactFormat::Modelplane, ArtifactFormat::Onnx] {
+        for format in [ArtifactFormat::Modelplane, ArtifactFormat::Onnx, ArtifactFormat::OnnxArchive] {
             assert_eq!(ArtifactFormat::parse(format.name()), Some(format));
         }
         assert_eq!(ArtifactFormat::parse(""), Some(ArtifactFormat::Modelplane));
         assert_eq!(ArtifactFormat::parse("pytorch"), None);
         assert_eq!(ArtifactFormat::of_kind("onnx"), ArtifactFormat::Onnx);
+        assert_eq!(ArtifactFormat::of_kind("onnx_archive"), ArtifactFormat::OnnxArchive);
         assert_eq!(ArtifactFormat::of_kind("mlp"), ArtifactFormat::Modelplane);
     }
 }

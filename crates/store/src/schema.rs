@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use modelplane_kserve::Signature;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-pub use crate::format::ArtifactFormat;
+pub use crate::format::{ARCHIVE_GRAPH, ArtifactFormat};
 use crate::{Error, Result};
 
 /// Root of every modelplane key.

@@ -22,7 +22,7 @@ impl Default for TrainerConfig {
             registry_addr: "127.0.0.1:7001".into(),
             max_concurrent_jobs: 1,
             lease_ttl: Duration::from_secs(5),
-            max_dataset_bytes: 256 << 20,
+            max_dataset_bytes: 16 << 30,
         }
     }
 }

@@ -30,7 +30,7 @@ pub fn validate_spec(spec: &JobSpec) -> Result<()> {
 }
 
 /// The dataset a spec names (its newest upload unless a sha256 is given).
-async fn find_dataset(store: &dyn KvStore, spec: &JobSpec) -> Result<DatasetRecord> {
+pub(crate) async fn find_dataset(store: &dyn KvStore, spec: &JobSpec) -> Result<DatasetRecord> {
     modelplane_store::find_dataset(store, &spec.dataset, &spec.dataset_sha256).await?.ok_or_else(|| {
         match spec.dataset_sha256.as_str() {
             "" => Error::NotFound(format!("dataset {:?} not found; upload it first", spec.dataset)),

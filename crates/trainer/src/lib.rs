@@ -14,7 +14,6 @@ mod runner;
 use std::sync::Arc;
 use std::time::Duration;
 
-use modelplane_proto::registry::registry_client::RegistryClient;
 use modelplane_proto::trainer::trainer_server::TrainerServer;
 use modelplane_service::Shutdown;
 use modelplane_store::{KvStore, LeaseKeeper};
@@ -32,11 +31,9 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<()> {
     config.validate().map_err(Error::InvalidArgument)?;
-    let channel = modelplane_service::connect_lazy(&config.registry_addr)
-        .map_err(|err| Error::InvalidArgument(format!("registry address {:?}: {err}", config.registry_addr)))?;
-    let registry = RegistryClient::new(channel)
-        .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES);
+    let registry = modelplane_client::Registry::connect(&config.registry_addr)
+        .map_err(|err| Error::InvalidArgument(err.to_string()))?
+        .acting_as(&format!("trainer/{}", config.id));
     let lease = Arc::new(
         LeaseKeeper::start(store.clone(), config.lease_ttl)
             .await

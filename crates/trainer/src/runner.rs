@@ -5,27 +5,27 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use modelplane_client::{Registry, Silent, Source};
 use modelplane_model::{Dataset, Model, ModelKind, TrainParams};
-use modelplane_proto::registry::{
-    self as pb, DownloadDatasetRequest, UploadManifest, UploadVersionRequest, download_dataset_response,
-    registry_client::RegistryClient, upload_version_request,
-};
-use modelplane_service::{Shutdown, TracedChannel};
+use modelplane_proto::registry::{self as pb, UploadManifest};
+use modelplane_service::Shutdown;
 use modelplane_store::schema::{self, JobRecord, JobState, PromoteRule};
 use modelplane_store::{KvStore, LeaseKeeper, Mirror};
-use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::promotion::{self, Current, Verdict};
 use crate::{Error, Result, TrainerConfig};
 
+/// Bytes of CSV in flight between the download and the parser.
+const PIPE_BYTES: usize = 4 << 20;
+
 /// Minimum time between two progress writes to the store.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
 pub(crate) struct Runner {
     pub store: Arc<dyn KvStore>,
-    pub registry: RegistryClient<TracedChannel>,
+    pub registry: Registry,
     pub config: TrainerConfig,
     pub lease: Arc<LeaseKeeper>,
 }
@@ -164,31 +164,48 @@ impl Runner {
         tracing::warn!(job = %job.id, "job record kept changing; progress not written");
     }
 
-    async fn download_dataset(&self, job: &JobRecord) -> Result<(pb::Dataset, Vec<u8>)> {
-        let request =
-            DownloadDatasetRequest { name: job.spec.dataset.clone(), sha256: job.spec.dataset_sha256.clone() };
-        let mut stream = self
-            .registry
-            .clone()
-            .download_dataset(request)
-            .await
-            .map_err(|status| Error::Unavailable(format!("dataset download failed: {}", status.message())))?
-            .into_inner();
-        let mut record = None;
-        let mut bytes = Vec::new();
-        while let Some(message) = stream
-            .message()
-            .await
-            .map_err(|status| Error::Unavailable(format!("dataset download interrupted: {}", status.message())))?
-        {
-            match message.part {
-                Some(download_dataset_response::Part::Dataset(dataset)) => record = Some(dataset),
-                Some(download_dataset_response::Part::Chunk(chunk)) => bytes.extend_from_slice(&chunk),
-                None => {}
-            }
+    /// Streams the job's dataset from the registry into the CSV parser as it arrives,
+    /// so only the parsed table is held; the download's sha256 is checked before the
+    /// table is used.
+    async fn load_dataset(
+        &self,
+        job: &JobRecord,
+        classes: bool,
+        text_column: Option<String>,
+    ) -> Result<(pb::Dataset, Dataset)> {
+        let record = crate::jobs::find_dataset(&*self.store, &job.spec).await?;
+        let rows_hint = usize::try_from(record.rows).unwrap_or(0);
+        let (mut sink, source) = tokio::io::duplex(PIPE_BYTES);
+        let target = job.spec.target.clone();
+        let parse = tokio::task::spawn_blocking(move || {
+            let reader = tokio_util::io::SyncIoBridge::new(source);
+            Dataset::from_csv_reader(
+                std::io::BufReader::new(reader),
+                &target,
+                classes,
+                text_column.as_deref(),
+                rows_hint,
+            )
+        });
+        let registry = self.registry.clone();
+        let download = async move {
+            let downloaded = registry.download_dataset(&record.name, &record.sha256, &mut sink, &Silent).await;
+            // The parser sees the end of the CSV once the pipe's writer is gone.
+            drop(sink);
+            downloaded
+        };
+        let (downloaded, parsed) = tokio::join!(download, parse);
+        let parsed = parsed.map_err(|err| Error::Internal(format!("parsing task failed: {err}")))?;
+        match (downloaded, parsed) {
+            (Ok(downloaded), Ok(data)) => Ok((downloaded.record, data)),
+            // A bad row stops the parser, which breaks the pipe: the row is the news.
+            (Ok(_) | Err(modelplane_client::Error::Io(_)), Err(err)) => Err(Error::InvalidArgument(err.to_string())),
+            // A download that failed cuts the CSV short: the download is the news.
+            (Err(err), _) => Err(match err.code() {
+                tonic::Code::DataLoss => Error::Internal(err.to_string()),
+                _ => Error::Unavailable(format!("dataset download failed: {}", err.message())),
+            }),
         }
-        let record = record.ok_or_else(|| Error::Internal("dataset download carried no record".into()))?;
-        Ok((record, bytes))
     }
 
     async fn train_and_register(
@@ -200,17 +217,11 @@ impl Runner {
         let kind = ModelKind::parse(&job.spec.kind).map_err(|err| Error::InvalidArgument(err.to_string()))?;
         let params =
             TrainParams::from_map(kind, &job.spec.params).map_err(|err| Error::InvalidArgument(err.to_string()))?;
-        let (dataset, csv) = self.download_dataset(job).await?;
-        let target = job.spec.target.clone();
+        let (dataset, data) = self.load_dataset(job, kind.is_classifier(), params.text_column.clone()).await?;
 
         let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
         let stop = cancel.clone();
-        let text_column = params.text_column.clone();
         let training = tokio::task::spawn_blocking(move || {
-            let text = std::str::from_utf8(&csv)
-                .map_err(|err| Error::InvalidArgument(format!("dataset is not UTF-8: {err}")))?;
-            let data = Dataset::from_csv_with_text(text, &target, kind.is_classifier(), text_column.as_deref())
-                .map_err(|err| Error::InvalidArgument(err.to_string()))?;
             let model = modelplane_model::train(kind, &data, &params, |progress| {
                 let _ = progress_tx.send(progress);
                 !stop.load(Ordering::Relaxed)
@@ -240,21 +251,12 @@ impl Runner {
         self.upload(job, &dataset, &model, artifact, started.elapsed()).await
     }
 
-    /// Marks a registry request as made by this trainer, for the audit log.
-    fn name_actor(&self, metadata: &mut tonic::metadata::MetadataMap) {
-        if let Ok(actor) = format!("trainer/{}", self.config.id).parse() {
-            metadata.insert("x-modelplane-actor", actor);
-        }
-    }
-
     /// Applies a promote_if rule to a freshly registered version; returns what was
     /// decided and why (also the reason recorded in the audit log).
     async fn promote(&self, rule: &PromoteRule, version: &pb::ModelVersion) -> Result<String> {
-        let mut registry = self.registry.clone();
-        let current = match registry
-            .get_version(pb::GetVersionRequest { model: version.model.clone(), version: rule.alias.clone() })
-            .await
-        {
+        let mut registry = self.registry.grpc();
+        let request = pb::GetVersionRequest { model: version.model.clone(), version: rule.alias.clone() };
+        let current = match registry.get_version(self.registry.request(request)).await {
             Ok(current) => Some(current.into_inner()),
             Err(status) if status.code() == tonic::Code::NotFound => None,
             Err(status) => {
@@ -266,13 +268,12 @@ impl Runner {
             Verdict::Promote(reason) => reason,
             Verdict::Keep(outcome) => return Ok(outcome),
         };
-        let mut request = tonic::Request::new(pb::SetAliasRequest {
+        let request = self.registry.request(pb::SetAliasRequest {
             model: version.model.clone(),
             alias: rule.alias.clone(),
             version: version.version,
             reason: format!("promote_if: {reason}"),
         });
-        self.name_actor(request.metadata_mut());
         registry
             .set_alias(request)
             .await
@@ -295,8 +296,6 @@ impl Runner {
         params.insert("duration_ms".into(), duration.as_millis().to_string());
         let manifest = UploadManifest {
             model: job.spec.model.clone(),
-            sha256: hex::encode(Sha256::digest(&artifact)),
-            size_bytes: artifact.len() as u64,
             lineage: Some(pb::Lineage {
                 dataset: dataset.name.clone(),
                 dataset_sha256: dataset.sha256.clone(),
@@ -307,20 +306,11 @@ impl Runner {
                 parent_version: 0,
             }),
             create_model: true,
-            format: String::new(),
+            ..Default::default()
         };
-        let mut messages = vec![UploadVersionRequest { part: Some(upload_version_request::Part::Manifest(manifest)) }];
-        messages.extend(
-            artifact
-                .chunks(modelplane_proto::MAX_CHUNK_BYTES)
-                .map(|chunk| UploadVersionRequest { part: Some(upload_version_request::Part::Chunk(chunk.to_vec())) }),
-        );
-        let mut request = tonic::Request::new(futures::stream::iter(messages));
-        self.name_actor(request.metadata_mut());
-        let response =
-            self.registry.clone().upload_version(request).await.map_err(|status| {
-                Error::Unavailable(format!("registering the version failed: {}", status.message()))
-            })?;
-        Ok(response.into_inner())
+        self.registry
+            .upload_version(manifest, Source::bytes(artifact), Arc::new(Silent))
+            .await
+            .map_err(|err| Error::Unavailable(format!("registering the version failed: {}", err.message())))
     }
 }

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use modelplane_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
-use modelplane_proto::registry::registry_client::RegistryClient;
 use modelplane_service::Shutdown;
 use modelplane_store::schema::{self, LoadState};
 use modelplane_store::{Catalog, KvStore, LeaseKeeper, Mirror, placement};
@@ -49,8 +48,9 @@ pub async fn serve(
     stats::describe_metrics();
     let local = listener.local_addr().map_err(|err| Error::Internal(err.to_string()))?;
     let addr = config.advertise_addr.clone().unwrap_or_else(|| local.to_string());
-    let registry = modelplane_service::connect_lazy(&config.registry_addr)
-        .map_err(|err| Error::InvalidArgument(format!("registry address {:?}: {err}", config.registry_addr)))?;
+    let registry = modelplane_client::Registry::connect(&config.registry_addr)
+        .map_err(|err| Error::InvalidArgument(err.to_string()))?
+        .acting_as(&format!("worker/{}", config.id));
     let lease = LeaseKeeper::start(store.clone(), config.lease_ttl)
         .await
         .map_err(|err| Error::Unavailable(format!("cannot register with the store: {err}")))?;
@@ -70,7 +70,7 @@ pub async fn serve(
     let loader = loader::Loader {
         state: state.clone(),
         config: config.clone(),
-        registry: RegistryClient::new(registry).max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES),
+        registry,
         memory_capacity,
         shortfalls: Default::default(),
     };

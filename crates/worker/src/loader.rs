@@ -7,11 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use modelplane_client::{Registry, Silent};
 use modelplane_model::Model;
-use modelplane_proto::registry::{
-    DownloadArtifactRequest, download_artifact_response::Part, registry_client::RegistryClient,
-};
-use modelplane_service::TracedChannel;
 use modelplane_store::schema::{self, ArtifactFormat, LoadState, VersionRecord, WorkerRecord};
 use modelplane_store::{Catalog, KvStore, LeaseKeeper, Placement};
 use sha2::{Digest, Sha256};
@@ -59,7 +56,7 @@ pub(crate) fn desired(
 pub(crate) struct Loader {
     pub state: Arc<WorkerState>,
     pub config: WorkerConfig,
-    pub registry: RegistryClient<TracedChannel>,
+    pub registry: Registry,
     /// The capacity `config.memory_capacity` resolved to at start-up.
     pub memory_capacity: Option<u64>,
     /// Deployments short of replicas, as last logged, so each shortfall is logged once.
@@ -168,7 +165,14 @@ impl Loader {
         let registry = self.registry.clone();
         tokio::spawn(async move {
             let key = (record.model.clone(), record.version);
-            let outcome = load(&record, &cache_dir, registry).await;
+            let outcome = load(&record, &cache_dir, &registry).await;
+            let mut record = record;
+            if let Ok(Runnable::Onnx(graph)) = &outcome
+                && record.signature.inputs.is_empty()
+            {
+                // Registered with --skip-validation: the graph says what it takes.
+                record.signature = graph.signature().clone();
+            }
             {
                 let mut slots = state.write();
                 if let Some(slot) = slots.get_mut(&key) {
@@ -192,71 +196,121 @@ impl Loader {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 fn cache_path(cache_dir: &Path, record: &VersionRecord) -> PathBuf {
     cache_dir.join(format!("{}.{}", record.sha256, record.format().file_extension()))
 }
 
-/// Artifact bytes from the cache when they verify, else from the registry (then cached).
-async fn fetch(
-    record: &VersionRecord,
-    cache_dir: &Path,
-    mut registry: RegistryClient<TracedChannel>,
-) -> Result<Vec<u8>, Error> {
-    let path = cache_path(cache_dir, record);
-    if let Ok(bytes) = tokio::fs::read(&path).await {
-        if sha256_hex(&bytes) == record.sha256 {
-            return Ok(bytes);
+/// Whether the file at `path` exists and hashes to `sha256` (read in blocks, off the
+/// runtime).
+async fn verifies(path: &Path, sha256: &str) -> bool {
+    let path = path.to_path_buf();
+    let actual = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+        let mut file = std::fs::File::open(&path)?;
+        let mut hasher = Sha256::new();
+        let mut block = vec![0u8; 1 << 20];
+        loop {
+            match std::io::Read::read(&mut file, &mut block)? {
+                0 => return Ok(hex::encode(hasher.finalize())),
+                n => hasher.update(&block[..n]),
+            }
         }
-        tracing::warn!(path = %path.display(), "cached artifact is corrupt; downloading again");
-    }
-    let request = DownloadArtifactRequest { model: record.model.clone(), version: record.version.to_string() };
-    let mut stream = registry
-        .download_artifact(request)
-        .await
-        .map_err(|status| Error::Unavailable(format!("download from registry failed: {}", status.message())))?
-        .into_inner();
-    let mut bytes = Vec::with_capacity(record.size_bytes as usize);
-    while let Some(message) = stream
-        .message()
-        .await
-        .map_err(|status| Error::Unavailable(format!("download interrupted: {}", status.message())))?
-    {
-        if let Some(Part::Chunk(chunk)) = message.part {
-            bytes.extend_from_slice(&chunk);
-        }
-    }
-    let actual = sha256_hex(&bytes);
-    if actual != record.sha256 {
-        return Err(Error::Internal(format!(
-            "downloaded artifact hashes to {actual}; the record says {}",
-            record.sha256
-        )));
-    }
-    tokio::fs::create_dir_all(cache_dir).await.map_err(|err| Error::Internal(format!("cache dir: {err}")))?;
-    let temporary = path.with_extension(format!("partial-{}", uuid::Uuid::new_v4()));
-    tokio::fs::write(&temporary, &bytes).await.map_err(|err| Error::Internal(format!("cache write: {err}")))?;
-    tokio::fs::rename(&temporary, &path).await.map_err(|err| Error::Internal(format!("cache rename: {err}")))?;
-    Ok(bytes)
+    })
+    .await;
+    matches!(actual, Ok(Ok(actual)) if actual == sha256)
 }
 
-async fn load(
-    record: &VersionRecord,
-    cache_dir: &Path,
-    registry: RegistryClient<TracedChannel>,
-) -> Result<Runnable, Error> {
-    let bytes = fetch(record, cache_dir, registry).await?;
-    let onnx = record.format() == ArtifactFormat::Onnx;
+/// What to load a version from: its cached file, or for an ONNX archive the graph in
+/// the folder the archive was unpacked into.
+async fn fetch(record: &VersionRecord, cache_dir: &Path, registry: &Registry) -> Result<PathBuf, Error> {
+    match record.format() {
+        ArtifactFormat::OnnxArchive => fetch_archive(record, cache_dir, registry).await,
+        ArtifactFormat::Modelplane | ArtifactFormat::Onnx => fetch_file(record, cache_dir, registry).await,
+    }
+}
+
+/// Names the archive a folder was unpacked from, written last: a folder without it is
+/// an unpacking that did not finish.
+const UNPACKED_FROM: &str = ".modelplane-sha256";
+
+/// An ONNX archive's graph, unpacked (once) into `{sha256}.onnx.d/` beside the graph's
+/// data files. The verified archive is unpacked into a temporary folder that is renamed
+/// into place, then removed, so the cache holds the model once.
+async fn fetch_archive(record: &VersionRecord, cache_dir: &Path, registry: &Registry) -> Result<PathBuf, Error> {
+    let folder = cache_dir.join(format!("{}.onnx.d", record.sha256));
+    let graph = folder.join(schema::ARCHIVE_GRAPH);
+    if tokio::fs::read_to_string(folder.join(UNPACKED_FROM)).await.is_ok_and(|sha| sha == record.sha256) {
+        return Ok(graph);
+    }
+    let archive = fetch_file(record, cache_dir, registry).await?;
+    let partial = cache_dir.join(format!(".{}.onnx.d.partial-{}", record.sha256, uuid::Uuid::new_v4()));
+    let (sha256, target) = (record.sha256.clone(), folder.clone());
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let unpacked = (|| {
+            let mut tar = tar::Archive::new(std::io::BufReader::new(std::fs::File::open(&archive)?));
+            tar.set_preserve_permissions(false);
+            // `unpack` refuses members that would land outside the folder.
+            tar.unpack(&partial)?;
+            std::fs::write(partial.join(UNPACKED_FROM), &sha256)?;
+            if target.exists() {
+                std::fs::remove_dir_all(&target)?;
+            }
+            std::fs::rename(&partial, &target)?;
+            std::fs::remove_file(&archive)
+        })();
+        if unpacked.is_err() {
+            let _ = std::fs::remove_dir_all(&partial);
+        }
+        unpacked
+    })
+    .await
+    .map_err(|err| Error::Internal(err.to_string()))?
+    .map_err(|err| Error::Internal(format!("unpacking the ONNX archive: {err}")))?;
+    Ok(graph)
+}
+
+/// The artifact's file in the cache when it verifies, else streamed from the registry
+/// to the cache (verified, then renamed into place).
+async fn fetch_file(record: &VersionRecord, cache_dir: &Path, registry: &Registry) -> Result<PathBuf, Error> {
+    let path = cache_path(cache_dir, record);
+    if verifies(&path, &record.sha256).await {
+        return Ok(path);
+    }
+    if path.exists() {
+        tracing::warn!(path = %path.display(), "cached artifact is corrupt; downloading again");
+    }
+    tokio::fs::create_dir_all(cache_dir).await.map_err(|err| Error::Internal(format!("cache dir: {err}")))?;
+    let version = record.version.to_string();
+    let downloaded =
+        registry.download_artifact_to_file(&record.model, &version, &path, &Silent).await.map_err(|err| {
+            match err.code() {
+                tonic::Code::DataLoss => Error::Internal(err.to_string()),
+                _ => Error::Unavailable(format!("download from registry failed: {}", err.message())),
+            }
+        })?;
+    if downloaded.record.sha256 != record.sha256 {
+        let _ = tokio::fs::remove_file(&path).await;
+        return Err(Error::Internal(format!(
+            "the registry sent an artifact with sha256 {}; the record says {}",
+            downloaded.record.sha256, record.sha256
+        )));
+    }
+    Ok(path)
+}
+
+/// Loads a version from its cached file: an ONNX graph through tract straight from the
+/// file, a native artifact parsed from it (the file's bytes are freed once parsed).
+async fn load(record: &VersionRecord, cache_dir: &Path, registry: &Registry) -> Result<Runnable, Error> {
+    let path = fetch(record, cache_dir, registry).await?;
+    let onnx = record.format().is_onnx();
     tokio::task::spawn_blocking(move || {
         if onnx {
-            modelplane_onnx::OnnxModel::load(&bytes)
+            modelplane_onnx::OnnxModel::load_file(&path)
                 .map(|graph| Runnable::Onnx(Arc::new(graph)))
                 .map_err(|err| err.to_string())
         } else {
+            let bytes = std::fs::read(&path).map_err(|err| format!("reading {}: {err}", path.display()))?;
             let model = Model::from_artifact(&bytes).map_err(|err| err.to_string())?;
+            drop(bytes);
             warm_up(&model).map_err(|err| format!("warm-up inference failed: {err}"))?;
             Ok(Runnable::Native(Arc::new(model)))
         }

@@ -9,11 +9,13 @@ use modelplane_service::TracedChannel;
 
 use crate::Endpoints;
 
+mod archive;
 mod datasets;
 mod deploy;
 mod models;
 mod predict;
 mod train;
+mod transfer;
 
 pub use datasets::{DatasetsCommand, datasets};
 pub use deploy::{AliasCommand, DeployArgs, alias, deploy};
@@ -33,12 +35,18 @@ pub(crate) fn channel(addr: &str) -> Result<TracedChannel> {
     modelplane_service::connect_lazy(addr).with_context(|| format!("bad endpoint {addr:?}"))
 }
 
-pub(crate) fn registry(endpoints: &Endpoints) -> Result<RegistryClient<TracedChannel>> {
-    Ok(RegistryClient::new(channel(&endpoints.registry)?)
-        .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES))
+/// The registry, acting as the user (`MODELPLANE_ACTOR`, else `USER`) for the audit log.
+pub(crate) fn registry_client(endpoints: &Endpoints) -> Result<modelplane_client::Registry> {
+    let user = std::env::var("MODELPLANE_ACTOR").or_else(|_| std::env::var("USER")).unwrap_or_default();
+    Ok(modelplane_client::Registry::connect(&endpoints.registry)?.acting_as(&format!("cli/{user}")))
 }
 
-/// A request that names the user (`MODELPLANE_ACTOR`, else `USER`) for the audit log.
+/// The generated registry client, for unary calls.
+pub(crate) fn registry(endpoints: &Endpoints) -> Result<RegistryClient<TracedChannel>> {
+    Ok(registry_client(endpoints)?.grpc())
+}
+
+/// A request that names the user for the audit log.
 pub(crate) fn as_user<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     let user = std::env::var("MODELPLANE_ACTOR").or_else(|_| std::env::var("USER")).unwrap_or_default();

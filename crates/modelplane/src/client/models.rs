@@ -2,13 +2,16 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use std::sync::Arc;
+
+use anyhow::Result;
 use clap::Subcommand;
 use modelplane_proto::registry::{self as pb};
 use modelplane_store::schema::ArtifactFormat;
-use sha2::{Digest, Sha256};
 
-use super::{as_user, registry, status_error};
+use super::archive::onnx_import;
+use super::transfer::TransferProgress;
+use super::{OutputFormat, registry_client, status_error};
 use crate::Endpoints;
 
 #[derive(Subcommand)]
@@ -21,14 +24,24 @@ pub enum ModelsCommand {
         model: String,
     },
     /// Register an ONNX file as a new version (served with tract; the signature is read
-    /// from the graph).
+    /// from the graph). The file is streamed and hashed as it is sent; a graph that keeps
+    /// its tensors in side files (external data) is sent with them as one archive.
     Import {
         /// Model name (created if needed).
         model: String,
         /// The .onnx file.
         file: PathBuf,
+        /// Register without loading the graph at upload (for a graph too large to load
+        /// in the registry): the version has no signature until a worker loads it, and a
+        /// graph that does not load fails the deployment's load instead of the import.
+        #[arg(long)]
+        skip_validation: bool,
+        /// `text`: a progress bar and a summary; `json`: progress events, then the version.
+        #[arg(long = "format", value_enum, default_value = "text")]
+        format: OutputFormat,
     },
-    /// Write a version's artifact to a file (the registry checks its sha256 first).
+    /// Write a version's artifact to a file, verified against its sha256 (the file
+    /// appears only once it is complete and verified).
     Download {
         /// Model name.
         model: String,
@@ -37,55 +50,86 @@ pub enum ModelsCommand {
         /// Where to write it.
         #[arg(long, short)]
         output: PathBuf,
+        /// `text`: a progress bar and a summary; `json`: progress events, then the result.
+        #[arg(long = "format", value_enum, default_value = "text")]
+        format: OutputFormat,
     },
 }
 
 pub async fn models(command: ModelsCommand, endpoints: &Endpoints) -> Result<()> {
-    let mut client = registry(endpoints)?;
+    let registry = registry_client(endpoints)?;
+    let mut client = registry.grpc();
     match command {
-        ModelsCommand::Import { model, file } => {
-            let bytes = tokio::fs::read(&file).await.with_context(|| format!("cannot read {}", file.display()))?;
+        ModelsCommand::Import { model, file, skip_validation, format } => {
+            let import = onnx_import(&file).await?;
+            let archived = import.format == ArtifactFormat::OnnxArchive;
+            if archived && format == OutputFormat::Text {
+                eprintln!(
+                    "the graph keeps its tensors in {}: sending them with it as one archive",
+                    import.data_files.join(", ")
+                );
+            }
             let manifest = pb::UploadManifest {
                 model: model.clone(),
-                sha256: hex::encode(Sha256::digest(&bytes)),
-                size_bytes: bytes.len() as u64,
-                lineage: None,
                 create_model: true,
-                format: ArtifactFormat::Onnx.name().into(),
+                format: import.format.name().into(),
+                skip_validation,
+                ..Default::default()
             };
-            let mut messages =
-                vec![pb::UploadVersionRequest { part: Some(pb::upload_version_request::Part::Manifest(manifest)) }];
-            messages.extend(bytes.chunks(modelplane_proto::MAX_CHUNK_BYTES).map(|chunk| pb::UploadVersionRequest {
-                part: Some(pb::upload_version_request::Part::Chunk(chunk.to_vec())),
-            }));
-            let version = client
-                .upload_version(as_user(futures::stream::iter(messages)))
-                .await
-                .map_err(|s| status_error("import failed", s))?
-                .into_inner();
+            let progress = Arc::new(TransferProgress::new("import", format));
+            let uploaded = registry.upload_version(manifest, import.source, progress).await;
+            if let Some(writer) = import.writer
+                && let Ok(Err(err)) = writer.await
+            {
+                anyhow::bail!("import failed: writing the archive of {}: {err}", file.display());
+            }
+            let version = uploaded?;
+            let unchecked = skip_validation || archived;
+            if format == OutputFormat::Json {
+                let line = serde_json::json!({
+                    "event": "imported", "model": model, "version": version.version,
+                    "sha256": version.sha256, "size_bytes": version.size_bytes,
+                });
+                println!("{line}");
+                return Ok(());
+            }
             let signature = version.signature.unwrap_or_default();
             let describe = |specs: &[pb::TensorSpec]| {
                 specs.iter().map(|t| format!("{} {} {:?}", t.name, t.datatype, t.shape)).collect::<Vec<_>>().join(", ")
             };
-            println!(
-                "imported {model} version {} (inputs: {}; outputs: {})",
-                version.version,
-                describe(&signature.inputs),
-                describe(&signature.outputs)
-            );
-        }
-        ModelsCommand::Download { model, version, output } => {
-            let request = pb::DownloadArtifactRequest { model: model.clone(), version: version.clone() };
-            let mut stream =
-                client.download_artifact(request).await.map_err(|s| status_error("download failed", s))?.into_inner();
-            let mut bytes = Vec::new();
-            while let Some(message) = stream.message().await.map_err(|s| status_error("download failed", s))? {
-                if let Some(pb::download_artifact_response::Part::Chunk(chunk)) = message.part {
-                    bytes.extend_from_slice(&chunk);
-                }
+            if unchecked {
+                println!(
+                    "imported {model} version {} (not loaded yet: a worker checks it when it loads)",
+                    version.version
+                );
+            } else {
+                println!(
+                    "imported {model} version {} (inputs: {}; outputs: {})",
+                    version.version,
+                    describe(&signature.inputs),
+                    describe(&signature.outputs)
+                );
             }
-            tokio::fs::write(&output, &bytes).await.with_context(|| format!("cannot write {}", output.display()))?;
-            println!("{model} {version}: {} bytes written to {}", bytes.len(), output.display());
+        }
+        ModelsCommand::Download { model, version, output, format } => {
+            let progress = TransferProgress::new("download", format);
+            let downloaded = registry.download_artifact_to_file(&model, &version, &output, &progress).await?;
+            match format {
+                OutputFormat::Json => println!(
+                    "{}",
+                    serde_json::json!({
+                        "event": "downloaded", "model": model, "version": downloaded.record.version,
+                        "sha256": downloaded.record.sha256, "size_bytes": downloaded.size,
+                        "path": output.display().to_string(),
+                    })
+                ),
+                OutputFormat::Text => println!(
+                    "{model} {version}: {} bytes written to {} (sha256 {} verified)",
+                    downloaded.size,
+                    output.display(),
+                    downloaded.record.sha256
+                ),
+            }
         }
         ModelsCommand::List => {
             let mut token = String::new();
@@ -122,8 +166,8 @@ pub async fn models(command: ModelsCommand, endpoints: &Endpoints) -> Result<()>
                 token = page.next_page_token;
             }
             for v in versions {
-                if ArtifactFormat::of_kind(&v.kind) == ArtifactFormat::Onnx {
-                    println!("v{}\tonnx\tsha256={}", v.version, &v.sha256[..12.min(v.sha256.len())]);
+                if ArtifactFormat::of_kind(&v.kind).is_onnx() {
+                    println!("v{}\t{}\tsha256={}", v.version, v.kind, &v.sha256[..12.min(v.sha256.len())]);
                     continue;
                 }
                 let mut metrics: Vec<String> = v.metrics.iter().map(|(k, m)| format!("{k}={m:.4}")).collect();
