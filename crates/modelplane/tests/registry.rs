@@ -15,20 +15,14 @@ use transfers::{staged, transfers};
 mod transfers;
 
 fn registry_process(bin: &Path, etcd: &Etcd, blobs: &Path, logs: &Path, name: &str) -> Process {
-    let args: Vec<String> = [
-        "registry",
-        "--etcd",
-        &etcd.url,
-        "--listen",
-        "127.0.0.1:0",
-        "--blob-dir",
-        &blobs.display().to_string(),
-        "--orphan-grace-secs",
-        "0",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    registry_with(bin, etcd, blobs, logs, name, &["--orphan-grace-secs", "0"])
+}
+
+/// A registry process on `etcd` and `blobs` with `extra` flags.
+fn registry_with(bin: &Path, etcd: &Etcd, blobs: &Path, logs: &Path, name: &str, extra: &[&str]) -> Process {
+    let blob_dir = blobs.display().to_string();
+    let base = ["registry", "--etcd", &etcd.url, "--listen", "127.0.0.1:0", "--blob-dir", &blob_dir];
+    let args: Vec<String> = base.iter().chain(extra).map(|s| (*s).to_owned()).collect();
     Process::spawn(bin, name, &args, &["registry"], logs).expect("registry starts")
 }
 

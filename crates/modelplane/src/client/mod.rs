@@ -35,10 +35,15 @@ pub(crate) fn channel(addr: &str) -> Result<TracedChannel> {
     modelplane_service::connect_lazy(addr).with_context(|| format!("bad endpoint {addr:?}"))
 }
 
-/// The registry, acting as the user (`MODELPLANE_ACTOR`, else `USER`) for the audit log.
-pub(crate) fn registry_client(endpoints: &Endpoints) -> Result<modelplane_client::Registry> {
+/// Who the CLI's mutations are recorded as: `cli/` and `MODELPLANE_ACTOR`, else `USER`.
+fn actor() -> String {
     let user = std::env::var("MODELPLANE_ACTOR").or_else(|_| std::env::var("USER")).unwrap_or_default();
-    Ok(modelplane_client::Registry::connect(&endpoints.registry)?.acting_as(&format!("cli/{user}")))
+    format!("cli/{user}")
+}
+
+/// The registry, acting as the user for the audit log.
+pub(crate) fn registry_client(endpoints: &Endpoints) -> Result<modelplane_client::Registry> {
+    Ok(modelplane_client::Registry::connect(&endpoints.registry)?.acting_as(&actor()))
 }
 
 /// The generated registry client, for unary calls.
@@ -46,11 +51,11 @@ pub(crate) fn registry(endpoints: &Endpoints) -> Result<RegistryClient<TracedCha
     Ok(registry_client(endpoints)?.grpc())
 }
 
-/// A request that names the user for the audit log.
+/// A request that names the user for the audit log (to the trainer, which has no typed
+/// client).
 pub(crate) fn as_user<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    let user = std::env::var("MODELPLANE_ACTOR").or_else(|_| std::env::var("USER")).unwrap_or_default();
-    if let Ok(actor) = format!("cli/{user}").parse() {
+    if let Ok(actor) = actor().parse() {
         request.metadata_mut().insert("x-modelplane-actor", actor);
     }
     request

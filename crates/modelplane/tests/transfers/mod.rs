@@ -171,23 +171,8 @@ async fn refused_streams(addr: &str, blobs: &Path) {
 /// A registry with 4 MiB limits refuses an endless upload as soon as it passes them
 /// (waiting for the end would never answer), and a declared size over them at once.
 async fn limits_as_bytes_arrive(bin: &Path, etcd: &Etcd, dir: &Path, blobs: &Path) {
-    let args: Vec<String> = [
-        "registry",
-        "--etcd",
-        &etcd.url,
-        "--listen",
-        "127.0.0.1:0",
-        "--blob-dir",
-        &blobs.display().to_string(),
-        "--max-artifact-bytes",
-        "4MiB",
-        "--max-dataset-bytes",
-        "4MiB",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    let small = Process::spawn(bin, "registry-small", &args, &["registry"], dir).expect("registry starts");
+    let limits = ["--max-artifact-bytes", "4MiB", "--max-dataset-bytes", "4MiB"];
+    let small = super::registry_with(bin, etcd, blobs, dir, "registry-small", &limits);
     let addr = small.addr("registry");
     let mut client = registry(&addr).await.expect("client");
 
