@@ -122,6 +122,22 @@ def write_onnx(folder, gib):
     return path, layers * WIDTH * WIDTH * 4
 
 
+def disk_write_rate(folder):
+    """MB/s of writing 1 GiB into `folder` and fsyncing it: what bounds an upload (the
+    registry fsyncs every blob before it is visible) and a download to a file."""
+    path = os.path.join(folder, "disk-rate.bin")
+    block = os.urandom(MIB)
+    started = time.monotonic()
+    with open(path, "wb") as out:
+        for _ in range(1024):
+            out.write(block)
+        out.flush()
+        os.fsync(out.fileno())
+    took = time.monotonic() - started
+    os.remove(path)
+    return round((1 << 30) / took / 1e6)
+
+
 def wait_ready(router, model, timeout=900):
     import tritonclient.grpc as grpcclient
 
@@ -146,6 +162,9 @@ def main():
     parser.add_argument("--concurrent-mib", type=int, default=500)
     parser.add_argument("--mode", choices=["cluster", "up"], default="cluster")
     parser.add_argument("--work", default=None, help="folder for generated files (default: a temporary one)")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder for the registry's blobs and the worker's cache (default: in --work); "
+                             "e.g. /dev/shm to measure modelplane without the disk")
     args = parser.parse_args()
     work = args.work or tempfile.mkdtemp(prefix="modelplane-bench-transfers-")
     os.makedirs(work, exist_ok=True)
@@ -162,7 +181,11 @@ def main():
             write_csv(path, args.concurrent_mib / 1024 + i * 1e-4)
             small.append(path)
 
-        data = os.path.join(work, "data")
+        data = args.data_dir or os.path.join(work, "data")
+        os.makedirs(data, exist_ok=True)
+        results["disk_fsync_write_mb_per_s"] = disk_write_rate(data)
+        print(f"== the data folder's disk writes {results['disk_fsync_write_mb_per_s']} MB/s (1 GiB, fsynced)",
+              flush=True)
         if args.mode == "cluster":
             etcd_dir = os.path.join(work, "etcd")
             client_port, peer_port = free_port(), free_port()
@@ -292,6 +315,8 @@ def main():
                 proc.kill()
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
+        if args.data_dir:
+            shutil.rmtree(args.data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ fn main() {
         map.insert("validation_fraction".into(), "0".into());
         let params = TrainParams::from_map(case.kind, &map).expect("valid params");
         let started = Instant::now();
-        let model = train(case.kind, &train_set, &params, |_| true).expect("trains");
+        let model = train(case.kind, train_set, &params, |_| true).expect("trains");
         let seconds = started.elapsed().as_secs_f64();
         let (metric, value) = score(&model, &test_set);
         println!("modelplane {} {} {metric} {value:.4} {seconds:.3}", case.dataset, case.name);

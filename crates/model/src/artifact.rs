@@ -191,7 +191,7 @@ mod tests {
             let mut params = TrainParams::defaults_for(kind);
             params.epochs = 3;
             params.hidden = if kind.is_mlp() { vec![5, 4] } else { Vec::new() };
-            let model = train(kind, &data, &params, |_| true).expect("trains");
+            let model = train(kind, data.clone(), &params, |_| true).expect("trains");
             let loaded = Model::from_artifact(&model.to_artifact().expect("saves")).expect("loads");
             prop_assert_eq!(model.predict(data.features.view()).expect("predicts"), loaded.predict(data.features.view()).expect("predicts"));
             prop_assert_eq!(&model.manifest, &loaded.manifest);
@@ -205,7 +205,7 @@ mod tests {
         let mut params = TrainParams::defaults_for(ModelKind::MlpClassifier);
         params.text_column = Some("text".into());
         params.epochs = 3;
-        let model = train(ModelKind::MlpClassifier, &text, &params, |_| true).expect("trains");
+        let model = train(ModelKind::MlpClassifier, text, &params, |_| true).expect("trains");
         let loaded = Model::from_artifact(&model.to_artifact().expect("saves")).expect("loads");
         let texts: Vec<&[u8]> = vec![b"rain and wind", b"pasta dinner"];
         assert_eq!(model.predict_texts(&texts).expect("predicts"), loaded.predict_texts(&texts).expect("predicts"));
@@ -214,7 +214,7 @@ mod tests {
         let numeric = Dataset::from_csv(&csv_from(&rows, 2), "y", true).expect("valid csv");
         let mut params = TrainParams::defaults_for(ModelKind::LogisticRegression);
         params.pca = Some(crate::Components::Count(1));
-        let model = train(ModelKind::LogisticRegression, &numeric, &params, |_| true).expect("trains");
+        let model = train(ModelKind::LogisticRegression, numeric.clone(), &params, |_| true).expect("trains");
         let loaded = Model::from_artifact(&model.to_artifact().expect("saves")).expect("loads");
         assert_eq!(model.pca, loaded.pca);
         assert_eq!(
@@ -227,10 +227,8 @@ mod tests {
     fn unknown_format_version_is_a_clear_error() {
         let data = Dataset::from_csv(&csv_from(&[(1.0, 2.0), (3.0, 4.0)], 2), "y", false).expect("valid csv");
         let mut model =
-            train(ModelKind::LinearRegression, &data, &TrainParams::defaults_for(ModelKind::LinearRegression), |_| {
-                true
-            })
-            .expect("trains");
+            train(ModelKind::LinearRegression, data, &TrainParams::defaults_for(ModelKind::LinearRegression), |_| true)
+                .expect("trains");
         model.manifest.format_version = 99;
         let err = Model::from_artifact(&model.to_artifact().expect("saves")).expect_err("version 99");
         assert_eq!(err.to_string(), "artifact: format version 99 is not supported; this build reads version 1");

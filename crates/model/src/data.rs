@@ -185,6 +185,48 @@ impl Dataset {
             Target::Classes { index, .. } => index.len(),
         }
     }
+
+    /// Reorders the examples in place so that row `i` becomes what was row `order[i]`
+    /// (`order` is a permutation of the rows): features, target and text move together,
+    /// following each cycle of the permutation with swaps, so no second table is made.
+    pub(crate) fn permute_rows(&mut self, order: &[u32]) {
+        if !self.features.is_standard_layout() {
+            self.features = self.features.as_standard_layout().into_owned();
+        }
+        let width = self.features.ncols();
+        let mut features = self.features.as_slice_mut();
+        let mut swap = |a: usize, b: usize| {
+            let (low, high) = (a.min(b), a.max(b));
+            if let Some(values) = features.as_deref_mut() {
+                let (head, tail) = values.split_at_mut(high * width);
+                head[low * width..(low + 1) * width].swap_with_slice(&mut tail[..width]);
+            }
+            match &mut self.target {
+                Target::Values(values) => values.swap(low, high),
+                Target::Classes { index, .. } => index.swap(low, high),
+            }
+            if let Some((_, texts)) = &mut self.text {
+                texts.swap(low, high);
+            }
+        };
+        let mut visited = vec![false; order.len()];
+        for start in 0..order.len() {
+            if visited[start] {
+                continue;
+            }
+            visited[start] = true;
+            let mut at = start;
+            loop {
+                let from = order[at] as usize;
+                if from == start {
+                    break;
+                }
+                visited[from] = true;
+                swap(at, from);
+                at = from;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -226,6 +268,29 @@ mod tests {
         assert_eq!(data.text, Some(("review".to_owned(), vec!["great, really great".to_owned(), "awful".to_owned()])));
         let err = Dataset::from_csv("a,y\n1,2,3\n", "y", false).expect_err("ragged");
         assert!(err.to_string().starts_with("dataset: row 1:"), "{err}");
+    }
+
+    #[test]
+    fn permuting_moves_features_targets_and_texts_together() {
+        let mut data =
+            Dataset::from_csv("a,b,y\n0,10,x\n1,11,y\n2,12,z\n3,13,x\n4,14,y\n", "y", true).expect("valid csv");
+        let before = data.clone();
+        let order = [3u32, 0, 4, 1, 2];
+        data.permute_rows(&order);
+        for (row, from) in order.iter().enumerate() {
+            let from = *from as usize;
+            assert_eq!(data.features.row(row), before.features.row(from));
+            let (Target::Classes { index: now, .. }, Target::Classes { index: was, .. }) =
+                (&data.target, &before.target)
+            else {
+                panic!("classes expected");
+            };
+            assert_eq!(now[row], was[from]);
+        }
+        let mut texts = Dataset::from_csv_with_text("t,y\na,1\nb,2\nc,3\n", "y", false, Some("t")).expect("valid");
+        texts.permute_rows(&[2, 0, 1]);
+        assert_eq!(texts.text.map(|(_, t)| t), Some(vec!["c".into(), "a".into(), "b".into()]));
+        assert_eq!(texts.target, Target::Values(Array1::from(vec![3.0, 1.0, 2.0])));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the confusion matrix for classification.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use ndarray::{Array2, Axis};
 
@@ -11,61 +12,101 @@ use crate::network::Head;
 
 const EPS: f64 = 1e-15;
 
-/// Metrics of head outputs `out` (one row per entry of `rows`) against `target`.
-pub(crate) fn evaluate(
+/// Metrics accumulated chunk by chunk, so evaluating many rows never holds the outputs
+/// of all of them at once.
+pub(crate) struct Evaluation {
     head: Head,
-    out: &Array2<f32>,
-    target: &Target,
-    rows: &[usize],
-) -> (BTreeMap<String, f64>, Vec<Vec<u64>>) {
-    let n = rows.len().max(1) as f64;
-    let mut metrics = BTreeMap::new();
-    match target {
-        Target::Values(values) => {
-            let truth: Vec<f64> = rows.iter().map(|r| f64::from(values[*r])).collect();
-            let mse = truth.iter().zip(out.column(0)).map(|(t, p)| (t - f64::from(*p)).powi(2)).sum::<f64>() / n;
-            let mean = truth.iter().sum::<f64>() / n;
-            let variance = truth.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / n;
+    rows: usize,
+    /// Regression: squared error sum, and the truth's running mean and squared deviations
+    /// (Welford), so the variance is exact without a second pass.
+    squared_error: f64,
+    truth_mean: f64,
+    truth_m2: f64,
+    /// Classification.
+    confusion: Vec<Vec<u64>>,
+    log_loss: f64,
+}
+
+impl Evaluation {
+    pub(crate) fn new(head: Head, target: &Target) -> Self {
+        let classes = match target {
+            Target::Values(_) => 0,
+            Target::Classes { labels, .. } => labels.len(),
+        };
+        Self {
+            head,
+            rows: 0,
+            squared_error: 0.0,
+            truth_mean: 0.0,
+            truth_m2: 0.0,
+            confusion: vec![vec![0u64; classes]; classes],
+            log_loss: 0.0,
+        }
+    }
+
+    /// Adds head outputs `out`, one row per row of `target` in `rows`.
+    pub(crate) fn add(&mut self, out: &Array2<f32>, target: &Target, rows: Range<usize>) {
+        match target {
+            Target::Values(values) => {
+                for (row, predicted) in rows.zip(out.column(0)) {
+                    let truth = f64::from(values[row]);
+                    self.rows += 1;
+                    self.squared_error += (truth - f64::from(*predicted)).powi(2);
+                    let delta = truth - self.truth_mean;
+                    self.truth_mean += delta / self.rows as f64;
+                    self.truth_m2 += delta * (truth - self.truth_mean);
+                }
+            }
+            Target::Classes { index, .. } => {
+                for (row, probabilities) in rows.zip(out.axis_iter(Axis(0))) {
+                    let truth = index[row];
+                    let (predicted, p_truth) = match self.head {
+                        Head::Sigmoid => {
+                            let p = f64::from(probabilities[0]);
+                            (usize::from(p >= 0.5), if truth == 1 { p } else { 1.0 - p })
+                        }
+                        _ => (argmax(probabilities.iter().copied()), f64::from(probabilities[truth])),
+                    };
+                    self.rows += 1;
+                    self.confusion[truth][predicted] += 1;
+                    self.log_loss -= p_truth.clamp(EPS, 1.0 - EPS).ln();
+                }
+            }
+        }
+    }
+
+    /// The metrics by name, and the confusion matrix (empty for regression).
+    pub(crate) fn finish(self) -> (BTreeMap<String, f64>, Vec<Vec<u64>>) {
+        let n = self.rows.max(1) as f64;
+        let mut metrics = BTreeMap::new();
+        if self.confusion.is_empty() {
+            let mse = self.squared_error / n;
+            let variance = self.truth_m2 / n;
             metrics.insert("mse".into(), mse);
             metrics.insert("rmse".into(), mse.sqrt());
             metrics.insert("r2".into(), if variance > 0.0 { 1.0 - mse / variance } else { 0.0 });
-            (metrics, Vec::new())
+            return (metrics, Vec::new());
         }
-        Target::Classes { index, labels } => {
-            let classes = labels.len();
-            let mut confusion = vec![vec![0u64; classes]; classes];
-            let mut log_loss = 0.0;
-            for (row, probabilities) in rows.iter().zip(out.axis_iter(Axis(0))) {
-                let truth = index[*row];
-                let (predicted, p_truth) = match head {
-                    Head::Sigmoid => {
-                        let p = f64::from(probabilities[0]);
-                        (usize::from(p >= 0.5), if truth == 1 { p } else { 1.0 - p })
-                    }
-                    _ => (argmax(probabilities.iter().copied()), f64::from(probabilities[truth])),
-                };
-                confusion[truth][predicted] += 1;
-                log_loss -= p_truth.clamp(EPS, 1.0 - EPS).ln();
+        let confusion = self.confusion;
+        let classes = confusion.len();
+        let correct: u64 = (0..classes).map(|c| confusion[c][c]).sum();
+        // Macro F1 over the classes that occur in the truth or the predictions.
+        let mut f1_sum = 0.0;
+        let mut counted = 0;
+        for c in 0..classes {
+            let tp = confusion[c][c] as f64;
+            let actual: u64 = confusion[c].iter().sum();
+            let predicted: u64 = confusion.iter().map(|r| r[c]).sum();
+            if actual == 0 && predicted == 0 {
+                continue;
             }
-            let correct: u64 = (0..classes).map(|c| confusion[c][c]).sum();
-            // Macro F1 over the classes that occur in the truth or the predictions.
-            let mut f1_sum = 0.0;
-            let mut counted = 0;
-            for c in 0..classes {
-                let tp = confusion[c][c] as f64;
-                let actual: u64 = confusion[c].iter().sum();
-                let predicted: u64 = confusion.iter().map(|r| r[c]).sum();
-                if actual == 0 && predicted == 0 {
-                    continue;
-                }
-                counted += 1;
-                let denominator = (actual + predicted) as f64;
-                f1_sum += if denominator > 0.0 { 2.0 * tp / denominator } else { 0.0 };
-            }
-            metrics.insert("accuracy".into(), correct as f64 / n);
-            metrics.insert("f1_macro".into(), if counted > 0 { f1_sum / f64::from(counted) } else { 0.0 });
-            metrics.insert("log_loss".into(), log_loss / n);
-            (metrics, confusion)
+            counted += 1;
+            let denominator = (actual + predicted) as f64;
+            f1_sum += if denominator > 0.0 { 2.0 * tp / denominator } else { 0.0 };
         }
+        metrics.insert("accuracy".into(), correct as f64 / n);
+        metrics.insert("f1_macro".into(), if counted > 0 { f1_sum / f64::from(counted) } else { 0.0 });
+        metrics.insert("log_loss".into(), self.log_loss / n);
+        (metrics, confusion)
     }
 }

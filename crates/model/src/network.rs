@@ -168,10 +168,11 @@ fn few_rows_dot(x: ArrayView2<'_, f32>, weight: &Array2<f32>) -> Option<Array2<f
 
 /// Runs `x` through every layer and the head.
 pub fn forward(layers: &[Dense], head: Head, x: ArrayView2<'_, f32>) -> Array2<f32> {
-    let mut out = x.to_owned();
-    for layer in layers {
-        out = layer.forward(out.view());
-    }
+    // The first layer reads the caller's rows in place: no copy of the input.
+    let mut out = match layers.split_first() {
+        Some((first, rest)) => rest.iter().fold(first.forward(x), |out, layer| layer.forward(out.view())),
+        None => x.to_owned(),
+    };
     head.apply(&mut out);
     out
 }

@@ -1,7 +1,11 @@
 //! PCA on standardised features: eigenvectors of the covariance matrix (cyclic Jacobi,
 //! in f64), keeping a number of components or enough to explain a share of the variance.
 
-use ndarray::{Array2, ArrayView2, Axis};
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array1, Array2, ArrayView2, Axis, Zip};
+
+/// Rows widened to f64 at a time while the covariance is summed.
+const BLOCK_ROWS: usize = 4096;
 
 /// How many components to keep.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -63,11 +67,20 @@ fn eigen_symmetric(mut a: Array2<f64>) -> (Vec<f64>, Array2<f64>) {
 
 /// Fits PCA on standardised rows; returns the projection `[features, components]`.
 pub fn fit(x: ArrayView2<'_, f32>, keep: Components) -> Array2<f32> {
-    let x = x.mapv(f64::from);
     let n = (x.nrows().max(2) - 1) as f64;
-    let mean = x.mean_axis(Axis(0)).unwrap_or_else(|| ndarray::Array1::zeros(x.ncols()));
-    let centred = &x - &mean.insert_axis(Axis(0));
-    let covariance = centred.t().dot(&centred) / n;
+    let mut mean = Array1::<f64>::zeros(x.ncols());
+    for row in x.rows() {
+        Zip::from(&mut mean).and(&row).for_each(|m, v| *m += f64::from(*v));
+    }
+    mean /= x.nrows().max(1) as f64;
+    // The covariance is summed a block of rows at a time, so only one block is ever held
+    // in f64 (not a widened, centred copy of the whole table).
+    let mut covariance = Array2::<f64>::zeros((x.ncols(), x.ncols()));
+    for block in x.axis_chunks_iter(Axis(0), BLOCK_ROWS) {
+        let centred = block.mapv(f64::from) - mean.view().insert_axis(Axis(0));
+        general_mat_mul(1.0, &centred.t(), &centred, 1.0, &mut covariance);
+    }
+    covariance /= n;
     let (values, mut vectors) = eigen_symmetric(covariance);
     let total: f64 = values.iter().sum::<f64>().max(1e-300);
     let count = match keep {

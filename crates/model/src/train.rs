@@ -1,7 +1,7 @@
 //! One training loop for every kind: mini-batch backpropagation through dense layers
 //! with SGD (momentum) or Adam, L2, a learning-rate schedule and early stopping.
 
-use ndarray::{Array1, Array2, ArrayView2, Axis, Zip};
+use ndarray::{Array1, Array2, ArrayView2, Axis, Slice, Zip};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -51,8 +51,9 @@ fn head_for(kind: ModelKind) -> Head {
     }
 }
 
-/// The target as a matrix the loss compares against: values `[n, 1]`, 0/1 `[n, 1]` for a
-/// sigmoid head, one-hot `[n, classes]` for softmax.
+/// The target as a matrix the loss compares against, for the given rows (one batch at a
+/// time, so no target matrix of the whole table is made): values `[n, 1]`, 0/1 `[n, 1]`
+/// for a sigmoid head, one-hot `[n, classes]` for softmax.
 fn target_matrix(target: &Target, rows: &[usize], head: Head) -> Array2<f32> {
     match target {
         Target::Values(values) => Array2::from_shape_fn((rows.len(), 1), |(i, _)| values[rows[i]]),
@@ -67,19 +68,38 @@ fn target_matrix(target: &Target, rows: &[usize], head: Head) -> Array2<f32> {
 
 /// Mean loss of head outputs against targets (without the L2 term).
 fn mean_loss(head: Head, out: &Array2<f32>, y: &Array2<f32>) -> f64 {
+    loss_sum(head, out, y, 0.0) / out.nrows().max(1) as f64
+}
+
+/// `total` plus the summed loss of head outputs against targets.
+fn loss_sum(head: Head, out: &Array2<f32>, y: &Array2<f32>, total: f64) -> f64 {
     const EPS: f32 = 1e-7;
-    let n = out.nrows().max(1) as f64;
-    let total: f64 = match head {
-        Head::Identity => Zip::from(out).and(y).fold(0.0, |acc, o, t| acc + 0.5 * f64::from((o - t) * (o - t))),
-        Head::Sigmoid => Zip::from(out).and(y).fold(0.0, |acc, p, t| {
+    match head {
+        Head::Identity => Zip::from(out).and(y).fold(total, |acc, o, t| acc + 0.5 * f64::from((o - t) * (o - t))),
+        Head::Sigmoid => Zip::from(out).and(y).fold(total, |acc, p, t| {
             let p = p.clamp(EPS, 1.0 - EPS);
             acc - f64::from(t * p.ln() + (1.0 - t) * (1.0 - p).ln())
         }),
         Head::Softmax => {
-            Zip::from(out).and(y).fold(0.0, |acc, p, t| if *t > 0.0 { acc - f64::from(p.max(EPS).ln()) } else { acc })
+            Zip::from(out).and(y).fold(total, |acc, p, t| if *t > 0.0 { acc - f64::from(p.max(EPS).ln()) } else { acc })
         }
-    };
-    total / n
+    }
+}
+
+/// Rows evaluated at once outside the training batches (validation loss, metrics), so
+/// the activations of a large held-out set are never all held.
+const EVAL_ROWS: usize = 8192;
+
+/// Mean loss over the rows `rows` of `x` (rows of the dataset from `first`), in chunks.
+fn chunked_loss(layers: &[Dense], head: Head, x: ArrayView2<'_, f32>, target: &Target, first: usize) -> f64 {
+    let mut total = 0.0;
+    for (chunk, part) in x.axis_chunks_iter(Axis(0), EVAL_ROWS).enumerate() {
+        let start = first + chunk * EVAL_ROWS;
+        let rows: Vec<usize> = (start..start + part.nrows()).collect();
+        let out = crate::network::forward(layers, head, part);
+        total = loss_sum(head, &out, &target_matrix(target, &rows, head), total);
+    }
+    total / x.nrows().max(1) as f64
 }
 
 fn init_layers(kind: ModelKind, params: &TrainParams, sizes: &[usize], rng: &mut StdRng) -> Vec<Dense> {
@@ -101,36 +121,37 @@ fn init_layers(kind: ModelKind, params: &TrainParams, sizes: &[usize], rng: &mut
         .collect()
 }
 
-fn standardise(x: ArrayView2<'_, f32>, scaler: &StandardScaler) -> Array2<f32> {
-    (&x - &scaler.mean.view().insert_axis(Axis(0))) / scaler.scale.view().insert_axis(Axis(0))
-}
-
-/// Fits the preprocessing on the training rows and applies it to every row: the
-/// vectorizer for text models, else the scaler and optional PCA.
+/// Fits the preprocessing on the training rows (`train`, a range after the rows were
+/// shuffled in place) and applies it to every row: the vectorizer for text models, else
+/// the scaler (in place) and optional PCA. The dataset's table becomes the model input.
 fn preprocess(
-    data: &Dataset,
-    train_rows: &[usize],
+    data: &mut Dataset,
+    train: std::ops::Range<usize>,
     params: &TrainParams,
 ) -> (Option<HashingVectorizer>, StandardScaler, Option<Array2<f32>>, Array2<f32>) {
-    if let Some((_, texts)) = &data.text {
+    if let Some((_, texts)) = &mut data.text {
         let mut vectorizer =
             HashingVectorizer { n_features: params.n_features, ngram_max: params.ngram_max, idf: None };
         let all: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
         if params.tfidf {
-            let training: Vec<&[u8]> = train_rows.iter().map(|r| all[*r]).collect();
-            vectorizer.fit_idf(&training);
+            vectorizer.fit_idf(&all[train]);
         }
         let x = vectorizer.transform(&all);
+        drop(all);
+        // The texts are vectorized; only the column name is needed from here on.
+        *texts = Vec::new();
         let identity = StandardScaler { mean: Array1::zeros(0), scale: Array1::ones(0) };
         return (Some(vectorizer), identity, None, x);
     }
-    let scaler = fit_scaler(data.features.select(Axis(0), train_rows).view());
-    let scaled = standardise(data.features.view(), &scaler);
-    let pca = params.pca.map(|keep| crate::pca::fit(scaled.select(Axis(0), train_rows).view(), keep));
-    let x = match &pca {
-        Some(components) => scaled.dot(components),
-        None => scaled,
-    };
+    let scaler = fit_scaler(data.features.slice_axis(Axis(0), Slice::from(train.clone())));
+    let mut x = std::mem::replace(&mut data.features, Array2::zeros((0, 0)));
+    let mean = scaler.mean.view().insert_axis(Axis(0));
+    let scale = scaler.scale.view().insert_axis(Axis(0));
+    Zip::from(&mut x).and_broadcast(&mean).and_broadcast(&scale).for_each(|v, m, s| *v = (*v - m) / s);
+    let pca = params.pca.map(|keep| crate::pca::fit(x.slice_axis(Axis(0), Slice::from(train)), keep));
+    if let Some(components) = &pca {
+        x = x.dot(components);
+    }
     (None, scaler, pca, x)
 }
 
@@ -170,27 +191,35 @@ fn check_target(kind: ModelKind, data: &Dataset) -> Result<Vec<String>> {
 }
 
 /// Trains a model. `on_epoch` is called after every epoch; returning `false` cancels.
+///
+/// The dataset is taken by value: its rows are shuffled and standardised in place, so
+/// training holds the table once (plus one batch), not the copies a split would make.
 pub fn train(
     kind: ModelKind,
-    data: &Dataset,
+    mut data: Dataset,
     params: &TrainParams,
     mut on_epoch: impl FnMut(Progress) -> bool,
 ) -> Result<Model> {
-    let labels = check_target(kind, data)?;
+    let labels = check_target(kind, &data)?;
     let rows = data.rows();
+    let Ok(row_count) = u32::try_from(rows) else {
+        return Err(Error::Dataset(format!("{rows} rows is more than the {} a dataset may have", u32::MAX)));
+    };
     let mut rng = StdRng::seed_from_u64(params.seed);
-    let mut order: Vec<usize> = (0..rows).collect();
+    // Shuffled once, in place: the held-out rows come first, the training rows after.
+    let mut order: Vec<u32> = (0..row_count).collect();
     order.shuffle(&mut rng);
+    data.permute_rows(&order);
+    drop(order);
     let held_out = ((rows as f64) * params.validation_fraction).floor() as usize;
     let held_out = if held_out >= rows { 0 } else { held_out };
-    let (validation_rows, train_rows) = order.split_at(held_out);
+    let (validation_rows, train_rows) = (0..held_out, held_out..rows);
+    let feature_count = data.features.ncols();
 
-    let (vectorizer, scaler, pca, x_all) = preprocess(data, train_rows, params);
-    let x_train = x_all.select(Axis(0), train_rows);
-    let x_valid = x_all.select(Axis(0), validation_rows);
+    let (vectorizer, scaler, pca, x_all) = preprocess(&mut data, train_rows.clone(), params);
+    let x_train = x_all.slice_axis(Axis(0), Slice::from(train_rows.clone()));
+    let x_valid = x_all.slice_axis(Axis(0), Slice::from(validation_rows.clone()));
     let head = head_for(kind);
-    let y_train = target_matrix(&data.target, train_rows, head);
-    let y_valid = target_matrix(&data.target, validation_rows, head);
 
     let outputs = if head == Head::Softmax { labels.len() } else { 1 };
     let mut sizes = vec![x_all.ncols()];
@@ -200,7 +229,8 @@ pub fn train(
     sizes.push(outputs);
     let mut layers = init_layers(kind, params, &sizes, &mut rng);
     if head == Head::Identity
-        && let (Some(last), Some(mean)) = (layers.last_mut(), y_train.mean())
+        && let (Some(last), Target::Values(values)) = (layers.last_mut(), &data.target)
+        && let Some(mean) = values.slice_axis(Axis(0), Slice::from(train_rows.clone())).mean()
     {
         last.bias.fill(mean);
     }
@@ -217,7 +247,9 @@ pub fn train(
     let mut step = 0i32;
     let mut best: Option<(f64, Vec<Dense>)> = None;
     let mut stale = 0;
-    let mut batch_order: Vec<usize> = (0..x_train.nrows()).collect();
+    // Training rows as offsets from the first one, u32 so the order costs 4 bytes a row.
+    let mut batch_order: Vec<u32> = (0..x_train.nrows() as u32).collect();
+    let mut batch_rows = Vec::with_capacity(params.batch_size);
     for epoch in 1..=params.epochs {
         let started = std::time::Instant::now();
         let rate = params.rate_at(epoch);
@@ -225,8 +257,11 @@ pub fn train(
         let mut loss_sum = 0.0;
         for batch in batch_order.chunks(params.batch_size) {
             step += 1;
-            let x = gather_rows(&x_train, batch);
-            let y = gather_rows(&y_train, batch);
+            batch_rows.clear();
+            batch_rows.extend(batch.iter().map(|offset| *offset as usize));
+            let x = gather_rows(x_train, &batch_rows);
+            batch_rows.iter_mut().for_each(|row| *row += held_out);
+            let y = target_matrix(&data.target, &batch_rows, head);
             loss_sum += backprop_step(&mut layers, &mut moments, head, x, &y, params, rate, step) * batch.len() as f64;
         }
         let loss = loss_sum / x_train.nrows().max(1) as f64;
@@ -236,10 +271,8 @@ pub fn train(
                 reason: format!("training diverged at epoch {epoch} (loss {loss}); try a smaller learning rate"),
             });
         }
-        let validation_loss = (x_valid.nrows() > 0).then(|| {
-            let out = crate::network::forward(&layers, head, x_valid.view());
-            mean_loss(head, &out, &y_valid)
-        });
+        let validation_loss =
+            (x_valid.nrows() > 0).then(|| chunked_loss(&layers, head, x_valid, &data.target, validation_rows.start));
         let rows_per_second = x_train.nrows() as f64 / started.elapsed().as_secs_f64().max(1e-9);
         if !on_epoch(Progress { epoch, epochs: params.epochs, loss, validation_loss, rows_per_second }) {
             return Err(Error::Cancelled);
@@ -265,7 +298,7 @@ pub fn train(
         layers = best_layers;
     }
 
-    let input = if data.text.is_some() { InputKind::Text } else { InputKind::Features(data.features.ncols()) };
+    let input = if data.text.is_some() { InputKind::Text } else { InputKind::Features(feature_count) };
     let mut pipeline = Vec::new();
     match &data.text {
         Some((column, _)) => pipeline.push(Step::HashingVectorizer {
@@ -283,8 +316,14 @@ pub fn train(
     let layers: Vec<Dense> = layers.into_iter().map(Dense::packed_for_inference).collect();
     // Metrics on the held-out rows, or on the training rows when nothing is held out.
     let eval_rows = if validation_rows.is_empty() { train_rows } else { validation_rows };
-    let out = crate::network::forward(&layers, head, x_all.select(Axis(0), eval_rows).view());
-    let (metrics, confusion_matrix) = metrics::evaluate(head, &out, &data.target, eval_rows);
+    let mut evaluation = metrics::Evaluation::new(head, &data.target);
+    for (chunk, part) in
+        x_all.slice_axis(Axis(0), Slice::from(eval_rows.clone())).axis_chunks_iter(Axis(0), EVAL_ROWS).enumerate()
+    {
+        let start = eval_rows.start + chunk * EVAL_ROWS;
+        evaluation.add(&crate::network::forward(&layers, head, part), &data.target, start..start + part.nrows());
+    }
+    let (metrics, confusion_matrix) = evaluation.finish();
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         kind,
@@ -305,7 +344,7 @@ pub fn train(
 
 /// The given rows of a row-major matrix, copied slice by slice (faster than `select`,
 /// which appends row by row with shape checks).
-fn gather_rows(x: &Array2<f32>, rows: &[usize]) -> Array2<f32> {
+fn gather_rows(x: ArrayView2<'_, f32>, rows: &[usize]) -> Array2<f32> {
     let width = x.ncols();
     let mut values = Vec::with_capacity(rows.len() * width);
     for row in rows {
@@ -422,7 +461,7 @@ pub(crate) mod tests {
 
     fn fit(kind: ModelKind, csv: &str, pairs: &[(&str, &str)]) -> Model {
         let data = Dataset::from_csv(csv, "y", kind.is_classifier()).expect("valid csv");
-        train(kind, &data, &params(kind, pairs), |_| true).expect("trains")
+        train(kind, data, &params(kind, pairs), |_| true).expect("trains")
     }
 
     #[test]
@@ -512,7 +551,7 @@ pub(crate) mod tests {
             &[("early_stopping", "true"), ("patience", "3"), ("epochs", "5000"), ("learning_rate", "0.05")],
         );
         let mut epochs = 0;
-        train(ModelKind::MlpRegressor, &data, &p, |progress| {
+        train(ModelKind::MlpRegressor, data, &p, |progress| {
             epochs = progress.epoch;
             assert!(progress.validation_loss.is_some() && progress.rows_per_second > 0.0);
             true
@@ -535,7 +574,7 @@ pub(crate) mod tests {
     fn cancelling_stops_training() {
         let data = Dataset::from_csv(&csv(50, |a, _| a.to_string()), "y", false).expect("valid csv");
         let err =
-            train(ModelKind::LinearRegression, &data, &TrainParams::defaults_for(ModelKind::LinearRegression), |p| {
+            train(ModelKind::LinearRegression, data, &TrainParams::defaults_for(ModelKind::LinearRegression), |p| {
                 p.epoch < 3
             })
             .expect_err("cancelled");
@@ -592,9 +631,13 @@ pub(crate) mod tests {
             vec![("text_column", "text")],
             vec![("text_column", "text"), ("tfidf", "false"), ("ngram_max", "2"), ("n_features", "512")],
         ] {
-            let model =
-                train(ModelKind::SoftmaxRegression, &data, &params(ModelKind::SoftmaxRegression, &pairs), |_| true)
-                    .expect("trains");
+            let model = train(
+                ModelKind::SoftmaxRegression,
+                data.clone(),
+                &params(ModelKind::SoftmaxRegression, &pairs),
+                |_| true,
+            )
+            .expect("trains");
             assert!(model.manifest.metrics["accuracy"] >= 0.95, "{pairs:?}: {:?}", model.manifest.metrics);
             assert_eq!(model.manifest.signature.inputs[0].datatype, crate::Datatype::Bytes);
             let outputs = model.predict_texts(&[b"a storm and wind today", b"the coach saw a goal"]).expect("predicts");
@@ -627,7 +670,7 @@ pub(crate) mod tests {
         let three = Dataset::from_csv("a,y\n1,x\n2,y\n3,z\n", "y", true).expect("valid csv");
         let err = train(
             ModelKind::LogisticRegression,
-            &three,
+            three,
             &TrainParams::defaults_for(ModelKind::LogisticRegression),
             |_| true,
         )

@@ -29,7 +29,7 @@ fn registry_with(bin: &Path, etcd: &Etcd, blobs: &Path, logs: &Path, name: &str,
 fn artifact(epochs: u32) -> Vec<u8> {
     let data = Dataset::from_csv(&houses_csv(50), "price", false).expect("valid csv");
     let params = TrainParams { epochs, ..TrainParams::defaults_for(ModelKind::LinearRegression) };
-    train(ModelKind::LinearRegression, &data, &params, |_| true).expect("trains").to_artifact().expect("saves")
+    train(ModelKind::LinearRegression, data, &params, |_| true).expect("trains").to_artifact().expect("saves")
 }
 
 async fn versions(addr: &str, model: &str) -> Vec<u64> {

@@ -222,7 +222,7 @@ impl Runner {
         let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
         let stop = cancel.clone();
         let training = tokio::task::spawn_blocking(move || {
-            let model = modelplane_model::train(kind, &data, &params, |progress| {
+            let model = modelplane_model::train(kind, data, &params, |progress| {
                 let _ = progress_tx.send(progress);
                 !stop.load(Ordering::Relaxed)
             })
