@@ -283,7 +283,7 @@ def main():
         print(results["onnx_load"], flush=True)
 
         print("== download", flush=True)
-        target = os.path.join(work, "download.bin")
+        target = os.path.join(data, "download.bin")
         took, cli_rss, _ = run_cli(args.bin, env, "models", "download", "big-onnx", "1", "--output", target)
         size = os.path.getsize(target)
         os.remove(target)

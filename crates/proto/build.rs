@@ -20,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .bytes(".inference.ModelInferRequest.raw_input_contents")
         .bytes(".inference.ModelInferResponse.raw_output_contents")
+        // Every bytes field of the registry is a transfer chunk: shared, not copied.
+        .bytes(".modelplane.registry")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -95,7 +95,7 @@ pub async fn oversized_message_status(addr: &str, registry: bool) -> Result<toni
         let manifest = pb::DatasetManifest { name: "oversized".into(), sha256: "0".repeat(64), size_bytes: 0 };
         let messages = [
             pb::UploadDatasetRequest { part: Some(pb::upload_dataset_request::Part::Manifest(manifest)) },
-            pb::UploadDatasetRequest { part: Some(pb::upload_dataset_request::Part::Chunk(vec![b'1'; over])) },
+            pb::UploadDatasetRequest { part: Some(pb::upload_dataset_request::Part::Chunk(vec![b'1'; over].into())) },
         ];
         let mut client = RegistryClient::new(channel(addr).await?).max_encoding_message_size(usize::MAX);
         client.upload_dataset(futures::stream::iter(messages)).await.map(|_| ())
@@ -124,9 +124,9 @@ pub async fn upload_dataset(registry_addr: &str, name: &str, csv: &str) -> Resul
     let mut messages =
         vec![pb::UploadDatasetRequest { part: Some(pb::upload_dataset_request::Part::Manifest(manifest)) }];
     messages.extend(
-        csv.as_bytes()
-            .chunks(1 << 20)
-            .map(|c| pb::UploadDatasetRequest { part: Some(pb::upload_dataset_request::Part::Chunk(c.to_vec())) }),
+        csv.as_bytes().chunks(1 << 20).map(|c| pb::UploadDatasetRequest {
+            part: Some(pb::upload_dataset_request::Part::Chunk(c.to_vec().into())),
+        }),
     );
     Ok(registry(registry_addr).await?.upload_dataset(futures::stream::iter(messages)).await?.into_inner())
 }
@@ -150,9 +150,9 @@ pub async fn upload_artifact(
     let mut messages =
         vec![pb::UploadVersionRequest { part: Some(pb::upload_version_request::Part::Manifest(manifest)) }];
     messages.extend(
-        bytes
-            .chunks(1 << 20)
-            .map(|c| pb::UploadVersionRequest { part: Some(pb::upload_version_request::Part::Chunk(c.to_vec())) }),
+        bytes.chunks(1 << 20).map(|c| pb::UploadVersionRequest {
+            part: Some(pb::upload_version_request::Part::Chunk(c.to_vec().into())),
+        }),
     );
     let mut client = registry(registry_addr).await.map_err(|e| tonic::Status::unknown(e.to_string()))?;
     Ok(client.upload_version(futures::stream::iter(messages)).await?.into_inner())

@@ -1,5 +1,5 @@
-//! Downloads: the record first, then the bytes into the caller's writer, hashed on the
-//! blocking pool as they arrive and checked against the record's sha256 at the end. A
+//! Downloads: the record first, then the bytes into the caller's writer, hashed beside
+//! the stream as they arrive and checked against the record's sha256 at the end. A
 //! stream that breaks (the registry restarting, a lost connection) resumes from the
 //! bytes already written, pinned to the same blob.
 
@@ -7,8 +7,9 @@ use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
+use bytes::Bytes;
 use modelplane_proto::registry as pb;
-use sha2::{Digest, Sha256};
+use modelplane_service::StreamHasher;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tonic::{Code, Status, Streaming};
 
@@ -30,7 +31,7 @@ pub struct Downloaded<R> {
 /// One message of a download stream, whatever the RPC.
 enum Part<H> {
     Head(H),
-    Chunk(Vec<u8>),
+    Chunk(Bytes),
 }
 
 /// How one RPC is driven: how to (re)open it, split its messages and read the sha256.
@@ -50,7 +51,7 @@ fn broken(status: &Status) -> bool {
 struct Transfer<'a> {
     sink: &'a mut (dyn AsyncWrite + Send + Unpin),
     progress: &'a dyn Progress,
-    hasher: Option<Sha256>,
+    hasher: Option<StreamHasher>,
     done: u64,
 }
 
@@ -86,7 +87,7 @@ where
     transfer.progress.finished(transfer.done);
     let head = head.ok_or_else(|| Error::Protocol(format!("the {} download carried no record", rpc.what)))?;
     let hasher = transfer.hasher.take().ok_or_else(|| Error::Protocol("download hasher lost".into()))?;
-    let actual = hex::encode(hasher.finalize());
+    let actual = hasher.finish().await.map_err(|err| Error::Io(format!("hashing the download: {err}")))?;
     let expected = (rpc.sha256)(&head);
     if actual != expected {
         return Err(Error::Corrupt { what: rpc.what, expected: expected.to_owned(), actual });
@@ -138,15 +139,9 @@ async fn receive<H, M, F>(
     Ok(())
 }
 
-async fn write(transfer: &mut Transfer<'_>, chunk: Vec<u8>) -> Result<()> {
-    let mut hasher = transfer.hasher.take().ok_or_else(|| Error::Protocol("download hasher lost".into()))?;
-    let (hasher, chunk) = tokio::task::spawn_blocking(move || {
-        hasher.update(&chunk);
-        (hasher, chunk)
-    })
-    .await
-    .map_err(|err| Error::Io(format!("hashing the download: {err}")))?;
-    transfer.hasher = Some(hasher);
+async fn write(transfer: &mut Transfer<'_>, chunk: Bytes) -> Result<()> {
+    let hasher = transfer.hasher.as_ref().ok_or_else(|| Error::Protocol("download hasher lost".into()))?;
+    hasher.update(chunk.clone()).await.map_err(|err| Error::Io(format!("hashing the download: {err}")))?;
     transfer.sink.write_all(&chunk).await.map_err(|err| Error::Io(format!("writing the download: {err}")))?;
     transfer.done += chunk.len() as u64;
     transfer.progress.advanced(transfer.done);
@@ -180,7 +175,7 @@ impl Registry {
             sha256: |version| &version.sha256,
             size: |version| version.size_bytes,
         };
-        download(rpc, Transfer { sink, progress, hasher: Some(Sha256::new()), done: 0 }).await
+        download(rpc, Transfer { sink, progress, hasher: Some(StreamHasher::new()), done: 0 }).await
     }
 
     /// Downloads a dataset upload (empty `sha256`: the newest under `name`; resumes stay
@@ -209,7 +204,7 @@ impl Registry {
             sha256: |dataset| &dataset.sha256,
             size: |dataset| dataset.size_bytes,
         };
-        download(rpc, Transfer { sink, progress, hasher: Some(Sha256::new()), done: 0 }).await
+        download(rpc, Transfer { sink, progress, hasher: Some(StreamHasher::new()), done: 0 }).await
     }
 
     /// Downloads a version's artifact to `path`: written beside it under a temporary

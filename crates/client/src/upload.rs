@@ -1,14 +1,17 @@
-//! Uploads: the manifest, the source in chunks of at most 1 MiB (hashed on the blocking
-//! pool as they are read), then a commit with the sha256 and size of what was sent.
+//! Uploads: the manifest, the source in chunks of at most 1 MiB, then a commit with the
+//! sha256 and size of what was sent. The source is read a few chunks ahead and hashed
+//! beside the stream, so reading, hashing and sending overlap.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use futures::Stream;
 use modelplane_proto::MAX_CHUNK_BYTES;
 use modelplane_proto::registry as pb;
-use sha2::{Digest, Sha256};
+use modelplane_service::StreamHasher;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::mpsc;
 
 use crate::{Error, Progress, Registry, Result};
 
@@ -48,7 +51,7 @@ impl Source {
 
 /// How one RPC's messages are made.
 struct Wrap<T> {
-    chunk: fn(Vec<u8>) -> T,
+    chunk: fn(Bytes) -> T,
     commit: fn(pb::UploadCommit) -> T,
 }
 
@@ -64,14 +67,17 @@ enum Phase {
 
 struct State<T> {
     head: Option<T>,
-    source: Source,
-    hasher: Option<Sha256>,
+    chunks: mpsc::Receiver<Result<Bytes>>,
+    hasher: Option<StreamHasher>,
     sent: u64,
     phase: Phase,
     wrap: Wrap<T>,
     progress: Arc<dyn Progress>,
     failure: Failure,
 }
+
+/// Chunks read ahead of the stream.
+const READ_AHEAD_CHUNKS: usize = 4;
 
 fn messages<T: Send + 'static>(
     head: T,
@@ -83,8 +89,8 @@ fn messages<T: Send + 'static>(
     progress.started(source.size);
     let state = State {
         head: Some(head),
-        source,
-        hasher: Some(Sha256::new()),
+        chunks: read_ahead(source),
+        hasher: Some(StreamHasher::new()),
         sent: 0,
         phase: Phase::Head,
         wrap,
@@ -102,46 +108,78 @@ fn messages<T: Send + 'static>(
                 Ok(Some(chunk)) => Some(((state.wrap.chunk)(chunk), state)),
                 Ok(None) => {
                     state.phase = Phase::Done;
-                    let hasher = state.hasher.take()?;
-                    let commit = pb::UploadCommit { sha256: hex::encode(hasher.finalize()), size_bytes: state.sent };
+                    let sha256 = match state.hasher.take()?.finish().await {
+                        Ok(sha256) => sha256,
+                        Err(err) => return state.fail(Error::Io(format!("hashing the upload: {err}"))),
+                    };
+                    let commit = pb::UploadCommit { sha256, size_bytes: state.sent };
                     state.progress.finished(state.sent);
                     Some(((state.wrap.commit)(commit), state))
                 }
-                Err(err) => {
-                    state.progress.finished(state.sent);
-                    if let Ok(mut failure) = state.failure.lock() {
-                        *failure = Some(err);
-                    }
-                    None
-                }
+                Err(err) => state.fail(err),
             },
             Phase::Done => None,
         }
     })
 }
 
-/// Reads and hashes the next chunk; `None` at the end of the source.
-async fn next_chunk<T>(state: &mut State<T>) -> Result<Option<Vec<u8>>> {
-    let mut chunk = Vec::with_capacity(MAX_CHUNK_BYTES);
-    while chunk.len() < MAX_CHUNK_BYTES {
-        let mut limited = (&mut state.source.reader).take((MAX_CHUNK_BYTES - chunk.len()) as u64);
-        match limited.read_buf(&mut chunk).await {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(err) => return Err(Error::Io(format!("reading the upload failed after {} bytes: {err}", state.sent))),
+impl<T> State<T> {
+    /// Keeps `err` for the caller and ends the stream early.
+    fn fail<R>(&mut self, err: Error) -> Option<R> {
+        self.progress.finished(self.sent);
+        if let Ok(mut failure) = self.failure.lock() {
+            *failure = Some(err);
         }
+        None
     }
-    if chunk.is_empty() {
+}
+
+/// Reads the source in chunks of [`MAX_CHUNK_BYTES`] on a task of its own, up to
+/// [`READ_AHEAD_CHUNKS`] ahead; a read error is the last item. The task stops when the
+/// receiver is dropped.
+fn read_ahead(mut source: Source) -> mpsc::Receiver<Result<Bytes>> {
+    let (ahead, chunks) = mpsc::channel(READ_AHEAD_CHUNKS);
+    tokio::spawn(async move {
+        let mut read = 0u64;
+        loop {
+            let mut chunk = Vec::with_capacity(MAX_CHUNK_BYTES);
+            let mut failed = None;
+            while chunk.len() < MAX_CHUNK_BYTES {
+                let mut limited = (&mut source.reader).take((MAX_CHUNK_BYTES - chunk.len()) as u64);
+                match limited.read_buf(&mut chunk).await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(err) => {
+                        let done = read + chunk.len() as u64;
+                        failed = Some(Error::Io(format!("reading the upload failed after {done} bytes: {err}")));
+                        break;
+                    }
+                }
+            }
+            read += chunk.len() as u64;
+            let end = chunk.len() < MAX_CHUNK_BYTES;
+            if !chunk.is_empty() && failed.is_none() && ahead.send(Ok(Bytes::from(chunk))).await.is_err() {
+                return;
+            }
+            if let Some(err) = failed {
+                let _ = ahead.send(Err(err)).await;
+                return;
+            }
+            if end {
+                return;
+            }
+        }
+    });
+    chunks
+}
+
+/// The next chunk, queued for hashing; `None` at the end of the source.
+async fn next_chunk<T>(state: &mut State<T>) -> Result<Option<Bytes>> {
+    let Some(chunk) = state.chunks.recv().await.transpose()? else {
         return Ok(None);
-    }
-    let mut hasher = state.hasher.take().ok_or_else(|| Error::Protocol("upload hasher lost".into()))?;
-    let (hasher, chunk) = tokio::task::spawn_blocking(move || {
-        hasher.update(&chunk);
-        (hasher, chunk)
-    })
-    .await
-    .map_err(|err| Error::Io(format!("hashing the upload: {err}")))?;
-    state.hasher = Some(hasher);
+    };
+    let hasher = state.hasher.as_ref().ok_or_else(|| Error::Protocol("upload hasher lost".into()))?;
+    hasher.update(chunk.clone()).await.map_err(|err| Error::Io(format!("hashing the upload: {err}")))?;
     state.sent += chunk.len() as u64;
     state.progress.advanced(state.sent);
     Ok(Some(chunk))

@@ -86,7 +86,7 @@ async fn registries_share_etcd_without_duplicate_versions_and_survive_crashes() 
         .expect("send");
     sender
         .send(pb::UploadVersionRequest {
-            part: Some(pb::upload_version_request::Part::Chunk(other[..other.len() / 2].to_vec())),
+            part: Some(pb::upload_version_request::Part::Chunk(other[..other.len() / 2].to_vec().into())),
         })
         .await
         .expect("send");
@@ -314,7 +314,7 @@ async fn lifecycle(addr: &str, bytes: &[u8], sha: &str) {
     };
     let messages = vec![
         pb::UploadVersionRequest { part: Some(pb::upload_version_request::Part::Manifest(manifest)) },
-        pb::UploadVersionRequest { part: Some(pb::upload_version_request::Part::Chunk(bytes.to_vec())) },
+        pb::UploadVersionRequest { part: Some(pb::upload_version_request::Part::Chunk(bytes.to_vec().into())) },
     ];
     client.upload_version(futures::stream::iter(messages)).await.expect("upload");
     let got =

@@ -1,5 +1,5 @@
 //! An upload on its way into the blob store: chunks go to a multipart upload of a
-//! staging object as they arrive (hashed on the blocking pool), so the registry holds a
+//! staging object as they arrive (hashed beside them on the blocking pool), so the registry holds a
 //! few MiB of an upload, never the whole of it.
 
 use std::path::PathBuf;
@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
+use modelplane_service::StreamHasher;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
-use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::blobs::{BlobStore, STAGING, blob_error};
@@ -23,7 +23,7 @@ const PARTS_IN_FLIGHT: usize = 2;
 pub struct BlobWriter {
     upload: WriteMultipart,
     location: Path,
-    hasher: Option<Sha256>,
+    hasher: StreamHasher,
     size: u64,
 }
 
@@ -41,7 +41,7 @@ impl BlobWriter {
     pub(crate) async fn begin(blobs: &BlobStore) -> Result<Self> {
         let location = Path::from(format!("{STAGING}/{}", uuid::Uuid::new_v4()));
         let upload = blobs.inner.put_multipart(&location).await.map_err(blob_error)?;
-        Ok(Self { upload: WriteMultipart::new(upload), location, hasher: Some(Sha256::new()), size: 0 })
+        Ok(Self { upload: WriteMultipart::new(upload), location, hasher: StreamHasher::new(), size: 0 })
     }
 
     /// Bytes received so far.
@@ -50,17 +50,10 @@ impl BlobWriter {
     }
 
     /// Hashes and writes a chunk; waits while too many parts are in flight, so a fast
-    /// sender is slowed to the store's pace instead of filling memory.
+    /// sender is slowed to the store's pace instead of filling memory. The hash is made
+    /// beside the upload (see [`StreamHasher`]), not in its way.
     pub async fn write(&mut self, chunk: Bytes) -> Result<()> {
-        let mut hasher = self.hasher.take().ok_or_else(|| Error::Internal("upload hasher lost".into()))?;
-        let piece = chunk.clone();
-        let hasher = tokio::task::spawn_blocking(move || {
-            hasher.update(&piece);
-            hasher
-        })
-        .await
-        .map_err(|err| Error::Internal(err.to_string()))?;
-        self.hasher = Some(hasher);
+        self.hasher.update(chunk.clone()).await.map_err(|err| Error::Internal(err.to_string()))?;
         self.size += chunk.len() as u64;
         self.upload.put(chunk);
         self.upload.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(blob_error)
@@ -68,9 +61,9 @@ impl BlobWriter {
 
     /// Completes the staging object (durably, locally) and says what it hashed to.
     pub async fn finish(self) -> Result<StagedBlob> {
-        let hasher = self.hasher.ok_or_else(|| Error::Internal("upload hasher lost".into()))?;
         self.upload.finish().await.map_err(blob_error)?;
-        Ok(StagedBlob { location: self.location, sha256: hex::encode(hasher.finalize()), size: self.size })
+        let sha256 = self.hasher.finish().await.map_err(|err| Error::Internal(err.to_string()))?;
+        Ok(StagedBlob { location: self.location, sha256, size: self.size })
     }
 
     /// Abandons the upload; nothing of it stays.

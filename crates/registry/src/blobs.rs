@@ -124,10 +124,10 @@ impl BlobStore {
         let result = self.inner.get_opts(&location, options).await.map_err(|err| missing(kind, sha256, err))?;
         let check = (offset == 0).then(|| Check { kind: kind.to_owned(), expected: sha256.to_owned() });
         let range = result.range.clone();
-        Ok(match result.payload {
+        Ok(read_ahead(match result.payload {
             GetResultPayload::File(file, _) => file_chunks(file, range.start, range.end, check),
             GetResultPayload::Stream(stream) => coalesced(stream.map_err(blob_error).boxed(), check),
-        })
+        }))
     }
 
     async fn size(&self, location: &Path) -> Result<u64> {
@@ -191,6 +191,24 @@ impl Check {
             self.expected
         )))
     }
+}
+
+/// Chunks read (and hashed) ahead of the reader.
+const READ_AHEAD_CHUNKS: usize = 4;
+
+/// `chunks` driven by a task of its own, up to [`READ_AHEAD_CHUNKS`] ahead, so reading
+/// and hashing the next chunks overlaps with sending this one. The task stops when the
+/// returned stream is dropped.
+fn read_ahead(mut chunks: BlobStream) -> BlobStream {
+    let (ahead, queue) = tokio::sync::mpsc::channel(READ_AHEAD_CHUNKS);
+    tokio::spawn(async move {
+        while let Some(chunk) = chunks.next().await {
+            if ahead.send(chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    futures::stream::unfold(queue, |mut queue| async move { queue.recv().await.map(|chunk| (chunk, queue)) }).boxed()
 }
 
 /// A local file read in chunks on the blocking pool (and hashed there when checked).

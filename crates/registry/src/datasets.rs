@@ -21,8 +21,8 @@ pub struct DatasetUpload {
 }
 
 impl Registry {
-    /// Streams a CSV dataset into the blob store, reads its columns and row count from
-    /// the stored file (refusing a malformed one), then publishes it under its sha256.
+    /// Streams a CSV dataset into the blob store while reading its columns and row count
+    /// from the same bytes (refusing a malformed one), then publishes it under its sha256.
     pub async fn upload_dataset<S>(&self, upload: DatasetUpload, parts: S) -> Result<DatasetRecord>
     where
         S: Stream<Item = Result<UploadPart>> + Send + Unpin,
@@ -35,8 +35,8 @@ impl Registry {
             sha256_required: false,
             limit: self.config.max_dataset_bytes,
         };
-        let staged = crate::upload::receive(&self.blobs, declared, parts).await?;
-        match self.register_dataset(upload, &staged).await {
+        let (staged, (columns, rows)) = crate::upload::receive_checked(&self.blobs, declared, parts, csv_shape).await?;
+        match self.register_dataset(upload, &staged, columns, rows).await {
             Ok(record) => Ok(record),
             Err(err) => {
                 self.blobs.discard(&staged).await;
@@ -45,11 +45,13 @@ impl Registry {
         }
     }
 
-    async fn register_dataset(&self, upload: DatasetUpload, staged: &StagedBlob) -> Result<DatasetRecord> {
-        let file = self.blobs.local_file(staged).await?;
-        let (columns, rows) = tokio::task::spawn_blocking(move || csv_shape(&file.path))
-            .await
-            .map_err(|err| Error::Internal(err.to_string()))??;
+    async fn register_dataset(
+        &self,
+        upload: DatasetUpload,
+        staged: &StagedBlob,
+        columns: Vec<String>,
+        rows: u64,
+    ) -> Result<DatasetRecord> {
         self.blobs.publish(staged, DATASETS).await?;
         let sha256 = staged.sha256.clone();
         let record = DatasetRecord {
@@ -114,11 +116,11 @@ impl Registry {
     }
 }
 
-/// Header columns and record count of a stored CSV, read as a stream, refusing
-/// malformed ones at upload (RFC 4180 quoting: fields may hold commas and newlines).
-fn csv_shape(path: &std::path::Path) -> Result<(Vec<String>, u64)> {
-    let file = std::fs::File::open(path).map_err(|err| Error::Blob(format!("reading the staged dataset: {err}")))?;
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(std::io::BufReader::new(file));
+/// Header columns and record count of a CSV, read as it arrives, refusing malformed
+/// ones at upload (RFC 4180 quoting: fields may hold commas and newlines). Only the
+/// header is trimmed: the rows are counted and checked, not kept.
+fn csv_shape(bytes: impl std::io::Read) -> Result<(Vec<String>, u64)> {
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::Headers).from_reader(bytes);
     let not_text = |err: &csv::Error| matches!(err.kind(), csv::ErrorKind::Utf8 { .. });
     let columns: Vec<String> = reader
         .headers()

@@ -71,14 +71,16 @@ pub(crate) fn describe(format: ArtifactFormat, path: &Path) -> Result<Described>
 
 /// Checks an ONNX archive's layout without loading it (its tensors are what makes it too
 /// large to load twice): plain files at plain relative paths, the graph as
-/// [`ARCHIVE_GRAPH`], and every data file the graph names present. Read as a stream.
+/// [`ARCHIVE_GRAPH`], and every data file the graph names present. Only the headers and
+/// the graph are read.
 fn check_archive(path: &Path) -> Result<()> {
     let invalid = |what: String| Error::InvalidArgument(format!("not a usable ONNX archive: {what}"));
     let file = std::fs::File::open(path).map_err(|err| Error::Blob(format!("reading the staged artifact: {err}")))?;
     let mut archive = tar::Archive::new(std::io::BufReader::new(file));
     let mut members = std::collections::HashSet::new();
     let mut locations = None;
-    for entry in archive.entries().map_err(|err| invalid(err.to_string()))? {
+    // Seeking past each member's data: the tensors are not read again, only the headers.
+    for entry in archive.entries_with_seek().map_err(|err| invalid(err.to_string()))? {
         let entry = entry.map_err(|err| invalid(err.to_string()))?;
         let name = entry.path().map_err(|err| invalid(err.to_string()))?.to_string_lossy().into_owned();
         let kind = entry.header().entry_type();

@@ -3,7 +3,6 @@
 
 use std::pin::Pin;
 
-use bytes::Bytes;
 use futures::Stream;
 use modelplane_kserve::{Signature, TensorSpec};
 use modelplane_proto::registry as pb;
@@ -193,7 +192,7 @@ impl pb::registry_server::Registry for RegistryService {
         let registry = self.as_caller(request.metadata());
         let (manifest, parts) = transfer::manifest_then_parts(request.into_inner(), |message| match message.part? {
             pb::upload_version_request::Part::Manifest(manifest) => Some(Part::Manifest(manifest)),
-            pb::upload_version_request::Part::Chunk(chunk) => Some(Part::Chunk(Bytes::from(chunk))),
+            pb::upload_version_request::Part::Chunk(chunk) => Some(Part::Chunk(chunk)),
             pb::upload_version_request::Part::Commit(commit) => Some(Part::Commit(commit)),
         })
         .await?;
@@ -260,7 +259,7 @@ impl pb::registry_server::Registry for RegistryService {
             part: Some(pb::download_artifact_response::Part::Version(version_to_pb(record))),
         };
         Ok(Response::new(transfer::head_then_chunks(head, bytes, |chunk| pb::DownloadArtifactResponse {
-            part: Some(pb::download_artifact_response::Part::Chunk(chunk.to_vec())),
+            part: Some(pb::download_artifact_response::Part::Chunk(chunk)),
         })))
     }
 
@@ -364,7 +363,7 @@ impl pb::registry_server::Registry for RegistryService {
         let registry = self.as_caller(request.metadata());
         let (manifest, parts) = transfer::manifest_then_parts(request.into_inner(), |message| match message.part? {
             pb::upload_dataset_request::Part::Manifest(manifest) => Some(Part::Manifest(manifest)),
-            pb::upload_dataset_request::Part::Chunk(chunk) => Some(Part::Chunk(Bytes::from(chunk))),
+            pb::upload_dataset_request::Part::Chunk(chunk) => Some(Part::Chunk(chunk)),
             pb::upload_dataset_request::Part::Commit(commit) => Some(Part::Commit(commit)),
         })
         .await?;
@@ -394,7 +393,7 @@ impl pb::registry_server::Registry for RegistryService {
             part: Some(pb::download_dataset_response::Part::Dataset(dataset_to_pb(record))),
         };
         Ok(Response::new(transfer::head_then_chunks(head, bytes, |chunk| pb::DownloadDatasetResponse {
-            part: Some(pb::download_dataset_response::Part::Chunk(chunk.to_vec())),
+            part: Some(pb::download_dataset_response::Part::Chunk(chunk)),
         })))
     }
 }

@@ -73,6 +73,75 @@ where
     }
 }
 
+/// Chunks queued for an upload's check before the upload waits for it.
+const CHECK_QUEUE_CHUNKS: usize = 4;
+
+/// [`receive`], with `check` reading the same bytes as they arrive, on the blocking pool
+/// (a reader fed chunk by chunk), so checking overlaps with receiving instead of
+/// rereading the stored file after it. A check that fails early stops the upload with
+/// its error; a receive error wins otherwise. Either way nothing stays staged.
+pub(crate) async fn receive_checked<S, T, C>(
+    blobs: &BlobStore,
+    declared: Declared<'_>,
+    parts: S,
+    check: C,
+) -> Result<(StagedBlob, T)>
+where
+    S: Stream<Item = Result<UploadPart>> + Send + Unpin,
+    T: Send + 'static,
+    C: FnOnce(ChunkReader) -> Result<T> + Send + 'static,
+{
+    let (feed, chunks) = tokio::sync::mpsc::channel::<Bytes>(CHECK_QUEUE_CHUNKS);
+    let checking = tokio::task::spawn_blocking(move || check(ChunkReader { chunks, current: Bytes::new() }));
+    let stopped_early = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stopped_early.clone();
+    let fed = parts.then(move |part| {
+        let (feed, stopped) = (feed.clone(), stopped.clone());
+        async move {
+            if let Ok(UploadPart::Chunk(chunk)) = &part
+                && feed.send(chunk.clone()).await.is_err()
+            {
+                stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+                return Err(Error::Aborted("the upload's check stopped reading".into()));
+            }
+            part
+        }
+    });
+    // The stream (and with it the feed) is dropped when receive returns: the check sees
+    // the end of the bytes.
+    let received = receive(blobs, declared, Box::pin(fed)).await;
+    let checked = checking.await.map_err(|err| Error::Internal(format!("upload check failed: {err}")))?;
+    match (received, checked) {
+        (Ok(staged), Ok(value)) => Ok((staged, value)),
+        (Ok(staged), Err(err)) => {
+            blobs.discard(&staged).await;
+            Err(err)
+        }
+        (Err(_), Err(err)) if stopped_early.load(std::sync::atomic::Ordering::Relaxed) => Err(err),
+        (Err(err), _) => Err(err),
+    }
+}
+
+/// The bytes of an upload as they arrive, as a blocking [`std::io::Read`].
+pub(crate) struct ChunkReader {
+    chunks: tokio::sync::mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
 fn too_large(what: &str, size: u64, limit: u64) -> Error {
     Error::ResourceExhausted(format!(
         "the {what} is larger than this registry's limit of {limit} bytes ({}) at {size} bytes; nothing was stored \

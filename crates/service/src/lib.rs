@@ -6,6 +6,7 @@
 
 mod client;
 mod deadline;
+mod hashing;
 mod in_process;
 mod metric_handles;
 pub mod metrics;
@@ -22,6 +23,7 @@ pub use deadline::{
     TIMEOUT_PARAMETER, call_deadline, describe_parameter, grpc_timeout_value, request_deadline, set_timeout_parameter,
     timeout_parameter,
 };
+pub use hashing::{HasherGone, StreamHasher};
 pub use in_process::{InProcessServers, InProcessService, Registration};
 pub use metric_handles::HandleCache;
 pub use metrics_layer::{REQUEST_DURATION_SECONDS, REQUESTS_TOTAL, RpcMetrics, RpcMetricsLayer, record_call};
@@ -30,8 +32,8 @@ pub use propagation::{
     TraceContextInterceptor, extract_context, inject_context, inject_context_parameters, take_context_parameters,
 };
 pub use server::{
-    ACCEPTED_COMPRESSIONS, MAX_MESSAGE_BYTES, grpc_server, health_service, incoming, reflection_service,
-    reflection_service_v1alpha, serve_grpc,
+    ACCEPTED_COMPRESSIONS, CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES, grpc_server,
+    health_service, incoming, reflection_service, reflection_service_v1alpha, serve_grpc,
 };
 pub use shutdown::{Shutdown, termination_signal};
 pub use telemetry::{TelemetryGuard, init};

@@ -10,6 +10,13 @@ use crate::{OversizeStatusLayer, RpcMetricsLayer, RpcTraceLayer};
 /// inference batches may be larger).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
+/// HTTP/2 flow-control windows, larger than hyper's defaults: an upload
+/// streams 1 MiB messages, and a window of a few of them keeps the sender from waiting
+/// for a window update after every message. Clients set the same for downloads.
+pub const STREAM_WINDOW_BYTES: u32 = 4 << 20;
+/// The window shared by every stream of a connection.
+pub const CONNECTION_WINDOW_BYTES: u32 = 8 << 20;
+
 /// Request compressions the inference services take, as Triton's gRPC server does
 /// (tritonclient's `compression_algorithm`). Answers go uncompressed: clients advertise
 /// gzip whether or not they want it, and compressing tensors costs more CPU than it saves.
@@ -25,6 +32,8 @@ type Layers = Stack<OversizeStatusLayer, Stack<RpcMetricsLayer, Stack<RpcTraceLa
 pub fn grpc_server(role: &'static str) -> Server<Layers> {
     Server::builder()
         .tcp_nodelay(true)
+        .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .layer(RpcTraceLayer)
         .layer(RpcMetricsLayer::new(role))

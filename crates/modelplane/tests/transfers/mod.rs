@@ -49,6 +49,7 @@ async fn dataset_names(addr: &str) -> Vec<String> {
 pub async fn transfers(bin: &Path, etcd: &Etcd, dir: &Path, addr: &str, blobs: &Path) {
     round_trip(dir, addr).await;
     refused_streams(addr, blobs).await;
+    malformed_csv_refused_as_bytes_arrive(addr, blobs).await;
     limits_as_bytes_arrive(bin, etcd, dir, blobs).await;
     client_killed_mid_upload(bin, dir, addr, blobs).await;
 }
@@ -99,13 +100,13 @@ async fn refused_streams(addr: &str, blobs: &Path) {
     let cases: Vec<(&str, Vec<pb::UploadDatasetRequest>)> = vec![
         (
             "a stream cut short of its declared sha256",
-            vec![dataset_part(manifest(&sha)), dataset_part(D::Chunk(csv[..csv.len() / 2].to_vec()))],
+            vec![dataset_part(manifest(&sha)), dataset_part(D::Chunk(csv[..csv.len() / 2].to_vec().into()))],
         ),
         (
             "a commit naming other bytes",
             vec![
                 dataset_part(manifest("")),
-                dataset_part(D::Chunk(csv.clone())),
+                dataset_part(D::Chunk(csv.clone().into())),
                 dataset_part(D::Commit(pb::UploadCommit { sha256: "ab".repeat(32), size_bytes: csv.len() as u64 })),
             ],
         ),
@@ -113,7 +114,7 @@ async fn refused_streams(addr: &str, blobs: &Path) {
             "a commit with the wrong size",
             vec![
                 dataset_part(manifest("")),
-                dataset_part(D::Chunk(csv.clone())),
+                dataset_part(D::Chunk(csv.clone().into())),
                 dataset_part(D::Commit(pb::UploadCommit { sha256: sha.clone(), size_bytes: 7 })),
             ],
         ),
@@ -122,7 +123,7 @@ async fn refused_streams(addr: &str, blobs: &Path) {
             vec![
                 dataset_part(manifest("")),
                 dataset_part(D::Commit(pb::UploadCommit { sha256: sha.clone(), size_bytes: csv.len() as u64 })),
-                dataset_part(D::Chunk(csv.clone())),
+                dataset_part(D::Chunk(csv.clone().into())),
             ],
         ),
     ];
@@ -142,7 +143,7 @@ async fn refused_streams(addr: &str, blobs: &Path) {
         create_model: true,
         ..Default::default()
     });
-    let messages = vec![version_part(version_manifest.clone()), version_part(V::Chunk(artifact.clone()))];
+    let messages = vec![version_part(version_manifest.clone()), version_part(V::Chunk(artifact.clone().into()))];
     let status = client.upload_version(futures::stream::iter(messages)).await.expect_err("no sha256");
     assert!(status.code() == Code::InvalidArgument && status.message().contains("no sha256"), "{status:?}");
     nothing_staged(blobs, "an artifact without sha256").await;
@@ -155,17 +156,35 @@ async fn refused_streams(addr: &str, blobs: &Path) {
     // Sent whole, with the sha256 only in the commit, both go through.
     let commit = pb::UploadCommit { sha256: hex::encode(Sha256::digest(&artifact)), size_bytes: artifact.len() as u64 };
     let messages =
-        vec![version_part(version_manifest), version_part(V::Chunk(artifact)), version_part(V::Commit(commit))];
+        vec![version_part(version_manifest), version_part(V::Chunk(artifact.into())), version_part(V::Commit(commit))];
     let version = client.upload_version(futures::stream::iter(messages)).await.expect("retried upload").into_inner();
     assert_eq!(version.version, 1);
     let messages = vec![
         dataset_part(manifest("")),
-        dataset_part(D::Chunk(csv.clone())),
+        dataset_part(D::Chunk(csv.clone().into())),
         dataset_part(D::Commit(pb::UploadCommit { sha256: sha.clone(), size_bytes: csv.len() as u64 })),
     ];
     let dataset = client.upload_dataset(futures::stream::iter(messages)).await.expect("retried upload").into_inner();
     assert_eq!(dataset.sha256, sha);
     nothing_staged(blobs, "the accepted uploads").await;
+}
+
+/// A CSV whose second row is malformed is refused while its bytes still arrive: the
+/// dataset check reads the stream as it comes, so an endless upload (which a 64 GiB
+/// limit would let run for minutes) answers at once, naming the row.
+async fn malformed_csv_refused_as_bytes_arrive(addr: &str, blobs: &Path) {
+    use pb::upload_dataset_request::Part as D;
+    let mut client = registry(addr).await.expect("client");
+    let manifest = D::Manifest(pb::DatasetManifest { name: "ragged".into(), ..Default::default() });
+    let start = b"a,b\n1,2\n1,2,3\n".to_vec();
+    let rows = futures::stream::repeat_with(|| dataset_part(D::Chunk("4,5\n".repeat(1 << 18).into_bytes().into())));
+    let endless = futures::stream::iter([dataset_part(manifest), dataset_part(D::Chunk(start.into()))]).chain(rows);
+    let answer = tokio::time::timeout(Duration::from_secs(30), client.upload_dataset(endless)).await;
+    let status = answer.expect("the CSV must be checked while bytes arrive").expect_err("a ragged row");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("row 2"), "names the row: {}", status.message());
+    nothing_staged(blobs, "a malformed endless CSV").await;
+    assert!(!dataset_names(addr).await.contains(&"ragged".to_owned()), "a refused dataset became visible");
 }
 
 /// A registry with 4 MiB limits refuses an endless upload as soon as it passes them
@@ -179,7 +198,7 @@ async fn limits_as_bytes_arrive(bin: &Path, etcd: &Etcd, dir: &Path, blobs: &Pat
     use pb::upload_dataset_request::Part as D;
     let manifest = D::Manifest(pb::DatasetManifest { name: "endless".into(), ..Default::default() });
     let endless = futures::stream::iter(std::iter::once(dataset_part(manifest)))
-        .chain(futures::stream::repeat_with(|| dataset_part(D::Chunk(vec![b'1'; 1 << 20]))));
+        .chain(futures::stream::repeat_with(|| dataset_part(D::Chunk(vec![b'1'; 1 << 20].into()))));
     let answer = tokio::time::timeout(Duration::from_secs(30), client.upload_dataset(endless)).await;
     let status = answer.expect("the limit must be enforced while bytes arrive").expect_err("over the limit");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
