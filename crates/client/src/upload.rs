@@ -77,7 +77,7 @@ struct State<T> {
 }
 
 /// Chunks read ahead of the stream.
-const READ_AHEAD_CHUNKS: usize = 4;
+const READ_AHEAD_CHUNKS: usize = 2;
 
 fn messages<T: Send + 'static>(
     head: T,

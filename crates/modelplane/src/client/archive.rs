@@ -9,7 +9,7 @@ use modelplane_client::Source;
 use modelplane_store::schema::{ARCHIVE_GRAPH, ArtifactFormat};
 
 /// Bytes of archive in flight between the thread writing it and the upload.
-const PIPE_BYTES: usize = 4 << 20;
+const PIPE_BYTES: usize = 1 << 20;
 /// tar's block: headers and padded file contents come in these.
 const BLOCK: u64 = 512;
 /// Longest member name a plain tar header holds (longer ones take extra blocks).
