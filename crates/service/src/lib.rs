@@ -4,6 +4,7 @@
 //! metrics and shutdown signals.
 #![forbid(unsafe_code)]
 
+pub mod access;
 mod client;
 mod deadline;
 mod hashing;
