@@ -7,8 +7,9 @@
 //! This is the authorization half of the security work (issue 23); the authentication
 //! layer that finds a caller's role from its key or certificate consults it.
 
-/// A caller's role: what an API key or a client certificate maps to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A caller's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Everything, including key management.
     Admin,
@@ -33,7 +34,7 @@ impl Role {
         [Role::Admin, Role::Deployer, Role::Trainer, Role::Predictor, Role::Viewer, Role::Worker, Role::Service];
 
     /// The role's name in keys, flags and messages.
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             Role::Admin => "admin",
             Role::Deployer => "deployer",
@@ -52,28 +53,28 @@ impl Role {
             format!("unknown role {name:?}; expected one of {}", names.join(", "))
         })
     }
+}
 
-    /// Whether this role may do what `permission` guards.
-    pub fn allows(self, permission: Permission) -> bool {
-        use Permission as P;
-        match permission {
-            P::Public => true,
-            P::Unlisted => false,
-            _ if self == Role::Admin => true,
-            P::Infer | P::ReadModels => {
-                matches!(self, Role::Predictor | Role::Deployer | Role::Viewer | Role::Worker | Role::Service)
-            }
-            P::ReadRegistry | P::DownloadArtifacts => self != Role::Predictor,
-            P::ReadStatistics => !matches!(self, Role::Trainer),
-            P::ReadAudit => self == Role::Viewer,
-            P::Deploy => self == Role::Deployer,
-            P::UploadVersions => matches!(self, Role::Trainer | Role::Service),
-            P::Promote => matches!(self, Role::Deployer | Role::Service),
-            P::WriteDatasets | P::Train => self == Role::Trainer,
-            P::ReadDatasets => matches!(self, Role::Trainer | Role::Viewer | Role::Service),
-            P::ReadJobs => matches!(self, Role::Trainer | Role::Viewer | Role::Deployer),
-            P::DeleteModels | P::ManageKeys => false,
+/// Whether `role` may do what `permission` guards.
+pub fn allows(role: Role, permission: Permission) -> bool {
+    use Permission as P;
+    match permission {
+        P::Public => true,
+        P::Unlisted => false,
+        _ if role == Role::Admin => true,
+        P::Infer | P::ReadModels => {
+            matches!(role, Role::Predictor | Role::Deployer | Role::Viewer | Role::Worker | Role::Service)
         }
+        P::ReadRegistry | P::DownloadArtifacts => role != Role::Predictor,
+        P::ReadStatistics => !matches!(role, Role::Trainer),
+        P::ReadAudit => role == Role::Viewer,
+        P::Deploy => role == Role::Deployer,
+        P::UploadVersions => matches!(role, Role::Trainer | Role::Service),
+        P::Promote => matches!(role, Role::Deployer | Role::Service),
+        P::WriteDatasets | P::Train => role == Role::Trainer,
+        P::ReadDatasets => matches!(role, Role::Trainer | Role::Viewer | Role::Service),
+        P::ReadJobs => matches!(role, Role::Trainer | Role::Viewer | Role::Deployer),
+        P::DeleteModels | P::ManageKeys => false,
     }
 }
 
@@ -202,13 +203,13 @@ mod tests {
     fn unknown_methods_are_denied_to_everyone() {
         for path in ["/modelplane.registry.v1.Registry/DropEverything", "/other.Service/Call", "", "/"] {
             assert_eq!(permission(path), Permission::Unlisted, "{path}");
-            assert!(Role::ALL.iter().all(|role| !role.allows(permission(path))), "{path}");
+            assert!(Role::ALL.iter().all(|role| !allows(*role, permission(path))), "{path}");
         }
     }
 
     #[test]
     fn roles_hold_what_the_issue_gives_them() {
-        let can = |role: Role, method: &str| role.allows(permission(method));
+        let can = |role: Role, method: &str| allows(role, permission(method));
         let registry = |m: &str| format!("{REGISTRY}{m}");
         let inference = |m: &str| format!("{INFERENCE}{m}");
         for role in Role::ALL {
@@ -228,9 +229,10 @@ mod tests {
     }
 
     #[test]
-    fn roles_parse_by_name() {
+    fn roles_parse_by_name_and_store_as_it() {
         for role in Role::ALL {
             assert_eq!(Role::parse(role.name()), Ok(role));
+            assert_eq!(serde_json::to_string(&role).expect("encodes"), format!("\"{}\"", role.name()));
         }
         let err = Role::parse("root").expect_err("unknown");
         assert!(err.contains("admin, deployer, trainer, predictor, viewer, worker, service"), "{err}");

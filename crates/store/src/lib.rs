@@ -8,6 +8,7 @@
 //! of a prefix fed by a watch, so that readers keep serving when the store is unreachable.
 #![forbid(unsafe_code)]
 
+pub mod api_key;
 mod catalog;
 mod embedded;
 mod error;

@@ -26,6 +26,9 @@ pub const CLAIMS: &str = "/modelplane/v1/claims/";
 pub const AUDIT: &str = "/modelplane/v1/audit/";
 /// Prefix of dataset keys.
 pub const DATASETS: &str = "/modelplane/v1/datasets/";
+/// Prefix of API key records, `/keys/{id}` (the id is public; the secret is stored only
+/// as a salted hash).
+pub const KEYS: &str = "/modelplane/v1/keys/";
 
 /// `/models/{model}`: the model record.
 pub fn model_key(model: &str) -> String {
@@ -70,6 +73,10 @@ pub fn claim_key(job_id: &str) -> String {
 /// `/datasets/{name}/{sha256}`.
 pub fn dataset_key(name: &str, sha256: &str) -> String {
     format!("{DATASETS}{name}/{sha256}")
+}
+/// `/keys/{id}`.
+pub fn api_key_key(id: &str) -> String {
+    format!("{KEYS}{id}")
 }
 /// Prefix of every upload of one dataset name.
 pub fn dataset_prefix(name: &str) -> String {
@@ -345,6 +352,35 @@ pub struct WorkerRecord {
     /// Memory its loaded versions may take, in bytes; `None`: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_capacity_bytes: Option<u64>,
+}
+
+/// `/keys/{id}`: an API key, without its secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    /// Public identifier, the first part of the key a caller sends.
+    pub id: String,
+    /// Who or what the key is for; the audit log's actor for calls made with it.
+    pub name: String,
+    /// What the key may do.
+    pub role: modelplane_service::access::Role,
+    /// Model names the key is limited to (those starting with it); empty: every model.
+    #[serde(default)]
+    pub model_prefix: String,
+    /// Lowercase hex of the random salt hashed with the secret.
+    pub salt: String,
+    /// Lowercase hex sha256 of salt then secret.
+    pub secret_sha256: String,
+    /// Creation time, ms since the Unix epoch.
+    pub created_unix_ms: i64,
+    /// The actor that created it.
+    #[serde(default)]
+    pub created_by: String,
+    /// When it stops working, ms since the Unix epoch; none: never.
+    #[serde(default)]
+    pub expires_unix_ms: Option<i64>,
+    /// When it was revoked, ms since the Unix epoch.
+    #[serde(default)]
+    pub revoked_unix_ms: Option<i64>,
 }
 
 /// `/datasets/{name}/{sha256}`.
