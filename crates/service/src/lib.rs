@@ -5,7 +5,9 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+mod auth_layer;
 mod client;
+pub mod credentials;
 mod deadline;
 mod hashing;
 mod in_process;
@@ -19,6 +21,7 @@ mod shutdown;
 mod telemetry;
 mod trace_layer;
 
+pub use auth_layer::{AuthLayer, Authenticate, Authenticator, Caller};
 pub use client::{TracedChannel, connect_lazy};
 pub use deadline::{
     TIMEOUT_PARAMETER, call_deadline, describe_parameter, grpc_timeout_value, request_deadline, set_timeout_parameter,

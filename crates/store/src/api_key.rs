@@ -1,47 +1,18 @@
 //! API keys: made once with a high-entropy random secret, stored only as a salted hash
 //! ([`ApiKeyRecord`]), and checked in constant time. A key as a caller sends it is
-//! `mpk_{id}_{secret}` (`authorization: Bearer mpk_…`): the id finds the record, the
-//! secret proves possession.
-//!
-//! Refusals never say whether a key id exists: an unknown id, a wrong secret, a revoked
-//! and an expired key all read the same to the caller (the audit log and the server's
-//! own counters can tell them apart).
+//! `mpk_{id}_{secret}` (parsed by `modelplane_service::credentials`): the id finds the
+//! record, the secret proves possession. An unknown id, a wrong secret, a revoked and an
+//! expired key are the same refusal.
 
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
 use modelplane_service::access::Role;
+use modelplane_service::credentials::{ID_BYTES, KEY_PREFIX, Presented, Refusal, SECRET_BYTES};
 
 use crate::schema::ApiKeyRecord;
 
-/// What every key starts with (so a leaked key is recognisable to secret scanners).
-pub const KEY_PREFIX: &str = "mpk_";
-/// Random bytes of a key id (public) and of its secret.
-const ID_BYTES: usize = 8;
-const SECRET_BYTES: usize = 32;
 const SALT_BYTES: usize = 16;
-
-/// Why a call's credentials were refused (each is UNAUTHENTICATED).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// No `authorization` header.
-    Missing,
-    /// A header that is not `Bearer mpk_{id}_{secret}`.
-    Malformed,
-    /// An unknown id, a wrong secret, a revoked or an expired key.
-    Invalid,
-}
-
-impl Refusal {
-    /// What the caller is told.
-    pub fn message(self) -> &'static str {
-        match self {
-            Refusal::Missing => "no API key; send the header `authorization: Bearer <key>`",
-            Refusal::Malformed => "the authorization header is not `Bearer mpk_…`, the form of a modelplane API key",
-            Refusal::Invalid => "the API key is not valid (unknown, revoked or expired)",
-        }
-    }
-}
 
 /// A key just made: its record (to store) and the key itself (shown once, never stored).
 pub struct NewKey {
@@ -79,29 +50,6 @@ pub fn create(spec: &KeySpec<'_>, now_unix_ms: i64) -> NewKey {
     NewKey { record, key: format!("{KEY_PREFIX}{id}_{secret}") }
 }
 
-/// A key as presented: the id to look up and the secret to check.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Presented<'a> {
-    pub id: &'a str,
-    secret: &'a str,
-}
-
-/// Splits an `authorization` header value (`None`: the header is absent).
-pub fn parse_bearer(header: Option<&str>) -> Result<Presented<'_>, Refusal> {
-    let header = header.ok_or(Refusal::Missing)?;
-    let (scheme, key) = header.trim().split_once(' ').ok_or(Refusal::Malformed)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(Refusal::Malformed);
-    }
-    let (id, secret) =
-        key.trim().strip_prefix(KEY_PREFIX).and_then(|rest| rest.split_once('_')).ok_or(Refusal::Malformed)?;
-    let hex_of = |text: &str, bytes: usize| text.len() == 2 * bytes && text.bytes().all(|b| b.is_ascii_hexdigit());
-    if !hex_of(id, ID_BYTES) || !hex_of(secret, SECRET_BYTES) {
-        return Err(Refusal::Malformed);
-    }
-    Ok(Presented { id, secret })
-}
-
 /// Checks a presented key against its record at `now_unix_ms`.
 pub fn verify(record: &ApiKeyRecord, presented: &Presented<'_>, now_unix_ms: i64) -> Result<(), Refusal> {
     let salt = hex::decode(&record.salt).map_err(|_| Refusal::Invalid)?;
@@ -129,6 +77,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use modelplane_service::credentials::parse_bearer;
+
     use super::*;
 
     fn spec(expires_unix_ms: Option<i64>) -> KeySpec<'static> {
@@ -166,18 +116,5 @@ mod tests {
         assert_eq!(verify(&record, &presented, 2_000), Err(Refusal::Invalid), "revoked");
         let other = create(&spec(None), 1_000);
         assert_eq!(verify(&other.record, &presented, 2_000), Err(Refusal::Invalid), "another key's record");
-    }
-
-    #[test]
-    fn headers_are_parsed_strictly() {
-        let NewKey { key, .. } = create(&spec(None), 0);
-        assert_eq!(parse_bearer(None), Err(Refusal::Missing));
-        for bad in ["", "Bearer", "Basic abc", "Bearer mpk_", "Bearer sk_123_456", &key, &format!("Bearer {key}x")] {
-            assert_eq!(parse_bearer(Some(bad)), Err(Refusal::Malformed), "{bad:?}");
-        }
-        assert!(parse_bearer(Some(&format!("bearer  {key} "))).is_ok(), "scheme is case-insensitive");
-        for refusal in [Refusal::Missing, Refusal::Malformed, Refusal::Invalid] {
-            assert!(!refusal.message().contains(&key[4..20]), "messages never echo a key");
-        }
     }
 }

@@ -1,0 +1,209 @@
+//! Authentication and authorization of every gRPC call, in one tower layer: the method's
+//! permission comes from [`crate::access::permission`] (public methods pass untouched),
+//! the caller from its `authorization` header through an [`Authenticator`] (or the
+//! anonymous role, when there is one), and a caller whose role lacks the permission is
+//! PERMISSION_DENIED. The caller rides on in the request's extensions, so handlers can
+//! scope model names and name the actor.
+//!
+//! Not yet installed in any server (issue 23): the store-backed authenticator (a cache
+//! of `/modelplane/v1/keys/` fed by a watch) comes with the key RPCs.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::{Either, Ready, ready};
+use tower::{Layer, Service};
+
+use crate::access::{Permission, Role, allows, permission};
+use crate::credentials::{Presented, Refusal, parse_bearer};
+
+/// Who is calling, as the handlers see it (in the request's extensions).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The key's name (the audit log's actor), or `anonymous`.
+    pub name: String,
+    pub role: Role,
+    /// Model names the caller is limited to (those starting with it); empty: all.
+    pub model_prefix: String,
+}
+
+impl Caller {
+    /// Whether the caller may touch `model`.
+    pub fn may_use_model(&self, model: &str) -> bool {
+        model.starts_with(&self.model_prefix)
+    }
+}
+
+/// Finds and checks the key a caller presents. Must answer from memory: it runs on
+/// every call.
+pub trait Authenticator: Send + Sync + 'static {
+    fn authenticate(&self, presented: &Presented<'_>) -> Result<Caller, Refusal>;
+}
+
+/// Installs [`Authenticate`].
+#[derive(Clone)]
+pub struct AuthLayer {
+    authenticator: Arc<dyn Authenticator>,
+    anonymous: Option<Role>,
+}
+
+impl AuthLayer {
+    /// Callers without a key act as `anonymous` (`None`: they are refused).
+    pub fn new(authenticator: Arc<dyn Authenticator>, anonymous: Option<Role>) -> Self {
+        Self { authenticator, anonymous }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Authenticate<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Authenticate { inner, layer: self.clone() }
+    }
+}
+
+/// See the module docs.
+#[derive(Clone)]
+pub struct Authenticate<S> {
+    inner: S,
+    layer: AuthLayer,
+}
+
+impl AuthLayer {
+    /// The caller of a call to `path` with this `authorization` header, or the status
+    /// that refuses it.
+    fn admit(&self, path: &str, authorization: Option<&[u8]>) -> Result<Option<Caller>, tonic::Status> {
+        let needed = permission(path);
+        if needed == Permission::Public {
+            return Ok(None);
+        }
+        let header = authorization.map(|value| std::str::from_utf8(value).map_err(|_| Refusal::Malformed)).transpose();
+        let presented = header.and_then(parse_bearer);
+        let caller = match (presented, self.anonymous) {
+            (Ok(presented), _) => self.authenticator.authenticate(&presented),
+            (Err(Refusal::Missing), Some(role)) => {
+                Ok(Caller { name: "anonymous".into(), role, model_prefix: String::new() })
+            }
+            (Err(refusal), _) => Err(refusal),
+        }
+        .map_err(|refusal| tonic::Status::unauthenticated(refusal.message()))?;
+        if allows(caller.role, needed) {
+            return Ok(Some(caller));
+        }
+        let method = path.rsplit('/').next().unwrap_or(path);
+        if caller.name == "anonymous" && authorization.is_none() {
+            return Err(tonic::Status::unauthenticated(format!(
+                "{method} needs an API key (callers without one act as {}); {}",
+                caller.role.name(),
+                Refusal::Missing.message()
+            )));
+        }
+        Err(tonic::Status::permission_denied(format!(
+            "a {} key may not call {method} (it needs the {needed:?} permission)",
+            caller.role.name()
+        )))
+    }
+}
+
+impl<S, B, ResBody> Service<http::Request<B>> for Authenticate<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<ResBody>>,
+    ResBody: Default,
+{
+    type Response = http::Response<ResBody>;
+    type Error = S::Error;
+    type Future = Either<S::Future, Ready<Result<Self::Response, S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let authorization = request.headers().get(http::header::AUTHORIZATION).map(|value| value.as_bytes());
+        match self.layer.admit(request.uri().path(), authorization) {
+            Ok(caller) => {
+                if let Some(caller) = caller {
+                    request.extensions_mut().insert(caller);
+                }
+                Either::Left(self.inner.call(request))
+            }
+            Err(status) => Either::Right(ready(Ok(status.into_http()))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// One known key, checked as the store-backed authenticator will.
+    struct OneKey;
+
+    const ID: &str = "0123456789abcdef";
+    const SECRET: &str = "00000000000000000000000000000000000000000000000000000000000000ff";
+
+    impl Authenticator for OneKey {
+        fn authenticate(&self, presented: &Presented<'_>) -> Result<Caller, Refusal> {
+            if presented.id == ID && presented.secret == SECRET {
+                Ok(Caller { name: "ci".into(), role: Role::Predictor, model_prefix: "team-a/".into() })
+            } else {
+                Err(Refusal::Invalid)
+            }
+        }
+    }
+
+    async fn call(anonymous: Option<Role>, path: &str, authorization: Option<&str>) -> (tonic::Code, String) {
+        let inner = tower::service_fn(|request: http::Request<()>| async move {
+            let caller = request.extensions().get::<Caller>().map(|c| c.name.clone()).unwrap_or_default();
+            Ok::<_, Infallible>(tonic::Status::ok(caller).into_http::<String>())
+        });
+        let service = AuthLayer::new(Arc::new(OneKey), anonymous).layer(inner);
+        let mut request = http::Request::builder().uri(format!("http://localhost{path}"));
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let response = service.oneshot(request.body(()).expect("request")).await.expect("answer");
+        let status = tonic::Status::from_header_map(response.headers()).expect("a grpc-status");
+        (status.code(), status.message().to_owned())
+    }
+
+    const INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
+    const SET_ALIAS: &str = "/modelplane.registry.v1.Registry/SetAlias";
+
+    #[tokio::test]
+    async fn keys_roles_and_anonymous_callers() {
+        let key = format!("Bearer mpk_{ID}_{SECRET}");
+        assert_eq!(call(None, INFER, Some(&key)).await, (tonic::Code::Ok, "ci".into()), "the caller rides on");
+        let (code, message) = call(None, SET_ALIAS, Some(&key)).await;
+        assert_eq!(code, tonic::Code::PermissionDenied, "{message}");
+        assert!(message.contains("predictor") && message.contains("SetAlias"), "{message}");
+
+        let (code, message) = call(None, INFER, None).await;
+        assert_eq!((code, message.as_str()), (tonic::Code::Unauthenticated, Refusal::Missing.message()));
+        let wrong = format!("Bearer mpk_{ID}_{}", "1".repeat(64));
+        assert_eq!(call(None, INFER, Some(&wrong)).await.0, tonic::Code::Unauthenticated);
+        assert_eq!(call(None, INFER, Some("Basic dXNlcg==")).await.0, tonic::Code::Unauthenticated);
+
+        let (code, _) = call(Some(Role::Predictor), INFER, None).await;
+        assert_eq!(code, tonic::Code::Ok, "anonymous predictors may infer");
+        let (code, message) = call(Some(Role::Predictor), SET_ALIAS, None).await;
+        assert_eq!(code, tonic::Code::Unauthenticated, "{message}");
+        assert!(message.contains("needs an API key"), "{message}");
+        let (code, _) = call(Some(Role::Predictor), INFER, Some(&wrong)).await;
+        assert_eq!(code, tonic::Code::Unauthenticated, "a bad key is not anonymous");
+
+        let health = "/grpc.health.v1.Health/Check";
+        assert_eq!(call(None, health, None).await.0, tonic::Code::Ok, "health stays open");
+        let unknown = "/modelplane.registry.v1.Registry/DropEverything";
+        assert_eq!(call(None, unknown, Some(&key)).await.0, tonic::Code::PermissionDenied, "default deny");
+    }
+
+    #[test]
+    fn scoped_callers_see_their_models_only() {
+        let caller = Caller { name: "ci".into(), role: Role::Predictor, model_prefix: "team-a/".into() };
+        assert!(caller.may_use_model("team-a/churn") && !caller.may_use_model("team-b/churn"));
+    }
+}
