@@ -67,7 +67,7 @@ fn salted(salt: &[u8], secret: &str) -> [u8; 32] {
 }
 
 /// Equal without an early exit, so the time taken says nothing about where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
