@@ -32,10 +32,11 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// A registry at `addr` (`host:port` or `http://host:port`); the first call connects
-    /// and a lost connection is re-established on the next call.
-    pub fn connect(addr: &str) -> Result<Self> {
-        let channel = modelplane_service::connect_lazy(addr)
+    /// A registry at `addr` (`host:port` or `http://host:port`), called with
+    /// `credentials`; the first call connects and a lost connection is re-established on
+    /// the next call.
+    pub fn connect(addr: &str, credentials: &modelplane_service::Credentials) -> Result<Self> {
+        let channel = modelplane_service::connect_lazy(addr, credentials)
             .map_err(|err| Error::Endpoint(format!("registry address {addr:?}: {err}")))?;
         let grpc = RegistryClient::new(channel)
             .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)

@@ -66,6 +66,8 @@ pub struct RegistryConfig {
     /// for this long after they were seen (a restart, a lapsed lease); after it, or
     /// before any worker was seen, anything may be deployed.
     pub worker_absence_grace: std::time::Duration,
+    /// How callers are admitted.
+    pub access: modelplane_service::access::ServerAccess,
 }
 
 impl Default for RegistryConfig {
@@ -76,6 +78,7 @@ impl Default for RegistryConfig {
             max_dataset_bytes: DEFAULT_MAX_BLOB_BYTES,
             orphan_grace: std::time::Duration::from_secs(600),
             worker_absence_grace: std::time::Duration::from_secs(600),
+            access: Default::default(),
         }
     }
 }

@@ -64,6 +64,11 @@ impl Registry {
         Self { actor: Arc::from(actor), ..self.clone() }
     }
 
+    /// Who this handle's mutations are recorded as.
+    pub(crate) fn actor(&self) -> &str {
+        &self.actor
+    }
+
     pub(crate) async fn audit(
         &self,
         action: &str,

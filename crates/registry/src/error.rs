@@ -15,6 +15,9 @@ pub enum Error {
     /// The request is valid but the current state does not allow it.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The caller's key does not reach this model.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A size limit was exceeded.
     #[error("{0}")]
     ResourceExhausted(String),
@@ -47,6 +50,7 @@ impl From<Error> for tonic::Status {
             Error::InvalidArgument(_) => tonic::Status::invalid_argument(message),
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
+            Error::PermissionDenied(_) => tonic::Status::permission_denied(message),
             Error::Aborted(_) => tonic::Status::aborted(message),
             Error::DataLoss(_) => {
                 tracing::error!(error = %message, "stored blob is corrupt");

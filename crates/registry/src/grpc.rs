@@ -6,6 +6,8 @@ use std::pin::Pin;
 use futures::Stream;
 use modelplane_kserve::{Signature, TensorSpec};
 use modelplane_proto::registry as pb;
+use modelplane_service::Caller;
+use modelplane_service::access::Role;
 use modelplane_store::schema::{
     ArtifactFormat, BatchingOverride, DatasetRecord, DeploymentRecord, DeploymentTarget, Lineage, LoadState,
     ModelRecord, Resources, VersionRecord,
@@ -26,14 +28,42 @@ impl RegistryService {
         Self { registry }
     }
 
-    /// The registry acting as the caller named in `x-modelplane-actor`.
-    fn as_caller(&self, metadata: &tonic::metadata::MetadataMap) -> Registry {
-        let actor = metadata
+    /// The registry acting as the caller: its key's name, or for an internal identity
+    /// (worker, service) the instance it names in `x-modelplane-actor`
+    /// (`trainer/{id}`), so the audit log says which one.
+    fn as_caller<T>(&self, request: &Request<T>) -> Registry {
+        let caller = caller_of(request);
+        let declared = request
+            .metadata()
             .get(crate::ACTOR_METADATA)
             .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.trim().is_empty())
-            .unwrap_or(crate::ANONYMOUS);
-        self.registry.acting_as(actor)
+            .filter(|v| !v.trim().is_empty());
+        match declared {
+            Some(instance) if matches!(caller.role, Role::Worker | Role::Service) => self.registry.acting_as(instance),
+            _ => self.registry.acting_as(&caller.name),
+        }
+    }
+}
+
+/// Who calls, as the authentication layer admitted them. A call without one did not pass
+/// the layer (a registry built into a test): it acts anonymously with every model.
+fn caller_of<T>(request: &Request<T>) -> Caller {
+    request.extensions().get::<Caller>().cloned().unwrap_or_else(|| Caller {
+        name: crate::ANONYMOUS.into(),
+        role: Role::Admin,
+        model_prefix: String::new(),
+    })
+}
+
+/// The name prefix a list asks for, narrowed to the caller's reach; `None`: nothing the
+/// caller may see matches.
+fn narrowed<'a>(caller: &'a Caller, asked: &'a str) -> Option<&'a str> {
+    if asked.starts_with(&caller.model_prefix) {
+        Some(asked)
+    } else if caller.model_prefix.starts_with(asked) {
+        Some(&caller.model_prefix)
+    } else {
+        None
     }
 }
 
@@ -57,16 +87,26 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         request: Request<pb::ListAuditRequest>,
     ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let caller = caller_of(&request);
         let request = request.into_inner();
+        if !request.model.is_empty() {
+            caller.reach(&request.model)?;
+        }
         let limit = if request.limit == 0 { 1000 } else { request.limit as usize };
-        let entries =
+        let mut entries =
             self.registry.list_audit(&request.model, request.since_unix_ms, request.until_unix_ms, limit).await?;
+        if !caller.model_prefix.is_empty() {
+            // A scoped key sees only its models' records (not datasets' or keys').
+            entries.retain(|entry| !entry.model.is_empty() && caller.may_use_model(&entry.model));
+        }
         Ok(Response::new(pb::ListAuditResponse { entries: entries.into_iter().map(audit_to_pb).collect() }))
     }
 
     async fn create_model(&self, request: Request<pb::CreateModelRequest>) -> Result<Response<pb::Model>, Status> {
-        let registry = self.as_caller(request.metadata());
+        let registry = self.as_caller(&request);
+        let caller = caller_of(&request);
         let request = request.into_inner();
+        caller.reach(&request.name)?;
         record_span(&request.name, "");
         let record = registry
             .create_model(
@@ -80,7 +120,9 @@ impl pb::registry_server::Registry for RegistryService {
     }
 
     async fn get_model(&self, request: Request<pb::GetModelRequest>) -> Result<Response<pb::Model>, Status> {
+        let caller = caller_of(&request);
         let request = request.into_inner();
+        caller.reach(&request.name)?;
         record_span(&request.name, "");
         let (record, aliases) = self.registry.get_model(required("name", &request.name)?).await?;
         Ok(Response::new(model_to_pb(record, aliases)))
@@ -90,12 +132,13 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         request: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        let caller = caller_of(&request);
         let request = request.into_inner();
         let labels = request.labels.into_iter().collect();
-        let page = self
-            .registry
-            .list_models_page(&request.name_prefix, &labels, request.page_size, &request.page_token)
-            .await?;
+        let Some(name_prefix) = narrowed(&caller, &request.name_prefix) else {
+            return Ok(Response::new(pb::ListModelsResponse::default()));
+        };
+        let page = self.registry.list_models_page(name_prefix, &labels, request.page_size, &request.page_token).await?;
         Ok(Response::new(pb::ListModelsResponse {
             models: page.items.into_iter().map(|(record, aliases)| model_to_pb(record, aliases)).collect(),
             next_page_token: page.next_token,
@@ -103,8 +146,10 @@ impl pb::registry_server::Registry for RegistryService {
     }
 
     async fn update_model(&self, request: Request<pb::UpdateModelRequest>) -> Result<Response<pb::Model>, Status> {
-        let registry = self.as_caller(request.metadata());
+        let registry = self.as_caller(&request);
+        let caller = caller_of(&request);
         let request = request.into_inner();
+        caller.reach(&request.name)?;
         record_span(&request.name, "");
         let (record, aliases) = registry
             .update_model(
@@ -121,8 +166,10 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         request: Request<pb::DeleteModelRequest>,
     ) -> Result<Response<pb::DeleteModelResponse>, Status> {
-        let registry = self.as_caller(request.metadata());
+        let registry = self.as_caller(&request);
+        let caller = caller_of(&request);
         let request = request.into_inner();
+        caller.reach(&request.name)?;
         record_span(&request.name, "");
         registry.delete_model(required("name", &request.name)?).await?;
         Ok(Response::new(pb::DeleteModelResponse {}))
@@ -132,8 +179,10 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         request: Request<pb::ArchiveVersionRequest>,
     ) -> Result<Response<pb::ModelVersion>, Status> {
-        let registry = self.as_caller(request.metadata());
+        let registry = self.as_caller(&request);
+        let caller = caller_of(&request);
         let request = request.into_inner();
+        caller.reach(&request.model)?;
         record_span(&request.model, &request.version.to_string());
         let record = registry.archive_version(required("model", &request.model)?, request.version).await?;
         Ok(Response::new(version_to_pb(record)))
@@ -143,8 +192,10 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         request: Request<pb::DeleteVersionRequest>,
     ) -> Result<Response<pb::DeleteVersionResponse>, Status> {
-        let registry = self.as_caller(request.metadata());
+        let registry = self.as_caller(&request);
+        let caller = caller_of(&request);
         let request = request.into_inner();
+        caller.reach(&request.model)?;
         record_span(&request.model, &request.version.to_string());
         registry.delete_version(required("model", &request.model)?, request.version).await?;
         Ok(Response::new(pb::DeleteVersionResponse {}))
@@ -154,8 +205,10 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         request: Request<pb::DeleteDeploymentRequest>,
     ) -> Result<Response<pb::DeleteDeploymentResponse>, Status> {
-        let registry = self.as_caller(request.metadata());
+        let registry = self.as_caller(&request);
+        let caller = caller_of(&request);
         let request = request.into_inner();
+        caller.reach(&request.model)?;
         record_span(&request.model, "");
         registry.delete_deployment(required("model", &request.model)?).await?;
         Ok(Response::new(pb::DeleteDeploymentResponse {}))
@@ -179,7 +232,7 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         request: Request<pb::DeleteDatasetRequest>,
     ) -> Result<Response<pb::DeleteDatasetResponse>, Status> {
-        let registry = self.as_caller(request.metadata());
+        let registry = self.as_caller(&request);
         let request = request.into_inner();
         registry.delete_dataset(required("name", &request.name)?, &request.sha256).await?;
         Ok(Response::new(pb::DeleteDatasetResponse {}))
@@ -189,13 +242,15 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         request: Request<Streaming<pb::UploadVersionRequest>>,
     ) -> Result<Response<pb::ModelVersion>, Status> {
-        let registry = self.as_caller(request.metadata());
+        let registry = self.as_caller(&request);
+        let caller = caller_of(&request);
         let (manifest, parts) = transfer::manifest_then_parts(request.into_inner(), |message| match message.part? {
             pb::upload_version_request::Part::Manifest(manifest) => Some(Part::Manifest(manifest)),
             pb::upload_version_request::Part::Chunk(chunk) => Some(Part::Chunk(chunk)),
             pb::upload_version_request::Part::Commit(commit) => Some(Part::Commit(commit)),
         })
         .await?;
+        caller.reach(&manifest.model)?;
         record_span(&manifest.model, "");
         required("manifest.model", &manifest.model)?;
         let format = ArtifactFormat::parse(&manifest.format).ok_or_else(|| {
@@ -218,7 +273,9 @@ impl pb::registry_server::Registry for RegistryService {
     }
 
     async fn get_version(&self, request: Request<pb::GetVersionRequest>) -> Result<Response<pb::ModelVersion>, Status> {
+        let caller = caller_of(&request);
         let request = request.into_inner();
+        caller.reach(&request.model)?;
         record_span(&request.model, &request.version);
         let record = self.registry.get_version(required("model", &request.model)?, &request.version).await?;
         Ok(Response::new(version_to_pb(record)))
@@ -228,7 +285,9 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         request: Request<pb::ListVersionsRequest>,
     ) -> Result<Response<pb::ListVersionsResponse>, Status> {
+        let caller = caller_of(&request);
         let request = request.into_inner();
+        caller.reach(&request.model)?;
         record_span(&request.model, "");
         let page = self
             .registry
@@ -251,7 +310,9 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         request: Request<pb::DownloadArtifactRequest>,
     ) -> Result<Response<Self::DownloadArtifactStream>, Status> {
+        let caller = caller_of(&request);
         let request = request.into_inner();
+        caller.reach(&request.model)?;
         record_span(&request.model, &request.version);
         let model = required("model", &request.model)?;
         let (record, bytes) = self.registry.download(model, &request.version, request.offset).await?;
@@ -264,8 +325,10 @@ impl pb::registry_server::Registry for RegistryService {
     }
 
     async fn set_alias(&self, request: Request<pb::SetAliasRequest>) -> Result<Response<pb::Alias>, Status> {
-        let registry = self.as_caller(request.metadata());
+        let registry = self.as_caller(&request);
+        let caller = caller_of(&request);
         let request = request.into_inner();
+        caller.reach(&request.model)?;
         record_span(&request.model, &request.alias);
         let previous = registry
             .set_alias(
@@ -284,7 +347,9 @@ impl pb::registry_server::Registry for RegistryService {
     }
 
     async fn get_alias(&self, request: Request<pb::GetAliasRequest>) -> Result<Response<pb::Alias>, Status> {
+        let caller = caller_of(&request);
         let request = request.into_inner();
+        caller.reach(&request.model)?;
         let version =
             self.registry.get_alias(required("model", &request.model)?, required("alias", &request.alias)?).await?;
         Ok(Response::new(pb::Alias { model: request.model, alias: request.alias, version, previous_version: 0 }))
@@ -294,8 +359,10 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         request: Request<pb::DeleteAliasRequest>,
     ) -> Result<Response<pb::DeleteAliasResponse>, Status> {
-        let registry = self.as_caller(request.metadata());
+        let registry = self.as_caller(&request);
+        let caller = caller_of(&request);
         let request = request.into_inner();
+        caller.reach(&request.model)?;
         registry.delete_alias(required("model", &request.model)?, required("alias", &request.alias)?).await?;
         Ok(Response::new(pb::DeleteAliasResponse {}))
     }
@@ -304,9 +371,11 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         request: Request<pb::SetDeploymentRequest>,
     ) -> Result<Response<pb::Deployment>, Status> {
-        let registry = self.as_caller(request.metadata());
+        let registry = self.as_caller(&request);
+        let caller = caller_of(&request);
         let deployment =
             request.into_inner().deployment.ok_or_else(|| Status::invalid_argument("deployment is required"))?;
+        caller.reach(&deployment.model)?;
         record_span(&deployment.model, "");
         required("deployment.model", &deployment.model)?;
         let record = DeploymentRecord {
@@ -341,16 +410,20 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         request: Request<pb::GetDeploymentRequest>,
     ) -> Result<Response<pb::Deployment>, Status> {
+        let caller = caller_of(&request);
         let request = request.into_inner();
+        caller.reach(&request.model)?;
         let record = self.registry.get_deployment(required("model", &request.model)?).await?;
         Ok(Response::new(deployment_to_pb(record)))
     }
 
     async fn list_deployments(
         &self,
-        _: Request<pb::ListDeploymentsRequest>,
+        request: Request<pb::ListDeploymentsRequest>,
     ) -> Result<Response<pb::ListDeploymentsResponse>, Status> {
-        let deployments = self.registry.list_deployments().await?;
+        let caller = caller_of(&request);
+        let mut deployments = self.registry.list_deployments().await?;
+        deployments.retain(|deployment| caller.may_use_model(&deployment.model));
         Ok(Response::new(pb::ListDeploymentsResponse {
             deployments: deployments.into_iter().map(deployment_to_pb).collect(),
         }))
@@ -360,7 +433,7 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         request: Request<Streaming<pb::UploadDatasetRequest>>,
     ) -> Result<Response<pb::Dataset>, Status> {
-        let registry = self.as_caller(request.metadata());
+        let registry = self.as_caller(&request);
         let (manifest, parts) = transfer::manifest_then_parts(request.into_inner(), |message| match message.part? {
             pb::upload_dataset_request::Part::Manifest(manifest) => Some(Part::Manifest(manifest)),
             pb::upload_dataset_request::Part::Chunk(chunk) => Some(Part::Chunk(chunk)),
@@ -378,6 +451,31 @@ impl pb::registry_server::Registry for RegistryService {
     ) -> Result<Response<pb::ListDatasetsResponse>, Status> {
         let datasets = self.registry.list_datasets().await?;
         Ok(Response::new(pb::ListDatasetsResponse { datasets: datasets.into_iter().map(dataset_to_pb).collect() }))
+    }
+
+    async fn create_key(
+        &self,
+        request: Request<pb::CreateKeyRequest>,
+    ) -> Result<Response<pb::CreateKeyResponse>, Status> {
+        let registry = self.as_caller(&request);
+        let request = request.into_inner();
+        let role = Role::parse(required("role", &request.role)?).map_err(Status::invalid_argument)?;
+        let expires_in =
+            (request.expires_in_seconds > 0).then(|| std::time::Duration::from_secs(request.expires_in_seconds));
+        let new =
+            registry.create_key(required("name", &request.name)?, role, &request.model_prefix, expires_in).await?;
+        Ok(Response::new(pb::CreateKeyResponse { key: Some(key_to_pb(new.record)), secret: new.key }))
+    }
+
+    async fn list_keys(&self, _: Request<pb::ListKeysRequest>) -> Result<Response<pb::ListKeysResponse>, Status> {
+        let keys = self.registry.list_keys().await?;
+        Ok(Response::new(pb::ListKeysResponse { keys: keys.into_iter().map(key_to_pb).collect() }))
+    }
+
+    async fn revoke_key(&self, request: Request<pb::RevokeKeyRequest>) -> Result<Response<pb::ApiKey>, Status> {
+        let registry = self.as_caller(&request);
+        let request = request.into_inner();
+        Ok(Response::new(key_to_pb(registry.revoke_key(required("id", &request.id)?).await?)))
     }
 
     type DownloadDatasetStream = ResponseStream<pb::DownloadDatasetResponse>;
@@ -528,5 +626,18 @@ fn dataset_to_pb(record: DatasetRecord) -> pb::Dataset {
         columns: record.columns,
         rows: record.rows,
         created_unix_ms: record.created_unix_ms,
+    }
+}
+
+fn key_to_pb(record: modelplane_store::schema::ApiKeyRecord) -> pb::ApiKey {
+    pb::ApiKey {
+        id: record.id,
+        name: record.name,
+        role: record.role.name().to_owned(),
+        model_prefix: record.model_prefix,
+        created_unix_ms: record.created_unix_ms,
+        created_by: record.created_by,
+        expires_unix_ms: record.expires_unix_ms.unwrap_or(0),
+        revoked_unix_ms: record.revoked_unix_ms.unwrap_or(0),
     }
 }

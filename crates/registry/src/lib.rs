@@ -16,6 +16,7 @@ mod describe;
 mod domain;
 mod error;
 pub mod grpc;
+mod keys;
 mod known_workers;
 mod lifecycle;
 mod paging;
@@ -51,6 +52,7 @@ pub async fn serve(
 ) -> Result<()> {
     config.validate().map_err(Error::InvalidArgument)?;
     let blobs = BlobStore::open(&config.blob_store).await?;
+    let auth = modelplane_store::KeyCache::auth_layer(store.clone(), &config.access).await?;
     let registry = Registry::new(store, blobs, config.clone());
     match registry.remove_orphans(config.orphan_grace).await {
         Ok(_) => {}
@@ -64,7 +66,7 @@ pub async fn serve(
         .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES);
     tracing::info!(addr = ?listener.local_addr().ok(), blobs = %config.blob_store, "registry serving");
-    modelplane_service::serve_grpc("registry", service, listener, shutdown, Duration::ZERO)
+    modelplane_service::serve_grpc("registry", service, listener, shutdown, Duration::ZERO, auth)
         .await
         .map_err(|err| Error::Internal(format!("registry server: {err}")))?;
     Ok(())

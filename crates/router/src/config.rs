@@ -13,6 +13,10 @@ pub struct RouterConfig {
     /// Workers in this process (`modelplane up`) that are called directly rather than
     /// over the network; empty in a cluster.
     pub in_process: modelplane_service::InProcessServers,
+    /// How callers are admitted, on the gRPC and the REST port.
+    pub access: modelplane_service::access::ServerAccess,
+    /// What it presents to the workers it forwards to.
+    pub credentials: modelplane_service::Credentials,
 }
 
 impl Default for RouterConfig {
@@ -24,6 +28,8 @@ impl Default for RouterConfig {
             max_tensor_elements: 64 << 20,
             max_requests_per_client: 256,
             in_process: Default::default(),
+            access: Default::default(),
+            credentials: Default::default(),
         }
     }
 }

@@ -8,6 +8,7 @@ mod limits;
 mod metrics;
 mod pass_on_server;
 mod rest;
+mod rest_auth;
 mod rest_body;
 mod rest_extensions;
 mod service;
@@ -48,7 +49,10 @@ pub async fn serve(
     let models = Mirror::start(store.clone(), schema::MODELS);
     let deployments = Mirror::start(store.clone(), schema::DEPLOYMENTS);
     let workers = Mirror::start(store.clone(), schema::WORKERS);
-    let clients = Arc::new(Clients::new(config.in_process.clone()));
+    let auth = modelplane_store::KeyCache::auth_layer(store.clone(), &config.access)
+        .await
+        .map_err(|err| Error::Unavailable(err.to_string()))?;
+    let clients = Arc::new(Clients::new(config.in_process.clone(), config.credentials.clone()));
     let empty = RoutingTable::build(Arc::new(Catalog::default()), Default::default(), &clients);
     let (table_tx, table_rx) = watch::channel(Arc::new(empty));
     let (synced_tx, synced_rx) = watch::channel(false);
@@ -88,7 +92,7 @@ pub async fn serve(
         config,
     };
     let http = http_listener.map(|http_listener| {
-        let (app, shutdown) = (rest::routes(service.clone()), shutdown.clone());
+        let (app, shutdown) = (rest::routes(service.clone(), auth.clone()), shutdown.clone());
         tracing::info!(addr = ?http_listener.local_addr().ok(), "router serving REST");
         tokio::spawn(async move {
             let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -100,7 +104,7 @@ pub async fn serve(
     });
     tracing::info!(addr = ?listener.local_addr().ok(), "router serving");
     let service = pass_on_server::InferenceServer::new(service);
-    let served = modelplane_service::serve_grpc("router", service, listener, shutdown, Duration::ZERO).await;
+    let served = modelplane_service::serve_grpc("router", service, listener, shutdown, Duration::ZERO, auth).await;
     follow.abort();
     if let Some(http) = http {
         let _ = http.await;

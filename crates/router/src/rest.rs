@@ -68,8 +68,8 @@ impl IntoResponse for RestError {
 
 pub(crate) type RestResult<T> = Result<T, RestError>;
 
-/// The REST routes over `service`.
-pub fn routes(service: RouterService) -> Router {
+/// The REST routes over `service`, each call admitted by `auth`.
+pub fn routes(service: RouterService, auth: modelplane_service::AuthLayer) -> Router {
     Router::new()
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(live))
@@ -82,6 +82,7 @@ pub fn routes(service: RouterService) -> Router {
         .route("/v2/models/{model}/versions/{version}/infer", post(version_infer))
         .merge(crate::rest_extensions::routes())
         .merge(modelplane_service::metrics::routes())
+        .route_layer(axum::middleware::from_fn_with_state(auth, crate::rest_auth::admit))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(service)
 }

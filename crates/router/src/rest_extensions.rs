@@ -3,9 +3,12 @@
 //! answers with, so `tritonclient.http` works as it does against Triton. Each is the
 //! same call as on the gRPC port.
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, header};
 use modelplane_proto::inference as pb;
+use modelplane_service::Caller;
 use serde_json::{Value, json};
 
 use crate::rest::{RestError, RestResult};
@@ -27,7 +30,11 @@ pub(crate) fn routes() -> Router<RouterService> {
 }
 
 /// `{"ready": true}` (optional) lists only versions ready for inference.
-async fn index(State(service): State<RouterService>, RequestBody(body): RequestBody) -> RestResult<axum::Json<Value>> {
+async fn index(
+    State(service): State<RouterService>,
+    caller: Option<Extension<Caller>>,
+    RequestBody(body): RequestBody,
+) -> RestResult<axum::Json<Value>> {
     let ready = if body.iter().all(u8::is_ascii_whitespace) {
         false
     } else {
@@ -40,7 +47,7 @@ async fn index(State(service): State<RouterService>, RequestBody(body): RequestB
         }
     };
     let models: Vec<Value> = service
-        .index(ready)
+        .index(ready, caller.as_ref().map(|Extension(caller)| caller))
         .models
         .into_iter()
         .map(|m| json!({ "name": m.name, "version": m.version, "state": m.state, "reason": m.reason }))
@@ -48,34 +55,52 @@ async fn index(State(service): State<RouterService>, RequestBody(body): RequestB
     Ok(axum::Json(Value::Array(models)))
 }
 
-async fn load(State(service): State<RouterService>, Path(model): Path<String>) -> RestResult<()> {
-    Ok(service.load(&model).await?)
+async fn load(State(service): State<RouterService>, Path(model): Path<String>, headers: HeaderMap) -> RestResult<()> {
+    Ok(service.load(&model, forwarded(&headers)).await?)
 }
 
-async fn unload(State(service): State<RouterService>, Path(model): Path<String>) -> RestResult<()> {
-    Ok(service.unload(&model).await?)
+async fn unload(State(service): State<RouterService>, Path(model): Path<String>, headers: HeaderMap) -> RestResult<()> {
+    Ok(service.unload(&model, forwarded(&headers)).await?)
 }
 
-async fn all_statistics(State(service): State<RouterService>) -> RestResult<axum::Json<Value>> {
-    statistics(service, String::new(), String::new()).await
+/// The caller's `authorization`, which load and unload present to the registry.
+fn forwarded(headers: &HeaderMap) -> Option<HeaderValue> {
+    let mut value = headers.get(header::AUTHORIZATION)?.clone();
+    value.set_sensitive(true);
+    Some(value)
+}
+
+async fn all_statistics(
+    State(service): State<RouterService>,
+    caller: Option<Extension<Caller>>,
+) -> RestResult<axum::Json<Value>> {
+    statistics(service, String::new(), String::new(), caller).await
 }
 
 async fn model_statistics(
     State(service): State<RouterService>,
     Path(model): Path<String>,
 ) -> RestResult<axum::Json<Value>> {
-    statistics(service, model, String::new()).await
+    statistics(service, model, String::new(), None).await
 }
 
 async fn version_statistics(
     State(service): State<RouterService>,
     Path((model, version)): Path<(String, String)>,
 ) -> RestResult<axum::Json<Value>> {
-    statistics(service, model, version).await
+    statistics(service, model, version, None).await
 }
 
-async fn statistics(service: RouterService, name: String, version: String) -> RestResult<axum::Json<Value>> {
-    let answer = service.statistics(pb::ModelStatisticsRequest { name, version }).await?;
+/// Statistics of `name` (the middleware checked the caller may see it), or of every
+/// model `caller` may see.
+async fn statistics(
+    service: RouterService,
+    name: String,
+    version: String,
+    caller: Option<Extension<Caller>>,
+) -> RestResult<axum::Json<Value>> {
+    let caller = caller.as_ref().map(|Extension(caller)| caller);
+    let answer = service.statistics(pb::ModelStatisticsRequest { name, version }, caller).await?;
     let duration = |d: &Option<pb::StatisticDuration>| {
         let d = d.unwrap_or_default();
         json!({ "count": d.count, "ns": d.ns })

@@ -16,6 +16,7 @@ use crate::metrics::ShadowOutcome;
 use crate::table::{LastGood, Replica, RoutingTable, Suspects, power_of_two_choices, resolve};
 use crate::worker_link::{WorkerLink, method};
 use crate::{Error, RouterConfig};
+use modelplane_service::Caller;
 
 /// The router's inference service.
 #[derive(Clone)]
@@ -126,6 +127,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
         &self,
         request: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        modelplane_service::reach_model(request.extensions(), &request.get_ref().name)?;
         let request = request.into_inner();
         Ok(Response::new(pb::ModelReadyResponse { ready: self.model_is_ready(&request.name, &request.version)? }))
     }
@@ -141,6 +143,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
         &self,
         request: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        modelplane_service::reach_model(request.extensions(), &request.get_ref().name)?;
         Ok(Response::new(self.metadata(request.into_inner()).await?))
     }
 
@@ -160,11 +163,14 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
         request: Request<tonic::Streaming<pb::ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
         let (service, client) = (self.clone(), client_of(&request));
+        let caller = request.extensions().get::<Caller>().cloned();
         let draining = self.draining.clone().cancelled_owned();
         let requests = request.into_inner();
         Ok(Response::new(modelplane_kserve::grpc::stream_infer_calls("router", requests, draining, move |request| {
             let (service, client) = (service.clone(), client.clone());
+            let reached = caller.as_ref().map_or(Ok(()), |caller| caller.reach(&request.model_name));
             async move {
+                reached?;
                 let _slot = service.client_limits.enter(client.clone())?;
                 service.infer(request, None).await.map_err(Status::from)
             }
@@ -175,6 +181,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
         &self,
         request: Request<pb::ModelConfigRequest>,
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
+        modelplane_service::reach_model(request.extensions(), &request.get_ref().name)?;
         Ok(Response::new(self.config(request.into_inner()).await?))
     }
 
@@ -182,21 +189,25 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
         &self,
         request: Request<pb::ModelStatisticsRequest>,
     ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
-        Ok(Response::new(self.statistics(request.into_inner()).await?))
+        let caller = request.extensions().get::<Caller>().cloned();
+        Ok(Response::new(self.statistics(request.into_inner(), caller.as_ref()).await?))
     }
 
     async fn repository_index(
         &self,
         request: Request<pb::RepositoryIndexRequest>,
     ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
-        Ok(Response::new(self.index(request.into_inner().ready)))
+        let caller = request.extensions().get::<Caller>().cloned();
+        Ok(Response::new(self.index(request.into_inner().ready, caller.as_ref())))
     }
 
     async fn repository_model_load(
         &self,
         request: Request<pb::RepositoryModelLoadRequest>,
     ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
-        self.load(&request.into_inner().model_name).await?;
+        modelplane_service::reach_model(request.extensions(), &request.get_ref().model_name)?;
+        let authorization = forwarded_authorization(request.metadata());
+        self.load(&request.into_inner().model_name, authorization).await?;
         Ok(Response::new(pb::RepositoryModelLoadResponse {}))
     }
 
@@ -204,7 +215,9 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for RouterService {
         &self,
         request: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
-        self.unload(&request.into_inner().model_name).await?;
+        modelplane_service::reach_model(request.extensions(), &request.get_ref().model_name)?;
+        let authorization = forwarded_authorization(request.metadata());
+        self.unload(&request.into_inner().model_name, authorization).await?;
         Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }
 }
@@ -339,10 +352,20 @@ impl RouterService {
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<A>, Status> {
+        modelplane_service::reach_model(request.extensions(), &request.get_ref().model_name)?;
         let deadline = modelplane_service::call_deadline(request.metadata());
         let _slot = self.client_limits.enter(client_of(&request))?;
         Ok(Response::new(self.infer(request.into_inner(), deadline).await?))
     }
+}
+
+/// The caller's own `authorization`, which RepositoryModelLoad/Unload present to the
+/// registry: the deployment change is the caller's, checked and audited as such.
+fn forwarded_authorization(metadata: &tonic::metadata::MetadataMap) -> Option<http::HeaderValue> {
+    let value = metadata.get(http::header::AUTHORIZATION.as_str())?;
+    let mut header = http::HeaderValue::from_bytes(value.as_bytes()).ok()?;
+    header.set_sensitive(true);
+    Some(header)
 }
 
 /// The answer to a request whose deadline passed before a worker answered it.

@@ -84,15 +84,17 @@ pub struct RoutingTable {
 pub struct Clients {
     by_addr: Mutex<HashMap<String, WorkerClient>>,
     in_process: InProcessServers,
+    credentials: modelplane_service::Credentials,
 }
 
 /// A worker's inference client and its pending-request counter.
 type WorkerClient = (Arc<WorkerLink>, Arc<AtomicUsize>);
 
 impl Clients {
-    /// Clients that call the workers registered in `in_process` directly.
-    pub fn new(in_process: InProcessServers) -> Self {
-        Self { by_addr: Mutex::default(), in_process }
+    /// Clients that call the workers registered in `in_process` directly, presenting
+    /// `credentials` to every worker.
+    pub fn new(in_process: InProcessServers, credentials: modelplane_service::Credentials) -> Self {
+        Self { by_addr: Mutex::default(), in_process, credentials }
     }
 
     fn get(&self, addr: &str) -> Option<WorkerClient> {
@@ -100,7 +102,7 @@ impl Clients {
         if let Some(entry) = clients.get(addr) {
             return Some(entry.clone());
         }
-        match WorkerLink::new(addr, self.in_process.clone()) {
+        match WorkerLink::new(addr, self.in_process.clone(), &self.credentials) {
             Ok(link) => {
                 let entry = (Arc::new(link), Arc::new(AtomicUsize::new(0)));
                 clients.insert(addr.to_owned(), entry.clone());
@@ -359,7 +361,7 @@ mod tests {
     fn replica(worker: &str, pending: usize) -> Replica {
         Replica {
             worker: worker.into(),
-            client: Arc::new(WorkerLink::new("127.0.0.1:1", Default::default()).expect("link")),
+            client: Arc::new(WorkerLink::new("127.0.0.1:1", Default::default(), &Default::default()).expect("link")),
             pending: Arc::new(AtomicUsize::new(pending)),
         }
     }

@@ -4,9 +4,11 @@
 
 use std::collections::BTreeMap;
 
+use http::HeaderValue;
 use modelplane_proto::inference as pb;
 use modelplane_proto::registry as rpb;
 use modelplane_proto::registry::registry_client::RegistryClient;
+use modelplane_service::Caller;
 use tonic::Request;
 
 use crate::Error;
@@ -21,6 +23,7 @@ impl RouterService {
     pub(crate) async fn statistics(
         &self,
         request: pb::ModelStatisticsRequest,
+        caller: Option<&Caller>,
     ) -> Result<pb::ModelStatisticsResponse, Error> {
         let table = self.table.borrow().clone();
         if !request.name.is_empty() && !table.catalog.has_model(&request.name) {
@@ -36,6 +39,9 @@ impl RouterService {
         for answer in futures::future::join_all(calls).await {
             let Ok(answer) = answer else { continue };
             for stats in answer.model_stats {
+                if caller.is_some_and(|caller| !caller.may_use_model(&stats.name)) {
+                    continue;
+                }
                 let entry =
                     merged.entry((stats.name.clone(), stats.version.clone())).or_insert_with(|| pb::ModelStatistics {
                         name: stats.name.clone(),
@@ -50,10 +56,12 @@ impl RouterService {
 
     /// Each deployed target version: READY with a ready replica, else UNAVAILABLE with
     /// the reason (no worker has room for it, or it is still loading).
-    pub(crate) fn index(&self, ready_only: bool) -> pb::RepositoryIndexResponse {
+    pub(crate) fn index(&self, ready_only: bool, caller: Option<&Caller>) -> pb::RepositoryIndexResponse {
         let table = self.table.borrow().clone();
         let mut models = Vec::new();
-        for deployment in table.catalog.deployments() {
+        let visible =
+            table.catalog.deployments().filter(|d| caller.is_none_or(|caller| caller.may_use_model(&d.model)));
+        for deployment in visible {
             for target in table.catalog.resolved_targets(&deployment.model) {
                 let ready = !table.replicas(&deployment.model, target.version).is_empty();
                 if ready_only && !ready {
@@ -80,13 +88,15 @@ impl RouterService {
                 "this router has no registry address (--registry); deploy with `modelplane deploy`".into(),
             )
         })?;
-        let registry = modelplane_client::Registry::connect(addr).map_err(|err| Error::Internal(err.to_string()))?;
+        // No credentials of the router's own: each call carries its caller's.
+        let registry = modelplane_client::Registry::connect(addr, &Default::default())
+            .map_err(|err| Error::Internal(err.to_string()))?;
         Ok(registry.grpc())
     }
 
     /// Deploys `model` unless it already is: to its `production` alias when it has
     /// one, else its latest version.
-    pub(crate) async fn load(&self, model: &str) -> Result<(), Error> {
+    pub(crate) async fn load(&self, model: &str, authorization: Option<HeaderValue>) -> Result<(), Error> {
         let table = self.table.borrow().clone();
         if !table.catalog.has_model(model) {
             return Err(Error::NotFound(format!("model {model:?} not found in the registry")));
@@ -103,20 +113,29 @@ impl RouterService {
             rpb::DeploymentTarget { version, weight: 100, ..Default::default() }
         };
         let deployment = rpb::Deployment { model: model.to_owned(), targets: vec![target], ..Default::default() };
-        self.registry()?.set_deployment(acting(rpb::SetDeploymentRequest { deployment: Some(deployment) })).await?;
+        let request = acting(rpb::SetDeploymentRequest { deployment: Some(deployment) }, authorization);
+        self.registry()?.set_deployment(request).await?;
         Ok(())
     }
 
     /// Removes `model`'s deployment.
-    pub(crate) async fn unload(&self, model: &str) -> Result<(), Error> {
-        self.registry()?.delete_deployment(acting(rpb::DeleteDeploymentRequest { model: model.to_owned() })).await?;
+    pub(crate) async fn unload(&self, model: &str, authorization: Option<HeaderValue>) -> Result<(), Error> {
+        let request = acting(rpb::DeleteDeploymentRequest { model: model.to_owned() }, authorization);
+        self.registry()?.delete_deployment(request).await?;
         Ok(())
     }
 }
 
-fn acting<T>(message: T) -> Request<T> {
+/// A registry request on behalf of the caller whose `authorization` it carries.
+fn acting<T>(message: T, authorization: Option<HeaderValue>) -> Request<T> {
     let mut request = Request::new(message);
     request.metadata_mut().insert("x-modelplane-actor", tonic::metadata::MetadataValue::from_static(ACTOR));
+    if let Some(value) = authorization.and_then(|value| tonic::metadata::MetadataValue::try_from(value.as_bytes()).ok())
+    {
+        let mut value = value;
+        value.set_sensitive(true);
+        request.metadata_mut().insert("authorization", value);
+    }
     request
 }
 

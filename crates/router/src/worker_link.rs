@@ -53,6 +53,9 @@ pub struct WorkerLink {
     /// Consulted on every call: while the worker is registered here (it runs in this
     /// process) it is called directly; once it withdraws, over the network.
     in_process: InProcessServers,
+    /// The router's own `authorization` header (sensitive), sent on every call: workers
+    /// admit only callers with a key (the router holds a `service` key).
+    authorization: Option<HeaderValue>,
 }
 
 impl std::fmt::Debug for WorkerLink {
@@ -71,7 +74,11 @@ struct Connection {
 impl WorkerLink {
     /// A link to `addr` (`host:port` or `http://host:port`); nothing connects until the
     /// first call, and nothing ever does while `in_process` has a server as `addr`.
-    pub fn new(addr: &str, in_process: InProcessServers) -> Result<Self, String> {
+    pub fn new(
+        addr: &str,
+        in_process: InProcessServers,
+        credentials: &modelplane_service::Credentials,
+    ) -> Result<Self, String> {
         let host_port = addr.strip_prefix("http://").unwrap_or(addr).trim_end_matches('/');
         if host_port.contains("://") {
             return Err(format!("worker address {addr:?}: only plain http:// is supported between router and worker"));
@@ -88,6 +95,7 @@ impl WorkerLink {
             idle_streams: Default::default(),
             connecting: tokio::sync::Mutex::new(()),
             in_process,
+            authorization: credentials.authorization(),
         })
     }
 
@@ -118,9 +126,7 @@ impl WorkerLink {
         timeout: Option<&HeaderValue>,
     ) -> Result<Bytes, Status> {
         let frame = encode(message)?;
-        let mut headers = HeaderMap::with_capacity(4);
-        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        let mut headers = self.call_headers(5);
         if let Some(timeout) = timeout {
             headers.insert("grpc-timeout", timeout.clone());
         }
@@ -130,6 +136,17 @@ impl WorkerLink {
             None => self.call_over_h2(path, headers, frame).await?,
         };
         message_bytes(chunks, &self.addr)
+    }
+
+    /// A gRPC call's headers: content type, trailers and the router's credentials.
+    fn call_headers(&self, capacity: usize) -> HeaderMap {
+        let mut headers = HeaderMap::with_capacity(capacity);
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        if let Some(authorization) = &self.authorization {
+            headers.insert(http::header::AUTHORIZATION, authorization.clone());
+        }
+        headers
     }
 
     /// Sends the request on this worker's HTTP/2 connection; returns the answer's frames.
@@ -412,7 +429,7 @@ mod tests {
 
     #[test]
     fn addresses_need_a_port_and_plain_http() {
-        let link = |addr: &str| WorkerLink::new(addr, InProcessServers::default());
+        let link = |addr: &str| WorkerLink::new(addr, InProcessServers::default(), &Default::default());
         assert!(link("127.0.0.1:7000").is_ok());
         assert!(link("http://worker-0:7000/").is_ok());
         assert!(link("https://worker-0:7000").expect_err("tls").contains("plain http"));
@@ -423,7 +440,8 @@ mod tests {
     async fn an_unreachable_worker_is_unavailable_with_a_source() {
         // Bind then drop a listener: nothing listens on that port now.
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let link = WorkerLink::new(&format!("127.0.0.1:{port}"), InProcessServers::default()).expect("link");
+        let link = WorkerLink::new(&format!("127.0.0.1:{port}"), InProcessServers::default(), &Default::default())
+            .expect("link");
         let status = link
             .unary::<_, pb::ModelInferResponse>(method::MODEL_INFER, &pb::ModelInferRequest::default(), None)
             .await
@@ -449,6 +467,22 @@ mod tests {
         http::Response::new(tonic::body::Body::new(body))
     }
 
+    /// Takes every well-formed key as the router's.
+    struct AnyKey;
+
+    impl modelplane_service::Authenticator for AnyKey {
+        fn authenticate(
+            &self,
+            _: &modelplane_service::credentials::Presented<'_>,
+        ) -> Result<modelplane_service::Caller, modelplane_service::credentials::Refusal> {
+            Ok(modelplane_service::Caller {
+                name: "router".into(),
+                role: modelplane_service::access::Role::Service,
+                model_prefix: String::new(),
+            })
+        }
+    }
+
     #[tokio::test]
     async fn a_worker_in_this_process_is_called_directly_with_the_callers_headers() {
         let addr = closed_port_addr();
@@ -458,6 +492,7 @@ mod tests {
         let registration = servers.register(
             &addr,
             "worker",
+            modelplane_service::AuthLayer::new(std::sync::Arc::new(AnyKey), None, 0),
             tower::service_fn(move |request: http::Request<tonic::body::Body>| {
                 let seen = seen_by_server.clone();
                 async move {
@@ -470,7 +505,11 @@ mod tests {
                 }
             }),
         );
-        let link = WorkerLink::new(&addr, servers.clone()).expect("link");
+        let key = format!("mpk_{}_{}", "1".repeat(16), "2".repeat(64));
+        let credentials = modelplane_service::Credentials::with_key(
+            modelplane_service::credentials::ApiKey::parse(&key).expect("key"),
+        );
+        let link = WorkerLink::new(&addr, servers.clone(), &credentials).expect("link");
         let request = pb::ModelInferRequest { model_name: "asked".into(), ..Default::default() };
         let timeout = HeaderValue::from_static("250m");
         let answer: pb::ModelInferResponse =
@@ -480,6 +519,8 @@ mod tests {
         assert_eq!((path.as_str(), asked.as_str()), (method::MODEL_INFER, "asked"));
         assert_eq!(headers.get("grpc-timeout"), Some(&timeout), "the deadline travels as on the wire");
         assert_eq!(headers.get("content-type").map(|v| v.as_bytes()), Some(&b"application/grpc"[..]));
+        let authorization = headers.get("authorization").expect("the router's key travels with the call");
+        assert_eq!(authorization.as_bytes(), format!("Bearer {key}").as_bytes());
 
         drop(registration);
         let status = link
@@ -496,12 +537,13 @@ mod tests {
         let _registration = servers.register(
             &addr,
             "worker",
+            modelplane_service::AuthLayer::without_keys(Some(modelplane_service::access::Role::Service)),
             tower::service_fn(|_request: http::Request<tonic::body::Body>| async {
                 let status = Status::resource_exhausted("queue of m/1 is full (1024 waiting)");
                 Ok::<_, std::convert::Infallible>(status.into_http::<tonic::body::Body>())
             }),
         );
-        let link = WorkerLink::new(&addr, servers).expect("link");
+        let link = WorkerLink::new(&addr, servers, &Default::default()).expect("link");
         let status = link
             .unary::<_, pb::ModelInferResponse>(method::MODEL_INFER, &pb::ModelInferRequest::default(), None)
             .await

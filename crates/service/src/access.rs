@@ -142,6 +142,7 @@ pub fn permission(path: &str) -> Permission {
             "UploadDataset" | "DeleteDataset" => P::WriteDatasets,
             "DownloadDataset" => P::ReadDatasets,
             "ListAudit" => P::ReadAudit,
+            "CreateKey" | "ListKeys" | "RevokeKey" => P::ManageKeys,
             _ => P::Unlisted,
         };
     }
@@ -164,6 +165,23 @@ pub fn permission(path: &str) -> Permission {
         };
     }
     P::Unlisted
+}
+
+/// How a server admits its callers (the `--anonymous-role` and failure-limit flags).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerAccess {
+    /// What a caller without a key may do; `None`: nothing but health and reflection.
+    pub anonymous: Option<Role>,
+    /// Failed authentications per client address and minute before it is refused for
+    /// the rest of the minute; 0: no limit.
+    pub failures_per_minute: u32,
+}
+
+impl Default for ServerAccess {
+    /// Default deny: every call but health needs a key.
+    fn default() -> Self {
+        Self { anonymous: None, failures_per_minute: crate::DEFAULT_FAILURES_PER_MINUTE }
+    }
 }
 
 #[cfg(test)]

@@ -4,10 +4,11 @@
 //! anonymous role, when there is one), and a caller whose role lacks the permission is
 //! PERMISSION_DENIED. The caller rides on in the request's extensions, so handlers can
 //! scope model names and name the actor.
-//!
-//! Not yet installed in any server (issue 23): the store-backed authenticator (a cache
-//! of `/modelplane/v1/keys/` fed by a watch) comes with the key RPCs.
+//! An address that fails authentication too often is refused for a while
+//! ([`FailureLimit`]). The router's REST port admits its calls through the same
+//! [`AuthLayer::admit`], naming the gRPC method each route stands for.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -16,6 +17,10 @@ use tower::{Layer, Service};
 
 use crate::access::{Permission, Role, allows, permission};
 use crate::credentials::{Presented, Refusal, parse_bearer};
+use crate::failure_limit::FailureLimit;
+
+/// The name of callers without a key.
+pub const ANONYMOUS: &str = "anonymous";
 
 /// Who is calling, as the handlers see it (in the request's extensions).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +37,24 @@ impl Caller {
     pub fn may_use_model(&self, model: &str) -> bool {
         model.starts_with(&self.model_prefix)
     }
+
+    /// PERMISSION_DENIED unless the caller may touch `model`.
+    pub fn reach(&self, model: &str) -> Result<(), tonic::Status> {
+        if self.may_use_model(model) {
+            return Ok(());
+        }
+        Err(tonic::Status::permission_denied(format!(
+            "this key is limited to models starting with {:?}; {model:?} is not one",
+            self.model_prefix
+        )))
+    }
+}
+
+/// PERMISSION_DENIED unless the caller of a request with these `extensions` may touch
+/// `model`. A request without a [`Caller`] called a public method or came through no
+/// [`AuthLayer`] (a service built into a test) and is not limited.
+pub fn reach_model(extensions: &http::Extensions, model: &str) -> Result<(), tonic::Status> {
+    extensions.get::<Caller>().map_or(Ok(()), |caller| caller.reach(model))
 }
 
 /// Finds and checks the key a caller presents. Must answer from memory: it runs on
@@ -45,12 +68,30 @@ pub trait Authenticator: Send + Sync + 'static {
 pub struct AuthLayer {
     authenticator: Arc<dyn Authenticator>,
     anonymous: Option<Role>,
+    failures: Arc<FailureLimit>,
 }
 
 impl AuthLayer {
-    /// Callers without a key act as `anonymous` (`None`: they are refused).
-    pub fn new(authenticator: Arc<dyn Authenticator>, anonymous: Option<Role>) -> Self {
-        Self { authenticator, anonymous }
+    /// Callers without a key act as `anonymous` (`None`: they are refused); an address
+    /// with `failures_per_minute` failed authentications in a minute is refused for the
+    /// rest of it (0: never).
+    pub fn new(authenticator: Arc<dyn Authenticator>, anonymous: Option<Role>, failures_per_minute: u32) -> Self {
+        Self { authenticator, anonymous, failures: Arc::new(FailureLimit::new(failures_per_minute)) }
+    }
+
+    /// A layer that knows no key: every presented key is refused, and callers without
+    /// one act as `anonymous`. For servers built into tests and tools, which have no store.
+    pub fn without_keys(anonymous: Option<Role>) -> Self {
+        Self::new(Arc::new(NoKeys), anonymous, 0)
+    }
+}
+
+/// See [`AuthLayer::without_keys`].
+struct NoKeys;
+
+impl Authenticator for NoKeys {
+    fn authenticate(&self, _: &Presented<'_>) -> Result<Caller, Refusal> {
+        Err(Refusal::Invalid)
     }
 }
 
@@ -69,28 +110,59 @@ pub struct Authenticate<S> {
 }
 
 impl AuthLayer {
-    /// The caller of a call to `path` with this `authorization` header, or the status
-    /// that refuses it.
-    fn admit(&self, path: &str, authorization: Option<&[u8]>) -> Result<Option<Caller>, tonic::Status> {
+    /// The caller of a call to `path` (a gRPC method path) from `peer` with this
+    /// `authorization` header, or the status that refuses it. `None`: the method is
+    /// public.
+    pub fn admit(
+        &self,
+        path: &str,
+        authorization: Option<&[u8]>,
+        peer: Option<IpAddr>,
+    ) -> Result<Option<Caller>, tonic::Status> {
         let needed = permission(path);
         if needed == Permission::Public {
             return Ok(None);
         }
+        if let Some(left) = peer.and_then(|peer| self.failures.blocked_for(peer)) {
+            return Err(tonic::Status::resource_exhausted(format!(
+                "too many failed authentications from this address; try again in {} s",
+                left.as_secs().max(1)
+            )));
+        }
+        let caller = self.authenticate(authorization);
+        // A missing key is not a guess; only presented keys count against the address.
+        if let (Err(_), Some(peer), Some(_)) = (&caller, peer, authorization) {
+            self.failures.record_failure(peer);
+        }
+        let caller = caller?;
+        self.authorize(caller, needed, path, authorization.is_none()).map(Some)
+    }
+
+    fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Caller, tonic::Status> {
         let header = authorization.map(|value| std::str::from_utf8(value).map_err(|_| Refusal::Malformed)).transpose();
         let presented = header.and_then(parse_bearer);
-        let caller = match (presented, self.anonymous) {
+        match (presented, self.anonymous) {
             (Ok(presented), _) => self.authenticator.authenticate(&presented),
             (Err(Refusal::Missing), Some(role)) => {
-                Ok(Caller { name: "anonymous".into(), role, model_prefix: String::new() })
+                Ok(Caller { name: ANONYMOUS.into(), role, model_prefix: String::new() })
             }
             (Err(refusal), _) => Err(refusal),
         }
-        .map_err(|refusal| tonic::Status::unauthenticated(refusal.message()))?;
+        .map_err(|refusal| tonic::Status::unauthenticated(refusal.message()))
+    }
+
+    fn authorize(
+        &self,
+        caller: Caller,
+        needed: Permission,
+        path: &str,
+        anonymous: bool,
+    ) -> Result<Caller, tonic::Status> {
         if allows(caller.role, needed) {
-            return Ok(Some(caller));
+            return Ok(caller);
         }
         let method = path.rsplit('/').next().unwrap_or(path);
-        if caller.name == "anonymous" && authorization.is_none() {
+        if anonymous {
             return Err(tonic::Status::unauthenticated(format!(
                 "{method} needs an API key (callers without one act as {}); {}",
                 caller.role.name(),
@@ -119,7 +191,12 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let authorization = request.headers().get(http::header::AUTHORIZATION).map(|value| value.as_bytes());
-        match self.layer.admit(request.uri().path(), authorization) {
+        let peer = request
+            .extensions()
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|info| info.remote_addr())
+            .map(|addr| addr.ip());
+        match self.layer.admit(request.uri().path(), authorization, peer) {
             Ok(caller) => {
                 if let Some(caller) = caller {
                     request.extensions_mut().insert(caller);
@@ -160,7 +237,7 @@ mod tests {
             let caller = request.extensions().get::<Caller>().map(|c| c.name.clone()).unwrap_or_default();
             Ok::<_, Infallible>(tonic::Status::ok(caller).into_http::<String>())
         });
-        let service = AuthLayer::new(Arc::new(OneKey), anonymous).layer(inner);
+        let service = AuthLayer::new(Arc::new(OneKey), anonymous, 0).layer(inner);
         let mut request = http::Request::builder().uri(format!("http://localhost{path}"));
         if let Some(value) = authorization {
             request = request.header("authorization", value);
@@ -199,6 +276,22 @@ mod tests {
         assert_eq!(call(None, health, None).await.0, tonic::Code::Ok, "health stays open");
         let unknown = "/modelplane.registry.v1.Registry/DropEverything";
         assert_eq!(call(None, unknown, Some(&key)).await.0, tonic::Code::PermissionDenied, "default deny");
+    }
+
+    #[test]
+    fn repeated_failures_from_one_address_are_refused_even_with_a_right_key() {
+        let layer = AuthLayer::new(Arc::new(OneKey), None, 2);
+        let peer = Some("192.0.2.7".parse().expect("ip"));
+        let wrong = format!("Bearer mpk_{ID}_{}", "1".repeat(64));
+        for _ in 0..2 {
+            let refused = layer.admit(INFER, Some(wrong.as_bytes()), peer).expect_err("wrong key");
+            assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        }
+        let right = format!("Bearer mpk_{ID}_{SECRET}");
+        let refused = layer.admit(INFER, Some(right.as_bytes()), peer).expect_err("slowed down");
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{}", refused.message());
+        assert!(layer.admit(INFER, Some(right.as_bytes()), Some("192.0.2.8".parse().expect("ip"))).is_ok());
+        assert!(layer.admit("/grpc.health.v1.Health/Check", None, peer).is_ok(), "probes stay open");
     }
 
     #[test]

@@ -1,18 +1,67 @@
-//! Client channels to other modelplane services, carrying the trace context.
+//! Client channels to other modelplane services, carrying the trace context and the
+//! caller's credentials.
 
 use std::time::Duration;
 
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::TraceContextInterceptor;
+use crate::credentials::ApiKey;
 
-/// A channel whose requests carry the caller's `traceparent`.
-pub type TracedChannel = InterceptedService<Channel, TraceContextInterceptor>;
+/// What a client presents to the services it calls. Set in one place per process (the
+/// CLI's flags, a service's `--api-key-file`) and passed to [`connect_lazy`].
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    /// Sent as `authorization: Bearer <key>` on every call; `None`: calls are anonymous.
+    pub api_key: Option<ApiKey>,
+}
+
+impl Credentials {
+    pub fn with_key(api_key: ApiKey) -> Self {
+        Self { api_key: Some(api_key) }
+    }
+
+    /// The `authorization` header these credentials send (marked sensitive), if any.
+    pub fn authorization(&self) -> Option<http::HeaderValue> {
+        self.api_key.as_ref().map(ApiKey::header_value)
+    }
+}
+
+/// Adds the caller's `traceparent` and `authorization` to every request.
+#[derive(Clone)]
+pub struct OutgoingInterceptor {
+    authorization: Option<AsciiMetadataValue>,
+}
+
+impl OutgoingInterceptor {
+    pub fn new(credentials: &Credentials) -> Self {
+        let authorization = credentials.api_key.as_ref().and_then(|key| {
+            let mut value = MetadataValue::try_from(key.header_value().as_bytes()).ok()?;
+            value.set_sensitive(true);
+            Some(value)
+        });
+        Self { authorization }
+    }
+}
+
+impl Interceptor for OutgoingInterceptor {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let mut request = crate::TraceContextInterceptor.call(request)?;
+        if let Some(value) = &self.authorization {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel whose requests carry the caller's `traceparent` and credentials.
+pub type TracedChannel = InterceptedService<Channel, OutgoingInterceptor>;
 
 /// A lazily connecting channel to `addr` (`host:port` or `http://host:port`); the first
 /// call connects, and a lost connection is re-established on the next call.
-pub fn connect_lazy(addr: &str) -> Result<TracedChannel, tonic::transport::Error> {
+pub fn connect_lazy(addr: &str, credentials: &Credentials) -> Result<TracedChannel, tonic::transport::Error> {
     let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
     let channel = Endpoint::from_shared(uri)?
         .connect_timeout(Duration::from_secs(3))
@@ -22,5 +71,5 @@ pub fn connect_lazy(addr: &str) -> Result<TracedChannel, tonic::transport::Error
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_while_idle(true)
         .connect_lazy();
-    Ok(InterceptedService::new(channel, TraceContextInterceptor))
+    Ok(InterceptedService::new(channel, OutgoingInterceptor::new(credentials)))
 }

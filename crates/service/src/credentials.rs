@@ -55,6 +55,66 @@ pub fn parse_bearer(header: Option<&str>) -> Result<Presented<'_>, Refusal> {
     Ok(Presented { id, secret })
 }
 
+/// A whole key this process presents (`mpk_{id}_{secret}`), e.g. a worker's own key for
+/// its calls to the registry. Its `Debug` and `Display` never show the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// Checks the form of `text` (surrounding whitespace, as a key file ends with a
+    /// newline, is dropped).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let key = text.trim();
+        match parse_bearer(Some(&format!("Bearer {key}"))) {
+            Ok(_) => Ok(Self(key.to_owned())),
+            Err(_) => Err(format!(
+                "not a modelplane API key: expected {KEY_PREFIX}<{} hex digits>_<{} hex digits>",
+                2 * ID_BYTES,
+                2 * SECRET_BYTES
+            )),
+        }
+    }
+
+    /// Reads a key from a file holding just the key (as `modelplane keys create
+    /// --key-file` and `modelplane up` write them).
+    pub fn read_file(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| format!("cannot read the API key file {}: {err}", path.display()))?;
+        Self::parse(&text).map_err(|err| format!("{}: {err}", path.display()))
+    }
+
+    /// The key's public id (safe to log).
+    pub fn id(&self) -> &str {
+        &self.0[KEY_PREFIX.len()..KEY_PREFIX.len() + 2 * ID_BYTES]
+    }
+
+    /// The whole key, to write once into a file the user owns.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The `authorization` header value, marked sensitive so HTTP/2 never puts it in
+    /// its compression table.
+    pub fn header_value(&self) -> http::HeaderValue {
+        let mut value = http::HeaderValue::from_str(&format!("Bearer {}", self.0))
+            .unwrap_or_else(|_| http::HeaderValue::from_static(""));
+        value.set_sensitive(true);
+        value
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKey({KEY_PREFIX}{}_…)", self.id())
+    }
+}
+
+impl std::fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{KEY_PREFIX}{}_…", self.id())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +133,19 @@ mod tests {
         for refusal in [Refusal::Missing, Refusal::Malformed, Refusal::Invalid] {
             assert!(!refusal.message().contains(&key[4..20]), "messages never echo a key");
         }
+    }
+
+    #[test]
+    fn own_keys_parse_and_never_print_their_secret() {
+        let secret = "0123456789abcdef".repeat(4);
+        let text = format!("{KEY_PREFIX}{}_{secret}\n", "b".repeat(16));
+        let key = ApiKey::parse(&text).expect("a key file's newline is dropped");
+        assert_eq!(key.id(), "b".repeat(16));
+        for shown in [format!("{key:?}"), key.to_string()] {
+            assert!(!shown.contains(&secret) && shown.contains(key.id()), "{shown}");
+        }
+        assert_eq!(key.header_value().to_str().expect("ascii"), format!("Bearer {}", text.trim()));
+        assert!(key.header_value().is_sensitive());
+        assert!(ApiKey::parse("mpk_short").expect_err("bad").contains("expected mpk_"));
     }
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, RwLock};
 use tower::Layer;
 use tower::util::BoxCloneSyncService;
 
-use crate::{RpcMetricsLayer, RpcTraceLayer};
+use crate::{AuthLayer, RpcMetricsLayer, RpcTraceLayer};
 
 /// A gRPC server as a tower service: HTTP requests with gRPC-framed bodies in, the same
 /// out.
@@ -40,10 +40,11 @@ impl std::fmt::Debug for InProcessServers {
 
 impl InProcessServers {
     /// Makes `service` callable in process as `addr` (the address it advertises), wrapped
-    /// in the per-RPC trace span and metrics (labelled `role`) its network server has.
+    /// in the per-RPC trace span, metrics (labelled `role`) and `auth` its network server
+    /// has.
     /// Returns a guard that withdraws it when dropped, after which callers fall back to
     /// the network.
-    pub fn register<S>(&self, addr: &str, role: &'static str, service: S) -> Registration
+    pub fn register<S>(&self, addr: &str, role: &'static str, auth: AuthLayer, service: S) -> Registration
     where
         S: tower::Service<
                 http::Request<tonic::body::Body>,
@@ -55,7 +56,8 @@ impl InProcessServers {
             + 'static,
         S::Future: Send + 'static,
     {
-        let service = BoxCloneSyncService::new(RpcTraceLayer.layer(RpcMetricsLayer::new(role).layer(service)));
+        let service =
+            BoxCloneSyncService::new(RpcTraceLayer.layer(RpcMetricsLayer::new(role).layer(auth.layer(service))));
         self.by_addr.write().unwrap_or_else(|p| p.into_inner()).insert(addr.to_owned(), service);
         Registration { servers: self.clone(), addr: addr.to_owned() }
     }
@@ -99,7 +101,8 @@ mod tests {
     fn a_server_is_found_by_its_address_until_its_registration_drops() {
         let servers = InProcessServers::default();
         assert!(servers.get("127.0.0.1:7003").is_none());
-        let registration = servers.register("127.0.0.1:7003", "worker", answer_ok());
+        let open = AuthLayer::without_keys(Some(crate::access::Role::Admin));
+        let registration = servers.register("127.0.0.1:7003", "worker", open, answer_ok());
         assert!(servers.get("127.0.0.1:7003").is_some());
         assert!(servers.get("127.0.0.1:7004").is_none(), "another address is not this server");
         assert_eq!(format!("{servers:?}"), r#"{"127.0.0.1:7003"}"#);

@@ -9,6 +9,7 @@ mod auth_layer;
 mod client;
 pub mod credentials;
 mod deadline;
+mod failure_limit;
 mod hashing;
 mod in_process;
 mod metric_handles;
@@ -21,12 +22,13 @@ mod shutdown;
 mod telemetry;
 mod trace_layer;
 
-pub use auth_layer::{AuthLayer, Authenticate, Authenticator, Caller};
-pub use client::{TracedChannel, connect_lazy};
+pub use auth_layer::{ANONYMOUS, AuthLayer, Authenticate, Authenticator, Caller, reach_model};
+pub use client::{Credentials, OutgoingInterceptor, TracedChannel, connect_lazy};
 pub use deadline::{
     TIMEOUT_PARAMETER, call_deadline, describe_parameter, grpc_timeout_value, request_deadline, set_timeout_parameter,
     timeout_parameter,
 };
+pub use failure_limit::DEFAULT_FAILURES_PER_MINUTE;
 pub use hashing::{HasherGone, StreamHasher};
 pub use in_process::{InProcessServers, InProcessService, Registration};
 pub use metric_handles::HandleCache;

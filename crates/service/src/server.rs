@@ -4,7 +4,7 @@
 use tonic::transport::Server;
 use tower::layer::util::{Identity, Stack};
 
-use crate::{OversizeStatusLayer, RpcMetricsLayer, RpcTraceLayer};
+use crate::{AuthLayer, OversizeStatusLayer, RpcMetricsLayer, RpcTraceLayer};
 
 /// Largest gRPC message a service accepts or sends (artifacts stream in 1 MiB chunks;
 /// inference batches may be larger).
@@ -24,12 +24,13 @@ pub const ACCEPTED_COMPRESSIONS: [tonic::codec::CompressionEncoding; 2] =
     [tonic::codec::CompressionEncoding::Gzip, tonic::codec::CompressionEncoding::Deflate];
 
 /// The shared tower stack (tonic applies the last layer added innermost).
-type Layers = Stack<OversizeStatusLayer, Stack<RpcMetricsLayer, Stack<RpcTraceLayer, Identity>>>;
+type Layers = Stack<AuthLayer, Stack<OversizeStatusLayer, Stack<RpcMetricsLayer, Stack<RpcTraceLayer, Identity>>>>;
 
 /// A tonic server with the shared tower stack (per-RPC trace span, per-RPC metrics
 /// labelled `role`, then RESOURCE_EXHAUSTED for oversized messages, which the metrics
-/// count as such) and HTTP/2 settings.
-pub fn grpc_server(role: &'static str) -> Server<Layers> {
+/// count as such, then authentication and authorization, whose refusals are traced and
+/// counted too) and HTTP/2 settings.
+pub fn grpc_server(role: &'static str, auth: AuthLayer) -> Server<Layers> {
     Server::builder()
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
@@ -38,6 +39,7 @@ pub fn grpc_server(role: &'static str) -> Server<Layers> {
         .layer(RpcTraceLayer)
         .layer(RpcMetricsLayer::new(role))
         .layer(OversizeStatusLayer)
+        .layer(auth)
 }
 
 /// Accepted connections of `listener` with Nagle off: the server's `tcp_nodelay` only
@@ -91,8 +93,8 @@ pub fn reflection_service_v1alpha(
     reflection(services).build_v1alpha().expect("reflection descriptors are valid")
 }
 
-/// Serves one gRPC service (plus health and reflection) of `role` on `listener` until `shutdown`
-/// is cancelled. On shutdown health turns NOT_SERVING (for the service and the whole
+/// Serves one gRPC service (plus health and reflection) of `role` on `listener`, every
+/// call admitted by `auth`, until `shutdown` is cancelled. On shutdown health turns NOT_SERVING (for the service and the whole
 /// server), then after `linger` the server stops accepting and drains in-flight calls.
 pub async fn serve_grpc<S>(
     role: &'static str,
@@ -100,6 +102,7 @@ pub async fn serve_grpc<S>(
     listener: tokio::net::TcpListener,
     shutdown: crate::Shutdown,
     linger: std::time::Duration,
+    auth: AuthLayer,
 ) -> Result<(), tonic::transport::Error>
 where
     S: tower::Service<
@@ -116,7 +119,7 @@ where
     use tonic_health::ServingStatus;
     let (health, health_service) = health_service();
     health.set_service_status(S::NAME, ServingStatus::Serving).await;
-    grpc_server(role)
+    grpc_server(role, auth)
         .add_service(health_service)
         .add_service(reflection_service(&[S::NAME]))
         .add_service(reflection_service_v1alpha(&[S::NAME]))

@@ -8,9 +8,10 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 
 use modelplane_service::access::Role;
-use modelplane_service::credentials::{ID_BYTES, KEY_PREFIX, Presented, Refusal, SECRET_BYTES};
+use modelplane_service::credentials::{ApiKey, ID_BYTES, KEY_PREFIX, Presented, Refusal, SECRET_BYTES, parse_bearer};
 
-use crate::schema::ApiKeyRecord;
+use crate::KvStore;
+use crate::schema::{self, ApiKeyRecord};
 
 const SALT_BYTES: usize = 16;
 
@@ -34,20 +35,90 @@ pub fn create(spec: &KeySpec<'_>, now_unix_ms: i64) -> NewKey {
     let mut rng = rand::rng();
     let id = hex::encode(rng.random::<[u8; ID_BYTES]>());
     let secret = hex::encode(rng.random::<[u8; SECRET_BYTES]>());
-    let salt = rng.random::<[u8; SALT_BYTES]>();
-    let record = ApiKeyRecord {
-        id: id.clone(),
+    NewKey { record: record_for(&id, &secret, spec, now_unix_ms), key: format!("{KEY_PREFIX}{id}_{secret}") }
+}
+
+/// The record of a key with this id and secret (salted afresh).
+fn record_for(id: &str, secret: &str, spec: &KeySpec<'_>, now_unix_ms: i64) -> ApiKeyRecord {
+    let salt = rand::rng().random::<[u8; SALT_BYTES]>();
+    ApiKeyRecord {
+        id: id.to_owned(),
         name: spec.name.to_owned(),
         role: spec.role,
         model_prefix: spec.model_prefix.to_owned(),
         salt: hex::encode(salt),
-        secret_sha256: hex::encode(salted(&salt, &secret)),
+        secret_sha256: hex::encode(salted(&salt, secret)),
         created_unix_ms: now_unix_ms,
         created_by: spec.created_by.to_owned(),
         expires_unix_ms: spec.expires_unix_ms,
         revoked_unix_ms: None,
-    };
-    NewKey { record, key: format!("{KEY_PREFIX}{id}_{secret}") }
+    }
+}
+
+/// Why [`ensure_key_file`] could not give a key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("API key file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("the key in {path} was revoked; remove the file to make a new key")]
+    Revoked { path: String },
+    #[error(transparent)]
+    Store(#[from] crate::Error),
+}
+
+/// The key in `path`, with its record in `store`: a file that does not exist yet gets a
+/// new key (mode 0600); a key that is in the file but not in the store (a bootstrap key
+/// from a Kubernetes Secret) is stored as `spec` says. A revoked key is not brought
+/// back.
+pub async fn ensure_key_file(
+    store: &dyn KvStore,
+    path: &std::path::Path,
+    spec: &KeySpec<'_>,
+) -> Result<ApiKey, KeyFileError> {
+    let file_error = |reason: String| KeyFileError::File { path: path.display().to_string(), reason };
+    let now = schema::now_unix_ms();
+    if !path.exists() {
+        let new = create(spec, now);
+        write_private(path, &new.key).map_err(|err| file_error(err.to_string()))?;
+        store.put(&schema::api_key_key(&new.record.id), schema::encode(&new.record), None).await?;
+        return ApiKey::parse(&new.key).map_err(file_error);
+    }
+    let key = ApiKey::read_file(path).map_err(file_error)?;
+    let header = format!("Bearer {}", key.expose());
+    let presented = parse_bearer(Some(&header)).map_err(|refusal| file_error(refusal.message().to_owned()))?;
+    let record_key = schema::api_key_key(presented.id);
+    match store.get(&record_key).await? {
+        Some(stored) => {
+            let record: ApiKeyRecord = schema::decode(&record_key, &stored.value)?;
+            if record.revoked_unix_ms.is_some() {
+                return Err(KeyFileError::Revoked { path: path.display().to_string() });
+            }
+            verify(&record, &presented, now)
+                .map_err(|_| file_error("its id is taken by another key, or it expired".into()))?;
+        }
+        None => {
+            let record = record_for(presented.id, presented.secret, spec, now);
+            store.put(&record_key, schema::encode(&record), None).await?;
+        }
+    }
+    Ok(key)
+}
+
+/// Writes `key` to a new file only its owner may read (its directory is made if need be).
+pub fn write_private(path: &std::path::Path, key: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path)?;
+    file.write_all(format!("{key}\n").as_bytes())?;
+    file.sync_all()
 }
 
 /// Checks a presented key against its record at `now_unix_ms`.
@@ -77,7 +148,6 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use modelplane_service::credentials::parse_bearer;
 
     use super::*;
 
@@ -116,5 +186,37 @@ mod tests {
         assert_eq!(verify(&record, &presented, 2_000), Err(Refusal::Invalid), "revoked");
         let other = create(&spec(None), 1_000);
         assert_eq!(verify(&other.record, &presented, 2_000), Err(Refusal::Invalid), "another key's record");
+    }
+
+    #[tokio::test]
+    async fn key_files_are_made_once_imported_when_given_and_never_revived() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::EmbeddedStore::open(dir.path().join("store.redb")).expect("store");
+        let spec =
+            KeySpec { name: "admin", role: Role::Admin, model_prefix: "", expires_unix_ms: None, created_by: "up" };
+        let path = dir.path().join("keys/admin.key");
+        let made = ensure_key_file(&store, &path, &spec).await.expect("made");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).expect("file").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "only the owner reads a key file");
+        }
+        assert_eq!(ensure_key_file(&store, &path, &spec).await.expect("again"), made, "the same key on restart");
+
+        let given = create(&spec, 0).key;
+        let given_path = dir.path().join("given.key");
+        std::fs::write(&given_path, format!("{given}\n")).expect("write");
+        let imported = ensure_key_file(&store, &given_path, &spec).await.expect("imported");
+        let record_key = schema::api_key_key(imported.id());
+        let stored = store.get(&record_key).await.expect("get").expect("stored");
+        let mut record: ApiKeyRecord = schema::decode(&record_key, &stored.value).expect("record");
+        assert_eq!((record.role, record.name.as_str()), (Role::Admin, "admin"));
+
+        record.revoked_unix_ms = Some(1);
+        store.put(&record_key, schema::encode(&record), None).await.expect("revoke");
+        let err = ensure_key_file(&store, &given_path, &spec).await.expect_err("revoked stays revoked");
+        assert!(matches!(err, KeyFileError::Revoked { .. }), "{err}");
+        assert!(!err.to_string().contains(given.split('_').nth(2).expect("secret")), "{err}");
     }
 }

@@ -34,6 +34,19 @@ impl KeyCache {
         Self { keys: Mirror::start(store, schema::KEYS), verified: Mutex::new(HashMap::new()) }
     }
 
+    /// The authentication layer of a server over `store`'s keys, once they have been read
+    /// (so the first calls are not refused for want of a key list).
+    pub async fn auth_layer(
+        store: Arc<dyn KvStore>,
+        access: &modelplane_service::access::ServerAccess,
+    ) -> crate::Result<modelplane_service::AuthLayer> {
+        let cache = Self::start(store);
+        if !cache.keys.wait_synced(std::time::Duration::from_secs(30)).await {
+            return Err(crate::Error::Unavailable("could not read the API keys from the store within 30 s".into()));
+        }
+        Ok(modelplane_service::AuthLayer::new(Arc::new(cache), access.anonymous, access.failures_per_minute))
+    }
+
     /// The mirror, e.g. to wait until it has read the keys once.
     pub fn mirror(&self) -> &Mirror {
         &self.keys

@@ -13,6 +13,10 @@ pub struct TrainerConfig {
     pub lease_ttl: Duration,
     /// Largest dataset a job may train on; larger ones are refused at submission.
     pub max_dataset_bytes: u64,
+    /// How callers are admitted.
+    pub access: modelplane_service::access::ServerAccess,
+    /// What it presents to the services it calls (the registry).
+    pub credentials: modelplane_service::Credentials,
 }
 
 impl Default for TrainerConfig {
@@ -23,6 +27,8 @@ impl Default for TrainerConfig {
             max_concurrent_jobs: 1,
             lease_ttl: Duration::from_secs(5),
             max_dataset_bytes: 16 << 30,
+            access: Default::default(),
+            credentials: Default::default(),
         }
     }
 }

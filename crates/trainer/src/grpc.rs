@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use modelplane_proto::trainer as pb;
+use modelplane_service::Caller;
+use modelplane_service::access::{Permission, allows};
 use modelplane_store::KvStore;
 use modelplane_store::schema::{JobRecord, JobSpec, JobState};
 use tonic::{Request, Response, Status};
@@ -66,8 +68,20 @@ fn required_id(id: &str) -> Result<&str, Status> {
 #[tonic::async_trait]
 impl pb::trainer_server::Trainer for TrainerService {
     async fn submit_job(&self, request: Request<pb::SubmitJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let caller = request.extensions().get::<Caller>().cloned();
         let spec = request.into_inner().spec.ok_or_else(|| Status::invalid_argument("spec is required"))?;
         tracing::Span::current().record("model", spec.model.as_str());
+        if let Some(caller) = &caller {
+            caller.reach(&spec.model)?;
+            // The job's promotion flips an alias as the trainer service; the submitter
+            // must be allowed to flip it.
+            if spec.promote_if.is_some() && !allows(caller.role, Permission::Promote) {
+                return Err(Status::permission_denied(format!(
+                    "promote_if flips an alias, which a {} key may not do; submit without it and promote with a deployer key",
+                    caller.role.name()
+                )));
+            }
+        }
         let spec = JobSpec {
             model: spec.model,
             kind: spec.kind,
@@ -85,17 +99,24 @@ impl pb::trainer_server::Trainer for TrainerService {
     }
 
     async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let extensions = request.extensions().clone();
         let request = request.into_inner();
         let (job, _) = jobs::get(&*self.store, required_id(&request.id)?).await?;
+        modelplane_service::reach_model(&extensions, &job.spec.model)?;
         Ok(Response::new(job_to_pb(job)))
     }
 
     async fn cancel_job(&self, request: Request<pb::CancelJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let extensions = request.extensions().clone();
         let request = request.into_inner();
-        Ok(Response::new(job_to_pb(jobs::cancel(&*self.store, required_id(&request.id)?).await?)))
+        let id = required_id(&request.id)?;
+        let (job, _) = jobs::get(&*self.store, id).await?;
+        modelplane_service::reach_model(&extensions, &job.spec.model)?;
+        Ok(Response::new(job_to_pb(jobs::cancel(&*self.store, id).await?)))
     }
 
     async fn list_jobs(&self, request: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let caller = request.extensions().get::<Caller>().cloned();
         let request = request.into_inner();
         let state = match pb::JobState::try_from(request.state) {
             Ok(pb::JobState::Unspecified) => None,
@@ -108,14 +129,18 @@ impl pb::trainer_server::Trainer for TrainerService {
                 return Err(Status::invalid_argument(format!("state {} is not a JobState", request.state)));
             }
         };
-        let jobs = jobs::list(&*self.store, state, &request.model).await?;
+        let mut jobs = jobs::list(&*self.store, state, &request.model).await?;
+        jobs.retain(|job| caller.as_ref().is_none_or(|caller| caller.may_use_model(&job.spec.model)));
         Ok(Response::new(pb::ListJobsResponse { jobs: jobs.into_iter().map(job_to_pb).collect() }))
     }
 
     type WatchJobStream = Pin<Box<dyn Stream<Item = Result<pb::Job, Status>> + Send>>;
 
     async fn watch_job(&self, request: Request<pb::WatchJobRequest>) -> Result<Response<Self::WatchJobStream>, Status> {
+        let extensions = request.extensions().clone();
         let request = request.into_inner();
+        let (job, _) = jobs::get(&*self.store, required_id(&request.id)?).await?;
+        modelplane_service::reach_model(&extensions, &job.spec.model)?;
         let stream = jobs::watch(self.store.clone(), required_id(&request.id)?).await?;
         Ok(Response::new(stream.map(|item| item.map(job_to_pb).map_err(Status::from)).boxed()))
     }

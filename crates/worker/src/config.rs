@@ -26,6 +26,10 @@ pub struct WorkerConfig {
     /// Where the worker also registers its inference service under its advertised
     /// address, so a router in the same process (`modelplane up`) calls it directly.
     pub in_process: modelplane_service::InProcessServers,
+    /// How callers are admitted.
+    pub access: modelplane_service::access::ServerAccess,
+    /// What it presents to the services it calls (the registry).
+    pub credentials: modelplane_service::Credentials,
 }
 
 impl Default for WorkerConfig {
@@ -40,6 +44,8 @@ impl Default for WorkerConfig {
             batching: BatchPolicy::default(),
             memory_capacity: MemoryCapacity::Auto,
             in_process: Default::default(),
+            access: Default::default(),
+            credentials: Default::default(),
         }
     }
 }

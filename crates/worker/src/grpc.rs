@@ -85,6 +85,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceServic
         &self,
         request: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        modelplane_service::reach_model(request.extensions(), &request.get_ref().name)?;
         let request = request.into_inner();
         let ready = match self.resolve(&request.name, &request.version) {
             Ok(_) => true,
@@ -105,6 +106,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceServic
         &self,
         request: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        modelplane_service::reach_model(request.extensions(), &request.get_ref().name)?;
         let request = request.into_inner();
         let loaded = self.resolve(&request.name, &request.version)?;
         Ok(Response::new(model_metadata(&loaded, self.state.ready_versions(&request.name))))
@@ -114,6 +116,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceServic
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        modelplane_service::reach_model(request.extensions(), &request.get_ref().model_name)?;
         let deadline = modelplane_service::call_deadline(request.metadata());
         Ok(Response::new(self.infer_one(request.into_inner(), deadline).await?))
     }
@@ -126,6 +129,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceServic
         request: Request<tonic::Streaming<pb::ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
         let service = self.clone();
+        let caller = request.extensions().get::<modelplane_service::Caller>().cloned();
         let draining = {
             let shutdown = self.draining.clone();
             async move {
@@ -140,7 +144,11 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceServic
             draining,
             move |request| {
                 let service = service.clone();
-                async move { service.infer_one(request, None).await.map_err(Status::from) }
+                let reached = caller.as_ref().map_or(Ok(()), |caller| caller.reach(&request.model_name));
+                async move {
+                    reached?;
+                    service.infer_one(request, None).await.map_err(Status::from)
+                }
             },
         )))
     }
@@ -149,6 +157,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceServic
         &self,
         request: Request<pb::ModelConfigRequest>,
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
+        modelplane_service::reach_model(request.extensions(), &request.get_ref().name)?;
         let request = request.into_inner();
         let loaded = self.resolve(&request.name, &request.version)?;
         Ok(Response::new(pb::ModelConfigResponse { config: Some(crate::model_config::model_config(&loaded)) }))
@@ -158,6 +167,10 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceServic
         &self,
         request: Request<pb::ModelStatisticsRequest>,
     ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
+        let caller = request.extensions().get::<modelplane_service::Caller>().cloned();
+        if !request.get_ref().name.is_empty() {
+            modelplane_service::reach_model(request.extensions(), &request.get_ref().name)?;
+        }
         let request = request.into_inner();
         let version = match request.version.as_str() {
             "" => None,
@@ -170,6 +183,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceServic
             .loaded_models()
             .into_iter()
             .filter(|m| request.name.is_empty() || m.record.model == request.name)
+            .filter(|m| caller.as_ref().is_none_or(|caller| caller.may_use_model(&m.record.model)))
             .filter(|m| version.is_none_or(|v| m.record.version == v))
             .map(|m| m.stats.to_proto(&m.record.model, m.record.version))
             .collect();
@@ -183,6 +197,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceServic
         &self,
         request: Request<pb::RepositoryIndexRequest>,
     ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
+        let caller = request.extensions().get::<modelplane_service::Caller>().cloned();
         let ready_only = request.into_inner().ready;
         let models = self
             .state
@@ -190,6 +205,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceServic
             .into_iter()
             .map(|l| crate::model_config::index_entry(&l.model, l.version, l.state, &l.error))
             .filter(|entry| !ready_only || entry.state == "READY")
+            .filter(|entry| caller.as_ref().is_none_or(|caller| caller.may_use_model(&entry.name)))
             .collect();
         Ok(Response::new(pb::RepositoryIndexResponse { models }))
     }

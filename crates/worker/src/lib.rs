@@ -48,7 +48,10 @@ pub async fn serve(
     stats::describe_metrics();
     let local = listener.local_addr().map_err(|err| Error::Internal(err.to_string()))?;
     let addr = config.advertise_addr.clone().unwrap_or_else(|| local.to_string());
-    let registry = modelplane_client::Registry::connect(&config.registry_addr)
+    let auth = modelplane_store::KeyCache::auth_layer(store.clone(), &config.access)
+        .await
+        .map_err(|err| Error::Unavailable(err.to_string()))?;
+    let registry = modelplane_client::Registry::connect(&config.registry_addr, &config.credentials)
         .map_err(|err| Error::InvalidArgument(err.to_string()))?
         .acting_as(&format!("worker/{}", config.id));
     let lease = LeaseKeeper::start(store.clone(), config.lease_ttl)
@@ -133,9 +136,10 @@ pub async fn serve(
             .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES),
         |server, encoding| server.accept_compressed(encoding),
     );
-    let in_process = config.in_process.register(&addr, "worker", service.clone());
+    let in_process = config.in_process.register(&addr, "worker", auth.clone(), service.clone());
     // The linger lets routers see the withdrawn record before connections close.
-    let served = modelplane_service::serve_grpc("worker", service, listener, shutdown.clone(), WITHDRAW_DELAY).await;
+    let served =
+        modelplane_service::serve_grpc("worker", service, listener, shutdown.clone(), WITHDRAW_DELAY, auth).await;
     drop(in_process);
     let (handle, lease) = reconcile;
     let _ = handle.await;

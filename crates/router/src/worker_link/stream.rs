@@ -20,7 +20,7 @@ use std::time::Instant;
 use bytes::{Buf, Bytes};
 use h2::client::ResponseFuture;
 use h2::{RecvStream, SendStream};
-use http::{HeaderMap, HeaderValue};
+
 use modelplane_proto::inference as pb;
 use tonic::Status;
 
@@ -158,9 +158,7 @@ impl WorkerLink {
     }
 
     async fn open_stream(&self) -> Result<InferStream, Status> {
-        let mut headers = HeaderMap::with_capacity(2);
-        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        let headers = self.call_headers(3);
         let ((response, send), alive) = self.start_call(method::MODEL_STREAM_INFER, headers).await?;
         Ok(InferStream { send, response: Some(response), body: None, alive })
     }
