@@ -422,7 +422,9 @@ pub async fn echo(args: EchoArgs) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local: SocketAddr = listener.local_addr()?;
     let forward_to = match &args.forward_to {
-        Some(addr) => Some(WorkerLink::new(addr, Default::default()).map_err(|err| anyhow::anyhow!(err))?),
+        Some(addr) => {
+            Some(WorkerLink::new(addr, Default::default(), &Default::default()).map_err(|err| anyhow::anyhow!(err))?)
+        }
         None => None,
     };
     println!("modelplane: echo listening on {local}");

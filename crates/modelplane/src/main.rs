@@ -1,5 +1,6 @@
 //! `modelplane`: every server role and every client command in one binary.
 
+mod access_args;
 mod bench;
 mod client;
 mod config_file;
@@ -78,6 +79,13 @@ enum Command {
         #[command(flatten)]
         endpoints: Endpoints,
     },
+    /// Create, list and revoke API keys (admin).
+    Keys {
+        #[command(subcommand)]
+        command: client::KeysCommand,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
     /// Run inference through the router (KServe v2 gRPC).
     Predict {
         #[command(flatten)]
@@ -103,7 +111,16 @@ pub struct Endpoints {
     /// Router endpoint (KServe v2 gRPC).
     #[arg(long, global = true, env = "MODELPLANE_ROUTER", default_value = "127.0.0.1:8001")]
     pub router: String,
+    /// File holding the API key to call with. Else MODELPLANE_API_KEY, else the
+    /// credentials file in the user's config dir (~/.config/modelplane/credentials),
+    /// else the admin key `modelplane up` made in its data dir (MODELPLANE_DATA_DIR,
+    /// default ./modelplane-data).
+    #[arg(long, global = true, env = "MODELPLANE_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
 }
+
+/// Where `modelplane up` keeps its admin key, inside its data dir.
+pub const ADMIN_KEY_FILE: &str = "admin.key";
 
 /// Default data directory for `up` and the registry.
 pub fn default_data_dir() -> PathBuf {
@@ -143,6 +160,7 @@ fn main() -> std::process::ExitCode {
             Command::Alias { command, endpoints } => client::alias(command, &endpoints).await,
             Command::Deploy { args, endpoints } => client::deploy(args, &endpoints).await,
             Command::Workers { args, endpoints } => workers::workers(args, &endpoints).await,
+            Command::Keys { command, endpoints } => client::keys(command, &endpoints).await,
             Command::Predict { args, endpoints } => client::predict(args, &endpoints).await,
             Command::Bench(args) => bench::bench(args).await,
             Command::BenchEcho(args) => bench::echo(args).await,

@@ -11,6 +11,9 @@ use modelplane_service::Shutdown;
 use modelplane_store::KvStore;
 use tokio::net::TcpListener;
 
+use crate::access_args::{AccessArgs, AnonymousRole, ServiceKeyArgs};
+use modelplane_service::access::Role;
+
 /// Store selection shared by the cluster roles, and the optional settings file.
 #[derive(Args, Clone, Debug)]
 pub struct StoreArgs {
@@ -87,6 +90,8 @@ pub struct UpArgs {
     #[arg(long, env = "MODELPLANE_ROUTER_VIA_NETWORK")]
     pub router_via_network: bool,
     #[command(flatten)]
+    pub access: AccessArgs,
+    #[command(flatten)]
     pub batching: BatchArgs,
     #[command(flatten)]
     pub memory: MemoryArgs,
@@ -129,6 +134,13 @@ pub struct RegistryArgs {
     /// against the workers last seen serving for this long; 0 lets anything through.
     #[arg(long, env = "MODELPLANE_WORKER_ABSENCE_GRACE_SECS", default_value_t = 600)]
     pub worker_absence_grace_secs: u64,
+    #[command(flatten)]
+    pub access: AccessArgs,
+    /// File with the first admin key (`bootstrap-admin`): created (mode 0600) with a new
+    /// key when it does not exist, else its key (e.g. from a Kubernetes Secret) is stored.
+    /// Make the other keys with `modelplane keys create`.
+    #[arg(long, env = "MODELPLANE_ADMIN_KEY_FILE")]
+    pub admin_key_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -156,6 +168,10 @@ pub struct TrainerArgs {
     /// holds the parsed table in memory, about as large as the CSV.
     #[arg(long, env = "MODELPLANE_MAX_DATASET_BYTES", default_value = "16GiB", value_parser = parse_size)]
     pub max_dataset_bytes: u64,
+    #[command(flatten)]
+    pub access: AccessArgs,
+    #[command(flatten)]
+    pub key: ServiceKeyArgs,
 }
 
 #[derive(Args, Debug)]
@@ -184,6 +200,10 @@ pub struct WorkerArgs {
     pub batching: BatchArgs,
     #[command(flatten)]
     pub memory: MemoryArgs,
+    #[command(flatten)]
+    pub access: AccessArgs,
+    #[command(flatten)]
+    pub key: ServiceKeyArgs,
 }
 
 /// The memory a worker offers for loaded versions.
@@ -239,6 +259,10 @@ pub struct RouterArgs {
     pub registry: String,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub access: AccessArgs,
+    #[command(flatten)]
+    pub key: ServiceKeyArgs,
 }
 
 /// What one request and one client may take from the router.
@@ -317,10 +341,14 @@ pub async fn registry(args: RegistryArgs) -> Result<()> {
         max_dataset_bytes: args.max_dataset_bytes,
         orphan_grace: std::time::Duration::from_secs(args.orphan_grace_secs),
         worker_absence_grace: std::time::Duration::from_secs(args.worker_absence_grace_secs),
+        access: args.access.access(AnonymousRole::None),
     };
     config.validate().map_err(anyhow::Error::msg)?;
     check_blob_store(&config).await?;
     let store = connect_store(&args.store).await?;
+    if let Some(path) = &args.admin_key_file {
+        bootstrap_admin_key(store.as_ref(), path).await?;
+    }
     let shutdown = shutdown_on_signal();
     args.metrics.serve(&shutdown).await?;
     let listener = bind("registry", &args.listen).await?;
@@ -336,9 +364,13 @@ pub async fn trainer(args: TrainerArgs) -> Result<()> {
         max_concurrent_jobs: args.max_concurrent_jobs,
         lease_ttl: std::time::Duration::from_secs(args.lease_ttl_secs),
         max_dataset_bytes: args.max_dataset_bytes,
+        access: args.access.access(AnonymousRole::None),
+        credentials: Default::default(),
     };
     config.validate().map_err(anyhow::Error::msg)?;
     let store = connect_store(&args.store).await?;
+    let credentials = args.key.credentials(store.as_ref(), &config.id, Role::Service).await?;
+    let config = modelplane_trainer::TrainerConfig { credentials, ..config };
     let shutdown = shutdown_on_signal();
     args.metrics.serve(&shutdown).await?;
     let listener = bind("trainer", &args.listen).await?;
@@ -354,10 +386,12 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
         cache_dir: args.cache_dir,
         batching: args.batching.policy(),
         memory_capacity: args.memory.memory_capacity,
+        access: args.access.access(AnonymousRole::None),
         ..Default::default()
     };
     config.validate().map_err(anyhow::Error::msg)?;
     let store = connect_store(&args.store).await?;
+    config.credentials = args.key.credentials(store.as_ref(), &config.id, Role::Worker).await?;
     let shutdown = shutdown_on_signal();
     args.metrics.serve(&shutdown).await?;
     let listener = bind("worker", &args.listen).await?;
@@ -368,11 +402,15 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
 
 pub async fn router(args: RouterArgs) -> Result<()> {
     let _telemetry = modelplane_service::init("modelplane-router");
-    let config = args
-        .limits
-        .apply(modelplane_router::RouterConfig { registry_addr: Some(args.registry.clone()), ..Default::default() });
+    let config = args.limits.apply(modelplane_router::RouterConfig {
+        registry_addr: Some(args.registry.clone()),
+        access: args.access.access(AnonymousRole::None),
+        ..Default::default()
+    });
     config.validate().map_err(anyhow::Error::msg)?;
     let store = connect_store(&args.store).await?;
+    let credentials = args.key.credentials(store.as_ref(), "router", Role::Service).await?;
+    let config = modelplane_router::RouterConfig { credentials, ..config };
     let shutdown = shutdown_on_signal();
     args.metrics.serve(&shutdown).await?;
     let listener = bind("router", &args.listen).await?;
@@ -390,10 +428,17 @@ pub async fn up(args: UpArgs) -> Result<()> {
     modelplane_service::metrics::install();
     let blob_store =
         args.blob_store.unwrap_or_else(|| modelplane_registry::BlobLocation::Local(args.data_dir.join("blobs")));
-    let registry_config = modelplane_registry::RegistryConfig { blob_store, ..Default::default() };
-    let trainer_config = modelplane_trainer::TrainerConfig { id: "trainer-local".into(), ..Default::default() };
+    // Inference stays open on one node (the README's curl and tritonclient snippets);
+    // everything else needs a key.
+    let access = args.access.access(AnonymousRole::Predictor);
+    warn_if_reachable_in_clear(&args.bind);
+    let registry_config =
+        modelplane_registry::RegistryConfig { blob_store, access: access.clone(), ..Default::default() };
+    let trainer_config =
+        modelplane_trainer::TrainerConfig { id: "trainer-local".into(), access: access.clone(), ..Default::default() };
     let mut worker_config = modelplane_worker::WorkerConfig {
         id: "worker-local".into(),
+        access: access.clone(),
         cache_dir: args.data_dir.join("cache"),
         batching: args.batching.policy(),
         memory_capacity: args.memory.memory_capacity,
@@ -408,6 +453,16 @@ pub async fn up(args: UpArgs) -> Result<()> {
         modelplane_store::EmbeddedStore::open(&store_path)
             .with_context(|| format!("cannot open the embedded store {}", store_path.display()))?,
     );
+    let admin_key = args.data_dir.join(crate::ADMIN_KEY_FILE);
+    bootstrap_admin_key(store.as_ref(), &admin_key).await?;
+    let keys = args.data_dir.join("keys");
+    let service_key = |file: &str, name: &'static str, role: Role| {
+        let (store, path) = (store.clone(), keys.join(file));
+        async move { crate::access_args::service_key(store.as_ref(), &path, name, role).await }
+    };
+    let trainer_credentials = service_key("trainer.key", "trainer-local", Role::Service).await?;
+    worker_config.credentials = service_key("worker.key", "worker-local", Role::Worker).await?;
+    let router_credentials = service_key("router.key", "router", Role::Service).await?;
 
     let registry_listener = bind("registry", &format!("{}:{}", args.bind, args.registry_port)).await?;
     let trainer_listener = bind("trainer", &format!("{}:{}", args.bind, args.trainer_port)).await?;
@@ -415,7 +470,11 @@ pub async fn up(args: UpArgs) -> Result<()> {
     let router_listener = bind("router", &format!("{}:{}", args.bind, args.grpc_port)).await?;
     let http_listener = bind("router-http", &format!("{}:{}", args.bind, args.http_port)).await?;
     let registry_addr = advertised(&registry_listener, None)?;
-    let trainer_config = modelplane_trainer::TrainerConfig { registry_addr: registry_addr.clone(), ..trainer_config };
+    let trainer_config = modelplane_trainer::TrainerConfig {
+        registry_addr: registry_addr.clone(),
+        credentials: trainer_credentials,
+        ..trainer_config
+    };
     worker_config.registry_addr = registry_addr.clone();
     worker_config.advertise_addr = Some(advertised(&worker_listener, None)?);
     let router_addr = advertised(&router_listener, None)?;
@@ -447,6 +506,8 @@ pub async fn up(args: UpArgs) -> Result<()> {
                 args.limits.apply(modelplane_router::RouterConfig {
                     registry_addr: Some(registry_addr.clone()),
                     in_process: in_process.unwrap_or_default(),
+                    access,
+                    credentials: router_credentials,
                     ..Default::default()
                 }),
                 store.clone(),
@@ -463,6 +524,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
     println!("  metrics (Prometheus):       http://{advertised_http}/metrics");
     println!("  registry:                   {registry_addr}");
     println!("  trainer:                    {trainer_addr}");
+    println!("  admin API key:              {} (the CLI finds it there)", admin_key.display());
     println!("Try: modelplane datasets upload data.csv --name mydata");
 
     let mut failures = Vec::new();
@@ -474,6 +536,34 @@ pub async fn up(args: UpArgs) -> Result<()> {
         }
     }
     if failures.is_empty() { Ok(()) } else { bail!("{}", failures.join("; ")) }
+}
+
+/// Stores the key in `path` as the first admin key, making one when the file does not
+/// exist, and says where it is.
+async fn bootstrap_admin_key(store: &dyn KvStore, path: &std::path::Path) -> Result<()> {
+    let spec = modelplane_store::api_key::KeySpec {
+        name: "bootstrap-admin",
+        role: Role::Admin,
+        model_prefix: "",
+        expires_unix_ms: None,
+        created_by: "modelplane",
+    };
+    let key =
+        modelplane_store::api_key::ensure_key_file(store, path, &spec).await.context("the bootstrap admin key")?;
+    tracing::info!(key_id = key.id(), path = %path.display(), "bootstrap admin key");
+    Ok(())
+}
+
+/// Keys travel in the `authorization` header; without TLS anyone on the network path
+/// can read them.
+fn warn_if_reachable_in_clear(bind: &str) {
+    let loopback = bind == "localhost" || bind.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        eprintln!(
+            "modelplane: warning: listening on {bind} without TLS; API keys and data would travel in clear \
+             to anyone on the network path"
+        );
+    }
 }
 
 /// Runs a role; when it fails, the others are told to stop too.

@@ -116,7 +116,7 @@ pub async fn deploy(args: DeployArgs, endpoints: &Endpoints) -> Result<()> {
         println!("deployed {}", args.model);
         return Ok(());
     }
-    let mut router = GrpcInferenceServiceClient::new(channel(&endpoints.router)?);
+    let mut router = GrpcInferenceServiceClient::new(channel(endpoints, &endpoints.router)?);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.wait);
     loop {
         let request = ModelReadyRequest { name: args.model.clone(), version: String::new() };

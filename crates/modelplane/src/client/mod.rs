@@ -10,8 +10,10 @@ use modelplane_service::TracedChannel;
 use crate::Endpoints;
 
 mod archive;
+mod credentials;
 mod datasets;
 mod deploy;
+mod keys;
 mod models;
 mod predict;
 mod train;
@@ -19,6 +21,7 @@ mod transfer;
 
 pub use datasets::{DatasetsCommand, datasets};
 pub use deploy::{AliasCommand, DeployArgs, alias, deploy};
+pub use keys::{KeysCommand, keys};
 pub use models::{ModelsCommand, models};
 pub use predict::{PredictArgs, predict};
 pub use train::{TrainArgs, train};
@@ -31,8 +34,10 @@ pub enum OutputFormat {
     Json,
 }
 
-pub(crate) fn channel(addr: &str) -> Result<TracedChannel> {
-    modelplane_service::connect_lazy(addr).with_context(|| format!("bad endpoint {addr:?}"))
+/// A channel to `addr` carrying the CLI's credentials (see [`credentials`]).
+pub(crate) fn channel(endpoints: &Endpoints, addr: &str) -> Result<TracedChannel> {
+    let credentials = credentials::credentials(endpoints)?;
+    modelplane_service::connect_lazy(addr, &credentials).with_context(|| format!("bad endpoint {addr:?}"))
 }
 
 /// Who the CLI's mutations are recorded as: `cli/` and `MODELPLANE_ACTOR`, else `USER`.
@@ -43,7 +48,8 @@ fn actor() -> String {
 
 /// The registry, acting as the user for the audit log.
 pub(crate) fn registry_client(endpoints: &Endpoints) -> Result<modelplane_client::Registry> {
-    Ok(modelplane_client::Registry::connect(&endpoints.registry)?.acting_as(&actor()))
+    let credentials = credentials::credentials(endpoints)?;
+    Ok(modelplane_client::Registry::connect(&endpoints.registry, &credentials)?.acting_as(&actor()))
 }
 
 /// The generated registry client, for unary calls.

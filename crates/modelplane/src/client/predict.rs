@@ -54,7 +54,7 @@ pub async fn predict(args: PredictArgs, endpoints: &Endpoints) -> Result<()> {
     let text = tokio::fs::read_to_string(&args.input)
         .await
         .with_context(|| format!("cannot read {}", args.input.display()))?;
-    let mut client = GrpcInferenceServiceClient::new(channel(&endpoints.router)?);
+    let mut client = GrpcInferenceServiceClient::new(channel(endpoints, &endpoints.router)?);
     let metadata = client
         .model_metadata(ModelMetadataRequest { name: args.model.clone(), version: args.version.clone() })
         .await

@@ -90,7 +90,7 @@ pub async fn train(args: TrainArgs, endpoints: &Endpoints) -> Result<()> {
     if let Some(rate) = args.learning_rate {
         params.insert("learning_rate".into(), rate.to_string());
     }
-    let mut client = TrainerClient::new(channel(&endpoints.trainer)?);
+    let mut client = TrainerClient::new(channel(endpoints, &endpoints.trainer)?);
     let spec = tpb::JobSpec {
         model: args.model.clone(),
         kind: args.kind.clone(),

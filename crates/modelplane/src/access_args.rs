@@ -1,0 +1,90 @@
+//! The security flags of the server roles: who is admitted without a key, how failed
+//! authentications are slowed down, and the key each service presents to the others.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use modelplane_service::Credentials;
+use modelplane_service::access::{Role, ServerAccess};
+use modelplane_store::KvStore;
+use modelplane_store::api_key::{KeySpec, ensure_key_file};
+
+/// What a caller without a key may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AnonymousRole {
+    /// Inference and model metadata (Triton's default: open inference).
+    Predictor,
+    /// Read-only: registry, statistics, jobs, audit.
+    Viewer,
+    /// Nothing but health and reflection.
+    None,
+}
+
+impl AnonymousRole {
+    fn role(self) -> Option<Role> {
+        match self {
+            AnonymousRole::Predictor => Some(Role::Predictor),
+            AnonymousRole::Viewer => Some(Role::Viewer),
+            AnonymousRole::None => None,
+        }
+    }
+}
+
+/// How a server admits its callers.
+#[derive(Args, Clone, Debug)]
+pub struct AccessArgs {
+    /// What a caller without an API key may do (cluster roles: none; `up`: predictor).
+    #[arg(long, env = "MODELPLANE_ANONYMOUS_ROLE", value_enum)]
+    pub anonymous_role: Option<AnonymousRole>,
+    /// Failed authentications one client address may make in a minute before it is
+    /// refused (RESOURCE_EXHAUSTED, REST 429) for the rest of it; 0: no limit.
+    #[arg(long, env = "MODELPLANE_AUTH_FAILURES_PER_MINUTE", default_value_t = modelplane_service::DEFAULT_FAILURES_PER_MINUTE)]
+    pub auth_failures_per_minute: u32,
+}
+
+impl AccessArgs {
+    /// The settings, with `default` for callers without a key unless the flag says.
+    pub fn access(&self, default: AnonymousRole) -> ServerAccess {
+        ServerAccess {
+            anonymous: self.anonymous_role.unwrap_or(default).role(),
+            failures_per_minute: self.auth_failures_per_minute,
+        }
+    }
+}
+
+/// The key a service presents to the registry and the workers.
+#[derive(Args, Clone, Debug)]
+pub struct ServiceKeyArgs {
+    /// File holding this service's API key. A file that does not exist yet is created
+    /// (mode 0600) with a new key of the service's identity (`worker` or `service`); a
+    /// key in the file that the store does not know yet (e.g. from a Kubernetes Secret)
+    /// is stored with that identity. Without it the service's calls carry no key.
+    #[arg(long, env = "MODELPLANE_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+}
+
+impl ServiceKeyArgs {
+    /// The credentials of the service `name` with `role`. A process that can write the
+    /// store could write key records itself, so letting it make its own key grants
+    /// nothing it did not have.
+    pub async fn credentials(&self, store: &dyn KvStore, name: &str, role: Role) -> Result<Credentials> {
+        let Some(path) = &self.api_key_file else {
+            tracing::warn!(
+                service = name,
+                "no --api-key-file: this service's calls to the registry and workers carry no key \
+                 and are refused unless those admit anonymous callers"
+            );
+            return Ok(Credentials::default());
+        };
+        service_key(store, path, name, role).await
+    }
+}
+
+/// The key in `path` for the service `name`, made or stored as [`ensure_key_file`] does.
+pub async fn service_key(store: &dyn KvStore, path: &Path, name: &str, role: Role) -> Result<Credentials> {
+    let spec = KeySpec { name, role, model_prefix: "", expires_unix_ms: None, created_by: name };
+    let key = ensure_key_file(store, path, &spec).await.with_context(|| format!("the API key of {name}"))?;
+    tracing::info!(service = name, key_id = key.id(), "presenting its API key");
+    Ok(Credentials::with_key(key))
+}
