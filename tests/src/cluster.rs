@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 
 /// A command that starts from a clean environment: only PATH and HOME of the caller's
 /// (and RAYON_NUM_THREADS, the knob for trying the suite with one compute thread),
-/// loopback exempt from any proxy, and what the test sets. Whatever else the developer's
+/// loopback exempt from any proxy, the harness's admin key, and what the test sets. Whatever else the developer's
 /// shell exports (`MODELPLANE_*`, `OTEL_EXPORTER_OTLP_ENDPOINT`, `HTTP_PROXY`,
 /// `RUST_LOG`…) must not change what a test sees.
 pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
@@ -28,6 +28,8 @@ pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     for name in ["NO_PROXY", "no_proxy"] {
         command.env(name, "127.0.0.1,localhost,::1");
     }
+    // CLI commands call as the harness's admin (`crate::keys`).
+    command.env("MODELPLANE_API_KEY", crate::keys::admin_key());
     command
 }
 
@@ -179,6 +181,7 @@ impl Process {
         let log = log_dir.join(format!("{name}.log"));
         let mut child = clean_command(bin)
             .args(args)
+            .envs(crate::keys::key_env(name, args, log_dir)?)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")

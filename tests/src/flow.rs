@@ -11,12 +11,20 @@ use modelplane_proto::inference::{InferTensorContents, ModelInferRequest, ModelI
 use modelplane_proto::registry::{self as pb, registry_client::RegistryClient};
 use modelplane_proto::trainer::{self as tpb, trainer_client::TrainerClient};
 use sha2::{Digest, Sha256};
-use tonic::transport::Channel;
+use tonic::service::interceptor::InterceptedService;
 
-/// A client channel to `host:port`. Every call on it has a deadline, so a server that
-/// hangs fails the test with DEADLINE_EXCEEDED instead of stalling it; the deadline only
-/// bounds a hang (streams are bounded where they are read).
+/// A channel whose calls carry the harness's admin key.
+pub type Channel = InterceptedService<tonic::transport::Channel, crate::keys::AsAdmin>;
+
+/// A client channel to `host:port`, calling as the harness's admin. Every call on it has
+/// a deadline, so a server that hangs fails the test with DEADLINE_EXCEEDED instead of
+/// stalling it; the deadline only bounds a hang (streams are bounded where they are read).
 pub async fn channel(addr: &str) -> Result<Channel> {
+    Ok(InterceptedService::new(anonymous_channel(addr)?, crate::keys::AsAdmin))
+}
+
+/// [`channel`] without a key.
+pub fn anonymous_channel(addr: &str) -> Result<tonic::transport::Channel> {
     Ok(tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(Duration::from_secs(20))
         .timeout(Duration::from_secs(120))

@@ -8,6 +8,7 @@
 mod cluster;
 mod data;
 mod flow;
+pub mod keys;
 mod load;
 pub mod metrics;
 mod otlp;

@@ -500,7 +500,7 @@ async fn placement_without_live_workers(registry_addr: &str) {
 /// Workers place deployments within their memory (1 GiB each here): a replica larger
 /// than every worker is refused, and one that no worker has room left for is not served,
 /// with the reason in the router's answer.
-async fn memory_placement(registry: &mut pb::registry_client::RegistryClient<tonic::transport::Channel>, router: &str) {
+async fn memory_placement(registry: &mut pb::registry_client::RegistryClient<modelplane_tests::Channel>, router: &str) {
     let with_memory = |model: &str, memory_bytes: Option<u64>| pb::SetDeploymentRequest {
         deployment: Some(pb::Deployment {
             model: model.into(),

@@ -27,12 +27,12 @@ fn spec(model: &str, kind: &str, dataset: &str, target: &str, params: &[(&str, &
 }
 
 /// Submits a spec that must be refused; returns the status.
-async fn refused(client: &TrainerClient<tonic::transport::Channel>, spec: tpb::JobSpec) -> tonic::Status {
+async fn refused(client: &TrainerClient<modelplane_tests::Channel>, spec: tpb::JobSpec) -> tonic::Status {
     client.clone().submit_job(tpb::SubmitJobRequest { spec: Some(spec) }).await.expect_err("refused")
 }
 
 /// Trains to the end and returns the finished job.
-async fn run_job(client: &mut TrainerClient<tonic::transport::Channel>, spec: tpb::JobSpec) -> tpb::Job {
+async fn run_job(client: &mut TrainerClient<modelplane_tests::Channel>, spec: tpb::JobSpec) -> tpb::Job {
     let job = client.submit_job(tpb::SubmitJobRequest { spec: Some(spec) }).await.expect("submit").into_inner();
     wait_for(client, &job.id, Duration::from_secs(300), |j| {
         !matches!(state(j), tpb::JobState::Queued | tpb::JobState::Running)
@@ -40,13 +40,13 @@ async fn run_job(client: &mut TrainerClient<tonic::transport::Channel>, spec: tp
     .await
 }
 
-async fn get(client: &mut TrainerClient<tonic::transport::Channel>, id: &str) -> tpb::Job {
+async fn get(client: &mut TrainerClient<modelplane_tests::Channel>, id: &str) -> tpb::Job {
     client.get_job(tpb::GetJobRequest { id: id.into() }).await.expect("get job").into_inner()
 }
 
 /// Polls a job until `done` holds for it.
 async fn wait_for(
-    client: &mut TrainerClient<tonic::transport::Channel>,
+    client: &mut TrainerClient<modelplane_tests::Channel>,
     id: &str,
     timeout: Duration,
     done: impl Fn(&tpb::Job) -> bool,

@@ -142,7 +142,7 @@ async fn registries_share_etcd_without_duplicate_versions_and_survive_crashes() 
     };
     assert_eq!(status.code(), Code::DataLoss, "{status:?}");
     assert!(status.message().contains("corrupt"), "{}", status.message());
-    let typed = modelplane_client::Registry::connect(&c).expect("client");
+    let typed = modelplane_client::Registry::connect(&c, &modelplane_tests::keys::admin_credentials()).expect("client");
     let mut sink = Vec::new();
     let refused = typed.download_artifact("fragile", &version.to_string(), &mut sink, &modelplane_client::Silent).await;
     assert_eq!(refused.expect_err("corrupt blob").code(), Code::DataLoss);

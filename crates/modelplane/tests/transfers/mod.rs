@@ -60,7 +60,7 @@ async fn round_trip(dir: &Path, addr: &str) {
     let csv = houses_csv(3000);
     let file = dir.join("streamed.csv");
     std::fs::write(&file, &csv).expect("write csv");
-    let client = Registry::connect(addr).expect("client");
+    let client = Registry::connect(addr, &modelplane_tests::keys::admin_credentials()).expect("client");
     let source = Source::file(&file).await.expect("source");
     let uploaded = client.upload_dataset("streamed", source, std::sync::Arc::new(Silent)).await.expect("upload");
     assert_eq!(uploaded.sha256, hex::encode(Sha256::digest(csv.as_bytes())));
