@@ -256,9 +256,19 @@ def start_up(work, extra_args=(), env=None, bin=BIN):
         ["up", *extra_args, "--data-dir", os.path.join(work, "data"), "--grpc-port", "0", "--http-port", "0",
          "--registry-port", "0", "--trainer-port", "0", "--worker-port", "0"],
         env, 5, os.path.join(work, "up.log"), bin)
+    # The CLI finds the admin key `up` made in its data dir, as the README says.
     cli_env = dict(env, MODELPLANE_REGISTRY=addrs["registry"], MODELPLANE_TRAINER=addrs["trainer"],
-                   MODELPLANE_ROUTER=addrs["router"])
+                   MODELPLANE_ROUTER=addrs["router"], MODELPLANE_DATA_DIR=os.path.join(work, "data"))
     return proc, addrs, cli_env
+
+
+def admin_headers(work):
+    """The `authorization` header of the admin key `up` made in `work`'s data dir (mode
+    0600, as the security issue asks)."""
+    path = os.path.join(work, "data", "admin.key")
+    assert os.stat(path).st_mode & 0o777 == 0o600, oct(os.stat(path).st_mode)
+    with open(path) as f:
+        return {"authorization": "Bearer " + f.read().strip()}
 
 
 def make_data(work):
@@ -325,6 +335,7 @@ def cluster():
     cli("models", "import", "slow-chain", slow_path)
     cli("deploy", "slow-chain", "--version", "1")
     HTTP["url"] = "http://" + addrs["router-http"]
+    HTTP["admin"] = admin_headers(work)
     HTTP["worker"] = addrs["worker"]
     CLI.update(env=env, cwd=work)
     yield addrs["router"], artifacts[0]
@@ -351,12 +362,19 @@ def unload_and_reload(client, model, listed):
     """Unloads `model` through a tritonclient (gRPC or HTTP), waits until `listed()`
     (the names in the repository index) leaves it out, loads it again and waits until
     it is ready."""
-    client.unload_model(model)
+    # Load and unload deploy: callers without a key (inference only, on `up`) may not.
+    try:
+        client.unload_model(model)
+        raise AssertionError("an anonymous caller unloaded a model")
+    except Exception as err:  # tritonclient.grpc and .http raise their own classes
+        assert "UNAUTHENTICATED" in str(err.status()) or err.status() == "401", err
+        assert "needs an API key" in err.message(), err.message()
+    client.unload_model(model, headers=HTTP["admin"])
     deadline = time.time() + 60
     while model in listed():
         assert time.time() < deadline, f"the router still lists the unloaded {model}"
         time.sleep(0.1)
-    client.load_model(model)
+    client.load_model(model, headers=HTTP["admin"])
     deadline = time.time() + 60
     while not client.is_model_ready(model):
         assert time.time() < deadline, f"the reloaded {model} never became ready"

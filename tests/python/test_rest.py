@@ -7,7 +7,7 @@ import urllib.request
 import numpy as np
 import tritonclient.http as httpclient
 
-from conftest import ROWS, SLOW_WIDTH, TYPED_W, expected, slow_rows, unload_and_reload
+from conftest import HTTP, ROWS, SLOW_WIDTH, TYPED_W, expected, slow_rows, unload_and_reload
 
 
 def call(url, body=None):
@@ -200,7 +200,7 @@ def test_triton_http_extensions_as_tritonclient_uses_them(rest):
 
     unload_and_reload(client, "onnx-typed", lambda: {m["name"] for m in client.get_model_repository_index()})
     try:
-        client.load_model("no-such-model")
+        client.load_model("no-such-model", headers=HTTP["admin"])
         raise AssertionError("loading an unknown model succeeded")
     except httpclient.InferenceServerException as err:
         assert err.status() == "404" and "not found" in err.message()

@@ -153,7 +153,9 @@ def test_a_restart_sweeps_orphans_and_keeps_referenced_blobs(s3):
     try:
         # The sweep runs before the registry answers its first request.
         downloaded = subprocess.run([BIN, "models", "download", "houses", "1", "--output", "after.bin",
-                                     "--registry", addrs["registry"]], env=env, cwd=work, capture_output=True,
+                                     "--registry", addrs["registry"]],
+                                    env=dict(env, MODELPLANE_DATA_DIR=os.path.join(work, "data")), cwd=work,
+                                    capture_output=True,
                                     timeout=600)
         assert downloaded.returncode == 0, downloaded.stderr
         assert keys(client, "artifacts", prefix) == referenced, "the orphan went, the referenced blob stayed"

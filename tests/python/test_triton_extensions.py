@@ -80,7 +80,7 @@ def test_unload_and_load_undeploy_and_redeploy(cluster):
     index = lambda: {m["name"] for m in client.get_model_repository_index(as_json=True)["models"]}  # noqa: E731
     unload_and_reload(client, "onnx-classifier", index)
     try:
-        client.load_model("no-such-model")
+        client.load_model("no-such-model", headers=HTTP["admin"])
         raise AssertionError("loading an unknown model succeeded")
     except grpcclient.InferenceServerException as err:
         assert "NOT_FOUND" in str(err.status())

@@ -54,6 +54,37 @@ pub struct BenchArgs {
     /// right after a deploy or a restart.
     #[arg(long, default_value_t = 120.0)]
     pub ready_timeout_secs: f64,
+    /// File with an API key sent as `authorization: Bearer …` on every request (default:
+    /// none, the server's anonymous role).
+    #[arg(long)]
+    pub api_key_file: Option<std::path::PathBuf>,
+}
+
+/// The channel every request goes on: with the key's `authorization`, if one was given.
+type BenchChannel = tonic::service::interceptor::InterceptedService<Channel, Authorize>;
+
+/// Adds the bench's `authorization` (sensitive) to each request.
+#[derive(Clone)]
+struct Authorize(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for Authorize {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+impl Authorize {
+    fn from_file(path: Option<&std::path::Path>) -> Result<Self> {
+        let Some(path) = path else { return Ok(Self(None)) };
+        let key = modelplane_service::credentials::ApiKey::read_file(path).map_err(anyhow::Error::msg)?;
+        let mut value: tonic::metadata::AsciiMetadataValue =
+            key.header_value().to_str().context("an API key is ASCII")?.parse().context("header value")?;
+        value.set_sensitive(true);
+        Ok(Self(Some(value)))
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -79,7 +110,7 @@ pub struct EchoArgs {
 }
 
 /// Polls ModelReady until the model is ready, or fails after `timeout`.
-async fn wait_ready(client: &mut GrpcInferenceServiceClient<Channel>, args: &BenchArgs) -> Result<()> {
+async fn wait_ready(client: &mut GrpcInferenceServiceClient<BenchChannel>, args: &BenchArgs) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs_f64(args.ready_timeout_secs);
     let request = pb::ModelReadyRequest { name: args.model.clone(), version: args.version.clone() };
     loop {
@@ -96,7 +127,7 @@ async fn wait_ready(client: &mut GrpcInferenceServiceClient<Channel>, args: &Ben
 }
 
 /// The input a model's metadata declares: name and features per row.
-async fn input_of(client: &mut GrpcInferenceServiceClient<Channel>, args: &BenchArgs) -> Result<(String, usize)> {
+async fn input_of(client: &mut GrpcInferenceServiceClient<BenchChannel>, args: &BenchArgs) -> Result<(String, usize)> {
     let request = pb::ModelMetadataRequest { name: args.model.clone(), version: args.version.clone() };
     let metadata =
         client.model_metadata(request).await.map_err(|s| anyhow::anyhow!("model metadata: {}", s.message()))?;
@@ -135,13 +166,13 @@ struct RunResult {
 
 /// How one loop sends its requests.
 enum Caller {
-    Unary(GrpcInferenceServiceClient<Channel>),
+    Unary(GrpcInferenceServiceClient<BenchChannel>),
     /// The sending half of an open ModelStreamInfer call, and its answers.
     Stream(tokio::sync::mpsc::Sender<pb::ModelInferRequest>, tonic::Streaming<pb::ModelStreamInferResponse>),
 }
 
 impl Caller {
-    async fn open(mut client: GrpcInferenceServiceClient<Channel>, stream: bool) -> Result<Self, String> {
+    async fn open(mut client: GrpcInferenceServiceClient<BenchChannel>, stream: bool) -> Result<Self, String> {
         if !stream {
             return Ok(Self::Unary(client));
         }
@@ -173,7 +204,7 @@ impl Caller {
 
 /// `concurrency` loops, each sending the next request when the last answered.
 async fn run(
-    client: GrpcInferenceServiceClient<Channel>,
+    client: GrpcInferenceServiceClient<BenchChannel>,
     template: pb::ModelInferRequest,
     (concurrency, stream): (usize, bool),
     warmup: Duration,
@@ -237,7 +268,9 @@ pub async fn bench(args: BenchArgs) -> Result<()> {
         .connect()
         .await
         .with_context(|| format!("cannot reach {}", args.target))?;
-    let mut client = GrpcInferenceServiceClient::new(channel).max_decoding_message_size(64 << 20);
+    let authorize = Authorize::from_file(args.api_key_file.as_deref())?;
+    let mut client =
+        GrpcInferenceServiceClient::with_interceptor(channel, authorize).max_decoding_message_size(64 << 20);
     wait_ready(&mut client, &args).await?;
     let (input, features) = input_of(&mut client, &args).await?;
     let template = request(&args, &input, features);

@@ -54,6 +54,13 @@ async fn registries_share_etcd_without_duplicate_versions_and_survive_crashes() 
     let mut first = registry_process(bin, &etcd, &blobs, dir.path(), "registry-a");
     let second = registry_process(bin, &etcd, &blobs, dir.path(), "registry-b");
     let (a, b) = (first.addr("registry"), second.addr("registry"));
+    // Each sweeps the shared blob directory (grace 0) before it serves: wait for both,
+    // or one's sweep would take the other's uploads in flight for orphans.
+    for addr in [&a, &b] {
+        while !modelplane_tests::health_serving(addr).await.unwrap_or(false) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 
     // 24 concurrent uploads of the same model, half through each registry.
     let bytes = artifact(5);

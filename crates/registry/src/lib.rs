@@ -52,12 +52,12 @@ pub async fn serve(
 ) -> Result<()> {
     config.validate().map_err(Error::InvalidArgument)?;
     let blobs = BlobStore::open(&config.blob_store).await?;
-    let auth = modelplane_store::KeyCache::auth_layer(store.clone(), &config.access).await?;
-    let registry = Registry::new(store, blobs, config.clone());
+    let registry = Registry::new(store.clone(), blobs, config.clone());
     match registry.remove_orphans(config.orphan_grace).await {
         Ok(_) => {}
         Err(err) => tracing::warn!(error = %err, "orphan sweep failed; will try at the next start"),
     }
+    let auth = modelplane_store::KeyCache::auth_layer(store, &config.access).await?;
     tokio::spawn({
         let (registry, shutdown) = (registry.clone(), shutdown.clone());
         async move { registry.remember_workers(shutdown).await }

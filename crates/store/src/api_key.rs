@@ -81,6 +81,7 @@ pub async fn ensure_key_file(
         let new = create(spec, now);
         write_private(path, &new.key).map_err(|err| file_error(err.to_string()))?;
         store.put(&schema::api_key_key(&new.record.id), schema::encode(&new.record), None).await?;
+        audit_stored(store, &new.record, "create_key").await?;
         return ApiKey::parse(&new.key).map_err(file_error);
     }
     let key = ApiKey::read_file(path).map_err(file_error)?;
@@ -99,9 +100,26 @@ pub async fn ensure_key_file(
         None => {
             let record = record_for(presented.id, presented.secret, spec, now);
             store.put(&record_key, schema::encode(&record), None).await?;
+            audit_stored(store, &record, "import_key").await?;
         }
     }
     Ok(key)
+}
+
+/// Records in the audit log that a service stored the key `record` (as the registry
+/// records the keys it makes), with the service as the actor.
+async fn audit_stored(store: &dyn KvStore, record: &ApiKeyRecord, action: &str) -> crate::Result<()> {
+    let entry = schema::AuditRecord {
+        unix_ms: record.created_unix_ms,
+        actor: record.created_by.clone(),
+        action: action.to_owned(),
+        model: String::new(),
+        subject: format!("{} ({})", record.name, record.id),
+        before: String::new(),
+        after: format!("role {}", record.role.name()),
+        reason: String::new(),
+    };
+    store.put(&schema::audit_key(entry.unix_ms, &record.id), schema::encode(&entry), None).await.map(|_| ())
 }
 
 /// Writes `key` to a new file only its owner may read (its directory is made if need be).
