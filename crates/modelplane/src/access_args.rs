@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use modelplane_service::Credentials;
 use modelplane_service::access::{Role, ServerAccess};
+use modelplane_service::tls::{ClientTls, ServerTls};
 use modelplane_store::KvStore;
 use modelplane_store::api_key::{KeySpec, ensure_key_file};
 
@@ -41,21 +42,68 @@ pub struct AccessArgs {
     /// refused (RESOURCE_EXHAUSTED, REST 429) for the rest of it; 0: no limit.
     #[arg(long, env = "MODELPLANE_AUTH_FAILURES_PER_MINUTE", default_value_t = modelplane_service::DEFAULT_FAILURES_PER_MINUTE)]
     pub auth_failures_per_minute: u32,
+    /// PEM certificate chain to serve TLS with (on every listener of the role); read
+    /// again when the file changes.
+    #[arg(long, env = "MODELPLANE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "MODELPLANE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA that clients' certificates must chain to (mTLS: a client without one is
+    /// refused at the handshake).
+    #[arg(long, env = "MODELPLANE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl AccessArgs {
-    /// The settings, with `default` for callers without a key unless the flag says.
-    pub fn access(&self, default: AnonymousRole) -> ServerAccess {
-        ServerAccess {
+    /// The settings, with `default` for callers without a key unless the flag says; the
+    /// TLS files are loaded once here, so a bad one stops start-up before a port is bound.
+    pub fn access(&self, default: AnonymousRole) -> Result<ServerAccess> {
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                let tls = ServerTls { cert: cert.clone(), key: key.clone(), client_ca: self.tls_client_ca.clone() };
+                tls.acceptor(modelplane_service::tls::ALPN_H2).map_err(anyhow::Error::msg)?;
+                Some(tls)
+            }
+            _ => None,
+        };
+        Ok(ServerAccess {
             anonymous: self.anonymous_role.unwrap_or(default).role(),
             failures_per_minute: self.auth_failures_per_minute,
-        }
+            tls,
+        })
     }
 }
 
-/// The key a service presents to the registry and the workers.
+/// How a client checks the servers it calls and proves itself to them over TLS.
+#[derive(Args, Clone, Debug)]
+pub struct ClientTlsArgs {
+    /// PEM CA the servers' certificates must chain to; setting it turns TLS on for every
+    /// call this process makes.
+    #[arg(long, env = "MODELPLANE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM certificate presented to servers that ask for one (mTLS).
+    #[arg(long, env = "MODELPLANE_TLS_CLIENT_CERT", requires_all = ["tls_ca", "tls_client_key"])]
+    pub tls_client_cert: Option<PathBuf>,
+    /// PEM private key of --tls-client-cert.
+    #[arg(long, env = "MODELPLANE_TLS_CLIENT_KEY", requires = "tls_client_cert")]
+    pub tls_client_key: Option<PathBuf>,
+}
+
+impl ClientTlsArgs {
+    /// The settings, read once (`None`: plaintext).
+    pub fn load(&self) -> Result<Option<ClientTls>> {
+        let Some(ca) = &self.tls_ca else { return Ok(None) };
+        let identity = self.tls_client_cert.as_deref().zip(self.tls_client_key.as_deref());
+        Ok(Some(ClientTls::load(ca, identity).map_err(anyhow::Error::msg)?))
+    }
+}
+
+/// The key a service presents to the registry and the workers, and its client TLS.
 #[derive(Args, Clone, Debug)]
 pub struct ServiceKeyArgs {
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
     /// File holding this service's API key. A file that does not exist yet is created
     /// (mode 0600) with a new key of the service's identity (`worker` or `service`); a
     /// key in the file that the store does not know yet (e.g. from a Kubernetes Secret)
@@ -69,15 +117,16 @@ impl ServiceKeyArgs {
     /// store could write key records itself, so letting it make its own key grants
     /// nothing it did not have.
     pub async fn credentials(&self, store: &dyn KvStore, name: &str, role: Role) -> Result<Credentials> {
+        let tls = self.tls.load()?;
         let Some(path) = &self.api_key_file else {
             tracing::warn!(
                 service = name,
                 "no --api-key-file: this service's calls to the registry and workers carry no key \
                  and are refused unless those admit anonymous callers"
             );
-            return Ok(Credentials::default());
+            return Ok(Credentials { api_key: None, tls });
         };
-        service_key(store, path, name, role).await
+        Ok(Credentials { tls, ..service_key(store, path, name, role).await? })
     }
 }
 

@@ -117,6 +117,15 @@ pub struct Endpoints {
     /// default ./modelplane-data).
     #[arg(long, global = true, env = "MODELPLANE_API_KEY_FILE")]
     pub api_key_file: Option<PathBuf>,
+    /// PEM CA the services' certificates must chain to; setting it makes every call TLS.
+    #[arg(long, global = true, env = "MODELPLANE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM certificate to present to services that ask for one (mTLS).
+    #[arg(long, global = true, env = "MODELPLANE_TLS_CLIENT_CERT", requires_all = ["tls_ca", "tls_client_key"])]
+    pub tls_client_cert: Option<PathBuf>,
+    /// PEM private key of --tls-client-cert.
+    #[arg(long, global = true, env = "MODELPLANE_TLS_CLIENT_KEY", requires = "tls_client_cert")]
+    pub tls_client_key: Option<PathBuf>,
 }
 
 /// Where `modelplane up` keeps its admin key, inside its data dir.

@@ -91,6 +91,10 @@ pub struct UpArgs {
     pub router_via_network: bool,
     #[command(flatten)]
     pub access: AccessArgs,
+    /// The CA up's roles trust when they call each other over TLS (default: the
+    /// --tls-client-ca, else the served certificate itself, when it is self-signed).
+    #[arg(long, env = "MODELPLANE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     #[command(flatten)]
     pub batching: BatchArgs,
     #[command(flatten)]
@@ -341,7 +345,7 @@ pub async fn registry(args: RegistryArgs) -> Result<()> {
         max_dataset_bytes: args.max_dataset_bytes,
         orphan_grace: std::time::Duration::from_secs(args.orphan_grace_secs),
         worker_absence_grace: std::time::Duration::from_secs(args.worker_absence_grace_secs),
-        access: args.access.access(AnonymousRole::None),
+        access: args.access.access(AnonymousRole::None)?,
     };
     config.validate().map_err(anyhow::Error::msg)?;
     check_blob_store(&config).await?;
@@ -364,7 +368,7 @@ pub async fn trainer(args: TrainerArgs) -> Result<()> {
         max_concurrent_jobs: args.max_concurrent_jobs,
         lease_ttl: std::time::Duration::from_secs(args.lease_ttl_secs),
         max_dataset_bytes: args.max_dataset_bytes,
-        access: args.access.access(AnonymousRole::None),
+        access: args.access.access(AnonymousRole::None)?,
         credentials: Default::default(),
     };
     config.validate().map_err(anyhow::Error::msg)?;
@@ -386,7 +390,7 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
         cache_dir: args.cache_dir,
         batching: args.batching.policy(),
         memory_capacity: args.memory.memory_capacity,
-        access: args.access.access(AnonymousRole::None),
+        access: args.access.access(AnonymousRole::None)?,
         ..Default::default()
     };
     config.validate().map_err(anyhow::Error::msg)?;
@@ -404,7 +408,7 @@ pub async fn router(args: RouterArgs) -> Result<()> {
     let _telemetry = modelplane_service::init("modelplane-router");
     let config = args.limits.apply(modelplane_router::RouterConfig {
         registry_addr: Some(args.registry.clone()),
-        access: args.access.access(AnonymousRole::None),
+        access: args.access.access(AnonymousRole::None)?,
         ..Default::default()
     });
     config.validate().map_err(anyhow::Error::msg)?;
@@ -430,8 +434,11 @@ pub async fn up(args: UpArgs) -> Result<()> {
         args.blob_store.unwrap_or_else(|| modelplane_registry::BlobLocation::Local(args.data_dir.join("blobs")));
     // Inference stays open on one node (the README's curl and tritonclient snippets);
     // everything else needs a key.
-    let access = args.access.access(AnonymousRole::Predictor);
-    warn_if_reachable_in_clear(&args.bind);
+    let access = args.access.access(AnonymousRole::Predictor)?;
+    if access.tls.is_none() {
+        warn_if_reachable_in_clear(&args.bind);
+    }
+    let internal_tls = internal_client_tls(&access, args.tls_ca.as_deref())?;
     let registry_config =
         modelplane_registry::RegistryConfig { blob_store, access: access.clone(), ..Default::default() };
     let trainer_config =
@@ -460,9 +467,13 @@ pub async fn up(args: UpArgs) -> Result<()> {
         let (store, path) = (store.clone(), keys.join(file));
         async move { crate::access_args::service_key(store.as_ref(), &path, name, role).await }
     };
-    let trainer_credentials = service_key("trainer.key", "trainer-local", Role::Service).await?;
-    worker_config.credentials = service_key("worker.key", "worker-local", Role::Worker).await?;
-    let router_credentials = service_key("router.key", "router", Role::Service).await?;
+    let with_tls = |credentials: modelplane_service::Credentials| modelplane_service::Credentials {
+        tls: internal_tls.clone(),
+        ..credentials
+    };
+    let trainer_credentials = with_tls(service_key("trainer.key", "trainer-local", Role::Service).await?);
+    worker_config.credentials = with_tls(service_key("worker.key", "worker-local", Role::Worker).await?);
+    let router_credentials = with_tls(service_key("router.key", "router", Role::Service).await?);
 
     let registry_listener = bind("registry", &format!("{}:{}", args.bind, args.registry_port)).await?;
     let trainer_listener = bind("trainer", &format!("{}:{}", args.bind, args.trainer_port)).await?;
@@ -552,6 +563,20 @@ async fn bootstrap_admin_key(store: &dyn KvStore, path: &std::path::Path) -> Res
         modelplane_store::api_key::ensure_key_file(store, path, &spec).await.context("the bootstrap admin key")?;
     tracing::info!(key_id = key.id(), path = %path.display(), "bootstrap admin key");
     Ok(())
+}
+
+/// How `up`'s roles call each other when its listeners speak TLS: trusting `ca` (else
+/// the client CA, else the served certificate, when it is self-signed) and, under mTLS,
+/// presenting the served certificate as their own.
+fn internal_client_tls(
+    access: &modelplane_service::access::ServerAccess,
+    ca: Option<&std::path::Path>,
+) -> Result<Option<modelplane_service::tls::ClientTls>> {
+    let Some(tls) = &access.tls else { return Ok(None) };
+    let identity = tls.client_ca.as_ref().map(|_| (tls.cert.as_path(), tls.key.as_path()));
+    let trust = ca.or(tls.client_ca.as_deref()).unwrap_or(&tls.cert);
+    let client = modelplane_service::tls::ClientTls::load(trust, identity).map_err(anyhow::Error::msg)?;
+    Ok(Some(client))
 }
 
 /// Keys travel in the `authorization` header; without TLS anyone on the network path

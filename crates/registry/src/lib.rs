@@ -51,6 +51,7 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<()> {
     config.validate().map_err(Error::InvalidArgument)?;
+    let tls = config.access.tls.clone();
     let blobs = BlobStore::open(&config.blob_store).await?;
     let registry = Registry::new(store.clone(), blobs, config.clone());
     match registry.remove_orphans(config.orphan_grace).await {
@@ -66,7 +67,7 @@ pub async fn serve(
         .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES);
     tracing::info!(addr = ?listener.local_addr().ok(), blobs = %config.blob_store, "registry serving");
-    modelplane_service::serve_grpc("registry", service, listener, shutdown, Duration::ZERO, auth)
+    modelplane_service::serve_grpc("registry", service, listener, shutdown, Duration::ZERO, auth, tls.as_ref())
         .await
         .map_err(|err| Error::Internal(format!("registry server: {err}")))?;
     Ok(())

@@ -45,6 +45,7 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<()> {
     config.validate().map_err(Error::InvalidArgument)?;
+    let tls = config.access.tls.clone();
     metrics::describe();
     let models = Mirror::start(store.clone(), schema::MODELS);
     let deployments = Mirror::start(store.clone(), schema::DEPLOYMENTS);
@@ -91,12 +92,44 @@ pub async fn serve(
         draining: shutdown.clone(),
         config,
     };
+    let rest_acceptor = tls
+        .as_ref()
+        .map(|tls| tls.acceptor(modelplane_service::tls::ALPN_HTTP))
+        .transpose()
+        .map_err(Error::InvalidArgument)?;
     let http = http_listener.map(|http_listener| {
         let (app, shutdown) = (rest::routes(service.clone(), auth.clone()), shutdown.clone());
         tracing::info!(addr = ?http_listener.local_addr().ok(), "router serving REST");
+        let acceptor = rest_acceptor.clone();
         tokio::spawn(async move {
-            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            let served = axum::serve(http_listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+            let served = match acceptor {
+                None => {
+                    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+                    axum::serve(http_listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+                }
+                Some(acceptor) => {
+                    use modelplane_service::tls::{TlsListener, TlsPeer};
+                    // Handlers read the client's address as plain TCP gives it.
+                    let app =
+                        app.layer(axum::middleware::map_request(|mut request: axum::extract::Request| async move {
+                            let peer =
+                                request.extensions().get::<axum::extract::ConnectInfo<TlsPeer>>().map(|info| info.0.0);
+                            if let Some(peer) = peer {
+                                request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                            }
+                            request
+                        }));
+                    let listener = match TlsListener::new(http_listener, acceptor) {
+                        Ok(listener) => listener,
+                        Err(err) => {
+                            tracing::error!(error = %err, "REST listener failed");
+                            return;
+                        }
+                    };
+                    let app = app.into_make_service_with_connect_info::<TlsPeer>();
+                    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+                }
+            };
             if let Err(err) = served {
                 tracing::error!(error = %err, "REST server failed");
             }
@@ -104,7 +137,8 @@ pub async fn serve(
     });
     tracing::info!(addr = ?listener.local_addr().ok(), "router serving");
     let service = pass_on_server::InferenceServer::new(service);
-    let served = modelplane_service::serve_grpc("router", service, listener, shutdown, Duration::ZERO, auth).await;
+    let served =
+        modelplane_service::serve_grpc("router", service, listener, shutdown, Duration::ZERO, auth, tls.as_ref()).await;
     follow.abort();
     if let Some(http) = http {
         let _ = http.await;

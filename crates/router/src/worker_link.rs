@@ -56,7 +56,13 @@ pub struct WorkerLink {
     /// The router's own `authorization` header (sensitive), sent on every call: workers
     /// admit only callers with a key (the router holds a `service` key).
     authorization: Option<HeaderValue>,
+    /// TLS to the worker, when the router has client TLS settings.
+    tls: Option<tokio_rustls::TlsConnector>,
 }
+
+/// What a connection to a worker runs over: TCP, or TLS on TCP.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 impl std::fmt::Debug for WorkerLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -79,9 +85,10 @@ impl WorkerLink {
         in_process: InProcessServers,
         credentials: &modelplane_service::Credentials,
     ) -> Result<Self, String> {
-        let host_port = addr.strip_prefix("http://").unwrap_or(addr).trim_end_matches('/');
+        let host_port = addr.strip_prefix("http://").or_else(|| addr.strip_prefix("https://")).unwrap_or(addr);
+        let host_port = host_port.trim_end_matches('/');
         if host_port.contains("://") {
-            return Err(format!("worker address {addr:?}: only plain http:// is supported between router and worker"));
+            return Err(format!("worker address {addr:?}: expected host:port, http:// or https://"));
         }
         let authority =
             Authority::try_from(host_port).map_err(|err| format!("worker address {addr:?} is not host:port: {err}"))?;
@@ -96,6 +103,12 @@ impl WorkerLink {
             connecting: tokio::sync::Mutex::new(()),
             in_process,
             authorization: credentials.authorization(),
+            tls: match &credentials.tls {
+                None => None,
+                Some(tls) => {
+                    Some(tokio_rustls::TlsConnector::from(tls.rustls_config(modelplane_service::tls::ALPN_H2)?))
+                }
+            },
         })
     }
 
@@ -176,7 +189,7 @@ impl WorkerLink {
         let (sender, alive) = self.sender().await?;
         let mut sender = sender.ready().await.map_err(|err| self.transport_error(err))?;
         let uri = http::Uri::builder()
-            .scheme(Scheme::HTTP)
+            .scheme(if self.tls.is_some() { Scheme::HTTPS } else { Scheme::HTTP })
             .authority(self.authority.clone())
             .path_and_query(PathAndQuery::from_static(path))
             .build()
@@ -250,6 +263,18 @@ impl WorkerLink {
         };
         // Small answers must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
+        let stream: Box<dyn Io> = match &self.tls {
+            None => Box::new(stream),
+            Some(connector) => {
+                let name = modelplane_service::tls::server_name(self.authority.as_str())
+                    .map_err(|err| Status::failed_precondition(format!("worker {}: {err}", self.addr)))?;
+                match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, stream)).await {
+                    Ok(Ok(tls)) => Box::new(tls),
+                    Ok(Err(err)) => return Err(unreachable(format!("TLS: {err}"), Arc::new(err))),
+                    Err(elapsed) => return Err(unreachable("TLS handshake timed out".into(), Arc::new(elapsed))),
+                }
+            }
+        };
         let (sender, mut connection) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
@@ -432,7 +457,8 @@ mod tests {
         let link = |addr: &str| WorkerLink::new(addr, InProcessServers::default(), &Default::default());
         assert!(link("127.0.0.1:7000").is_ok());
         assert!(link("http://worker-0:7000/").is_ok());
-        assert!(link("https://worker-0:7000").expect_err("tls").contains("plain http"));
+        assert!(link("https://worker-0:7000").is_ok());
+        assert!(link("grpc://worker-0:7000").expect_err("scheme").contains("expected host:port"));
         assert!(link("worker-0").expect_err("port").contains("no port"));
     }
 

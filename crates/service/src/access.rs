@@ -175,12 +175,14 @@ pub struct ServerAccess {
     /// Failed authentications per client address and minute before it is refused for
     /// the rest of the minute; 0: no limit.
     pub failures_per_minute: u32,
+    /// TLS (and mTLS) on the server's listeners; `None`: plaintext.
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl Default for ServerAccess {
     /// Default deny: every call but health needs a key.
     fn default() -> Self {
-        Self { anonymous: None, failures_per_minute: crate::DEFAULT_FAILURES_PER_MINUTE }
+        Self { anonymous: None, failures_per_minute: crate::DEFAULT_FAILURES_PER_MINUTE, tls: None }
     }
 }
 

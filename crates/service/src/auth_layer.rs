@@ -191,11 +191,13 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let authorization = request.headers().get(http::header::AUTHORIZATION).map(|value| value.as_bytes());
-        let peer = request
-            .extensions()
-            .get::<tonic::transport::server::TcpConnectInfo>()
-            .and_then(|info| info.remote_addr())
-            .map(|addr| addr.ip());
+        let extensions = request.extensions();
+        let tcp = extensions.get::<tonic::transport::server::TcpConnectInfo>().or_else(|| {
+            let tls =
+                extensions.get::<tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>>();
+            tls.map(|tls| tls.get_ref())
+        });
+        let peer = tcp.and_then(|info| info.remote_addr()).map(|addr| addr.ip());
         match self.layer.admit(request.uri().path(), authorization, peer) {
             Ok(caller) => {
                 if let Some(caller) = caller {

@@ -16,11 +16,14 @@ use crate::credentials::ApiKey;
 pub struct Credentials {
     /// Sent as `authorization: Bearer <key>` on every call; `None`: calls are anonymous.
     pub api_key: Option<ApiKey>,
+    /// TLS to the servers (the CA they are checked against, a client certificate for
+    /// mTLS); `None`: plaintext.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl Credentials {
     pub fn with_key(api_key: ApiKey) -> Self {
-        Self { api_key: Some(api_key) }
+        Self { api_key: Some(api_key), tls: None }
     }
 
     /// The `authorization` header these credentials send (marked sensitive), if any.
@@ -59,11 +62,20 @@ impl Interceptor for OutgoingInterceptor {
 /// A channel whose requests carry the caller's `traceparent` and credentials.
 pub type TracedChannel = InterceptedService<Channel, OutgoingInterceptor>;
 
-/// A lazily connecting channel to `addr` (`host:port` or `http://host:port`); the first
-/// call connects, and a lost connection is re-established on the next call.
+/// A lazily connecting channel to `addr` (`host:port`, `http://` or `https://host:port`;
+/// TLS when the credentials have TLS settings); the first call connects, and a lost
+/// connection is re-established on the next call.
 pub fn connect_lazy(addr: &str, credentials: &Credentials) -> Result<TracedChannel, tonic::transport::Error> {
-    let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
-    let channel = Endpoint::from_shared(uri)?
+    let scheme = if credentials.tls.is_some() { "https" } else { "http" };
+    let uri = match addr.split_once("://") {
+        Some((_, rest)) => format!("{scheme}://{rest}"),
+        None => format!("{scheme}://{addr}"),
+    };
+    let mut endpoint = Endpoint::from_shared(uri)?;
+    if let Some(tls) = &credentials.tls {
+        endpoint = endpoint.tls_config(tls.tonic_config())?;
+    }
+    let channel = endpoint
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         .initial_stream_window_size(crate::STREAM_WINDOW_BYTES)

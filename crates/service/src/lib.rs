@@ -20,6 +20,7 @@ mod propagation;
 mod server;
 mod shutdown;
 mod telemetry;
+pub mod tls;
 mod trace_layer;
 
 pub use auth_layer::{ANONYMOUS, AuthLayer, Authenticate, Authenticator, Caller, reach_model};
@@ -38,7 +39,7 @@ pub use propagation::{
     TraceContextInterceptor, extract_context, inject_context, inject_context_parameters, take_context_parameters,
 };
 pub use server::{
-    ACCEPTED_COMPRESSIONS, CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES, grpc_server,
+    ACCEPTED_COMPRESSIONS, CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES, ServeError, grpc_server,
     health_service, incoming, reflection_service, reflection_service_v1alpha, serve_grpc,
 };
 pub use shutdown::{Shutdown, termination_signal};

@@ -93,9 +93,19 @@ pub fn reflection_service_v1alpha(
     reflection(services).build_v1alpha().expect("reflection descriptors are valid")
 }
 
+/// Why a server stopped or did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Tls(String),
+}
+
 /// Serves one gRPC service (plus health and reflection) of `role` on `listener`, every
-/// call admitted by `auth`, until `shutdown` is cancelled. On shutdown health turns NOT_SERVING (for the service and the whole
-/// server), then after `linger` the server stops accepting and drains in-flight calls.
+/// call admitted by `auth`, over TLS when `tls` is set, until `shutdown` is cancelled.
+/// On shutdown health turns NOT_SERVING (for the service and the whole server), then
+/// after `linger` the server stops accepting and drains in-flight calls.
 pub async fn serve_grpc<S>(
     role: &'static str,
     service: S,
@@ -103,7 +113,8 @@ pub async fn serve_grpc<S>(
     shutdown: crate::Shutdown,
     linger: std::time::Duration,
     auth: AuthLayer,
-) -> Result<(), tonic::transport::Error>
+    tls: Option<&crate::tls::ServerTls>,
+) -> Result<(), ServeError>
 where
     S: tower::Service<
             http::Request<tonic::body::Body>,
@@ -117,18 +128,25 @@ where
     S::Future: Send + 'static,
 {
     use tonic_health::ServingStatus;
+    let acceptor = tls.map(|tls| tls.acceptor(crate::tls::ALPN_H2)).transpose().map_err(ServeError::Tls)?;
     let (health, health_service) = health_service();
     health.set_service_status(S::NAME, ServingStatus::Serving).await;
-    grpc_server(role, auth)
+    let router = grpc_server(role, auth)
         .add_service(health_service)
         .add_service(reflection_service(&[S::NAME]))
         .add_service(reflection_service_v1alpha(&[S::NAME]))
-        .add_service(service)
-        .serve_with_incoming_shutdown(incoming(listener), async move {
-            shutdown.cancelled().await;
-            health.set_service_status(S::NAME, ServingStatus::NotServing).await;
-            health.set_service_status("", ServingStatus::NotServing).await;
-            tokio::time::sleep(linger).await;
-        })
-        .await
+        .add_service(service);
+    let drained = async move {
+        shutdown.cancelled().await;
+        health.set_service_status(S::NAME, ServingStatus::NotServing).await;
+        health.set_service_status("", ServingStatus::NotServing).await;
+        tokio::time::sleep(linger).await;
+    };
+    match acceptor {
+        None => router.serve_with_incoming_shutdown(incoming(listener), drained).await?,
+        Some(acceptor) => {
+            router.serve_with_incoming_shutdown(crate::tls::tls_incoming(listener, acceptor), drained).await?
+        }
+    }
+    Ok(())
 }

@@ -38,7 +38,7 @@ fn main() {
         for key in &keys {
             store.put(&schema::api_key_key(&key.record.id), schema::encode(&key.record), None).await.expect("put");
         }
-        let access = ServerAccess { anonymous: Some(Role::Predictor), failures_per_minute: 30 };
+        let access = ServerAccess { anonymous: Some(Role::Predictor), ..Default::default() };
         KeyCache::auth_layer(store.clone(), &access).await.expect("auth layer")
     });
     let peer = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));

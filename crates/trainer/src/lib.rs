@@ -31,6 +31,7 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<()> {
     config.validate().map_err(Error::InvalidArgument)?;
+    let tls = config.access.tls.clone();
     let auth = modelplane_store::KeyCache::auth_layer(store.clone(), &config.access)
         .await
         .map_err(|err| Error::Unavailable(err.to_string()))?;
@@ -48,7 +49,9 @@ pub async fn serve(
 
     tracing::info!(id = %config.id, addr = ?listener.local_addr().ok(), "trainer serving");
     let service = TrainerServer::new(TrainerService { store, max_dataset_bytes: config.max_dataset_bytes });
-    let served = modelplane_service::serve_grpc("trainer", service, listener, shutdown, Duration::ZERO, auth).await;
+    let served =
+        modelplane_service::serve_grpc("trainer", service, listener, shutdown, Duration::ZERO, auth, tls.as_ref())
+            .await;
     let _ = jobs.await;
     if let Ok(lease) = Arc::try_unwrap(lease) {
         // Jobs still running are released: another trainer claims them at once.

@@ -45,6 +45,7 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<()> {
     config.validate().map_err(Error::InvalidArgument)?;
+    let tls = config.access.tls.clone();
     stats::describe_metrics();
     let local = listener.local_addr().map_err(|err| Error::Internal(err.to_string()))?;
     let addr = config.advertise_addr.clone().unwrap_or_else(|| local.to_string());
@@ -138,8 +139,16 @@ pub async fn serve(
     );
     let in_process = config.in_process.register(&addr, "worker", auth.clone(), service.clone());
     // The linger lets routers see the withdrawn record before connections close.
-    let served =
-        modelplane_service::serve_grpc("worker", service, listener, shutdown.clone(), WITHDRAW_DELAY, auth).await;
+    let served = modelplane_service::serve_grpc(
+        "worker",
+        service,
+        listener,
+        shutdown.clone(),
+        WITHDRAW_DELAY,
+        auth,
+        tls.as_ref(),
+    )
+    .await;
     drop(in_process);
     let (handle, lease) = reconcile;
     let _ = handle.await;

@@ -8,11 +8,23 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use modelplane_service::Credentials;
 use modelplane_service::credentials::ApiKey;
+use modelplane_service::tls::ClientTls;
 
 use crate::Endpoints;
 
-/// The CLI's credentials for `endpoints`.
+/// The CLI's credentials for `endpoints`: its key and its TLS settings.
 pub(crate) fn credentials(endpoints: &Endpoints) -> Result<Credentials> {
+    let tls = match &endpoints.tls_ca {
+        None => None,
+        Some(ca) => {
+            let identity = endpoints.tls_client_cert.as_deref().zip(endpoints.tls_client_key.as_deref());
+            Some(ClientTls::load(ca, identity).map_err(anyhow::Error::msg)?)
+        }
+    };
+    Ok(Credentials { tls, ..api_key(endpoints)? })
+}
+
+fn api_key(endpoints: &Endpoints) -> Result<Credentials> {
     if let Some(path) = &endpoints.api_key_file {
         return Ok(Credentials::with_key(ApiKey::read_file(path).map_err(anyhow::Error::msg)?));
     }

@@ -68,5 +68,19 @@ pub(crate) fn as_user<T>(message: T) -> tonic::Request<T> {
 }
 
 pub(crate) fn status_error(what: &str, status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{what}: {} ({:?})", status.message(), status.code())
+    // A call that never reached the service says why only in its sources (refused
+    // connection, TLS handshake, a server speaking TLS to a plaintext client...).
+    let mut causes = String::new();
+    let mut source = std::error::Error::source(&status);
+    while let Some(cause) = source {
+        causes.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    let hint = match status.code() {
+        tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Unavailable if !causes.is_empty() => {
+            " (if the service speaks TLS, pass --tls-ca, and under mTLS --tls-client-cert/--tls-client-key)"
+        }
+        _ => "",
+    };
+    anyhow::anyhow!("{what}: {}{causes} ({:?}){hint}", status.message(), status.code())
 }

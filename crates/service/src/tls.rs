@@ -1,0 +1,316 @@
+//! TLS for every listener and every client, with rustls (the ring provider tonic
+//! already uses). A server's certificate and key are read again when their files change
+//! (checked at most once a second, on a handshake), so a certificate renewed in place —
+//! as cert-manager does — is served without a restart; a pair that does not load keeps
+//! the previous one serving and is logged. With a client CA the server requires a client
+//! certificate signed by it (mTLS): a client without one is refused at the handshake.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+
+/// ALPN for gRPC (HTTP/2 only).
+pub const ALPN_H2: &[&[u8]] = &[b"h2"];
+/// ALPN for a REST port (HTTP/2 or HTTP/1.1).
+pub const ALPN_HTTP: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// How long a client may take to finish its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often, at most, a server looks at its certificate files' modification times.
+const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A server's TLS settings (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerTls {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA certificates that client certificates must chain to (mTLS); `None`: no
+    /// client certificate is asked for.
+    pub client_ca: Option<PathBuf>,
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|err| format!("cannot read certificates from {}: {err}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+fn certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
+    let chain = read_certs(cert)?;
+    // The key's own error text could quote it; say only which file failed.
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|_| format!("cannot read a PEM private key from {}", key.display()))?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|_| format!("the private key in {} is not a supported key type", key.display()))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified
+        .keys_match()
+        .map_err(|_| format!("the key in {} does not belong to {}", key.display(), cert.display()))?;
+    Ok(Arc::new(certified))
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The served certificate, read again when its files change.
+#[derive(Debug)]
+struct ReloadingCert {
+    cert: PathBuf,
+    key: PathBuf,
+    state: Mutex<Loaded>,
+}
+
+#[derive(Debug)]
+struct Loaded {
+    key: Arc<CertifiedKey>,
+    stamps: (Option<SystemTime>, Option<SystemTime>),
+    checked: Instant,
+}
+
+impl ReloadingCert {
+    fn load(cert: &Path, key: &Path) -> Result<Self, String> {
+        let loaded =
+            Loaded { key: certified_key(cert, key)?, stamps: (modified(cert), modified(key)), checked: Instant::now() };
+        Ok(Self { cert: cert.to_owned(), key: key.to_owned(), state: Mutex::new(loaded) })
+    }
+
+    fn current(&self) -> Arc<CertifiedKey> {
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if state.checked.elapsed() >= RELOAD_CHECK_INTERVAL {
+            state.checked = Instant::now();
+            let stamps = (modified(&self.cert), modified(&self.key));
+            if stamps != state.stamps {
+                // Remembered either way: a half-written pair is tried again when it changes.
+                state.stamps = stamps;
+                match certified_key(&self.cert, &self.key) {
+                    Ok(key) => {
+                        tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
+                        state.key = key;
+                    }
+                    Err(err) => tracing::warn!(error = %err, "TLS certificate not reloaded; serving the previous one"),
+                }
+            }
+        }
+        state.key.clone()
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+impl ServerTls {
+    /// The acceptor for a listener speaking `alpn`; fails naming the file that does not
+    /// load (call it before binding, to check the settings).
+    pub fn acceptor(&self, alpn: &[&[u8]]) -> Result<tokio_rustls::TlsAcceptor, String> {
+        let resolver = Arc::new(ReloadingCert::load(&self.cert, &self.key)?);
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|err| format!("TLS: {err}"))?;
+        let builder = match &self.client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in read_certs(ca)? {
+                    roots.add(cert).map_err(|err| format!("{}: not a CA certificate: {err}", ca.display()))?;
+                }
+                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                    .build()
+                    .map_err(|err| format!("client CA {}: {err}", ca.display()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_cert_resolver(resolver);
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    }
+}
+
+/// Accepts on `listener` and runs each handshake in a task of its own (a slow or silent
+/// client holds up no one); connections whose handshake fails — a plaintext client, a
+/// client without an accepted certificate — are dropped. Stops when the receiver is.
+fn spawn_handshakes(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::debug!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            if sender.is_closed() {
+                return;
+            }
+            let _ = stream.set_nodelay(true);
+            let (acceptor, sender) = (acceptor.clone(), sender.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = sender.send((tls, peer)).await;
+                    }
+                    Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake refused"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    receiver
+}
+
+/// The TLS connections of `listener`, for tonic's `serve_with_incoming`.
+pub fn tls_incoming(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> impl futures::Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> + Send + 'static {
+    use futures::StreamExt;
+    tokio_stream::wrappers::ReceiverStream::new(spawn_handshakes(listener, acceptor)).map(|(tls, _)| Ok(tls))
+}
+
+/// The TLS connections of a listener, for `axum::serve`.
+pub struct TlsListener {
+    accepted: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    pub fn new(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor) -> std::io::Result<Self> {
+        let local = listener.local_addr()?;
+        Ok(Self { accepted: spawn_handshakes(listener, acceptor), local })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.accepted.recv().await {
+            Some(accepted) => accepted,
+            // The accept loop only ends with the listener: nothing will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+/// The client address of a connection a [`TlsListener`] accepted, as axum's
+/// `ConnectInfo` (it gives `SocketAddr` only for plain TCP listeners).
+#[derive(Clone, Copy, Debug)]
+pub struct TlsPeer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for TlsPeer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+/// A client's TLS settings (`--tls-ca`, `--tls-client-cert`, `--tls-client-key`), read
+/// once when the client is set up.
+#[derive(Clone)]
+pub struct ClientTls {
+    /// PEM CA certificates the servers' certificates must chain to.
+    ca_pem: Vec<u8>,
+    /// PEM certificate chain and key presented for mTLS.
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("ClientTls").field("client_certificate", &self.identity.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl ClientTls {
+    /// Reads the CA and, for mTLS, the client's certificate and key.
+    pub fn load(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<Self, String> {
+        read_certs(ca)?;
+        let ca_pem = std::fs::read(ca).map_err(|err| format!("cannot read {}: {err}", ca.display()))?;
+        let identity = match identity {
+            None => None,
+            Some((cert, key)) => {
+                certified_key(cert, key)?;
+                let read =
+                    |path: &Path| std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()));
+                Some((read(cert)?, read(key)?))
+            }
+        };
+        Ok(Self { ca_pem, identity })
+    }
+
+    /// tonic's form of these settings.
+    pub fn tonic_config(&self) -> tonic::transport::ClientTlsConfig {
+        let config = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca_pem));
+        match &self.identity {
+            Some((cert, key)) => config.identity(tonic::transport::Identity::from_pem(cert, key)),
+            None => config,
+        }
+    }
+
+    /// A rustls client configuration speaking `alpn` (for connections made without tonic).
+    pub fn rustls_config(&self, alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConfig>, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&self.ca_pem) {
+            let cert = cert.map_err(|err| format!("CA: {err}"))?;
+            roots.add(cert).map_err(|err| format!("CA: {err}"))?;
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|err| format!("TLS: {err}"))?
+            .with_root_certificates(roots);
+        let mut config = match &self.identity {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let chain = CertificateDer::pem_slice_iter(cert)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|err| format!("client certificate: {err}"))?;
+                let key =
+                    PrivateKeyDer::from_pem_slice(key).map_err(|_| "the client key is not a PEM key".to_owned())?;
+                builder.with_client_auth_cert(chain, key).map_err(|err| format!("client certificate: {err}"))?
+            }
+        };
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
+    }
+}
+
+/// The name a client checks a server's certificate against: the host of `authority`
+/// (`host:port`).
+pub fn server_name(authority: &str) -> Result<ServerName<'static>, String> {
+    let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(host.to_owned()).map_err(|err| format!("{host:?} is not a TLS server name: {err}"))
+}
