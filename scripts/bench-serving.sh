@@ -31,7 +31,8 @@ start_up() {
   while read -r role addr; do
     case "$role" in registry) REGISTRY=$addr ;; trainer) TRAINER=$addr ;; worker) WORKER=$addr ;; router) ROUTER=$addr ;; esac
   done < <(wait_listening "$work/$name.out" 5)
-  export MODELPLANE_REGISTRY=$REGISTRY MODELPLANE_TRAINER=$TRAINER MODELPLANE_ROUTER=$ROUTER
+  # The CLI finds the admin key `up` made in its data dir.
+  export MODELPLANE_REGISTRY=$REGISTRY MODELPLANE_TRAINER=$TRAINER MODELPLANE_ROUTER=$ROUTER MODELPLANE_DATA_DIR="$work/data"
 }
 
 python3 - "$work" <<'EOF'
@@ -197,10 +198,14 @@ if command -v etcd >/dev/null; then
     pids+=($!)
     printf -v "$var" '%s' "$(wait_listening "$work/$var.out" 1 | cut -d' ' -f2)"
   }
-  spawn REGISTRY registry --store "$client" --blob-dir "$work/blobs"
-  spawn TRAINER trainer --etcd "$client" --registry "$REGISTRY" --id bench-trainer
-  spawn WORKER worker --etcd "$client" --registry "$REGISTRY" --id bench-worker --cache-dir "$work/cache"
-  spawn ROUTER router --store "$client" --http-listen ""
+  # Every call needs a key: the registry stores an admin key, each role makes its own.
+  spawn REGISTRY registry --store "$client" --blob-dir "$work/blobs" --admin-key-file "$work/admin.key"
+  spawn TRAINER trainer --etcd "$client" --registry "$REGISTRY" --id bench-trainer --api-key-file "$work/keys/trainer.key"
+  spawn WORKER worker --etcd "$client" --registry "$REGISTRY" --id bench-worker --cache-dir "$work/cache" \
+    --api-key-file "$work/keys/worker.key"
+  spawn ROUTER router --store "$client" --http-listen "" --api-key-file "$work/keys/router.key"
+  # The CLI, `bench` and the proxies below call as the admin.
+  export MODELPLANE_API_KEY_FILE="$work/admin.key"
   # The floor of the router's hop, exactly: a bare proxy in front of the same worker
   # (one per model, since the proxy's metadata states the input's width).
   spawn WORKER_PROXY_logistic30 bench-echo --features 30 --forward-to "$WORKER"

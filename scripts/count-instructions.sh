@@ -82,11 +82,15 @@ dumped_total() {
   rm -f "$work"/*.callgrind*
 }
 
-start REGISTRY registry --listen 127.0.0.1:0 --store "$client" --blob-dir "$work/blobs"
-start TRAINER trainer --listen 127.0.0.1:0 --etcd "$client" --registry "$REGISTRY_ADDR" --id count-trainer
+# Every call needs a key: the registry stores an admin key, each role makes its own.
+start REGISTRY registry --listen 127.0.0.1:0 --store "$client" --blob-dir "$work/blobs" --admin-key-file "$work/admin.key"
+start TRAINER trainer --listen 127.0.0.1:0 --etcd "$client" --registry "$REGISTRY_ADDR" --id count-trainer \
+  --api-key-file "$work/keys/trainer.key"
 start WORKER callgrind worker --listen 127.0.0.1:0 --etcd "$client" --registry "$REGISTRY_ADDR" --id count-worker \
-  --cache-dir "$work/cache"
-start ROUTER callgrind router --listen 127.0.0.1:0 --store "$client" --http-listen ""
+  --cache-dir "$work/cache" --api-key-file "$work/keys/worker.key"
+start ROUTER callgrind router --listen 127.0.0.1:0 --store "$client" --http-listen "" --api-key-file "$work/keys/router.key"
+# The proxy, the CLI and `bench` call as the admin.
+export MODELPLANE_API_KEY_FILE="$work/admin.key"
 start PROXY callgrind bench-echo --features 30 --forward-to "$WORKER_ADDR"
 export MODELPLANE_REGISTRY=$REGISTRY_ADDR MODELPLANE_TRAINER=$TRAINER_ADDR MODELPLANE_ROUTER=$ROUTER_ADDR
 

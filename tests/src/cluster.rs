@@ -105,17 +105,68 @@ pub struct Etcd {
     client_port: u16,
     peer_port: u16,
     dir: tempfile::TempDir,
+    /// Serves client TLS with these certificates and requires client certificates.
+    tls: Option<crate::pki::Pki>,
 }
 
 impl Etcd {
     /// Starts etcd (the Debian `etcd-server` package) on reserved loopback ports.
     pub fn start() -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let mut etcd =
-            Self { child: None, url: String::new(), client_port: free_port()?, peer_port: free_port()?, dir };
+        let mut etcd = Self {
+            child: None,
+            url: String::new(),
+            client_port: free_port()?,
+            peer_port: free_port()?,
+            dir,
+            tls: None,
+        };
         etcd.url = format!("http://127.0.0.1:{}", etcd.client_port);
         etcd.resume()?;
         Ok(etcd)
+    }
+
+    /// [`Self::start`] serving clients over TLS with `pki`'s node certificate, and
+    /// requiring client certificates signed by its CA.
+    pub fn start_tls(pki: &crate::pki::Pki) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut etcd = Self {
+            child: None,
+            url: String::new(),
+            client_port: free_port()?,
+            peer_port: free_port()?,
+            dir,
+            tls: Some(pki.clone()),
+        };
+        etcd.url = format!("https://127.0.0.1:{}", etcd.client_port);
+        etcd.resume()?;
+        Ok(etcd)
+    }
+
+    /// Turns on etcd's authentication with a `root` user and `user`, who may read and
+    /// write `/modelplane/` and nothing else (over TLS when etcd serves it).
+    pub async fn enable_auth(&self, user: &str, password: &str) -> Result<()> {
+        use etcd_client::{ConnectOptions, Permission};
+        let mut options = ConnectOptions::new();
+        if let Some(pki) = &self.tls {
+            let tls = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(std::fs::read(&pki.ca)?))
+                .identity(etcd_client::Identity::from_pem(
+                    std::fs::read(&pki.node.cert)?,
+                    std::fs::read(&pki.node.key)?,
+                ));
+            options = options.with_tls(tls);
+        }
+        let mut client = etcd_client::Client::connect([self.url.as_str()], Some(options)).await?;
+        client.role_add("root").await?;
+        client.user_add("root", format!("{password}-root"), None).await?;
+        client.user_grant_role("root", "root").await?;
+        client.role_add("modelplane").await?;
+        client.role_grant_permission("modelplane", Permission::read_write("/modelplane/").with_prefix()).await?;
+        client.user_add(user, password, None).await?;
+        client.user_grant_role(user, "modelplane").await?;
+        client.auth_enable().await?;
+        Ok(())
     }
 
     /// Stops etcd (SIGKILL), keeping its data.
@@ -128,10 +179,16 @@ impl Etcd {
 
     /// Starts etcd again on the same ports and data.
     pub fn resume(&mut self) -> Result<()> {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.dir.path().join("etcd.log"))?;
-        let child = clean_command("etcd")
+        let mut command = clean_command("etcd");
+        if let Some(pki) = &self.tls {
+            command.arg("--cert-file").arg(&pki.node.cert).arg("--key-file").arg(&pki.node.key);
+            command.arg("--trusted-ca-file").arg(&pki.ca).arg("--client-cert-auth");
+        }
+        let child = command
             .args(["--name", "test", "--data-dir"])
             .arg(self.dir.path().join("data"))
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])

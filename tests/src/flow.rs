@@ -25,10 +25,11 @@ pub async fn channel(addr: &str) -> Result<Channel> {
 
 /// [`channel`] without a key.
 pub fn anonymous_channel(addr: &str) -> Result<tonic::transport::Channel> {
-    Ok(tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(20))
-        .timeout(Duration::from_secs(120))
-        .connect_lazy())
+    let endpoint = match crate::pki::client_tls() {
+        None => tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?,
+        Some(tls) => tonic::transport::Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls.clone())?,
+    };
+    Ok(endpoint.connect_timeout(Duration::from_secs(20)).timeout(Duration::from_secs(120)).connect_lazy())
 }
 
 /// Registry client.

@@ -12,6 +12,7 @@ pub mod keys;
 mod load;
 pub mod metrics;
 mod otlp;
+pub mod pki;
 pub mod scenario;
 
 pub use cluster::{Etcd, Process, clean_command, free_port, output_within};

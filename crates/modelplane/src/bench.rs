@@ -56,8 +56,11 @@ pub struct BenchArgs {
     pub ready_timeout_secs: f64,
     /// File with an API key sent as `authorization: Bearer …` on every request (default:
     /// none, the server's anonymous role).
-    #[arg(long)]
+    #[arg(long, env = "MODELPLANE_API_KEY_FILE")]
     pub api_key_file: Option<std::path::PathBuf>,
+    /// PEM CA of the target's certificate: the calls go over TLS.
+    #[arg(long, env = "MODELPLANE_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 /// The channel every request goes on: with the key's `authorization`, if one was given.
@@ -107,6 +110,9 @@ pub struct EchoArgs {
     /// worker link: a bare proxy, the floor of one more gRPC hop with no routing.
     #[arg(long, value_name = "ADDR")]
     pub forward_to: Option<String>,
+    /// File with the API key the forwarded calls present (as a router presents its own).
+    #[arg(long, env = "MODELPLANE_API_KEY_FILE")]
+    pub api_key_file: Option<std::path::PathBuf>,
 }
 
 /// Polls ModelReady until the model is ready, or fails after `timeout`.
@@ -262,12 +268,17 @@ pub async fn bench(args: BenchArgs) -> Result<()> {
     if args.concurrency.contains(&0) || args.rows == 0 {
         bail!("concurrency and rows must be at least 1");
     }
-    let uri = if args.target.contains("://") { args.target.clone() } else { format!("http://{}", args.target) };
-    let channel = Endpoint::from_shared(uri)?
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach {}", args.target))?;
+    let scheme = if args.tls_ca.is_some() { "https" } else { "http" };
+    let uri = match args.target.split_once("://") {
+        Some((_, rest)) => format!("{scheme}://{rest}"),
+        None => format!("{scheme}://{}", args.target),
+    };
+    let mut endpoint = Endpoint::from_shared(uri)?.tcp_nodelay(true);
+    if let Some(ca) = &args.tls_ca {
+        let tls = modelplane_service::tls::ClientTls::load(ca, None).map_err(anyhow::Error::msg)?;
+        endpoint = endpoint.tls_config(tls.tonic_config())?;
+    }
+    let channel = endpoint.connect().await.with_context(|| format!("cannot reach {}", args.target))?;
     let authorize = Authorize::from_file(args.api_key_file.as_deref())?;
     let mut client =
         GrpcInferenceServiceClient::with_interceptor(channel, authorize).max_decoding_message_size(64 << 20);
@@ -456,7 +467,13 @@ pub async fn echo(args: EchoArgs) -> Result<()> {
     let local: SocketAddr = listener.local_addr()?;
     let forward_to = match &args.forward_to {
         Some(addr) => {
-            Some(WorkerLink::new(addr, Default::default(), &Default::default()).map_err(|err| anyhow::anyhow!(err))?)
+            let credentials = match &args.api_key_file {
+                Some(path) => modelplane_service::Credentials::with_key(
+                    modelplane_service::credentials::ApiKey::read_file(path).map_err(anyhow::Error::msg)?,
+                ),
+                None => Default::default(),
+            };
+            Some(WorkerLink::new(addr, Default::default(), &credentials).map_err(|err| anyhow::anyhow!(err))?)
         }
         None => None,
     };

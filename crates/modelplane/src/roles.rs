@@ -25,6 +25,55 @@ pub struct StoreArgs {
     /// for the embedded store.
     #[arg(long, visible_alias = "etcd", env = "MODELPLANE_STORE")]
     pub store: String,
+    /// PEM CA etcd's certificate must chain to (turns TLS on; the endpoints are https://).
+    #[arg(long, env = "MODELPLANE_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+    /// PEM client certificate for etcd's `--client-cert-auth`.
+    #[arg(long, env = "MODELPLANE_ETCD_CERT", requires_all = ["etcd_ca", "etcd_key"])]
+    pub etcd_cert: Option<PathBuf>,
+    /// PEM private key of --etcd-cert.
+    #[arg(long, env = "MODELPLANE_ETCD_KEY", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd user, when etcd has auth enabled. Its password comes from
+    /// --etcd-password-file or MODELPLANE_ETCD_PASSWORD, never from a flag (the command line
+    /// is visible to every user of the machine).
+    #[arg(long, env = "MODELPLANE_ETCD_USER")]
+    pub etcd_user: Option<String>,
+    /// File holding the etcd user's password (a trailing newline is dropped).
+    #[arg(long, env = "MODELPLANE_ETCD_PASSWORD_FILE", requires = "etcd_user")]
+    pub etcd_password_file: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// How to reach a secured etcd, from the flags, the environment and files.
+    fn etcd_access(&self) -> Result<modelplane_store::EtcdAccess> {
+        let tls = match &self.etcd_ca {
+            None => None,
+            Some(ca) => {
+                let identity = self.etcd_cert.as_deref().zip(self.etcd_key.as_deref());
+                let tls = modelplane_service::tls::ClientTls::load(ca, identity).map_err(anyhow::Error::msg)?;
+                Some(tls)
+            }
+        };
+        let user = match &self.etcd_user {
+            None => None,
+            Some(name) => {
+                let password = match &self.etcd_password_file {
+                    Some(path) => std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read the etcd password file {}", path.display()))?
+                        .trim_end_matches(['\r', '\n'])
+                        .to_owned(),
+                    None => std::env::var("MODELPLANE_ETCD_PASSWORD").map_err(|_| {
+                        anyhow::anyhow!(
+                            "--etcd-user {name} needs a password: --etcd-password-file or MODELPLANE_ETCD_PASSWORD"
+                        )
+                    })?,
+                };
+                Some(modelplane_store::EtcdUser { name: name.clone(), password })
+            }
+        };
+        Ok(modelplane_store::EtcdAccess { tls, user })
+    }
 }
 
 /// Where a cluster role serves Prometheus metrics.
@@ -313,7 +362,10 @@ fn advertised(listener: &TcpListener, advertise: Option<String>) -> Result<Strin
 }
 
 async fn connect_store(args: &StoreArgs) -> Result<Arc<dyn KvStore>> {
-    modelplane_store::connect(&args.store).await.with_context(|| format!("cannot open the store at {}", args.store))
+    let access = args.etcd_access()?;
+    modelplane_store::connect_with(&args.store, &access)
+        .await
+        .with_context(|| format!("cannot open the store at {}", args.store))
 }
 
 /// Opens the blob store once before any port is bound, so a wrong bucket, endpoint or

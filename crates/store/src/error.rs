@@ -20,6 +20,9 @@ pub enum Error {
     /// The embedded store file could not be opened or written.
     #[error("embedded store: {0}")]
     Embedded(String),
+    /// The settings to reach the store do not fit together.
+    #[error("store settings: {0}")]
+    InvalidArgument(String),
     /// A stored value could not be decoded.
     #[error("corrupt record at {key}: {reason}")]
     Corrupt {

@@ -29,9 +29,21 @@ pub struct EtcdStore {
 impl EtcdStore {
     /// Connects to the given endpoints (`http://host:2379`).
     pub async fn connect(endpoints: &[&str]) -> Result<Self> {
-        let options = ConnectOptions::new()
+        Self::connect_with(endpoints, &crate::EtcdAccess::default()).await
+    }
+
+    /// Connects with TLS and etcd credentials (`https://host:2379` for TLS).
+    pub async fn connect_with(endpoints: &[&str], access: &crate::EtcdAccess) -> Result<Self> {
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
+        if let Some(tls) = &access.tls {
+            options = options.with_tls(tls.tonic_config());
+        }
+        if let Some(user) = &access.user {
+            options = options.with_user(user.name.clone(), user.password.clone());
+        }
+        // etcd's refusal of a password names neither it nor the user's secret.
         let client = within(Client::connect(endpoints, Some(options))).await?;
         Ok(Self {
             kv: client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES),

@@ -124,9 +124,40 @@ pub trait KvStore: Send + Sync + 'static {
 /// Opens the store a URL names: `http://host:2379[,http://host2:2379]` for etcd,
 /// `file:///path/to/modelplane.redb` (or a plain path) for the embedded store.
 pub async fn connect(url: &str) -> Result<Arc<dyn KvStore>> {
+    connect_with(url, &EtcdAccess::default()).await
+}
+
+/// How a process reaches a secured etcd: TLS (`https://` endpoints; the CA, and a client
+/// certificate when etcd asks for one) and etcd's own user and password.
+#[derive(Clone, Debug, Default)]
+pub struct EtcdAccess {
+    pub tls: Option<modelplane_service::tls::ClientTls>,
+    pub user: Option<EtcdUser>,
+}
+
+/// An etcd user; `Debug` never shows the password.
+#[derive(Clone)]
+pub struct EtcdUser {
+    pub name: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for EtcdUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdUser").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// [`connect`] with etcd's TLS and credentials (ignored by the embedded store).
+pub async fn connect_with(url: &str, access: &EtcdAccess) -> Result<Arc<dyn KvStore>> {
     if url.starts_with("http://") || url.starts_with("https://") {
         let endpoints: Vec<&str> = url.split(',').map(str::trim).collect();
-        Ok(Arc::new(EtcdStore::connect(&endpoints).await?))
+        if access.tls.is_some() && endpoints.iter().any(|e| e.starts_with("http://")) {
+            return Err(Error::InvalidArgument(format!(
+                "etcd TLS is set but {url} has http:// endpoints; use https://"
+            )));
+        }
+        Ok(Arc::new(EtcdStore::connect_with(&endpoints, access).await?))
     } else {
         let path = url.strip_prefix("file://").unwrap_or(url);
         Ok(Arc::new(EmbeddedStore::open(path)?))
