@@ -4,7 +4,8 @@
 # a 30-feature logistic model on each, and `modelplane bench` at concurrency 1 and 16
 # taking turns: anonymous (the `predictor` role `up` gives callers without a key), with
 # an API key (verified once, then from the cache), and with a key over TLS. Each
-# configuration runs twice, interleaved, so drift on a noisy machine shows. Then
+# configuration runs four times, interleaved in alternating order, so drift on a noisy
+# machine shows and favours none. Then
 # `cargo bench -p modelplane-store --bench auth`: AuthLayer::admit alone.
 #
 #   scripts/bench-security.sh [SECONDS_PER_RUN]      (default 5; prints markdown tables)
@@ -63,11 +64,13 @@ run() {
 }
 echo "| target | model | concurrency | requests/s | p50 µs | p99 µs | errors |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
-for round in 1 2; do
-  run --target "$ROUTER_plain" --label "anonymous, plaintext ($round)"
-  run --target "$ROUTER_plain" --api-key-file "$work/plain/admin.key" --label "API key, plaintext ($round)"
-  run --target "$ROUTER_tls" --api-key-file "$work/tls/admin.key" --tls-ca "$work/ca.pem" \
-    --label "API key, TLS ($round)"
+anonymous() { run --target "$ROUTER_plain" --label "anonymous, plaintext ($1)"; }
+keyed() { run --target "$ROUTER_plain" --api-key-file "$work/plain/admin.key" --label "API key, plaintext ($1)"; }
+tls() { run --target "$ROUTER_tls" --api-key-file "$work/tls/admin.key" --tls-ca "$work/ca.pem" --label "API key, TLS ($1)"; }
+# Four rounds, the order reversed every other one, so a drift favours no configuration.
+for round in 1 2 3 4; do
+  if [ $((round % 2)) -eq 1 ]; then anonymous "$round"; keyed "$round"; tls "$round"
+  else tls "$round"; keyed "$round"; anonymous "$round"; fi
 done
 echo
 cargo bench --quiet -p modelplane-store --bench auth 2>/dev/null

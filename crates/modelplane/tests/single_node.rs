@@ -182,7 +182,10 @@ fn readme_walkthrough_runs_as_written() {
                 .env("MODELPLANE_REPO", repo_root())
                 .env("MODELPLANE_REGISTRY", up.addr("registry"))
                 .env("MODELPLANE_TRAINER", up.addr("trainer"))
-                .env("MODELPLANE_ROUTER", up.addr("router")),
+                .env("MODELPLANE_ROUTER", up.addr("router"))
+                // As a user beside `up`: the CLI finds the admin key in up's data dir.
+                .env_remove("MODELPLANE_API_KEY")
+                .env("MODELPLANE_DATA_DIR", dir.path().join("data")),
             Duration::from_secs(600),
         )
         .expect("runs");

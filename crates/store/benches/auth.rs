@@ -29,6 +29,7 @@ fn per_call(mut f: impl FnMut()) -> Duration {
 
 fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let _entered = runtime.enter(); // the store and the key mirror spawn tasks
     let dir = tempfile::tempdir().expect("temp dir");
     let store: Arc<dyn KvStore> = Arc::new(EmbeddedStore::open(dir.path().join("store.redb")).expect("store"));
     let spec =
