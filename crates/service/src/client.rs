@@ -66,22 +66,30 @@ pub type TracedChannel = InterceptedService<Channel, OutgoingInterceptor>;
 /// TLS when the credentials have TLS settings); the first call connects, and a lost
 /// connection is re-established on the next call.
 pub fn connect_lazy(addr: &str, credentials: &Credentials) -> Result<TracedChannel, tonic::transport::Error> {
-    let scheme = if credentials.tls.is_some() { "https" } else { "http" };
+    // With TLS the connector makes the TLS connection (so a client certificate renewed
+    // on disk is presented on the next connection), and tonic sees plain `http://`.
     let uri = match addr.split_once("://") {
-        Some((_, rest)) => format!("{scheme}://{rest}"),
-        None => format!("{scheme}://{addr}"),
+        Some((_, rest)) => format!("http://{rest}"),
+        None => format!("http://{addr}"),
     };
-    let mut endpoint = Endpoint::from_shared(uri)?;
-    if let Some(tls) = &credentials.tls {
-        endpoint = endpoint.tls_config(tls.tonic_config())?;
-    }
-    let channel = endpoint
+    let endpoint = Endpoint::from_shared(uri)?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         .initial_stream_window_size(crate::STREAM_WINDOW_BYTES)
         .initial_connection_window_size(crate::CONNECTION_WINDOW_BYTES)
         .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_while_idle(true)
-        .connect_lazy();
+        .keep_alive_while_idle(true);
+    let channel = match &credentials.tls {
+        None => endpoint.connect_lazy(),
+        Some(tls) => match tls.connector() {
+            Ok(connector) => endpoint.connect_with_connector_lazy(connector),
+            // The settings loaded once already; a config that cannot be built again
+            // fails every call with the reason rather than falling back to plaintext.
+            Err(reason) => endpoint.connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
+                let reason = reason.clone();
+                async move { Err::<hyper_util::rt::TokioIo<tokio::net::TcpStream>, _>(std::io::Error::other(reason)) }
+            })),
+        },
+    };
     Ok(InterceptedService::new(channel, OutgoingInterceptor::new(credentials)))
 }

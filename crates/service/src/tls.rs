@@ -122,6 +122,17 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
+/// A client's certificate is read again when its files change, as a server's is.
+impl rustls::client::ResolvesClientCert for ReloadingCert {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 impl ServerTls {
     /// The acceptor for a listener speaking `alpn`; fails naming the file that does not
     /// load (call it before binding, to check the settings).
@@ -236,14 +247,18 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsL
     }
 }
 
-/// A client's TLS settings (`--tls-ca`, `--tls-client-cert`, `--tls-client-key`), read
-/// once when the client is set up.
+/// A client's TLS settings (`--tls-ca`, `--tls-client-cert`, `--tls-client-key`). The CA
+/// is read once; the client certificate is read again when its files change (on the
+/// rustls paths: registry channels, the router's worker links; etcd's client takes the
+/// one read at start-up).
 #[derive(Clone)]
 pub struct ClientTls {
     /// PEM CA certificates the servers' certificates must chain to.
     ca_pem: Vec<u8>,
-    /// PEM certificate chain and key presented for mTLS.
+    /// PEM certificate chain and key presented for mTLS, as read at start-up.
     identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The same certificate, followed as its files change.
+    reloading: Option<Arc<ReloadingCert>>,
 }
 
 impl std::fmt::Debug for ClientTls {
@@ -258,16 +273,16 @@ impl ClientTls {
     pub fn load(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<Self, String> {
         read_certs(ca)?;
         let ca_pem = std::fs::read(ca).map_err(|err| format!("cannot read {}: {err}", ca.display()))?;
-        let identity = match identity {
-            None => None,
+        let (identity, reloading) = match identity {
+            None => (None, None),
             Some((cert, key)) => {
-                certified_key(cert, key)?;
+                let reloading = Arc::new(ReloadingCert::load(cert, key)?);
                 let read =
                     |path: &Path| std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()));
-                Some((read(cert)?, read(key)?))
+                (Some((read(cert)?, read(key)?)), Some(reloading))
             }
         };
-        Ok(Self { ca_pem, identity })
+        Ok(Self { ca_pem, identity, reloading })
     }
 
     /// tonic's form of these settings.
@@ -291,19 +306,49 @@ impl ClientTls {
             .with_safe_default_protocol_versions()
             .map_err(|err| format!("TLS: {err}"))?
             .with_root_certificates(roots);
-        let mut config = match &self.identity {
+        let mut config = match &self.reloading {
             None => builder.with_no_client_auth(),
-            Some((cert, key)) => {
-                let chain = CertificateDer::pem_slice_iter(cert)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|err| format!("client certificate: {err}"))?;
-                let key =
-                    PrivateKeyDer::from_pem_slice(key).map_err(|_| "the client key is not a PEM key".to_owned())?;
-                builder.with_client_auth_cert(chain, key).map_err(|err| format!("client certificate: {err}"))?
-            }
+            Some(resolver) => builder.with_client_cert_resolver(resolver.clone()),
         };
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
+    }
+
+    /// A connector that gives tonic TLS connections made with [`Self::rustls_config`]
+    /// (so the client certificate follows its files); the endpoint's scheme stays
+    /// `http://`, since tonic must not wrap them in TLS again.
+    pub fn connector(&self) -> Result<TlsConnect, String> {
+        Ok(TlsConnect { connector: tokio_rustls::TlsConnector::from(self.rustls_config(ALPN_H2)?) })
+    }
+}
+
+/// See [`ClientTls::connector`].
+#[derive(Clone)]
+pub struct TlsConnect {
+    connector: tokio_rustls::TlsConnector,
+}
+
+impl tower::Service<http::Uri> for TlsConnect {
+    type Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+    type Error = std::io::Error;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, std::io::Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), std::io::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connector = self.connector.clone();
+        Box::pin(async move {
+            let invalid = |message: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, message);
+            let host = uri.host().ok_or_else(|| invalid(format!("{uri} has no host")))?;
+            let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+            let port = uri.port_u16().unwrap_or(443);
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let name = ServerName::try_from(host.clone()).map_err(|err| invalid(format!("{host:?}: {err}")))?;
+            Ok(hyper_util::rt::TokioIo::new(connector.connect(name, tcp).await?))
+        })
     }
 }
 
@@ -313,4 +358,56 @@ pub fn server_name(authority: &str) -> Result<ServerName<'static>, String> {
     let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
     let host = host.trim_start_matches('[').trim_end_matches(']');
     ServerName::try_from(host.to_owned()).map_err(|err| format!("{host:?} is not a TLS server name: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn self_signed(name: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("params");
+        (params.self_signed(&key).expect("cert").pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn a_certificate_changed_on_disk_is_served_after_the_check_interval_and_a_broken_one_is_not() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("c.key"));
+        let write = |(c, k): (String, String)| {
+            std::fs::write(&cert, c).expect("cert");
+            std::fs::write(&key, k).expect("key");
+        };
+        write(self_signed("first"));
+        let served = ReloadingCert::load(&cert, &key).expect("loads");
+        let first = served.current().cert[0].clone();
+        std::thread::sleep(Duration::from_millis(20)); // a later modification time
+        write(self_signed("second"));
+        assert_eq!(served.current().cert[0], first, "not before the check interval");
+        std::thread::sleep(RELOAD_CHECK_INTERVAL);
+        let now = served.current().cert[0].clone();
+        assert_ne!(now, first, "the renewed certificate is served");
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&key, "not a key").expect("key");
+        std::thread::sleep(RELOAD_CHECK_INTERVAL);
+        assert_eq!(served.current().cert[0], now, "a pair that does not load leaves the last good one");
+    }
+
+    #[test]
+    fn settings_that_do_not_load_name_the_file_and_never_quote_a_key() {
+        let dir = tempfile::tempdir().expect("dir");
+        let missing =
+            ServerTls { cert: dir.path().join("none.pem"), key: dir.path().join("none.key"), client_ca: None };
+        let err = missing.acceptor(ALPN_H2).err().expect("missing files are refused");
+        assert!(err.contains("none.pem"), "{err}");
+        let (cert, _) = self_signed("a");
+        let (_, other_key) = self_signed("b");
+        std::fs::write(dir.path().join("a.pem"), cert).expect("cert");
+        std::fs::write(dir.path().join("b.key"), &other_key).expect("key");
+        let mismatched = ServerTls { cert: dir.path().join("a.pem"), key: dir.path().join("b.key"), client_ca: None };
+        let err = mismatched.acceptor(ALPN_H2).err().expect("another key is refused");
+        assert!(err.contains("does not belong"), "{err}");
+        let body: String = other_key.lines().filter(|line| !line.starts_with("-----")).collect();
+        assert!(!err.contains(&body[..20]), "{err}");
+    }
 }
