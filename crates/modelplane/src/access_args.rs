@@ -133,7 +133,13 @@ impl ServiceKeyArgs {
 /// The key in `path` for the service `name`, made or stored as [`ensure_key_file`] does.
 pub async fn service_key(store: &dyn KvStore, path: &Path, name: &str, role: Role) -> Result<Credentials> {
     let spec = KeySpec { name, role, model_prefix: "", expires_unix_ms: None, created_by: name };
+    let made = !path.exists();
     let key = ensure_key_file(store, path, &spec).await.with_context(|| format!("the API key of {name}"))?;
+    if made {
+        // The other services learn of a new key through their watch of the keys prefix
+        // (milliseconds); a first call before that would be refused as unknown.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
     tracing::info!(service = name, key_id = key.id(), "presenting its API key");
     Ok(Credentials::with_key(key))
 }
