@@ -112,33 +112,21 @@ pub struct Etcd {
 impl Etcd {
     /// Starts etcd (the Debian `etcd-server` package) on reserved loopback ports.
     pub fn start() -> Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let mut etcd = Self {
-            child: None,
-            url: String::new(),
-            client_port: free_port()?,
-            peer_port: free_port()?,
-            dir,
-            tls: None,
-        };
-        etcd.url = format!("http://127.0.0.1:{}", etcd.client_port);
-        etcd.resume()?;
-        Ok(etcd)
+        Self::start_with(None)
     }
 
     /// [`Self::start`] serving clients over TLS with `pki`'s node certificate, and
     /// requiring client certificates signed by its CA.
     pub fn start_tls(pki: &crate::pki::Pki) -> Result<Self> {
+        Self::start_with(Some(pki.clone()))
+    }
+
+    fn start_with(tls: Option<crate::pki::Pki>) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let mut etcd = Self {
-            child: None,
-            url: String::new(),
-            client_port: free_port()?,
-            peer_port: free_port()?,
-            dir,
-            tls: Some(pki.clone()),
-        };
-        etcd.url = format!("https://127.0.0.1:{}", etcd.client_port);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut etcd =
+            Self { child: None, url: String::new(), client_port: free_port()?, peer_port: free_port()?, dir, tls };
+        etcd.url = format!("{scheme}://127.0.0.1:{}", etcd.client_port);
         etcd.resume()?;
         Ok(etcd)
     }
