@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use modelplane_service::Credentials;
 use modelplane_service::access::{Role, ServerAccess};
 use modelplane_service::tls::{ClientTls, ServerTls};
+use modelplane_service::{CertificateRoles, Credentials};
 use modelplane_store::KvStore;
 use modelplane_store::api_key::{KeySpec, ensure_key_file};
 
@@ -53,6 +53,11 @@ pub struct AccessArgs {
     /// refused at the handshake).
     #[arg(long, env = "MODELPLANE_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// `NAME=ROLE`: a caller that sends no API key but a client certificate (verified
+    /// against --tls-client-ca) with this DNS or URI name acts as ROLE; `*.SUFFIX`
+    /// matches the names under SUFFIX. Repeat the flag (or separate by commas).
+    #[arg(long = "mtls-role", env = "MODELPLANE_MTLS_ROLES", value_delimiter = ',', requires = "tls_client_ca")]
+    pub mtls_roles: Vec<String>,
 }
 
 impl AccessArgs {
@@ -71,6 +76,7 @@ impl AccessArgs {
             anonymous: self.anonymous_role.unwrap_or(default).role(),
             failures_per_minute: self.auth_failures_per_minute,
             tls,
+            certificate_roles: CertificateRoles::parse(&self.mtls_roles).map_err(anyhow::Error::msg)?,
         })
     }
 }

@@ -100,6 +100,40 @@ async fn the_cluster_runs_with_mtls_on_every_hop_and_etcd_over_tls_with_auth() {
         assert!(!health_answers(addr, Some(foreign)).await, "{addr} answered another CA's certificate");
     }
 
+    // A certificate whose name maps to a role stands in for a key: a second registry
+    // maps the node certificate (DNS name `localhost`) to viewer; the trainer maps none.
+    let viewer_registry = spawn(
+        "registry-mtls-roles",
+        &["registry", "--blob-dir", &blob_dir, "--mtls-role", "localhost=viewer"],
+        &["registry"],
+    );
+    let mut by_certificate = modelplane_proto::registry::registry_client::RegistryClient::new(
+        modelplane_tests::anonymous_channel(&viewer_registry.addr("registry")).expect("channel"),
+    );
+    let listed = by_certificate
+        .list_models(modelplane_proto::registry::ListModelsRequest::default())
+        .await
+        .expect("a viewer certificate lists models");
+    assert!(!listed.into_inner().models.is_empty(), "the scenario's models are visible");
+    let refused = by_certificate
+        .set_alias(modelplane_proto::registry::SetAliasRequest {
+            model: "churn".into(),
+            alias: "production".into(),
+            version: 1,
+            ..Default::default()
+        })
+        .await
+        .expect_err("a viewer certificate flips no alias");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{}", refused.message());
+    let mut trainer_by_certificate = modelplane_proto::trainer::trainer_client::TrainerClient::new(
+        modelplane_tests::anonymous_channel(&trainer.addr("trainer")).expect("channel"),
+    );
+    let refused = trainer_by_certificate
+        .list_jobs(modelplane_proto::trainer::ListJobsRequest::default())
+        .await
+        .expect_err("an unmapped certificate is no caller");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{}", refused.message());
+
     // A wrong etcd password stops a role before it listens, and says why without it.
     let wrong = logs.join("wrong-password");
     std::fs::write(&wrong, "not-the-password").expect("file");
@@ -126,7 +160,7 @@ async fn the_cluster_runs_with_mtls_on_every_hop_and_etcd_over_tls_with_auth() {
     // No password or private key in any log.
     let private_key = std::fs::read_to_string(&pki.node.key).expect("key");
     let key_body: String = private_key.lines().filter(|line| !line.starts_with("-----")).collect();
-    drop((registry, trainer, worker, router));
+    drop((registry, viewer_registry, trainer, worker, router));
     for entry in std::fs::read_dir(logs).expect("logs") {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|ext| ext == "log") {

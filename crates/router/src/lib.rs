@@ -109,13 +109,19 @@ pub async fn serve(
                 }
                 Some(acceptor) => {
                     use modelplane_service::tls::{TlsListener, TlsPeer};
-                    // Handlers read the client's address as plain TCP gives it.
+                    // Handlers read the client's address as plain TCP gives it, the
+                    // authentication its certificates.
                     let app =
                         app.layer(axum::middleware::map_request(|mut request: axum::extract::Request| async move {
-                            let peer =
-                                request.extensions().get::<axum::extract::ConnectInfo<TlsPeer>>().map(|info| info.0.0);
-                            if let Some(peer) = peer {
-                                request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                            let peer = request
+                                .extensions()
+                                .get::<axum::extract::ConnectInfo<TlsPeer>>()
+                                .map(|info| info.0.clone());
+                            if let Some(TlsPeer { addr, certificates }) = peer {
+                                request.extensions_mut().insert(axum::extract::ConnectInfo(addr));
+                                if let Some(certificates) = certificates {
+                                    request.extensions_mut().insert(certificates);
+                                }
                             }
                             request
                         }));

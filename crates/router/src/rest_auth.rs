@@ -12,6 +12,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use modelplane_service::AuthLayer;
+use modelplane_service::tls::PeerCertificates;
 use tonic::Code;
 
 use crate::rest::RestError;
@@ -53,7 +54,8 @@ pub(crate) async fn admit(
     let Some(method) = grpc_method(&template) else { return next.run(request).await };
     let authorization = request.headers().get(header::AUTHORIZATION).map(|value| value.as_bytes());
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip());
-    let caller = match auth.admit(&method, authorization, peer) {
+    let certificates = request.extensions().get::<PeerCertificates>().map(|PeerCertificates(chain)| chain.as_slice());
+    let caller = match auth.admit(&method, authorization, peer, certificates) {
         Ok(caller) => caller,
         Err(status) => return refusal(&status),
     };

@@ -177,12 +177,19 @@ pub struct ServerAccess {
     pub failures_per_minute: u32,
     /// TLS (and mTLS) on the server's listeners; `None`: plaintext.
     pub tls: Option<crate::tls::ServerTls>,
+    /// Roles of callers that send no key but an mTLS client certificate (`--mtls-role`).
+    pub certificate_roles: crate::CertificateRoles,
 }
 
 impl Default for ServerAccess {
     /// Default deny: every call but health needs a key.
     fn default() -> Self {
-        Self { anonymous: None, failures_per_minute: crate::DEFAULT_FAILURES_PER_MINUTE, tls: None }
+        Self {
+            anonymous: None,
+            failures_per_minute: crate::DEFAULT_FAILURES_PER_MINUTE,
+            tls: None,
+            certificate_roles: crate::CertificateRoles::default(),
+        }
     }
 }
 

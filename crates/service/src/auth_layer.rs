@@ -1,7 +1,8 @@
 //! Authentication and authorization of every gRPC call, in one tower layer: the method's
 //! permission comes from [`crate::access::permission`] (public methods pass untouched),
-//! the caller from its `authorization` header through an [`Authenticator`] (or the
-//! anonymous role, when there is one), and a caller whose role lacks the permission is
+//! the caller from its `authorization` header through an [`Authenticator`] — or, without
+//! one, from its verified mTLS client certificate ([`CertificateRoles`]) or the anonymous
+//! role, when there is one — and a caller whose role lacks the permission is
 //! PERMISSION_DENIED. The caller rides on in the request's extensions, so handlers can
 //! scope model names and name the actor.
 //! An address that fails authentication too often is refused for a while
@@ -15,7 +16,10 @@ use std::task::{Context, Poll};
 use futures::future::{Either, Ready, ready};
 use tower::{Layer, Service};
 
+use rustls::pki_types::CertificateDer;
+
 use crate::access::{Permission, Role, allows, permission};
+use crate::certificate_roles::CertificateRoles;
 use crate::credentials::{Presented, Refusal, parse_bearer};
 use crate::failure_limit::FailureLimit;
 
@@ -68,6 +72,7 @@ pub trait Authenticator: Send + Sync + 'static {
 pub struct AuthLayer {
     authenticator: Arc<dyn Authenticator>,
     anonymous: Option<Role>,
+    certificate_roles: Arc<CertificateRoles>,
     failures: Arc<FailureLimit>,
 }
 
@@ -76,7 +81,19 @@ impl AuthLayer {
     /// with `failures_per_minute` failed authentications in a minute is refused for the
     /// rest of it (0: never).
     pub fn new(authenticator: Arc<dyn Authenticator>, anonymous: Option<Role>, failures_per_minute: u32) -> Self {
-        Self { authenticator, anonymous, failures: Arc::new(FailureLimit::new(failures_per_minute)) }
+        Self {
+            authenticator,
+            anonymous,
+            certificate_roles: Arc::default(),
+            failures: Arc::new(FailureLimit::new(failures_per_minute)),
+        }
+    }
+
+    /// Callers without a key whose client certificate a rule of `roles` maps act with
+    /// that role (named `cert:NAME`), ahead of the anonymous role.
+    pub fn with_certificate_roles(mut self, roles: CertificateRoles) -> Self {
+        self.certificate_roles = Arc::new(roles);
+        self
     }
 
     /// A layer that knows no key: every presented key is refused, and callers without
@@ -111,13 +128,14 @@ pub struct Authenticate<S> {
 
 impl AuthLayer {
     /// The caller of a call to `path` (a gRPC method path) from `peer` with this
-    /// `authorization` header, or the status that refuses it. `None`: the method is
-    /// public.
+    /// `authorization` header and these verified client `certificates` (own first), or
+    /// the status that refuses it. `None`: the method is public.
     pub fn admit(
         &self,
         path: &str,
         authorization: Option<&[u8]>,
         peer: Option<IpAddr>,
+        certificates: Option<&[CertificateDer<'_>]>,
     ) -> Result<Option<Caller>, tonic::Status> {
         let needed = permission(path);
         if needed == Permission::Public {
@@ -129,7 +147,7 @@ impl AuthLayer {
                 left.as_secs().max(1)
             )));
         }
-        let caller = self.authenticate(authorization);
+        let caller = self.authenticate(authorization, certificates);
         // A missing key is not a guess; only presented keys count against the address.
         if let (Err(_), Some(peer), Some(_)) = (&caller, peer, authorization) {
             self.failures.record_failure(peer);
@@ -138,14 +156,24 @@ impl AuthLayer {
         self.authorize(caller, needed, path, authorization.is_none()).map(Some)
     }
 
-    fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Caller, tonic::Status> {
+    fn authenticate(
+        &self,
+        authorization: Option<&[u8]>,
+        certificates: Option<&[CertificateDer<'_>]>,
+    ) -> Result<Caller, tonic::Status> {
         let header = authorization.map(|value| std::str::from_utf8(value).map_err(|_| Refusal::Malformed)).transpose();
         let presented = header.and_then(parse_bearer);
+        // A key, when one is sent, says who calls; a certificate only stands in for none.
+        let certified = || certificates.and_then(|chain| self.certificate_roles.role_of(chain));
         match (presented, self.anonymous) {
             (Ok(presented), _) => self.authenticator.authenticate(&presented),
-            (Err(Refusal::Missing), Some(role)) => {
-                Ok(Caller { name: ANONYMOUS.into(), role, model_prefix: String::new() })
-            }
+            (Err(Refusal::Missing), anonymous) => match (certified(), anonymous) {
+                (Some((name, role)), _) => {
+                    Ok(Caller { name: format!("cert:{name}"), role, model_prefix: String::new() })
+                }
+                (None, Some(role)) => Ok(Caller { name: ANONYMOUS.into(), role, model_prefix: String::new() }),
+                (None, None) => Err(Refusal::Missing),
+            },
             (Err(refusal), _) => Err(refusal),
         }
         .map_err(|refusal| tonic::Status::unauthenticated(refusal.message()))
@@ -162,7 +190,7 @@ impl AuthLayer {
             return Ok(caller);
         }
         let method = path.rsplit('/').next().unwrap_or(path);
-        if anonymous {
+        if anonymous && caller.name == ANONYMOUS {
             return Err(tonic::Status::unauthenticated(format!(
                 "{method} needs an API key (callers without one act as {}); {}",
                 caller.role.name(),
@@ -192,13 +220,12 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let authorization = request.headers().get(http::header::AUTHORIZATION).map(|value| value.as_bytes());
         let extensions = request.extensions();
-        let tcp = extensions.get::<tonic::transport::server::TcpConnectInfo>().or_else(|| {
-            let tls =
-                extensions.get::<tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>>();
-            tls.map(|tls| tls.get_ref())
-        });
+        let tls =
+            extensions.get::<tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>>();
+        let tcp = extensions.get::<tonic::transport::server::TcpConnectInfo>().or_else(|| tls.map(|tls| tls.get_ref()));
         let peer = tcp.and_then(|info| info.remote_addr()).map(|addr| addr.ip());
-        match self.layer.admit(request.uri().path(), authorization, peer) {
+        let certificates = tls.and_then(|tls| tls.peer_certs());
+        match self.layer.admit(request.uri().path(), authorization, peer, certificates.as_deref().map(Vec::as_slice)) {
             Ok(caller) => {
                 if let Some(caller) = caller {
                     request.extensions_mut().insert(caller);
@@ -286,14 +313,40 @@ mod tests {
         let peer = Some("192.0.2.7".parse().expect("ip"));
         let wrong = format!("Bearer mpk_{ID}_{}", "1".repeat(64));
         for _ in 0..2 {
-            let refused = layer.admit(INFER, Some(wrong.as_bytes()), peer).expect_err("wrong key");
+            let refused = layer.admit(INFER, Some(wrong.as_bytes()), peer, None).expect_err("wrong key");
             assert_eq!(refused.code(), tonic::Code::Unauthenticated);
         }
         let right = format!("Bearer mpk_{ID}_{SECRET}");
-        let refused = layer.admit(INFER, Some(right.as_bytes()), peer).expect_err("slowed down");
+        let refused = layer.admit(INFER, Some(right.as_bytes()), peer, None).expect_err("slowed down");
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{}", refused.message());
-        assert!(layer.admit(INFER, Some(right.as_bytes()), Some("192.0.2.8".parse().expect("ip"))).is_ok());
-        assert!(layer.admit("/grpc.health.v1.Health/Check", None, peer).is_ok(), "probes stay open");
+        assert!(layer.admit(INFER, Some(right.as_bytes()), Some("192.0.2.8".parse().expect("ip")), None).is_ok());
+        assert!(layer.admit("/grpc.health.v1.Health/Check", None, peer, None).is_ok(), "probes stay open");
+    }
+
+    #[test]
+    fn a_mapped_certificate_stands_in_for_a_missing_key() {
+        let roles = CertificateRoles::parse(&["node.modelplane.test=viewer"]).expect("rules");
+        let layer = AuthLayer::new(Arc::new(OneKey), None, 0).with_certificate_roles(roles);
+        let issue = |name: &str| {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let params = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("params");
+            vec![params.self_signed(&key).expect("certificate").der().clone()]
+        };
+        let (node, other) = (issue("node.modelplane.test"), issue("other.modelplane.test"));
+        let list = "/modelplane.registry.v1.Registry/ListModels";
+        let caller = layer.admit(list, None, None, Some(&node)).expect("a viewer lists").expect("a caller");
+        assert_eq!((caller.name.as_str(), caller.role), ("cert:node.modelplane.test", Role::Viewer));
+        let refused = layer.admit(SET_ALIAS, None, None, Some(&node)).expect_err("a viewer flips nothing");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{}", refused.message());
+        assert!(refused.message().contains("viewer"), "{}", refused.message());
+        let refused = layer.admit(list, None, None, Some(&other)).expect_err("unmapped");
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{}", refused.message());
+        let key = format!("Bearer mpk_{ID}_{SECRET}");
+        let caller = layer.admit(INFER, Some(key.as_bytes()), None, Some(&node)).expect("key").expect("caller");
+        assert_eq!(caller.role, Role::Predictor, "a key sent says who calls, not the certificate");
+        let wrong = format!("Bearer mpk_{ID}_{}", "1".repeat(64));
+        let refused = layer.admit(list, Some(wrong.as_bytes()), None, Some(&node)).expect_err("a bad key");
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "a bad key is not covered by a certificate");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod access;
 mod auth_layer;
+mod certificate_roles;
 mod client;
 pub mod credentials;
 mod deadline;
@@ -17,13 +18,16 @@ pub mod metrics;
 mod metrics_layer;
 mod oversize_layer;
 mod propagation;
+mod reloading;
 mod server;
 mod shutdown;
 mod telemetry;
 pub mod tls;
+mod tls_verifiers;
 mod trace_layer;
 
 pub use auth_layer::{ANONYMOUS, AuthLayer, Authenticate, Authenticator, Caller, reach_model};
+pub use certificate_roles::CertificateRoles;
 pub use client::{Credentials, OutgoingInterceptor, TracedChannel, connect_lazy};
 pub use deadline::{
     TIMEOUT_PARAMETER, call_deadline, describe_parameter, grpc_timeout_value, request_deadline, set_timeout_parameter,

@@ -7,15 +7,20 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
+
+#[cfg(test)]
+use crate::reloading::RELOAD_CHECK_INTERVAL;
+use crate::reloading::Reloading;
+use crate::tls_verifiers::{ReloadingClientCa, ReloadingServerCa};
 
 /// ALPN for gRPC (HTTP/2 only).
 pub const ALPN_H2: &[&[u8]] = &[b"h2"];
@@ -24,10 +29,7 @@ pub const ALPN_HTTP: &[&[u8]] = &[b"h2", b"http/1.1"];
 
 /// How long a client may take to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often, at most, a server looks at its certificate files' modification times.
-const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -43,7 +45,7 @@ pub struct ServerTls {
     pub client_ca: Option<PathBuf>,
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|err| format!("cannot read certificates from {}: {err}", path.display()))?;
@@ -69,50 +71,18 @@ fn certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
     Ok(Arc::new(certified))
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-/// The served certificate, read again when its files change.
+/// The served (or a client's own) certificate, read again when its files change.
 #[derive(Debug)]
-struct ReloadingCert {
-    cert: PathBuf,
-    key: PathBuf,
-    state: Mutex<Loaded>,
-}
-
-#[derive(Debug)]
-struct Loaded {
-    key: Arc<CertifiedKey>,
-    stamps: (Option<SystemTime>, Option<SystemTime>),
-    checked: Instant,
-}
+struct ReloadingCert(Reloading<Arc<CertifiedKey>>);
 
 impl ReloadingCert {
     fn load(cert: &Path, key: &Path) -> Result<Self, String> {
-        let loaded =
-            Loaded { key: certified_key(cert, key)?, stamps: (modified(cert), modified(key)), checked: Instant::now() };
-        Ok(Self { cert: cert.to_owned(), key: key.to_owned(), state: Mutex::new(loaded) })
+        let files = vec![cert.to_owned(), key.to_owned()];
+        Ok(Self(Reloading::load(files, "TLS certificate", |files| certified_key(&files[0], &files[1]))?))
     }
 
     fn current(&self) -> Arc<CertifiedKey> {
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if state.checked.elapsed() >= RELOAD_CHECK_INTERVAL {
-            state.checked = Instant::now();
-            let stamps = (modified(&self.cert), modified(&self.key));
-            if stamps != state.stamps {
-                // Remembered either way: a half-written pair is tried again when it changes.
-                state.stamps = stamps;
-                match certified_key(&self.cert, &self.key) {
-                    Ok(key) => {
-                        tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
-                        state.key = key;
-                    }
-                    Err(err) => tracing::warn!(error = %err, "TLS certificate not reloaded; serving the previous one"),
-                }
-            }
-        }
-        state.key.clone()
+        self.0.current()
     }
 }
 
@@ -143,16 +113,7 @@ impl ServerTls {
             .map_err(|err| format!("TLS: {err}"))?;
         let builder = match &self.client_ca {
             None => builder.with_no_client_auth(),
-            Some(ca) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for cert in read_certs(ca)? {
-                    roots.add(cert).map_err(|err| format!("{}: not a CA certificate: {err}", ca.display()))?;
-                }
-                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                    .build()
-                    .map_err(|err| format!("client CA {}: {err}", ca.display()))?;
-                builder.with_client_cert_verifier(verifier)
-            }
+            Some(ca) => builder.with_client_cert_verifier(Arc::new(ReloadingClientCa::load(ca)?)),
         };
         let mut config = builder.with_cert_resolver(resolver);
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -236,25 +197,37 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
-/// The client address of a connection a [`TlsListener`] accepted, as axum's
-/// `ConnectInfo` (it gives `SocketAddr` only for plain TCP listeners).
-#[derive(Clone, Copy, Debug)]
-pub struct TlsPeer(pub SocketAddr);
+/// The client of a connection a [`TlsListener`] accepted, as axum's `ConnectInfo` (it
+/// gives `SocketAddr` only for plain TCP listeners): its address and, under mTLS, the
+/// certificate chain it presented (verified at the handshake).
+#[derive(Clone, Debug)]
+pub struct TlsPeer {
+    pub addr: SocketAddr,
+    pub certificates: Option<PeerCertificates>,
+}
+
+/// A client's verified certificate chain (its own first), in a request's extensions.
+#[derive(Clone, Debug)]
+pub struct PeerCertificates(pub Arc<Vec<CertificateDer<'static>>>);
 
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for TlsPeer {
     fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
-        Self(*stream.remote_addr())
+        let chain = stream.io().get_ref().1.peer_certificates();
+        let certificates = chain.map(|chain| PeerCertificates(Arc::new(chain.to_vec())));
+        Self { addr: *stream.remote_addr(), certificates }
     }
 }
 
-/// A client's TLS settings (`--tls-ca`, `--tls-client-cert`, `--tls-client-key`). The CA
-/// is read once; the client certificate is read again when its files change (on the
-/// rustls paths: registry channels, the router's worker links; etcd's client takes the
-/// one read at start-up).
+/// A client's TLS settings (`--tls-ca`, `--tls-client-cert`, `--tls-client-key`). On the
+/// rustls paths (registry channels, the router's worker links, the CLI) the CA and the
+/// client certificate are read again when their files change; etcd's client takes them
+/// as read at start-up.
 #[derive(Clone)]
 pub struct ClientTls {
-    /// PEM CA certificates the servers' certificates must chain to.
+    /// PEM CA certificates the servers' certificates must chain to, as read at start-up.
     ca_pem: Vec<u8>,
+    /// The same CAs, followed as their file changes.
+    ca: Arc<ReloadingServerCa>,
     /// PEM certificate chain and key presented for mTLS, as read at start-up.
     identity: Option<(Vec<u8>, Vec<u8>)>,
     /// The same certificate, followed as its files change.
@@ -271,7 +244,7 @@ impl std::fmt::Debug for ClientTls {
 impl ClientTls {
     /// Reads the CA and, for mTLS, the client's certificate and key.
     pub fn load(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<Self, String> {
-        read_certs(ca)?;
+        let ca_reloading = Arc::new(ReloadingServerCa::load(ca)?);
         let ca_pem = std::fs::read(ca).map_err(|err| format!("cannot read {}: {err}", ca.display()))?;
         let (identity, reloading) = match identity {
             None => (None, None),
@@ -282,7 +255,7 @@ impl ClientTls {
                 (Some((read(cert)?, read(key)?)), Some(reloading))
             }
         };
-        Ok(Self { ca_pem, identity, reloading })
+        Ok(Self { ca_pem, ca: ca_reloading, identity, reloading })
     }
 
     /// tonic's form of these settings.
@@ -297,15 +270,11 @@ impl ClientTls {
 
     /// A rustls client configuration speaking `alpn` (for connections made without tonic).
     pub fn rustls_config(&self, alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConfig>, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(&self.ca_pem) {
-            let cert = cert.map_err(|err| format!("CA: {err}"))?;
-            roots.add(cert).map_err(|err| format!("CA: {err}"))?;
-        }
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|err| format!("TLS: {err}"))?
-            .with_root_certificates(roots);
+            .dangerous()
+            .with_custom_certificate_verifier(self.ca.clone());
         let mut config = match &self.reloading {
             None => builder.with_no_client_auth(),
             Some(resolver) => builder.with_client_cert_resolver(resolver.clone()),
@@ -391,6 +360,93 @@ mod tests {
         std::fs::write(&key, "not a key").expect("key");
         std::thread::sleep(RELOAD_CHECK_INTERVAL);
         assert_eq!(served.current().cert[0], now, "a pair that does not load leaves the last good one");
+    }
+
+    /// A CA and an issuer for certificates it signs.
+    fn ca(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let pem = params.self_signed(&key).expect("ca").pem();
+        (pem, rcgen::Issuer::new(params, key))
+    }
+
+    fn signed(issuer: &rcgen::Issuer<'_, rcgen::KeyPair>) -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+        (params.signed_by(&key, issuer).expect("cert").pem(), key.serialize_pem())
+    }
+
+    /// Whether a handshake between these, and a byte each way, succeed on (client, server).
+    async fn handshake(connector: &tokio_rustls::TlsConnector, acceptor: &tokio_rustls::TlsAcceptor) -> (bool, bool) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (client_io, server_io) = tokio::io::duplex(1 << 16);
+        let name = ServerName::try_from("localhost").expect("name");
+        let client = async {
+            let mut tls = connector.connect(name, client_io).await.ok()?;
+            tls.write_all(b"x").await.ok()?;
+            tls.flush().await.ok()?;
+            // Open until the server answers: it sends session tickets after the handshake.
+            tls.read_exact(&mut [0u8; 1]).await.ok()
+        };
+        let server = async {
+            let mut tls = acceptor.accept(server_io).await.ok()?;
+            tls.read_exact(&mut [0u8; 1]).await.ok()?;
+            tls.write_all(b"y").await.ok()?;
+            tls.flush().await.ok()
+        };
+        let (client, server) = tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(client, server) })
+            .await
+            .expect("the handshake ends");
+        (client.is_some(), server.is_some())
+    }
+
+    #[tokio::test]
+    async fn rotated_ca_files_take_effect_without_a_restart_on_both_sides() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = |name: &str| dir.path().join(name);
+        let write = |name: &str, text: &str| std::fs::write(path(name), text).expect("write");
+        let (old_ca, old_issuer) = ca("old CA");
+        let (new_ca, new_issuer) = ca("new CA");
+        let (server_cert, server_key) = signed(&old_issuer);
+        let (client_cert, client_key) = signed(&new_issuer);
+        write("server.pem", &server_cert);
+        write("server.key", &server_key);
+        write("client.pem", &client_cert);
+        write("client.key", &client_key);
+        write("client-ca.pem", &old_ca);
+        write("server-ca.pem", &old_ca);
+
+        let server =
+            ServerTls { cert: path("server.pem"), key: path("server.key"), client_ca: Some(path("client-ca.pem")) };
+        let acceptor = server.acceptor(ALPN_H2).expect("acceptor");
+        let client =
+            ClientTls::load(&path("server-ca.pem"), Some((&path("client.pem"), &path("client.key")))).expect("client");
+        // Full handshakes only: a resumed session checks no certificate.
+        let mut config = (*client.rustls_config(ALPN_H2).expect("config")).clone();
+        config.resumption = rustls::client::Resumption::disabled();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        assert_eq!(
+            handshake(&connector, &acceptor).await,
+            (false, false),
+            "a client certificate of a CA not yet trusted"
+        );
+
+        std::thread::sleep(Duration::from_millis(20));
+        write("client-ca.pem", &format!("{old_ca}{new_ca}"));
+        std::thread::sleep(RELOAD_CHECK_INTERVAL);
+        assert_eq!(handshake(&connector, &acceptor).await, (true, true), "the server trusts the rotated bundle");
+
+        let (renewed_cert, renewed_key) = signed(&new_issuer);
+        write("server.pem", &renewed_cert);
+        write("server.key", &renewed_key);
+        std::thread::sleep(RELOAD_CHECK_INTERVAL);
+        assert_eq!(handshake(&connector, &acceptor).await, (false, false), "the client does not trust the new CA yet");
+        std::thread::sleep(Duration::from_millis(20));
+        write("server-ca.pem", &new_ca);
+        std::thread::sleep(RELOAD_CHECK_INTERVAL);
+        assert_eq!(handshake(&connector, &acceptor).await, (true, true), "the client follows its CA file");
     }
 
     #[test]

@@ -45,15 +45,15 @@ fn main() {
     let peer = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let headers: Vec<String> = keys.iter().map(|key| format!("Bearer {}", key.key)).collect();
     let anonymous = per_call(|| {
-        auth.admit(INFER, None, peer).expect("admitted");
+        auth.admit(INFER, None, peer, None).expect("admitted");
     });
     let cached = per_call(|| {
-        auth.admit(INFER, Some(headers[0].as_bytes()), peer).expect("admitted");
+        auth.admit(INFER, Some(headers[0].as_bytes()), peer, None).expect("admitted");
     });
     // Each of the 200 keys once: the first call of each verifies its hash.
     let start = Instant::now();
     for header in &headers[1..] {
-        auth.admit(INFER, Some(header.as_bytes()), peer).expect("admitted");
+        auth.admit(INFER, Some(header.as_bytes()), peer, None).expect("admitted");
     }
     let first = start.elapsed() / (headers.len() as u32 - 1);
     println!("| caller | admit per call |");

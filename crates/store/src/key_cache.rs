@@ -44,7 +44,8 @@ impl KeyCache {
         if !cache.keys.wait_synced(std::time::Duration::from_secs(30)).await {
             return Err(crate::Error::Unavailable("could not read the API keys from the store within 30 s".into()));
         }
-        Ok(modelplane_service::AuthLayer::new(Arc::new(cache), access.anonymous, access.failures_per_minute))
+        let layer = modelplane_service::AuthLayer::new(Arc::new(cache), access.anonymous, access.failures_per_minute);
+        Ok(layer.with_certificate_roles(access.certificate_roles.clone()))
     }
 
     /// The mirror, e.g. to wait until it has read the keys once.
