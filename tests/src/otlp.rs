@@ -14,6 +14,8 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 pub struct CollectedSpan {
     /// `service.name` of the exporting process.
     pub service: String,
+    /// The exporting process's string resource attributes (`service.name`, `k8s.pod.name`…).
+    pub resource: HashMap<String, String>,
     /// Span name.
     pub name: String,
     /// Trace id bytes.
@@ -39,16 +41,16 @@ impl TraceService for Receiver {
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let mut spans = self.spans.lock().unwrap_or_else(|p| p.into_inner());
         for resource_spans in request.into_inner().resource_spans {
-            let service = resource_spans
+            let resource: HashMap<String, String> = resource_spans
                 .resource
                 .iter()
                 .flat_map(|r| r.attributes.iter())
-                .find(|kv| kv.key == "service.name")
-                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                    Value::StringValue(s) => Some(s.clone()),
+                .filter_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                    Value::StringValue(s) => Some((kv.key.clone(), s.clone())),
                     _ => None,
                 })
-                .unwrap_or_default();
+                .collect();
+            let service = resource.get("service.name").cloned().unwrap_or_default();
             for scope in resource_spans.scope_spans {
                 for span in scope.spans {
                     let attributes = span
@@ -65,6 +67,7 @@ impl TraceService for Receiver {
                         .collect();
                     spans.push(CollectedSpan {
                         service: service.clone(),
+                        resource: resource.clone(),
                         name: span.name,
                         trace_id: span.trace_id,
                         span_id: span.span_id,

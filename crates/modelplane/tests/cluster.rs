@@ -70,7 +70,13 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
         &args(&["router", "--etcd", &store, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]),
         &["router", "router-http"],
         logs,
-        &env,
+        // Named the way a Kubernetes operator names it (the OpenTelemetry SDK variables).
+        &[
+            env[0],
+            env[1],
+            ("OTEL_SERVICE_NAME", "router"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "k8s.pod.name=router-0,k8s.namespace.name=ml"),
+        ],
     )
     .expect("router starts");
     // The router serves its metrics on its REST address.
@@ -429,7 +435,16 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
         })
     };
     let names: Vec<(String, String)> = spans.iter().map(|s| (s.service.clone(), s.name.clone())).collect();
-    assert!(linked("modelplane-router", infer, "modelplane-worker", infer), "router → worker not linked: {names:?}");
+    assert!(linked("router", infer, "modelplane-worker", infer), "router → worker not linked: {names:?}");
+    let router_span = spans.iter().find(|s| s.service == "router").expect("the router's spans carry OTEL_SERVICE_NAME");
+    assert_eq!(
+        router_span.resource.get("k8s.pod.name").map(String::as_str),
+        Some("router-0"),
+        "{:?}",
+        router_span.resource
+    );
+    assert_eq!(router_span.resource.get("k8s.namespace.name").map(String::as_str), Some("ml"));
+    assert!(!spans.iter().any(|s| s.service == "modelplane-router"), "the default name replaced the operator's");
     assert!(
         linked(
             "modelplane-trainer",

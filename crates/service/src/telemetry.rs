@@ -1,11 +1,16 @@
 //! Logging and tracing set-up: one `init()` per process, returning a guard that flushes
-//! spans on drop. OTLP export is on when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//! spans on drop. OTLP export is on when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, and follows the OpenTelemetry SDK's
+//! environment variables as operators set them: `OTEL_SERVICE_NAME` and a `service.name`
+//! in `OTEL_RESOURCE_ATTRIBUTES` replace the role's default name, the other resource
+//! attributes (e.g. `k8s.pod.name`) ride on every span, `OTEL_EXPORTER_OTLP_HEADERS`,
+//! `OTEL_TRACES_SAMPLER` and `OTEL_BSP_*` are read by the SDK, and `OTEL_SDK_DISABLED=true`
+//! or `OTEL_TRACES_EXPORTER=none` turns export off.
 
 use std::io::IsTerminal;
 
 use opentelemetry::global;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -31,7 +36,7 @@ impl Drop for TelemetryGuard {
 /// Installs the tracing subscriber: `RUST_LOG` filter (default `info`), text or JSON
 /// logs on stderr (`MODELPLANE_LOG_FORMAT=json`; text is coloured only on a terminal), and OTLP/gRPC span export to
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` when set. Safe to call twice; the second call is a no-op.
-pub fn init(service_name: &str) -> TelemetryGuard {
+pub fn init(service_name_default: &str) -> TelemetryGuard {
     global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("MODELPLANE_LOG_FORMAT").is_ok_and(|v| v == "json");
@@ -52,16 +57,23 @@ pub fn init(service_name: &str) -> TelemetryGuard {
         }
     };
 
-    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.is_empty());
-    let provider = endpoint.and_then(|endpoint| {
-        let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint.clone()).build();
+    let variable = |name: &str| std::env::var(name).ok().filter(|value| !value.trim().is_empty());
+    let endpoint = variable("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| variable("OTEL_EXPORTER_OTLP_ENDPOINT"));
+    let disabled = variable("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        || variable("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim().eq_ignore_ascii_case("none"));
+    let provider = endpoint.filter(|_| !disabled).and_then(|endpoint| {
+        // The exporter reads the endpoint (signal-specific first) and headers itself.
+        let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().build();
+        let name =
+            service_name(service_name_default, variable("OTEL_SERVICE_NAME"), variable("OTEL_RESOURCE_ATTRIBUTES"));
+        let resource = match name {
+            Some(name) => Resource::builder().with_service_name(name),
+            None => Resource::builder(),
+        };
         match exporter {
-            Ok(exporter) => Some(
-                SdkTracerProvider::builder()
-                    .with_resource(Resource::builder().with_service_name(service_name.to_owned()).build())
-                    .with_batch_exporter(exporter)
-                    .build(),
-            ),
+            Ok(exporter) => {
+                Some(SdkTracerProvider::builder().with_resource(resource.build()).with_batch_exporter(exporter).build())
+            }
             Err(err) => {
                 eprintln!("telemetry: OTLP exporter to {endpoint} failed: {err}; spans are not exported");
                 None
@@ -77,6 +89,20 @@ pub fn init(service_name: &str) -> TelemetryGuard {
     TelemetryGuard { provider }
 }
 
+/// The `service.name` to set over what the SDK's resource detectors found: the
+/// variable's when set (the specification puts it above the attributes' `service.name`,
+/// which the SDK's detectors would otherwise let win); `None` (keep the detectors')
+/// when only the attributes name one; else the role's default.
+fn service_name(default: &str, variable: Option<String>, attributes: Option<String>) -> Option<String> {
+    if let Some(name) = variable {
+        return Some(name.trim().to_owned());
+    }
+    let named = attributes.is_some_and(|attributes| {
+        attributes.split(',').any(|pair| pair.split_once('=').is_some_and(|(key, _)| key.trim() == "service.name"))
+    });
+    (!named).then(|| default.to_owned())
+}
+
 /// `name=value` pairs separated by spaces, the message bare: the default text format
 /// without styling.
 fn plain_fields() -> impl for<'writer> tracing_subscriber::fmt::FormatFields<'writer> + Send + Sync + 'static {
@@ -88,4 +114,25 @@ fn plain_fields() -> impl for<'writer> tracing_subscriber::fmt::FormatFields<'wr
         name => write!(writer, "{name}={value:?}"),
     })
     .delimited(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::service_name;
+
+    #[test]
+    fn the_operator_names_the_service_and_the_role_is_the_default() {
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(service_name("modelplane-router", None, None), some("modelplane-router"));
+        assert_eq!(service_name("modelplane-router", some("router"), None), some("router"));
+        let attributes = some("k8s.pod.name=router-0, service.name=edge");
+        assert_eq!(service_name("modelplane-router", None, attributes.clone()), None, "the attribute's name stays");
+        assert_eq!(
+            service_name("modelplane-router", some(" router "), attributes),
+            some("router"),
+            "the variable wins"
+        );
+        let others = some("k8s.pod.name=router-0,k8s.namespace.name=ml");
+        assert_eq!(service_name("modelplane-router", None, others), some("modelplane-router"));
+    }
 }
