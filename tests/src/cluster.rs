@@ -165,6 +165,20 @@ impl Etcd {
         }
     }
 
+    /// SIGSTOP: etcd stops answering but keeps its connections, as a stalled disk, a
+    /// long pause or a hung host look to its clients.
+    pub fn freeze(&self) -> Result<()> {
+        let child = self.child.as_ref().context("etcd is not running")?;
+        signal(child, Signal::SIGSTOP)
+    }
+
+    /// SIGCONT after [`Self::freeze`]: etcd carries on, and expires the leases nobody
+    /// could refresh meanwhile.
+    pub fn thaw(&self) -> Result<()> {
+        let child = self.child.as_ref().context("etcd is not running")?;
+        signal(child, Signal::SIGCONT)
+    }
+
     /// Starts etcd again on the same ports and data.
     pub fn resume(&mut self) -> Result<()> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
@@ -195,6 +209,7 @@ impl Etcd {
 
 impl Drop for Etcd {
     fn drop(&mut self) {
+        let _ = self.thaw();
         self.stop();
     }
 }

@@ -13,6 +13,7 @@ mod load;
 pub mod metrics;
 mod otlp;
 pub mod pki;
+mod proxy;
 pub mod scenario;
 
 pub use cluster::{Etcd, Process, clean_command, free_port, output_within};
@@ -20,3 +21,4 @@ pub use data::{churn_csv, houses_csv, topics_csv};
 pub use flow::*;
 pub use load::{Load, LoadSpec, LoadTally};
 pub use otlp::{CollectedSpan, Collector};
+pub use proxy::PartitionProxy;

@@ -473,7 +473,7 @@ pub async fn echo(args: EchoArgs) -> Result<()> {
                 ),
                 None => Default::default(),
             };
-            Some(WorkerLink::new(addr, Default::default(), &credentials).map_err(|err| anyhow::anyhow!(err))?)
+            Some(WorkerLink::new(addr, Default::default(), &credentials, None).map_err(|err| anyhow::anyhow!(err))?)
         }
         None => None,
     };

@@ -22,6 +22,11 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     let collector = Collector::start().await.expect("OTLP receiver starts");
     let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
     let store = etcd.url.clone();
+    // The workers reach etcd through a proxy that the test can cut: a partition between
+    // the workers and etcd that leaves etcd in reach of everyone else.
+    let etcd_addr: std::net::SocketAddr = store.trim_start_matches("http://").parse().expect("etcd address");
+    let partition = modelplane_tests::PartitionProxy::start(etcd_addr).await.expect("proxy starts");
+    let workers_store = format!("http://{}", partition.addr);
     let blob_dir = dir.path().join("blobs").display().to_string();
 
     let mut registry = Process::spawn_with_env(
@@ -57,7 +62,8 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     // to the versions it loads.
     let spawn_worker = |id: &str| {
         let cache = dir.path().join(format!("cache-{id}")).display().to_string();
-        let role = ["worker", "--etcd", &store, "--listen", "127.0.0.1:0", "--registry", &registry_addr, "--id", id];
+        let role =
+            ["worker", "--etcd", &workers_store, "--listen", "127.0.0.1:0", "--registry", &registry_addr, "--id", id];
         let options = ["--cache-dir", cache.as_str(), "--metrics-listen", "127.0.0.1:0", "--memory-capacity", "1GiB"];
         let role: Vec<&str> = role.iter().copied().chain(options).collect();
         Process::spawn_with_env(bin, id, &args(&role), &["worker", "metrics"], logs, &env).expect("worker starts")
@@ -366,12 +372,48 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
     load.each_answered(20, patience).await.expect("load after the restarts");
     load.stop().await.expect("no request failed during the rolling restart");
 
+    // etcd frozen for 10 s under load (SIGSTOP: a stalled disk or a long pause; no
+    // connection closes). The workers' leases lapse meanwhile and etcd expires them as it
+    // resumes, deleting both workers' records; the routers keep routing to the workers
+    // that still answer while they register again. No request fails.
+    let load = Load::start(&load_spec, "etcd froze");
+    load.each_answered(5, patience).await.expect("load before etcd froze");
+    etcd.freeze().expect("SIGSTOP etcd");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    etcd.thaw().expect("SIGCONT etcd");
+    // etcd expires the lapsed leases within a second of resuming; the workers notice at
+    // their next keep-alive and register again under new leases.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_until_registered(&endpoints.registry, &["worker-a", "worker-b"]).await;
+    load.each_answered(20, patience).await.expect("load after etcd resumed");
+    load.stop().await.expect("no request failed while etcd was frozen");
+    for (process, id) in [(&worker, "worker-a"), (&worker_b, "worker-b")] {
+        let log = process.log_tail(400);
+        assert!(log.contains("lease expired; granted a new one"), "{id} kept its lease through the freeze:\n{log}");
+    }
+
+    // The workers cut off from etcd for 10 s while the router and registry still reach
+    // it: the leases lapse and the records go while etcd runs on. No request fails, and
+    // the workers register again when the partition heals.
+    let load = Load::start(&load_spec, "the workers were cut off from etcd");
+    load.each_answered(5, patience).await.expect("load before the partition");
+    partition.cut();
+    wait_until_registered(&endpoints.registry, &[]).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    load.each_answered(5, patience).await.expect("load during the partition");
+    partition.heal();
+    wait_until_registered(&endpoints.registry, &["worker-a", "worker-b"]).await;
+    load.each_answered(20, patience).await.expect("load after the partition healed");
+    load.stop().await.expect("no request failed while the workers were cut off from etcd");
+
     // kill -9 of one of two workers under concurrent load: no request fails.
     let load = Load::start(&load_spec, "a worker died");
     load.each_answered(5, patience).await.expect("load before the kill");
     worker_b.kill().expect("kill -9 of worker-b");
     load.each_answered(20, patience).await.expect("load after the kill");
     load.stop().await.expect("no request failed while a worker died");
+    // Its lease still removes a worker that is really gone.
+    wait_until_registered(&endpoints.registry, &["worker-a"]).await;
 
     // etcd down for 10 s under load: routers and workers serve from their last state,
     // and an alias flip made after etcd returns takes effect.
@@ -461,6 +503,25 @@ async fn four_roles_on_real_etcd_train_deploy_serve_and_flip() {
             && s.attributes.contains_key("version")),
         "worker ModelInfer spans carry no model/version fields"
     );
+}
+
+/// Waits until the registry lists exactly the workers `ids` (their records in etcd).
+async fn wait_until_registered(registry: &str, ids: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let listed = match modelplane_tests::registry(registry).await {
+            Ok(mut client) => client.list_workers(pb::ListWorkersRequest::default()).await.ok(),
+            Err(_) => None,
+        };
+        let mut listed: Vec<String> =
+            listed.map(|r| r.into_inner().workers.into_iter().map(|w| w.id).collect()).unwrap_or_default();
+        listed.sort();
+        if listed == ids {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the registry lists workers {listed:?}, not {ids:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Sends requests until the worker whose metrics are at `metrics` has answered one.

@@ -17,6 +17,12 @@ pub struct RouterConfig {
     pub access: modelplane_service::access::ServerAccess,
     /// What it presents to the workers it forwards to.
     pub credentials: modelplane_service::Credentials,
+    /// How long a worker whose record left the store stays routable (see
+    /// [`crate::vanished`]): longer than an etcd stall or partition is expected to last.
+    pub vanished_worker_grace: std::time::Duration,
+    /// The name every worker's certificate is checked against over TLS, for workers that
+    /// advertise an address no certificate names (a pod IP); `None`: the advertised host.
+    pub worker_tls_server_name: Option<String>,
 }
 
 impl Default for RouterConfig {
@@ -30,6 +36,8 @@ impl Default for RouterConfig {
             in_process: Default::default(),
             access: Default::default(),
             credentials: Default::default(),
+            vanished_worker_grace: std::time::Duration::from_secs(30),
+            worker_tls_server_name: None,
         }
     }
 }
@@ -37,6 +45,9 @@ impl Default for RouterConfig {
 impl RouterConfig {
     /// Checks the settings before any port is bound.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(name) = &self.worker_tls_server_name {
+            modelplane_service::tls::server_name(name).map_err(|err| format!("worker TLS server name: {err}"))?;
+        }
         Ok(())
     }
 }

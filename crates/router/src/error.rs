@@ -24,6 +24,9 @@ pub enum Error {
     /// A limit was reached (the client's requests in flight).
     #[error("{0}")]
     ResourceExhausted(String),
+    /// The call needs credentials the caller did not send.
+    #[error("{0}")]
+    Unauthenticated(String),
     /// The caller's deadline passed before a worker answered.
     #[error("{0}")]
     DeadlineExceeded(String),
@@ -49,6 +52,7 @@ impl Error {
             Error::Unavailable(_) => Code::Unavailable,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::Internal(_) => Code::Internal,
             Error::Passed(status) => status.code(),
         }
@@ -76,7 +80,8 @@ impl From<Error> for tonic::Status {
             | Error::FailedPrecondition(message)
             | Error::Unavailable(message)
             | Error::ResourceExhausted(message)
-            | Error::DeadlineExceeded(message) => tonic::Status::new(code, message),
+            | Error::DeadlineExceeded(message)
+            | Error::Unauthenticated(message) => tonic::Status::new(code, message),
         }
     }
 }

@@ -14,6 +14,7 @@ mod rest_extensions;
 mod service;
 mod table;
 mod triton_extensions;
+mod vanished;
 mod worker_link;
 
 use std::sync::Arc;
@@ -53,16 +54,21 @@ pub async fn serve(
     let auth = modelplane_store::KeyCache::auth_layer(store.clone(), &config.access)
         .await
         .map_err(|err| Error::Unavailable(err.to_string()))?;
-    let clients = Arc::new(Clients::new(config.in_process.clone(), config.credentials.clone()));
+    let clients = Arc::new(Clients::new(
+        config.in_process.clone(),
+        config.credentials.clone(),
+        config.worker_tls_server_name.clone(),
+    ));
     let empty = RoutingTable::build(Arc::new(Catalog::default()), Default::default(), &clients);
     let (table_tx, table_rx) = watch::channel(Arc::new(empty));
     let (synced_tx, synced_rx) = watch::channel(false);
 
     let follow = {
-        let shutdown = shutdown.clone();
+        let (shutdown, grace) = (shutdown.clone(), config.vanished_worker_grace);
         tokio::spawn(async move {
             let (mut models_rx, mut deployments_rx, mut workers_rx) =
                 (models.subscribe(), deployments.subscribe(), workers.subscribe());
+            let mut vanished = vanished::VanishedWorkers::new(grace);
             loop {
                 let (m, d, w) = (models.current(), deployments.current(), workers.current());
                 let catalog = Arc::new(Catalog::build(&m, &d));
@@ -70,6 +76,9 @@ pub async fn serve(
                     tracing::warn!(error = %err, "corrupt worker record; routing around it");
                     Default::default()
                 });
+                let live = vanished.merge(live, std::time::Instant::now());
+                // Wakes the loop to drop a vanished worker whose grace ended.
+                let expiry = vanished.next_expiry();
                 table_tx.send_replace(Arc::new(RoutingTable::build(catalog, live, &clients)));
                 synced_tx.send_replace(m.synced && d.synced && w.synced);
                 tokio::select! {
@@ -77,6 +86,7 @@ pub async fn serve(
                     _ = models_rx.changed() => {}
                     _ = deployments_rx.changed() => {}
                     _ = workers_rx.changed() => {}
+                    _ = sleep_until(expiry) => {}
                 }
             }
         })
@@ -150,4 +160,12 @@ pub async fn serve(
         let _ = http.await;
     }
     served.map_err(|err| Error::Internal(format!("router server: {err}")))
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
 }

@@ -85,6 +85,7 @@ pub struct Clients {
     by_addr: Mutex<HashMap<String, WorkerClient>>,
     in_process: InProcessServers,
     credentials: modelplane_service::Credentials,
+    tls_server_name: Option<String>,
 }
 
 /// A worker's inference client and its pending-request counter.
@@ -92,9 +93,14 @@ type WorkerClient = (Arc<WorkerLink>, Arc<AtomicUsize>);
 
 impl Clients {
     /// Clients that call the workers registered in `in_process` directly, presenting
-    /// `credentials` to every worker.
-    pub fn new(in_process: InProcessServers, credentials: modelplane_service::Credentials) -> Self {
-        Self { by_addr: Mutex::default(), in_process, credentials }
+    /// `credentials` to every worker and, over TLS, checking each worker's certificate
+    /// against `tls_server_name` (else the host it advertises).
+    pub fn new(
+        in_process: InProcessServers,
+        credentials: modelplane_service::Credentials,
+        tls_server_name: Option<String>,
+    ) -> Self {
+        Self { by_addr: Mutex::default(), in_process, credentials, tls_server_name }
     }
 
     fn get(&self, addr: &str) -> Option<WorkerClient> {
@@ -102,7 +108,7 @@ impl Clients {
         if let Some(entry) = clients.get(addr) {
             return Some(entry.clone());
         }
-        match WorkerLink::new(addr, self.in_process.clone(), &self.credentials) {
+        match WorkerLink::new(addr, self.in_process.clone(), &self.credentials, self.tls_server_name.as_deref()) {
             Ok(link) => {
                 let entry = (Arc::new(link), Arc::new(AtomicUsize::new(0)));
                 clients.insert(addr.to_owned(), entry.clone());
@@ -361,7 +367,9 @@ mod tests {
     fn replica(worker: &str, pending: usize) -> Replica {
         Replica {
             worker: worker.into(),
-            client: Arc::new(WorkerLink::new("127.0.0.1:1", Default::default(), &Default::default()).expect("link")),
+            client: Arc::new(
+                WorkerLink::new("127.0.0.1:1", Default::default(), &Default::default(), None).expect("link"),
+            ),
             pending: Arc::new(AtomicUsize::new(pending)),
         }
     }

@@ -88,9 +88,11 @@ impl RouterService {
                 "this router has no registry address (--registry); deploy with `modelplane deploy`".into(),
             )
         })?;
-        // No credentials of the router's own: each call carries its caller's.
-        let registry = modelplane_client::Registry::connect(addr, &Default::default())
-            .map_err(|err| Error::Internal(err.to_string()))?;
+        // The router's TLS (its certificate too), but no key of its own: each call
+        // carries its caller's (see `acting`).
+        let transport = modelplane_service::Credentials { api_key: None, tls: self.config.credentials.tls.clone() };
+        let registry =
+            modelplane_client::Registry::connect(addr, &transport).map_err(|err| Error::Internal(err.to_string()))?;
         Ok(registry.grpc())
     }
 
@@ -113,30 +115,37 @@ impl RouterService {
             rpb::DeploymentTarget { version, weight: 100, ..Default::default() }
         };
         let deployment = rpb::Deployment { model: model.to_owned(), targets: vec![target], ..Default::default() };
-        let request = acting(rpb::SetDeploymentRequest { deployment: Some(deployment) }, authorization);
+        let request = acting(rpb::SetDeploymentRequest { deployment: Some(deployment) }, authorization)?;
         self.registry()?.set_deployment(request).await?;
         Ok(())
     }
 
     /// Removes `model`'s deployment.
     pub(crate) async fn unload(&self, model: &str, authorization: Option<HeaderValue>) -> Result<(), Error> {
-        let request = acting(rpb::DeleteDeploymentRequest { model: model.to_owned() }, authorization);
+        let request = acting(rpb::DeleteDeploymentRequest { model: model.to_owned() }, authorization)?;
         self.registry()?.delete_deployment(request).await?;
         Ok(())
     }
 }
 
-/// A registry request on behalf of the caller whose `authorization` it carries.
-fn acting<T>(message: T, authorization: Option<HeaderValue>) -> Request<T> {
+/// A registry request on behalf of the caller whose `authorization` it carries. A
+/// caller without a key is refused here: the registry could otherwise take the router's
+/// certificate, which may map to a role (`--mtls-role`), for the caller's identity.
+fn acting<T>(message: T, authorization: Option<HeaderValue>) -> Result<Request<T>, Error> {
+    let refused = || {
+        Error::Unauthenticated(
+            "deploying through the router needs an API key with the deployer role              (authorization: Bearer KEY); the router passes it on to the registry"
+                .into(),
+        )
+    };
+    let mut value = authorization
+        .and_then(|value| tonic::metadata::MetadataValue::try_from(value.as_bytes()).ok())
+        .ok_or_else(refused)?;
+    value.set_sensitive(true);
     let mut request = Request::new(message);
     request.metadata_mut().insert("x-modelplane-actor", tonic::metadata::MetadataValue::from_static(ACTOR));
-    if let Some(value) = authorization.and_then(|value| tonic::metadata::MetadataValue::try_from(value.as_bytes()).ok())
-    {
-        let mut value = value;
-        value.set_sensitive(true);
-        request.metadata_mut().insert("authorization", value);
-    }
-    request
+    request.metadata_mut().insert("authorization", value);
+    Ok(request)
 }
 
 fn add_duration(total: &mut Option<pb::StatisticDuration>, more: &Option<pb::StatisticDuration>) {

@@ -20,6 +20,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use modelplane_service::{InProcessServers, InProcessService};
+use tokio_rustls::rustls::pki_types::ServerName;
 use tonic::{Code, Status};
 use tower::ServiceExt;
 
@@ -56,8 +57,9 @@ pub struct WorkerLink {
     /// The router's own `authorization` header (sensitive), sent on every call: workers
     /// admit only callers with a key (the router holds a `service` key).
     authorization: Option<HeaderValue>,
-    /// TLS to the worker, when the router has client TLS settings.
-    tls: Option<tokio_rustls::TlsConnector>,
+    /// TLS to the worker, when the router has client TLS settings, and the name its
+    /// certificate must carry.
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
 }
 
 /// What a connection to a worker runs over: TCP, or TLS on TCP.
@@ -80,10 +82,13 @@ struct Connection {
 impl WorkerLink {
     /// A link to `addr` (`host:port` or `http://host:port`); nothing connects until the
     /// first call, and nothing ever does while `in_process` has a server as `addr`.
+    /// A link to the worker at `addr`; over TLS its certificate is checked against
+    /// `tls_server_name`, or else the host in `addr`.
     pub fn new(
         addr: &str,
         in_process: InProcessServers,
         credentials: &modelplane_service::Credentials,
+        tls_server_name: Option<&str>,
     ) -> Result<Self, String> {
         let host_port = addr.strip_prefix("http://").or_else(|| addr.strip_prefix("https://")).unwrap_or(addr);
         let host_port = host_port.trim_end_matches('/');
@@ -106,7 +111,11 @@ impl WorkerLink {
             tls: match &credentials.tls {
                 None => None,
                 Some(tls) => {
-                    Some(tokio_rustls::TlsConnector::from(tls.rustls_config(modelplane_service::tls::ALPN_H2)?))
+                    let connector =
+                        tokio_rustls::TlsConnector::from(tls.rustls_config(modelplane_service::tls::ALPN_H2)?);
+                    let name = modelplane_service::tls::server_name(tls_server_name.unwrap_or(host_port))
+                        .map_err(|err| format!("worker {addr}: {err}"))?;
+                    Some((connector, name))
                 }
             },
         })
@@ -265,10 +274,8 @@ impl WorkerLink {
         let _ = stream.set_nodelay(true);
         let stream: Box<dyn Io> = match &self.tls {
             None => Box::new(stream),
-            Some(connector) => {
-                let name = modelplane_service::tls::server_name(self.authority.as_str())
-                    .map_err(|err| Status::failed_precondition(format!("worker {}: {err}", self.addr)))?;
-                match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, stream)).await {
+            Some((connector, name)) => {
+                match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), stream)).await {
                     Ok(Ok(tls)) => Box::new(tls),
                     Ok(Err(err)) => return Err(unreachable(format!("TLS: {err}"), Arc::new(err))),
                     Err(elapsed) => return Err(unreachable("TLS handshake timed out".into(), Arc::new(elapsed))),
@@ -454,7 +461,7 @@ mod tests {
 
     #[test]
     fn addresses_need_a_port_and_plain_http() {
-        let link = |addr: &str| WorkerLink::new(addr, InProcessServers::default(), &Default::default());
+        let link = |addr: &str| WorkerLink::new(addr, InProcessServers::default(), &Default::default(), None);
         assert!(link("127.0.0.1:7000").is_ok());
         assert!(link("http://worker-0:7000/").is_ok());
         assert!(link("https://worker-0:7000").is_ok());
@@ -466,8 +473,9 @@ mod tests {
     async fn an_unreachable_worker_is_unavailable_with_a_source() {
         // Bind then drop a listener: nothing listens on that port now.
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let link = WorkerLink::new(&format!("127.0.0.1:{port}"), InProcessServers::default(), &Default::default())
-            .expect("link");
+        let link =
+            WorkerLink::new(&format!("127.0.0.1:{port}"), InProcessServers::default(), &Default::default(), None)
+                .expect("link");
         let status = link
             .unary::<_, pb::ModelInferResponse>(method::MODEL_INFER, &pb::ModelInferRequest::default(), None)
             .await
@@ -535,7 +543,7 @@ mod tests {
         let credentials = modelplane_service::Credentials::with_key(
             modelplane_service::credentials::ApiKey::parse(&key).expect("key"),
         );
-        let link = WorkerLink::new(&addr, servers.clone(), &credentials).expect("link");
+        let link = WorkerLink::new(&addr, servers.clone(), &credentials, None).expect("link");
         let request = pb::ModelInferRequest { model_name: "asked".into(), ..Default::default() };
         let timeout = HeaderValue::from_static("250m");
         let answer: pb::ModelInferResponse =
@@ -569,7 +577,7 @@ mod tests {
                 Ok::<_, std::convert::Infallible>(status.into_http::<tonic::body::Body>())
             }),
         );
-        let link = WorkerLink::new(&addr, servers, &Default::default()).expect("link");
+        let link = WorkerLink::new(&addr, servers, &Default::default(), None).expect("link");
         let status = link
             .unary::<_, pb::ModelInferResponse>(method::MODEL_INFER, &pb::ModelInferRequest::default(), None)
             .await

@@ -110,7 +110,8 @@ async fn start() -> (StreamServer, WorkerLink) {
             .add_service(service)
             .serve_with_incoming(modelplane_service::incoming(listener)),
     );
-    let link = WorkerLink::new(&addr.to_string(), InProcessServers::default(), &Default::default()).expect("link");
+    let link =
+        WorkerLink::new(&addr.to_string(), InProcessServers::default(), &Default::default(), None).expect("link");
     (server, link)
 }
 
@@ -198,8 +199,8 @@ async fn a_vanished_worker_is_unavailable_with_a_source() {
     let (_server, link) = start().await;
     link.infer(request("echo", "1"), None).await.expect("answered");
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let gone =
-        WorkerLink::new(&format!("127.0.0.1:{port}"), InProcessServers::default(), &Default::default()).expect("link");
+    let gone = WorkerLink::new(&format!("127.0.0.1:{port}"), InProcessServers::default(), &Default::default(), None)
+        .expect("link");
     let status = gone.infer(request("echo", "2"), None).await.expect_err("nothing listens");
     assert_eq!(status.code(), Code::Unavailable);
     assert!(std::error::Error::source(&status).is_some(), "a transport failure carries its source");
