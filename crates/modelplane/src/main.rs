@@ -2,6 +2,7 @@
 
 mod access_args;
 mod bench;
+mod check_config;
 mod client;
 mod config_file;
 mod roles;

@@ -12,6 +12,7 @@ use modelplane_store::KvStore;
 use tokio::net::TcpListener;
 
 use crate::access_args::{AccessArgs, AnonymousRole, ServiceKeyArgs};
+use crate::check_config::{self, CheckConfigArgs};
 use modelplane_service::access::Role;
 
 /// Store selection shared by the cluster roles, and the optional settings file.
@@ -46,7 +47,7 @@ pub struct StoreArgs {
 
 impl StoreArgs {
     /// How to reach a secured etcd, from the flags, the environment and files.
-    fn etcd_access(&self) -> Result<modelplane_store::EtcdAccess> {
+    pub(crate) fn etcd_access(&self) -> Result<modelplane_store::EtcdAccess> {
         let tls = match &self.etcd_ca {
             None => None,
             Some(ca) => {
@@ -166,6 +167,8 @@ pub struct RegistryArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub check: CheckConfigArgs,
     /// Address to listen on.
     #[arg(long, env = "MODELPLANE_LISTEN", default_value = "0.0.0.0:7001")]
     pub listen: String,
@@ -202,6 +205,8 @@ pub struct TrainerArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub check: CheckConfigArgs,
     /// Address to listen on.
     #[arg(long, env = "MODELPLANE_LISTEN", default_value = "0.0.0.0:7002")]
     pub listen: String,
@@ -233,6 +238,8 @@ pub struct WorkerArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub check: CheckConfigArgs,
     /// Address to listen on.
     #[arg(long, env = "MODELPLANE_LISTEN", default_value = "0.0.0.0:7003")]
     pub listen: String,
@@ -301,6 +308,8 @@ pub struct RouterArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub check: CheckConfigArgs,
     /// Address to listen on (KServe v2 gRPC).
     #[arg(long, env = "MODELPLANE_LISTEN", default_value = "0.0.0.0:8001")]
     pub listen: String,
@@ -310,6 +319,11 @@ pub struct RouterArgs {
     /// Registry endpoint, for Triton's RepositoryModelLoad/Unload (deploy/undeploy).
     #[arg(long, env = "MODELPLANE_REGISTRY", default_value = "127.0.0.1:7001")]
     pub registry: String,
+    /// Over TLS, check every worker's certificate against this name instead of the host
+    /// it advertises: on Kubernetes workers advertise pod IPs, which no certificate
+    /// names (e.g. `worker.modelplane.svc`).
+    #[arg(long, env = "MODELPLANE_WORKER_TLS_SERVER_NAME", requires = "tls_ca")]
+    pub worker_tls_server_name: Option<String>,
     #[command(flatten)]
     pub limits: LimitArgs,
     #[command(flatten)]
@@ -328,6 +342,11 @@ pub struct LimitArgs {
     /// IP) may have in flight (0: no limit); more is RESOURCE_EXHAUSTED.
     #[arg(long, env = "MODELPLANE_MAX_REQUESTS_PER_CLIENT", default_value_t = 256)]
     pub max_requests_per_client: usize,
+    /// Seconds a worker whose record left the store (its lease lapsed while etcd stalled
+    /// or was out of its reach) stays routable; a worker that is really gone is tried
+    /// last meanwhile, after its first failed call (0: drop it at once).
+    #[arg(long, env = "MODELPLANE_VANISHED_WORKER_GRACE_SECS", default_value_t = 30)]
+    pub vanished_worker_grace_secs: u64,
 }
 
 impl LimitArgs {
@@ -335,6 +354,7 @@ impl LimitArgs {
         modelplane_router::RouterConfig {
             max_tensor_elements: self.max_tensor_elements,
             max_requests_per_client: self.max_requests_per_client,
+            vanished_worker_grace: std::time::Duration::from_secs(self.vanished_worker_grace_secs),
             ..config
         }
     }
@@ -377,6 +397,21 @@ async fn check_blob_store(config: &modelplane_registry::RegistryConfig) -> Resul
     Ok(())
 }
 
+/// `--check-config` of a role that calls the registry with its own key.
+fn check_service(
+    store: &StoreArgs,
+    metrics: &MetricsArgs,
+    key: &ServiceKeyArgs,
+    listen: &str,
+    registry: &str,
+) -> Result<()> {
+    check_config::store(store)?;
+    check_config::listen("listen", listen, false)?;
+    check_config::metrics(metrics)?;
+    check_config::service_key(key)?;
+    check_config::endpoint(registry).with_context(|| format!("--registry {registry:?}"))
+}
+
 /// Cancels the token on SIGTERM or Ctrl-C.
 fn shutdown_on_signal() -> Shutdown {
     let shutdown = Shutdown::new();
@@ -400,6 +435,16 @@ pub async fn registry(args: RegistryArgs) -> Result<()> {
         access: args.access.access(AnonymousRole::None)?,
     };
     config.validate().map_err(anyhow::Error::msg)?;
+    if args.check.check_config {
+        check_config::store(&args.store)?;
+        check_config::listen("listen", &args.listen, false)?;
+        check_config::metrics(&args.metrics)?;
+        check_config::blob_store(&config.blob_store)?;
+        if let Some(path) = &args.admin_key_file {
+            check_config::key_file("admin-key-file", path)?;
+        }
+        return check_config::passed("registry");
+    }
     check_blob_store(&config).await?;
     let store = connect_store(&args.store).await?;
     if let Some(path) = &args.admin_key_file {
@@ -424,6 +469,10 @@ pub async fn trainer(args: TrainerArgs) -> Result<()> {
         credentials: Default::default(),
     };
     config.validate().map_err(anyhow::Error::msg)?;
+    if args.check.check_config {
+        check_service(&args.store, &args.metrics, &args.key, &args.listen, &config.registry_addr)?;
+        return check_config::passed("trainer");
+    }
     let store = connect_store(&args.store).await?;
     let credentials = args.key.credentials(store.as_ref(), &config.id, Role::Service).await?;
     let config = modelplane_trainer::TrainerConfig { credentials, ..config };
@@ -446,6 +495,13 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
         ..Default::default()
     };
     config.validate().map_err(anyhow::Error::msg)?;
+    if args.check.check_config {
+        check_service(&args.store, &args.metrics, &args.key, &args.listen, &config.registry_addr)?;
+        if let Some(advertise) = &args.advertise {
+            check_config::host_port(advertise).with_context(|| format!("--advertise {advertise:?}"))?;
+        }
+        return check_config::passed("worker");
+    }
     let store = connect_store(&args.store).await?;
     config.credentials = args.key.credentials(store.as_ref(), &config.id, Role::Worker).await?;
     let shutdown = shutdown_on_signal();
@@ -460,10 +516,16 @@ pub async fn router(args: RouterArgs) -> Result<()> {
     let _telemetry = modelplane_service::init("modelplane-router");
     let config = args.limits.apply(modelplane_router::RouterConfig {
         registry_addr: Some(args.registry.clone()),
+        worker_tls_server_name: args.worker_tls_server_name.clone(),
         access: args.access.access(AnonymousRole::None)?,
         ..Default::default()
     });
     config.validate().map_err(anyhow::Error::msg)?;
+    if args.check.check_config {
+        check_service(&args.store, &args.metrics, &args.key, &args.listen, &args.registry)?;
+        check_config::listen("http-listen", &args.http_listen, true)?;
+        return check_config::passed("router");
+    }
     let store = connect_store(&args.store).await?;
     let credentials = args.key.credentials(store.as_ref(), "router", Role::Service).await?;
     let config = modelplane_router::RouterConfig { credentials, ..config };

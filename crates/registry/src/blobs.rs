@@ -52,6 +52,22 @@ impl BlobStore {
         }
     }
 
+    /// Checks `location`'s settings as [`Self::open`] reads them, making no request and
+    /// no directory (`--check-config`).
+    pub fn check_settings(location: &BlobLocation) -> Result<()> {
+        match location {
+            BlobLocation::Local(_) => Ok(()),
+            BlobLocation::S3 { bucket, .. } => {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()
+                    .map(|_| ())
+                    .map_err(|err| Error::Blob(format!("S3 bucket {bucket:?}: {err}")))
+            }
+        }
+    }
+
     /// A local directory. Files are fsynced before they are renamed into place and the
     /// directories after, so a record written once a blob is published never points at
     /// a blob a power cut could lose.

@@ -150,16 +150,32 @@ impl std::fmt::Debug for EtcdUser {
 
 /// [`connect`] with etcd's TLS and credentials (ignored by the embedded store).
 pub async fn connect_with(url: &str, access: &EtcdAccess) -> Result<Arc<dyn KvStore>> {
-    if url.starts_with("http://") || url.starts_with("https://") {
-        let endpoints: Vec<&str> = url.split(',').map(str::trim).collect();
-        if access.tls.is_some() && endpoints.iter().any(|e| e.starts_with("http://")) {
-            return Err(Error::InvalidArgument(format!(
-                "etcd TLS is set but {url} has http:// endpoints; use https://"
-            )));
-        }
+    if let Some(endpoints) = etcd_endpoints(url, access)? {
         Ok(Arc::new(EtcdStore::connect_with(&endpoints, access).await?))
     } else {
         let path = url.strip_prefix("file://").unwrap_or(url);
         Ok(Arc::new(EmbeddedStore::open(path)?))
     }
+}
+
+/// Checks `url` and `access` as [`connect_with`] would, connecting to nothing.
+pub fn check_connect_settings(url: &str, access: &EtcdAccess) -> Result<()> {
+    etcd_endpoints(url, access).map(|_| ())
+}
+
+/// The etcd endpoints `url` lists (`None`: it names an embedded store's file).
+fn etcd_endpoints<'a>(url: &'a str, access: &EtcdAccess) -> Result<Option<Vec<&'a str>>> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Ok(None);
+    }
+    let endpoints: Vec<&str> = url.split(',').map(str::trim).collect();
+    if let Some(bad) = endpoints.iter().find(|e| !(e.starts_with("http://") || e.starts_with("https://"))) {
+        return Err(Error::InvalidArgument(format!(
+            "etcd endpoint {bad:?} in {url} is not http://HOST:PORT or https://HOST:PORT"
+        )));
+    }
+    if access.tls.is_some() && endpoints.iter().any(|e| e.starts_with("http://")) {
+        return Err(Error::InvalidArgument(format!("etcd TLS is set but {url} has http:// endpoints; use https://")));
+    }
+    Ok(Some(endpoints))
 }
