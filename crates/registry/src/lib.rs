@@ -67,7 +67,7 @@ pub async fn serve(
         .max_decoding_message_size(modelplane_service::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(modelplane_service::MAX_MESSAGE_BYTES);
     tracing::info!(addr = ?listener.local_addr().ok(), blobs = %config.blob_store, "registry serving");
-    modelplane_service::serve_grpc("registry", service, listener, shutdown, Duration::ZERO, auth, tls.as_ref())
+    modelplane_service::serve_grpc("registry", service, listener, shutdown, Duration::ZERO, auth, tls.as_ref(), None)
         .await
         .map_err(|err| Error::Internal(format!("registry server: {err}")))?;
     Ok(())

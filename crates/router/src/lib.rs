@@ -154,7 +154,8 @@ pub async fn serve(
     tracing::info!(addr = ?listener.local_addr().ok(), "router serving");
     let service = pass_on_server::InferenceServer::new(service);
     let served =
-        modelplane_service::serve_grpc("router", service, listener, shutdown, Duration::ZERO, auth, tls.as_ref()).await;
+        modelplane_service::serve_grpc("router", service, listener, shutdown, Duration::ZERO, auth, tls.as_ref(), None)
+            .await;
     follow.abort();
     if let Some(http) = http {
         let _ = http.await;

@@ -104,8 +104,12 @@ pub enum ServeError {
 
 /// Serves one gRPC service (plus health and reflection) of `role` on `listener`, every
 /// call admitted by `auth`, over TLS when `tls` is set, until `shutdown` is cancelled.
-/// On shutdown health turns NOT_SERVING (for the service and the whole server), then
-/// after `linger` the server stops accepting and drains in-flight calls.
+/// The service's own health status follows `readiness` when given (a worker is ready
+/// once its versions are loaded), while the whole server's (`""`) says it is alive:
+/// Kubernetes probes readiness on the service's name and liveness on `""`. On shutdown
+/// both turn NOT_SERVING, then after `linger` the server stops accepting and drains
+/// in-flight calls.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_grpc<S>(
     role: &'static str,
     service: S,
@@ -114,6 +118,7 @@ pub async fn serve_grpc<S>(
     linger: std::time::Duration,
     auth: AuthLayer,
     tls: Option<&crate::tls::ServerTls>,
+    readiness: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> Result<(), ServeError>
 where
     S: tower::Service<
@@ -131,6 +136,28 @@ where
     let acceptor = tls.map(|tls| tls.acceptor(crate::tls::ALPN_H2)).transpose().map_err(ServeError::Tls)?;
     let (health, health_service) = health_service();
     health.set_service_status(S::NAME, ServingStatus::Serving).await;
+    if let Some(mut ready) = readiness {
+        let (health, shutdown) = (health.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                let status =
+                    if *ready.borrow_and_update() { ServingStatus::Serving } else { ServingStatus::NotServing };
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                health.set_service_status(S::NAME, status).await;
+                if shutdown.is_cancelled() {
+                    // The drain may have said NOT_SERVING just before; it stands.
+                    health.set_service_status(S::NAME, ServingStatus::NotServing).await;
+                    return;
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    changed = ready.changed() => if changed.is_err() { return },
+                }
+            }
+        });
+    }
     let router = grpc_server(role, auth)
         .add_service(health_service)
         .add_service(reflection_service(&[S::NAME]))

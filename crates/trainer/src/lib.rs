@@ -49,9 +49,17 @@ pub async fn serve(
 
     tracing::info!(id = %config.id, addr = ?listener.local_addr().ok(), "trainer serving");
     let service = TrainerServer::new(TrainerService { store, max_dataset_bytes: config.max_dataset_bytes });
-    let served =
-        modelplane_service::serve_grpc("trainer", service, listener, shutdown, Duration::ZERO, auth, tls.as_ref())
-            .await;
+    let served = modelplane_service::serve_grpc(
+        "trainer",
+        service,
+        listener,
+        shutdown,
+        Duration::ZERO,
+        auth,
+        tls.as_ref(),
+        None,
+    )
+    .await;
     let _ = jobs.await;
     if let Ok(lease) = Arc::try_unwrap(lease) {
         // Jobs still running are released: another trainer claims them at once.

@@ -128,8 +128,12 @@ pub async fn serve(
         (handle, lease)
     };
 
-    let service =
-        InferenceService { state: state.clone(), catalog: catalog_rx, ready: ready_rx, draining: shutdown.clone() };
+    let service = InferenceService {
+        state: state.clone(),
+        catalog: catalog_rx,
+        ready: ready_rx.clone(),
+        draining: shutdown.clone(),
+    };
     tracing::info!(id = %config.id, %addr, "worker serving");
     let service = modelplane_service::ACCEPTED_COMPRESSIONS.into_iter().fold(
         GrpcInferenceServiceServer::new(service)
@@ -147,6 +151,9 @@ pub async fn serve(
         WITHDRAW_DELAY,
         auth,
         tls.as_ref(),
+        // Ready (for Kubernetes' readiness probe too) once the versions it should hold
+        // are loaded.
+        Some(ready_rx),
     )
     .await;
     drop(in_process);
