@@ -9,7 +9,7 @@ use modelplane_service::access::{Role, ServerAccess};
 use modelplane_service::tls::{ClientTls, ServerTls};
 use modelplane_service::{CertificateRoles, Credentials};
 use modelplane_store::KvStore;
-use modelplane_store::api_key::{KeySpec, ensure_key_file};
+use modelplane_store::api_key::{KeySpec, ensure_key_file_patiently};
 
 /// What a caller without a key may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -105,6 +105,9 @@ impl ClientTlsArgs {
     }
 }
 
+/// How long a starting service waits for the store to answer before it gives up.
+pub const STORE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The key a service presents to the registry and the workers, and its client TLS.
 #[derive(Args, Clone, Debug)]
 pub struct ServiceKeyArgs {
@@ -136,11 +139,14 @@ impl ServiceKeyArgs {
     }
 }
 
-/// The key in `path` for the service `name`, made or stored as [`ensure_key_file`] does.
+/// The key in `path` for the service `name`, made or stored as
+/// [`modelplane_store::api_key::ensure_key_file`] does, waiting for a store that is not up yet.
 pub async fn service_key(store: &dyn KvStore, path: &Path, name: &str, role: Role) -> Result<Credentials> {
     let spec = KeySpec { name, role, model_prefix: "", expires_unix_ms: None, created_by: name };
     let made = !path.exists();
-    let key = ensure_key_file(store, path, &spec).await.with_context(|| format!("the API key of {name}"))?;
+    let key = ensure_key_file_patiently(store, path, &spec, STORE_PATIENCE)
+        .await
+        .with_context(|| format!("the API key of {name}"))?;
     if made {
         // The other services learn of a new key through their watch of the keys prefix
         // (milliseconds); a first call before that would be refused as unknown.

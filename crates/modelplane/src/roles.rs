@@ -674,7 +674,9 @@ async fn bootstrap_admin_key(store: &dyn KvStore, path: &std::path::Path) -> Res
         created_by: "modelplane",
     };
     let key =
-        modelplane_store::api_key::ensure_key_file(store, path, &spec).await.context("the bootstrap admin key")?;
+        modelplane_store::api_key::ensure_key_file_patiently(store, path, &spec, crate::access_args::STORE_PATIENCE)
+            .await
+            .context("the bootstrap admin key")?;
     tracing::info!(key_id = key.id(), path = %path.display(), "bootstrap admin key");
     Ok(())
 }

@@ -106,6 +106,31 @@ pub async fn ensure_key_file(
     Ok(key)
 }
 
+/// [`ensure_key_file`], retried for up to `patience` while the store does not answer: a
+/// service may start before etcd does (pods on Kubernetes start in any order), and one
+/// that gave up at once would only be restarted later by its supervisor.
+pub async fn ensure_key_file_patiently(
+    store: &dyn KvStore,
+    path: &std::path::Path,
+    spec: &KeySpec<'_>,
+    patience: std::time::Duration,
+) -> Result<ApiKey, KeyFileError> {
+    let deadline = std::time::Instant::now() + patience;
+    let mut pause = std::time::Duration::from_millis(200);
+    loop {
+        match ensure_key_file(store, path, spec).await {
+            Err(KeyFileError::Store(crate::Error::Unavailable(reason)))
+                if std::time::Instant::now() + pause < deadline =>
+            {
+                tracing::warn!(%reason, path = %path.display(), "the store does not answer yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(2));
+            }
+            done => return done,
+        }
+    }
+}
+
 /// Records in the audit log that a service stored the key `record` (as the registry
 /// records the keys it makes), with the service as the actor.
 async fn audit_stored(store: &dyn KvStore, record: &ApiKeyRecord, action: &str) -> crate::Result<()> {
