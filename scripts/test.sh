@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The one command that runs every test. It installs what a fresh machine lacks:
-# etcd-server (Debian package, for the cluster tests), python3-venv where the system splits
-# it out, and a Python venv pinned by tests/python/requirements.txt with tritonclient and
-# onnx (for the interop test, which also builds the ONNX model it imports) and moto's S3
-# server (for the S3 blob store test). protoc is not needed: see tools/protoc.
+# etcd-server (Debian package, for the cluster tests), kubectl (kubernetes-client, for the
+# Kubernetes manifest test), python3-venv where the system splits it out, and a Python venv
+# pinned by tests/python/requirements.txt with tritonclient and onnx (for the interop test,
+# which also builds the ONNX model it imports), moto's S3 server (for the S3 blob store
+# test) and kubernetes-validate (for the manifest test). protoc is not needed: see
+# tools/protoc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +19,11 @@ apt_install() {
 if ! command -v etcd >/dev/null 2>&1; then
   echo "== installing etcd-server (apt-get)"
   apt_install etcd-server
+fi
+# kubectl renders the Kubernetes manifests for tests/python/test_deploy.py (`kubectl kustomize`).
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "== installing kubernetes-client (apt-get)"
+  apt_install kubernetes-client
 fi
 # Debian and Ubuntu ship `python3 -m venv` in a package of its own.
 if ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then
