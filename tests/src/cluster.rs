@@ -34,7 +34,7 @@ pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
 }
 
 /// Sends `signal` to a child process.
-fn signal(child: &Child, signal: Signal) -> Result<()> {
+pub(crate) fn signal(child: &Child, signal: Signal) -> Result<()> {
     let pid = i32::try_from(child.id()).context("pid out of range")?;
     kill(Pid::from_raw(pid), signal).with_context(|| format!("cannot send {signal} to process {pid}"))
 }
@@ -80,7 +80,7 @@ pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn wait_for_port(port: u16, timeout: Duration) -> Result<()> {
+pub(crate) fn wait_for_port(port: u16, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -91,7 +91,7 @@ fn wait_for_port(port: u16, timeout: Duration) -> Result<()> {
     bail!("nothing listens on port {port} after {timeout:?}")
 }
 
-fn tail(path: &Path, lines: usize) -> String {
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")

@@ -7,6 +7,7 @@
 
 mod cluster;
 mod data;
+mod etcd_cluster;
 mod flow;
 pub mod keys;
 mod load;
@@ -18,6 +19,7 @@ pub mod scenario;
 
 pub use cluster::{Etcd, Process, clean_command, free_port, output_within};
 pub use data::{churn_csv, houses_csv, topics_csv};
+pub use etcd_cluster::EtcdCluster;
 pub use flow::*;
 pub use load::{Load, LoadSpec, LoadTally};
 pub use otlp::{CollectedSpan, Collector};
