@@ -2,8 +2,8 @@
 //! signature from the graph, then run batches.
 //!
 //! Supported: FP16, FP32, FP64, INT8-INT64, UINT8-UINT64 and BOOL inputs and outputs of
-//! any rank; dimensions the graph leaves symbolic (a `dim_param` such as the batch) are
-//! reported as `-1` and may take any size.
+//! any rank; dimensions the graph leaves symbolic (a `dim_param` such as the batch, or
+//! no name at all, as skl2onnx writes it) are reported as `-1` and may take any size.
 //!
 //! A graph whose inputs and outputs all start with one shared symbolic dimension (the
 //! batch, `[N, ...]`) and are fixed otherwise can merge requests ([`OnnxModel::batches`]):
@@ -20,6 +20,7 @@ pub use external::external_data_locations;
 use modelplane_kserve::{Datatype, Output, Signature, TensorData, TensorSpec};
 use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::{DimFact, Factoid, GenericFactoid, ShapeFactoid};
 
 /// Errors of ONNX loading and inference.
 #[derive(Debug, thiserror::Error)]
@@ -136,8 +137,9 @@ impl OnnxModel {
         Self::optimise(model)
     }
 
-    fn optimise(model: InferenceModel) -> Result<Self, Error> {
+    fn optimise(mut model: InferenceModel) -> Result<Self, Error> {
         let load = load_error;
+        name_unknown_input_dims(&mut model).map_err(load)?;
         let model = model.into_optimized().map_err(load)?;
         let inputs = model.input_outlets().map_err(load)?.iter().map(|o| spec(&model, *o)).collect::<Result<_, _>>()?;
         let outputs =
@@ -232,6 +234,40 @@ fn fits(shape: &[usize], declared: &[i64]) -> bool {
     shape.len() == declared.len() && shape.iter().zip(declared).all(|(got, want)| *want < 0 || *got as i64 == *want)
 }
 
+/// Names the input dimensions a graph leaves unknown: skl2onnx and onnxmltools write the
+/// batch axis as `[None, k]` (no `dim_value`, no `dim_param`), and tract cannot plan a
+/// graph with an input dimension it knows nothing about ("Source node without a
+/// determined fact"). A leading one becomes the batch: the symbol another input starts
+/// with, else `batch`, so such a graph batches like one that names its axis; any other
+/// gets a symbol of its own.
+fn name_unknown_input_dims(model: &mut InferenceModel) -> TractResult<()> {
+    let inputs = model.input_outlets()?.len();
+    let named_batch = (0..inputs).find_map(|input| match model.input_fact(input).ok()?.shape.dims().next()? {
+        GenericFactoid::Only(dim) if dim.to_i64().is_err() => Some(dim.clone()),
+        _ => None,
+    });
+    let batch = named_batch.unwrap_or_else(|| model.symbols.sym("batch").into());
+    for input in 0..inputs {
+        let mut fact = model.input_fact(input)?.clone();
+        if fact.shape.is_open() || fact.shape.dims().all(|dim| dim.concretize().is_some()) {
+            continue;
+        }
+        let dims: TVec<DimFact> = fact
+            .shape
+            .dims()
+            .enumerate()
+            .map(|(axis, dim)| match dim.concretize() {
+                Some(known) => GenericFactoid::Only(known),
+                None if axis == 0 => GenericFactoid::Only(batch.clone()),
+                None => GenericFactoid::Only(model.symbols.sym(&format!("input{input}_axis{axis}")).into()),
+            })
+            .collect();
+        fact.shape = ShapeFactoid::closed(dims);
+        model.set_input_fact(input, fact)?;
+    }
+    Ok(())
+}
+
 /// Whether every input and output starts with the same symbolic dimension and every
 /// other dimension is fixed.
 fn has_batch_axis(model: &TypedModel) -> TractResult<bool> {
@@ -258,21 +294,24 @@ mod tests {
 
     use super::*;
 
-    /// A dimension: a number, or a symbol (`dim_param`).
+    /// A dimension: a number, a symbol (`dim_param`), or neither (as skl2onnx writes
+    /// the batch axis).
     #[derive(Clone, Copy)]
     enum Dim {
         Fixed(i64),
         Symbol(&'static str),
+        Unnamed,
     }
 
     fn value(name: &str, elem_type: DataType, dims: &[Dim]) -> pb::ValueInfoProto {
         let dim = dims
             .iter()
             .map(|d| Dimension {
-                value: Some(match d {
-                    Dim::Fixed(n) => dimension::Value::DimValue(*n),
-                    Dim::Symbol(s) => dimension::Value::DimParam((*s).to_owned()),
-                }),
+                value: match d {
+                    Dim::Fixed(n) => Some(dimension::Value::DimValue(*n)),
+                    Dim::Symbol(s) => Some(dimension::Value::DimParam((*s).to_owned())),
+                    Dim::Unnamed => None,
+                },
                 ..Default::default()
             })
             .collect();
@@ -367,6 +406,24 @@ mod tests {
         assert!(!graph.fits_batch(&integers), "another datatype than the graph takes");
         let message = graph.predict(&rows_differ).map(|_| ()).expect_err("batch sizes differ").to_string();
         assert!(message.contains("batch sizes [2, 1]"), "{message}");
+    }
+
+    #[test]
+    fn an_unnamed_leading_dimension_is_the_batch_axis() {
+        // As skl2onnx exports: `[None, 2]`, `[None, 3]`.
+        let graph = negate_both(&[Dim::Unnamed, Dim::Fixed(2)], &[Dim::Unnamed, Dim::Fixed(3)]);
+        assert_eq!(graph.signature().inputs[0].shape, [-1, 2]);
+        assert!(graph.batches(), "both inputs start with the same (unnamed) batch axis");
+        let outputs = graph.predict(&[f32s(&[2, 2], &[1.0, 2.0, 3.0, 4.0]), f32s(&[2, 3], &[0.0; 6])]).expect("runs");
+        assert_eq!(answer(&outputs, 0), (&[2, 2][..], &TensorData::F32(vec![-1.0, -2.0, -3.0, -4.0])));
+        // One input names its batch axis, the other leaves it unnamed: the same axis.
+        let mixed = negate_both(&[Dim::Symbol("N"), Dim::Fixed(2)], &[Dim::Unnamed, Dim::Fixed(3)]);
+        assert!(mixed.batches());
+        // An unnamed dimension after the first is a size of its own, not the batch.
+        let ragged = negate_both(&[Dim::Unnamed, Dim::Unnamed], &[Dim::Unnamed, Dim::Fixed(3)]);
+        assert!(!ragged.batches());
+        let outputs = ragged.predict(&[f32s(&[1, 4], &[1.0; 4]), f32s(&[1, 3], &[0.0; 3])]).expect("runs");
+        assert_eq!(answer(&outputs, 0).0, &[1, 4][..]);
     }
 
     #[test]
