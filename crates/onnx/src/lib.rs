@@ -14,6 +14,7 @@
 use std::sync::Arc;
 
 mod external;
+mod ml_scaler;
 
 pub use external::external_data_locations;
 
@@ -110,6 +111,13 @@ fn values(tensor: &Tensor) -> TractResult<TensorData> {
     })
 }
 
+/// tract's ONNX parser with the `ai.onnx.ml` operators it lacks added.
+fn parser() -> tract_onnx::Onnx {
+    let mut onnx = tract_onnx::onnx();
+    ml_scaler::register(&mut onnx.op_register);
+    onnx
+}
+
 fn load_error(e: TractError) -> Error {
     Error::Load(format!("{e:#}"))
 }
@@ -124,7 +132,7 @@ fn spec(model: &TypedModel, outlet: OutletId) -> Result<TensorSpec, Error> {
 impl OnnxModel {
     /// Parses, checks and optimises an ONNX graph held in memory (its tensors inside it).
     pub fn load(bytes: &[u8]) -> Result<Self, Error> {
-        let model = tract_onnx::onnx().model_for_read(&mut &*bytes).map_err(load_error)?;
+        let model = parser().model_for_read(&mut &*bytes).map_err(load_error)?;
         Self::optimise(model)
     }
 
@@ -133,7 +141,7 @@ impl OnnxModel {
     /// external data, for graphs past protobuf's 2 GB) are read from the files the graph
     /// names, relative to the graph's folder.
     pub fn load_file(path: &std::path::Path) -> Result<Self, Error> {
-        let model = tract_onnx::onnx().model_for_path(path).map_err(load_error)?;
+        let model = parser().model_for_path(path).map_err(load_error)?;
         Self::optimise(model)
     }
 
@@ -424,6 +432,63 @@ mod tests {
         assert!(!ragged.batches());
         let outputs = ragged.predict(&[f32s(&[1, 4], &[1.0; 4]), f32s(&[1, 3], &[0.0; 3])]).expect("runs");
         assert_eq!(answer(&outputs, 0).0, &[1, 4][..]);
+    }
+
+    /// `scaled = Scaler(x)` (`ai.onnx.ml`) with these offsets and scales, as skl2onnx
+    /// exports a StandardScaler, or why the graph is refused.
+    fn scaler(input_type: DataType, width: i64, offset: &[f32], scale: &[f32]) -> Result<OnnxModel, Error> {
+        let floats = |name: &str, values: &[f32]| pb::AttributeProto {
+            name: name.into(),
+            r#type: AttributeType::Floats as i32,
+            floats: values.to_vec(),
+            ..Default::default()
+        };
+        let node = pb::NodeProto {
+            input: vec!["x".into()],
+            output: vec!["scaled".into()],
+            op_type: "Scaler".into(),
+            domain: "ai.onnx.ml".into(),
+            attribute: vec![floats("offset", offset), floats("scale", scale)],
+            ..Default::default()
+        };
+        let graph = pb::GraphProto {
+            node: vec![node],
+            name: "scaler".into(),
+            input: vec![value("x", input_type, &[Dim::Unnamed, Dim::Fixed(width)])],
+            output: vec![value("scaled", DataType::Float, &[Dim::Unnamed, Dim::Fixed(width)])],
+            ..Default::default()
+        };
+        let model = pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![
+                pb::OperatorSetIdProto { domain: String::new(), version: 13 },
+                pb::OperatorSetIdProto { domain: "ai.onnx.ml".into(), version: 3 },
+            ],
+            graph: Some(graph),
+            ..Default::default()
+        };
+        OnnxModel::load(&model.encode_to_vec())
+    }
+
+    #[test]
+    fn scaler_centres_and_scales_each_feature_as_the_onnx_ml_spec_says() {
+        let graph = scaler(DataType::Float, 2, &[1.0, -2.0], &[0.5, 4.0]).expect("loads");
+        assert!(graph.batches());
+        let outputs = graph.predict(&[f32s(&[2, 2], &[3.0, 0.0, 1.0, -2.5])]).expect("runs");
+        // (3 - 1) * 0.5, (0 + 2) * 4, (1 - 1) * 0.5, (-2.5 + 2) * 4
+        assert_eq!(answer(&outputs, 0), (&[2, 2][..], &TensorData::F32(vec![1.0, 8.0, 0.0, -2.0])));
+        // One offset and scale for every feature; integer input answered as FP32.
+        let graph = scaler(DataType::Int64, 3, &[10.0], &[0.1]).expect("loads");
+        assert_eq!(graph.signature().inputs[0].datatype.name(), "INT64");
+        let outputs = graph.predict(&[(vec![1, 3], TensorData::I64(vec![10, 20, 0]))]).expect("runs");
+        assert_eq!(answer(&outputs, 0), (&[1, 3][..], &TensorData::F32(vec![0.0, 1.0, -1.0])));
+    }
+
+    #[test]
+    fn a_scaler_whose_values_do_not_match_the_features_is_refused_at_load() {
+        let refused = scaler(DataType::Float, 3, &[1.0, 2.0], &[1.0]).map(|_| ()).expect_err("2 offsets, 3 features");
+        let message = refused.to_string();
+        assert!(message.contains("offset has 2 values but its input has 3 features"), "{message}");
     }
 
     #[test]
