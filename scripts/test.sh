@@ -4,7 +4,8 @@
 # Kubernetes manifest test), python3-venv where the system splits it out, and a Python venv
 # pinned by tests/python/requirements.txt with tritonclient and onnx (for the interop test,
 # which also builds the ONNX model it imports), moto's S3 server (for the S3 blob store
-# test) and kubernetes-validate (for the manifest test). protoc is not needed: see
+# test), kubernetes-validate (for the manifest test) and scikit-learn, skl2onnx,
+# onnxmltools, xgboost-cpu, lightgbm and onnxruntime (for the ONNX conformance matrix). protoc is not needed: see
 # tools/protoc.
 set -euo pipefail
 cd "$(dirname "$0")/.."

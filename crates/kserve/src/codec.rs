@@ -78,9 +78,19 @@ pub fn decode_texts(input: &InferInputTensor, raw: Option<&[u8]>) -> Result<Vec<
             )));
         }
     };
-    let texts = match raw {
+    let texts = bytes_elements(input, raw)?;
+    if texts.len() != rows {
+        return Err(count_error(input, texts.len(), "texts", rows));
+    }
+    Ok(texts)
+}
+
+/// The BYTES elements an input carries: typed `bytes_contents`, or raw elements each
+/// prefixed by a 4-byte little-endian length.
+fn bytes_elements(input: &InferInputTensor, raw: Option<&[u8]>) -> Result<Vec<Vec<u8>>, Error> {
+    Ok(match raw {
         Some(mut raw) => {
-            let mut texts = Vec::with_capacity(rows);
+            let mut texts = Vec::new();
             while !raw.is_empty() {
                 let Some((length, rest)) = raw.split_first_chunk::<4>() else {
                     return Err(Error::InvalidArgument(format!(
@@ -104,11 +114,7 @@ pub fn decode_texts(input: &InferInputTensor, raw: Option<&[u8]>) -> Result<Vec<
             texts
         }
         None => input.contents.as_ref().map(|c| c.bytes_contents.clone()).unwrap_or_default(),
-    };
-    if texts.len() != rows {
-        return Err(count_error(input, texts.len(), "texts", rows));
-    }
-    Ok(texts)
+    })
 }
 
 /// Largest integer every value up to which FP32 holds exactly (2^24).
@@ -340,6 +346,19 @@ fn to_datatype(
 ) -> Result<TensorData, Error> {
     if target == Datatype::Fp32 {
         return to_fp32(input, raw, expected).map(TensorData::F32);
+    }
+    if target == Datatype::Bytes {
+        if input.datatype != Datatype::Bytes.name() {
+            return Err(Error::InvalidArgument(format!(
+                "input {:?} has datatype {}; expected BYTES (text, one element per value)",
+                input.name, input.datatype
+            )));
+        }
+        let elements = bytes_elements(input, raw)?;
+        if elements.len() != expected {
+            return Err(count_error(input, elements.len(), "elements", expected));
+        }
+        return Ok(TensorData::Bytes(elements));
     }
     let wide = read_values(input, raw, expected, target)?;
     fn fits<T: TryFrom<i128>>(value: i128) -> Option<T> {

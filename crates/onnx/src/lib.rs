@@ -1,7 +1,7 @@
 //! ONNX models made elsewhere, run with tract: load and optimise once, read the
 //! signature from the graph, then run batches.
 //!
-//! Supported: FP16, FP32, FP64, INT8-INT64, UINT8-UINT64 and BOOL inputs and outputs of
+//! Supported: FP16, FP32, FP64, INT8-INT64, UINT8-UINT64, BOOL and STRING (as BYTES) inputs and outputs of
 //! any rank; dimensions the graph leaves symbolic (a `dim_param` such as the batch, or
 //! no name at all, as skl2onnx writes it) are reported as `-1` and may take any size.
 //!
@@ -14,7 +14,13 @@
 use std::sync::Arc;
 
 mod external;
+mod ml_encoders;
+mod ml_features;
+mod ml_kernel;
 mod ml_scaler;
+mod ml_scores;
+mod ml_svm;
+mod ml_tree;
 
 pub use external::external_data_locations;
 
@@ -55,15 +61,17 @@ fn datatype(dt: DatumType) -> Result<Datatype, Error> {
         DatumType::I8 => Ok(Datatype::Int8),
         DatumType::I16 => Ok(Datatype::Int16),
         DatumType::I32 => Ok(Datatype::Int32),
-        DatumType::I64 => Ok(Datatype::Int64),
+        // tract reads ONNX's Cast-to-INT64 as a cast to its symbolic dimension type.
+        DatumType::I64 | DatumType::TDim => Ok(Datatype::Int64),
         DatumType::U8 => Ok(Datatype::Uint8),
         DatumType::U16 => Ok(Datatype::Uint16),
         DatumType::U32 => Ok(Datatype::Uint32),
         DatumType::U64 => Ok(Datatype::Uint64),
         DatumType::Bool => Ok(Datatype::Bool),
+        DatumType::String => Ok(Datatype::Bytes),
         other => Err(Error::Load(format!(
             "tensors of {other:?} are not supported; modelplane serves ONNX graphs whose inputs and outputs are \
-             FP16, FP32, FP64, INT8-INT64, UINT8-UINT64 or BOOL"
+             FP16, FP32, FP64, INT8-INT64, UINT8-UINT64, BOOL or STRING (BYTES)"
         ))),
     }
 }
@@ -83,7 +91,18 @@ fn tensor(shape: &[usize], values: &TensorData) -> TractResult<Tensor> {
         TensorData::U32(values) => Tensor::from_shape(shape, values),
         TensorData::U64(values) => Tensor::from_shape(shape, values),
         TensorData::Bool(values) => Tensor::from_shape(shape, values),
-        TensorData::Bytes(_) => Err(TractError::msg("BYTES tensors are not supported")),
+        TensorData::Bytes(elements) => {
+            let strings = elements
+                .iter()
+                .enumerate()
+                .map(|(index, bytes)| {
+                    String::from_utf8(bytes.clone()).map_err(|_| {
+                        TractError::msg(format!("element {index} is not UTF-8 text, which an ONNX STRING tensor holds"))
+                    })
+                })
+                .collect::<TractResult<Vec<String>>>()?;
+            Ok(tract_ndarray::ArrayD::from_shape_vec(shape, strings)?.into_tensor())
+        }
     }
 }
 
@@ -100,11 +119,15 @@ fn values(tensor: &Tensor) -> TractResult<TensorData> {
         DatumType::I16 => TensorData::I16(all(tensor)?),
         DatumType::I32 => TensorData::I32(all(tensor)?),
         DatumType::I64 => TensorData::I64(all(tensor)?),
+        DatumType::TDim => TensorData::I64(all(&*tensor.cast_to::<i64>()?)?),
         DatumType::U8 => TensorData::U8(all(tensor)?),
         DatumType::U16 => TensorData::U16(all(tensor)?),
         DatumType::U32 => TensorData::U32(all(tensor)?),
         DatumType::U64 => TensorData::U64(all(tensor)?),
         DatumType::Bool => TensorData::Bool(all(tensor)?),
+        DatumType::String => TensorData::Bytes(
+            tensor.to_plain_array_view::<String>()?.iter().map(|text| text.as_bytes().to_vec()).collect(),
+        ),
         other => {
             return Err(TractError::msg(format!("the graph answered {other:?}, which its signature does not declare")));
         }
@@ -115,7 +138,46 @@ fn values(tensor: &Tensor) -> TractResult<TensorData> {
 fn parser() -> tract_onnx::Onnx {
     let mut onnx = tract_onnx::onnx();
     ml_scaler::register(&mut onnx.op_register);
+    ml_features::register(&mut onnx.op_register);
+    ml_encoders::register(&mut onnx.op_register);
+    ml_tree::register(&mut onnx.op_register);
+    ml_svm::register(&mut onnx.op_register);
     onnx
+}
+
+/// Refuses a graph using an operator tract's parser does not know, naming each such
+/// operator with its domain and a node using it; tract alone would stop later, at typing,
+/// with a message that names neither.
+fn check_operators(onnx: &tract_onnx::Onnx, model: &tract_onnx::pb::ModelProto) -> Result<(), Error> {
+    fn walk<'a>(
+        onnx: &tract_onnx::Onnx,
+        graph: &'a tract_onnx::pb::GraphProto,
+        unknown: &mut std::collections::BTreeMap<(&'a str, &'a str), &'a str>,
+    ) {
+        for node in &graph.node {
+            if !onnx.op_register.0.contains_key(&node.op_type) {
+                let domain = if node.domain.is_empty() { "ai.onnx" } else { node.domain.as_str() };
+                unknown.entry((domain, node.op_type.as_str())).or_insert(node.name.as_str());
+            }
+            for attribute in &node.attribute {
+                attribute.g.iter().chain(&attribute.graphs).for_each(|subgraph| walk(onnx, subgraph, unknown));
+            }
+        }
+    }
+    let mut unknown = std::collections::BTreeMap::new();
+    if let Some(graph) = &model.graph {
+        walk(onnx, graph, &mut unknown);
+    }
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let listed: Vec<String> =
+        unknown.iter().map(|((domain, op), node)| format!("{op} (domain {domain}, node {node:?})")).collect();
+    Err(Error::Load(format!(
+        "the graph uses operators modelplane cannot run: {}; it runs the ONNX operators tract implements and the \
+         ai.onnx.ml operators docs/models.md lists",
+        listed.join(", ")
+    )))
 }
 
 fn load_error(e: TractError) -> Error {
@@ -132,7 +194,10 @@ fn spec(model: &TypedModel, outlet: OutletId) -> Result<TensorSpec, Error> {
 impl OnnxModel {
     /// Parses, checks and optimises an ONNX graph held in memory (its tensors inside it).
     pub fn load(bytes: &[u8]) -> Result<Self, Error> {
-        let model = parser().model_for_read(&mut &*bytes).map_err(load_error)?;
+        let onnx = parser();
+        let proto = onnx.proto_model_for_read(&mut &*bytes).map_err(load_error)?;
+        check_operators(&onnx, &proto)?;
+        let model = onnx.model_for_proto_model(&proto).map_err(load_error)?;
         Self::optimise(model)
     }
 
@@ -141,8 +206,15 @@ impl OnnxModel {
     /// external data, for graphs past protobuf's 2 GB) are read from the files the graph
     /// names, relative to the graph's folder.
     pub fn load_file(path: &std::path::Path) -> Result<Self, Error> {
-        let model = parser().model_for_path(path).map_err(load_error)?;
-        Self::optimise(model)
+        let onnx = parser();
+        let proto = onnx.proto_model_for_path(path).map_err(load_error)?;
+        check_operators(&onnx, &proto)?;
+        let folder = path.parent().and_then(|folder| folder.to_str());
+        let parsed = onnx.parse(&proto, folder).map_err(load_error)?;
+        if !parsed.unresolved_inputs.is_empty() {
+            return Err(Error::Load(format!("the graph reads values nothing defines: {:?}", parsed.unresolved_inputs)));
+        }
+        Self::optimise(parsed.model)
     }
 
     fn optimise(mut model: InferenceModel) -> Result<Self, Error> {

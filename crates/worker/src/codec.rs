@@ -199,6 +199,28 @@ mod tests {
         assert!(err.to_string().contains("send one per input or none"), "{err}");
     }
 
+    #[test]
+    fn onnx_text_inputs_take_bytes_typed_or_raw_and_nothing_else() {
+        let texts = || vec![b"paris".to_vec(), b"lyon".to_vec()];
+        let typed = onnx_input("BYTES", InferTensorContents { bytes_contents: texts(), ..Default::default() }, "BYTES");
+        assert_eq!(typed.expect("typed BYTES"), TensorData::Bytes(texts()));
+        let spec = modelplane_kserve::TensorSpec { name: "x".into(), datatype: Datatype::Bytes, shape: vec![-1] };
+        let signature = modelplane_kserve::Signature { inputs: vec![spec], outputs: Vec::new() };
+        let mut raw = request("BYTES", vec![2], vec![], false);
+        raw.inputs[0].name = "x".into();
+        raw.raw_input_contents.push(Bytes::from_static(b"\x05\0\0\0paris\x04\0\0\0lyon"));
+        assert_eq!(decode_tensors(&raw, &signature).expect("raw BYTES")[0].1, TensorData::Bytes(texts()));
+        let one = onnx_input(
+            "BYTES",
+            InferTensorContents { bytes_contents: vec![b"x".to_vec()], ..Default::default() },
+            "BYTES",
+        );
+        assert!(one.expect_err("one element for two").to_string().contains("has 1 elements"));
+        let numbers =
+            onnx_input("FP32", InferTensorContents { fp32_contents: vec![1.0, 2.0], ..Default::default() }, "BYTES");
+        assert!(numbers.expect_err("numbers for text").to_string().contains("expected BYTES"));
+    }
+
     /// Decodes one ONNX input `x` sent as `datatype` with `contents` for a graph taking `target`.
     fn onnx_input(datatype: &str, contents: InferTensorContents, target: &str) -> Result<TensorData, Error> {
         let spec = modelplane_kserve::TensorSpec {
