@@ -5,7 +5,8 @@
 //! `[features, components]` with PCA; per dense layer `i`: `layers.{i}.weight`
 //! `[inputs, outputs]` and `layers.{i}.bias` `[outputs]`. Metadata key
 //! [`MANIFEST_METADATA_KEY`] holds the [`Manifest`] as JSON; its `pipeline` says which
-//! preprocessing tensors to expect.
+//! preprocessing tensors to expect. A tree kind has no layers; its trees are the
+//! `trees.*` tensors (see `trees/artifact.rs`).
 
 use std::collections::HashMap;
 
@@ -53,26 +54,30 @@ impl Model {
     pub fn to_artifact(&self) -> Result<Vec<u8>> {
         let manifest = serde_json::to_string(&self.manifest).map_err(artifact_error)?;
         let features = self.features();
+        let f32 = Dtype::F32;
         let mut buffers = vec![
-            ("scaler.mean".to_owned(), vec![features], le_bytes(self.scaler.mean.iter())),
-            ("scaler.scale".to_owned(), vec![features], le_bytes(self.scaler.scale.iter())),
+            ("scaler.mean".to_owned(), f32, vec![features], le_bytes(self.scaler.mean.iter())),
+            ("scaler.scale".to_owned(), f32, vec![features], le_bytes(self.scaler.scale.iter())),
         ];
         if let Some(idf) = self.vectorizer.as_ref().and_then(|v| v.idf.as_ref()) {
-            buffers.push(("vectorizer.idf".to_owned(), vec![idf.len()], le_bytes(idf.iter())));
+            buffers.push(("vectorizer.idf".to_owned(), f32, vec![idf.len()], le_bytes(idf.iter())));
         }
         if let Some(components) = &self.pca {
             let shape = vec![components.nrows(), components.ncols()];
-            buffers.push(("pca.components".to_owned(), shape, le_bytes(components.iter())));
+            buffers.push(("pca.components".to_owned(), f32, shape, le_bytes(components.iter())));
         }
         for (i, layer) in self.layers.iter().enumerate() {
             let (inputs, outputs) = layer.weight.dim();
-            buffers.push((format!("layers.{i}.weight"), vec![inputs, outputs], le_bytes(layer.weight.iter())));
-            buffers.push((format!("layers.{i}.bias"), vec![outputs], le_bytes(layer.bias.iter())));
+            buffers.push((format!("layers.{i}.weight"), f32, vec![inputs, outputs], le_bytes(layer.weight.iter())));
+            buffers.push((format!("layers.{i}.bias"), f32, vec![outputs], le_bytes(layer.bias.iter())));
+        }
+        if let Some(trees) = &self.trees {
+            buffers.extend(crate::trees::artifact::buffers(trees));
         }
         let views = buffers
             .iter()
-            .map(|(name, shape, bytes)| {
-                TensorView::new(Dtype::F32, shape.clone(), bytes).map(|view| (name.as_str(), view))
+            .map(|(name, dtype, shape, bytes)| {
+                TensorView::new(*dtype, shape.clone(), bytes).map(|view| (name.as_str(), view))
             })
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(artifact_error)?;
@@ -141,15 +146,24 @@ impl Model {
             layers.push(Dense::new(weight, Array1::from(bias), *activation).packed_for_inference());
             inputs = outputs;
         }
-        if layers.is_empty() {
-            return Err(Error::Artifact("the manifest lists no layers".into()));
-        }
+        let trees = match manifest.trees {
+            Some(combine) => {
+                let outputs = match manifest.head {
+                    crate::Head::Identity | crate::Head::Sigmoid => 1,
+                    crate::Head::Softmax | crate::Head::Probabilities => manifest.labels.len(),
+                };
+                Some(std::sync::Arc::new(crate::trees::artifact::load(&tensors, combine, features, outputs)?))
+            }
+            None if layers.is_empty() => return Err(Error::Artifact("the manifest lists no layers".into())),
+            None => None,
+        };
         Ok(Self {
             manifest,
             vectorizer,
             scaler: StandardScaler { mean: Array1::from(mean), scale: Array1::from(scale) },
             pca,
             layers,
+            trees,
         })
     }
 }

@@ -1,5 +1,6 @@
-//! CSV datasets: a header row, then one row per example. Feature columns are numeric;
-//! the target is numeric (regression) or any text (classification, label-encoded).
+//! CSV datasets: a header row, then one row per example. Feature columns are numeric,
+//! an empty cell being a missing value (NaN); the target is numeric (regression) or any
+//! text (classification, label-encoded), and never missing.
 
 use ndarray::{Array1, Array2};
 
@@ -129,7 +130,7 @@ impl Dataset {
                 }
             };
             for column in &feature_indexes {
-                values.push(number(*column)?);
+                values.push(if cell(*column).is_empty() { f32::NAN } else { number(*column)? });
             }
             if let Some(column) = text_index {
                 texts.push(cell(column).to_owned());
@@ -256,8 +257,11 @@ mod tests {
     fn names_row_and_column_of_a_bad_value() {
         let err = Dataset::from_csv("a,y\n1,0\nx,1\n", "y", false).expect_err("bad value");
         assert_eq!(err.to_string(), "dataset: row 2, column \"a\": \"x\" is not a number");
-        let err = Dataset::from_csv("a,b,y\n1,,0\n", "y", false).expect_err("missing value");
-        assert_eq!(err.to_string(), "dataset: row 1, column \"b\": is missing");
+        // An empty feature cell is a missing value; an empty target is an error.
+        let data = Dataset::from_csv("a,b,y\n1,,0\n", "y", false).expect("a missing feature");
+        assert!(data.features[[0, 1]].is_nan() && data.features[[0, 0]] == 1.0);
+        let err = Dataset::from_csv("a,y\n1,0\n2,\n", "y", false).expect_err("missing target");
+        assert_eq!(err.to_string(), "dataset: row 2, column \"y\": is missing");
     }
 
     #[test]

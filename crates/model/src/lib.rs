@@ -1,8 +1,10 @@
 //! ndarray models for modelplane: training, inference and the one-file artifact.
 //!
-//! Every kind is a preprocessing pipeline (standard scaler and optional PCA, or a hashing
-//! text vectorizer with optional tf-idf), dense layers and an output head: linear and
-//! ridge regression, logistic (binary) and softmax (multiclass) regression, and MLPs. A
+//! Every dense kind is a preprocessing pipeline (missing values imputed, standard scaler
+//! and optional PCA, or a hashing text vectorizer with optional tf-idf), dense layers
+//! and an output head: linear and ridge regression, logistic (binary) and softmax
+//! (multiclass) regression, and MLPs. The tree kinds — gradient-boosted trees, random
+//! forests, decision trees — take raw values, missing ones included. A
 //! [`Model`] is trained from a [`Dataset`] with [`train`], saved with
 //! [`Model::to_artifact`] (safetensors weights, manifest in its metadata) and loaded back
 //! with [`Model::from_artifact`]. [`Model::predict`] is the one inference path, shared by
@@ -20,6 +22,7 @@ mod params;
 mod pca;
 mod text;
 mod train;
+mod trees;
 
 pub use artifact::{FORMAT_VERSION, MANIFEST_METADATA_KEY};
 pub use data::{Dataset, Target};
@@ -33,3 +36,4 @@ pub use params::{Optimizer, Schedule, TrainParams};
 pub use pca::Components;
 pub use text::HashingVectorizer;
 pub use train::{Progress, train};
+pub use trees::{Combine, Node, Tree, TreeEnsemble};

@@ -24,6 +24,18 @@ pub enum ModelKind {
     MlpClassifier,
     /// Multi-layer perceptron regressor; output `predictions`.
     MlpRegressor,
+    /// Histogram gradient-boosted trees, classifier; outputs `probabilities` and `label`.
+    GbdtClassifier,
+    /// Histogram gradient-boosted trees, regressor; output `predictions`.
+    GbdtRegressor,
+    /// Random forest classifier (bagged CART trees); outputs `probabilities` and `label`.
+    RandomForestClassifier,
+    /// Random forest regressor; output `predictions`.
+    RandomForestRegressor,
+    /// One readable CART tree, classifier; outputs `probabilities` and `label`.
+    DecisionTreeClassifier,
+    /// One readable CART tree, regressor; output `predictions`.
+    DecisionTreeRegressor,
 }
 
 impl ModelKind {
@@ -35,14 +47,22 @@ impl ModelKind {
             "softmax" | "softmax_regression" => Ok(Self::SoftmaxRegression),
             "mlp" | "mlp_classifier" => Ok(Self::MlpClassifier),
             "mlp_regressor" => Ok(Self::MlpRegressor),
+            "gbdt" | "gbdt_classifier" => Ok(Self::GbdtClassifier),
+            "gbdt_regressor" => Ok(Self::GbdtRegressor),
+            "random_forest" | "random_forest_classifier" => Ok(Self::RandomForestClassifier),
+            "random_forest_regressor" => Ok(Self::RandomForestRegressor),
+            "decision_tree" | "decision_tree_classifier" => Ok(Self::DecisionTreeClassifier),
+            "decision_tree_regressor" => Ok(Self::DecisionTreeRegressor),
             other => Err(Error::InvalidParam {
                 name: "kind".into(),
-                reason: format!(
-                    "{other:?} is not a model kind; expected linear, logistic, softmax, mlp or mlp_regressor"
-                ),
+                reason: format!("{other:?} is not a model kind; expected one of {}", Self::NAMES),
             }),
         }
     }
+
+    /// Every kind's short name, for messages.
+    pub const NAMES: &'static str = "linear, logistic, softmax, mlp, mlp_regressor, gbdt, gbdt_regressor, \
+                                     random_forest, random_forest_regressor, decision_tree, decision_tree_regressor";
 
     /// The short name.
     pub fn name(self) -> &'static str {
@@ -52,12 +72,44 @@ impl ModelKind {
             Self::SoftmaxRegression => "softmax",
             Self::MlpClassifier => "mlp",
             Self::MlpRegressor => "mlp_regressor",
+            Self::GbdtClassifier => "gbdt",
+            Self::GbdtRegressor => "gbdt_regressor",
+            Self::RandomForestClassifier => "random_forest",
+            Self::RandomForestRegressor => "random_forest_regressor",
+            Self::DecisionTreeClassifier => "decision_tree",
+            Self::DecisionTreeRegressor => "decision_tree_regressor",
         }
     }
 
     /// Whether the target is a class label.
     pub fn is_classifier(self) -> bool {
-        matches!(self, Self::LogisticRegression | Self::SoftmaxRegression | Self::MlpClassifier)
+        matches!(
+            self,
+            Self::LogisticRegression
+                | Self::SoftmaxRegression
+                | Self::MlpClassifier
+                | Self::GbdtClassifier
+                | Self::RandomForestClassifier
+                | Self::DecisionTreeClassifier
+        )
+    }
+
+    /// Whether the model is trees rather than dense layers.
+    pub fn is_tree(self) -> bool {
+        matches!(
+            self,
+            Self::GbdtClassifier
+                | Self::GbdtRegressor
+                | Self::RandomForestClassifier
+                | Self::RandomForestRegressor
+                | Self::DecisionTreeClassifier
+                | Self::DecisionTreeRegressor
+        )
+    }
+
+    /// Whether the trees are boosted (rather than a forest or one tree).
+    pub fn is_boosted(self) -> bool {
+        matches!(self, Self::GbdtClassifier | Self::GbdtRegressor)
     }
 
     /// Whether the model has hidden layers.
@@ -127,6 +179,16 @@ pub struct Manifest {
     pub confusion_matrix: Vec<Vec<u64>>,
     /// Training parameters, for lineage.
     pub params: BTreeMap<String, String>,
+    /// How a tree model's trees combine (tree kinds only; the trees are tensors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trees: Option<crate::trees::Combine>,
+    /// Each feature's share of the total split gain (tree kinds), by feature name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub feature_importances: BTreeMap<String, f64>,
+    /// Per feature, the value a missing (NaN) input takes: the training mean (dense
+    /// kinds; trees route missing values themselves). Empty when no column had a gap.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub impute: Vec<f32>,
 }
 
 /// A trained model: preprocessing, dense layers and an output head.
@@ -140,8 +202,10 @@ pub struct Model {
     pub scaler: StandardScaler,
     /// PCA projection `[features, components]`, when the pipeline has one.
     pub pca: Option<Array2<f32>>,
-    /// Dense layers; the last one feeds the head.
+    /// Dense layers; the last one feeds the head (none for tree kinds).
     pub layers: Vec<Dense>,
+    /// The trees of a tree kind.
+    pub trees: Option<std::sync::Arc<crate::trees::TreeEnsemble>>,
 }
 
 impl Model {
@@ -159,14 +223,20 @@ impl Model {
             .sum();
         let idf = self.vectorizer.as_ref().and_then(|v| v.idf.as_ref()).map_or(0, |idf| f32s(idf.len()));
         let pca = self.pca.as_ref().map_or(0, |pca| f32s(pca.len()));
-        layers + idf + pca + f32s(self.scaler.mean.len() + self.scaler.scale.len())
+        // A node is 17 bytes and its values 4 bytes each.
+        let trees = self.trees.as_ref().map_or(0, |trees| {
+            trees.trees.iter().map(|tree| (tree.nodes.len() * (17 + 4 * tree.outputs)) as u64).sum::<u64>()
+        });
+        layers + idf + pca + trees + f32s(self.scaler.mean.len() + self.scaler.scale.len())
     }
 
     /// The classes an output's columns stand for, by index: a classifier's labels for its
     /// probabilities, nothing for any other output.
     pub fn labels_of(&self, output: &str) -> &[String] {
         match self.manifest.head {
-            Head::Sigmoid | Head::Softmax if output == PROBABILITIES_OUTPUT => &self.manifest.labels,
+            Head::Sigmoid | Head::Softmax | Head::Probabilities if output == PROBABILITIES_OUTPUT => {
+                &self.manifest.labels
+            }
             _ => &[],
         }
     }
@@ -197,7 +267,7 @@ impl Model {
     pub fn signature_for(head: Head, input: InputKind, classes: usize) -> Signature {
         let outputs = match head {
             Head::Identity => vec![fp32("predictions", vec![-1, 1])],
-            Head::Sigmoid | Head::Softmax => vec![
+            Head::Sigmoid | Head::Softmax | Head::Probabilities => vec![
                 fp32(PROBABILITIES_OUTPUT, vec![-1, classes as i64]),
                 TensorSpec { name: "label".into(), datatype: Datatype::Bytes, shape: vec![-1] },
             ],
@@ -212,7 +282,11 @@ impl Model {
     /// Multiply-adds one row costs through PCA and the dense layers: what a server weighs
     /// to decide whether handing the work to another thread costs more than the work.
     pub fn multiply_adds_per_row(&self) -> usize {
-        self.pca.as_ref().map_or(0, |pca| pca.len()) + self.layers.iter().map(|layer| layer.weight.len()).sum::<usize>()
+        // A tree costs about one comparison per level; count a node visited as one.
+        let trees = self.trees.as_ref().map_or(0, |trees| trees.trees.len() * 8);
+        self.pca.as_ref().map_or(0, |pca| pca.len())
+            + self.layers.iter().map(|layer| layer.weight.len()).sum::<usize>()
+            + trees
     }
 
     /// Number of numeric input features (0 for text models).
@@ -220,18 +294,28 @@ impl Model {
         if self.vectorizer.is_some() { 0 } else { self.scaler.mean.len() }
     }
 
-    /// Scaler then PCA: the matrix the dense layers take.
+    /// Imputation, scaler then PCA: the matrix the dense layers take.
     pub fn transform(&self, input: ArrayView2<'_, f32>) -> Array2<f32> {
-        let scaled =
+        let mut scaled =
             (&input - &self.scaler.mean.view().insert_axis(Axis(0))) / self.scaler.scale.view().insert_axis(Axis(0));
+        if !self.manifest.impute.is_empty() {
+            // A missing value is its column's training mean: 0 once standardised.
+            scaled.mapv_inplace(|v| if v.is_nan() { 0.0 } else { v });
+        }
         match &self.pca {
             Some(components) => scaled.dot(components),
             None => scaled,
         }
     }
 
-    /// Features through the pipeline, layers and head: `[rows, outputs of the last layer]`.
+    /// Features through the pipeline, layers (or trees) and head: `[rows, outputs]`.
     pub fn forward(&self, input: ArrayView2<'_, f32>) -> Array2<f32> {
+        if let Some(trees) = &self.trees {
+            // Trees take raw values, NaN for missing.
+            let mut out = trees.predict(input);
+            self.manifest.head.apply(&mut out);
+            return out;
+        }
         network::forward(&self.layers, self.manifest.head, self.transform(input).view())
     }
 
@@ -285,7 +369,7 @@ impl Model {
                 }
                 self.class_outputs(rows, 2, probabilities, labels)
             }
-            Head::Softmax => {
+            Head::Softmax | Head::Probabilities => {
                 let classes = out.ncols();
                 let labels = out.axis_iter(Axis(0)).map(|row| self.label(argmax(row.iter().copied()))).collect();
                 self.class_outputs(rows, classes, out.into_iter().collect(), labels)

@@ -58,13 +58,15 @@ pub enum Head {
     Sigmoid,
     /// Multiclass: one logit per class → probabilities.
     Softmax,
+    /// Class probabilities as they come (a forest's mean class shares).
+    Probabilities,
 }
 
 impl Head {
     /// Turns logits into the head's output in place.
     pub fn apply(self, z: &mut Array2<f32>) {
         match self {
-            Head::Identity => {}
+            Head::Identity | Head::Probabilities => {}
             Head::Sigmoid => z.mapv_inplace(sigmoid),
             Head::Softmax => {
                 for mut row in z.axis_iter_mut(Axis(0)) {

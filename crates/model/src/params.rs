@@ -64,11 +64,52 @@ pub struct TrainParams {
     pub tfidf: bool,
     /// PCA after the scaler: a component count, or a variance share in (0, 1).
     pub pca: Option<Components>,
+    /// Trees to grow (tree kinds; boosting rounds for gbdt), in [1, 100000].
+    pub n_trees: usize,
+    /// Deepest a tree may grow (tree kinds; `usize::MAX`: no limit), in [1, 1024].
+    pub max_depth: usize,
+    /// Most leaves a tree may have (tree kinds; `usize::MAX`: no limit), in [2, 1048576].
+    pub max_leaves: usize,
+    /// Fewest training rows a leaf may hold (tree kinds), in [1, 1000000].
+    pub min_rows_per_leaf: usize,
+    /// Bins per feature for split finding (tree kinds), in [2, 255].
+    pub max_bins: usize,
+    /// Share of the features each split considers (tree kinds), in (0, 1]; by default
+    /// √features for random forest classifiers, all otherwise.
+    pub feature_fraction: Option<f64>,
 }
 
 const NAMES: &str = "learning_rate, epochs, batch_size, l2, seed, validation_fraction, hidden, activation, \
                      optimizer, momentum, early_stopping, patience, lr_schedule, text_column, n_features, \
-                     ngram_max, tfidf, pca";
+                     ngram_max, tfidf, pca, n_trees, max_depth, max_leaves, min_rows_per_leaf, max_bins, \
+                     feature_fraction";
+
+/// Parameters only the dense kinds (linear, logistic, softmax, MLP) take.
+const DENSE_ONLY: [&str; 10] = [
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "momentum",
+    "lr_schedule",
+    "text_column",
+    "n_features",
+    "ngram_max",
+    "tfidf",
+    "pca",
+];
+/// Parameters only the tree kinds take.
+const TREE_ONLY: [&str; 10] = [
+    "n_trees",
+    "n_estimators",
+    "max_depth",
+    "max_leaves",
+    "num_leaves",
+    "min_rows_per_leaf",
+    "min_samples_leaf",
+    "max_bins",
+    "feature_fraction",
+    "max_features",
+];
 
 fn invalid(name: &str, reason: impl Into<String>) -> Error {
     Error::InvalidParam { name: name.into(), reason: reason.into() }
@@ -112,7 +153,20 @@ impl TrainParams {
             ngram_max: 1,
             tfidf: true,
             pca: None,
+            n_trees: 100,
+            max_depth: usize::MAX,
+            max_leaves: usize::MAX,
+            min_rows_per_leaf: 1,
+            max_bins: 255,
+            feature_fraction: None,
         };
+        if matches!(kind, ModelKind::DecisionTreeClassifier | ModelKind::DecisionTreeRegressor) {
+            return Self { n_trees: 1, ..linear };
+        }
+        if kind.is_boosted() {
+            // LightGBM's and HistGradientBoosting's defaults.
+            return Self { max_leaves: 31, min_rows_per_leaf: 20, ..linear };
+        }
         if kind.is_mlp() {
             Self {
                 learning_rate: 0.001,
@@ -134,7 +188,36 @@ impl TrainParams {
         let mut out = Self::defaults_for(kind);
         for (name, value) in params {
             let value = value.trim();
+            if kind.is_tree() && DENSE_ONLY.contains(&name.as_str()) {
+                let hint = if name == "epochs" { "; trees grow n_trees trees (boosting rounds for gbdt)" } else { "" };
+                return Err(invalid(name, format!("applies to the dense kinds, not to {}{hint}", kind.name())));
+            }
+            if !kind.is_tree() && TREE_ONLY.contains(&name.as_str()) {
+                return Err(invalid(name, format!("applies to the tree kinds, not to {}", kind.name())));
+            }
+            if kind.is_tree()
+                && !kind.is_boosted()
+                && ["learning_rate", "l2", "alpha", "early_stopping", "patience"].contains(&name.as_str())
+            {
+                return Err(invalid(name, format!("applies to gbdt and the dense kinds, not to {}", kind.name())));
+            }
+            let single_tree = matches!(kind, ModelKind::DecisionTreeClassifier | ModelKind::DecisionTreeRegressor);
+            if single_tree && (name == "n_trees" || name == "n_estimators") {
+                return Err(invalid(name, "a decision tree is one tree; random_forest grows many"));
+            }
             match name.as_str() {
+                "n_trees" | "n_estimators" => out.n_trees = parse(name, value, "a whole number")?,
+                "max_depth" if value == "none" => out.max_depth = usize::MAX,
+                "max_depth" => out.max_depth = parse(name, value, "a whole number or none")?,
+                "max_leaves" | "num_leaves" if value == "none" => out.max_leaves = usize::MAX,
+                "max_leaves" | "num_leaves" => out.max_leaves = parse(name, value, "a whole number or none")?,
+                "min_rows_per_leaf" | "min_samples_leaf" => {
+                    out.min_rows_per_leaf = parse(name, value, "a whole number")?
+                }
+                "max_bins" => out.max_bins = parse(name, value, "a whole number")?,
+                "feature_fraction" | "max_features" => {
+                    out.feature_fraction = Some(parse(name, value, "a number in (0, 1]")?);
+                }
                 "learning_rate" => out.learning_rate = parse(name, value, "a number")?,
                 "epochs" => out.epochs = parse(name, value, "a whole number")?,
                 "batch_size" => out.batch_size = parse(name, value, "a whole number")?,
@@ -223,6 +306,18 @@ impl TrainParams {
         check_range("patience", f64::from(out.patience), 1.0, 10_000.0, true, true)?;
         check_range("n_features", out.n_features as f64, 16.0, 65_536.0, true, true)?;
         check_range("ngram_max", out.ngram_max as f64, 1.0, 3.0, true, true)?;
+        check_range("n_trees", out.n_trees as f64, 1.0, 100_000.0, true, true)?;
+        if out.max_depth != usize::MAX {
+            check_range("max_depth", out.max_depth as f64, 1.0, 1024.0, true, true)?;
+        }
+        if out.max_leaves != usize::MAX {
+            check_range("max_leaves", out.max_leaves as f64, 2.0, 1_048_576.0, true, true)?;
+        }
+        check_range("min_rows_per_leaf", out.min_rows_per_leaf as f64, 1.0, 1_000_000.0, true, true)?;
+        check_range("max_bins", out.max_bins as f64, 2.0, 255.0, true, true)?;
+        if let Some(fraction) = out.feature_fraction {
+            check_range("feature_fraction", fraction, 0.0, 1.0, false, true)?;
+        }
         if out.text_column.is_some() && out.pca.is_some() {
             return Err(invalid("pca", "PCA applies to numeric features; a text model has none"));
         }
@@ -232,7 +327,37 @@ impl TrainParams {
         Ok(out)
     }
 
-    /// The parameters as string pairs, for lineage.
+    /// The parameters `kind` uses as string pairs, for lineage.
+    pub fn to_map_for(&self, kind: ModelKind) -> BTreeMap<String, String> {
+        if !kind.is_tree() {
+            return self.to_map();
+        }
+        let limit = |value: usize| if value == usize::MAX { "none".to_owned() } else { value.to_string() };
+        let mut map: BTreeMap<String, String> = [
+            ("n_trees", self.n_trees.to_string()),
+            ("max_depth", limit(self.max_depth)),
+            ("max_leaves", limit(self.max_leaves)),
+            ("min_rows_per_leaf", self.min_rows_per_leaf.to_string()),
+            ("max_bins", self.max_bins.to_string()),
+            ("seed", self.seed.to_string()),
+            ("validation_fraction", self.validation_fraction.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        if let Some(fraction) = self.feature_fraction {
+            map.insert("feature_fraction".into(), fraction.to_string());
+        }
+        if kind.is_boosted() {
+            map.insert("learning_rate".into(), self.learning_rate.to_string());
+            map.insert("l2".into(), self.l2.to_string());
+            map.insert("early_stopping".into(), self.early_stopping.to_string());
+            map.insert("patience".into(), self.patience.to_string());
+        }
+        map
+    }
+
+    /// The parameters as string pairs, for lineage (the dense kinds').
     pub fn to_map(&self) -> BTreeMap<String, String> {
         let mut map: BTreeMap<String, String> = [
             ("learning_rate", self.learning_rate.to_string()),

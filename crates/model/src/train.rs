@@ -41,13 +41,14 @@ const ADAM_BETA1: f32 = 0.9;
 const ADAM_BETA2: f32 = 0.999;
 const ADAM_EPS: f32 = 1e-8;
 /// Early stopping counts an epoch as better only by more than this.
-const TOLERANCE: f64 = 1e-4;
+pub(crate) const TOLERANCE: f64 = 1e-4;
 
 fn head_for(kind: ModelKind) -> Head {
     match kind {
-        ModelKind::LinearRegression | ModelKind::MlpRegressor => Head::Identity,
         ModelKind::LogisticRegression => Head::Sigmoid,
         ModelKind::SoftmaxRegression | ModelKind::MlpClassifier => Head::Softmax,
+        // Tree kinds have their own heads (`trees::head_for`); never trained here.
+        _ => Head::Identity,
     }
 }
 
@@ -80,7 +81,7 @@ fn loss_sum(head: Head, out: &Array2<f32>, y: &Array2<f32>, total: f64) -> f64 {
             let p = p.clamp(EPS, 1.0 - EPS);
             acc - f64::from(t * p.ln() + (1.0 - t) * (1.0 - p).ln())
         }),
-        Head::Softmax => {
+        Head::Softmax | Head::Probabilities => {
             Zip::from(out).and(y).fold(total, |acc, p, t| if *t > 0.0 { acc - f64::from(p.max(EPS).ln()) } else { acc })
         }
     }
@@ -147,7 +148,11 @@ fn preprocess(
     let mut x = std::mem::replace(&mut data.features, Array2::zeros((0, 0)));
     let mean = scaler.mean.view().insert_axis(Axis(0));
     let scale = scaler.scale.view().insert_axis(Axis(0));
-    Zip::from(&mut x).and_broadcast(&mean).and_broadcast(&scale).for_each(|v, m, s| *v = (*v - m) / s);
+    // A missing value becomes its column's training mean: 0 once standardised (as the
+    // served model does, `Model::transform`).
+    Zip::from(&mut x).and_broadcast(&mean).and_broadcast(&scale).for_each(|v, m, s| {
+        *v = if v.is_nan() { 0.0 } else { (*v - m) / s };
+    });
     let pca = params.pca.map(|keep| crate::pca::fit(x.slice_axis(Axis(0), Slice::from(train)), keep));
     if let Some(components) = &pca {
         x = x.dot(components);
@@ -155,10 +160,23 @@ fn preprocess(
     (None, scaler, pca, x)
 }
 
+/// Mean and standard deviation of each column over its present (non-NaN) values.
 fn fit_scaler(x: ArrayView2<'_, f32>) -> StandardScaler {
-    let mean = x.mean_axis(Axis(0)).unwrap_or_else(|| Array1::zeros(x.ncols()));
-    let std = x.std_axis(Axis(0), 0.0);
-    StandardScaler { mean, scale: std.mapv(|s| if s > 1e-6 { s } else { 1.0 }) }
+    let mut mean = Array1::zeros(x.ncols());
+    let mut scale = Array1::ones(x.ncols());
+    for (f, column) in x.columns().into_iter().enumerate() {
+        let (mut count, mut m, mut m2) = (0f64, 0f64, 0f64);
+        for value in column.iter().filter(|v| !v.is_nan()) {
+            count += 1.0;
+            let delta = f64::from(*value) - m;
+            m += delta / count;
+            m2 += delta * (f64::from(*value) - m);
+        }
+        let std = if count > 0.0 { (m2 / count).sqrt() } else { 0.0 };
+        mean[f] = m as f32;
+        scale[f] = if std > 1e-6 { std as f32 } else { 1.0 };
+    }
+    StandardScaler { mean, scale }
 }
 
 /// Checks the target fits the kind; returns the class labels (empty for regression).
@@ -215,7 +233,18 @@ pub fn train(
     let held_out = if held_out >= rows { 0 } else { held_out };
     let (validation_rows, train_rows) = (0..held_out, held_out..rows);
     let feature_count = data.features.ncols();
+    if kind.is_tree() {
+        if params.text_column.is_some() || data.text.is_some() {
+            return Err(Error::InvalidParam {
+                name: "text_column".into(),
+                reason: format!("{} takes numeric features; text models are linear, softmax or mlp", kind.name()),
+            });
+        }
+        let splits = (validation_rows, train_rows);
+        return crate::trees::train(kind, data, labels, splits, params, &mut on_epoch);
+    }
 
+    let has_missing = data.features.iter().any(|v| v.is_nan());
     let (vectorizer, scaler, pca, x_all) = preprocess(&mut data, train_rows.clone(), params);
     let x_train = x_all.slice_axis(Axis(0), Slice::from(train_rows.clone()));
     let x_valid = x_all.slice_axis(Axis(0), Slice::from(validation_rows.clone()));
@@ -337,8 +366,11 @@ pub fn train(
         metrics,
         confusion_matrix,
         params: params.to_map(),
+        trees: None,
+        feature_importances: Default::default(),
+        impute: if has_missing { scaler.mean.to_vec() } else { Vec::new() },
     };
-    let model = Model { manifest, vectorizer, scaler, pca, layers };
+    let model = Model { manifest, vectorizer, scaler, pca, layers, trees: None };
     Ok(model)
 }
 

@@ -52,6 +52,7 @@ async fn populate(store: Arc<dyn KvStore>) {
                 metrics: BTreeMap::from([("accuracy".to_owned(), 0.9), ("log_loss".to_owned(), 0.2)]),
                 labels: vec!["0".into(), "1".into()],
                 confusion_matrix: vec![vec![40, 2], vec![3, 55]],
+                feature_importances: BTreeMap::new(),
                 lineage: Default::default(),
                 created_unix_ms: 0,
                 archived: false,

@@ -18,6 +18,7 @@ pub(crate) struct Described {
     pub metrics: BTreeMap<String, f64>,
     pub labels: Vec<String>,
     pub confusion_matrix: Vec<Vec<u64>>,
+    pub feature_importances: BTreeMap<String, f64>,
 }
 
 impl Described {
@@ -30,6 +31,7 @@ impl Described {
             metrics: BTreeMap::new(),
             labels: Vec::new(),
             confusion_matrix: Vec::new(),
+            feature_importances: BTreeMap::new(),
         }
     }
 }
@@ -49,6 +51,7 @@ pub(crate) fn describe(format: ArtifactFormat, path: &Path) -> Result<Described>
                 metrics: model.manifest.metrics,
                 labels: model.manifest.labels,
                 confusion_matrix: model.manifest.confusion_matrix,
+                feature_importances: model.manifest.feature_importances,
             })
         }
         ArtifactFormat::OnnxArchive => {
@@ -64,6 +67,7 @@ pub(crate) fn describe(format: ArtifactFormat, path: &Path) -> Result<Described>
                 metrics: BTreeMap::new(),
                 labels: Vec::new(),
                 confusion_matrix: Vec::new(),
+                feature_importances: BTreeMap::new(),
             })
         }
     }

@@ -234,6 +234,7 @@ impl Registry {
             metrics: described.metrics,
             labels: described.labels,
             confusion_matrix: described.confusion_matrix,
+            feature_importances: described.feature_importances,
             lineage: Lineage {
                 parent_version: match upload.lineage.parent_version {
                     0 => version - 1,

@@ -564,6 +564,7 @@ fn version_to_pb(record: VersionRecord) -> pb::ModelVersion {
         created_unix_ms: record.created_unix_ms,
         labels: record.labels,
         confusion_matrix: record.confusion_matrix.into_iter().flatten().collect(),
+        feature_importances: record.feature_importances.into_iter().collect(),
     }
 }
 

@@ -191,6 +191,9 @@ pub struct VersionRecord {
     /// Held-out confusion counts `[true][predicted]` of classifiers.
     #[serde(default)]
     pub confusion_matrix: Vec<Vec<u64>>,
+    /// Each feature's share of the split gain (tree kinds).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub feature_importances: BTreeMap<String, f64>,
     /// Provenance.
     pub lineage: Lineage,
     /// Registration time, ms since the Unix epoch.

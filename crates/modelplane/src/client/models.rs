@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use clap::Subcommand;
+use modelplane_model::{Model, ModelKind};
 use modelplane_proto::registry::{self as pb};
 use modelplane_store::schema::ArtifactFormat;
 
@@ -18,10 +19,15 @@ use crate::Endpoints;
 pub enum ModelsCommand {
     /// List models with their latest version and aliases.
     List,
-    /// List a model's versions with metrics and lineage.
+    /// List a model's versions with metrics, lineage and (tree kinds) feature
+    /// importances.
     Versions {
         /// Model name.
         model: String,
+        /// Print the trees of tree-kind versions (a decision tree reads as rules); the
+        /// artifacts are downloaded and verified to read them.
+        #[arg(long)]
+        show_tree: bool,
     },
     /// Register an ONNX file as a new version (served with tract; the signature is read
     /// from the graph). The file is streamed and hashed as it is sent; a graph that keeps
@@ -54,6 +60,18 @@ pub enum ModelsCommand {
         #[arg(long = "format", value_enum, default_value = "text")]
         format: OutputFormat,
     },
+}
+
+/// Downloads a tree version's artifact (sha256 verified; trees are small) and prints
+/// its trees.
+async fn print_trees(registry: &modelplane_client::Registry, model: &str, version: u64) -> Result<()> {
+    let mut bytes = Vec::new();
+    registry.download_artifact(model, &version.to_string(), &mut bytes, &modelplane_client::Silent).await?;
+    let artifact = Model::from_artifact(&bytes)?;
+    if let Some(trees) = &artifact.trees {
+        print!("{}", trees.describe(&artifact.manifest.feature_names, &artifact.manifest.labels));
+    }
+    Ok(())
 }
 
 pub async fn models(command: ModelsCommand, endpoints: &Endpoints) -> Result<()> {
@@ -147,7 +165,7 @@ pub async fn models(command: ModelsCommand, endpoints: &Endpoints) -> Result<()>
                 token = page.next_page_token;
             }
         }
-        ModelsCommand::Versions { model } => {
+        ModelsCommand::Versions { model, show_tree } => {
             let mut versions = Vec::new();
             let mut token = String::new();
             loop {
@@ -182,6 +200,16 @@ pub async fn models(command: ModelsCommand, endpoints: &Endpoints) -> Result<()>
                     lineage.job_id,
                     &v.sha256[..12.min(v.sha256.len())]
                 );
+                if !v.feature_importances.is_empty() {
+                    let mut importances: Vec<(&String, &f64)> = v.feature_importances.iter().collect();
+                    importances.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
+                    let shown: Vec<String> =
+                        importances.iter().map(|(name, share)| format!("{name}={share:.3}")).collect();
+                    println!("\tfeature importance (gain share): {}", shown.join(" "));
+                }
+                if show_tree && ModelKind::parse(&v.kind).is_ok_and(ModelKind::is_tree) {
+                    print_trees(&registry, &model, v.version).await?;
+                }
             }
         }
     }

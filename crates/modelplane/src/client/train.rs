@@ -20,7 +20,9 @@ pub struct TrainArgs {
     /// Column to predict.
     #[arg(long)]
     pub target: String,
-    /// Model kind: linear, logistic, softmax, mlp (classifier) or mlp_regressor.
+    /// Model kind: linear, logistic, softmax, mlp (classifier), mlp_regressor, gbdt,
+    /// gbdt_regressor, random_forest, random_forest_regressor, decision_tree or
+    /// decision_tree_regressor.
     #[arg(long, default_value = "linear")]
     pub kind: String,
     /// Hyperparameter as name=value: learning_rate, epochs, batch_size, l2, seed,

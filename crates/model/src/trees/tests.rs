@@ -1,0 +1,167 @@
+//! The tree kinds end to end: trained from CSV text, measured on held-out rows, saved
+//! and loaded, with missing values and their parameters' checks.
+
+use std::collections::BTreeMap;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::{Dataset, Model, ModelKind, TrainParams, train};
+
+/// Two features in [-1, 1]; the class is whether the point lies inside a circle (no
+/// line separates it), with a third of `x1` missing in class-free noise rows.
+fn circle_csv(rows: usize, seed: u64) -> String {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut csv = String::from("x0,x1,noise,y\n");
+    for _ in 0..rows {
+        let (a, b): (f32, f32) = (rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0));
+        let inside = a * a + b * b < 0.5;
+        csv.push_str(&format!("{a},{b},{},{}\n", rng.random_range(0.0..1.0f32), if inside { "in" } else { "out" }));
+    }
+    csv
+}
+
+/// `y = 3 sin(3 x0) + x1²` plus a little noise.
+fn wave_csv(rows: usize) -> String {
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut csv = String::from("x0,x1,y\n");
+    for _ in 0..rows {
+        let (a, b): (f32, f32) = (rng.random_range(-2.0..2.0), rng.random_range(-2.0..2.0));
+        let y = 3.0 * (3.0 * a).sin() + b * b + rng.random_range(-0.1..0.1);
+        csv.push_str(&format!("{a},{b},{y}\n"));
+    }
+    csv
+}
+
+fn params(kind: ModelKind, pairs: &[(&str, &str)]) -> TrainParams {
+    let map: BTreeMap<String, String> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+    TrainParams::from_map(kind, &map).expect("valid parameters")
+}
+
+fn fit(kind: ModelKind, csv: &str, pairs: &[(&str, &str)]) -> Model {
+    let data = Dataset::from_csv(csv, "y", kind.is_classifier()).expect("valid csv");
+    train(kind, data, &params(kind, pairs), |_| true).expect("trains")
+}
+
+#[test]
+fn boosted_trees_and_forests_learn_a_boundary_no_line_draws() {
+    let csv = circle_csv(1500, 1);
+    for kind in [ModelKind::GbdtClassifier, ModelKind::RandomForestClassifier, ModelKind::DecisionTreeClassifier] {
+        let pairs: &[(&str, &str)] = if kind == ModelKind::DecisionTreeClassifier { &[] } else { &[("n_trees", "40")] };
+        let model = fit(kind, &csv, pairs);
+        let accuracy = model.manifest.metrics["accuracy"];
+        assert!(accuracy > 0.9, "{kind:?}: held-out accuracy {accuracy}");
+        let importances = &model.manifest.feature_importances;
+        assert!(
+            importances["x0"] > importances["noise"] && importances["x1"] > importances["noise"],
+            "{importances:?}"
+        );
+        assert!((importances.values().sum::<f64>() - 1.0).abs() < 1e-9);
+    }
+    let linear = fit(ModelKind::LogisticRegression, &csv, &[]);
+    assert!(linear.manifest.metrics["accuracy"] < 0.8, "a line cannot draw a circle");
+}
+
+#[test]
+fn boosted_regression_follows_a_curve_and_early_stopping_keeps_the_best_round() {
+    let csv = wave_csv(2000);
+    let model = fit(ModelKind::GbdtRegressor, &csv, &[("n_trees", "200"), ("learning_rate", "0.2")]);
+    let r2 = model.manifest.metrics["r2"];
+    assert!(r2 > 0.95, "R² {r2}");
+    let stopped = fit(
+        ModelKind::GbdtRegressor,
+        &csv,
+        &[("n_trees", "2000"), ("learning_rate", "0.5"), ("early_stopping", "true"), ("patience", "3")],
+    );
+    let trees = stopped.trees.as_ref().expect("trees").trees.len();
+    assert!(trees < 2000, "early stopping kept all {trees} trees");
+    let forest = fit(ModelKind::RandomForestRegressor, &csv, &[("n_trees", "30")]);
+    assert!(forest.manifest.metrics["r2"] > 0.9, "forest R² {}", forest.manifest.metrics["r2"]);
+}
+
+#[test]
+fn multiclass_boosting_answers_one_probability_per_class() {
+    let mut csv = String::from("a,b,y\n");
+    let mut rng = StdRng::seed_from_u64(3);
+    for i in 0..900 {
+        let class = i % 3;
+        let centre = [(0.0, 0.0), (3.0, 0.0), (0.0, 3.0)][class];
+        csv.push_str(&format!(
+            "{},{},c{class}\n",
+            centre.0 + rng.random_range(-1.0..1.0f32),
+            centre.1 + rng.random_range(-1.0..1.0f32)
+        ));
+    }
+    let model = fit(ModelKind::GbdtClassifier, &csv, &[("n_trees", "30")]);
+    assert!(model.manifest.metrics["accuracy"] > 0.95);
+    assert_eq!(model.manifest.signature.outputs[0].shape, vec![-1, 3]);
+    let outputs = model.predict(ndarray::array![[3.0f32, 0.1], [0.1, 2.9]].view()).expect("predicts");
+    let crate::TensorData::F32(probabilities) = &outputs[0].data else { panic!("FP32 probabilities") };
+    assert!((probabilities[..3].iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    assert_eq!(outputs[1].data, crate::TensorData::Bytes(vec![b"c1".to_vec(), b"c2".to_vec()]));
+}
+
+#[test]
+fn missing_values_train_and_serve_for_trees_and_dense_kinds() {
+    // Where x0 is missing the class is "in": trees learn it; dense kinds impute it.
+    let mut csv = String::from("x0,x1,y\n");
+    let mut rng = StdRng::seed_from_u64(5);
+    for i in 0..1200 {
+        let b: f32 = rng.random_range(-1.0..1.0);
+        if i % 4 == 0 {
+            csv.push_str(&format!(",{b},in\n"));
+        } else {
+            let a: f32 = rng.random_range(-1.0..1.0);
+            csv.push_str(&format!("{a},{b},{}\n", if a > 0.0 { "in" } else { "out" }));
+        }
+    }
+    let gbdt = fit(ModelKind::GbdtClassifier, &csv, &[("n_trees", "30")]);
+    assert!(gbdt.manifest.metrics["accuracy"] > 0.95, "{}", gbdt.manifest.metrics["accuracy"]);
+    let out = gbdt.predict(ndarray::array![[f32::NAN, 0.5], [-0.8, 0.5]].view()).expect("predicts");
+    assert_eq!(out[1].data, crate::TensorData::Bytes(vec![b"in".to_vec(), b"out".to_vec()]));
+    let logistic = fit(ModelKind::LogisticRegression, &csv, &[]);
+    assert_eq!(logistic.manifest.impute.len(), 2, "imputation is part of the stored pipeline");
+    let loaded = Model::from_artifact(&logistic.to_artifact().expect("saves")).expect("loads");
+    let out = loaded.predict(ndarray::array![[f32::NAN, 0.5]].view()).expect("predicts");
+    let crate::TensorData::F32(p) = &out[0].data else { panic!("FP32 probabilities") };
+    assert!(p.iter().all(|v| v.is_finite()), "{p:?}");
+}
+
+#[test]
+fn tree_models_save_load_and_train_the_same_again_from_the_seed() {
+    let csv = circle_csv(400, 2);
+    let rows = ndarray::array![[0.1f32, 0.2, 0.5], [0.9, -0.9, 0.1], [f32::NAN, 0.3, 0.3]];
+    for kind in [ModelKind::GbdtClassifier, ModelKind::RandomForestClassifier, ModelKind::DecisionTreeClassifier] {
+        let model = fit(kind, &csv, &[]);
+        let loaded = Model::from_artifact(&model.to_artifact().expect("saves")).expect("loads");
+        assert_eq!(model.manifest, loaded.manifest, "{kind:?}");
+        assert_eq!(model.predict(rows.view()).expect("predicts"), loaded.predict(rows.view()).expect("predicts"));
+        let again = fit(kind, &csv, &[]);
+        assert_eq!(model.trees, again.trees, "{kind:?} is deterministic given its seed");
+    }
+    let seeded = |seed: &str| fit(ModelKind::RandomForestClassifier, &csv, &[("n_trees", "5"), ("seed", seed)]).trees;
+    assert_ne!(seeded("1"), seeded("2"), "the seed draws the bootstrap samples");
+    let tree = fit(ModelKind::DecisionTreeClassifier, &csv, &[("max_depth", "2")]);
+    let text = tree.trees.as_ref().expect("a tree").describe(&tree.manifest.feature_names, &tree.manifest.labels);
+    assert!(text.starts_with("if x") && text.contains("-> in (in: "), "{text}");
+    // Depth 2 at most: leaves are indented by two levels or fewer (a pure node stays a leaf).
+    let leaves: Vec<&str> = text.lines().filter(|l| l.trim_start().starts_with("->")).collect();
+    assert!((2..=4).contains(&leaves.len()), "{text}");
+    assert!(leaves.iter().all(|l| l.len() - l.trim_start().len() <= 4), "{text}");
+}
+
+#[test]
+fn parameters_that_do_not_apply_or_are_out_of_range_are_refused_by_name() {
+    let refused = |kind: ModelKind, name: &str, value: &str| {
+        let map = BTreeMap::from([(name.to_owned(), value.to_owned())]);
+        TrainParams::from_map(kind, &map).expect_err("refused").to_string()
+    };
+    assert!(refused(ModelKind::GbdtClassifier, "epochs", "5").contains("n_trees"));
+    assert!(refused(ModelKind::LinearRegression, "n_trees", "5").contains("tree kinds"));
+    assert!(refused(ModelKind::RandomForestClassifier, "learning_rate", "0.1").contains("gbdt"));
+    assert!(refused(ModelKind::GbdtRegressor, "max_bins", "300").contains("allowed [2, 255]"));
+    assert!(refused(ModelKind::DecisionTreeRegressor, "feature_fraction", "0").contains("allowed (0, 1]"));
+    assert!(refused(ModelKind::DecisionTreeClassifier, "n_trees", "3").contains("one tree"));
+    let data = Dataset::from_csv("t,y\nhello,a\nworld,b\n", "y", true).map(|_| ());
+    assert!(data.is_err(), "text cells in a numeric column are still refused");
+}
