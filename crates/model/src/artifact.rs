@@ -150,7 +150,7 @@ impl Model {
             Some(combine) => {
                 let outputs = match manifest.head {
                     crate::Head::Identity | crate::Head::Sigmoid => 1,
-                    crate::Head::Softmax | crate::Head::Probabilities => manifest.labels.len(),
+                    crate::Head::Softmax | crate::Head::Probabilities | crate::Head::Margin => manifest.labels.len(),
                 };
                 Some(std::sync::Arc::new(crate::trees::artifact::load(&tensors, combine, features, outputs)?))
             }

@@ -24,6 +24,7 @@ pub(crate) struct Evaluation {
     truth_m2: f64,
     /// Classification.
     confusion: Vec<Vec<u64>>,
+    /// Summed log-loss (the hinge loss for margins).
     log_loss: f64,
 }
 
@@ -60,6 +61,24 @@ impl Evaluation {
             Target::Classes { index, .. } => {
                 for (row, probabilities) in rows.zip(out.axis_iter(Axis(0))) {
                     let truth = index[row];
+                    self.rows += 1;
+                    if self.head == Head::Margin {
+                        // Margins are no probabilities: accuracy and the hinge loss.
+                        let margins = probabilities;
+                        let predicted = if margins.len() == 1 {
+                            usize::from(margins[0] > 0.0)
+                        } else {
+                            argmax(margins.iter().copied())
+                        };
+                        self.confusion[truth][predicted] += 1;
+                        let sign = |class: usize| if class == truth { 1.0 } else { -1.0 };
+                        self.log_loss += if margins.len() == 1 {
+                            (1.0 - sign(1) * f64::from(margins[0])).max(0.0)
+                        } else {
+                            margins.iter().enumerate().map(|(c, m)| (1.0 - sign(c) * f64::from(*m)).max(0.0)).sum()
+                        };
+                        continue;
+                    }
                     let (predicted, p_truth) = match self.head {
                         Head::Sigmoid => {
                             let p = f64::from(probabilities[0]);
@@ -67,7 +86,6 @@ impl Evaluation {
                         }
                         _ => (argmax(probabilities.iter().copied()), f64::from(probabilities[truth])),
                     };
-                    self.rows += 1;
                     self.confusion[truth][predicted] += 1;
                     self.log_loss -= p_truth.clamp(EPS, 1.0 - EPS).ln();
                 }
@@ -106,7 +124,8 @@ impl Evaluation {
         }
         metrics.insert("accuracy".into(), correct as f64 / n);
         metrics.insert("f1_macro".into(), if counted > 0 { f1_sum / f64::from(counted) } else { 0.0 });
-        metrics.insert("log_loss".into(), self.log_loss / n);
+        let loss = if self.head == Head::Margin { "hinge_loss" } else { "log_loss" };
+        metrics.insert(loss.into(), self.log_loss / n);
         (metrics, confusion)
     }
 }

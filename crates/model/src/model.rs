@@ -36,6 +36,9 @@ pub enum ModelKind {
     DecisionTreeClassifier,
     /// One readable CART tree, regressor; output `predictions`.
     DecisionTreeRegressor,
+    /// Linear support vector machine (hinge loss, one-vs-rest, as scikit-learn's
+    /// `LinearSVC(loss="hinge")`); outputs `scores` (margins) and `label`.
+    LinearSvm,
 }
 
 impl ModelKind {
@@ -53,6 +56,7 @@ impl ModelKind {
             "random_forest_regressor" => Ok(Self::RandomForestRegressor),
             "decision_tree" | "decision_tree_classifier" => Ok(Self::DecisionTreeClassifier),
             "decision_tree_regressor" => Ok(Self::DecisionTreeRegressor),
+            "linear_svm" | "svm" => Ok(Self::LinearSvm),
             other => Err(Error::InvalidParam {
                 name: "kind".into(),
                 reason: format!("{other:?} is not a model kind; expected one of {}", Self::NAMES),
@@ -62,7 +66,8 @@ impl ModelKind {
 
     /// Every kind's short name, for messages.
     pub const NAMES: &'static str = "linear, logistic, softmax, mlp, mlp_regressor, gbdt, gbdt_regressor, \
-                                     random_forest, random_forest_regressor, decision_tree, decision_tree_regressor";
+                                     random_forest, random_forest_regressor, decision_tree, decision_tree_regressor, \
+                                     linear_svm";
 
     /// The short name.
     pub fn name(self) -> &'static str {
@@ -78,6 +83,7 @@ impl ModelKind {
             Self::RandomForestRegressor => "random_forest_regressor",
             Self::DecisionTreeClassifier => "decision_tree",
             Self::DecisionTreeRegressor => "decision_tree_regressor",
+            Self::LinearSvm => "linear_svm",
         }
     }
 
@@ -91,6 +97,7 @@ impl ModelKind {
                 | Self::GbdtClassifier
                 | Self::RandomForestClassifier
                 | Self::DecisionTreeClassifier
+                | Self::LinearSvm
         )
     }
 
@@ -237,6 +244,8 @@ impl Model {
             Head::Sigmoid | Head::Softmax | Head::Probabilities if output == PROBABILITIES_OUTPUT => {
                 &self.manifest.labels
             }
+            // Two classes have one margin, the positive class's: no label per column.
+            Head::Margin if output == SCORES_OUTPUT && self.manifest.labels.len() > 2 => &self.manifest.labels,
             _ => &[],
         }
     }
@@ -246,6 +255,8 @@ impl Model {
 pub const INPUT_NAME: &str = "input";
 /// Name of a classifier's output with one probability per class.
 pub const PROBABILITIES_OUTPUT: &str = "probabilities";
+/// Name of a linear SVM's margins output.
+pub const SCORES_OUTPUT: &str = "scores";
 /// Name of the text input tensor.
 pub const TEXT_INPUT_NAME: &str = "text";
 
@@ -269,6 +280,10 @@ impl Model {
             Head::Identity => vec![fp32("predictions", vec![-1, 1])],
             Head::Sigmoid | Head::Softmax | Head::Probabilities => vec![
                 fp32(PROBABILITIES_OUTPUT, vec![-1, classes as i64]),
+                TensorSpec { name: "label".into(), datatype: Datatype::Bytes, shape: vec![-1] },
+            ],
+            Head::Margin => vec![
+                fp32(SCORES_OUTPUT, vec![-1, if classes == 2 { 1 } else { classes as i64 }]),
                 TensorSpec { name: "label".into(), datatype: Datatype::Bytes, shape: vec![-1] },
             ],
         };
@@ -368,6 +383,23 @@ impl Model {
                     labels.push(self.label(usize::from(*p >= 0.5)));
                 }
                 self.class_outputs(rows, 2, probabilities, labels)
+            }
+            Head::Margin => {
+                let width = out.ncols();
+                let labels = out
+                    .axis_iter(Axis(0))
+                    .map(|row| {
+                        self.label(if width == 1 { usize::from(row[0] > 0.0) } else { argmax(row.iter().copied()) })
+                    })
+                    .collect();
+                vec![
+                    Output {
+                        name: SCORES_OUTPUT.into(),
+                        shape: vec![rows, width],
+                        data: TensorData::F32(out.into_iter().collect()),
+                    },
+                    Output { name: "label".into(), shape: vec![rows], data: TensorData::Bytes(labels) },
+                ]
             }
             Head::Softmax | Head::Probabilities => {
                 let classes = out.ncols();

@@ -60,13 +60,16 @@ pub enum Head {
     Softmax,
     /// Class probabilities as they come (a forest's mean class shares).
     Probabilities,
+    /// A linear SVM's margins: one per class, one-vs-rest (one for two classes, the
+    /// positive class's); the label is the largest (for two classes: class 1 if positive).
+    Margin,
 }
 
 impl Head {
     /// Turns logits into the head's output in place.
     pub fn apply(self, z: &mut Array2<f32>) {
         match self {
-            Head::Identity | Head::Probabilities => {}
+            Head::Identity | Head::Probabilities | Head::Margin => {}
             Head::Sigmoid => z.mapv_inplace(sigmoid),
             Head::Softmax => {
                 for mut row in z.axis_iter_mut(Axis(0)) {

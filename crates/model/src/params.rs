@@ -160,6 +160,10 @@ impl TrainParams {
             max_bins: 255,
             feature_fraction: None,
         };
+        if kind == ModelKind::LinearSvm {
+            // A small L2 keeps the margin wide (the SVM's regularisation, 1/C).
+            return Self { l2: 1e-3, ..linear };
+        }
         if matches!(kind, ModelKind::DecisionTreeClassifier | ModelKind::DecisionTreeRegressor) {
             return Self { n_trees: 1, ..linear };
         }

@@ -47,6 +47,7 @@ fn head_for(kind: ModelKind) -> Head {
     match kind {
         ModelKind::LogisticRegression => Head::Sigmoid,
         ModelKind::SoftmaxRegression | ModelKind::MlpClassifier => Head::Softmax,
+        ModelKind::LinearSvm => Head::Margin,
         // Tree kinds have their own heads (`trees::head_for`); never trained here.
         _ => Head::Identity,
     }
@@ -61,6 +62,15 @@ fn target_matrix(target: &Target, rows: &[usize], head: Head) -> Array2<f32> {
         Target::Classes { index, labels } => match head {
             Head::Softmax => {
                 Array2::from_shape_fn((rows.len(), labels.len()), |(i, c)| f32::from(u8::from(index[rows[i]] == c)))
+            }
+            // One-vs-rest signs: +1 for the row's class, -1 for the others (two classes:
+            // one column, the positive class's).
+            Head::Margin => {
+                let width = if labels.len() == 2 { 1 } else { labels.len() };
+                let class_of_column = |c: usize| if width == 1 { 1 } else { c };
+                Array2::from_shape_fn((rows.len(), width), |(i, c)| {
+                    if index[rows[i]] == class_of_column(c) { 1.0 } else { -1.0 }
+                })
             }
             _ => Array2::from_shape_fn((rows.len(), 1), |(i, _)| index[rows[i]] as f32),
         },
@@ -84,6 +94,7 @@ fn loss_sum(head: Head, out: &Array2<f32>, y: &Array2<f32>, total: f64) -> f64 {
         Head::Softmax | Head::Probabilities => {
             Zip::from(out).and(y).fold(total, |acc, p, t| if *t > 0.0 { acc - f64::from(p.max(EPS).ln()) } else { acc })
         }
+        Head::Margin => Zip::from(out).and(y).fold(total, |acc, f, t| acc + f64::from((1.0 - t * f).max(0.0))),
     }
 }
 
@@ -250,7 +261,11 @@ pub fn train(
     let x_valid = x_all.slice_axis(Axis(0), Slice::from(validation_rows.clone()));
     let head = head_for(kind);
 
-    let outputs = if head == Head::Softmax { labels.len() } else { 1 };
+    let outputs = match head {
+        Head::Softmax => labels.len(),
+        Head::Margin if labels.len() > 2 => labels.len(),
+        _ => 1,
+    };
     let mut sizes = vec![x_all.ncols()];
     if kind.is_mlp() {
         sizes.extend(&params.hidden);
@@ -409,9 +424,17 @@ fn backprop_step(
     let mut out = activations.pop().unwrap_or_default();
     head.apply(&mut out);
     let batch_loss = mean_loss(head, &out, y);
-    // For every head with its matching loss the gradient at the logits is `out - y`.
+    // For every probability head with its matching loss the gradient at the logits is
+    // `out - y`; the hinge loss's is `-t` where the margin is under 1, else 0.
     let n = y.nrows().max(1) as f32;
-    let mut delta = (out - y) / n;
+    let mut delta = match head {
+        Head::Margin => {
+            let mut d = out;
+            Zip::from(&mut d).and(y).for_each(|f, t| *f = if *t * *f < 1.0 { -t / n } else { 0.0 });
+            d
+        }
+        _ => (out - y) / n,
+    };
     for l in (0..layers.len()).rev() {
         let input = &activations[l];
         let mut grad_w = input.t().dot(&delta);

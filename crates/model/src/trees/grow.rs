@@ -60,18 +60,6 @@ impl Sums {
             rows: self.rows - other.rows,
         }
     }
-
-    fn plus(&self, other: &Sums) -> Sums {
-        Sums {
-            gradient: self.gradient.iter().zip(&other.gradient).map(|(a, b)| a + b).collect(),
-            hessian: self.hessian.iter().zip(&other.hessian).map(|(a, b)| a + b).collect(),
-            rows: self.rows + other.rows,
-        }
-    }
-
-    fn min_hessian(&self) -> f64 {
-        self.hessian.iter().copied().fold(f64::INFINITY, f64::min)
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -92,6 +80,8 @@ struct Open {
     depth: usize,
     sums: Sums,
     split: Option<Split>,
+    /// Kept to derive a child's by subtraction (see `grow`).
+    histogram: Option<Histogram>,
 }
 
 /// Smallest hessian a child may have (XGBoost's `min_child_weight`, kept tiny).
@@ -111,25 +101,56 @@ pub(crate) fn grow(
     let mut nodes = vec![Node::leaf()];
     let mut gains = vec![0.0; binned.features()];
     let root_sums = sums_of(rows, gradients);
-    let mut root = Open { node: 0, start: 0, end: rows.len(), depth: 0, sums: root_sums, split: None };
-    root.split = best_split(binned, &rows[..], &root.sums, gradients, params, rng);
-    let mut open = vec![root];
-    let mut done: Vec<Open> = Vec::new();
+    // Without feature sampling a child's histogram is its parent's minus its sibling's
+    // (LightGBM's trick: only the smaller child is counted); kept for few leaves only,
+    // as every open leaf holds one.
+    let subtract = params.feature_fraction >= 1.0 && params.max_leaves <= 64;
+    let all: Vec<usize> = (0..binned.features()).collect();
+    let candidates = |rng: &mut StdRng| -> Vec<usize> {
+        let features = binned.features();
+        let considered = ((features as f64 * params.feature_fraction).ceil() as usize).clamp(1, features);
+        if considered >= features {
+            return all.clone();
+        }
+        let mut chosen = sample(rng, features, considered).into_vec();
+        chosen.sort_unstable();
+        chosen
+    };
+    let root_features = candidates(rng);
+    let root_histogram = Histogram::build(binned, rows, gradients, &root_features);
+    let root_split = best_split(binned, &root_histogram, &root_features, &root_sums, params);
+    let mut open = vec![Open {
+        node: 0,
+        start: 0,
+        end: rows.len(),
+        depth: 0,
+        sums: root_sums,
+        split: root_split,
+        histogram: subtract.then_some(root_histogram),
+    }];
+    let mut done: Vec<(usize, Sums)> = Vec::new();
+    if open[0].split.is_none() {
+        let root = open.remove(0);
+        done.push((root.node, root.sums));
+    }
     let mut leaves = 1;
     while leaves < params.max_leaves {
-        // The open leaf whose split gains most (the first on ties, for determinism).
-        let Some(best) = open
-            .iter()
-            .enumerate()
-            .filter_map(|(i, leaf)| leaf.split.as_ref().map(|split| (i, split.gain)))
-            .fold(None, |best: Option<(usize, f64)>, (i, gain)| match best {
-                Some((_, best_gain)) if best_gain >= gain => best,
-                _ => Some((i, gain)),
-            })
-        else {
-            break;
+        // The open leaf whose split gains most (the first on ties, for determinism); with
+        // no limit on leaves every split is made anyway, so the last (depth first).
+        let chosen = if params.max_leaves == usize::MAX {
+            open.len().checked_sub(1)
+        } else {
+            open.iter()
+                .enumerate()
+                .filter_map(|(i, leaf)| leaf.split.as_ref().map(|split| (i, split.gain)))
+                .fold(None, |best: Option<(usize, f64)>, (i, gain)| match best {
+                    Some((_, best_gain)) if best_gain >= gain => best,
+                    _ => Some((i, gain)),
+                })
+                .map(|(i, _)| i)
         };
-        let leaf = open.swap_remove(best.0);
+        let Some(chosen) = chosen else { break };
+        let leaf = open.swap_remove(chosen);
         let split = leaf.split.clone().expect("chosen for its split");
         let column = binned.column(split.feature);
         let goes_left = |row: u32| {
@@ -148,20 +169,47 @@ pub(crate) fn grow(
         };
         nodes.extend([Node::leaf(), Node::leaf()]);
         leaves += 1;
-        for (node, start, end, sums) in [(left, leaf.start, middle, split.left), (right, middle, leaf.end, split.right)]
-        {
-            let mut child = Open { node, start, end, depth: leaf.depth + 1, sums, split: None };
-            if child.depth < params.max_depth && child.sums.rows >= 2 * params.min_rows_per_leaf {
-                child.split = best_split(binned, &rows[start..end], &child.sums, gradients, params, rng);
+        let depth = leaf.depth + 1;
+        let splittable = |sums: &Sums| depth < params.max_depth && sums.rows >= 2 * params.min_rows_per_leaf;
+        let children = [(left, leaf.start, middle, split.left), (right, middle, leaf.end, split.right)];
+        let histograms: [Option<Histogram>; 2] = match leaf.histogram {
+            Some(parent) => {
+                let smaller = usize::from(children[1].2 - children[1].1 < children[0].2 - children[0].1);
+                let (start, end) = (children[smaller].1, children[smaller].2);
+                let counted = Histogram::build(binned, &rows[start..end], gradients, &all);
+                let derived = parent.minus(&counted);
+                if smaller == 0 { [Some(counted), Some(derived)] } else { [Some(derived), Some(counted)] }
             }
-            open.push(child);
+            None => [None, None],
+        };
+        for ((node, start, end, sums), histogram) in children.into_iter().zip(histograms) {
+            let mut child = Open { node, start, end, depth, sums, split: None, histogram: None };
+            if splittable(&child.sums) {
+                match histogram {
+                    Some(histogram) => {
+                        child.split = best_split(binned, &histogram, &all, &child.sums, params);
+                        child.histogram = Some(histogram);
+                    }
+                    None => {
+                        let features = candidates(rng);
+                        let histogram = Histogram::build(binned, &rows[start..end], gradients, &features);
+                        child.split = best_split(binned, &histogram, &features, &child.sums, params);
+                    }
+                }
+            }
+            // Open leaves are those that can split; the others are final.
+            if child.split.is_some() {
+                open.push(child);
+            } else {
+                done.push((child.node, child.sums));
+            }
         }
     }
-    done.extend(open);
+    done.extend(open.into_iter().map(|leaf| (leaf.node, leaf.sums)));
     let mut values = vec![0f32; nodes.len() * outputs];
-    for leaf in &done {
+    for (node, sums) in &done {
         for k in 0..outputs {
-            values[leaf.node * outputs + k] = (-leaf.sums.gradient[k] / (leaf.sums.hessian[k] + l2)) as f32;
+            values[node * outputs + k] = (-sums.gradient[k] / (sums.hessian[k] + l2)) as f32;
         }
     }
     Grown { tree: Tree { nodes, values, outputs }, gains }
@@ -201,97 +249,183 @@ fn sums_of(rows: &[u32], gradients: &Gradients<'_>) -> Sums {
 /// Rows above which a node's features are scanned in parallel.
 const PARALLEL_ROWS: usize = 4096;
 
+/// Per feature (those built), per bin and the missing bin last, the summed gradients
+/// and hessians of each output and the rows: what a node's split search reads.
+struct Histogram {
+    features: Vec<Option<FeatureHistogram>>,
+}
+
+struct FeatureHistogram {
+    gradient: Vec<f64>,
+    hessian: Vec<f64>,
+    counts: Vec<usize>,
+}
+
+impl Histogram {
+    /// Counts `rows` for `features` (in parallel over features for large nodes).
+    fn build(binned: &Binned, rows: &[u32], gradients: &Gradients<'_>, features: &[usize]) -> Self {
+        // The node's gradients gathered once in row order, so that every feature's pass
+        // reads them in sequence (LightGBM's ordered gradients).
+        let outputs = gradients.outputs;
+        let mut ordered = Vec::with_capacity(rows.len() * outputs);
+        let mut ordered_hessians = Vec::with_capacity(rows.len() * outputs);
+        for &row in rows {
+            let at = row as usize * outputs;
+            ordered.extend_from_slice(&gradients.gradients[at..at + outputs]);
+            ordered_hessians.extend_from_slice(&gradients.hessians[at..at + outputs]);
+        }
+        let ordered = Gradients { gradients: &ordered, hessians: &ordered_hessians, outputs };
+        let count = |&feature: &usize| (feature, FeatureHistogram::build(binned, feature, rows, &ordered));
+        let built: Vec<(usize, FeatureHistogram)> = if rows.len() >= PARALLEL_ROWS {
+            features.par_iter().map(count).collect()
+        } else {
+            features.iter().map(count).collect()
+        };
+        let mut histogram = Histogram { features: (0..binned.features()).map(|_| None).collect() };
+        for (feature, built) in built {
+            histogram.features[feature] = Some(built);
+        }
+        histogram
+    }
+
+    /// This node's histogram less a child's: the other child's.
+    fn minus(mut self, child: &Histogram) -> Histogram {
+        for (mine, theirs) in self.features.iter_mut().zip(&child.features) {
+            match (mine.as_mut(), theirs) {
+                (Some(mine), Some(theirs)) => {
+                    mine.gradient.iter_mut().zip(&theirs.gradient).for_each(|(a, b)| *a -= b);
+                    mine.hessian.iter_mut().zip(&theirs.hessian).for_each(|(a, b)| *a -= b);
+                    mine.counts.iter_mut().zip(&theirs.counts).for_each(|(a, b)| *a -= b);
+                }
+                _ => *mine = None,
+            }
+        }
+        self
+    }
+}
+
+impl FeatureHistogram {
+    /// `gradients` are the rows' own, in the order of `rows`.
+    fn build(binned: &Binned, feature: usize, rows: &[u32], gradients: &Gradients<'_>) -> Self {
+        let outputs = gradients.outputs;
+        let bins = binned.thresholds[feature].len() + 1;
+        let column = binned.column(feature);
+        let slots = bins + 1;
+        let mut histogram = Self {
+            gradient: vec![0f64; slots * outputs],
+            hessian: vec![0f64; slots * outputs],
+            counts: vec![0; slots],
+        };
+        for (index, &row) in rows.iter().enumerate() {
+            let bin = column[row as usize];
+            let slot = if bin == MISSING { bins } else { bin as usize };
+            histogram.counts[slot] += 1;
+            let at = index * outputs;
+            for k in 0..outputs {
+                histogram.gradient[slot * outputs + k] += f64::from(gradients.gradients[at + k]);
+                histogram.hessian[slot * outputs + k] += f64::from(gradients.hessians[at + k]);
+            }
+        }
+        histogram
+    }
+}
+
 fn best_split(
     binned: &Binned,
-    rows: &[u32],
+    histogram: &Histogram,
+    features: &[usize],
     sums: &Sums,
-    gradients: &Gradients<'_>,
     params: &GrowParams,
-    rng: &mut StdRng,
 ) -> Option<Split> {
-    let features = binned.features();
-    let considered = ((features as f64 * params.feature_fraction).ceil() as usize).clamp(1, features);
-    let mut candidates: Vec<usize> =
-        if considered < features { sample(rng, features, considered).into_vec() } else { (0..features).collect() };
-    candidates.sort_unstable();
-    let scan = |&feature: &usize| best_split_of(binned, feature, rows, sums, gradients, params);
-    let found: Vec<Option<Split>> = if rows.len() >= PARALLEL_ROWS {
-        candidates.par_iter().map(scan).collect()
-    } else {
-        candidates.iter().map(scan).collect()
-    };
+    let found = features.iter().filter_map(|&feature| {
+        let built = histogram.features[feature].as_ref()?;
+        best_split_of(binned.thresholds[feature].len() + 1, feature, built, sums, params)
+    });
     // The best gain, the lowest feature on ties: the same tree however threads ran.
-    found.into_iter().flatten().fold(None, |best, split| match best {
+    found.fold(None, |best, split| match best {
         Some(best) if best.gain >= split.gain => Some(best),
         _ => Some(split),
     })
 }
 
 fn best_split_of(
-    binned: &Binned,
+    bins: usize,
     feature: usize,
-    rows: &[u32],
+    histogram: &FeatureHistogram,
     total: &Sums,
-    gradients: &Gradients<'_>,
     params: &GrowParams,
 ) -> Option<Split> {
-    let outputs = gradients.outputs;
-    let bins = binned.thresholds[feature].len() + 1;
-    let column = binned.column(feature);
-    // Histogram: per bin (and the missing bin, last) the sums of each output.
-    let slots = bins + 1;
-    let mut gradient = vec![0f64; slots * outputs];
-    let mut hessian = vec![0f64; slots * outputs];
-    let mut counts = vec![0usize; slots];
-    for &row in rows {
-        let bin = column[row as usize];
-        let slot = if bin == MISSING { bins } else { bin as usize };
-        counts[slot] += 1;
-        let at = row as usize * outputs;
-        for k in 0..outputs {
-            gradient[slot * outputs + k] += f64::from(gradients.gradients[at + k]);
-            hessian[slot * outputs + k] += f64::from(gradients.hessians[at + k]);
-        }
-    }
-    let slot_sums = |slot: usize| Sums {
-        gradient: gradient[slot * outputs..(slot + 1) * outputs].to_vec(),
-        hessian: hessian[slot * outputs..(slot + 1) * outputs].to_vec(),
-        rows: counts[slot],
-    };
-    let missing = slot_sums(bins);
+    let outputs = total.gradient.len();
+    let (gradient, hessian, counts) = (&histogram.gradient, &histogram.hessian, &histogram.counts);
+    // Scanned bin by bin with running sums and no allocation: this loop is where
+    // training spends its time.
+    let missing = bins;
     let l2 = f64::from(params.l2);
     let parent = total.score(l2);
-    let mut best: Option<Split> = None;
-    let mut left = Sums::zero(outputs);
+    let min_rows = params.min_rows_per_leaf.max(1);
+    let (mut left_g, mut left_h) = (vec![0f64; outputs], vec![0f64; outputs]);
+    let mut left_rows = 0usize;
+    let missing_rows = counts[missing];
+    let present_rows = total.rows - missing_rows;
+    let mut best: Option<(f64, usize, bool)> = None;
     for bin in 0..bins - 1 {
-        left = left.plus(&slot_sums(bin));
-        let present_right = total.minus(&missing).minus(&left);
-        let directions: &[bool] = if missing.rows > 0 {
+        // An empty bin moves no row: the split after it is the one after the last bin
+        // that had rows.
+        if counts[bin] == 0 {
+            continue;
+        }
+        for k in 0..outputs {
+            left_g[k] += gradient[bin * outputs + k];
+            left_h[k] += hessian[bin * outputs + k];
+        }
+        left_rows += counts[bin];
+        let right_present = present_rows - left_rows;
+        let directions: &[bool] = if missing_rows > 0 {
             &[true, false]
-        } else if left.rows >= present_right.rows {
+        } else if left_rows >= right_present {
             &[true]
         } else {
             &[false]
         };
         for &missing_left in directions {
-            let (l, r) = if missing_left {
-                (left.plus(&missing), present_right.clone())
+            let (l_rows, r_rows) = if missing_left {
+                (left_rows + missing_rows, right_present)
             } else {
-                (left.clone(), present_right.plus(&missing))
+                (left_rows, right_present + missing_rows)
             };
-            if l.rows < params.min_rows_per_leaf.max(1) || r.rows < params.min_rows_per_leaf.max(1) {
+            if l_rows < min_rows || r_rows < min_rows {
                 continue;
             }
-            if l.min_hessian() < MIN_HESSIAN || r.min_hessian() < MIN_HESSIAN {
-                continue;
+            let mut gain = -parent;
+            let mut too_light = false;
+            for k in 0..outputs {
+                let (miss_g, miss_h) = (gradient[missing * outputs + k], hessian[missing * outputs + k]);
+                let (mut lg, mut lh) = (left_g[k], left_h[k]);
+                if missing_left {
+                    lg += miss_g;
+                    lh += miss_h;
+                }
+                let (rg, rh) = (total.gradient[k] - lg, total.hessian[k] - lh);
+                too_light |= lh < MIN_HESSIAN || rh < MIN_HESSIAN;
+                gain += lg * lg / (lh + l2) + rg * rg / (rh + l2);
             }
-            let gain = l.score(l2) + r.score(l2) - parent;
-            if gain > 1e-12 && best.as_ref().is_none_or(|b| gain > b.gain) {
-                best = Some(Split { feature, bin: bin as u8, missing_left, gain, left: l, right: r });
+            if !too_light && gain > 1e-12 && best.is_none_or(|(b, _, _)| gain > b) {
+                best = Some((gain, bin, missing_left));
             }
         }
     }
-    best
+    let (gain, bin, missing_left) = best?;
+    // The chosen split's sums, from the histogram.
+    let mut left = Sums::zero(outputs);
+    for slot in (0..=bin).chain(missing_left.then_some(missing)) {
+        for k in 0..outputs {
+            left.gradient[k] += gradient[slot * outputs + k];
+            left.hessian[k] += hessian[slot * outputs + k];
+        }
+        left.rows += counts[slot];
+    }
+    let right = total.minus(&left);
+    Some(Split { feature, bin: bin as u8, missing_left, gain, left, right })
 }
 
 #[cfg(test)]

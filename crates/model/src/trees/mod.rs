@@ -62,7 +62,7 @@ pub(crate) fn train(
     let head = head_for(kind, labels.len());
     let outputs = match head {
         Head::Identity | Head::Sigmoid => 1,
-        Head::Softmax | Head::Probabilities => labels.len(),
+        Head::Softmax | Head::Probabilities | Head::Margin => labels.len(),
     };
     let grow_params = grow::GrowParams {
         max_depth: params.max_depth,

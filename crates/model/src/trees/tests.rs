@@ -1,5 +1,6 @@
-//! The tree kinds end to end: trained from CSV text, measured on held-out rows, saved
-//! and loaded, with missing values and their parameters' checks.
+//! The kinds for tables — trees, and the linear SVM beside them — end to end: trained
+//! from CSV text, measured on held-out rows, saved and loaded, with missing values and
+//! their parameters' checks.
 
 use std::collections::BTreeMap;
 
@@ -164,4 +165,41 @@ fn parameters_that_do_not_apply_or_are_out_of_range_are_refused_by_name() {
     assert!(refused(ModelKind::DecisionTreeClassifier, "n_trees", "3").contains("one tree"));
     let data = Dataset::from_csv("t,y\nhello,a\nworld,b\n", "y", true).map(|_| ());
     assert!(data.is_err(), "text cells in a numeric column are still refused");
+}
+
+#[test]
+fn a_linear_svm_separates_classes_with_margins_one_versus_rest() {
+    // Two classes split by x0 + x1 > 0, and three by which of three lines is nearest.
+    let mut binary = String::from("x0,x1,y\n");
+    let mut three = String::from("x0,x1,y\n");
+    let mut rng = StdRng::seed_from_u64(9);
+    for _ in 0..600 {
+        let (a, b): (f32, f32) = (rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0));
+        binary.push_str(&format!("{a},{b},{}\n", if a + b > 0.0 { "yes" } else { "no" }));
+        let class = if a > 0.3 {
+            "right"
+        } else if b > 0.0 {
+            "top"
+        } else {
+            "bottom"
+        };
+        three.push_str(&format!("{a},{b},{class}\n"));
+    }
+    let model = fit(ModelKind::LinearSvm, &binary, &[]);
+    assert!(model.manifest.metrics["accuracy"] > 0.95, "{:?}", model.manifest.metrics);
+    assert!(model.manifest.metrics.contains_key("hinge_loss") && !model.manifest.metrics.contains_key("log_loss"));
+    assert_eq!(model.manifest.signature.outputs[0].name, "scores");
+    assert_eq!(model.manifest.signature.outputs[0].shape, vec![-1, 1]);
+    let out = model.predict(ndarray::array![[0.9f32, 0.8], [-0.9, -0.7]].view()).expect("predicts");
+    let crate::TensorData::F32(margins) = &out[0].data else { panic!("FP32 margins") };
+    assert!(margins[0] > 1.0 && margins[1] < -1.0, "{margins:?}");
+    assert_eq!(out[1].data, crate::TensorData::Bytes(vec![b"yes".to_vec(), b"no".to_vec()]));
+    let model = fit(ModelKind::LinearSvm, &three, &[]);
+    assert!(model.manifest.metrics["accuracy"] > 0.9, "{:?}", model.manifest.metrics);
+    assert_eq!(model.manifest.signature.outputs[0].shape, vec![-1, 3]);
+    let loaded = Model::from_artifact(&model.to_artifact().expect("saves")).expect("loads");
+    let rows = ndarray::array![[0.9f32, 0.0], [-0.5, 0.5], [-0.5, -0.5]];
+    let out = loaded.predict(rows.view()).expect("predicts");
+    let labels: Vec<Vec<u8>> = ["right", "top", "bottom"].iter().map(|l| l.as_bytes().to_vec()).collect();
+    assert_eq!(out[1].data, crate::TensorData::Bytes(labels));
 }

@@ -1,0 +1,84 @@
+"""Tables as they come, through the CLI and tritonclient on the shared cluster: a CSV
+with empty cells trains gradient-boosted trees, a random forest, a decision tree and a
+linear SVM; each deploys and answers raw rows (NaN for a missing value) as the labels
+say; `models versions` shows the feature importances and `--show-tree` the tree; bad
+parameters are refused by name."""
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+ROWS = 1200
+
+
+def table(path, rows=ROWS, seed=4):
+    """`inside` is whether (a, b) lies in a circle, or — where `a` is missing — always
+    "in"; `noise` tells nothing."""
+    rng = np.random.default_rng(seed)
+    a, b, noise = rng.uniform(-1, 1, rows), rng.uniform(-1, 1, rows), rng.uniform(0, 1, rows)
+    missing = rng.random(rows) < 0.15
+    inside = np.where(missing | (a * a + b * b < 0.5), "in", "out")
+    with open(path, "w") as f:
+        f.write("a,b,noise,inside\n")
+        for i in range(rows):
+            f.write(f"{'' if missing[i] else f'{a[i]:.5f}'},{b[i]:.5f},{noise[i]:.5f},{inside[i]}\n")
+    return np.column_stack([np.where(missing, np.nan, a), b, noise]).astype(np.float32), inside
+
+
+@pytest.fixture(scope="module")
+def trained(cluster, cli, tmp_path_factory):
+    path = tmp_path_factory.mktemp("tables") / "circle.csv"
+    x, labels = table(path)
+    cli("datasets", "upload", str(path), "--name", "circle")
+    for model, kind, params in [("circle-gbdt", "gbdt", ["--param", "n_trees=60"]),
+                                ("circle-forest", "random_forest", ["--param", "n_trees=40"]),
+                                ("circle-tree", "decision_tree", ["--param", "max_depth=6"]),
+                                ("circle-svm", "linear_svm", [])]:
+        cli("train", model, "--dataset", "circle", "--target", "inside", "--kind", kind, *params)
+        cli("deploy", model, "--version", "1")
+    return cluster[0], x, labels
+
+
+def infer(router, model, rows):
+    tensor = grpcclient.InferInput("input", list(rows.shape), "FP32")
+    tensor.set_data_from_numpy(rows)
+    return grpcclient.InferenceServerClient(router).infer(model, [tensor])
+
+
+@pytest.mark.parametrize("model", ["circle-gbdt", "circle-forest", "circle-tree"])
+def test_trees_answer_raw_rows_with_missing_values(trained, model):
+    router, x, labels = trained
+    result = infer(router, model, x)
+    predicted = result.as_numpy("label").astype(str)
+    assert (predicted == labels).mean() > 0.93, model
+    assert (predicted[np.isnan(x[:, 0])] == "in").all(), "a missing a means in, and the trees learned it"
+    probabilities = result.as_numpy("probabilities")
+    assert probabilities.shape == (ROWS, 2)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_a_linear_svm_answers_margins_and_no_line_draws_a_circle(trained):
+    router, x, labels = trained
+    result = infer(router, "circle-svm", x)
+    assert result.as_numpy("scores").shape == (ROWS, 1)
+    accuracy = (result.as_numpy("label").astype(str) == labels).mean()
+    assert 0.4 < accuracy < 0.9, f"a linear boundary cannot fit a circle: {accuracy}"
+
+
+def test_versions_show_importances_and_the_tree(trained, cli):
+    listed = cli("models", "versions", "circle-gbdt").stdout
+    importances = listed.split("feature importance (gain share): ")[1].split()
+    shares = dict(item.split("=") for item in importances)
+    assert set(shares) == {"a", "b", "noise"} and float(shares["noise"]) < float(shares["a"]), listed
+    assert abs(sum(map(float, shares.values())) - 1.0) < 0.01
+    tree = cli("models", "versions", "circle-tree", "--show-tree").stdout
+    assert "if a <= " in tree and "(or missing)" in tree and "-> in (in: " in tree, tree
+    deepest = max(len(line) - len(line.lstrip()) for line in tree.splitlines() if line.strip().startswith("->"))
+    assert deepest <= 12, "max_depth=6: at most six levels of two spaces"
+
+
+def test_tree_parameters_are_checked_at_submission(trained, cli):
+    for kind, param, named in [("gbdt", "epochs=5", "epochs"), ("random_forest", "max_bins=500", "max_bins"),
+                               ("decision_tree", "n_trees=3", "one tree"), ("linear", "n_trees=10", "tree kinds")]:
+        refused = cli("train", "refused", "--dataset", "circle", "--target", "inside", "--kind", kind,
+                      "--param", param, check=False)
+        assert refused.returncode != 0 and named in refused.stderr and "InvalidArgument" in refused.stderr, refused.stderr
