@@ -59,7 +59,7 @@ impl ModelKind {
             "linear_svm" | "svm" => Ok(Self::LinearSvm),
             other => Err(Error::InvalidParam {
                 name: "kind".into(),
-                reason: format!("{other:?} is not a model kind; expected one of {}", Self::NAMES),
+                reason: format!("{other:?} is not a model kind; expected {}", Self::NAMES),
             }),
         }
     }

@@ -193,7 +193,8 @@ impl Kernel for ArrayFeatureExtractor {
         if shape.len() == 1 {
             shape.insert(0, 1.to_dim());
         }
-        *shape.last_mut().expect("rank 1 or more") = picked;
+        let Some(last) = shape.last_mut() else { bail!("ArrayFeatureExtractor takes a tensor of rank 1 or more") };
+        *last = picked;
         Ok(tvec!(inputs[0].datum_type.fact(&*shape)))
     }
 

@@ -151,7 +151,8 @@ pub(crate) fn grow(
         };
         let Some(chosen) = chosen else { break };
         let leaf = open.swap_remove(chosen);
-        let split = leaf.split.clone().expect("chosen for its split");
+        // Open leaves all have a split (see where children are pushed).
+        let Some(split) = leaf.split.clone() else { break };
         let column = binned.column(split.feature);
         let goes_left = |row: u32| {
             let bin = column[row as usize];
