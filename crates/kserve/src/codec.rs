@@ -85,6 +85,37 @@ pub fn decode_texts(input: &InferInputTensor, raw: Option<&[u8]>) -> Result<Vec<
     Ok(texts)
 }
 
+/// A BYTES input of shape `[rows, columns]` (or `[rows]` when `columns` is 1): its rows
+/// and its elements, row-major.
+pub fn decode_bytes_rows(
+    input: &InferInputTensor,
+    raw: Option<&[u8]>,
+    columns: usize,
+) -> Result<(usize, Vec<Vec<u8>>), Error> {
+    if input.datatype != Datatype::Bytes.name() {
+        return Err(Error::InvalidArgument(format!(
+            "input {:?} has datatype {}; expected BYTES",
+            input.name, input.datatype
+        )));
+    }
+    let rows = match input.shape.as_slice() {
+        [rows, width] if *rows >= 0 && *width == columns as i64 => *rows as usize,
+        [rows] if *rows >= 0 && columns == 1 => *rows as usize,
+        _ => {
+            return Err(Error::InvalidArgument(format!(
+                "input {:?} has shape {:?}; expected [rows, {columns}] (one element per column)",
+                input.name, input.shape
+            )));
+        }
+    };
+    let elements = bytes_elements(input, raw)?;
+    let expected = rows.saturating_mul(columns);
+    if elements.len() != expected {
+        return Err(count_error(input, elements.len(), "elements", expected));
+    }
+    Ok((rows, elements))
+}
+
 /// The BYTES elements an input carries: typed `bytes_contents`, or raw elements each
 /// prefixed by a 4-byte little-endian length.
 fn bytes_elements(input: &InferInputTensor, raw: Option<&[u8]>) -> Result<Vec<Vec<u8>>, Error> {

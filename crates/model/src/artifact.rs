@@ -53,7 +53,7 @@ impl Model {
     /// Serialises the model into one artifact file's bytes.
     pub fn to_artifact(&self) -> Result<Vec<u8>> {
         let manifest = serde_json::to_string(&self.manifest).map_err(artifact_error)?;
-        let features = self.features();
+        let features = self.scaler.mean.len();
         let f32 = Dtype::F32;
         let mut buffers = vec![
             ("scaler.mean".to_owned(), f32, vec![features], le_bytes(self.scaler.mean.iter())),
@@ -124,6 +124,23 @@ impl Model {
                     };
                     vectorizer = Some(HashingVectorizer { n_features: *n_features, ngram_max: *ngram_max, idf });
                     inputs = *n_features;
+                }
+                Step::OneHot { columns } => {
+                    let one_hot: usize = columns.iter().map(|column| column.categories.len()).sum();
+                    if one_hot > features {
+                        return Err(Error::Artifact(format!(
+                            "the one-hot step has {one_hot} columns but the model has {features} features"
+                        )));
+                    }
+                    // Codes are found by binary search: the categories must be sorted, once each.
+                    if let Some(column) =
+                        columns.iter().find(|c| c.categories.windows(2).any(|w| w[0].as_bytes() >= w[1].as_bytes()))
+                    {
+                        return Err(Error::Artifact(format!(
+                            "the categories of column {:?} are not sorted and distinct",
+                            column.name
+                        )));
+                    }
                 }
                 Step::StandardScaler => {}
                 Step::Pca { components } => {

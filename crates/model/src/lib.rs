@@ -17,6 +17,7 @@ mod error;
 mod metrics;
 mod model;
 mod network;
+mod one_hot;
 mod packed;
 mod params;
 mod pca;
@@ -25,9 +26,12 @@ mod train;
 mod trees;
 
 pub use artifact::{FORMAT_VERSION, MANIFEST_METADATA_KEY};
-pub use data::{Dataset, Target};
+pub use data::{CategoricalColumn, CsvOptions, Dataset, MISSING_CODE, Target};
 pub use error::{Error, Result};
-pub use model::{INPUT_NAME, InputKind, Manifest, Model, ModelKind, StandardScaler, Step, TEXT_INPUT_NAME};
+pub use model::{
+    CATEGORIES_INPUT_NAME, INPUT_NAME, InputKind, Manifest, Model, ModelKind, StandardScaler, Step, TEXT_INPUT_NAME,
+};
+pub use one_hot::{CategoryColumn, UNSEEN_CODE};
 // The protocol's tensor types, re-exported: models take and answer them.
 pub use modelplane_kserve::{Datatype, Output, Signature, TensorData, TensorSpec};
 pub use network::{Activation, Dense, Head};

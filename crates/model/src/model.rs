@@ -138,6 +138,12 @@ pub struct StandardScaler {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
+    /// Categorical columns → one-hot columns after the numeric features (see
+    /// [`crate::one_hot`]); the columns are the model's `categories` input.
+    OneHot {
+        /// The categorical input columns, in `categories` order.
+        columns: Vec<crate::one_hot::CategoryColumn>,
+    },
     /// Text column → hashed n-gram counts (tensor `vectorizer.idf` when tf-idf).
     HashingVectorizer {
         /// The text column, which is the model's `text` input.
@@ -259,6 +265,8 @@ pub const PROBABILITIES_OUTPUT: &str = "probabilities";
 pub const SCORES_OUTPUT: &str = "scores";
 /// Name of the text input tensor.
 pub const TEXT_INPUT_NAME: &str = "text";
+/// Name of the categorical input tensor: BYTES `[rows, categorical columns]`.
+pub const CATEGORIES_INPUT_NAME: &str = "categories";
 
 /// What a model takes in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -267,6 +275,14 @@ pub enum InputKind {
     Features(usize),
     /// BYTES `[rows]`, one UTF-8 text per row.
     Text,
+    /// FP32 `[rows, numeric]` (omitted when there is no numeric column) and BYTES
+    /// `[rows, categorical]`, one element per categorical column.
+    Table {
+        /// Numeric feature columns.
+        numeric: usize,
+        /// Categorical feature columns.
+        categorical: usize,
+    },
 }
 
 fn fp32(name: &str, shape: Vec<i64>) -> TensorSpec {
@@ -287,11 +303,29 @@ impl Model {
                 TensorSpec { name: "label".into(), datatype: Datatype::Bytes, shape: vec![-1] },
             ],
         };
-        let input = match input {
-            InputKind::Features(features) => fp32(INPUT_NAME, vec![-1, features as i64]),
-            InputKind::Text => TensorSpec { name: TEXT_INPUT_NAME.into(), datatype: Datatype::Bytes, shape: vec![-1] },
-        };
-        Signature { inputs: vec![input], outputs }
+        Signature { inputs: Self::input_specs(input), outputs }
+    }
+
+    /// The input tensors of an input kind.
+    pub fn input_specs(input: InputKind) -> Vec<TensorSpec> {
+        match input {
+            InputKind::Features(features) => vec![fp32(INPUT_NAME, vec![-1, features as i64])],
+            InputKind::Text => {
+                vec![TensorSpec { name: TEXT_INPUT_NAME.into(), datatype: Datatype::Bytes, shape: vec![-1] }]
+            }
+            InputKind::Table { numeric, categorical } => {
+                let categories = TensorSpec {
+                    name: CATEGORIES_INPUT_NAME.into(),
+                    datatype: Datatype::Bytes,
+                    shape: vec![-1, categorical as i64],
+                };
+                if numeric == 0 {
+                    vec![categories]
+                } else {
+                    vec![fp32(INPUT_NAME, vec![-1, numeric as i64]), categories]
+                }
+            }
+        }
     }
 
     /// Multiply-adds one row costs through PCA and the dense layers: what a server weighs
@@ -304,9 +338,64 @@ impl Model {
             + trees
     }
 
+    /// The categorical columns the model takes (none for most).
+    pub fn categorical_columns(&self) -> &[crate::one_hot::CategoryColumn] {
+        self.manifest
+            .pipeline
+            .iter()
+            .find_map(|step| match step {
+                Step::OneHot { columns } => Some(columns.as_slice()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
     /// Number of numeric input features (0 for text models).
+    pub fn numeric_features(&self) -> usize {
+        if self.vectorizer.is_some() {
+            return 0;
+        }
+        let one_hot: usize = self.categorical_columns().iter().map(|column| column.categories.len()).sum();
+        self.scaler.mean.len().saturating_sub(one_hot)
+    }
+
+    /// Width of the rows [`Model::predict`] takes: the numeric features, then one code
+    /// per categorical column (see [`Model::encode_table`]); 0 for text models.
     pub fn features(&self) -> usize {
-        if self.vectorizer.is_some() { 0 } else { self.scaler.mean.len() }
+        self.numeric_features() + self.categorical_columns().len()
+    }
+
+    /// The rows [`Model::predict`] takes from a table as clients send it: numeric
+    /// features `[rows, numeric]` and `categories` row-major, one element per
+    /// categorical column per row (empty or `NA` when missing).
+    pub fn encode_table(&self, numeric: ArrayView2<'_, f32>, categories: &[&[u8]]) -> Result<Array2<f32>> {
+        let columns = self.categorical_columns();
+        let (rows, width) = (numeric.nrows(), self.numeric_features());
+        if numeric.ncols() != width {
+            return Err(Error::InvalidInput(format!(
+                "input has {} features per row; the model expects {width}",
+                numeric.ncols()
+            )));
+        }
+        if categories.len() != rows * columns.len() {
+            return Err(Error::InvalidInput(format!(
+                "categories has {} elements; expected {} ({rows} rows × {} columns: {})",
+                categories.len(),
+                rows * columns.len(),
+                columns.len(),
+                columns.iter().map(|column| column.name.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let mut out = Array2::<f32>::zeros((rows, width + columns.len()));
+        out.slice_axis_mut(Axis(1), ndarray::Slice::from(..width)).assign(&numeric);
+        if !columns.is_empty() {
+            for (row, elements) in categories.chunks(columns.len()).enumerate() {
+                for (c, (column, element)) in columns.iter().zip(elements).enumerate() {
+                    out[[row, width + c]] = column.code(element);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Imputation, scaler then PCA: the matrix the dense layers take.
@@ -361,7 +450,12 @@ impl Model {
                 self.features()
             )));
         }
-        let out = self.forward(input);
+        let columns = self.categorical_columns();
+        let out = if columns.is_empty() {
+            self.forward(input)
+        } else {
+            self.forward(crate::one_hot::expand(input, self.numeric_features(), columns).view())
+        };
         Ok(self.outputs(input.nrows(), out))
     }
 

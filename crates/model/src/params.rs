@@ -77,12 +77,18 @@ pub struct TrainParams {
     /// Share of the features each split considers (tree kinds), in (0, 1]; by default
     /// √features for random forest classifiers, all otherwise.
     pub feature_fraction: Option<f64>,
+    /// Columns read as categories even when every value is a number (codes, ids); a
+    /// column with any text that is not a number is categorical without being named.
+    pub categorical: Vec<String>,
+    /// Most categories a categorical column keeps (the most frequent in the training
+    /// rows; rarer ones are treated as unseen), in [1, 65536].
+    pub max_categories: usize,
 }
 
 const NAMES: &str = "learning_rate, epochs, batch_size, l2, seed, validation_fraction, hidden, activation, \
                      optimizer, momentum, early_stopping, patience, lr_schedule, text_column, n_features, \
                      ngram_max, tfidf, pca, n_trees, max_depth, max_leaves, min_rows_per_leaf, max_bins, \
-                     feature_fraction";
+                     feature_fraction, categorical, max_categories";
 
 /// Parameters only the dense kinds (linear, logistic, softmax, MLP) take.
 const DENSE_ONLY: [&str; 10] = [
@@ -159,6 +165,8 @@ impl TrainParams {
             min_rows_per_leaf: 1,
             max_bins: 255,
             feature_fraction: None,
+            categorical: Vec::new(),
+            max_categories: 100,
         };
         if kind == ModelKind::LinearSvm {
             // A small L2 keeps the margin wide (the SVM's regularisation, 1/C).
@@ -280,6 +288,11 @@ impl TrainParams {
                     }
                 }
                 "text_column" => out.text_column = (!value.is_empty()).then(|| value.to_owned()),
+                "categorical" | "categorical_feature" => {
+                    out.categorical =
+                        value.split(',').map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned).collect();
+                }
+                "max_categories" => out.max_categories = parse(name, value, "a whole number")?,
                 "n_features" => out.n_features = parse(name, value, "a whole number")?,
                 "ngram_max" => out.ngram_max = parse(name, value, "a whole number")?,
                 "tfidf" => out.tfidf = parse(name, value, "true or false")?,
@@ -319,6 +332,10 @@ impl TrainParams {
         }
         check_range("min_rows_per_leaf", out.min_rows_per_leaf as f64, 1.0, 1_000_000.0, true, true)?;
         check_range("max_bins", out.max_bins as f64, 2.0, 255.0, true, true)?;
+        check_range("max_categories", out.max_categories as f64, 1.0, 65_536.0, true, true)?;
+        if out.text_column.is_some() && !out.categorical.is_empty() {
+            return Err(invalid("categorical", "a text model's only input is its text column"));
+        }
         if let Some(fraction) = out.feature_fraction {
             check_range("feature_fraction", fraction, 0.0, 1.0, false, true)?;
         }
@@ -352,6 +369,7 @@ impl TrainParams {
         if let Some(fraction) = self.feature_fraction {
             map.insert("feature_fraction".into(), fraction.to_string());
         }
+        self.insert_categorical(&mut map);
         if kind.is_boosted() {
             map.insert("learning_rate".into(), self.learning_rate.to_string());
             map.insert("l2".into(), self.l2.to_string());
@@ -394,12 +412,23 @@ impl TrainParams {
             }
             None => {}
         }
+        self.insert_categorical(&mut map);
         if !self.hidden.is_empty() {
             let sizes: Vec<String> = self.hidden.iter().map(ToString::to_string).collect();
             map.insert("hidden".into(), sizes.join(","));
             map.insert("activation".into(), format!("{:?}", self.activation).to_lowercase());
         }
         map
+    }
+
+    /// The categorical settings, when they differ from the defaults.
+    fn insert_categorical(&self, map: &mut BTreeMap<String, String>) {
+        if !self.categorical.is_empty() {
+            map.insert("categorical".into(), self.categorical.join(","));
+        }
+        if self.max_categories != Self::defaults_for(ModelKind::LinearRegression).max_categories {
+            map.insert("max_categories".into(), self.max_categories.to_string());
+        }
     }
 
     /// The learning rate for an epoch (from 1).

@@ -243,6 +243,12 @@ pub fn train(
     let held_out = ((rows as f64) * params.validation_fraction).floor() as usize;
     let held_out = if held_out >= rows { 0 } else { held_out };
     let (validation_rows, train_rows) = (0..held_out, held_out..rows);
+    // Categories are counted on the training rows only, as any other fitted step.
+    let one_hot = if data.categorical.is_empty() {
+        Vec::new()
+    } else {
+        crate::one_hot::encode_dataset(&mut data, train_rows.clone(), params.max_categories)
+    };
     let feature_count = data.features.ncols();
     if kind.is_tree() {
         if params.text_column.is_some() || data.text.is_some() {
@@ -252,10 +258,14 @@ pub fn train(
             });
         }
         let splits = (validation_rows, train_rows);
-        return crate::trees::train(kind, data, labels, splits, params, &mut on_epoch);
+        let mut model = crate::trees::train(kind, data, labels, splits, params, &mut on_epoch)?;
+        crate::one_hot::attach(&mut model, one_hot);
+        return Ok(model);
     }
 
-    let has_missing = data.features.iter().any(|v| v.is_nan());
+    // A model with categorical columns imputes even when training saw no gap: a missing
+    // category at serving time is NaN in its one-hot columns.
+    let has_missing = !one_hot.is_empty() || data.features.iter().any(|v| v.is_nan());
     let (vectorizer, scaler, pca, x_all) = preprocess(&mut data, train_rows.clone(), params);
     let x_train = x_all.slice_axis(Axis(0), Slice::from(train_rows.clone()));
     let x_valid = x_all.slice_axis(Axis(0), Slice::from(validation_rows.clone()));
@@ -385,7 +395,8 @@ pub fn train(
         feature_importances: Default::default(),
         impute: if has_missing { scaler.mean.to_vec() } else { Vec::new() },
     };
-    let model = Model { manifest, vectorizer, scaler, pca, layers, trees: None };
+    let mut model = Model { manifest, vectorizer, scaler, pca, layers, trees: None };
+    crate::one_hot::attach(&mut model, one_hot);
     Ok(model)
 }
 

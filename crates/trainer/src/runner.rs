@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use modelplane_client::{Registry, Silent, Source};
-use modelplane_model::{Dataset, Model, ModelKind, TrainParams};
+use modelplane_model::{CsvOptions, Dataset, Model, ModelKind, TrainParams};
 use modelplane_proto::registry::{self as pb, UploadManifest};
 use modelplane_service::Shutdown;
 use modelplane_store::schema::{self, JobRecord, JobState, PromoteRule};
@@ -171,21 +171,23 @@ impl Runner {
         &self,
         job: &JobRecord,
         classes: bool,
-        text_column: Option<String>,
+        params: &TrainParams,
     ) -> Result<(pb::Dataset, Dataset)> {
         let record = crate::jobs::find_dataset(&*self.store, &job.spec).await?;
         let rows_hint = usize::try_from(record.rows).unwrap_or(0);
         let (mut sink, source) = tokio::io::duplex(PIPE_BYTES);
         let target = job.spec.target.clone();
+        let (text_column, categorical) = (params.text_column.clone(), params.categorical.clone());
         let parse = tokio::task::spawn_blocking(move || {
             let reader = tokio_util::io::SyncIoBridge::new(source);
-            Dataset::from_csv_reader(
-                std::io::BufReader::new(reader),
-                &target,
+            let options = CsvOptions {
+                target: &target,
                 classes,
-                text_column.as_deref(),
+                text_column: text_column.as_deref(),
+                categorical: &categorical,
                 rows_hint,
-            )
+            };
+            Dataset::from_csv_reader(std::io::BufReader::new(reader), options)
         });
         let registry = self.registry.clone();
         let download = async move {
@@ -217,7 +219,7 @@ impl Runner {
         let kind = ModelKind::parse(&job.spec.kind).map_err(|err| Error::InvalidArgument(err.to_string()))?;
         let params =
             TrainParams::from_map(kind, &job.spec.params).map_err(|err| Error::InvalidArgument(err.to_string()))?;
-        let (dataset, data) = self.load_dataset(job, kind.is_classifier(), params.text_column.clone()).await?;
+        let (dataset, data) = self.load_dataset(job, kind.is_classifier(), &params).await?;
 
         let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
         let stop = cancel.clone();

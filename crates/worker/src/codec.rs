@@ -4,10 +4,12 @@
 //! `modelplane_kserve::codec`'s.
 
 use modelplane_kserve::Datatype;
-use modelplane_kserve::codec::{check_raw_count, decode_texts, to_fp32};
+use modelplane_kserve::codec::{check_raw_count, decode_bytes_rows, decode_texts, to_fp32};
 pub use modelplane_kserve::codec::{check_requested_outputs, decode_tensors, encode_response};
 use modelplane_kserve::{ShapedTensor, Signature};
+use modelplane_model::CATEGORIES_INPUT_NAME;
 use modelplane_proto::inference::ModelInferRequest;
+use modelplane_proto::inference::model_infer_request::InferInputTensor;
 use ndarray::Array2;
 
 use crate::Error;
@@ -19,18 +21,29 @@ pub enum Decoded {
     Features(Array2<f32>),
     /// One text per row for a text model.
     Texts(Vec<Vec<u8>>),
+    /// A table for a model with categorical columns: numeric features `[rows,
+    /// numeric]` and the categorical elements, row-major.
+    Table {
+        /// Numeric features (no columns when the model has none).
+        numeric: Array2<f32>,
+        /// One element per categorical column per row.
+        categories: Vec<Vec<u8>>,
+    },
     /// One tensor (shape, values) per input, in signature order and of the datatype the
     /// signature declares, for ONNX graphs.
     Tensors(Vec<ShapedTensor>),
 }
 
-/// Decodes the single input a model's signature asks for: FP32 `[rows, features]` (or a
-/// lossless wider type), or BYTES `[rows]` (or `[rows, 1]`) for text models.
+/// Decodes the input a native model's signature asks for: FP32 `[rows, features]` (or a
+/// lossless wider type), BYTES `[rows]` (or `[rows, 1]`) for text models, or both
+/// `input` and BYTES `categories` `[rows, columns]` for a model with categorical columns.
 pub fn decode_input(request: &ModelInferRequest, signature: &Signature) -> Result<Decoded, Error> {
+    if signature.inputs.iter().any(|spec| spec.name == CATEGORIES_INPUT_NAME) {
+        return decode_table(request, signature);
+    }
     let Some(spec) = signature.inputs.first() else {
         return Err(Error::Internal("model signature has no input".into()));
     };
-    let features = spec.shape.get(1).copied().unwrap_or(-1);
     if request.inputs.len() != 1 {
         return Err(Error::InvalidArgument(format!(
             "model expects exactly 1 input ({:?}); got {}",
@@ -46,9 +59,15 @@ pub fn decode_input(request: &ModelInferRequest, signature: &Signature) -> Resul
         )));
     }
     check_raw_count(request)?;
+    let raw = request.raw_input_contents.first().map(|raw| raw.as_ref());
     if spec.datatype == Datatype::Bytes {
-        return Ok(Decoded::Texts(decode_texts(input, request.raw_input_contents.first().map(|raw| raw.as_ref()))?));
+        return Ok(Decoded::Texts(decode_texts(input, raw)?));
     }
+    decode_features(input, raw, spec.shape.get(1).copied().unwrap_or(-1)).map(Decoded::Features)
+}
+
+/// FP32 rows `[rows, features]` (`features` -1: any width).
+fn decode_features(input: &InferInputTensor, raw: Option<&[u8]>, features: i64) -> Result<Array2<f32>, Error> {
     let shape_ok = input.shape.len() == 2 && input.shape[0] >= 0 && (features < 0 || input.shape[1] == features);
     if !shape_ok {
         return Err(Error::InvalidArgument(format!(
@@ -62,10 +81,51 @@ pub fn decode_input(request: &ModelInferRequest, signature: &Signature) -> Resul
     let expected = rows
         .checked_mul(columns)
         .ok_or_else(|| Error::InvalidArgument(format!("input shape {:?} is too large", input.shape)))?;
-    let values = to_fp32(input, request.raw_input_contents.first().map(|raw| raw.as_ref()), expected)?;
-    Array2::from_shape_vec((rows, columns), values)
-        .map(Decoded::Features)
-        .map_err(|err| Error::Internal(err.to_string()))
+    let values = to_fp32(input, raw, expected)?;
+    Array2::from_shape_vec((rows, columns), values).map_err(|err| Error::Internal(err.to_string()))
+}
+
+/// Every input of a table signature (numeric `input` unless the model has no numeric
+/// column, and `categories`), matched by name, with the same number of rows.
+fn decode_table(request: &ModelInferRequest, signature: &Signature) -> Result<Decoded, Error> {
+    let expected: Vec<&str> = signature.inputs.iter().map(|spec| spec.name.as_str()).collect();
+    let given: Vec<&str> = request.inputs.iter().map(|input| input.name.as_str()).collect();
+    let mut sorted = (expected.clone(), given.clone());
+    sorted.0.sort_unstable();
+    sorted.1.sort_unstable();
+    if sorted.0 != sorted.1 {
+        return Err(Error::InvalidArgument(format!(
+            "model expects inputs {expected:?} (numeric features, and one BYTES element per categorical column); \
+             got {given:?}"
+        )));
+    }
+    check_raw_count(request)?;
+    let (mut numeric, mut categories) = (None, None);
+    for (index, input) in request.inputs.iter().enumerate() {
+        let raw = request.raw_input_contents.get(index).map(|raw| raw.as_ref());
+        let Some(spec) = signature.inputs.iter().find(|spec| spec.name == input.name) else { continue };
+        let width = spec.shape.get(1).copied().unwrap_or(-1);
+        if spec.name == CATEGORIES_INPUT_NAME {
+            categories = Some(decode_bytes_rows(input, raw, usize::try_from(width).unwrap_or(0))?);
+        } else {
+            numeric = Some(decode_features(input, raw, width)?);
+        }
+    }
+    let Some((rows, categories)) = categories else {
+        return Err(Error::Internal("table signature without categories".into()));
+    };
+    let numeric = match numeric {
+        Some(numeric) if numeric.nrows() != rows => {
+            return Err(Error::InvalidArgument(format!(
+                "input {:?} has {} rows but {CATEGORIES_INPUT_NAME:?} has {rows}; every input has one row per example",
+                modelplane_model::INPUT_NAME,
+                numeric.nrows()
+            )));
+        }
+        Some(numeric) => numeric,
+        None => Array2::zeros((rows, 0)),
+    };
+    Ok(Decoded::Table { numeric, categories })
 }
 
 #[cfg(test)]
@@ -115,6 +175,42 @@ mod tests {
         let raw = features(raw);
         assert_eq!(typed, raw);
         assert_eq!(typed.row(1).to_vec(), vec![3.0, 4.0]);
+    }
+
+    #[test]
+    fn a_table_takes_numeric_rows_and_categories_by_name_in_any_order() {
+        let mut signature = Model::signature_for(Head::Identity, InputKind::Features(1), 0);
+        signature.inputs = Model::input_specs(InputKind::Table { numeric: 1, categorical: 2 });
+        let categories = |shape: Vec<i64>, elements: &[&str]| InferInputTensor {
+            name: "categories".into(),
+            datatype: "BYTES".into(),
+            shape,
+            contents: Some(InferTensorContents {
+                bytes_contents: elements.iter().map(|e| e.as_bytes().to_vec()).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut both = request("FP32", vec![2, 1], vec![0.5, 1.5], false);
+        both.inputs.insert(0, categories(vec![2, 2], &["red", "s", "", "m"]));
+        match decode_input(&both, &signature).expect("a table") {
+            Decoded::Table { numeric, categories } => {
+                assert_eq!(numeric.column(0).to_vec(), vec![0.5, 1.5]);
+                assert_eq!(categories, vec![b"red".to_vec(), b"s".to_vec(), b"".to_vec(), b"m".to_vec()]);
+            }
+            other => panic!("expected a table, got {other:?}"),
+        }
+        let only_numbers = request("FP32", vec![2, 1], vec![0.5, 1.5], false);
+        let err = decode_input(&only_numbers, &signature).expect_err("categories missing");
+        assert!(err.to_string().starts_with("model expects inputs [\"input\", \"categories\"]"), "{err}");
+        let mut rows_differ = request("FP32", vec![1, 1], vec![0.5], false);
+        rows_differ.inputs.push(categories(vec![2, 2], &["a", "b", "c", "d"]));
+        let err = decode_input(&rows_differ, &signature).expect_err("rows differ");
+        assert!(err.to_string().contains("has 1 rows but \"categories\" has 2"), "{err}");
+        let mut wide = request("FP32", vec![1, 1], vec![0.5], false);
+        wide.inputs.push(categories(vec![1, 3], &["a", "b", "c"]));
+        let err = decode_input(&wide, &signature).expect_err("three columns");
+        assert!(err.to_string().contains("expected [rows, 2]"), "{err}");
     }
 
     #[test]

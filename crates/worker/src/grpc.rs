@@ -272,7 +272,14 @@ async fn infer(
 ) -> Result<Vec<modelplane_kserve::Output>, Error> {
     let signature = &loaded.record.signature;
     let input = match &loaded.model {
-        Runnable::Native(_) => codec::decode_input(request, signature)?,
+        Runnable::Native(native) => match codec::decode_input(request, signature)? {
+            // Categories become codes here, so the rows batch like any numeric rows.
+            codec::Decoded::Table { numeric, categories } => {
+                let elements: Vec<&[u8]> = categories.iter().map(Vec::as_slice).collect();
+                codec::Decoded::Features(native.encode_table(numeric.view(), &elements)?)
+            }
+            decoded => decoded,
+        },
         Runnable::Onnx(_) => codec::Decoded::Tensors(codec::decode_tensors(request, signature)?),
     };
     // Every path checks the deadline before it computes: the batcher when a batch forms,
