@@ -82,3 +82,42 @@ def test_tree_parameters_are_checked_at_submission(trained, cli):
         refused = cli("train", "refused", "--dataset", "circle", "--target", "inside", "--kind", kind,
                       "--param", param, check=False)
         assert refused.returncode != 0 and named in refused.stderr and "InvalidArgument" in refused.stderr, refused.stderr
+
+
+def colors_table(path, rows=800, seed=5):
+    """`y` passes when x plus its color's bonus exceeds 0.9 (no line through codes
+    separates the colors); some colors are missing (`NA`, as pandas writes them)."""
+    rng = np.random.default_rng(seed)
+    bonus = {"red": 0.6, "blue": 0.0, "green": 0.3, "black": -0.3}
+    x = rng.uniform(0, 1, rows)
+    colors = rng.choice(list(bonus), rows)
+    y = np.array(["yes" if x[i] + bonus[colors[i]] > 0.9 else "no" for i in range(rows)])
+    with open(path, "w") as f:
+        f.write("x,color,y\n")
+        for i in range(rows):
+            f.write(f"{x[i]:.5f},{'NA' if i % 17 == 0 else colors[i]},{y[i]}\n")
+
+
+@pytest.mark.parametrize("kind", ["gbdt", "logistic"])
+def test_a_categorical_column_trains_and_serves_as_text(trained, cli, tmp_path, kind):
+    router = trained[0]
+    path = tmp_path / "colors.csv"
+    colors_table(path)
+    cli("datasets", "upload", str(path), "--name", "colors")
+    model = f"colors-{kind}"
+    cli("train", model, "--dataset", "colors", "--target", "y", "--kind", kind)
+    cli("deploy", model, "--version", "1")
+    metadata = grpcclient.InferenceServerClient(router).get_model_metadata(model, as_json=True)
+    assert [(i["name"], i["datatype"], i["shape"]) for i in metadata["inputs"]] == [
+        ("input", "FP32", ["-1", "1"]), ("categories", "BYTES", ["-1", "1"])]
+    numbers = grpcclient.InferInput("input", [4, 1], "FP32")
+    numbers.set_data_from_numpy(np.array([[0.4], [0.4], [0.95], [0.5]], np.float32))
+    colors = grpcclient.InferInput("categories", [4, 1], "BYTES")
+    colors.set_data_from_numpy(np.array([["red"], ["blue"], ["blue"], ["purple"]], dtype=object))
+    result = grpcclient.InferenceServerClient(router).infer(model, [numbers, colors])
+    labels = result.as_numpy("label").astype(str)
+    assert list(labels[:3]) == ["yes", "no", "yes"], labels
+    assert np.isfinite(result.as_numpy("probabilities")).all(), "an unseen color still gets an answer"
+    # The numeric input alone is refused, naming both inputs.
+    with pytest.raises(Exception, match="categories"):
+        grpcclient.InferenceServerClient(router).infer(model, [numbers])
