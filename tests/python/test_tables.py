@@ -3,6 +3,8 @@ with empty cells trains gradient-boosted trees, a random forest, a decision tree
 linear SVM; each deploys and answers raw rows (NaN for a missing value) as the labels
 say; `models versions` shows the feature importances and `--show-tree` the tree; bad
 parameters are refused by name."""
+import json
+
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
@@ -118,6 +120,16 @@ def test_a_categorical_column_trains_and_serves_as_text(trained, cli, tmp_path, 
     labels = result.as_numpy("label").astype(str)
     assert list(labels[:3]) == ["yes", "no", "yes"], labels
     assert np.isfinite(result.as_numpy("probabilities")).all(), "an unseen color still gets an answer"
+    # `modelplane predict` takes the same rows as JSON: numbers to `input`, strings to
+    # `categories`.
+    rows = tmp_path / "rows.json"
+    rows.write_text('[[0.4, "red"], [0.4, "blue"]]')
+    printed = json.loads(cli("predict", model, "--input", str(rows)).stdout)
+    label = next(o for o in printed["outputs"] if o["name"] == "label")
+    assert label["data"] == ["yes", "no"], printed
+    rows.write_text('[[0.4, 0.5]]')
+    refused = cli("predict", model, "--input", str(rows), check=False)
+    assert refused.returncode != 0 and "1 numbers and 1 strings" in refused.stderr, refused.stderr
     # The numeric input alone is refused, naming both inputs.
     with pytest.raises(Exception, match="categories"):
         grpcclient.InferenceServerClient(router).infer(model, [numbers])

@@ -60,6 +60,10 @@ pub async fn predict(args: PredictArgs, endpoints: &Endpoints) -> Result<()> {
         .await
         .map_err(|s| status_error("model metadata failed", s))?
         .into_inner();
+    if metadata.inputs.iter().any(|input| input.name == modelplane_model::CATEGORIES_INPUT_NAME) {
+        let inputs = table_inputs(&text, &metadata)?;
+        return send(&mut client, &args, inputs, Vec::new()).await;
+    }
     let input = metadata.inputs.first().context("the model declares no input")?;
     let mut raw_input_contents = Vec::new();
     let declared: Datatype = input.datatype.parse().context("the model's metadata names an unknown input datatype")?;
@@ -93,10 +97,67 @@ pub async fn predict(args: PredictArgs, endpoints: &Endpoints) -> Result<()> {
         contents,
         ..Default::default()
     };
+    send(&mut client, &args, vec![tensor], raw_input_contents).await
+}
+
+/// Rows of a model with categorical columns, e.g. `[[31, "red"], [58, "blue"]]`: the
+/// numbers go to `input` and the strings to `categories`, each in the order given
+/// (`""` for a missing category).
+fn table_inputs(
+    text: &str,
+    metadata: &modelplane_proto::inference::ModelMetadataResponse,
+) -> Result<Vec<InferInputTensor>> {
+    let rows = parse_rows(text, "numbers and strings", |x| (x.is_number() || x.is_string()).then(|| x.clone()))?;
+    let width =
+        |name: &str| metadata.inputs.iter().find(|i| i.name == name).and_then(|i| i.shape.get(1)).copied().unwrap_or(0);
+    let (numeric, categorical) = (width(modelplane_model::INPUT_NAME), width(modelplane_model::CATEGORIES_INPUT_NAME));
+    let (mut numbers, mut categories) = (Vec::new(), Vec::new());
+    for row in &rows {
+        let before = (numbers.len(), categories.len());
+        for value in row {
+            match value {
+                serde_json::Value::String(category) => categories.push(category.clone().into_bytes()),
+                number => numbers.push(number.as_f64().unwrap_or(f64::NAN) as f32),
+            }
+        }
+        if (numbers.len() - before.0) as i64 != numeric || (categories.len() - before.1) as i64 != categorical {
+            bail!("each row needs {numeric} numbers and {categorical} strings (the categorical columns)");
+        }
+    }
+    let rows = rows.len() as i64;
+    let mut inputs = vec![InferInputTensor {
+        name: modelplane_model::CATEGORIES_INPUT_NAME.into(),
+        datatype: Datatype::Bytes.name().into(),
+        shape: vec![rows, categorical],
+        contents: Some(InferTensorContents { bytes_contents: categories, ..Default::default() }),
+        ..Default::default()
+    }];
+    if numeric > 0 {
+        inputs.insert(
+            0,
+            InferInputTensor {
+                name: modelplane_model::INPUT_NAME.into(),
+                datatype: Datatype::Fp32.name().into(),
+                shape: vec![rows, numeric],
+                contents: Some(InferTensorContents { fp32_contents: numbers, ..Default::default() }),
+                ..Default::default()
+            },
+        );
+    }
+    Ok(inputs)
+}
+
+/// Sends one request and prints the outputs as JSON.
+async fn send(
+    client: &mut GrpcInferenceServiceClient<super::TracedChannel>,
+    args: &PredictArgs,
+    inputs: Vec<InferInputTensor>,
+    raw_input_contents: Vec<bytes::Bytes>,
+) -> Result<()> {
     let request = ModelInferRequest {
         model_name: args.model.clone(),
         model_version: args.version.clone(),
-        inputs: vec![tensor],
+        inputs,
         raw_input_contents,
         ..Default::default()
     };
