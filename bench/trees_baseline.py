@@ -31,8 +31,9 @@ out.mkdir(parents=True, exist_ok=True)
 
 
 def table(rows=100_000, seed=0):
-    """Numbers with 10% missing, two category codes and a binary target that depends on
-    all of them, interactions included."""
+    """Numbers with 10% missing, two categorical columns (written as text, e.g. `c3`;
+    LightGBM and HistGradientBoosting are told they are categorical) and a binary target
+    that depends on all of them, interactions included."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(rows, 6))
     city = rng.integers(0, 8, rows)
@@ -44,6 +45,9 @@ def table(rows=100_000, seed=0):
     return np.column_stack([x, city, kind]), y
 
 
+CATEGORICAL = {"table": [6, 7]}
+
+
 def export(name, x, y):
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, random_state=0)
     header = ",".join([f"f{i}" for i in range(x.shape[1])] + ["target"])
@@ -51,7 +55,8 @@ def export(name, x, y):
         with open(out / f"{name}.{part}.csv", "w") as f:
             f.write(header + "\n")
             for row, target in zip(xs, ys):
-                cells = ["" if np.isnan(v) else f"{v:.9g}" for v in row]
+                cells = ["" if np.isnan(v) else f"c{v:.0f}" if i in CATEGORICAL.get(name, []) else f"{v:.9g}"
+                         for i, v in enumerate(row)]
                 f.write(",".join(cells + [f"{target:.9g}"]) + "\n")
     return x_train.astype(np.float32), x_test.astype(np.float32), y_train, y_test
 
@@ -69,10 +74,10 @@ def serving(model, x_test):
     return per_single, len(batch) / (time.perf_counter() - started)
 
 
-def run(side, dataset, name, model, data, classes):
+def run(side, dataset, name, model, data, classes, **fit):
     x_train, x_test, y_train, y_test = data
     started = time.perf_counter()
-    model.fit(x_train, y_train)
+    model.fit(x_train, y_train, **fit)
     seconds = time.perf_counter() - started
     predicted = model.predict(x_test)
     metric, value = ("accuracy", accuracy_score(y_test, predicted)) if classes else ("r2", r2_score(y_test, predicted))
@@ -92,9 +97,12 @@ sets = {
 }
 for dataset, ((x, y), classes) in sets.items():
     data = export(dataset, x.astype(np.float64), y)
+    categorical = CATEGORICAL.get(dataset)
+    lgb_fit = {"categorical_feature": categorical} if categorical else {}
+    hist_categorical = {"categorical_features": categorical} if categorical else {}
     if classes:
-        run("lightgbm", dataset, "gbdt", lightgbm.LGBMClassifier(**boost), data, True)
-        run("sklearn", dataset, "gbdt", HistGradientBoostingClassifier(**hist), data, True)
+        run("lightgbm", dataset, "gbdt", lightgbm.LGBMClassifier(**boost), data, True, **lgb_fit)
+        run("sklearn", dataset, "gbdt", HistGradientBoostingClassifier(**hist, **hist_categorical), data, True)
         run("sklearn", dataset, "random_forest", RandomForestClassifier(n_estimators=100, random_state=0, n_jobs=-1),
             data, True)
     else:

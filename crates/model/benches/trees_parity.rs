@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use modelplane_model::{Dataset, Model, ModelKind, Target, TensorData, TrainParams, train};
+use modelplane_model::{Dataset, MISSING_CODE, Model, ModelKind, Target, TensorData, TrainParams, train};
 use ndarray::Array2;
 
 const DATASETS: &[(&str, bool)] = &[("breast_cancer", true), ("digits", true), ("diabetes", false), ("table", true)];
@@ -25,8 +25,21 @@ fn read(dir: &Path, dataset: &str, part: &str, classes: bool) -> Dataset {
     Dataset::from_csv(&csv, "target", classes).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
 }
 
+/// The test rows as the model takes them: numeric features, then the codes of the
+/// categorical columns' text (as a worker makes them from a `categories` input).
+fn model_rows(model: &Model, test: &Dataset) -> Array2<f32> {
+    let mut elements: Vec<&[u8]> = Vec::with_capacity(test.rows() * test.categorical.len());
+    for row in 0..test.rows() {
+        for column in &test.categorical {
+            let code = column.codes[row];
+            elements.push(if code == MISSING_CODE { b"" } else { column.values[code as usize].as_bytes() });
+        }
+    }
+    model.encode_table(test.features.view(), &elements).expect("the test table fits the model")
+}
+
 fn score(model: &Model, test: &Dataset) -> (&'static str, f64) {
-    let outputs = model.predict(test.features.view()).expect("predicts");
+    let outputs = model.predict(model_rows(model, test).view()).expect("predicts");
     match &test.target {
         Target::Classes { index, labels } => {
             let TensorData::Bytes(predicted) = &outputs[1].data else { panic!("classifier without labels") };
@@ -48,15 +61,15 @@ fn score(model: &Model, test: &Dataset) -> (&'static str, f64) {
 /// Rows per second answered one at a time and in one batch, through `Model::predict`
 /// (the worker's path, without the network).
 fn serving(model: &Model, test: &Dataset) -> (f64, f64) {
-    let single = test.features.slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..1)).to_owned();
+    let features = model_rows(model, test);
+    let single = features.slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..1)).to_owned();
     let started = Instant::now();
     for _ in 0..1000 {
         std::hint::black_box(model.predict(single.view()).expect("predicts"));
     }
     let per_single = 1000.0 / started.elapsed().as_secs_f64();
-    let rows = test.features.nrows().max(10_000);
-    let batch =
-        Array2::from_shape_fn((rows, test.features.ncols()), |(r, c)| test.features[[r % test.features.nrows(), c]]);
+    let rows = features.nrows().max(10_000);
+    let batch = Array2::from_shape_fn((rows, features.ncols()), |(r, c)| features[[r % features.nrows(), c]]);
     let started = Instant::now();
     std::hint::black_box(model.predict(batch.view()).expect("predicts"));
     (per_single, rows as f64 / started.elapsed().as_secs_f64())
