@@ -136,15 +136,16 @@ async fn trainers_share_a_queue_survive_kill_9_and_cancel() {
     let status = refused(&client, spec("m", "linear", "huge", "price", &[])).await;
     assert!(status.code() == Code::ResourceExhausted && status.message().contains("at most 200000"), "{status:?}");
 
-    // A CSV with a bad value fails the job, naming row and column.
-    upload_dataset(&registry_addr, "broken", "area,rooms,price\n1,2,3\n4,5,6\n7,many,9\n").await.expect("upload");
+    // A CSV with a bad value fails the job, naming row and column. (Text in a feature
+    // column is a category; text in a regressor's target is an error.)
+    upload_dataset(&registry_addr, "broken", "area,rooms,price\n1,2,3\n4,5,6\n7,8,many\n").await.expect("upload");
     let job = client
         .submit_job(tpb::SubmitJobRequest { spec: Some(spec("m", "linear", "broken", "price", &[])) })
         .await
         .expect("submit")
         .into_inner();
     let job = wait_for(&mut client, &job.id, Duration::from_secs(120), |j| state(j) == tpb::JobState::Failed).await;
-    assert!(job.error.contains("row 3, column \"rooms\": \"many\" is not a number"), "{}", job.error);
+    assert!(job.error.contains("row 3, column \"price\": \"many\" is not a number"), "{}", job.error);
 
     // kill -9 of the trainer running a job: the other trainer claims it and completes it.
     let long = spec(
