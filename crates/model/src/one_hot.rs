@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use ndarray::{Array2, ArrayView2};
+use ndarray::{Array2, ArrayView2, ArrayViewMut1, Axis, Slice};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{CategoricalColumn, MISSING_CODE, is_missing};
@@ -79,17 +79,21 @@ fn fit(column: &CategoricalColumn, train: Range<usize>, max_categories: usize) -
 pub(crate) fn encode_dataset(data: &mut Dataset, train: Range<usize>, max_categories: usize) -> Vec<CategoryColumn> {
     let fitted: Vec<(CategoryColumn, Vec<f32>)> =
         data.categorical.iter().map(|column| fit(column, train.clone(), max_categories)).collect();
-    let rows = data.rows();
     let numeric = data.features.ncols();
-    let mut codes = Array2::<f32>::zeros((rows, numeric + fitted.len()));
-    codes.slice_axis_mut(ndarray::Axis(1), ndarray::Slice::from(..numeric)).assign(&data.features);
-    for (c, (column, (_, remap))) in data.categorical.iter().zip(&fitted).enumerate() {
-        for (row, code) in column.codes.iter().enumerate() {
-            codes[[row, numeric + c]] = if *code == MISSING_CODE { f32::NAN } else { remap[*code as usize] };
+    let width = numeric + fitted.iter().map(|(column, _)| column.categories.len()).sum::<usize>();
+    // Straight into the expanded matrix: no table of codes between the two.
+    let mut expanded = Array2::<f32>::zeros((data.rows(), width));
+    expanded.slice_axis_mut(Axis(1), Slice::from(..numeric)).assign(&data.features);
+    let mut start = numeric;
+    for (column, (kept, remap)) in data.categorical.iter().zip(&fitted) {
+        for (code, mut row) in column.codes.iter().zip(expanded.rows_mut()) {
+            let code = if *code == MISSING_CODE { f32::NAN } else { remap[*code as usize] };
+            set_one_hot(row.slice_axis_mut(Axis(0), Slice::from(start..start + kept.categories.len())), code);
         }
+        start += kept.categories.len();
     }
+    data.features = expanded;
     let columns: Vec<CategoryColumn> = fitted.into_iter().map(|(column, _)| column).collect();
-    data.features = expand(codes.view(), numeric, &columns);
     data.feature_names.extend(columns.iter().flat_map(CategoryColumn::expanded_names));
     data.categorical = Vec::new();
     columns
@@ -107,18 +111,21 @@ pub(crate) fn expand(input: ArrayView2<'_, f32>, numeric: usize, columns: &[Cate
         let mut start = numeric;
         for (c, column) in columns.iter().enumerate() {
             let known = column.categories.len();
-            let code = row[numeric + c];
-            if code.is_nan() {
-                for f in start..start + known {
-                    expanded[f] = f32::NAN;
-                }
-            } else if code >= 0.0 && code.fract() == 0.0 && (code as usize) < known {
-                expanded[start + code as usize] = 1.0;
-            }
+            set_one_hot(expanded.slice_axis_mut(Axis(0), Slice::from(start..start + known)), row[numeric + c]);
             start += known;
         }
     }
     out
+}
+
+/// One column's one-hot slots (all 0 on entry) for a code: a known category's slot is
+/// 1, NaN (missing) fills every slot, anything else (unseen, out of range) leaves 0.
+fn set_one_hot(mut slots: ArrayViewMut1<'_, f32>, code: f32) {
+    if code.is_nan() {
+        slots.fill(f32::NAN);
+    } else if code >= 0.0 && code.fract() == 0.0 && (code as usize) < slots.len() {
+        slots[code as usize] = 1.0;
+    }
 }
 
 /// Records the one-hot step on a model trained on the expanded matrix: the step opens
