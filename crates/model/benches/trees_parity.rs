@@ -80,13 +80,23 @@ fn main() {
         std::env::var("MODELPLANE_BENCH_DATA")
             .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/trees-data").into()),
     );
+    // `MODELPLANE_BENCH_ONLY=table,digits:gbdt` (data sets, or data set:model) runs only
+    // those, for profiling one of them.
+    let only = std::env::var("MODELPLANE_BENCH_ONLY").unwrap_or_default();
     for (dataset, classes) in DATASETS {
+        let wanted = |model: &str| {
+            only.is_empty() || only.split(',').any(|name| name == *dataset || name == format!("{dataset}:{model}"))
+        };
         let kinds = if *classes {
             [ModelKind::GbdtClassifier, ModelKind::RandomForestClassifier]
         } else {
             [ModelKind::GbdtRegressor, ModelKind::RandomForestRegressor]
         };
         for kind in kinds {
+            let name = if kind.is_boosted() { "gbdt" } else { "random_forest" };
+            if !wanted(name) {
+                continue;
+            }
             let mut map: BTreeMap<String, String> = [("validation_fraction", "0"), ("n_trees", "100")]
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -105,7 +115,6 @@ fn main() {
             let seconds = started.elapsed().as_secs_f64();
             let (metric, value) = score(&model, &test_set);
             let (single, batch) = serving(&model, &test_set);
-            let name = if kind.is_boosted() { "gbdt" } else { "random_forest" };
             println!("modelplane {dataset} {name} {metric} {value:.4} {seconds:.3} {single:.0} {batch:.0}");
         }
     }
