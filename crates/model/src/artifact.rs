@@ -125,11 +125,21 @@ impl Model {
                     vectorizer = Some(HashingVectorizer { n_features: *n_features, ngram_max: *ngram_max, idf });
                     inputs = *n_features;
                 }
-                Step::OneHot { columns } => {
-                    let one_hot: usize = columns.iter().map(|column| column.categories.len()).sum();
-                    if one_hot > features {
+                Step::OneHot { columns } | Step::Categories { columns } => {
+                    // Codes for trees take one column each; one-hot one per category.
+                    let codes = matches!(step, Step::Categories { .. });
+                    let encoded =
+                        if codes { columns.len() } else { columns.iter().map(|column| column.categories.len()).sum() };
+                    if encoded > features {
                         return Err(Error::Artifact(format!(
-                            "the one-hot step has {one_hot} columns but the model has {features} features"
+                            "the categorical step has {encoded} columns but the model has {features} features"
+                        )));
+                    }
+                    let too_many = columns.iter().any(|c| c.categories.len() > crate::MAX_TREE_CATEGORIES);
+                    if codes && (manifest.trees.is_none() || too_many) {
+                        return Err(Error::Artifact(format!(
+                            "a categories step needs a tree model and at most {} categories a column",
+                            crate::MAX_TREE_CATEGORIES
                         )));
                     }
                     // Codes are found by binary search: the categories must be sorted, once each.

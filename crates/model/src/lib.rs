@@ -40,4 +40,4 @@ pub use params::{Optimizer, Schedule, TrainParams};
 pub use pca::Components;
 pub use text::HashingVectorizer;
 pub use train::{Progress, train};
-pub use trees::{Combine, Node, Tree, TreeEnsemble};
+pub use trees::{CategorySet, Combine, MAX_TREE_CATEGORIES, NO_SET, Names, Node, Tree, TreeEnsemble};

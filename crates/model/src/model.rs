@@ -144,6 +144,13 @@ pub enum Step {
         /// The categorical input columns, in `categories` order.
         columns: Vec<crate::one_hot::CategoryColumn>,
     },
+    /// Categorical columns kept as codes after the numeric features, for a tree kind
+    /// that splits on sets of categories; the columns are the model's `categories`
+    /// input.
+    Categories {
+        /// The categorical input columns, in `categories` order.
+        columns: Vec<crate::one_hot::CategoryColumn>,
+    },
     /// Text column → hashed n-gram counts (tensor `vectorizer.idf` when tf-idf).
     HashingVectorizer {
         /// The text column, which is the model's `text` input.
@@ -344,10 +351,32 @@ impl Model {
             .pipeline
             .iter()
             .find_map(|step| match step {
-                Step::OneHot { columns } => Some(columns.as_slice()),
+                Step::OneHot { columns } | Step::Categories { columns } => Some(columns.as_slice()),
                 _ => None,
             })
             .unwrap_or_default()
+    }
+
+    /// A tree model's trees as text (`models versions --show-tree`), categorical
+    /// branches with their categories' names; `None` for the other kinds.
+    pub fn describe_trees(&self) -> Option<String> {
+        let trees = self.trees.as_ref()?;
+        let (numeric, columns) = (self.numeric_features(), self.categorical_columns());
+        let codes = !self.expands_categories();
+        let categories = (0..self.manifest.feature_names.len())
+            .map(|f| match f.checked_sub(numeric) {
+                Some(c) if codes => columns.get(c).map(|column| column.categories.as_slice()),
+                _ => None,
+            })
+            .collect();
+        let manifest = &self.manifest;
+        Some(trees.describe(&crate::Names { features: &manifest.feature_names, categories, labels: &manifest.labels }))
+    }
+
+    /// Whether the categorical columns are one-hot encoded before the model (else the
+    /// trees read their codes).
+    fn expands_categories(&self) -> bool {
+        self.manifest.pipeline.iter().any(|step| matches!(step, Step::OneHot { .. }))
     }
 
     /// Number of numeric input features (0 for text models).
@@ -355,8 +384,13 @@ impl Model {
         if self.vectorizer.is_some() {
             return 0;
         }
-        let one_hot: usize = self.categorical_columns().iter().map(|column| column.categories.len()).sum();
-        self.scaler.mean.len().saturating_sub(one_hot)
+        let columns = self.categorical_columns();
+        let encoded = if self.expands_categories() {
+            columns.iter().map(|column| column.categories.len()).sum()
+        } else {
+            columns.len()
+        };
+        self.scaler.mean.len().saturating_sub(encoded)
     }
 
     /// Width of the rows [`Model::predict`] takes: the numeric features, then one code
@@ -451,7 +485,7 @@ impl Model {
             )));
         }
         let columns = self.categorical_columns();
-        let out = if columns.is_empty() {
+        let out = if columns.is_empty() || !self.expands_categories() {
             self.forward(input)
         } else {
             self.forward(crate::one_hot::expand(input, self.numeric_features(), columns).view())

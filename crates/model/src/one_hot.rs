@@ -1,5 +1,5 @@
-//! Categorical columns as one-hot columns, for every kind: the dense kinds need numbers,
-//! and a tree splits a one-hot column as "this category or not".
+//! Categorical columns: one-hot columns for the dense kinds, which need numbers; codes
+//! for the tree kinds, which split on sets of categories (`Step::Categories`).
 //!
 //! A model with categorical columns takes, internally, rows of its numeric features
 //! followed by one code per categorical column ([`CategoryColumn::code`]): FP32 rows
@@ -97,6 +97,40 @@ pub(crate) fn encode_dataset(data: &mut Dataset, train: Range<usize>, max_catego
     data.feature_names.extend(columns.iter().flat_map(CategoryColumn::expanded_names));
     data.categorical = Vec::new();
     columns
+}
+
+/// Appends one code column per categorical column to the dataset's numeric features
+/// (the code of [`CategoryColumn::code`]: the kept category's index, [`UNSEEN_CODE`],
+/// or NaN when missing), for the tree kinds. Returns the columns the model keeps.
+pub(crate) fn encode_codes(data: &mut Dataset, train: Range<usize>, max_categories: usize) -> Vec<CategoryColumn> {
+    let fitted: Vec<(CategoryColumn, Vec<f32>)> =
+        data.categorical.iter().map(|column| fit(column, train.clone(), max_categories)).collect();
+    let numeric = data.features.ncols();
+    let mut coded = Array2::<f32>::zeros((data.rows(), numeric + fitted.len()));
+    coded.slice_axis_mut(Axis(1), Slice::from(..numeric)).assign(&data.features);
+    for (c, (column, (_, remap))) in data.categorical.iter().zip(&fitted).enumerate() {
+        for (code, mut row) in column.codes.iter().zip(coded.rows_mut()) {
+            row[numeric + c] = if *code == MISSING_CODE { f32::NAN } else { remap[*code as usize] };
+        }
+    }
+    data.features = coded;
+    let columns: Vec<CategoryColumn> = fitted.into_iter().map(|(column, _)| column).collect();
+    data.feature_names.extend(columns.iter().map(|column| column.name.clone()));
+    data.categorical = Vec::new();
+    columns
+}
+
+/// Records `Step::Categories` on a tree model trained on codes from [`encode_codes`]:
+/// the step opens its pipeline and its signature takes the columns as BYTES beside the
+/// numeric input.
+pub(crate) fn attach_codes(model: &mut Model, columns: Vec<CategoryColumn>) {
+    if columns.is_empty() {
+        return;
+    }
+    let manifest = &mut model.manifest;
+    let numeric = manifest.feature_names.len() - columns.len();
+    manifest.signature.inputs = Model::input_specs(crate::InputKind::Table { numeric, categorical: columns.len() });
+    manifest.pipeline.insert(0, Step::Categories { columns });
 }
 
 /// `[rows, numeric + columns]` (numeric features, then one code per column) to

@@ -332,6 +332,16 @@ impl TrainParams {
         }
         check_range("min_rows_per_leaf", out.min_rows_per_leaf as f64, 1.0, 1_000_000.0, true, true)?;
         check_range("max_bins", out.max_bins as f64, 2.0, 255.0, true, true)?;
+        if kind.is_tree() && out.max_categories > crate::MAX_TREE_CATEGORIES {
+            return Err(invalid(
+                "max_categories",
+                format!(
+                    "is {}; a tree kind splits on at most {} categories a column (the rarer ones share one branch)",
+                    out.max_categories,
+                    crate::MAX_TREE_CATEGORIES
+                ),
+            ));
+        }
         check_range("max_categories", out.max_categories as f64, 1.0, 65_536.0, true, true)?;
         if out.text_column.is_some() && !out.categorical.is_empty() {
             return Err(invalid("categorical", "a text model's only input is its text column"));

@@ -243,13 +243,6 @@ pub fn train(
     let held_out = ((rows as f64) * params.validation_fraction).floor() as usize;
     let held_out = if held_out >= rows { 0 } else { held_out };
     let (validation_rows, train_rows) = (0..held_out, held_out..rows);
-    // Categories are counted on the training rows only, as any other fitted step.
-    let one_hot = if data.categorical.is_empty() {
-        Vec::new()
-    } else {
-        crate::one_hot::encode_dataset(&mut data, train_rows.clone(), params.max_categories)
-    };
-    let feature_count = data.features.ncols();
     if kind.is_tree() {
         if params.text_column.is_some() || data.text.is_some() {
             return Err(Error::InvalidParam {
@@ -257,11 +250,21 @@ pub fn train(
                 reason: format!("{} takes numeric features; text models are linear, softmax or mlp", kind.name()),
             });
         }
+        // Trees split on the categories' codes (sets of categories), counted on the
+        // training rows only, as any other fitted step.
+        let columns = crate::one_hot::encode_codes(&mut data, train_rows.clone(), params.max_categories);
+        let categories: Vec<usize> = columns.iter().map(|column| column.categories.len()).collect();
         let splits = (validation_rows, train_rows);
-        let mut model = crate::trees::train(kind, data, labels, splits, params, &mut on_epoch)?;
-        crate::one_hot::attach(&mut model, one_hot);
+        let mut model = crate::trees::train(kind, data, labels, splits, &categories, params, &mut on_epoch)?;
+        crate::one_hot::attach_codes(&mut model, columns);
         return Ok(model);
     }
+    let one_hot = if data.categorical.is_empty() {
+        Vec::new()
+    } else {
+        crate::one_hot::encode_dataset(&mut data, train_rows.clone(), params.max_categories)
+    };
+    let feature_count = data.features.ncols();
 
     // A model with categorical columns imputes even when training saw no gap: a missing
     // category at serving time is NaN in its one-hot columns.

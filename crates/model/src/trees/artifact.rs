@@ -3,11 +3,14 @@
 //! (I32 `[nodes]`, -1 for a leaf), `trees.threshold` (F32), `trees.left` and
 //! `trees.right` (I32, node indexes within the tree), `trees.missing_left` (U8),
 //! `trees.values` (F32 `[nodes, outputs per tree]`), `trees.target` (I32 `[trees]`,
-//! the output a tree adds to, -1 for all) and `trees.base` (F32 `[outputs]`).
+//! the output a tree adds to, -1 for all) and `trees.base` (F32 `[outputs]`). Trees with
+//! categorical branches add `trees.set` (I32 `[nodes]`: the branch's category set, an
+//! index into `trees.sets` over all trees, -1 for a threshold) and `trees.sets` (U8
+//! `[sets, 32]`: 256 bits each, little-endian words).
 
 use safetensors::{Dtype, SafeTensors};
 
-use super::tree::{Combine, LEAF, Node, Tree, TreeEnsemble};
+use super::tree::{CategorySet, Combine, LEAF, NO_SET, Node, Tree, TreeEnsemble};
 use crate::{Error, Result};
 
 /// One tensor to write: name, element type, shape, little-endian bytes.
@@ -30,7 +33,7 @@ pub(crate) fn buffers(ensemble: &TreeEnsemble) -> Vec<Buffer> {
         offsets.push(offsets[offsets.len() - 1] + tree.nodes.len() as i32);
     }
     let feature = nodes().map(|n| if n.is_leaf() { -1 } else { n.feature as i32 });
-    vec![
+    let mut buffers = vec![
         ("trees.offsets".into(), Dtype::I32, vec![offsets.len()], i32s(offsets.into_iter())),
         ("trees.feature".into(), Dtype::I32, vec![count], i32s(feature)),
         ("trees.threshold".into(), Dtype::F32, vec![count], f32s(nodes().map(|n| n.threshold))),
@@ -50,7 +53,20 @@ pub(crate) fn buffers(ensemble: &TreeEnsemble) -> Vec<Buffer> {
             i32s(ensemble.target.iter().map(|t| t.map_or(-1, |t| t as i32))),
         ),
         ("trees.base".into(), Dtype::F32, vec![ensemble.base.len()], f32s(ensemble.base.iter().copied())),
-    ]
+    ];
+    let sets = ensemble.trees.iter().map(|tree| tree.sets.len()).sum::<usize>();
+    if sets > 0 {
+        let mut first = 0i32;
+        let mut set = Vec::with_capacity(count);
+        for tree in &ensemble.trees {
+            set.extend(tree.nodes.iter().map(|n| if n.set == NO_SET { -1 } else { first + n.set as i32 }));
+            first += tree.sets.len() as i32;
+        }
+        let words = ensemble.trees.iter().flat_map(|tree| tree.sets.iter()).flat_map(|set| set.0);
+        buffers.push(("trees.set".into(), Dtype::I32, vec![count], i32s(set.into_iter())));
+        buffers.push(("trees.sets".into(), Dtype::U8, vec![sets, 32], words.flat_map(u64::to_le_bytes).collect()));
+    }
+    buffers
 }
 
 fn read(tensors: &SafeTensors<'_>, name: &str, dtype: Dtype) -> Result<(Vec<usize>, Vec<u8>)> {
@@ -89,7 +105,25 @@ pub(crate) fn load(
     let target = read_i32(tensors, "trees.target")?;
     let (_, base) = read_f32(tensors, "trees.base")?;
     let count = feature.len();
-    if [threshold.len(), left.len(), right.len(), missing_left.len()].iter().any(|&len| len != count) {
+    // Category sets are there only when some branch tests one.
+    let (set, sets) = if tensors.names().contains(&"trees.set") {
+        let set = read_i32(tensors, "trees.set")?;
+        let (shape, bytes) = read(tensors, "trees.sets", Dtype::U8)?;
+        if shape.len() != 2 || shape[1] != 32 {
+            return Err(bad("trees.sets is not [sets, 32]"));
+        }
+        let sets: Vec<CategorySet> = bytes
+            .chunks_exact(32)
+            .map(|chunk| {
+                let word = |w: usize| u64::from_le_bytes(chunk[w * 8..w * 8 + 8].try_into().unwrap_or_default());
+                CategorySet([word(0), word(1), word(2), word(3)])
+            })
+            .collect();
+        (set, sets)
+    } else {
+        (vec![-1; count], Vec::new())
+    };
+    if [threshold.len(), left.len(), right.len(), missing_left.len(), set.len()].iter().any(|&len| len != count) {
         return Err(bad("node lists differ in length"));
     }
     let per_tree = values_shape.get(1).copied().unwrap_or(0);
@@ -108,16 +142,29 @@ pub(crate) fn load(
         if end < start {
             return Err(bad("offsets go backwards"));
         }
-        let nodes = (start..end)
-            .map(|i| Node {
+        // This tree's sets, renumbered from the artifact's global indexes.
+        let mut tree_sets = Vec::new();
+        let mut nodes = Vec::with_capacity(end - start);
+        for i in start..end {
+            let local = match usize::try_from(set[i]) {
+                Ok(global) => {
+                    let found = sets.get(global).ok_or_else(|| bad("a branch tests a category set that is missing"))?;
+                    tree_sets.push(*found);
+                    (tree_sets.len() - 1) as u32
+                }
+                Err(_) => NO_SET,
+            };
+            nodes.push(Node {
                 feature: if feature[i] < 0 { LEAF } else { feature[i] as u32 },
                 threshold: threshold[i],
                 left: left[i].max(0) as u32,
                 right: right[i].max(0) as u32,
                 missing_left: missing_left[i] != 0,
-            })
-            .collect();
-        let tree = Tree { nodes, values: values[start * per_tree..end * per_tree].to_vec(), outputs: per_tree };
+                set: local,
+            });
+        }
+        let values = values[start * per_tree..end * per_tree].to_vec();
+        let tree = Tree { nodes, values, outputs: per_tree, sets: tree_sets };
         tree.check(features).map_err(|e| bad(&e))?;
         trees.push(tree);
     }

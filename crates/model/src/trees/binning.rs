@@ -2,7 +2,9 @@
 //! HistGradientBoosting do): each feature's training values are cut into at most
 //! `max_bins` bins at quantiles, every row's value becomes its bin (one byte), and a
 //! split "bin ≤ b" is the threshold "value ≤ thresholds[b]" served on raw values. Missing
-//! values (NaN) have a bin of their own.
+//! values (NaN) have a bin of their own. A categorical column (its values category
+//! codes) is not cut: each category is its bin, every unknown code shares one more
+//! ("other"), and splits on it are sets of bins (see `grow`).
 
 use ndarray::ArrayView2;
 
@@ -19,17 +21,45 @@ pub(crate) struct Binned {
     pub thresholds: Vec<Vec<f32>>,
     /// `bins[f * rows + row]`.
     pub bins: Vec<u8>,
+    /// The same bins row by row, `slots[row * features + f]`, with a missing value's
+    /// bin replaced by the feature's missing slot (its bin count): what a histogram of
+    /// every feature reads, one row at a time.
+    pub slots: Vec<u8>,
     pub rows: usize,
+    /// Per feature, how many categories it has if it is categorical: bins `0..C` are
+    /// the categories, bin `C` the codes the model does not know (its thresholds are
+    /// empty).
+    pub categories: Vec<Option<usize>>,
 }
 
 impl Binned {
-    /// Bins every row of `x`, with edges fitted on the rows `fit_rows` (the training split).
-    pub fn new(x: ArrayView2<'_, f32>, fit_rows: std::ops::Range<usize>, max_bins: usize) -> Self {
+    /// Bins every row of `x`, with edges fitted on the rows `fit_rows` (the training
+    /// split). `categories[f]` is `Some(C)` for a categorical feature of `C` categories
+    /// (at most [`super::MAX_TREE_CATEGORIES`]); features past its end are numbers.
+    pub fn new(
+        x: ArrayView2<'_, f32>,
+        fit_rows: std::ops::Range<usize>,
+        max_bins: usize,
+        categories: &[Option<usize>],
+    ) -> Self {
         let rows = x.nrows();
         let max_bins = max_bins.clamp(2, MAX_BINS);
         let mut thresholds = Vec::with_capacity(x.ncols());
         let mut bins = Vec::with_capacity(rows * x.ncols());
-        for column in x.columns() {
+        let categories: Vec<Option<usize>> = (0..x.ncols())
+            .map(|f| categories.get(f).copied().flatten().map(|c| c.min(super::MAX_TREE_CATEGORIES)))
+            .collect();
+        for (column, categorical) in x.columns().into_iter().zip(&categories) {
+            if let Some(count) = *categorical {
+                let bin_of_code = |code: f32| match code {
+                    code if code.is_nan() => MISSING,
+                    code if code >= 0.0 && code.fract() == 0.0 && (code as usize) < count => code as u8,
+                    _ => count as u8,
+                };
+                bins.extend(column.iter().map(|&code| bin_of_code(code)));
+                thresholds.push(Vec::new());
+                continue;
+            }
             let mut values: Vec<f32> = column
                 .slice_axis(ndarray::Axis(0), ndarray::Slice::from(fit_rows.clone()))
                 .iter()
@@ -41,11 +71,29 @@ impl Binned {
             bins.extend(column.iter().map(|&value| bin_of(&edges, value)));
             thresholds.push(edges);
         }
-        Self { thresholds, bins, rows }
+        let mut binned = Self { thresholds, bins, slots: Vec::new(), rows, categories };
+        let features = binned.features();
+        let mut slots = vec![0u8; rows * features];
+        for feature in 0..features {
+            let missing = binned.bins(feature) as u8;
+            for (row, &bin) in binned.column(feature).iter().enumerate() {
+                slots[row * features + feature] = if bin == MISSING { missing } else { bin };
+            }
+        }
+        binned.slots = slots;
+        binned
     }
 
     pub fn features(&self) -> usize {
         self.thresholds.len()
+    }
+
+    /// Bins of a feature besides the missing one.
+    pub fn bins(&self, feature: usize) -> usize {
+        match self.categories[feature] {
+            Some(count) => count + 1,
+            None => self.thresholds[feature].len() + 1,
+        }
     }
 
     pub fn column(&self, feature: usize) -> &[u8] {
@@ -93,7 +141,7 @@ mod tests {
     #[test]
     fn few_distinct_values_each_get_a_bin_and_nan_its_own() {
         let x = array![[1.0f32], [2.0], [2.0], [5.0], [f32::NAN]];
-        let binned = Binned::new(x.view(), 0..5, 255);
+        let binned = Binned::new(x.view(), 0..5, 255, &[]);
         assert_eq!(binned.thresholds[0], vec![1.5, 3.5]);
         assert_eq!(binned.column(0), &[0, 1, 1, 2, MISSING]);
         // Serving reads the same edges: a value at an edge goes to the lower bin.
@@ -104,7 +152,7 @@ mod tests {
     #[test]
     fn many_values_are_cut_at_quantiles_into_at_most_max_bins() {
         let x = ndarray::Array2::from_shape_fn((1000, 1), |(i, _)| i as f32);
-        let binned = Binned::new(x.view(), 0..1000, 16);
+        let binned = Binned::new(x.view(), 0..1000, 16, &[]);
         let edges = &binned.thresholds[0];
         assert_eq!(edges.len(), 15);
         assert!(edges.windows(2).all(|pair| pair[0] < pair[1]));

@@ -9,9 +9,10 @@ use std::ops::Range;
 use ndarray::{Array2, Axis, Slice};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rayon::prelude::*;
 
 use super::Problem;
-use super::grow::{Gradients, GrowParams, grow};
+use super::grow::{Gradients, GrowParams, Grown, grow};
 use super::tree::{Combine, TreeEnsemble};
 use crate::data::Target;
 use crate::network::Head;
@@ -47,9 +48,9 @@ fn truth(target: &Target, head: Head, row: usize, k: usize) -> f32 {
     }
 }
 
-/// Mean loss of margins against the rows `rows` of the target.
-fn mean_loss(head: Head, margins: &Array2<f32>, target: &Target, rows: Range<usize>) -> f64 {
-    let p = probabilities(head, margins);
+/// Mean loss of the rows `rows` of the target, given their outputs as the loss sees
+/// them (see `probabilities`).
+fn mean_loss(head: Head, p: &Array2<f32>, target: &Target, rows: Range<usize>) -> f64 {
     let mut total = 0.0;
     for (i, row) in rows.clone().enumerate() {
         total += match (head, target) {
@@ -95,10 +96,14 @@ pub(crate) fn leaf_value(tree: &super::tree::Tree, row: ndarray::ArrayView1<'_, 
     tree.leaf_values(leaf)[0]
 }
 
-/// What boosting hands back: the ensemble and the gain of each feature.
+/// What boosting hands back: the ensemble, the gain of each feature, and the raw
+/// outputs of the rows the model is evaluated on (the held-out rows, or the training
+/// rows when none are held out) when they are the ensemble's — not when early stopping
+/// dropped trees after they were added.
 pub(crate) struct Boosted {
     pub ensemble: TreeEnsemble,
     pub gains: Vec<f64>,
+    pub evaluation_margins: Option<Array2<f32>>,
 }
 
 pub(crate) fn boost(
@@ -118,46 +123,61 @@ pub(crate) fn boost(
     let x_valid = x.slice_axis(Axis(0), Slice::from(validation.clone()));
     let mut ensemble = TreeEnsemble { trees: vec![], target: vec![], base: base.clone(), combine: Combine::Sum };
     let mut gains = vec![0.0; binned.features()];
-    let mut gradients = vec![0f32; binned.rows];
-    let mut hessians = vec![0f32; binned.rows];
-    let mut rng = StdRng::seed_from_u64(params.seed);
     let mut best: Option<(f64, usize)> = None;
     let mut stale = 0;
     let per_round = if head == Head::Softmax { outputs } else { 1 };
+    let mut p = probabilities(head, &train_margins);
     for round in 1..=rounds {
         let started = std::time::Instant::now();
-        let p = probabilities(head, &train_margins);
-        for k in 0..per_round {
-            for (i, row) in train.clone().enumerate() {
-                let (g, h) = gradient(head, p[[i, k]], truth(target, head, row, k));
-                gradients[row] = g;
-                hessians[row] = h;
+        // A round's trees (one per class) fit the same margins: grown in parallel, as
+        // many at once as there are threads (each holds its rows and gradients), each
+        // with its own seed so the model is the same however the threads ran.
+        let classes: Vec<usize> = (0..per_round).collect();
+        for batch in classes.chunks(rayon::current_num_threads().max(1)) {
+            let grown: Vec<(Grown, Vec<u32>)> = batch
+                .par_iter()
+                .map(|&k| {
+                    let (mut gradients, mut hessians) = (vec![0f32; binned.rows], vec![0f32; binned.rows]);
+                    for (i, row) in train.clone().enumerate() {
+                        (gradients[row], hessians[row]) = gradient(head, p[[i, k]], truth(target, head, row, k));
+                    }
+                    let mut rows: Vec<u32> = train.clone().map(|r| r as u32).collect();
+                    let g = Gradients { gradients: &gradients, hessians: &hessians, outputs: 1 };
+                    let tree_index = ((round - 1) * per_round + k) as u64;
+                    let mut rng = StdRng::seed_from_u64(params.seed ^ tree_index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                    (grow(binned, &mut rows, &g, grow_params, &mut rng), rows)
+                })
+                .collect();
+            for (&k, (mut grown, rows)) in batch.iter().zip(grown) {
+                grown.tree.values.iter_mut().for_each(|v| *v *= params.learning_rate);
+                for (total, gain) in gains.iter_mut().zip(&grown.gains) {
+                    *total += gain;
+                }
+                // The rows are grouped by leaf after growing: no tree walk for training rows.
+                for (leaf, range) in &grown.leaves {
+                    let value = grown.tree.leaf_values(*leaf)[0];
+                    for &row in &rows[range.clone()] {
+                        train_margins[[row as usize - train.start, k]] += value;
+                    }
+                }
+                for (i, row) in x_valid.rows().into_iter().enumerate() {
+                    valid_margins[[i, k]] += leaf_value(&grown.tree, row);
+                }
+                ensemble.trees.push(grown.tree);
+                ensemble.target.push((head == Head::Softmax).then_some(k as u32));
             }
-            let mut rows: Vec<u32> = train.clone().map(|r| r as u32).collect();
-            let g = Gradients { gradients: &gradients, hessians: &hessians, outputs: 1 };
-            let mut grown = grow(binned, &mut rows, &g, grow_params, &mut rng);
-            grown.tree.values.iter_mut().for_each(|v| *v *= params.learning_rate);
-            for (total, gain) in gains.iter_mut().zip(&grown.gains) {
-                *total += gain;
-            }
-            for (i, row) in train.clone().enumerate() {
-                train_margins[[i, k]] += leaf_value(&grown.tree, x.row(row));
-            }
-            for (i, row) in x_valid.rows().into_iter().enumerate() {
-                valid_margins[[i, k]] += leaf_value(&grown.tree, row);
-            }
-            ensemble.trees.push(grown.tree);
-            ensemble.target.push((head == Head::Softmax).then_some(k as u32));
         }
-        let loss = mean_loss(head, &train_margins, target, train.clone());
+        // Kept for the next round's gradients.
+        p = probabilities(head, &train_margins);
+        let loss = mean_loss(head, &p, target, train.clone());
         if !loss.is_finite() {
             return Err(Error::InvalidParam {
                 name: "learning_rate".into(),
                 reason: format!("boosting diverged at round {round} (loss {loss}); try a smaller learning rate"),
             });
         }
-        let validation_loss =
-            (!validation.is_empty()).then(|| mean_loss(head, &valid_margins, target, validation.clone()));
+        let validation_loss = (!validation.is_empty())
+            .then(|| mean_loss(head, &probabilities(head, &valid_margins), target, validation.clone()));
         let rows_per_second = train.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
         if !on_round(Progress { epoch: round as u32, epochs: rounds as u32, loss, validation_loss, rows_per_second }) {
             return Err(Error::Cancelled);
@@ -179,9 +199,13 @@ pub(crate) fn boost(
             }
         }
     }
+    let grown = ensemble.trees.len();
     if let Some((_, best_round)) = best {
         ensemble.trees.truncate(best_round * per_round);
         ensemble.target.truncate(best_round * per_round);
     }
-    Ok(Boosted { ensemble, gains })
+    // The same sums in the same order as predicting them again would make.
+    let evaluation_margins =
+        (ensemble.trees.len() == grown).then_some(if validation.is_empty() { train_margins } else { valid_margins });
+    Ok(Boosted { ensemble, gains, evaluation_margins })
 }

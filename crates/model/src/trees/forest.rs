@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use ndarray::Array2;
+use ndarray::{Array2, Axis, Slice};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
@@ -34,6 +34,9 @@ fn mean_loss(sums: &Array2<f32>, trees: usize, target: &Target, rows: Range<usiz
 pub(crate) struct Grown {
     pub ensemble: TreeEnsemble,
     pub gains: Vec<f64>,
+    /// The forest's outputs for the rows it is evaluated on (the held-out rows, or the
+    /// training rows when none are held out): what predicting them again would give.
+    pub evaluation_margins: Array2<f32>,
 }
 
 /// Trees grown per progress report (and cancellation check).
@@ -48,16 +51,21 @@ pub(crate) fn forest(
 ) -> Result<Grown> {
     let Problem { x, binned, target, outputs, .. } = *problem;
     let (validation, train) = (problem.validation.clone(), problem.train.clone());
+    // Two classes are grown on one output, the share of the second: its variance
+    // reduction is half the two-class Gini reduction, so the splits are the same, and
+    // one output takes the fast path. Leaves are widened to both shares after.
+    let grown_outputs = if outputs == 2 && matches!(target, Target::Classes { .. }) { 1 } else { outputs };
     // Gradients -y, hessians 1: leaves become the mean value or the class shares.
-    let mut gradients = vec![0f32; binned.rows * outputs];
+    let mut gradients = vec![0f32; binned.rows * grown_outputs];
     for row in train.clone() {
         match target {
             Target::Values(values) => gradients[row] = -values[row],
+            Target::Classes { index, .. } if grown_outputs == 1 => gradients[row] = -(index[row] as f32),
             Target::Classes { index, .. } => gradients[row * outputs + index[row]] = -1.0,
         }
     }
-    let hessians = vec![1f32; binned.rows * outputs];
-    let g = Gradients { gradients: &gradients, hessians: &hessians, outputs };
+    let hessians = vec![1f32; binned.rows * grown_outputs];
+    let g = Gradients { gradients: &gradients, hessians: &hessians, outputs: grown_outputs };
     let count = params.n_trees;
     let mut ensemble = TreeEnsemble {
         trees: Vec::with_capacity(count),
@@ -79,7 +87,13 @@ pub(crate) fn forest(
                 } else {
                     train.clone().map(|r| r as u32).collect()
                 };
-                grow(binned, &mut rows, &g, grow_params, &mut rng)
+                let mut grown = grow(binned, &mut rows, &g, grow_params, &mut rng);
+                if grown_outputs != outputs {
+                    let tree = &mut grown.tree;
+                    tree.values = tree.values.iter().flat_map(|&second| [1.0 - second, second]).collect();
+                    tree.outputs = outputs;
+                }
+                grown
             })
             .collect();
         for grown in batch {
@@ -104,5 +118,8 @@ pub(crate) fn forest(
             return Err(Error::Cancelled);
         }
     }
-    Ok(Grown { ensemble, gains })
+    let evaluated = if validation.is_empty() { train } else { validation };
+    let trees = ensemble.trees.len().max(1) as f32;
+    let evaluation_margins = sums.slice_axis(Axis(0), Slice::from(evaluated)).mapv(|sum| sum / trees);
+    Ok(Grown { ensemble, gains, evaluation_margins })
 }

@@ -7,10 +7,11 @@
 
 use rand::rngs::StdRng;
 use rand::seq::index::sample;
-use rayon::prelude::*;
 
 use super::binning::{Binned, MISSING};
-use super::tree::{Node, Tree};
+use super::histogram::{Histogram, Layout, Pool};
+use super::split::{Split, Sums, best_split};
+use super::tree::{CategorySet, NO_SET, Node, Tree};
 
 #[derive(Clone, Debug)]
 pub(crate) struct GrowParams {
@@ -30,46 +31,13 @@ pub(crate) struct Gradients<'a> {
     pub outputs: usize,
 }
 
-/// A tree and the gain its splits earned per feature (for importances).
+/// A tree, the gain its splits earned per feature (for importances), and each leaf's
+/// rows: `(leaf node, range)` of the row buffer `grow` reordered, so a caller can add
+/// the leaves' values to its training rows without walking the tree.
 pub(crate) struct Grown {
     pub tree: Tree,
     pub gains: Vec<f64>,
-}
-
-/// Sums over a set of rows, per output.
-#[derive(Clone, Debug, PartialEq)]
-struct Sums {
-    gradient: Vec<f64>,
-    hessian: Vec<f64>,
-    rows: usize,
-}
-
-impl Sums {
-    fn zero(outputs: usize) -> Self {
-        Self { gradient: vec![0.0; outputs], hessian: vec![0.0; outputs], rows: 0 }
-    }
-
-    fn score(&self, l2: f64) -> f64 {
-        self.gradient.iter().zip(&self.hessian).map(|(g, h)| g * g / (h + l2)).sum()
-    }
-
-    fn minus(&self, other: &Sums) -> Sums {
-        Sums {
-            gradient: self.gradient.iter().zip(&other.gradient).map(|(a, b)| a - b).collect(),
-            hessian: self.hessian.iter().zip(&other.hessian).map(|(a, b)| a - b).collect(),
-            rows: self.rows - other.rows,
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-struct Split {
-    feature: usize,
-    bin: u8,
-    missing_left: bool,
-    gain: f64,
-    left: Sums,
-    right: Sums,
+    pub leaves: Vec<(usize, std::ops::Range<usize>)>,
 }
 
 /// A leaf still to split: its node, its rows (a range of the row buffer) and depth.
@@ -84,9 +52,6 @@ struct Open {
     histogram: Option<Histogram>,
 }
 
-/// Smallest hessian a child may have (XGBoost's `min_child_weight`, kept tiny).
-const MIN_HESSIAN: f64 = 1e-3;
-
 /// Grows a tree over `rows` (indices into the binned table; repeats count twice, as a
 /// bootstrap sample draws them). `rng` samples the features of each split.
 pub(crate) fn grow(
@@ -99,6 +64,7 @@ pub(crate) fn grow(
     let outputs = gradients.outputs;
     let l2 = f64::from(params.l2);
     let mut nodes = vec![Node::leaf()];
+    let mut sets = Vec::new();
     let mut gains = vec![0.0; binned.features()];
     let root_sums = sums_of(rows, gradients);
     // Without feature sampling a child's histogram is its parent's minus its sibling's
@@ -116,9 +82,13 @@ pub(crate) fn grow(
         chosen.sort_unstable();
         chosen
     };
+    let layout = Layout::new(binned, outputs);
+    let mut pool = Pool::default();
+    let mut scratch = Vec::new();
+    let sources = (gradients.gradients, gradients.hessians);
     let root_features = candidates(rng);
-    let root_histogram = Histogram::build(binned, rows, gradients, &root_features);
-    let root_split = best_split(binned, &root_histogram, &root_features, &root_sums, params);
+    let root_histogram = pool.build(&layout, binned, rows, sources, &root_features);
+    let root_split = best_split(binned, &layout, &root_histogram, &root_features, &root_sums, params);
     let mut open = vec![Open {
         node: 0,
         start: 0,
@@ -128,10 +98,11 @@ pub(crate) fn grow(
         split: root_split,
         histogram: subtract.then_some(root_histogram),
     }];
-    let mut done: Vec<(usize, Sums)> = Vec::new();
+    // Final leaves: node, rows, sums.
+    let mut done: Vec<(usize, std::ops::Range<usize>, Sums)> = Vec::new();
     if open[0].split.is_none() {
         let root = open.remove(0);
-        done.push((root.node, root.sums));
+        done.push((root.node, root.start..root.end, root.sums));
     }
     let mut leaves = 1;
     while leaves < params.max_leaves {
@@ -156,17 +127,28 @@ pub(crate) fn grow(
         let column = binned.column(split.feature);
         let goes_left = |row: u32| {
             let bin = column[row as usize];
-            if bin == MISSING { split.missing_left } else { bin <= split.bin }
+            if bin == MISSING { split.missing_left } else { split.sends_left(bin) }
         };
-        let middle = leaf.start + partition(&mut rows[leaf.start..leaf.end], goes_left);
+        let middle = leaf.start + partition(&mut rows[leaf.start..leaf.end], &mut scratch, goes_left);
         gains[split.feature] += split.gain;
         let (left, right) = (nodes.len(), nodes.len() + 1);
+        let set = match (&split.set, binned.categories[split.feature]) {
+            (Some(bins), Some(categories)) => {
+                // Bin C, the codes unknown at training, is the set's "other" bit.
+                let mut bits = CategorySet::default();
+                bins.bits().for_each(|bin| bits.insert(if bin == categories { CategorySet::OTHER } else { bin }));
+                sets.push(bits);
+                (sets.len() - 1) as u32
+            }
+            _ => NO_SET,
+        };
         nodes[leaf.node] = Node {
             feature: split.feature as u32,
-            threshold: threshold(binned, split.feature, split.bin),
+            threshold: if set == NO_SET { threshold(binned, split.feature, split.bin) } else { 0.0 },
             left: left as u32,
             right: right as u32,
             missing_left: split.missing_left,
+            set,
         };
         nodes.extend([Node::leaf(), Node::leaf()]);
         leaves += 1;
@@ -174,12 +156,12 @@ pub(crate) fn grow(
         let splittable = |sums: &Sums| depth < params.max_depth && sums.rows >= 2 * params.min_rows_per_leaf;
         let children = [(left, leaf.start, middle, split.left), (right, middle, leaf.end, split.right)];
         let histograms: [Option<Histogram>; 2] = match leaf.histogram {
-            Some(parent) => {
+            Some(mut parent) => {
                 let smaller = usize::from(children[1].2 - children[1].1 < children[0].2 - children[0].1);
                 let (start, end) = (children[smaller].1, children[smaller].2);
-                let counted = Histogram::build(binned, &rows[start..end], gradients, &all);
-                let derived = parent.minus(&counted);
-                if smaller == 0 { [Some(counted), Some(derived)] } else { [Some(derived), Some(counted)] }
+                let counted = pool.build(&layout, binned, &rows[start..end], sources, &all);
+                parent.subtract(&counted);
+                if smaller == 0 { [Some(counted), Some(parent)] } else { [Some(parent), Some(counted)] }
             }
             None => [None, None],
         };
@@ -188,32 +170,39 @@ pub(crate) fn grow(
             if splittable(&child.sums) {
                 match histogram {
                     Some(histogram) => {
-                        child.split = best_split(binned, &histogram, &all, &child.sums, params);
+                        child.split = best_split(binned, &layout, &histogram, &all, &child.sums, params);
                         child.histogram = Some(histogram);
                     }
                     None => {
                         let features = candidates(rng);
-                        let histogram = Histogram::build(binned, &rows[start..end], gradients, &features);
-                        child.split = best_split(binned, &histogram, &features, &child.sums, params);
+                        let histogram = pool.build(&layout, binned, &rows[start..end], sources, &features);
+                        child.split = best_split(binned, &layout, &histogram, &features, &child.sums, params);
+                        pool.give(histogram);
                     }
                 }
+            } else if let Some(histogram) = histogram {
+                pool.give(histogram);
             }
             // Open leaves are those that can split; the others are final.
             if child.split.is_some() {
                 open.push(child);
             } else {
-                done.push((child.node, child.sums));
+                if let Some(histogram) = child.histogram.take() {
+                    pool.give(histogram);
+                }
+                done.push((child.node, child.start..child.end, child.sums));
             }
         }
     }
-    done.extend(open.into_iter().map(|leaf| (leaf.node, leaf.sums)));
+    done.extend(open.into_iter().map(|leaf| (leaf.node, leaf.start..leaf.end, leaf.sums)));
     let mut values = vec![0f32; nodes.len() * outputs];
-    for (node, sums) in &done {
+    for (node, _, sums) in &done {
         for k in 0..outputs {
             values[node * outputs + k] = (-sums.gradient[k] / (sums.hessian[k] + l2)) as f32;
         }
     }
-    Grown { tree: Tree { nodes, values, outputs }, gains }
+    let leaves = done.into_iter().map(|(node, rows, _)| (node, rows)).collect();
+    Grown { tree: Tree { nodes, values, outputs, sets }, gains, leaves }
 }
 
 fn threshold(binned: &Binned, feature: usize, bin: u8) -> f32 {
@@ -221,16 +210,26 @@ fn threshold(binned: &Binned, feature: usize, bin: u8) -> f32 {
     binned.thresholds[feature].get(bin as usize).copied().unwrap_or(f32::INFINITY)
 }
 
-/// Moves the rows for which `left` holds to the front; returns how many there are.
-fn partition(rows: &mut [u32], left: impl Fn(u32) -> bool) -> usize {
-    let mut next = 0;
-    for i in 0..rows.len() {
-        if left(rows[i]) {
-            rows.swap(i, next);
-            next += 1;
-        }
+/// Moves the rows for which `left` holds to the front, keeping the order on both sides
+/// (rows stay ascending, so later passes read the columns in order); returns how many
+/// went left. Branch-free: every row is written to both halves of `scratch` and only
+/// the matching cursor moves, as a split's rows go either way at random.
+fn partition(rows: &mut [u32], scratch: &mut Vec<u32>, left: impl Fn(u32) -> bool) -> usize {
+    let n = rows.len();
+    scratch.clear();
+    scratch.resize(2 * n, 0);
+    let (lefts, rights) = scratch.split_at_mut(n);
+    let (mut l, mut r) = (0, 0);
+    for &row in rows.iter() {
+        let goes_left = usize::from(left(row));
+        lefts[l] = row;
+        rights[r] = row;
+        l += goes_left;
+        r += 1 - goes_left;
     }
-    next
+    rows[..l].copy_from_slice(&lefts[..l]);
+    rows[l..].copy_from_slice(&rights[..r]);
+    l
 }
 
 fn sums_of(rows: &[u32], gradients: &Gradients<'_>) -> Sums {
@@ -245,188 +244,6 @@ fn sums_of(rows: &[u32], gradients: &Gradients<'_>) -> Sums {
     }
     sums.rows = rows.len();
     sums
-}
-
-/// Rows above which a node's features are scanned in parallel.
-const PARALLEL_ROWS: usize = 4096;
-
-/// Per feature (those built), per bin and the missing bin last, the summed gradients
-/// and hessians of each output and the rows: what a node's split search reads.
-struct Histogram {
-    features: Vec<Option<FeatureHistogram>>,
-}
-
-struct FeatureHistogram {
-    gradient: Vec<f64>,
-    hessian: Vec<f64>,
-    counts: Vec<usize>,
-}
-
-impl Histogram {
-    /// Counts `rows` for `features` (in parallel over features for large nodes).
-    fn build(binned: &Binned, rows: &[u32], gradients: &Gradients<'_>, features: &[usize]) -> Self {
-        // The node's gradients gathered once in row order, so that every feature's pass
-        // reads them in sequence (LightGBM's ordered gradients).
-        let outputs = gradients.outputs;
-        let mut ordered = Vec::with_capacity(rows.len() * outputs);
-        let mut ordered_hessians = Vec::with_capacity(rows.len() * outputs);
-        for &row in rows {
-            let at = row as usize * outputs;
-            ordered.extend_from_slice(&gradients.gradients[at..at + outputs]);
-            ordered_hessians.extend_from_slice(&gradients.hessians[at..at + outputs]);
-        }
-        let ordered = Gradients { gradients: &ordered, hessians: &ordered_hessians, outputs };
-        let count = |&feature: &usize| (feature, FeatureHistogram::build(binned, feature, rows, &ordered));
-        let built: Vec<(usize, FeatureHistogram)> = if rows.len() >= PARALLEL_ROWS {
-            features.par_iter().map(count).collect()
-        } else {
-            features.iter().map(count).collect()
-        };
-        let mut histogram = Histogram { features: (0..binned.features()).map(|_| None).collect() };
-        for (feature, built) in built {
-            histogram.features[feature] = Some(built);
-        }
-        histogram
-    }
-
-    /// This node's histogram less a child's: the other child's.
-    fn minus(mut self, child: &Histogram) -> Histogram {
-        for (mine, theirs) in self.features.iter_mut().zip(&child.features) {
-            match (mine.as_mut(), theirs) {
-                (Some(mine), Some(theirs)) => {
-                    mine.gradient.iter_mut().zip(&theirs.gradient).for_each(|(a, b)| *a -= b);
-                    mine.hessian.iter_mut().zip(&theirs.hessian).for_each(|(a, b)| *a -= b);
-                    mine.counts.iter_mut().zip(&theirs.counts).for_each(|(a, b)| *a -= b);
-                }
-                _ => *mine = None,
-            }
-        }
-        self
-    }
-}
-
-impl FeatureHistogram {
-    /// `gradients` are the rows' own, in the order of `rows`.
-    fn build(binned: &Binned, feature: usize, rows: &[u32], gradients: &Gradients<'_>) -> Self {
-        let outputs = gradients.outputs;
-        let bins = binned.thresholds[feature].len() + 1;
-        let column = binned.column(feature);
-        let slots = bins + 1;
-        let mut histogram = Self {
-            gradient: vec![0f64; slots * outputs],
-            hessian: vec![0f64; slots * outputs],
-            counts: vec![0; slots],
-        };
-        for (index, &row) in rows.iter().enumerate() {
-            let bin = column[row as usize];
-            let slot = if bin == MISSING { bins } else { bin as usize };
-            histogram.counts[slot] += 1;
-            let at = index * outputs;
-            for k in 0..outputs {
-                histogram.gradient[slot * outputs + k] += f64::from(gradients.gradients[at + k]);
-                histogram.hessian[slot * outputs + k] += f64::from(gradients.hessians[at + k]);
-            }
-        }
-        histogram
-    }
-}
-
-fn best_split(
-    binned: &Binned,
-    histogram: &Histogram,
-    features: &[usize],
-    sums: &Sums,
-    params: &GrowParams,
-) -> Option<Split> {
-    let found = features.iter().filter_map(|&feature| {
-        let built = histogram.features[feature].as_ref()?;
-        best_split_of(binned.thresholds[feature].len() + 1, feature, built, sums, params)
-    });
-    // The best gain, the lowest feature on ties: the same tree however threads ran.
-    found.fold(None, |best, split| match best {
-        Some(best) if best.gain >= split.gain => Some(best),
-        _ => Some(split),
-    })
-}
-
-fn best_split_of(
-    bins: usize,
-    feature: usize,
-    histogram: &FeatureHistogram,
-    total: &Sums,
-    params: &GrowParams,
-) -> Option<Split> {
-    let outputs = total.gradient.len();
-    let (gradient, hessian, counts) = (&histogram.gradient, &histogram.hessian, &histogram.counts);
-    // Scanned bin by bin with running sums and no allocation: this loop is where
-    // training spends its time.
-    let missing = bins;
-    let l2 = f64::from(params.l2);
-    let parent = total.score(l2);
-    let min_rows = params.min_rows_per_leaf.max(1);
-    let (mut left_g, mut left_h) = (vec![0f64; outputs], vec![0f64; outputs]);
-    let mut left_rows = 0usize;
-    let missing_rows = counts[missing];
-    let present_rows = total.rows - missing_rows;
-    let mut best: Option<(f64, usize, bool)> = None;
-    for bin in 0..bins - 1 {
-        // An empty bin moves no row: the split after it is the one after the last bin
-        // that had rows.
-        if counts[bin] == 0 {
-            continue;
-        }
-        for k in 0..outputs {
-            left_g[k] += gradient[bin * outputs + k];
-            left_h[k] += hessian[bin * outputs + k];
-        }
-        left_rows += counts[bin];
-        let right_present = present_rows - left_rows;
-        let directions: &[bool] = if missing_rows > 0 {
-            &[true, false]
-        } else if left_rows >= right_present {
-            &[true]
-        } else {
-            &[false]
-        };
-        for &missing_left in directions {
-            let (l_rows, r_rows) = if missing_left {
-                (left_rows + missing_rows, right_present)
-            } else {
-                (left_rows, right_present + missing_rows)
-            };
-            if l_rows < min_rows || r_rows < min_rows {
-                continue;
-            }
-            let mut gain = -parent;
-            let mut too_light = false;
-            for k in 0..outputs {
-                let (miss_g, miss_h) = (gradient[missing * outputs + k], hessian[missing * outputs + k]);
-                let (mut lg, mut lh) = (left_g[k], left_h[k]);
-                if missing_left {
-                    lg += miss_g;
-                    lh += miss_h;
-                }
-                let (rg, rh) = (total.gradient[k] - lg, total.hessian[k] - lh);
-                too_light |= lh < MIN_HESSIAN || rh < MIN_HESSIAN;
-                gain += lg * lg / (lh + l2) + rg * rg / (rh + l2);
-            }
-            if !too_light && gain > 1e-12 && best.is_none_or(|(b, _, _)| gain > b) {
-                best = Some((gain, bin, missing_left));
-            }
-        }
-    }
-    let (gain, bin, missing_left) = best?;
-    // The chosen split's sums, from the histogram.
-    let mut left = Sums::zero(outputs);
-    for slot in (0..=bin).chain(missing_left.then_some(missing)) {
-        for k in 0..outputs {
-            left.gradient[k] += gradient[slot * outputs + k];
-            left.hessian[k] += hessian[slot * outputs + k];
-        }
-        left.rows += counts[slot];
-    }
-    let right = total.minus(&left);
-    Some(Split { feature, bin: bin as u8, missing_left, gain, left, right })
 }
 
 #[cfg(test)]
@@ -444,7 +261,7 @@ mod tests {
         // y = 10 where x0 > 3 else 0; x1 is noise.
         let x = Array2::from_shape_fn((8, 2), |(i, f)| if f == 0 { i as f32 } else { ((i * 5) % 3) as f32 });
         let y: Vec<f32> = (0..8).map(|i| if i > 3 { 10.0 } else { 0.0 }).collect();
-        let binned = Binned::new(x.view(), 0..8, 255);
+        let binned = Binned::new(x.view(), 0..8, 255, &[]);
         let gradients: Vec<f32> = y.iter().map(|v| -v).collect();
         let hessians = vec![1.0; 8];
         let mut rows: Vec<u32> = (0..8).collect();
@@ -464,7 +281,7 @@ mod tests {
         let values = [1.0, 2.0, 3.0, 8.0, 9.0, f32::NAN, f32::NAN];
         let y = [0.0, 0.0, 0.0, 10.0, 10.0, 10.0, 10.0];
         let x = Array2::from_shape_fn((7, 1), |(i, _)| values[i]);
-        let binned = Binned::new(x.view(), 0..7, 255);
+        let binned = Binned::new(x.view(), 0..7, 255, &[]);
         let gradients: Vec<f32> = y.iter().map(|v: &f32| -v).collect();
         let hessians = vec![1.0; 7];
         let mut rows: Vec<u32> = (0..7).collect();

@@ -7,6 +7,8 @@ mod binning;
 mod boost;
 mod forest;
 mod grow;
+mod histogram;
+mod split;
 #[cfg(test)]
 mod tests;
 mod tree;
@@ -17,7 +19,7 @@ use std::sync::Arc;
 
 use ndarray::{Array1, Axis, Slice};
 
-pub use tree::{Combine, Node, Tree, TreeEnsemble};
+pub use tree::{CategorySet, Combine, MAX_TREE_CATEGORIES, NO_SET, Names, Node, Tree, TreeEnsemble};
 
 use crate::metrics;
 use crate::model::InputKind;
@@ -48,17 +50,22 @@ fn head_for(kind: ModelKind, classes: usize) -> Head {
 }
 
 /// Trains a tree kind on rows already shuffled (held-out rows `validation` first, then
-/// `train`); raw feature values, NaN for missing.
+/// `train`); raw feature values, NaN for missing. The last `categories.len()` features
+/// are category codes, `categories[c]` categories each.
 pub(crate) fn train(
     kind: ModelKind,
     data: Dataset,
     labels: Vec<String>,
     (validation, train): (Range<usize>, Range<usize>),
+    categories: &[usize],
     params: &TrainParams,
     on_progress: &mut dyn FnMut(Progress) -> bool,
 ) -> Result<Model> {
     let x = data.features.view();
-    let binned = binning::Binned::new(x, train.clone(), params.max_bins);
+    let numeric = x.ncols() - categories.len();
+    let categorical: Vec<Option<usize>> =
+        (0..numeric).map(|_| None).chain(categories.iter().map(|&count| Some(count))).collect();
+    let binned = binning::Binned::new(x, train.clone(), params.max_bins, &categorical);
     let head = head_for(kind, labels.len());
     let outputs = match head {
         Head::Identity | Head::Sigmoid => 1,
@@ -83,13 +90,13 @@ pub(crate) fn train(
         validation: validation.clone(),
         train: train.clone(),
     };
-    let (ensemble, gains) = if kind.is_boosted() {
+    let (ensemble, gains, evaluation_margins) = if kind.is_boosted() {
         let boosted = boost::boost(&problem, head, params, &grow_params, on_progress)?;
-        (boosted.ensemble, boosted.gains)
+        (boosted.ensemble, boosted.gains, boosted.evaluation_margins)
     } else {
         let bootstrap = matches!(kind, ModelKind::RandomForestClassifier | ModelKind::RandomForestRegressor);
         let grown = forest::forest(&problem, params, &grow_params, bootstrap, on_progress)?;
-        (grown.ensemble, grown.gains)
+        (grown.ensemble, grown.gains, Some(grown.evaluation_margins))
     };
     drop(binned);
     let total_gain: f64 = gains.iter().sum();
@@ -102,7 +109,8 @@ pub(crate) fn train(
     let trees = Arc::new(ensemble);
     let eval_rows = if validation.is_empty() { train } else { validation };
     let mut evaluation = metrics::Evaluation::new(head, &data.target);
-    let mut out = trees.predict(x.slice_axis(Axis(0), Slice::from(eval_rows.clone())));
+    let mut out =
+        evaluation_margins.unwrap_or_else(|| trees.predict(x.slice_axis(Axis(0), Slice::from(eval_rows.clone()))));
     head.apply(&mut out);
     evaluation.add(&out, &data.target, eval_rows);
     let (metrics, confusion_matrix) = evaluation.finish();

@@ -143,7 +143,7 @@ fn tree_models_save_load_and_train_the_same_again_from_the_seed() {
     let seeded = |seed: &str| fit(ModelKind::RandomForestClassifier, &csv, &[("n_trees", "5"), ("seed", seed)]).trees;
     assert_ne!(seeded("1"), seeded("2"), "the seed draws the bootstrap samples");
     let tree = fit(ModelKind::DecisionTreeClassifier, &csv, &[("max_depth", "2")]);
-    let text = tree.trees.as_ref().expect("a tree").describe(&tree.manifest.feature_names, &tree.manifest.labels);
+    let text = tree.describe_trees().expect("a tree");
     assert!(text.starts_with("if x") && text.contains("-> in (in: "), "{text}");
     // Depth 2 at most: leaves are indented by two levels or fewer (a pure node stays a leaf).
     let leaves: Vec<&str> = text.lines().filter(|l| l.trim_start().starts_with("->")).collect();
@@ -205,4 +205,104 @@ fn a_linear_svm_separates_classes_with_margins_one_versus_rest() {
     let out = loaded.predict(rows.view()).expect("predicts");
     let labels: Vec<Vec<u8>> = ["right", "top", "bottom"].iter().map(|l| l.as_bytes().to_vec()).collect();
     assert_eq!(out[1].data, crate::TensorData::Bytes(labels));
+}
+
+/// `city` of 8 categories decides the class: 1 for c1, c4 and c6 (no single one-hot
+/// column, and no threshold on codes, separates them); `x` is noise.
+fn cities_csv(rows: usize) -> String {
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut csv = String::from("x,city,y\n");
+    for i in 0..rows {
+        let city = i * 5 % 8;
+        let class = u8::from([1, 4, 6].contains(&city));
+        csv.push_str(&format!("{},c{city},{class}\n", rng.random_range(0.0..1.0f32)));
+    }
+    csv
+}
+
+#[test]
+fn trees_split_on_sets_of_categories_in_one_branch() {
+    let csv = cities_csv(800);
+    let tree = fit(ModelKind::DecisionTreeClassifier, &csv, &[("max_depth", "1")]);
+    assert_eq!(tree.manifest.metrics["accuracy"], 1.0, "one branch holds the three cities");
+    assert!(matches!(tree.manifest.pipeline[0], crate::Step::Categories { .. }), "{:?}", tree.manifest.pipeline);
+    let inputs: Vec<(&str, Vec<i64>)> =
+        tree.manifest.signature.inputs.iter().map(|i| (i.name.as_str(), i.shape.clone())).collect();
+    assert_eq!(inputs, [("input", vec![-1, 1]), ("categories", vec![-1, 1])]);
+    let text = tree.describe_trees().expect("a tree");
+    let first = text.lines().next().unwrap_or_default();
+    let members = ["\"c1\"", "\"c4\"", "\"c6\""];
+    let others = ["\"c0\"", "\"c2\"", "\"c3\"", "\"c5\"", "\"c7\""];
+    assert!(
+        first.starts_with("if city in {")
+            && (members.iter().all(|c| first.contains(c)) || others.iter().all(|c| first.contains(c))),
+        "{text}"
+    );
+
+    // Served from raw rows, saved and loaded: known cities by the set, an unknown city
+    // and a missing one answered without an error.
+    let numeric = ndarray::array![[0.5f32], [0.5], [0.5], [0.5], [0.5]];
+    let elements: [&[u8]; 5] = [b"c4", b"c3", b"c6", b"atlantis", b""];
+    let rows = tree.encode_table(numeric.view(), &elements).expect("encodes");
+    let loaded = Model::from_artifact(&tree.to_artifact().expect("saves")).expect("loads");
+    assert_eq!(loaded.trees, tree.trees, "category sets survive the artifact");
+    for model in [&tree, &loaded] {
+        let out = model.predict(rows.view()).expect("predicts");
+        let crate::TensorData::Bytes(labels) = &out[1].data else { panic!("labels") };
+        assert_eq!(&labels[..3], &[b"1".to_vec(), b"0".to_vec(), b"1".to_vec()]);
+        assert_eq!(labels.len(), 5);
+    }
+
+    // Boosting and forests split on the set too: every row right with few trees.
+    for kind in [ModelKind::GbdtClassifier, ModelKind::RandomForestClassifier] {
+        let model = fit(kind, &csv, &[("n_trees", "5")]);
+        assert_eq!(model.manifest.metrics["accuracy"], 1.0, "{kind:?}");
+        let uses_a_set = model.trees.as_ref().is_some_and(|t| t.trees.iter().any(|tree| !tree.sets.is_empty()));
+        assert!(uses_a_set, "{kind:?}");
+    }
+    let refused = TrainParams::from_map(
+        ModelKind::GbdtClassifier,
+        &BTreeMap::from([("max_categories".to_owned(), "300".to_owned())]),
+    );
+    assert!(refused.expect_err("too many for a tree").to_string().contains("at most 254 categories"));
+}
+
+#[test]
+fn a_category_unseen_at_training_goes_with_the_rare_ones_left_out() {
+    // c0..c4 are frequent, c5..c7 rare; with max_categories 5 the rare ones share the
+    // "other" bin, and all rare ones are class 1: a city never seen answers like them.
+    let mut csv = String::from("city,y\n");
+    for i in 0..500 {
+        let city = i % 5;
+        csv.push_str(&format!("c{city},{}\n", u8::from(city == 2)));
+    }
+    for i in 0..60 {
+        csv.push_str(&format!("c{},1\n", 5 + i % 3));
+    }
+    let model = fit(ModelKind::DecisionTreeClassifier, &csv, &[("max_categories", "5"), ("validation_fraction", "0")]);
+    assert_eq!(model.categorical_columns()[0].categories.len(), 5);
+    let rows = model.encode_table(ndarray::Array2::zeros((3, 0)).view(), &[b"c6", b"atlantis", b"c0"]).expect("codes");
+    let out = model.predict(rows.view()).expect("predicts");
+    assert_eq!(out[1].data, crate::TensorData::Bytes(vec![b"1".to_vec(), b"1".to_vec(), b"0".to_vec()]));
+}
+
+#[test]
+fn tree_kinds_evaluate_on_the_outputs_they_kept_exactly_as_serving_predicts() {
+    // The metrics come from the outputs training kept (no second pass over the trees):
+    // they must be what predicting the same rows gives.
+    let csv = wave_csv(600);
+    for kind in [ModelKind::GbdtRegressor, ModelKind::RandomForestRegressor] {
+        let data = Dataset::from_csv(&csv, "y", false).expect("valid csv");
+        let (x, truth) = (data.features.clone(), data.target.clone());
+        let pairs = [("validation_fraction", "0"), ("n_trees", "20")];
+        let model = train(kind, data, &params(kind, &pairs), |_| true).expect("trains");
+        let out = model.predict(x.view()).expect("predicts");
+        let (crate::TensorData::F32(predicted), crate::data::Target::Values(values)) = (&out[0].data, &truth) else {
+            panic!("values")
+        };
+        let squares = predicted.iter().zip(values).map(|(p, t)| f64::from(p - t).powi(2));
+        let mse = squares.sum::<f64>() / values.len() as f64;
+        let reported = model.manifest.metrics["mse"];
+        assert!((mse - reported).abs() <= 1e-9 * mse.max(1.0), "{kind:?}: predicted {mse}, reported {reported}");
+    }
 }

@@ -5,9 +5,12 @@ use rayon::prelude::*;
 
 /// `feature` of a leaf.
 pub const LEAF: u32 = u32::MAX;
+/// `set` of a node that compares with its threshold.
+pub const NO_SET: u32 = u32::MAX;
 
-/// A branch (`value ≤ threshold` goes left; a missing value goes where `missing_left`
-/// says) or a leaf.
+/// A branch or a leaf. A branch on a number sends `value ≤ threshold` left; a branch on
+/// a categorical column (`set` names one of the tree's [`CategorySet`]s) sends the
+/// categories in the set left. A missing value goes where `missing_left` says.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Node {
     pub feature: u32,
@@ -15,11 +18,12 @@ pub struct Node {
     pub left: u32,
     pub right: u32,
     pub missing_left: bool,
+    pub set: u32,
 }
 
 impl Node {
     pub(crate) fn leaf() -> Self {
-        Self { feature: LEAF, threshold: 0.0, left: 0, right: 0, missing_left: false }
+        Self { feature: LEAF, threshold: 0.0, left: 0, right: 0, missing_left: false, set: NO_SET }
     }
 
     pub fn is_leaf(&self) -> bool {
@@ -27,13 +31,52 @@ impl Node {
     }
 }
 
-/// One tree: nodes (the root first) and `outputs` values per node (read at leaves).
+/// Most categories a column may have for a tree to split on it natively (codes 0 to
+/// 253; bit [`CategorySet::OTHER`] stands for every category the model does not know).
+pub const MAX_TREE_CATEGORIES: usize = 254;
+
+/// The categories a branch sends left, as bits: bit `c` for category code `c`, bit
+/// [`CategorySet::OTHER`] for a code the model does not know (unseen at training, or
+/// one of the rare categories `max_categories` left out).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CategorySet(pub [u64; 4]);
+
+impl CategorySet {
+    pub const OTHER: usize = 255;
+
+    /// The bit of a row's code (see [`crate::CategoryColumn::code`]): its own for a
+    /// known category, [`Self::OTHER`] for anything else that is not missing.
+    pub fn bit_of(code: f32) -> usize {
+        if code >= 0.0 && code < MAX_TREE_CATEGORIES as f32 && code.fract() == 0.0 {
+            code as usize
+        } else {
+            Self::OTHER
+        }
+    }
+
+    pub fn insert(&mut self, bit: usize) {
+        self.0[bit / 64] |= 1 << (bit % 64);
+    }
+
+    pub fn contains(&self, bit: usize) -> bool {
+        self.0[bit / 64] & (1 << (bit % 64)) != 0
+    }
+
+    /// The bits set, in order.
+    pub fn bits(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..256).filter(|&bit| self.contains(bit))
+    }
+}
+
+/// One tree: nodes (the root first), `outputs` values per node (read at leaves) and the
+/// category sets its categorical branches test.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tree {
     pub nodes: Vec<Node>,
     /// `[nodes, outputs]`, row-major.
     pub values: Vec<f32>,
     pub outputs: usize,
+    pub sets: Vec<CategorySet>,
 }
 
 impl Tree {
@@ -46,7 +89,13 @@ impl Tree {
                 return at;
             }
             let value = row[node.feature as usize];
-            let left = if value.is_nan() { node.missing_left } else { value <= node.threshold };
+            let left = if value.is_nan() {
+                node.missing_left
+            } else if node.set == NO_SET {
+                value <= node.threshold
+            } else {
+                self.sets[node.set as usize].contains(CategorySet::bit_of(value))
+            };
             at = if left { node.left } else { node.right } as usize;
         }
     }
@@ -69,6 +118,9 @@ impl Tree {
                 [node.left, node.right].iter().all(|&c| (c as usize) > index && (c as usize) < self.nodes.len());
             if !children_after || node.feature as usize >= features {
                 return Err(format!("node {index} of a tree points outside the tree or its features"));
+            }
+            if node.set != NO_SET && node.set as usize >= self.sets.len() {
+                return Err(format!("node {index} of a tree tests a category set the tree does not have"));
             }
         }
         Ok(())
@@ -109,18 +161,29 @@ impl TreeEnsemble {
         self.trees.iter().map(|tree| tree.nodes.len()).sum()
     }
 
-    fn predict_row(&self, row: &[f32], out: &mut [f32]) {
-        out.copy_from_slice(&self.base);
+    /// Raw outputs of a block of rows (`width` values each) into `out` (`outputs` each):
+    /// tree by tree over the whole block, so each tree's nodes are fetched into cache
+    /// once per block rather than once per row (a forest's trees do not fit in cache
+    /// together). Each row's sum still adds the trees in order.
+    fn predict_block(&self, rows: &[f32], width: usize, out: &mut [f32]) {
+        let outputs = self.outputs().max(1);
+        for out in out.chunks_mut(outputs) {
+            out.copy_from_slice(&self.base);
+        }
         for (tree, target) in self.trees.iter().zip(&self.target) {
-            let values = tree.leaf_values(tree.leaf(row));
-            match target {
-                Some(output) => out[*output as usize] += values[0],
-                None => out.iter_mut().zip(values).for_each(|(o, v)| *o += v),
+            for (row, out) in rows.chunks(width.max(1)).zip(out.chunks_mut(outputs)) {
+                let values = tree.leaf_values(tree.leaf(row));
+                match target {
+                    Some(output) => out[*output as usize] += values[0],
+                    None => out.iter_mut().zip(values).for_each(|(o, v)| *o += v),
+                }
             }
         }
         if self.combine == Combine::Average && !self.trees.is_empty() {
             let trees = self.trees.len() as f32;
-            out.iter_mut().zip(&self.base).for_each(|(o, base)| *o = base + (*o - base) / trees);
+            for out in out.chunks_mut(outputs) {
+                out.iter_mut().zip(&self.base).for_each(|(o, base)| *o = base + (*o - base) / trees);
+            }
         }
     }
 
@@ -132,8 +195,9 @@ impl TreeEnsemble {
         let flat = x.as_slice().unwrap_or_default();
         let mut out = vec![0f32; rows * outputs];
         let work = |(input, out): (&[f32], &mut [f32])| {
-            for (row, out) in input.chunks(width.max(1)).zip(out.chunks_mut(outputs.max(1))) {
-                self.predict_row(row, out);
+            let block = ROWS_PER_TASK;
+            for (rows, out) in input.chunks(block * width.max(1)).zip(out.chunks_mut(block * outputs.max(1))) {
+                self.predict_block(rows, width, out);
             }
         };
         if rows * self.nodes().max(1) > 1 << 16 && rows > ROWS_PER_TASK {
@@ -147,23 +211,31 @@ impl TreeEnsemble {
     }
 
     /// The trees as text, one line per node, for `models versions --show-tree`.
-    pub fn describe(&self, features: &[String], labels: &[String]) -> String {
+    pub fn describe(&self, names: &Names<'_>) -> String {
         let mut text = String::new();
         for (index, tree) in self.trees.iter().enumerate() {
             if self.trees.len() > 1 {
                 text.push_str(&format!("tree {index}:\n"));
             }
-            describe_node(tree, 0, 0, features, labels, &mut text);
+            describe_node(tree, 0, 0, names, &mut text);
         }
         text
     }
 }
 
-fn describe_node(tree: &Tree, at: usize, depth: usize, features: &[String], labels: &[String], text: &mut String) {
+/// What [`TreeEnsemble::describe`] calls things: the features, the categories of the
+/// categorical ones (by feature index; `None` for numbers), the class labels.
+pub struct Names<'a> {
+    pub features: &'a [String],
+    pub categories: Vec<Option<&'a [String]>>,
+    pub labels: &'a [String],
+}
+
+fn describe_node(tree: &Tree, at: usize, depth: usize, names: &Names<'_>, text: &mut String) {
     let indent = "  ".repeat(depth);
     let node = tree.nodes[at];
     if node.is_leaf() {
-        let values = tree.leaf_values(at);
+        let (labels, values) = (names.labels, tree.leaf_values(at));
         let shown = if labels.len() == values.len() && values.len() > 1 {
             let best = crate::model::argmax(values.iter().copied());
             let shares: Vec<String> = labels.iter().zip(values).map(|(l, v)| format!("{l}: {:.3}", v + 0.0)).collect();
@@ -174,11 +246,27 @@ fn describe_node(tree: &Tree, at: usize, depth: usize, features: &[String], labe
         text.push_str(&format!("{indent}-> {shown}\n"));
         return;
     }
-    let name = features.get(node.feature as usize).map_or_else(|| format!("feature {}", node.feature), Clone::clone);
+    let feature = node.feature as usize;
+    let name = names.features.get(feature).map_or_else(|| format!("feature {feature}"), Clone::clone);
     let missing = if node.missing_left { " (or missing)" } else { "" };
-    text.push_str(&format!("{indent}if {name} <= {}{missing}:\n", node.threshold));
-    describe_node(tree, node.left as usize, depth + 1, features, labels, text);
+    let test = match tree.sets.get(node.set as usize) {
+        Some(set) => {
+            let categories = names.categories.get(feature).copied().flatten().unwrap_or_default();
+            let members: Vec<String> = set
+                .bits()
+                .map(|bit| match categories.get(bit) {
+                    _ if bit == CategorySet::OTHER => "(any other)".to_owned(),
+                    Some(category) => format!("{category:?}"),
+                    None => format!("#{bit}"),
+                })
+                .collect();
+            format!("in {{{}}}", members.join(", "))
+        }
+        None => format!("<= {}", node.threshold),
+    };
+    text.push_str(&format!("{indent}if {name} {test}{missing}:\n"));
+    describe_node(tree, node.left as usize, depth + 1, names, text);
     let missing = if node.missing_left { "" } else { " (or missing)" };
     text.push_str(&format!("{indent}else{missing}:\n"));
-    describe_node(tree, node.right as usize, depth + 1, features, labels, text);
+    describe_node(tree, node.right as usize, depth + 1, names, text);
 }

@@ -68,8 +68,8 @@ async fn print_trees(registry: &modelplane_client::Registry, model: &str, versio
     let mut bytes = Vec::new();
     registry.download_artifact(model, &version.to_string(), &mut bytes, &modelplane_client::Silent).await?;
     let artifact = Model::from_artifact(&bytes)?;
-    if let Some(trees) = &artifact.trees {
-        print!("{}", trees.describe(&artifact.manifest.feature_names, &artifact.manifest.labels));
+    if let Some(text) = artifact.describe_trees() {
+        print!("{text}");
     }
     Ok(())
 }
