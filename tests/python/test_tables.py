@@ -2,12 +2,16 @@
 with empty cells trains gradient-boosted trees, a random forest, a decision tree and a
 linear SVM; each deploys and answers raw rows (NaN for a missing value) as the labels
 say; `models versions` shows the feature importances and `--show-tree` the tree; bad
-parameters are refused by name."""
+parameters are refused by name. Categorical text columns train and serve through gRPC,
+REST JSON and tritonclient.http, and trees split on sets of categories."""
 import json
+import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
 
 ROWS = 1200
 
@@ -101,7 +105,7 @@ def colors_table(path, rows=800, seed=5):
 
 
 @pytest.mark.parametrize("kind", ["gbdt", "logistic"])
-def test_a_categorical_column_trains_and_serves_as_text(trained, cli, tmp_path, kind):
+def test_a_categorical_column_trains_and_serves_as_text(trained, cli, rest, tmp_path, kind):
     router = trained[0]
     path = tmp_path / "colors.csv"
     colors_table(path)
@@ -133,3 +137,27 @@ def test_a_categorical_column_trains_and_serves_as_text(trained, cli, tmp_path, 
     # The numeric input alone is refused, naming both inputs.
     with pytest.raises(Exception, match="categories"):
         grpcclient.InferenceServerClient(router).infer(model, [numbers])
+    # The same rows over REST: plain JSON as curl sends it (a 2-D BYTES tensor of
+    # strings, nested), then tritonclient.http (binary tensors).
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [4, 1], "data": [[0.4], [0.4], [0.95], [0.5]]},
+                       {"name": "categories", "datatype": "BYTES", "shape": [4, 1],
+                        "data": [["red"], ["blue"], ["blue"], ["purple"]]}],
+               "outputs": [{"name": "label"}]}
+    request = urllib.request.Request(f"{rest}/v2/models/{model}/infer", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=20) as response:
+        answer = json.loads(response.read())
+    assert answer["outputs"][0]["shape"] == [4] and answer["outputs"][0]["data"][:3] == ["yes", "no", "yes"], answer
+    body["inputs"][1]["shape"] = [4, 2]
+    request = urllib.request.Request(f"{rest}/v2/models/{model}/infer", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=20)
+    assert refused.value.code == 400 and "categories" in refused.value.read().decode()
+    http = httpclient.InferenceServerClient(rest.removeprefix("http://"))
+    http_numbers = httpclient.InferInput("input", [4, 1], "FP32")
+    http_numbers.set_data_from_numpy(np.array([[0.4], [0.4], [0.95], [0.5]], np.float32))
+    http_colors = httpclient.InferInput("categories", [4, 1], "BYTES")
+    http_colors.set_data_from_numpy(np.array([["red"], ["blue"], ["blue"], ["purple"]], dtype=object))
+    labels = http.infer(model, [http_numbers, http_colors]).as_numpy("label").astype(str)
+    assert list(labels[:3]) == ["yes", "no", "yes"], labels
