@@ -97,12 +97,12 @@ impl Pool {
     ) -> Histogram {
         let outputs = layout.outputs;
         self.ordered.clear();
-        self.ordered.reserve(rows.len() * 2 * outputs);
-        for &row in rows {
+        self.ordered.resize(rows.len() * 2 * outputs, 0.0);
+        for (values, &row) in self.ordered.chunks_exact_mut(2 * outputs).zip(rows) {
             let at = row as usize * outputs;
-            for k in 0..outputs {
-                self.ordered.push(gradients[at + k]);
-                self.ordered.push(hessians[at + k]);
+            for (k, pair) in values.chunks_exact_mut(2).enumerate() {
+                pair[0] = gradients[at + k];
+                pair[1] = hessians[at + k];
             }
         }
         let mut histogram = self

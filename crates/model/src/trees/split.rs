@@ -82,11 +82,18 @@ pub(super) fn best_split(
         }
     });
     // The best gain, the lowest feature on ties: the same tree however threads ran.
-    found.fold(None, |best, split| match best {
-        Some(best) if best.gain >= split.gain => Some(best),
-        _ => Some(split),
-    })
+    let best = found.fold(None, |best: Option<Candidate>, candidate| match best {
+        Some(best) if best.4 >= candidate.4 => Some(best),
+        _ => Some(candidate),
+    })?;
+    // Only the winner's sums are gathered.
+    let slots = histogram.feature(layout, best.0)?;
+    Some(chosen_split(slots, slots.len() / layout.stride - 1, best, sums))
 }
+
+/// A feature's best split before its sums are gathered: feature, bin (a number's
+/// threshold), the bins sent left (a categorical feature's), missing left, gain.
+type Candidate = (usize, usize, Option<CategorySet>, bool, f64);
 
 /// The rows of the split "bin ≤ `bin`" with missing rows going left or not, as the
 /// directions worth trying: both when the node has missing rows, else the one that
@@ -103,7 +110,13 @@ fn directions(missing_rows: usize, left_rows: usize, right_present: usize) -> &'
 
 /// `best_split_of` for one output (boosting), with scalars instead of per-output
 /// vectors: the loop where boosting spends its time.
-fn best_split_of_one(bins: usize, feature: usize, slots: &[f64], total: &Sums, params: &GrowParams) -> Option<Split> {
+fn best_split_of_one(
+    bins: usize,
+    feature: usize,
+    slots: &[f64],
+    total: &Sums,
+    params: &GrowParams,
+) -> Option<Candidate> {
     let l2 = f64::from(params.l2);
     let parent = total.score(l2);
     let min_rows = params.min_rows_per_leaf.max(1);
@@ -143,10 +156,10 @@ fn best_split_of_one(bins: usize, feature: usize, slots: &[f64], total: &Sums, p
         }
     }
     let (gain, bin, missing_left) = best?;
-    Some(chosen_split(slots, bins, (feature, bin, None, missing_left, gain), total))
+    Some((feature, bin, None, missing_left, gain))
 }
 
-fn best_split_of(bins: usize, feature: usize, slots: &[f64], total: &Sums, params: &GrowParams) -> Option<Split> {
+fn best_split_of(bins: usize, feature: usize, slots: &[f64], total: &Sums, params: &GrowParams) -> Option<Candidate> {
     let outputs = total.gradient.len();
     let stride = 2 * outputs + 1;
     let at = |slot: usize, k: usize| (slots[slot * stride + 2 * k], slots[slot * stride + 2 * k + 1]);
@@ -199,7 +212,7 @@ fn best_split_of(bins: usize, feature: usize, slots: &[f64], total: &Sums, param
         }
     }
     let (gain, bin, missing_left) = best?;
-    Some(chosen_split(slots, bins, (feature, bin, None, missing_left, gain), total))
+    Some((feature, bin, None, missing_left, gain))
 }
 
 /// Categories in a node up to which each is tried alone against the rest (LightGBM's
@@ -216,7 +229,7 @@ const CATEGORY_SMOOTHING: f64 = 10.0;
 /// [`MAX_CATEGORIES_SCANNED`] from either end tried (the optimal partition for squared
 /// error and two classes, as Fisher and Breiman showed; LightGBM's search for other
 /// losses); else each category alone.
-fn best_set_split(bins: usize, feature: usize, slots: &[f64], total: &Sums, params: &GrowParams) -> Option<Split> {
+fn best_set_split(bins: usize, feature: usize, slots: &[f64], total: &Sums, params: &GrowParams) -> Option<Candidate> {
     let outputs = total.gradient.len();
     let stride = 2 * outputs + 1;
     let count = |slot: usize| slots[slot * stride + 2 * outputs] as usize;
@@ -272,16 +285,11 @@ fn best_set_split(bins: usize, feature: usize, slots: &[f64], total: &Sums, para
     let (gain, index, missing_left) = best?;
     let mut set = CategorySet::default();
     candidates[index].iter().for_each(|&bin| set.insert(bin));
-    Some(chosen_split(slots, bins, (feature, 0, Some(set), missing_left, gain), total))
+    Some((feature, 0, Some(set), missing_left, gain))
 }
 
 /// The chosen split's sums, from the histogram.
-fn chosen_split(
-    slots: &[f64],
-    bins: usize,
-    (feature, bin, set, missing_left, gain): (usize, usize, Option<CategorySet>, bool, f64),
-    total: &Sums,
-) -> Split {
+fn chosen_split(slots: &[f64], bins: usize, (feature, bin, set, missing_left, gain): Candidate, total: &Sums) -> Split {
     let outputs = total.gradient.len();
     let stride = 2 * outputs + 1;
     let mut left = Sums::zero(outputs);
