@@ -161,3 +161,63 @@ def test_a_categorical_column_trains_and_serves_as_text(trained, cli, rest, tmp_
     http_colors.set_data_from_numpy(np.array([["red"], ["blue"], ["blue"], ["purple"]], dtype=object))
     labels = http.infer(model, [http_numbers, http_colors]).as_numpy("label").astype(str)
     assert list(labels[:3]) == ["yes", "no", "yes"], labels
+
+
+def waves_and_classes(tmp_path, rows=600, seed=6):
+    """A regression table (`y = sin(3a) + b²`, some `a` missing) and a three-class one."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.uniform(-1, 1, rows), rng.uniform(-1, 1, rows)
+    missing = rng.random(rows) < 0.1
+    y = np.sin(3 * a) + b * b
+    classes = np.where(a > 0.3, "right", np.where(b > 0, "top", "bottom"))
+    for name, target in [("waves", y), ("thirds", classes)]:
+        with open(tmp_path / f"{name}.csv", "w") as f:
+            f.write("a,b,y\n")
+            for i in range(rows):
+                value = f"{target[i]:.6f}" if name == "waves" else target[i]
+                f.write(f"{'' if missing[i] else f'{a[i]:.5f}'},{b[i]:.5f},{value}\n")
+    return np.column_stack([np.where(missing, np.nan, a), b]).astype(np.float32)
+
+
+def test_tree_kinds_export_to_onnx_that_answers_as_served(trained, cli, tmp_path):
+    """`models export` writes an ONNX graph whose answers in onnxruntime equal the served
+    native model's (labels equal, values within 1e-5), and which `models import` serves
+    back the same way."""
+    import onnxruntime
+    router, x, _ = trained
+    x2 = waves_and_classes(tmp_path)
+    for name in ["waves", "thirds"]:
+        cli("datasets", "upload", str(tmp_path / f"{name}.csv"), "--name", name)
+    cli("train", "waves-gbdt", "--dataset", "waves", "--target", "y", "--kind", "gbdt", "--param", "n_trees=40")
+    cli("train", "thirds-gbdt", "--dataset", "thirds", "--target", "y", "--kind", "gbdt", "--param", "n_trees=30")
+    cli("train", "waves-forest", "--dataset", "waves", "--target", "y", "--kind", "random_forest",
+        "--param", "n_trees=20")
+    cases = [("circle-gbdt", x), ("circle-forest", x), ("circle-tree", x),
+             ("waves-gbdt", x2), ("thirds-gbdt", x2), ("waves-forest", x2)]
+    for model, rows in cases:
+        if not model.startswith("circle"):
+            cli("deploy", model, "--version", "1")
+        path = tmp_path / f"{model}.onnx"
+        printed = cli("models", "export", model, "1", "--format", "onnx", "-o", str(path)).stdout
+        assert "bytes of ONNX written" in printed, printed
+        session = onnxruntime.InferenceSession(str(path))
+        assert [i.name for i in session.get_inputs()] == ["input"]
+        exported = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"input": rows})))
+        served = infer(router, model, rows)
+        for output, value in exported.items():
+            native = served.as_numpy(output)
+            if value.dtype == object:
+                assert (value.astype(str) == native.astype(str)).all(), (model, output)
+            else:
+                np.testing.assert_allclose(value, native, rtol=1e-5, atol=1e-5, err_msg=f"{model} {output}")
+        imported = f"{model}-onnx"
+        cli("models", "import", imported, str(path))
+        cli("deploy", imported, "--version", "1")
+        again = infer(router, imported, rows)
+        for output, value in exported.items():
+            if value.dtype == object:
+                assert (again.as_numpy(output).astype(str) == value.astype(str)).all(), (imported, output)
+            else:
+                np.testing.assert_allclose(again.as_numpy(output), value, rtol=1e-5, atol=1e-5, err_msg=imported)
+    refused = cli("models", "export", "circle-svm", "1", "-o", str(tmp_path / "no.onnx"), check=False)
+    assert refused.returncode != 0 and "not supported yet" in refused.stderr, refused.stderr

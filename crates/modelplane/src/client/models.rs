@@ -60,6 +60,49 @@ pub enum ModelsCommand {
         #[arg(long = "format", value_enum, default_value = "text")]
         format: OutputFormat,
     },
+    /// Write a version trained here as an ONNX graph that answers as it does — same
+    /// inputs, outputs and values — to serve it wherever ONNX runs, or to `models
+    /// import` it back. Tree kinds over numeric columns for now.
+    Export {
+        /// Model name.
+        model: String,
+        /// Version number or alias.
+        version: String,
+        /// The format written.
+        #[arg(long = "format", value_enum, default_value = "onnx")]
+        format: ExportFormat,
+        /// Where to write it.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+}
+
+/// What `models export` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// An ONNX model (ai.onnx opset 17, ai.onnx.ml opset 3).
+    Onnx,
+}
+
+/// Downloads a native version's artifact (sha256 verified) and writes it as ONNX.
+async fn export(registry: &modelplane_client::Registry, model: &str, version: &str, output: &PathBuf) -> Result<()> {
+    let mut bytes = Vec::new();
+    let downloaded = registry.download_artifact(model, version, &mut bytes, &modelplane_client::Silent).await?;
+    let record = downloaded.record;
+    if ArtifactFormat::of_kind(&record.kind).is_onnx() {
+        anyhow::bail!(
+            "{model} version {} is an imported ONNX graph already; `models download` writes it as it is",
+            record.version
+        );
+    }
+    let native = Model::from_artifact(&bytes)?;
+    let graph = modelplane_export::to_onnx(&native)?;
+    // Written beside the destination, then renamed: no half-written model at `output`.
+    let partial = output.with_extension("onnx.partial");
+    std::fs::write(&partial, &graph)?;
+    std::fs::rename(&partial, output)?;
+    println!("{model} {}: {} bytes of ONNX written to {}", record.version, graph.len(), output.display());
+    Ok(())
 }
 
 /// Downloads a tree version's artifact (sha256 verified; trees are small) and prints
@@ -148,6 +191,9 @@ pub async fn models(command: ModelsCommand, endpoints: &Endpoints) -> Result<()>
                     downloaded.record.sha256
                 ),
             }
+        }
+        ModelsCommand::Export { model, version, format: ExportFormat::Onnx, output } => {
+            export(&registry, &model, &version, &output).await?;
         }
         ModelsCommand::List => {
             let mut token = String::new();
