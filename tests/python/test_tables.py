@@ -134,6 +134,10 @@ def test_a_categorical_column_trains_and_serves_as_text(trained, cli, rest, tmp_
     rows.write_text('[[0.4, 0.5]]')
     refused = cli("predict", model, "--input", str(rows), check=False)
     assert refused.returncode != 0 and "1 numbers and 1 strings" in refused.stderr, refused.stderr
+    if kind == "gbdt":
+        # Trees split on sets of colors, and say so.
+        tree = cli("models", "versions", model, "--show-tree").stdout
+        assert "if color in {" in tree, tree
     # The numeric input alone is refused, naming both inputs.
     with pytest.raises(Exception, match="categories"):
         grpcclient.InferenceServerClient(router).infer(model, [numbers])
