@@ -159,56 +159,94 @@ fn best_split_of_one(
     Some((feature, bin, None, missing_left, gain))
 }
 
+/// A node's totals as every split search of one of its features reads them: the
+/// feature's slots, its missing rows, the parent's score and the limits.
+struct Scan<'a> {
+    slots: &'a [f64],
+    bins: usize,
+    stride: usize,
+    total: &'a Sums,
+    l2: f64,
+    parent: f64,
+    min_rows: usize,
+    missing_rows: usize,
+    present_rows: usize,
+}
+
+impl<'a> Scan<'a> {
+    fn new(bins: usize, slots: &'a [f64], total: &'a Sums, params: &GrowParams) -> Self {
+        let outputs = total.gradient.len();
+        let stride = 2 * outputs + 1;
+        let l2 = f64::from(params.l2);
+        let missing_rows = slots[bins * stride + 2 * outputs] as usize;
+        Scan {
+            slots,
+            bins,
+            stride,
+            total,
+            l2,
+            parent: total.score(l2),
+            min_rows: params.min_rows_per_leaf.max(1),
+            missing_rows,
+            present_rows: total.rows - missing_rows,
+        }
+    }
+
+    fn rows(&self, slot: usize) -> usize {
+        self.slots[slot * self.stride + self.stride - 1] as usize
+    }
+
+    /// The best gain of a split whose present rows going left have these per-output
+    /// sums, missing rows sent left or right (see `directions`): `(gain, missing_left)`.
+    fn best_direction(&self, left_g: &[f64], left_h: &[f64], left_rows: usize) -> Option<(f64, bool)> {
+        let right_present = self.present_rows - left_rows;
+        let mut best: Option<(f64, bool)> = None;
+        for &missing_left in directions(self.missing_rows, left_rows, right_present) {
+            let (l_rows, r_rows) = if missing_left {
+                (left_rows + self.missing_rows, right_present)
+            } else {
+                (left_rows, right_present + self.missing_rows)
+            };
+            if l_rows < self.min_rows || r_rows < self.min_rows {
+                continue;
+            }
+            let mut gain = -self.parent;
+            let mut too_light = false;
+            for (k, (&g, &h)) in left_g.iter().zip(left_h).enumerate() {
+                let missing = self.bins * self.stride + 2 * k;
+                let (lg, lh) =
+                    if missing_left { (g + self.slots[missing], h + self.slots[missing + 1]) } else { (g, h) };
+                let (rg, rh) = (self.total.gradient[k] - lg, self.total.hessian[k] - lh);
+                too_light |= lh < MIN_HESSIAN || rh < MIN_HESSIAN;
+                gain += lg * lg / (lh + self.l2) + rg * rg / (rh + self.l2);
+            }
+            if !too_light && gain > 1e-12 && best.is_none_or(|(b, _)| gain > b) {
+                best = Some((gain, missing_left));
+            }
+        }
+        best
+    }
+}
+
 fn best_split_of(bins: usize, feature: usize, slots: &[f64], total: &Sums, params: &GrowParams) -> Option<Candidate> {
+    let scan = Scan::new(bins, slots, total, params);
     let outputs = total.gradient.len();
-    let stride = 2 * outputs + 1;
-    let at = |slot: usize, k: usize| (slots[slot * stride + 2 * k], slots[slot * stride + 2 * k + 1]);
-    let count = |slot: usize| slots[slot * stride + 2 * outputs] as usize;
-    let missing = bins;
-    let l2 = f64::from(params.l2);
-    let parent = total.score(l2);
-    let min_rows = params.min_rows_per_leaf.max(1);
     let (mut left_g, mut left_h) = (vec![0f64; outputs], vec![0f64; outputs]);
     let mut left_rows = 0usize;
-    let missing_rows = count(missing);
-    let present_rows = total.rows - missing_rows;
     let mut best: Option<(f64, usize, bool)> = None;
     for bin in 0..bins - 1 {
-        if count(bin) == 0 {
+        if scan.rows(bin) == 0 {
             continue;
         }
         for k in 0..outputs {
-            let (g, h) = at(bin, k);
-            left_g[k] += g;
-            left_h[k] += h;
+            left_g[k] += slots[bin * scan.stride + 2 * k];
+            left_h[k] += slots[bin * scan.stride + 2 * k + 1];
         }
-        left_rows += count(bin);
-        let right_present = present_rows - left_rows;
-        for &missing_left in directions(missing_rows, left_rows, right_present) {
-            let (l_rows, r_rows) = if missing_left {
-                (left_rows + missing_rows, right_present)
-            } else {
-                (left_rows, right_present + missing_rows)
-            };
-            if l_rows < min_rows || r_rows < min_rows {
-                continue;
-            }
-            let mut gain = -parent;
-            let mut too_light = false;
-            for k in 0..outputs {
-                let (miss_g, miss_h) = at(missing, k);
-                let (mut lg, mut lh) = (left_g[k], left_h[k]);
-                if missing_left {
-                    lg += miss_g;
-                    lh += miss_h;
-                }
-                let (rg, rh) = (total.gradient[k] - lg, total.hessian[k] - lh);
-                too_light |= lh < MIN_HESSIAN || rh < MIN_HESSIAN;
-                gain += lg * lg / (lh + l2) + rg * rg / (rh + l2);
-            }
-            if !too_light && gain > 1e-12 && best.is_none_or(|(b, _, _)| gain > b) {
-                best = Some((gain, bin, missing_left));
-            }
+        left_rows += scan.rows(bin);
+        if let Some((gain, missing_left)) = scan.best_direction(&left_g, &left_h, left_rows)
+            && best.is_none_or(|(b, _, _)| gain > b)
+        {
+            best = Some((gain, bin, missing_left));
         }
     }
     let (gain, bin, missing_left) = best?;
@@ -248,38 +286,17 @@ fn best_set_split(bins: usize, feature: usize, slots: &[f64], total: &Sums, para
     } else {
         present.iter().map(|&bin| vec![bin]).collect()
     };
-    let l2 = f64::from(params.l2);
-    let parent = total.score(l2);
-    let min_rows = params.min_rows_per_leaf.max(1);
-    let missing_rows = count(bins);
-    let present_rows = total.rows - missing_rows;
+    let scan = Scan::new(bins, slots, total, params);
     let mut best: Option<(f64, usize, bool)> = None;
     for (index, left_bins) in candidates.iter().enumerate() {
         let left_rows: usize = left_bins.iter().map(|&bin| count(bin)).sum();
-        let right_present = present_rows - left_rows;
-        for &missing_left in directions(missing_rows, left_rows, right_present) {
-            let (l_rows, r_rows) = if missing_left {
-                (left_rows + missing_rows, right_present)
-            } else {
-                (left_rows, right_present + missing_rows)
-            };
-            if l_rows < min_rows || r_rows < min_rows {
-                continue;
-            }
-            let mut gain = -parent;
-            let mut too_light = false;
-            for k in 0..outputs {
-                let side = left_bins.iter().copied().chain(missing_left.then_some(bins));
-                let (lg, lh) = side.fold((0.0, 0.0), |(g, h), slot| {
-                    (g + slots[slot * stride + 2 * k], h + slots[slot * stride + 2 * k + 1])
-                });
-                let (rg, rh) = (total.gradient[k] - lg, total.hessian[k] - lh);
-                too_light |= lh < MIN_HESSIAN || rh < MIN_HESSIAN;
-                gain += lg * lg / (lh + l2) + rg * rg / (rh + l2);
-            }
-            if !too_light && gain > 1e-12 && best.is_none_or(|(b, _, _)| gain > b) {
-                best = Some((gain, index, missing_left));
-            }
+        let sum = |offset: usize| left_bins.iter().map(|&bin| slots[bin * stride + offset]).sum::<f64>();
+        let left_g: Vec<f64> = (0..outputs).map(|k| sum(2 * k)).collect();
+        let left_h: Vec<f64> = (0..outputs).map(|k| sum(2 * k + 1)).collect();
+        if let Some((gain, missing_left)) = scan.best_direction(&left_g, &left_h, left_rows)
+            && best.is_none_or(|(b, _, _)| gain > b)
+        {
+            best = Some((gain, index, missing_left));
         }
     }
     let (gain, index, missing_left) = best?;
