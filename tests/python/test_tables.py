@@ -223,5 +223,31 @@ def test_tree_kinds_export_to_onnx_that_answers_as_served(trained, cli, tmp_path
                 assert (again.as_numpy(output).astype(str) == value.astype(str)).all(), (imported, output)
             else:
                 np.testing.assert_allclose(again.as_numpy(output), value, rtol=1e-5, atol=1e-5, err_msg=imported)
+    # Trees over a text column: opset 5's TreeEnsemble with category sets, the strings
+    # coded by a LabelEncoder per column.
+    colors_table(tmp_path / "colors.csv")
+    cli("datasets", "upload", str(tmp_path / "colors.csv"), "--name", "colors-export")
+    numbers = np.array([[0.4], [0.4], [0.95], [0.5], [0.7]], np.float32)
+    colors = np.array([["red"], ["blue"], ["blue"], ["purple"], ["NA"]], dtype=object)
+    for kind in ["gbdt", "random_forest"]:
+        model = f"colors-export-{kind}"
+        cli("train", model, "--dataset", "colors-export", "--target", "y", "--kind", kind, "--param", "n_trees=20")
+        cli("deploy", model, "--version", "1")
+        path = tmp_path / f"{model}.onnx"
+        cli("models", "export", model, "1", "-o", str(path))
+        session = onnxruntime.InferenceSession(str(path))
+        exported = dict(zip([o.name for o in session.get_outputs()],
+                            session.run(None, {"input": numbers, "categories": colors})))
+        tensors = [grpcclient.InferInput("input", [5, 1], "FP32"), grpcclient.InferInput("categories", [5, 1], "BYTES")]
+        tensors[0].set_data_from_numpy(numbers)
+        tensors[1].set_data_from_numpy(colors)
+        served = grpcclient.InferenceServerClient(router).infer(model, tensors)
+        assert (exported["label"].astype(str) == served.as_numpy("label").astype(str)).all(), model
+        np.testing.assert_allclose(exported["probabilities"], served.as_numpy("probabilities"), rtol=1e-5, atol=1e-5,
+                                   err_msg=model)
+        cli("models", "import", f"{model}-onnx", str(path))
+        cli("deploy", f"{model}-onnx", "--version", "1")
+        again = grpcclient.InferenceServerClient(router).infer(f"{model}-onnx", tensors)
+        np.testing.assert_allclose(again.as_numpy("probabilities"), exported["probabilities"], rtol=1e-5, atol=1e-5)
     refused = cli("models", "export", "circle-svm", "1", "-o", str(tmp_path / "no.onnx"), check=False)
     assert refused.returncode != 0 and "not supported yet" in refused.stderr, refused.stderr

@@ -13,9 +13,8 @@ use tract_onnx::pb::{
 
 /// The domain of the classic-ML operators.
 pub const ML_DOMAIN: &str = "ai.onnx.ml";
-/// Opsets written: ONNX 17, ai.onnx.ml 3 (TreeEnsembleRegressor as of onnxruntime 1.x).
+/// ONNX opset written (the ai.onnx.ml one depends on the operators used).
 const OPSET: i64 = 17;
-const ML_OPSET: i64 = 3;
 /// IR version 8 (ONNX 1.12+ readers, onnxruntime ≥ 1.12).
 const IR_VERSION: i64 = 8;
 
@@ -25,6 +24,14 @@ pub fn ints(name: &str, values: Vec<i64>) -> AttributeProto {
 
 pub fn floats(name: &str, values: Vec<f32>) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: AttributeType::Floats as i32, floats: values, ..Default::default() }
+}
+
+pub fn float(name: &str, value: f32) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: AttributeType::Float as i32, f: value, ..Default::default() }
+}
+
+pub fn tensor_attribute(name: &str, tensor: TensorProto) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: AttributeType::Tensor as i32, t: Some(tensor), ..Default::default() }
 }
 
 pub fn int(name: &str, value: i64) -> AttributeProto {
@@ -96,11 +103,11 @@ pub fn value(name: &str, elem: DataType, dims: &[Option<i64>]) -> ValueInfoProto
 }
 
 /// The graph as a serialized model with the opsets it uses.
-pub fn encode(graph: GraphProto) -> Vec<u8> {
+pub fn encode(graph: GraphProto, ml_opset: i64) -> Vec<u8> {
     let opset = |domain: &str, version| OperatorSetIdProto { domain: domain.into(), version };
     ModelProto {
         ir_version: IR_VERSION,
-        opset_import: vec![opset("", OPSET), opset(ML_DOMAIN, ML_OPSET)],
+        opset_import: vec![opset("", OPSET), opset(ML_DOMAIN, ml_opset)],
         producer_name: "modelplane".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         graph: Some(graph),
@@ -111,4 +118,14 @@ pub fn encode(graph: GraphProto) -> Vec<u8> {
 
 pub fn int64_tensor(name: &str, dims: Vec<i64>, values: Vec<i64>) -> TensorProto {
     TensorProto { name: name.into(), dims, data_type: DataType::Int64 as i32, int64_data: values, ..Default::default() }
+}
+
+pub fn uint8_tensor(name: &str, values: Vec<u8>) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: vec![values.len() as i64],
+        data_type: DataType::Uint8 as i32,
+        raw_data: values,
+        ..Default::default()
+    }
 }

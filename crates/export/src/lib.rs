@@ -2,17 +2,18 @@
 //! here runs in onnxruntime, Triton or anything else that reads ONNX, and answers
 //! there what modelplane answers: the same input names, output names and values.
 //!
-//! Tree kinds are written as `ai.onnx.ml` TreeEnsembleRegressor (raw scores, missing
-//! values tracked per node, the base scores), followed by the head in standard ONNX
+//! Tree kinds are written as `ai.onnx.ml` tree operators (raw scores, missing values
+//! tracked per node, the base scores; category sets as opset 5's BRANCH_MEMBER nodes
+//! after a LabelEncoder per categorical column), followed by the head in standard ONNX
 //! operators (Sigmoid or Softmax, the class probabilities, the label as a string). The
-//! other kinds, and trees over categorical columns, are refused by name for now.
+//! other kinds are refused by name for now.
 
 #![forbid(unsafe_code)]
 
 mod graph;
 mod trees;
 
-use modelplane_model::Model;
+use modelplane_model::{Model, Step};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -31,10 +32,13 @@ pub fn to_onnx(model: &Model) -> Result<Vec<u8>> {
             kind.name()
         )));
     };
-    if !model.manifest.pipeline.is_empty() {
-        return Err(Error::Unsupported(
-            "exporting a tree model with categorical columns to ONNX is not supported yet".into(),
-        ));
+    // Trees read raw values; their only step is the categories' codes.
+    if model.manifest.pipeline.iter().any(|step| !matches!(step, Step::Categories { .. })) {
+        return Err(Error::Unsupported(format!(
+            "exporting a {} with preprocessing steps to ONNX is not supported yet",
+            kind.name()
+        )));
     }
-    Ok(graph::encode(trees::graph(model, ensemble)?))
+    let (graph, ml_opset) = trees::graph(model, ensemble)?;
+    Ok(graph::encode(graph, ml_opset))
 }

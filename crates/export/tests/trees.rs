@@ -82,3 +82,57 @@ fn kinds_without_an_export_are_refused_by_name() {
     let err = modelplane_export::to_onnx(&model).expect_err("no export for svm yet");
     assert!(err.to_string().contains("linear_svm") && err.to_string().contains("not supported yet"), "{err}");
 }
+
+#[test]
+fn exported_trees_over_categories_answer_as_the_native_model() {
+    // `city` decides with `x`: c1, c4, c6 pass at x > 0.2, the others at x > 0.8.
+    let mut text = String::from("x,city,y,v\n");
+    for i in 0..600 {
+        let x = ((i * 37) % 100) as f32 / 100.0;
+        let city = i * 5 % 8;
+        let member = [1, 4, 6].contains(&city);
+        let y = u8::from(x > if member { 0.2 } else { 0.8 });
+        let shown = if i % 13 == 0 { "NA".to_owned() } else { format!("c{city}") };
+        text.push_str(&format!("{x},{shown},{y},{}\n", x + if member { 1.0 } else { 0.0 }));
+    }
+    let numeric: Vec<f32> = vec![0.5, 0.5, 0.9, 0.1, 0.5];
+    let elements: [&[u8]; 5] = [b"c4", b"c3", b"c3", b"atlantis", b""];
+    for (kind, target) in [
+        (ModelKind::GbdtClassifier, "y"),
+        (ModelKind::RandomForestClassifier, "y"),
+        (ModelKind::DecisionTreeClassifier, "y"),
+        (ModelKind::GbdtRegressor, "v"),
+    ] {
+        let drop = if target == "y" { "v" } else { "y" };
+        let csv: String = text
+            .lines()
+            .map(|line| {
+                let cells: Vec<&str> = line.split(',').collect();
+                let keep: Vec<&str> =
+                    [0, 1, 2, 3].iter().filter(|&&i| i != if drop == "y" { 2 } else { 3 }).map(|&i| cells[i]).collect();
+                keep.join(",") + "\n"
+            })
+            .collect();
+        let data = Dataset::from_csv(&csv, target, kind.is_classifier()).expect("valid csv");
+        let model = train(kind, data, &TrainParams::defaults_for(kind), |_| true).expect("trains");
+        assert!(model.trees.as_ref().is_some_and(|t| t.trees.iter().any(|tree| !tree.sets.is_empty())), "{kind:?}");
+        let bytes = modelplane_export::to_onnx(&model).expect("exports");
+        let onnx = OnnxModel::load(&bytes).expect("the export loads");
+        let input = ndarray::Array2::from_shape_vec((5, 1), numeric.clone()).expect("rows");
+        let rows = model.encode_table(input.view(), &elements).expect("codes");
+        let native = model.predict(rows.view()).expect("native answers");
+        let strings = elements.iter().map(|e| e.to_vec()).collect();
+        let exported = onnx
+            .predict(&[(vec![5, 1], TensorData::F32(numeric.clone())), (vec![5, 1], TensorData::Bytes(strings))])
+            .expect("onnx answers");
+        for (ours, theirs) in native.iter().zip(&exported) {
+            assert_eq!((&ours.name, &ours.shape), (&theirs.name, &theirs.shape), "{kind:?}");
+            match (&ours.data, &theirs.data) {
+                (TensorData::F32(a), TensorData::F32(b)) => {
+                    assert!(a.iter().zip(b).all(|(a, b)| (a - b).abs() <= 1e-5), "{kind:?}: {a:?} {b:?}")
+                }
+                (a, b) => assert_eq!(a, b, "{kind:?}"),
+            }
+        }
+    }
+}

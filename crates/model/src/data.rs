@@ -12,7 +12,7 @@ use crate::{Error, Result};
 
 /// Cells that mean "no value" in a feature column: pandas' default `na_values`, so a
 /// frame written by `DataFrame.to_csv` reads back with its gaps where they were.
-const MISSING_MARKERS: [&str; 19] = [
+pub const MISSING_MARKERS: [&str; 19] = [
     "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA",
     "NULL", "NaN", "None", "n/a", "nan", "null",
 ];

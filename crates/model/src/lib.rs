@@ -26,7 +26,7 @@ mod train;
 mod trees;
 
 pub use artifact::{FORMAT_VERSION, MANIFEST_METADATA_KEY};
-pub use data::{CategoricalColumn, CsvOptions, Dataset, MISSING_CODE, Target};
+pub use data::{CategoricalColumn, CsvOptions, Dataset, MISSING_CODE, MISSING_MARKERS, Target};
 pub use error::{Error, Result};
 pub use model::{
     CATEGORIES_INPUT_NAME, INPUT_NAME, InputKind, Manifest, Model, ModelKind, StandardScaler, Step, TEXT_INPUT_NAME,

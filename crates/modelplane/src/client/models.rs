@@ -62,7 +62,7 @@ pub enum ModelsCommand {
     },
     /// Write a version trained here as an ONNX graph that answers as it does — same
     /// inputs, outputs and values — to serve it wherever ONNX runs, or to `models
-    /// import` it back. Tree kinds over numeric columns for now.
+    /// import` it back. Tree kinds for now.
     Export {
         /// Model name.
         model: String,
@@ -80,7 +80,7 @@ pub enum ModelsCommand {
 /// What `models export` writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExportFormat {
-    /// An ONNX model (ai.onnx opset 17, ai.onnx.ml opset 3).
+    /// An ONNX model (ai.onnx opset 17; ai.onnx.ml opset 3, or 5 for trees over categories).
     Onnx,
 }
 
