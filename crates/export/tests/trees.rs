@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use modelplane_model::{Dataset, Model, ModelKind, TensorData, TrainParams, train};
+use modelplane_model::{Dataset, Model, ModelKind, Output, TensorData, TrainParams, train};
 use modelplane_onnx::OnnxModel;
 
 /// `a`, `b` in [-1, 1] (a tenth of `a` missing), with a value, two classes and three.
@@ -39,10 +39,28 @@ fn fit(kind: ModelKind, target: &str, drop: &[&str]) -> Model {
         text.push('\n');
     }
     let data = Dataset::from_csv(&text, target, kind.is_classifier()).expect("valid csv");
-    let params = TrainParams::from_map(kind, &BTreeMap::from([("n_trees".to_owned(), "15".to_owned())]))
-        .or_else(|_| TrainParams::from_map(kind, &BTreeMap::new()))
-        .expect("params");
+    // Ensembles are kept small; a decision tree is one tree and the other kinds have no trees.
+    let pairs = if !kind.is_tree() || kind == ModelKind::DecisionTreeClassifier {
+        BTreeMap::new()
+    } else {
+        BTreeMap::from([("n_trees".to_owned(), "15".to_owned())])
+    };
+    let params = TrainParams::from_map(kind, &pairs).expect("params");
     train(kind, data, &params, |_| true).expect("trains")
+}
+
+/// The same outputs, in order: names and shapes equal, labels equal, values within 1e-5.
+fn assert_same_answers(native: &[Output], exported: &[Output], what: &str) {
+    assert_eq!(native.len(), exported.len(), "{what}");
+    for (ours, theirs) in native.iter().zip(exported) {
+        assert_eq!((&ours.name, &ours.shape), (&theirs.name, &theirs.shape), "{what}");
+        match (&ours.data, &theirs.data) {
+            (TensorData::F32(a), TensorData::F32(b)) => {
+                assert!(a.iter().zip(b).all(|(a, b)| (a - b).abs() <= 1e-5), "{what}: {a:?} {b:?}")
+            }
+            (a, b) => assert_eq!(a, b, "{what}"),
+        }
+    }
 }
 
 #[test]
@@ -63,16 +81,7 @@ fn exported_trees_answer_as_the_native_model() {
         let input = ndarray::Array2::from_shape_vec((6, 2), rows.clone()).expect("rows");
         let native = model.predict(input.view()).expect("native answers");
         let exported = onnx.predict(&[(vec![6, 2], TensorData::F32(rows.clone()))]).expect("onnx answers");
-        assert_eq!(native.len(), exported.len(), "{kind:?} {target}");
-        for (ours, theirs) in native.iter().zip(&exported) {
-            assert_eq!((&ours.name, &ours.shape), (&theirs.name, &theirs.shape), "{kind:?} {target}");
-            match (&ours.data, &theirs.data) {
-                (TensorData::F32(a), TensorData::F32(b)) => {
-                    assert!(a.iter().zip(b).all(|(a, b)| (a - b).abs() <= 1e-5), "{kind:?} {target}: {a:?} {b:?}")
-                }
-                (a, b) => assert_eq!(a, b, "{kind:?} {target}"),
-            }
-        }
+        assert_same_answers(&native, &exported, &format!("{kind:?} {target}"));
     }
 }
 
@@ -125,14 +134,6 @@ fn exported_trees_over_categories_answer_as_the_native_model() {
         let exported = onnx
             .predict(&[(vec![5, 1], TensorData::F32(numeric.clone())), (vec![5, 1], TensorData::Bytes(strings))])
             .expect("onnx answers");
-        for (ours, theirs) in native.iter().zip(&exported) {
-            assert_eq!((&ours.name, &ours.shape), (&theirs.name, &theirs.shape), "{kind:?}");
-            match (&ours.data, &theirs.data) {
-                (TensorData::F32(a), TensorData::F32(b)) => {
-                    assert!(a.iter().zip(b).all(|(a, b)| (a - b).abs() <= 1e-5), "{kind:?}: {a:?} {b:?}")
-                }
-                (a, b) => assert_eq!(a, b, "{kind:?}"),
-            }
-        }
+        assert_same_answers(&native, &exported, &format!("{kind:?}"));
     }
 }
